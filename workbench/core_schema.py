@@ -1,0 +1,56 @@
+"""Core tables: metadata, stage runs, the taxonomy (nodes) and merge aliases.
+
+Tables of later stages reference `nodes(id)` with ON DELETE CASCADE so that deleting a
+node never leaves orphans; `Taxonomy.merge` re-points every such reference to the
+survivor by reading the foreign keys from the database, so new tables need no extra code.
+"""
+
+COMPONENT = "core"
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    CREATE TABLE stage_runs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        stage       TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        status      TEXT NOT NULL DEFAULT 'running',   -- running | done | failed | stopped
+        params      TEXT NOT NULL DEFAULT '{}',        -- JSON
+        prompt_file TEXT,
+        prompt_hash TEXT,
+        model       TEXT,
+        summary     TEXT NOT NULL DEFAULT '{}'         -- JSON
+    );
+
+    CREATE TABLE nodes (
+        id           TEXT PRIMARY KEY,
+        parent_id    TEXT REFERENCES nodes(id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        name_key     TEXT NOT NULL,
+        level        INTEGER NOT NULL CHECK (level >= 1),
+        position     INTEGER NOT NULL DEFAULT 0,
+        origin       TEXT NOT NULL CHECK (origin IN ('seed', 'generated', 'imported', 'manual')),
+        status       TEXT NOT NULL CHECK (status IN ('proposed', 'accepted', 'rejected')),
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        stage_run_id INTEGER REFERENCES stage_runs(id) ON DELETE SET NULL,
+        prompt_file  TEXT,
+        prompt_hash  TEXT,
+        model        TEXT,
+        note         TEXT
+    );
+    CREATE UNIQUE INDEX nodes_sibling_name ON nodes (coalesce(parent_id, ''), name_key);
+    CREATE INDEX nodes_parent ON nodes (parent_id);
+    CREATE INDEX nodes_status ON nodes (status);
+
+    -- An id that was merged away keeps resolving to its survivor.
+    CREATE TABLE node_aliases (
+        old_id    TEXT PRIMARY KEY,
+        node_id   TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+        reason    TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
+]
