@@ -27,6 +27,11 @@ from workbench.errors import SchemaError
 # Modules that define `COMPONENT: str` and `MIGRATIONS: list[str]` (SQL scripts).
 SCHEMA_MODULES = [
     "workbench.core_schema",
+    "workbench.llm.schema",
+    "workbench.stages.images_schema",
+    "workbench.stages.clip_schema",
+    "workbench.stages.vision_schema",
+    "workbench.analysis.schema",
 ]
 
 BUSY_TIMEOUT_MS = 60_000

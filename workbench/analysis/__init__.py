@@ -1,0 +1,1 @@
+"""Analyses over a workspace: coverage, agreement, projections, duplicates."""

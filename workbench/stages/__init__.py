@@ -1,0 +1,1 @@
+"""Pipeline stages: each reads the workspace and writes its results under deterministic keys."""

@@ -1,0 +1,57 @@
+"""Component `vision`: filter decisions, Q&A samples, referee votes and the selection."""
+
+COMPONENT = "vision"
+
+MIGRATIONS = [
+    """
+    -- One row per (image, candidate task type) the filter saw; kept=1 if the VLM chose it.
+    -- A label the VLM returned that was not a candidate is recorded with node_id NULL.
+    CREATE TABLE filter_decisions (
+        image_id  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        node_id   TEXT REFERENCES nodes(id) ON DELETE CASCADE,
+        label     TEXT NOT NULL,             -- the label as the VLM wrote it (or the candidate path)
+        kept      INTEGER NOT NULL,
+        reason    TEXT,                      -- why not kept: 'not chosen', 'not a candidate', 'parse error: ...'
+        call_key  TEXT,                      -- llm_calls.key holding the raw response
+        stage_run_id INTEGER REFERENCES stage_runs(id) ON DELETE SET NULL
+    );
+    CREATE UNIQUE INDEX filter_decisions_key ON filter_decisions (image_id, label);
+    CREATE INDEX filter_decisions_node ON filter_decisions (node_id);
+
+    -- One Q&A per (image, task type); status 'ok' or 'rejected' with a reason.
+    CREATE TABLE samples (
+        id        TEXT PRIMARY KEY,          -- hash(image_id, node_id, question)
+        image_id  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        node_id   TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+        question  TEXT,
+        answer    TEXT,
+        status    TEXT NOT NULL CHECK (status IN ('ok', 'rejected')),
+        reason    TEXT,
+        call_key  TEXT,
+        stage_run_id INTEGER REFERENCES stage_runs(id) ON DELETE SET NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX samples_image_node ON samples (image_id, node_id);
+    CREATE INDEX samples_node ON samples (node_id);
+
+    -- One vote per (sample, referee): vote 1/0, or NULL with valid=0 when the output was ambiguous.
+    CREATE TABLE votes (
+        sample_id TEXT NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
+        referee   TEXT NOT NULL,
+        vote      INTEGER CHECK (vote IN (0, 1)),
+        valid     INTEGER NOT NULL,
+        raw_text  TEXT,
+        call_key  TEXT,
+        prompt_hash TEXT,
+        stage_run_id INTEGER REFERENCES stage_runs(id) ON DELETE SET NULL,
+        PRIMARY KEY (sample_id, referee)
+    );
+
+    CREATE TABLE selections (
+        sample_id TEXT PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
+        selected  INTEGER NOT NULL,
+        reason    TEXT,
+        stage_run_id INTEGER REFERENCES stage_runs(id) ON DELETE SET NULL
+    );
+    """,
+]
