@@ -1,0 +1,105 @@
+import pytest
+
+from conftest import run_cli, run_cli_subprocess
+
+
+def test_init_with_seed_then_stats_show_export(tmp_path):
+    ws = tmp_path / "w"
+    r = run_cli("init", ws, "--seed")
+    assert r.code == 0 and "loaded seed task types" in r.out
+    r = run_cli("taxonomy", "stats", ws)
+    assert r.code == 0 and "task types (leaves): 72" in r.out and "largest first-level subtree" in r.out
+    r = run_cli("taxonomy", "show", ws, "--depth", "1", "--no-ids")
+    assert r.code == 0 and r.out.splitlines()[0].startswith("optical character recognition  (+4 children)")
+    r = run_cli("taxonomy", "show", ws, "--node", "optical character recognition~handwriting recognition")
+    assert r.code == 0 and "handwriting recognition" in r.out
+    out = tmp_path / "tasktype.txt"
+    r = run_cli("taxonomy", "export", ws, out)
+    assert r.code == 0 and "wrote 72 task types" in r.out
+    seed_lines = [line for line in (tmp_path / "tasktype.txt").read_text().splitlines()]
+    assert "ocr" not in seed_lines and "optical character recognition~handwriting recognition" in seed_lines
+    r = run_cli("taxonomy", "stats", ws, "--json")
+    assert r.code == 0 and '"leaves": 72' in r.out
+
+
+def test_import_bad_file_lists_lines_and_exits_2(tmp_path):
+    ws = tmp_path / "w"
+    run_cli("init", ws)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("ocr~scene text\nocr~a/b\nocr~~x\nocr~scene text\n")
+    r = run_cli("taxonomy", "import", ws, bad)
+    assert r.code == 2
+    err_lines = r.err.strip().splitlines()
+    assert any("line 2" in x and "'/'" in x for x in err_lines)
+    assert any("line 3" in x and "empty level" in x for x in err_lines)
+    assert err_lines[-1].startswith("error: ") and "nothing was imported" in err_lines[-1]
+    assert "Traceback" not in r.err
+    r = run_cli("taxonomy", "stats", ws)
+    assert "nodes: 0" in r.out
+    r = run_cli("taxonomy", "import", ws, bad, "--skip-bad")
+    assert r.code == 0 and "skipped 3 bad entries" in r.out
+
+
+def test_edit_commands(tmp_path):
+    ws = tmp_path / "w"
+    run_cli("init", ws)
+    assert run_cli("taxonomy", "add", ws, "ocr~scene text").code == 0
+    assert run_cli("taxonomy", "add", ws, "reading~street text").code == 0
+    r = run_cli("taxonomy", "rename", ws, "reading", "text reading")
+    assert r.code == 0 and "text reading" in r.out
+    r = run_cli("taxonomy", "merge", ws, "text reading", "ocr")
+    assert r.code == 0
+    r = run_cli("taxonomy", "reject", ws, "ocr~street text")
+    assert r.code == 0
+    r = run_cli("taxonomy", "export", ws, tmp_path / "o.txt")
+    assert (tmp_path / "o.txt").read_text() == "ocr~scene text\n"
+    r = run_cli("taxonomy", "delete", ws, "ocr")
+    assert r.code == 2 and "--yes" in r.err
+    r = run_cli("taxonomy", "delete", ws, "ocr", "--yes")
+    assert r.code == 0 and "deleted 3 node(s)" in r.out
+    r = run_cli("taxonomy", "move", ws, "nope", "ocr")
+    assert r.code == 2 and "no node with id or path 'nope'" in r.err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["taxonomy", "stats", "{tmp}/missing"], "no such workspace folder"),
+    (["taxonomy", "import", "{ws}", "{tmp}/missing.txt"], "no such file"),
+    (["taxonomy", "export", "{ws}", "{tmp}/x.xml"], "--format"),
+    (["taxonomy", "show", "{ws}", "--status", "weird"], "--status must be one of"),
+    (["init", "{ws}"], "already a workspace"),
+])
+def test_user_mistakes_are_one_line_exit_2(tmp_path, args, needle):
+    ws = tmp_path / "w"
+    run_cli("init", ws)
+    r = run_cli(*[a.format(tmp=tmp_path, ws=ws) for a in args])
+    assert r.code == 2
+    assert r.err.startswith("error: ") and needle in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_every_command_has_help():
+    from workbench.cli import _load_commands, app
+    import typer.main
+
+    _load_commands()
+    root = typer.main.get_command(app)
+
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, path + [name])
+
+    for path, cmd in walk(root, []):
+        r = run_cli(*path, "--help")
+        assert r.code == 0, path
+        for param in cmd.params:
+            if param.name != "help" and getattr(param, "param_type_name", "") == "option":
+                assert param.help, f"{' '.join(path)} --{param.name} has no help text"
+
+
+def test_console_script_in_a_subprocess(tmp_path):
+    r = run_cli_subprocess("init", tmp_path / "w", "--seed")
+    assert r.code == 0, r.err
+    r = run_cli_subprocess("taxonomy", "import", tmp_path / "w", tmp_path / "nothing.txt")
+    assert r.code == 2 and r.err.startswith("error:") and "Traceback" not in r.err
+    r = run_cli_subprocess("--version")
+    assert r.code == 0 and r.out.startswith("workbench ")

@@ -1,0 +1,129 @@
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from workbench.errors import ConfigError, SchemaError, WorkbenchError
+from workbench.store import registered_schemas
+from workbench.workspace import Workspace
+
+
+def test_init_creates_config_database_and_folders(tmp_path):
+    ws = Workspace.init(tmp_path / "w")
+    root = tmp_path / "w"
+    assert (root / "workbench.toml").is_file()
+    assert (root / "workbench.sqlite").is_file()
+    for sub in ("arrays", "exports", "prompts"):
+        assert (root / sub).is_dir()
+    assert ws.store.scalar("PRAGMA journal_mode") == "wal"
+    assert ws.store.versions() == {c: len(m) for c, m in registered_schemas().items()}
+    assert ws.config.match.k == 5
+
+
+def test_init_refuses_existing_workspace_and_open_refuses_non_workspace(tmp_path):
+    Workspace.init(tmp_path / "w")
+    with pytest.raises(WorkbenchError, match="already a workspace"):
+        Workspace.init(tmp_path / "w")
+    with pytest.raises(WorkbenchError, match="not a workspace"):
+        Workspace.open(tmp_path)
+    with pytest.raises(WorkbenchError, match="no such workspace"):
+        Workspace.open(tmp_path / "nope")
+
+
+def test_newer_schema_is_refused_with_instructions(tmp_path):
+    Workspace.init(tmp_path / "w").close()
+    con = sqlite3.connect(tmp_path / "w" / "workbench.sqlite")
+    con.execute("UPDATE meta SET value='99' WHERE key='schema.core'")
+    con.commit()
+    con.close()
+    with pytest.raises(SchemaError, match=r"schema 'core' v99 .* upgrade the workbench"):
+        Workspace.open(tmp_path / "w")
+
+
+def test_older_schema_is_migrated_after_a_backup(tmp_path):
+    Workspace.init(tmp_path / "w").close()
+    db = tmp_path / "w" / "workbench.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("DROP TABLE projections")
+    con.execute("DELETE FROM meta WHERE key='schema.analysis'")
+    con.commit()
+    con.close()
+    ws = Workspace.open(tmp_path / "w")
+    assert ws.store.scalar("SELECT count(*) FROM sqlite_master WHERE name='projections'") == 1
+    assert ws.store.versions()["analysis"] == len(registered_schemas()["analysis"])
+    backups = list((tmp_path / "w").glob("workbench.sqlite.bak-*"))
+    assert len(backups) == 1
+    assert sqlite3.connect(backups[0]).execute(
+        "SELECT count(*) FROM sqlite_master WHERE name='projections'").fetchone()[0] == 0
+
+
+def test_write_transaction_is_all_or_nothing(ws):
+    with pytest.raises(RuntimeError):
+        with ws.store.write() as conn:
+            ws.taxonomy.add("ocr")
+            conn.execute("INSERT INTO meta(key, value) VALUES ('x', '1')")
+            raise RuntimeError("boom")
+    assert ws.taxonomy.count() == 0
+    assert ws.store.scalar("SELECT count(*) FROM meta WHERE key='x'") == 0
+
+
+@pytest.mark.parametrize("toml,field", [
+    ("[clip]\nk = 3\n", "clip.k: unknown setting"),
+    ("[match]\nk = 'five'\n", "match.k"),
+    ("[endpoints.default]\nbse_url = 'http://x'\n", "endpoints.default.bse_url: unknown setting"),
+    ("[match\nk=1", "invalid TOML"),
+])
+def test_bad_config_names_the_field(tmp_path, toml, field):
+    Workspace.init(tmp_path / "w").close()
+    (tmp_path / "w" / "workbench.toml").write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        Workspace.open(tmp_path / "w")
+    assert "workbench.toml" in str(info.value) and field in str(info.value)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from workbench.workspace import Workspace
+    ws = Workspace.open(sys.argv[1])
+    tag = sys.argv[2]
+    for i in range(150):
+        ws.taxonomy.add_path(f"{tag}~branch {i % 10}~leaf {i}")
+    print("done", tag)
+""")
+
+READER = textwrap.dedent("""
+    import sys, time
+    from workbench.workspace import Workspace
+    ws = Workspace.open(sys.argv[1])
+    seen = []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        n = ws.taxonomy.count()
+        leaves = len(ws.taxonomy.leaves())
+        seen.append(n)
+        if n >= 2 * (1 + 10 + 150):
+            break
+        time.sleep(0.02)
+    print(min(seen), max(seen), leaves)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_two_writers_and_a_reader_share_one_workspace(tmp_path):
+    Workspace.init(tmp_path / "w").close()
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "w"), tag],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for tag in ("alpha", "beta")]
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(tmp_path / "w")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for p in procs:
+        out, err = p.communicate(timeout=100)
+        assert p.returncode == 0, err
+    out, err = reader.communicate(timeout=100)
+    assert reader.returncode == 0, err
+    lo, hi, leaves = map(int, out.split())
+    assert hi == 2 * 161 and leaves == 300
+    ws = Workspace.open(tmp_path / "w")
+    assert ws.taxonomy.count() == 322
+    assert len(ws.taxonomy.leaves()) == 300
