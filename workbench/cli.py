@@ -251,11 +251,30 @@ def _load_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:  # typer >= 0.20 vendors its own copy of click
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exc
+
     try:
         _load_commands()
-        app(args=argv, standalone_mode=True)
+        rv = app(args=argv, standalone_mode=False, prog_name="workbench")
+        return rv if isinstance(rv, int) else 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except click_exc.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help(), err=True)
+        return 2
+    except click_exc.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _fail(exc.format_message() + hint)
+        return 2
+    except click_exc.ClickException as exc:
+        _fail(exc.format_message())
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
     except WorkbenchError as exc:
         _fail(str(exc))
         return 2

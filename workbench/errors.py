@@ -30,8 +30,9 @@ class ImportProblemsError(WorkbenchError):
     def __init__(self, report):  # report: workbench.taxonomy.io.ImportReport
         self.report = report
         errors = report.errors
-        first = errors[0].format() if errors else "unknown problem"
-        more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
-        super().__init__(
-            f"{first}{more}; nothing was imported. Fix the file, or pass --skip-bad to import the good lines."
-        )
+        if errors:
+            first = errors[0]
+            lead = f"{first.source}: {len(errors)} error(s), the first at {first.where}: {first.message}"
+        else:
+            lead = f"{report.source}: unknown problem"
+        super().__init__(f"{lead}; nothing was imported. Fix the file, or pass --skip-bad to import the good lines.")
