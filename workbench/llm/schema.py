@@ -29,3 +29,40 @@ MIGRATIONS = [
     CREATE INDEX llm_calls_run ON llm_calls (stage_run_id);
     """,
 ]
+
+# Migration 2: expansion results (stages/expand.py). One row per parent and reply; every
+# proposed line is kept with what became of it (added, already there, or dropped and why).
+MIGRATIONS.append(
+    """
+    CREATE TABLE expand_results (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        parent_id    TEXT REFERENCES nodes(id) ON DELETE CASCADE,   -- NULL: the first level
+        call_key     TEXT NOT NULL,                                 -- llm_calls.key (raw reply)
+        stage_run_id INTEGER REFERENCES stage_runs(id) ON DELETE SET NULL,
+        template     TEXT NOT NULL,      -- level1_supplement | child_supplement | child_expand | custom
+        prompt_file  TEXT,
+        prompt_hash  TEXT NOT NULL,
+        model        TEXT NOT NULL,
+        applied      INTEGER NOT NULL,   -- 1: proposals became nodes; 0: recorded only (prompt A/B)
+        status       TEXT NOT NULL CHECK (status IN ('ok', 'parse_error')),
+        error        TEXT,
+        n_proposed   INTEGER NOT NULL DEFAULT 0,
+        n_added      INTEGER NOT NULL DEFAULT 0,
+        n_dropped    INTEGER NOT NULL DEFAULT 0,
+        created_at   TEXT NOT NULL
+    );
+    CREATE INDEX expand_results_parent ON expand_results (parent_id, prompt_hash, model);
+    CREATE INDEX expand_results_key ON expand_results (call_key);
+
+    CREATE TABLE expand_proposals (
+        result_id INTEGER NOT NULL REFERENCES expand_results(id) ON DELETE CASCADE,
+        position  INTEGER NOT NULL,
+        line      TEXT NOT NULL,          -- the reply line or JSON item as given
+        name      TEXT,                   -- the cleaned name (NULL when dropped before cleaning)
+        outcome   TEXT NOT NULL CHECK (outcome IN ('added', 'new', 'existing', 'dropped')),
+        reason    TEXT,
+        node_id   TEXT REFERENCES nodes(id) ON DELETE SET NULL,
+        PRIMARY KEY (result_id, position)
+    );
+    """
+)

@@ -1,0 +1,119 @@
+"""Prompt files: Jinja2 templates that render to chat messages.
+
+A template renders to text; lines that are exactly `[system]`, `[user]` or `[assistant]` start a
+new message of that role (text before the first marker is a user message). Templates use
+StrictUndefined, so a misspelt variable is an error naming the file, not an empty string.
+
+Default prompts live in the repository's top-level `prompts/` folder; a stage config may name a
+workspace-relative or absolute file instead. The hash of the template *source* is the prompt's
+identity in provenance (nodes.prompt_hash, stage_runs.prompt_hash, llm_calls.prompt_hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+import workbench
+from workbench.errors import WorkbenchError
+
+DEFAULT_PROMPTS_DIR = Path(workbench.__file__).resolve().parents[1] / "prompts"
+_ROLE_LINE = re.compile(r"^\[(system|user|assistant)\]\s*$", re.MULTILINE)
+
+
+class PromptError(WorkbenchError):
+    """A prompt file is missing or does not render."""
+
+
+def resolve_prompt_path(name_or_path: str | Path, *, workspace_root: Path | None = None) -> Path:
+    """An absolute path; a path relative to the workspace; or the name of a default prompt."""
+    p = Path(name_or_path).expanduser()
+    candidates = [p] if p.is_absolute() else (
+        ([workspace_root / p] if workspace_root else []) + [Path.cwd() / p, DEFAULT_PROMPTS_DIR / p])
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise PromptError(f"prompt file {str(name_or_path)!r} not found (looked in: "
+                      f"{', '.join(str(c) for c in candidates)}); give a path to a .j2 file")
+
+
+def template_hash(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+
+
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
+                          trim_blocks=True, lstrip_blocks=True, autoescape=False)
+_ENV.filters["tojson_list"] = lambda xs: __import__("json").dumps(list(xs), ensure_ascii=False)
+
+
+@dataclass
+class PromptTemplate:
+    path: Path
+    source: str
+    hash: str
+    _template: jinja2.Template = field(repr=False, default=None)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, *, workspace_root: Path | None = None) -> "PromptTemplate":
+        path = resolve_prompt_path(name_or_path, workspace_root=workspace_root)
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PromptError(f"{path}: cannot read prompt file ({exc})") from None
+        return cls.from_text(source, path=path)
+
+    @classmethod
+    def from_text(cls, source: str, *, path: Path | str = "<string>") -> "PromptTemplate":
+        try:
+            tpl = _ENV.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise PromptError(f"{path}: line {exc.lineno}: template error: {exc.message}") from None
+        return cls(Path(path), source, template_hash(source), tpl)
+
+    @property
+    def display_path(self) -> str:
+        """How provenance names the file: relative to the default prompts folder when it is a default."""
+        try:
+            return "prompts/" + str(self.path.relative_to(DEFAULT_PROMPTS_DIR))
+        except ValueError:
+            return str(self.path)
+
+    def render_text(self, **context) -> str:
+        try:
+            return self._template.render(**context)
+        except jinja2.UndefinedError as exc:
+            raise PromptError(f"{self.path}: {exc.message}; variables available: "
+                              f"{', '.join(sorted(context))}") from None
+        except jinja2.TemplateError as exc:
+            raise PromptError(f"{self.path}: cannot render: {exc}") from None
+
+    def render(self, images: list[str] | None = None, **context) -> list[dict]:
+        """Chat messages; `images` (data URLs) are appended to the last user message."""
+        messages = split_messages(self.render_text(**context))
+        if images:
+            users = [m for m in messages if m["role"] == "user"]
+            if not users:
+                messages.append({"role": "user", "content": ""})
+                users = messages[-1:]
+            last = users[-1]
+            last["content"] = ([{"type": "text", "text": last["content"]}] if last["content"] else []) + [
+                {"type": "image_url", "image_url": {"url": u}} for u in images]
+        return messages
+
+
+def split_messages(text: str) -> list[dict]:
+    messages: list[dict] = []
+    pos, role = 0, "user"
+    for m in _ROLE_LINE.finditer(text):
+        chunk = text[pos:m.start()].strip()
+        if chunk:
+            messages.append({"role": role, "content": chunk})
+        role, pos = m.group(1), m.end()
+    chunk = text[pos:].strip()
+    if chunk:
+        messages.append({"role": role, "content": chunk})
+    return messages
