@@ -34,6 +34,8 @@ class EndpointConfig(_Section):
     tokens_per_minute: float | None = Field(None, gt=0)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(6, ge=0)
+    retry_base_s: float = Field(1.0, ge=0)      # first backoff; doubles per attempt (Retry-After wins)
+    retry_max_s: float = Field(60.0, ge=0)
     price_input_per_mtok: float | None = Field(None, ge=0)   # USD per million tokens; None: price table
     price_output_per_mtok: float | None = Field(None, ge=0)
 
@@ -71,6 +73,7 @@ class LLMStageConfig(_Section):
 
 class ExpandConfig(LLMStageConfig):
     temperature: float = 0.7
+    max_tokens: int | None = Field(1024, ge=1)
     prompt_level1_supplement: str | None = None
     prompt_child_supplement: str | None = None
     prompt_child_expand: str | None = None
@@ -95,6 +98,7 @@ class LimitsConfig(_Section):
     max_failure_rate: float = Field(0.25, ge=0, le=1)
     min_calls_before_failure_check: int = Field(20, ge=1)
     budget_usd: float | None = Field(None, ge=0)
+    progress: bool = True                # tqdm bars on batches of calls
 
 
 class WorkspaceSection(_Section):
