@@ -1,0 +1,83 @@
+import hashlib
+import json
+
+import pytest
+
+from workbench.analysis.funnel import funnel, rejections
+from workbench.errors import WorkbenchError
+from workbench.stages.export import export
+from workbench.stages.select import select
+
+
+def sid(*parts):
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:20]
+
+
+@pytest.fixture
+def filled(seeded_ws, tmp_path):
+    """Images, matches, filter decisions, samples and votes written straight into the tables."""
+    ws = seeded_ws
+    leaves = [n.id for n, _ in ws.taxonomy.leaves()][:3]
+    root = tmp_path / "imgs"
+    with ws.store.write() as c:
+        for i in range(4):
+            c.execute("INSERT INTO images(id, path, root, source, width, height, format, added_at) VALUES "
+                      "(?, ?, ?, 'test', 8, 8, 'PNG', 'now')", (f"img{i}", f"sub/img{i}.png", str(root)))
+            for r, n in enumerate(leaves, 1):
+                c.execute("INSERT INTO matches VALUES (?,?,?,?, 'k')", (f"img{i}", n, r, 0.3 - r / 100))
+                kept = int(r != 3)
+                c.execute("INSERT INTO filter_decisions(image_id, node_id, label, kept, reason) VALUES (?,?,?,?,?)",
+                          (f"img{i}", n, n, kept, None if kept else "not chosen"))
+                if kept:
+                    q = f"question {i} {r}?"
+                    s = sid(f"img{i}", n, q)
+                    answer = "" if (i, r) == (3, 2) else f"answer {i} {r}"
+                    status = "rejected" if not answer else "ok"
+                    c.execute("INSERT INTO samples(id, image_id, node_id, question, answer, status, reason, "
+                              "created_at) VALUES (?,?,?,?,?,?,?, 'now')",
+                              (s, f"img{i}", n, q, answer, status, None if answer else "empty answer"))
+                    votes = [1, 1, 0] if i % 2 == 0 else [1, 0, None]
+                    for ref, v in zip(("r1", "r2", "r3"), votes):
+                        c.execute("INSERT INTO votes(sample_id, referee, vote, valid, raw_text) VALUES (?,?,?,?,?)",
+                                  (s, ref, v, int(v is not None), "maybe" if v is None else str(v)))
+    return ws
+
+
+def test_funnel_and_rejections(filled):
+    ws = filled
+    select(ws)
+    f = funnel(ws)
+    assert f["count"].tolist() == [12, 8, 7, 4, 4]
+    per = funnel(ws, per_task=True)
+    assert per["matched"].sum() == 12 and len(per) == 3
+    rej = rejections(ws)
+    assert set(rej["stage"]) == {"filter", "qa", "referee", "select"}
+    assert (rej.loc[rej.stage == "qa", "reason"] == "empty answer").all()
+    assert "invalid vote" in set(rej.loc[rej.stage == "referee", "reason"])
+
+
+def test_exports_are_deterministic_and_well_formed(filled, tmp_path):
+    ws = filled
+    select(ws)
+    path, n = export(ws, tmp_path / "a.json", fmt="llava")
+    assert n == 4
+    recs = json.loads(path.read_text())
+    for r in recs:
+        assert r["image"].startswith("sub/img") and r["task_type"].count("~") >= 0
+        human, gpt = r["conversations"]
+        assert human["from"] == "human" and human["value"].startswith("<image>\n")
+        assert human["value"].count("<image>") == 1 and gpt["from"] == "gpt" and gpt["value"]
+    assert [r["id"] for r in recs] == sorted(r["id"] for r in recs)
+    path2, _ = export(ws, tmp_path / "b.json", fmt="llava")
+    assert path.read_bytes() == path2.read_bytes()
+    p1, _ = export(ws, tmp_path / "a.parquet", fmt="parquet")
+    p2, _ = export(ws, tmp_path / "b.parquet", fmt="parquet")
+    assert p1.read_bytes() == p2.read_bytes()
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=str(p1), split="train")
+    assert len(ds) == 4 and set(ds.column_names) >= {"id", "image", "conversations", "task_type"}
+    sg, _ = export(ws, tmp_path / "s.json", fmt="sharegpt", image_root=tmp_path)
+    assert json.loads(sg.read_text())[0]["images"][0].startswith("imgs/sub/")
+    with pytest.raises(WorkbenchError, match="outside --image-root"):
+        export(ws, tmp_path / "x.json", image_root=tmp_path / "elsewhere")

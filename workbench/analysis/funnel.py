@@ -1,0 +1,65 @@
+"""The funnel per stage, overall and per task type, and every rejected row with its reason.
+
+matched (image × task type from CLIP top-k) → kept by the filter → Q&A parsed → passed the referees →
+selected. Counts are of (image, task type) pairs until Q&A, of samples after.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+STAGES = ["matched", "kept by filter", "Q&A parsed", "passed referees", "selected"]
+
+
+def _table_exists(store, name: str) -> bool:
+    return bool(store.scalar("SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?", (name,)))
+
+
+def funnel(ws, *, min_votes: int | None = None, per_task: bool = False) -> pd.DataFrame:
+    """Overall: one row per stage with `count`. Per task: one row per task type, one column per stage."""
+    k = ws.config.select.min_votes if min_votes is None else min_votes
+    q = {
+        "matched": "SELECT node_id, count(*) AS n FROM matches GROUP BY node_id",
+        "kept by filter": "SELECT node_id, count(*) AS n FROM filter_decisions WHERE kept = 1 GROUP BY node_id",
+        "Q&A parsed": "SELECT node_id, count(*) AS n FROM samples WHERE status = 'ok' GROUP BY node_id",
+        "passed referees": ("SELECT s.node_id, count(*) AS n FROM samples s JOIN (SELECT sample_id, "
+                            "sum(CASE WHEN vote = 1 THEN 1 ELSE 0 END) AS yes FROM votes GROUP BY sample_id) v "
+                            f"ON v.sample_id = s.id WHERE s.status = 'ok' AND v.yes >= {int(k)} GROUP BY s.node_id"),
+        "selected": ("SELECT s.node_id, count(*) AS n FROM samples s JOIN selections x ON x.sample_id = s.id "
+                     "WHERE x.selected = 1 GROUP BY s.node_id"),
+    }
+    frames = {}
+    for stage, sql in q.items():
+        frames[stage] = pd.read_sql_query(sql, ws.store.conn).set_index("node_id")["n"]
+    if not per_task:
+        return pd.DataFrame({"stage": STAGES, "count": [int(frames[s].sum()) for s in STAGES]})
+    df = pd.DataFrame(frames).fillna(0).astype(int)
+    idx = ws.taxonomy.index(None)
+    df.insert(0, "task_type", [idx.paths.get(n, "") for n in df.index])
+    return df.reset_index().sort_values("task_type").reset_index(drop=True)
+
+
+def rejections(ws, stage: str | None = None) -> pd.DataFrame:
+    """Every row a stage did not pass on, with its reason: filter, qa, referee, select."""
+    parts = []
+    if stage in (None, "filter"):
+        parts.append(pd.read_sql_query(
+            "SELECT 'filter' AS stage, image_id, node_id, label AS item, reason, call_key FROM filter_decisions "
+            "WHERE kept = 0", ws.store.conn))
+    if stage in (None, "qa"):
+        parts.append(pd.read_sql_query(
+            "SELECT 'qa' AS stage, image_id, node_id, coalesce(question, '') AS item, reason, call_key FROM samples "
+            "WHERE status = 'rejected'", ws.store.conn))
+    if stage in (None, "referee"):
+        parts.append(pd.read_sql_query(
+            "SELECT 'referee' AS stage, s.image_id, s.node_id, v.referee || ': ' || coalesce(v.raw_text, '') AS item,"
+            " CASE WHEN v.valid = 0 THEN 'invalid vote' ELSE 'voted 0' END AS reason, v.call_key FROM votes v "
+            "JOIN samples s ON s.id = v.sample_id WHERE v.valid = 0 OR v.vote = 0", ws.store.conn))
+    if stage in (None, "select"):
+        parts.append(pd.read_sql_query(
+            "SELECT 'select' AS stage, s.image_id, s.node_id, s.question AS item, x.reason, NULL AS call_key "
+            "FROM selections x JOIN samples s ON s.id = x.sample_id WHERE x.selected = 0", ws.store.conn))
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame(columns=["stage", "image_id", "node_id", "item", "reason", "call_key"])
+    return pd.concat(parts, ignore_index=True)

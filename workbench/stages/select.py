@@ -1,0 +1,129 @@
+"""Selection: keep samples with at least K positive votes, then apply per-task caps/floors and a budget.
+
+Vision-Flan: at a fixed budget, many tasks × few samples beats few × many. So a budget is spent by
+water-filling across task types (every task gets up to q samples, with q as large as the budget allows)
+rather than by sampling samples uniformly, which would favour the big tasks.
+
+Order within a task is a seeded hash of the sample id: reproducible, and independent of row order.
+Every ok sample gets a row in `selections`, the unselected ones with their reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import WorkbenchError
+
+
+@dataclass
+class SelectionReport:
+    samples: int
+    passed_votes: int
+    selected: int
+    tasks_selected: int
+    reasons: dict[str, int]
+    per_task_quota: int | None
+
+    def summary(self) -> str:
+        rs = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items()))
+        return (f"{self.samples} samples, {self.passed_votes} passed the referees, {self.selected} selected over "
+                f"{self.tasks_selected} task types" + (f" (at most {self.per_task_quota} per task to fit the budget)"
+                                                       if self.per_task_quota else "") + (f"; dropped: {rs}" if rs else ""))
+
+
+def vote_table(store) -> pd.DataFrame:
+    """One row per ok sample: node_id, positive votes, valid votes, votes cast (a single GROUP BY, no nested loops)."""
+    return pd.read_sql_query(
+        "SELECT s.id AS sample_id, s.node_id, "
+        " coalesce(sum(CASE WHEN v.vote = 1 THEN 1 ELSE 0 END), 0) AS yes,"
+        " coalesce(sum(v.valid), 0) AS valid, count(v.sample_id) AS cast"
+        " FROM samples s LEFT JOIN votes v ON v.sample_id = s.id WHERE s.status = 'ok' GROUP BY s.id",
+        store.conn)
+
+
+def _seeded_rank(ids: pd.Series, seed: int) -> np.ndarray:
+    salt = str(seed).encode()
+    return np.fromiter((int.from_bytes(hashlib.blake2b(salt + i.encode(), digest_size=8).digest(), "big")
+                        for i in ids), dtype=np.uint64, count=len(ids))
+
+
+def water_fill(counts: np.ndarray, budget: int) -> int:
+    """The largest per-task quota q with sum(min(count, q)) <= budget."""
+    if counts.sum() <= budget:
+        return int(counts.max()) if len(counts) else 0
+    lo, hi = 0, int(counts.max())
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if np.minimum(counts, mid).sum() <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def choose(table: pd.DataFrame, *, min_votes: int = 2, max_per_task: int | None = None,
+           min_per_task: int | None = None, budget: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, int | None]:
+    """Pure selection on a vote table; returns (sample_id, selected, reason) and the budget quota used."""
+    if min_votes < 0:
+        raise WorkbenchError("select: min_votes must be >= 0")
+    df = table[["sample_id", "node_id", "yes"]].copy()
+    df["reason"] = None
+    df.loc[df["yes"] < min_votes, "reason"] = f"fewer than {min_votes} positive votes"
+    ok = df["reason"].isna()
+    passed = df[ok].copy()
+    passed["rank"] = _seeded_rank(passed["sample_id"], seed)
+    passed = passed.sort_values(["node_id", "rank"], kind="stable")
+    passed["pos"] = passed.groupby("node_id").cumcount()
+    sizes = passed.groupby("node_id")["sample_id"].transform("size")
+    reason = pd.Series(None, index=passed.index, dtype=object)
+    if min_per_task:
+        reason[sizes < min_per_task] = f"task type has fewer than {min_per_task} passing samples"
+    if max_per_task:
+        reason[reason.isna() & (passed["pos"] >= max_per_task)] = f"over the per-task cap of {max_per_task}"
+    quota = None
+    if budget is not None:
+        live = passed[reason.isna()]
+        counts = live.groupby("node_id").size().to_numpy()
+        if counts.sum() > budget:
+            quota = water_fill(counts, budget)
+            reason[reason.isna() & (passed["pos"] >= quota)] = "over the total budget"
+            # Spend what the equal quota leaves over on the next sample of tasks, in seeded order.
+            left = budget - int((reason.isna()).sum())
+            if left > 0:
+                extra = passed[(passed["pos"] == quota) & (reason == "over the total budget")]
+                extra = extra.sort_values("rank", kind="stable").head(left)
+                reason[extra.index] = None
+    passed["reason"] = reason
+    out = pd.concat([df.loc[~ok, ["sample_id", "reason"]], passed[["sample_id", "reason"]]])
+    out["selected"] = out["reason"].isna().astype(int)
+    return out.sort_values("sample_id", kind="stable").reset_index(drop=True), quota
+
+
+def select(ws, *, min_votes: int | None = None, max_per_task: int | None = None, min_per_task: int | None = None,
+           budget: int | None = None, seed: int | None = None) -> SelectionReport:
+    cfg = ws.config.select
+    params = dict(min_votes=cfg.min_votes if min_votes is None else min_votes,
+                  max_per_task=cfg.max_per_task if max_per_task is None else max_per_task,
+                  min_per_task=cfg.min_per_task if min_per_task is None else min_per_task,
+                  budget=cfg.budget if budget is None else budget, seed=cfg.seed if seed is None else seed)
+    table = vote_table(ws.store)
+    if table.empty:
+        raise WorkbenchError("select: no Q&A samples yet; run `workbench qa` (and `workbench referee`) first")
+    run_id = ws.start_run("select", params)
+    chosen, quota = choose(table, **params)
+    with ws.store.write() as conn:
+        conn.execute("DELETE FROM selections")
+        conn.executemany("INSERT INTO selections(sample_id, selected, reason, stage_run_id) VALUES (?,?,?,?)",
+                         zip(chosen["sample_id"], chosen["selected"].tolist(), chosen["reason"],
+                             [run_id] * len(chosen)))
+    sel = chosen[chosen["selected"] == 1]
+    report = SelectionReport(
+        samples=len(table), passed_votes=int((table["yes"] >= params["min_votes"]).sum()), selected=len(sel),
+        tasks_selected=int(table.set_index("sample_id").loc[sel["sample_id"], "node_id"].nunique()) if len(sel) else 0,
+        reasons={k: int(v) for k, v in chosen["reason"].value_counts().items()}, per_task_quota=quota)
+    ws.finish_run(run_id, "done", report.__dict__)
+    return report
