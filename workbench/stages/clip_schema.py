@@ -37,4 +37,19 @@ MIGRATIONS = [
     CREATE INDEX matches_node ON matches (node_id);
     CREATE INDEX matches_rank ON matches (image_id, rank);
     """,
+    """
+    -- Rows ever allocated in a set (dead rows of changed texts included): the next row number.
+    ALTER TABLE embedding_sets ADD COLUMN n_rows INTEGER NOT NULL DEFAULT 0;
+    -- The input hash of the task text a match was scored against: a renamed or merged task
+    -- type makes the rows that used its old text stale (see match.py for the incremental rule).
+    ALTER TABLE matches ADD COLUMN target_hash TEXT;
+    -- The task types (and their text hashes) the stored matches of `match_key` cover.
+    CREATE TABLE match_targets (
+        match_key  TEXT NOT NULL,
+        node_id    TEXT NOT NULL,            -- no FK on purpose: a deleted/merged target must stay visible
+        input_hash TEXT NOT NULL,
+        PRIMARY KEY (match_key, node_id)
+    );
+    CREATE INDEX matches_score ON matches (rank, score);
+    """,
 ]
