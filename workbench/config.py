@@ -48,12 +48,14 @@ class ClipConfig(_Section):
     num_workers: int = Field(2, ge=0)
     device: str = "auto"
     image_precision: Literal["fp32", "bf16"] = "fp32"
+    allow_download: bool = False            # let open_clip fetch a pretrained tag from a hub (needs internet)
 
 
 class MatchConfig(_Section):
     k: int = Field(5, ge=1)
     chunk_size: int = Field(4096, ge=1)
     low_score_threshold: float = 0.2
+    memory_mb: int = Field(512, ge=16)      # bound on one chunk's score matrix (rows = memory / task types)
 
 
 class TextEmbeddingConfig(_Section):
