@@ -53,7 +53,7 @@ class Reply:
 @dataclass
 class ChatRequest:
     body: dict
-    headers: dict[str, str]
+    headers: dict[str, str]   # lower-case names
     attempt: int        # 1 for the first request with this exact body, 2 for its first retry, ...
     received_at: float
 
@@ -94,6 +94,8 @@ class OpenAIServer:
         self.models = models
         self.default_latency = default_latency
         self.requests: list[ChatRequest] = []
+        self.in_flight = 0
+        self.max_in_flight = 0          # the most requests being answered at once
         self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -126,7 +128,7 @@ class OpenAIServer:
                     body = json.loads(raw)
                 except ValueError:
                     return self._send(400, {"error": {"message": "bad JSON"}})
-                req = server._record(raw, body, dict(self.headers))
+                req = server._record(raw, body, {k.lower(): v for k, v in self.headers.items()})
                 try:
                     reply = server.script(req)
                 except Exception as exc:  # a broken script is a 500 the test can see
@@ -136,6 +138,16 @@ class OpenAIServer:
                 elif isinstance(reply, dict):
                     reply = Reply(body=reply)
                 delay = reply.latency + server.default_latency
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._reply(req, reply, delay)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _reply(self, req, reply, delay):
                 if reply.hang:
                     server._stop.wait(reply.hang_s)
                     return

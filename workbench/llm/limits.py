@@ -11,11 +11,11 @@ import time
 
 
 class TokenBucket:
-    """`rate_per_minute` units refill continuously; capacity one minute's worth (bursts allowed)."""
+    """`rate_per_minute` units refill continuously; bursts up to one second's worth."""
 
     def __init__(self, rate_per_minute: float):
         self.rate = rate_per_minute / 60.0
-        self.capacity = max(rate_per_minute, 1.0)
+        self.capacity = max(self.rate, 1.0)
         self.level = self.capacity
         self.stamp = time.monotonic()
         self._lock = asyncio.Lock()

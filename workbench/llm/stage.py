@@ -137,17 +137,23 @@ class _Budget:
         self.reserved = 0.0
         self.lock = threading.Lock()
 
-    def try_reserve(self, est: float) -> bool:
-        with self.lock:
-            if self.limit is not None and self.spent + self.reserved + est > self.limit:
-                return False
-            self.reserved += est
-            return True
+        self.calls = 0
 
-    def settle(self, est: float, actual: float) -> None:
+    def try_reserve(self, est: float) -> float | None:
+        """The amount reserved (the estimate, or the mean real cost so far if higher), or None: over budget."""
         with self.lock:
-            self.reserved -= est
+            if self.calls:
+                est = max(est, self.spent / self.calls)
+            if self.limit is not None and self.spent + self.reserved + est > self.limit:
+                return None
+            self.reserved += est
+            return est
+
+    def settle(self, reserved: float, actual: float) -> None:
+        with self.lock:
+            self.reserved -= reserved
             self.spent += actual
+            self.calls += 1
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -185,7 +191,8 @@ def run_stage(ws, stage: LLMStage, rows: Iterable, *, endpoint: str | Endpoint |
             pending[key] = (prompt, messages)
     report.cached = sum(1 for *_, k in items if k in found)
     report.to_call = len(pending)
-    out_tokens = params.get("max_tokens") or stage.expected_output_tokens
+    # Expected reply length (the stage's estimate, capped by max_tokens): dry-run figures and budget reservations.
+    out_tokens = min(params.get("max_tokens") or stage.expected_output_tokens, stage.expected_output_tokens)
     est = {k: estimate_prompt_tokens(m) for k, (_, m) in pending.items()}
     report.est_prompt_tokens = sum(est.values())
     report.est_completion_tokens = out_tokens * len(pending)
@@ -276,8 +283,8 @@ def _call_all(ws, stage, ep, params, pending, est, out_tokens, cache, report, de
                 if stop.is_set():
                     results.put((key, None, 0.0))
                     return
-                est_cost = cost_usd(ep.price, est[key], out_tokens)
-                if not budget.try_reserve(est_cost):
+                est_cost = budget.try_reserve(cost_usd(ep.price, est[key], out_tokens))
+                if est_cost is None:
                     stop.set()
                     report.stopped = report.stopped or (
                         f"budget ${budget_usd:.4f} reached (spent ${budget.spent:.4f}); "
@@ -291,6 +298,7 @@ def _call_all(ws, stage, ep, params, pending, est, out_tokens, cache, report, de
                 rec.key, rec.stage, rec.stage_run_id = key, stage.stage, run_id
                 rec.prompt_file, rec.prompt_hash = prompt.display_path, prompt.hash
                 rec.request = request_json(ep.model, messages, params)
+                budget.settle(est_cost, rec.cost_usd or 0.0)
                 results.put((key, rec, est_cost))
 
         try:
@@ -322,7 +330,6 @@ def _call_all(ws, stage, ep, params, pending, est, out_tokens, cache, report, de
             if rec is not None:
                 rec.created_at = utcnow()
                 cache.put(rec)          # durable before anything else happens with it
-                budget.settle(est_cost, rec.cost_usd or 0.0)
                 report.called += 1
                 report.prompt_tokens += rec.prompt_tokens or 0
                 report.completion_tokens += rec.completion_tokens or 0

@@ -1,0 +1,215 @@
+"""The LLM seam against a real local HTTP server: client, retries, cache, limits, stage runner."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+
+from openai_server import OpenAIServer, Reply
+from workbench.config import EndpointConfig
+from workbench.errors import WorkbenchError
+from workbench.llm.cache import CallCache, call_key, storable_messages
+from workbench.llm.client import Endpoint, image_data_url, resolve_endpoint
+from workbench.llm.prompts import PromptError, PromptTemplate, split_messages
+from workbench.llm.stage import LLMStage, ParseError, reparse, run_stage
+
+pytestmark = pytest.mark.timeout(60)
+
+ECHO = PromptTemplate.from_text("[system]\nYou answer briefly.\n[user]\nItem {{ item }}", path="echo.j2")
+
+
+class EchoStage(LLMStage):
+    stage = "echo"
+    prompt = ECHO
+    params = {"temperature": 0.0}
+
+    def __init__(self, parser=None):
+        self.parser = parser
+
+    def parse(self, raw, row):
+        if self.parser:
+            return self.parser(raw, row)
+        if not raw.startswith("answer"):
+            return ParseError(f"unexpected reply {raw!r}")
+        return raw.upper()
+
+
+def endpoint(server, **kw) -> Endpoint:
+    cfg = EndpointConfig(base_url=server.base_url, model="test-model", retry_base_s=0.01, retry_max_s=0.05,
+                         **{"max_retries": 3, "timeout_s": 5, **kw})
+    return Endpoint("test", cfg, (1.0, 2.0))
+
+
+def item_of(req) -> str:
+    return req.text.rsplit("Item ", 1)[1]
+
+
+def test_prompt_roles_and_strict_variables():
+    msgs = ECHO.render(item="7")
+    assert msgs == [{"role": "system", "content": "You answer briefly."}, {"role": "user", "content": "Item 7"}]
+    assert split_messages("no markers") == [{"role": "user", "content": "no markers"}]
+    with pytest.raises(PromptError, match="echo.j2.*item"):
+        ECHO.render(other=1)
+    with pytest.raises(PromptError, match="line 1"):
+        PromptTemplate.from_text("{% for x in %}", path="bad.j2")
+
+
+def test_image_parts_key_by_content_not_base64(tmp_path):
+    a = tmp_path / "a.png"
+    a.write_bytes(b"\x89PNG fake image bytes A")
+    b = tmp_path / "b.png"
+    b.write_bytes(b"\x89PNG fake image bytes B")
+    url_a = image_data_url(a)
+    assert url_a.startswith("data:image/png;base64,")
+    msgs_a = ECHO.render(images=[url_a], item="1")
+    assert msgs_a[-1]["content"][1]["image_url"]["url"] == url_a
+    # Same bytes under another MIME label: same content, same key.
+    same = "data:image/x-png;base64," + base64.b64encode(a.read_bytes()).decode()
+    assert call_key("m", msgs_a, {}) == call_key("m", ECHO.render(images=[same], item="1"), {})
+    assert call_key("m", msgs_a, {}) != call_key("m", ECHO.render(images=[image_data_url(b)], item="1"), {})
+    stored = json.dumps(storable_messages(msgs_a))
+    assert "base64" not in stored and "sha256:" in stored
+
+
+def test_client_retries_honour_retry_after_and_record_failures(ws):
+    def script(req):
+        item = item_of(req)
+        if item == "429" and req.attempt == 1:
+            return Reply(status=429, headers={"Retry-After": "0.4"})
+        if item == "500" and req.attempt <= 2:
+            return Reply(status=500)
+        if item == "length":
+            return Reply("answer cut", finish_reason="length")
+        if item == "filter":
+            return Reply("", finish_reason="content_filter")
+        if item == "hang":
+            return Reply(hang=True, hang_s=10)
+        if item == "400":
+            return Reply(status=400, text="bad request")
+        return Reply(f"answer {item}")
+
+    rows = [{"item": i} for i in ("ok", "429", "500", "length", "filter", "hang", "400")]
+    with OpenAIServer(script) as server:
+        ep = endpoint(server, timeout_s=0.5, max_retries=2)
+        outcomes = {}
+        t0 = time.monotonic()
+        rep = run_stage(ws, EchoStage(), rows, endpoint=ep, progress=False, max_failure_rate=1.0,
+                        on_result=lambda oc: outcomes.__setitem__(oc.row["item"], oc))
+        assert time.monotonic() - t0 >= 0.4  # waited out the Retry-After
+    assert outcomes["ok"].value == "ANSWER OK" and outcomes["ok"].record.attempts == 1
+    assert outcomes["429"].ok and outcomes["429"].record.attempts == 2
+    assert outcomes["500"].ok and outcomes["500"].record.attempts == 3
+    length = outcomes["length"].record
+    assert length.status == "error" and length.finish_reason == "length" and "cut off" in length.error
+    assert length.raw_text == "answer cut"  # the raw reply is kept beside the failure
+    assert "content filter" in outcomes["filter"].record.error
+    assert "timeout" in outcomes["hang"].record.error and outcomes["hang"].record.attempts == 3
+    assert "HTTP 400" in outcomes["400"].record.error and outcomes["400"].record.attempts == 1
+    assert (rep.ok, rep.call_failed, rep.called) == (3, 4, 7)
+    # Every call is stored, failures included, with tokens, cost and latency for the answers.
+    rows_db = {r["key"]: r for r in ws.store.query("SELECT * FROM llm_calls")}
+    assert len(rows_db) == 7
+    ok = rows_db[outcomes["ok"].key]
+    assert ok["status"] == "ok" and ok["prompt_tokens"] > 0 and ok["cost_usd"] > 0 and ok["latency_s"] > 0
+    assert json.loads(ok["raw_response"])["choices"][0]["message"]["content"] == "answer ok"
+
+
+def test_rerun_uses_cache_and_parser_change_reparses_without_calls(ws):
+    with OpenAIServer(lambda req: Reply(f"answer {item_of(req)}")) as server:
+        ep = endpoint(server)
+        rows = [{"item": str(i)} for i in range(30)] + [{"item": "0"}]  # a repeated row is one call
+        first = run_stage(ws, EchoStage(), rows, endpoint=ep, progress=False)
+        assert first.called == 30 and first.ok == 31 and len(server.requests) == 30
+        again = run_stage(ws, EchoStage(), rows, endpoint=ep, progress=False)
+        assert again.called == 0 and again.cached == 31 and len(server.requests) == 30
+        seen = []
+        rep = reparse(ws, EchoStage(parser=lambda raw, row: raw[::-1]), rows[:3], endpoint=ep,
+                      on_result=lambda oc: seen.append(oc.value))
+        assert seen == ["0 rewsna", "1 rewsna", "2 rewsna"] and rep.called == 0
+        assert len(server.requests) == 30
+        # A new row in cache-only mode is reported, not called.
+        rep = reparse(ws, EchoStage(), [{"item": "new"}], endpoint=ep)
+        assert rep.not_run == 1 and len(server.requests) == 30
+
+
+def test_concurrency_cap_and_request_rate_limit(ws):
+    with OpenAIServer(lambda req: Reply(f"answer {item_of(req)}", latency=0.1)) as server:
+        rep = run_stage(ws, EchoStage(), [{"item": str(i)} for i in range(24)],
+                        endpoint=endpoint(server, max_concurrency=4), progress=False)
+        assert rep.ok == 24 and server.max_in_flight == 4
+    with OpenAIServer(lambda req: Reply(f"answer {item_of(req)}")) as server:
+        t0 = time.monotonic()
+        run_stage(ws, EchoStage(), [{"item": f"r{i}"} for i in range(30)],
+                  endpoint=endpoint(server, requests_per_minute=1200), progress=False)
+        # 20/s with a one-second burst: the last 10 calls wait about half a second.
+        assert time.monotonic() - t0 >= 0.4
+
+
+def test_failure_rate_stops_the_stage(ws):
+    ws.config.limits.min_calls_before_failure_check = 5
+    with OpenAIServer(lambda req: Reply(status=400, text="nope")) as server:
+        rep = run_stage(ws, EchoStage(), [{"item": str(i)} for i in range(200)],
+                        endpoint=endpoint(server, max_concurrency=2), progress=False, max_failure_rate=0.5)
+    assert rep.stopped and "failure rate" in rep.stopped
+    assert rep.called < 20 and rep.not_run > 150
+    run = ws.runs("echo")[0]
+    assert run["status"] == "stopped"
+
+
+def test_parse_failures_count_towards_failure_rate(ws):
+    ws.config.limits.min_calls_before_failure_check = 5
+    with OpenAIServer(lambda req: Reply("gibberish")) as server:
+        rep = run_stage(ws, EchoStage(), [{"item": str(i)} for i in range(100)],
+                        endpoint=endpoint(server, max_concurrency=1), progress=False, max_failure_rate=0.2)
+    assert rep.stopped and rep.parse_failed >= 5 and rep.called < 20
+    # The raw replies are kept even though they did not parse.
+    assert ws.store.scalar("SELECT count(*) FROM llm_calls WHERE raw_text='gibberish'") == rep.called
+
+
+def test_budget_stops_cleanly_and_dry_run_spends_nothing(ws):
+    with OpenAIServer(lambda req: Reply("answer", prompt_tokens=1000, completion_tokens=1000)) as server:
+        ep = endpoint(server, max_concurrency=1)  # price (1, 2) USD/M: each call costs $0.003
+        rows = [{"item": str(i)} for i in range(50)]
+        dry = run_stage(ws, EchoStage(), rows, endpoint=ep, dry_run=True)
+        assert dry.to_call == 50 and dry.est_prompt_tokens > 0 and dry.est_cost_usd > 0
+        assert len(server.requests) == 0 and ws.runs("echo") == []
+        rep = run_stage(ws, EchoStage(), rows, endpoint=ep, budget_usd=0.02, progress=False)
+    assert rep.stopped and "budget" in rep.stopped
+    assert 0 < rep.called < 50 and rep.cost_usd <= 0.02 + 0.003
+    assert ws.store.scalar("SELECT count(*) FROM llm_calls") == rep.called
+
+
+def test_endpoint_resolution_env_and_config(ws, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    ep = resolve_endpoint(ws.config, "default")
+    assert ep.base_url == "http://127.0.0.1:9/v1" and ep.api_key() == "EMPTY"
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    with pytest.raises(WorkbenchError, match="OPENAI_API_KEY"):
+        resolve_endpoint(ws.config, "default").api_key()
+    with pytest.raises(WorkbenchError, match="no \\[endpoints.other\\]"):
+        resolve_endpoint(ws.config, "other")
+    (ws.root / "workbench.toml").write_text(
+        '[endpoints.local]\nbase_url = "http://127.0.0.1:8/v1"\nmodel = "m1"\napi_key_env = "MY_KEY"\n'
+        'price_input_per_mtok = 3\n')
+    cfg = ws.reload_config()
+    monkeypatch.setenv("MY_KEY", "k-123")
+    ep = resolve_endpoint(cfg, "local", model="m2")
+    assert (ep.base_url, ep.model, ep.api_key(), ep.price) == ("http://127.0.0.1:8/v1", "m2", "k-123", (3.0, 0.0))
+
+
+def test_api_key_never_reaches_the_workspace(ws, monkeypatch):
+    secret = "sk-test-SECRET-4242"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with OpenAIServer(lambda req: Reply("answer")) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        ep = resolve_endpoint(ws.config, "default", retry_base_s=0.01)
+        run_stage(ws, EchoStage(), [{"item": "1"}], endpoint=ep, progress=False)
+        assert server.requests[0].headers.get("authorization") == f"Bearer {secret}"  # it was used
+    ws.close()
+    for f in ws.root.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f

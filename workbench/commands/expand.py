@@ -1,0 +1,118 @@
+"""CLI: `workbench expand`, `workbench taxonomy duplicates`, `workbench taxonomy coverage`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from workbench.cli import WS_ARG, _open, app, taxonomy_app
+from workbench.errors import WorkbenchError
+
+
+@app.command("expand")
+def expand_cmd(
+    workspace: Path = WS_ARG,
+    level: Optional[int] = typer.Option(None, "--level", "-l", min=1,
+                                        help="Generate nodes of this level: children of every accepted node of "
+                                        "level N-1 (--level 1 supplements the first level)."),
+    node: Optional[List[str]] = typer.Option(None, "--node", "-n",
+                                             help="Expand these nodes (id or `~` path); repeat for several."),
+    prompt: Optional[Path] = typer.Option(None, "--prompt", "-p",
+                                          help="A Jinja2 prompt file used for every parent (default: the three "
+                                          "prompts configured in [expand], or the bundled ones)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print calls, estimated tokens and cost; call nothing."),
+    budget: Optional[float] = typer.Option(None, "--budget", min=0,
+                                           help="Stop cleanly once this many USD are spent (default: "
+                                           "limits.budget_usd)."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e",
+                                           help="Endpoint name from workbench.toml (default: expand.endpoint)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Override the endpoint's model."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Override the endpoint's base URL."),
+    again: bool = typer.Option(False, "--again", help="Ask again for parents already expanded with this prompt "
+                               "and model (the prompt then lists their current children)."),
+    record_only: bool = typer.Option(False, "--record-only", help="Record the proposals without adding nodes "
+                                     "(for comparing prompts)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+):
+    """Ask the LLM for new task types, one call per parent; new names become `proposed` nodes.
+
+    The endpoint comes from workbench.toml; with none configured, OPENAI_BASE_URL and
+    OPENAI_API_KEY are used exactly as the openai client does. Answers are cached in the
+    workspace: an interrupted run continues where it stopped.
+    """
+    from workbench.stages.expand import expand
+
+    ws = _open(workspace)
+    report = expand(ws, level=level, nodes=node or None, prompt=prompt, endpoint=endpoint, model=model,
+                    base_url=base_url, dry_run=dry_run, budget_usd=budget, apply=not record_only, again=again,
+                    progress=progress)
+    typer.echo(report.summary())
+    for e in (report.run.errors if report.run else [])[:5]:
+        typer.echo(f"  {e}", err=True)
+    if report.run and report.run.stopped:
+        typer.echo(f"stopped early: {report.run.stopped}; run the same command again to continue", err=True)
+        if "failure rate" in report.run.stopped:
+            raise typer.Exit(1)
+
+
+@taxonomy_app.command("duplicates")
+def duplicates_cmd(
+    workspace: Path = WS_ARG,
+    scope: str = typer.Option("siblings", help="siblings (children of one parent) or tree (any two nodes)."),
+    threshold: Optional[float] = typer.Option(None, help="Cosine similarity at or above which names are "
+                                              "near-duplicates (default: text_embedding.duplicate_threshold)."),
+    no_embed: bool = typer.Option(False, "--exact-only", help="Only exact matches (no embedding model)."),
+    apply: bool = typer.Option(False, "--apply", help="Merge every suggestion (second into first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """List near-duplicate task names as merge suggestions (exact after normalisation, or by embeddings)."""
+    from workbench.analysis.duplicates import apply_merge, suggest_merges
+
+    ws = _open(workspace)
+    sugg = suggest_merges(ws, scope=scope, threshold=threshold, embed=not no_embed)
+    if as_json:
+        typer.echo(json.dumps([s.__dict__ for s in sugg], indent=1))
+    else:
+        for s in sugg:
+            typer.echo(f"{s.kind:9} {s.score:.3f}  {s.b_id} {s.b_path!r}  ->  {s.a_id} {s.a_path!r}")
+        typer.echo(f"{len(sugg)} merge suggestion(s)" + ("" if apply or not sugg else
+                                                         "; merge one with `workbench taxonomy merge WS VICTIM "
+                                                         "SURVIVOR` or all with --apply"))
+    if apply:
+        merged = 0
+        for s in sugg:
+            try:
+                apply_merge(ws, s)
+                merged += 1
+            except WorkbenchError as exc:  # an earlier merge may have removed one side
+                typer.echo(f"skipped {s.b_id} -> {s.a_id}: {exc}", err=True)
+        typer.echo(f"merged {merged} pair(s)")
+
+
+@taxonomy_app.command("coverage")
+def coverage_cmd(
+    workspace: Path = WS_ARG,
+    reference: Path = typer.Argument(..., help="A reference taxonomy: tasktype.txt, JSON or folder tree.",
+                                     show_default=False),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="txt, folder or json (default: detected)."),
+    threshold: Optional[float] = typer.Option(None, help="Similarity below which a reference task is a gap "
+                                              "(default: text_embedding.coverage_threshold)."),
+    gaps_only: bool = typer.Option(False, "--gaps", help="List only the gaps."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Map each reference task to its nearest task type; list the reference tasks with no close match."""
+    from workbench.analysis.reference_coverage import reference_coverage
+
+    ws = _open(workspace)
+    rep = reference_coverage(ws, reference, fmt=format, threshold=threshold)
+    rows = rep.gaps if gaps_only else rep.rows
+    if as_json:
+        typer.echo(json.dumps({"summary": rep.summary(), "rows": [r.__dict__ for r in rows]}, indent=1))
+        return
+    for r in rows:
+        mark = "ok " if r.covered else "GAP"
+        typer.echo(f"{mark} {r.score:.3f}  {r.reference_path}  ->  {r.nearest_path or '-'}")
+    typer.echo(rep.summary())
