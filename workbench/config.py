@@ -84,8 +84,17 @@ class ExpandConfig(LLMStageConfig):
 class RefereeConfig(_Section):
     name: str
     endpoint: str
-    prompt: str | None = None
-    answer_aware: bool = False
+    prompt: str | None = None            # None: prompts/referee.j2 (or referee_answer_aware.j2)
+    answer_aware: bool = False           # also show and judge the answer (the paper's referees never saw it)
+    temperature: float = 0.0             # greedy, as in the paper
+    max_tokens: int | None = Field(None, ge=1)
+
+
+class VisionConfig(_Section):
+    """How images are sent to VLMs (filter, Q&A, referees)."""
+
+    image_max_side: int = Field(1024, ge=0)   # downscale larger images before sending; 0 = send the file as is
+    jpeg_quality: int = Field(90, ge=1, le=100)
 
 
 class SelectConfig(_Section):
@@ -119,6 +128,7 @@ class Config(_Section):
     filter: LLMStageConfig = LLMStageConfig()
     qa: LLMStageConfig = LLMStageConfig()
     referees: list[RefereeConfig] = []
+    vision: VisionConfig = VisionConfig()
     select: SelectConfig = SelectConfig()
     prices: dict[str, tuple[float, float]] = {}   # model -> (USD per M input, per M output) overrides
 

@@ -18,11 +18,13 @@ MIGRATIONS = [
     CREATE UNIQUE INDEX filter_decisions_key ON filter_decisions (image_id, label);
     CREATE INDEX filter_decisions_node ON filter_decisions (node_id);
 
-    -- One Q&A per (image, task type); status 'ok' or 'rejected' with a reason.
+    -- One Q&A per (image, task type); status 'ok' or 'rejected' with a reason. A pair for a task
+    -- type that was not requested is kept as rejected with node_id NULL and the label as written.
     CREATE TABLE samples (
-        id        TEXT PRIMARY KEY,          -- hash(image_id, node_id, question)
+        id        TEXT PRIMARY KEY,          -- hash(image_id, node_id or label, question)
         image_id  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-        node_id   TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+        node_id   TEXT REFERENCES nodes(id) ON DELETE CASCADE,
+        label     TEXT,                      -- the task type as the model wrote it
         question  TEXT,
         answer    TEXT,
         status    TEXT NOT NULL CHECK (status IN ('ok', 'rejected')),

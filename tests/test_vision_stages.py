@@ -1,0 +1,167 @@
+"""Filter → Q&A → referees → select → export against a local OpenAI-compatible server (real client, real HTTP)."""
+
+import base64
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from openai_server import OpenAIServer, Reply
+from workbench.analysis.funnel import funnel, rejections
+from workbench.workspace import Workspace
+
+
+def make_workspace(tmp_path, base_url, *, n_images=6):
+    ws = Workspace.init(tmp_path / "ws")
+    t = ws.taxonomy
+    paths = ["ocr~street sign reading", "counting~people counting", "captioning~brief caption",
+             "charts~bar chart reading"]
+    ids = [t.add_path(p).id for p in paths]
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    with ws.store.write() as c:
+        for i in range(n_images):
+            Image.new("RGB", (40 + i, 30), (i * 30, 80, 160)).save(img_dir / f"im{i}.png")
+            c.execute("INSERT INTO images(id, path, root, source, width, height, format, added_at) "
+                      "VALUES (?, ?, ?, 'test', ?, 30, 'PNG', 'now')", (f"img{i}", f"im{i}.png", str(img_dir), 40 + i))
+            for r, nid in enumerate(ids[:3], 1):
+                c.execute("INSERT INTO matches(image_id, node_id, rank, score, match_key) VALUES (?,?,?,?, 'k')", (f"img{i}", nid, r, 0.3))
+    cfg = (ws.root / "workbench.toml").read_text()
+    cfg += f"""
+[endpoints.default]
+base_url = "{base_url}"
+model = "vlm"
+max_retries = 2
+timeout_s = 10
+
+[endpoints.judge_a]
+base_url = "{base_url}"
+model = "judge-a"
+
+[endpoints.judge_b]
+base_url = "{base_url}"
+model = "judge-b"
+
+[endpoints.judge_c]
+base_url = "{base_url}"
+model = "judge-c"
+
+[[referees]]
+name = "a"
+endpoint = "judge_a"
+
+[[referees]]
+name = "b"
+endpoint = "judge_b"
+
+[[referees]]
+name = "c"
+endpoint = "judge_c"
+answer_aware = true
+"""
+    (ws.root / "workbench.toml").write_text(cfg)
+    return Workspace.open(ws.root)
+
+
+def image_index(req):
+    """Which test image a request carries: its width is 40 + i."""
+    import io
+
+    url = req.images[0]
+    data = base64.b64decode(url.split(",", 1)[1])
+    return Image.open(io.BytesIO(data)).size[0] - 40
+
+
+def script(req):
+    i = image_index(req)
+    if "candidate task types" in req.text:
+        return {0: '["ocr~street sign reading", "counting~people counting"]',
+                1: "```json\n[\"people counting\", \"made-up task\"]\n```",
+                2: "None of them fit.",
+                3: "this is not a list of labels ~~~ at all",
+                4: "1. ocr~street sign reading\n2. captioning~brief caption",
+                5: '["captioning~brief caption"]'}[i]
+    if "write one complex question" in req.text:
+        kinds = re.findall(r"^- (.+)$", req.text, re.M)
+        if i == 4:
+            return "Sorry, I cannot do that."
+        items = [{"task_type": k, "question": f"What about {k} in image {i}?",
+                  "answer": "" if (i == 1) else f"Answer {i}"} for k in kinds]
+        if i == 0:
+            items.append({"task_type": "weather recognition", "question": "Is it sunny?", "answer": "Yes"})
+        return json.dumps(items)
+    # referees
+    votes = {"judge-a": ["1", "Score: 1", "yes", "0", "1", "1"], "judge-b": ["1", "0", "The score is 1", "maybe", "", "perhaps"],
+             "judge-c": ["1", "1", "0", "0", "no", "1"]}
+    if req.model == "judge-c":
+        assert "Answer:" in req.text  # the answer-aware referee sees the answer
+    else:
+        assert "Answer:" not in req.text
+    return votes[req.model][i]
+
+
+@pytest.mark.timeout(120)
+def test_full_vision_pipeline(tmp_path):
+    with OpenAIServer(script, models=("vlm", "judge-a", "judge-b", "judge-c")) as server:
+        ws = make_workspace(tmp_path, server.base_url)
+        from workbench.stages.filter import run_filter
+        from workbench.stages.qa import run_qa
+        from workbench.stages.referee import run_referees
+
+        dry = run_filter(ws, dry_run=True)
+        assert dry.to_call == 6 and dry.est_prompt_tokens > 0 and len(server.requests) == 0
+        rep = run_filter(ws, progress=False)
+        assert rep.called == 6 and rep.parse_failed == 0
+        kept = ws.store.query("SELECT image_id, label FROM filter_decisions WHERE kept=1 ORDER BY image_id, label")
+        assert [(r[0], r[1]) for r in kept] == [
+            ("img0", "counting~people counting"), ("img0", "ocr~street sign reading"),
+            ("img1", "counting~people counting"), ("img4", "captioning~brief caption"), ("img4", "ocr~street sign reading"),
+            ("img5", "captioning~brief caption")]
+        reasons = {(r[0], r[1]): r[2] for r in ws.store.query("SELECT image_id, label, reason FROM filter_decisions")}
+        assert reasons[("img1", "made-up task")] == "not a candidate"
+        assert reasons[("img2", "ocr~street sign reading")] == "not chosen"
+        # img3's reply was read as labels that are not candidates: recorded, nothing kept
+        assert all(r[0] == 0 for r in ws.store.query("SELECT kept FROM filter_decisions WHERE image_id='img3'"))
+        # Every raw reply is kept beside the parse.
+        assert ws.store.scalar("SELECT count(*) FROM llm_calls WHERE stage='filter' AND raw_text IS NOT NULL") == 6
+
+        rep = run_qa(ws, progress=False)
+        assert rep.called == 4 and rep.parse_failed == 1   # img4 answered with prose
+        ok = ws.store.query("SELECT image_id, answer FROM samples WHERE status='ok' ORDER BY image_id, id")
+        assert [r[0] for r in ok] == ["img0", "img0", "img5"]
+        rej = {r[0]: r[1] for r in ws.store.query("SELECT coalesce(label, image_id), reason FROM samples "
+                                                  "WHERE status='rejected'")}
+        assert rej["weather recognition"] == "task type was not requested"
+        assert rej["img1"] == "empty answer"
+        assert rej["img4"].startswith("parse error")
+
+        reps = run_referees(ws, progress=False)
+        assert [r.called for r in reps] == [3, 3, 3]
+        votes = ws.store.query("SELECT s.image_id, v.referee, v.vote, v.valid FROM votes v JOIN samples s "
+                               "ON s.id = v.sample_id ORDER BY s.image_id, v.referee")
+        assert len(votes) == 9
+
+        # Re-running everything calls nothing: all answers come from the cache.
+        before = len(server.requests)
+        run_filter(ws, progress=False)
+        run_qa(ws, progress=False)
+        run_referees(ws, progress=False)
+        assert len(server.requests) == before
+        assert ws.store.scalar("SELECT count(*) FROM votes") == 9
+
+        # CLI: select, funnel, export.
+        r = run_cli("select", ws.root)
+        assert r.code == 0, r.err
+        r = run_cli("funnel", ws.root)
+        assert r.code == 0 and "matched" in r.out
+        f = funnel(ws)
+        assert f["count"].tolist()[:3] == [18, 6, 3]
+        out = tmp_path / "llava.json"
+        r = run_cli("export", ws.root, "--out", out)
+        assert r.code == 0, r.err
+        recs = json.loads(out.read_text())
+        assert len(recs) == f["count"].tolist()[4] and all(x["conversations"][0]["value"].startswith("<image>\n")
+                                                            for x in recs)
+        assert set(rejections(ws)["stage"]) >= {"filter", "qa", "referee"}

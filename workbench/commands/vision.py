@@ -1,0 +1,124 @@
+"""CLI for the vision stages: filter, qa, referee, select, export, funnel, rejections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from workbench.cli import WS_ARG, _open, app
+
+DRY = typer.Option(False, "--dry-run", help="Report calls, estimated tokens and cost; call nothing.")
+BUDGET = typer.Option(None, "--budget", help="Stop cleanly once this many USD are spent (default: "
+                      "limits.budget_usd in workbench.toml).")
+LIMIT = typer.Option(None, "--limit", min=1, help="Only the first N images (or samples), e.g. to try a prompt.")
+
+
+def _show(report) -> None:
+    typer.echo(report.summary())
+    for e in report.errors[:3]:
+        typer.echo(f"  e.g. {e}", err=True)
+
+
+@app.command("filter")
+def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
+               limit: Optional[int] = LIMIT,
+               prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt file (default: [filter] prompt "
+                                                    "or prompts/filter.j2)."),
+               endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name from workbench.toml "
+                                                      "(default: [filter] endpoint).")):
+    """The VLM keeps the CLIP candidate task types that fit each image."""
+    from workbench.stages.filter import run_filter
+
+    ws = _open(workspace)
+    _show(run_filter(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint))
+
+
+@app.command("qa")
+def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
+           limit: Optional[int] = LIMIT,
+           prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt file (default: [qa] prompt or "
+                                                "prompts/qa.j2)."),
+           endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name (default: [qa] endpoint).")):
+    """The VLM writes one question-answer pair per kept (image, task type)."""
+    from workbench.stages.qa import run_qa
+
+    ws = _open(workspace)
+    _show(run_qa(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint))
+
+
+@app.command("referee")
+def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
+                limit: Optional[int] = LIMIT,
+                name: Optional[List[str]] = typer.Option(None, "--name", help="Only this referee (repeatable; "
+                                                         "default: every [[referees]] entry).")):
+    """Every configured referee votes 1/0 on every Q&A sample."""
+    from workbench.stages.referee import run_referees
+
+    ws = _open(workspace)
+    for rep in run_referees(ws, names=name or None, dry_run=dry_run, budget_usd=budget, limit=limit):
+        _show(rep)
+
+
+@app.command("select")
+def select_cmd(workspace: Path = WS_ARG,
+               min_votes: Optional[int] = typer.Option(None, help="Positive votes needed (default: [select] "
+                                                       "min_votes, 2)."),
+               max_per_task: Optional[int] = typer.Option(None, help="At most this many samples per task type."),
+               min_per_task: Optional[int] = typer.Option(None, help="Drop task types with fewer passing samples."),
+               budget: Optional[int] = typer.Option(None, "--total", help="Total samples to keep, spread over task "
+                                                    "types (many tasks × few samples)."),
+               seed: Optional[int] = typer.Option(None, help="Seed for which samples a cap or budget keeps.")):
+    """Keep samples with at least K positive votes, with per-task caps/floors and a total budget."""
+    from workbench.stages.select import select
+
+    ws = _open(workspace)
+    typer.echo(select(ws, min_votes=min_votes, max_per_task=max_per_task, min_per_task=min_per_task,
+                      budget=budget, seed=seed).summary())
+
+
+@app.command("export")
+def export_cmd(workspace: Path = WS_ARG,
+               format: str = typer.Option("llava", "--format", "-f", help="llava (JSON array), sharegpt or parquet."),
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: "
+                                                  "WORKSPACE/exports/<format>.json|.parquet)."),
+               image_root: Optional[Path] = typer.Option(None, "--image-root", help="Write image paths relative to "
+                                                         "this folder (default: as registered)."),
+               all_ok: bool = typer.Option(False, "--all-ok", help="Export every parsed sample, not only the "
+                                           "selected ones.")):
+    """Export the selected samples for training (same inputs give byte-identical files)."""
+    from workbench.stages.export import export
+
+    ws = _open(workspace)
+    path, n = export(ws, out, fmt=format, image_root=image_root, only_selected=not all_ok)
+    typer.echo(f"wrote {n} samples to {path}")
+
+
+@app.command("funnel")
+def funnel_cmd(workspace: Path = WS_ARG,
+               per_task: bool = typer.Option(False, "--per-task", help="One row per task type.")):
+    """How many (image, task type) pairs and samples survive each stage."""
+    from workbench.analysis.funnel import funnel
+
+    ws = _open(workspace)
+    typer.echo(funnel(ws, per_task=per_task).to_string(index=False))
+
+
+@app.command("rejections")
+def rejections_cmd(workspace: Path = WS_ARG,
+                   stage: Optional[str] = typer.Option(None, help="filter, qa, referee or select (default: all)."),
+                   out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write CSV here instead of printing.")):
+    """Every row a stage dropped, with its reason."""
+    from workbench.analysis.funnel import rejections
+    from workbench.errors import WorkbenchError
+
+    if stage not in (None, "filter", "qa", "referee", "select"):
+        raise WorkbenchError(f"--stage must be filter, qa, referee or select; got {stage!r}")
+    ws = _open(workspace)
+    df = rejections(ws, stage)
+    if out:
+        df.to_csv(out, index=False)
+        typer.echo(f"wrote {len(df)} rows to {out}")
+    else:
+        typer.echo(df.to_string(index=False, max_colwidth=60) if len(df) else "no rejected rows")

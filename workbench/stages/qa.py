@@ -1,0 +1,113 @@
+"""Q&A: one question-answer pair per kept (image, task type), written by the VLM.
+
+One call per image, asking for all of its kept task types. Accepted pairs become `samples` rows
+with status 'ok'; pairs with an empty answer/question, a task type that was not requested, or a
+requested type the reply left out become status 'rejected' with the reason. Sample ids hash
+(image, task type, question), so a re-run from the cache rewrites the same rows (upsert: votes
+already cast on them stay).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.errors import WorkbenchError
+from workbench.llm.stage import LLMStage, Outcome, ParseError, RunReport
+from workbench.stages.qa_parse import QAParseError, parse_qa_reply
+from workbench.stages.vision_common import UrlCache, load_prompt, run_vlm_stage, sample_id
+from workbench.taxonomy.names import SEP
+
+
+@dataclass
+class QARow:
+    image_id: str
+    task_types: list[tuple[str, str]]    # (node_id, path)
+
+
+class QAStage(LLMStage):
+    stage = "qa"
+    expected_output_tokens = 600
+
+    def __init__(self, ws, prompt: str | None = None):
+        cfg = ws.config.qa
+        self.prompt = load_prompt(ws, prompt or cfg.prompt, "qa.j2")
+        self.params = {"temperature": cfg.temperature, **({"max_tokens": cfg.max_tokens} if cfg.max_tokens else {})}
+        self.urls = UrlCache(ws)
+
+    def context(self, row: QARow) -> dict:
+        return {"task_types": [p for _, p in row.task_types], "sep": SEP}
+
+    def images(self, row: QARow) -> list[str]:
+        return [self.urls(row.image_id)]
+
+    def parse(self, raw: str, row: QARow):
+        try:
+            return parse_qa_reply(raw, [p for _, p in row.task_types])
+        except QAParseError as exc:
+            return ParseError(str(exc))
+
+
+def qa_rows(ws, *, image_ids: list[str] | None = None, limit: int | None = None) -> list[QARow]:
+    idx = ws.taxonomy.index()
+    rows = ws.store.query("SELECT d.image_id, d.node_id FROM filter_decisions d LEFT JOIN matches m "
+                          "ON m.image_id = d.image_id AND m.node_id = d.node_id "
+                          "WHERE d.kept = 1 ORDER BY d.image_id, m.rank")
+    by_image: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        if r["node_id"] in idx.nodes:
+            by_image.setdefault(r["image_id"], []).append((r["node_id"], idx.paths[r["node_id"]]))
+    ids = sorted(by_image) if image_ids is None else [i for i in image_ids if i in by_image]
+    if limit is not None:
+        ids = ids[:limit]
+    return [QARow(i, by_image[i]) for i in ids]
+
+
+def _record(ws, oc: Outcome, run_id) -> None:
+    from workbench.workspace import utcnow
+
+    row: QARow = oc.row
+    if oc.record is None or not oc.record.ok:
+        return
+    now = utcnow()
+    node_of = {p: n for n, p in row.task_types}
+    new = []
+    if oc.error is not None:
+        for nid, _ in row.task_types:
+            new.append((sample_id(row.image_id, nid, ""), nid, None, None, None, "rejected", f"parse error: {oc.error}"))
+    else:
+        answered = set()
+        for p in oc.value.pairs:
+            nid = node_of.get(p.task_type)
+            if p.reason is None:
+                answered.add(nid)
+            new.append((sample_id(row.image_id, nid or p.task_type, p.question or ""), nid,
+                        None if nid else p.task_type, p.question, p.answer, "ok" if p.reason is None else "rejected",
+                        p.reason))
+        for nid, path in row.task_types:
+            if nid not in answered and not any(n == nid for _, n, *_ in new):
+                new.append((sample_id(row.image_id, nid, ""), nid, None, None, None, "rejected",
+                            "no Q&A returned for this task type"))
+    with ws.store.write() as conn:
+        keep = [s[0] for s in new]
+        conn.execute(f"DELETE FROM samples WHERE image_id=? AND id NOT IN ({','.join('?' * len(keep))})",
+                     (row.image_id, *keep))
+        conn.executemany(
+            "INSERT INTO samples(id, image_id, node_id, label, question, answer, status, reason, call_key, "
+            "stage_run_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+            "node_id=excluded.node_id, label=excluded.label, question=excluded.question, answer=excluded.answer, "
+            "status=excluded.status, reason=excluded.reason, call_key=excluded.call_key, "
+            "stage_run_id=excluded.stage_run_id",
+            [(sid, row.image_id, nid, label, q, a, st, why, oc.key, run_id, now) for sid, nid, label, q, a, st, why
+             in new])
+
+
+def run_qa(ws, *, image_ids: list[str] | None = None, limit: int | None = None, dry_run: bool = False,
+           budget_usd: float | None = None, prompt: str | None = None, endpoint: str | None = None,
+           progress: bool | None = None) -> RunReport:
+    rows = qa_rows(ws, image_ids=image_ids, limit=limit)
+    if not rows:
+        raise WorkbenchError("qa: no image has a kept task type yet; run `workbench filter` first")
+    stage = QAStage(ws, prompt)
+    return run_vlm_stage(ws, stage, rows, endpoint=endpoint or ws.config.qa.endpoint,
+                         record=lambda oc, run_id: _record(ws, oc, run_id), dry_run=dry_run,
+                         budget_usd=budget_usd, progress=progress)

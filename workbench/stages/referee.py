@@ -1,0 +1,102 @@
+"""Referees: several VLMs each vote 1/0 on every Q&A sample.
+
+Referees are configured as `[[referees]]` (name, endpoint, prompt, answer_aware). The default
+prompt asks, as the paper's did, whether the task type and question suit the image; the
+answer-aware prompt also shows and judges the answer. One `votes` row per (sample, referee) with the
+raw text; an ambiguous reply is stored as vote NULL, valid 0 (never as a 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.config import RefereeConfig
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.llm.stage import LLMStage, Outcome, ParseError, RunReport
+from workbench.stages.referee_parse import parse_vote
+from workbench.stages.vision_common import UrlCache, load_prompt, run_vlm_stage
+
+
+@dataclass
+class VoteRow:
+    sample_id: str
+    image_id: str
+    task_type: str
+    question: str
+    answer: str
+
+
+class RefereeStage(LLMStage):
+    expected_output_tokens = 4
+
+    def __init__(self, ws, referee: RefereeConfig):
+        self.referee = referee
+        self.stage = f"referee:{referee.name}"
+        default = "referee_answer_aware.j2" if referee.answer_aware else "referee.j2"
+        self.prompt = load_prompt(ws, referee.prompt, default)
+        self.params = {"temperature": referee.temperature,
+                       **({"max_tokens": referee.max_tokens} if referee.max_tokens else {})}
+        self.urls = UrlCache(ws)
+
+    def context(self, row: VoteRow) -> dict:
+        return {"task_type": row.task_type, "question": row.question, "answer": row.answer}
+
+    def images(self, row: VoteRow) -> list[str]:
+        return [self.urls(row.image_id)]
+
+    def parse(self, raw: str, row: VoteRow):
+        vote = parse_vote(raw)
+        if vote is None:
+            return ParseError(f"ambiguous vote {raw.strip()[:60]!r}")
+        return vote
+
+
+def vote_rows(ws, *, limit: int | None = None) -> list[VoteRow]:
+    idx = ws.taxonomy.index(None)
+    rows = ws.store.query("SELECT id, image_id, node_id, question, answer FROM samples WHERE status='ok' "
+                          "ORDER BY image_id, id")
+    out = [VoteRow(r["id"], r["image_id"], idx.paths.get(r["node_id"], ""), r["question"], r["answer"])
+           for r in rows]
+    return out[:limit] if limit is not None else out
+
+
+def _record(ws, referee: str, prompt_hash: str, oc: Outcome, run_id) -> None:
+    if oc.record is None or not oc.record.ok:
+        return
+    vote = oc.value if oc.error is None else None
+    with ws.store.write() as conn:
+        conn.execute(
+            "INSERT INTO votes(sample_id, referee, vote, valid, raw_text, call_key, prompt_hash, stage_run_id) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sample_id, referee) DO UPDATE SET vote=excluded.vote, "
+            "valid=excluded.valid, raw_text=excluded.raw_text, call_key=excluded.call_key, "
+            "prompt_hash=excluded.prompt_hash, stage_run_id=excluded.stage_run_id",
+            (oc.row.sample_id, referee, vote, int(vote is not None), oc.record.raw_text, oc.key, prompt_hash, run_id))
+
+
+def referees(ws, names: list[str] | None = None) -> list[RefereeConfig]:
+    refs = ws.config.referees
+    if not refs:
+        raise ConfigError(f"{ws.root / 'workbench.toml'}: no [[referees]] configured; add one per referee "
+                          "(name, endpoint) and an [endpoints.NAME] for each")
+    if names:
+        known = {r.name: r for r in refs}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise WorkbenchError(f"unknown referee(s) {missing}; configured: {sorted(known)}")
+        refs = [known[n] for n in names]
+    return refs
+
+
+def run_referees(ws, *, names: list[str] | None = None, limit: int | None = None, dry_run: bool = False,
+                 budget_usd: float | None = None, progress: bool | None = None) -> list[RunReport]:
+    rows = vote_rows(ws, limit=limit)
+    if not rows:
+        raise WorkbenchError("referee: no Q&A samples yet; run `workbench qa` first")
+    reports = []
+    for ref in referees(ws, names):
+        stage = RefereeStage(ws, ref)
+        reports.append(run_vlm_stage(
+            ws, stage, rows, endpoint=ref.endpoint,
+            record=lambda oc, run_id, _n=ref.name, _h=stage.prompt.hash: _record(ws, _n, _h, oc, run_id),
+            dry_run=dry_run, budget_usd=budget_usd, progress=progress, params={"referee": ref.name}))
+    return reports

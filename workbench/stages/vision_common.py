@@ -1,0 +1,82 @@
+"""What the VLM stages share: images as data URLs, prompt loading, sample ids."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from pathlib import Path
+
+from workbench.llm.prompts import PromptTemplate
+
+SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+def image_data_url(ws, image_id: str) -> str:
+    """The image as a data URL: the file itself when a VLM can read it and it is small enough,
+    otherwise 8-bit RGB re-encoded (JPEG), downscaled to `[vision] image_max_side`."""
+    from workbench.stages.images import image_path, open_rgb
+
+    row = ws.store.one("SELECT format, width, height FROM images WHERE id=?", (image_id,))
+    path = image_path(ws, image_id)
+    max_side = ws.config.vision.image_max_side
+    fmt = (row["format"] or "").upper() if row else ""
+    small = not max_side or (row is not None and max(row["width"], row["height"]) <= max_side)
+    if row is not None and fmt in SENDABLE and small:
+        data = Path(path).read_bytes()
+        mime = SENDABLE[fmt]
+    else:
+        img = open_rgb(path)
+        if max_side and max(img.size) > max_side:
+            img.thumbnail((max_side, max_side))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=ws.config.vision.jpeg_quality)
+        data, mime = buf.getvalue(), "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def load_prompt(ws, configured: str | None, default: str) -> PromptTemplate:
+    return PromptTemplate.load(configured or default, workspace_root=ws.root)
+
+
+def sample_id(image_id: str, node_or_label: str, question: str) -> str:
+    return hashlib.sha256(f"{image_id}\x00{node_or_label}\x00{question}".encode()).hexdigest()[:24]
+
+
+class UrlCache:
+    """Data URLs computed once per image per run (the same image goes to several calls)."""
+
+    def __init__(self, ws, size: int = 64):
+        self.ws = ws
+        self.size = size
+        self._d: dict[str, str] = {}
+
+    def __call__(self, image_id: str) -> str:
+        url = self._d.get(image_id)
+        if url is None:
+            if len(self._d) >= self.size:
+                self._d.pop(next(iter(self._d)))
+            url = self._d[image_id] = image_data_url(self.ws, image_id)
+        return url
+
+
+def run_vlm_stage(ws, stage, rows, *, endpoint: str, record, dry_run: bool = False, budget_usd: float | None = None,
+                  progress: bool | None = None, params: dict | None = None):
+    """Run an LLMStage with a stage-run record of our own, so `record(outcome, run_id)` can tag its rows."""
+    from workbench.llm.client import resolve_endpoint
+    from workbench.llm.stage import run_stage
+
+    ep = resolve_endpoint(ws.config, endpoint)
+    if dry_run:
+        return run_stage(ws, stage, rows, endpoint=ep, dry_run=True)
+    run_id = ws.start_run(stage.stage, {"endpoint": ep.name, "base_url": ep.base_url, "rows": len(rows),
+                                        "params": stage.params, **(params or {})},
+                          prompt_file=stage.prompt.display_path, prompt_hash=stage.prompt.hash, model=ep.model)
+    try:
+        report = run_stage(ws, stage, rows, endpoint=ep, on_result=lambda oc: record(oc, run_id),
+                           budget_usd=budget_usd, run_id=run_id, progress=progress)
+    except BaseException:
+        ws.finish_run(run_id, "failed")
+        raise
+    ws.finish_run(run_id, "stopped" if report.stopped else "done", report.as_dict())
+    return report
