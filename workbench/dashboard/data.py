@@ -1,0 +1,298 @@
+"""Data access for the dashboard: every heavy read is cached and keyed on the data it depends on.
+
+A cached function takes the workspace root and a *version* of the tables it reads (row count
+and max rowid per table, plus the latest node edit), so a widget interaction reuses the
+cached frame and a new stage run (new rows) invalidates exactly what it changed. The version
+itself is re-read at most every few seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from workbench.analysis import agreement, coverage
+from workbench.workspace import Workspace
+
+VERSION_TTL_S = 3
+
+# Which command fills each table (shown in empty states).
+FILLED_BY = {
+    "nodes": "workbench taxonomy import WORKSPACE tasktype.txt (or `workbench init WORKSPACE --seed`)",
+    "images": "workbench images add WORKSPACE FOLDER",
+    "embedding_sets": "workbench clip embed WORKSPACE",
+    "matches": "workbench clip match WORKSPACE",
+    "filter_decisions": "workbench filter WORKSPACE",
+    "samples": "workbench qa WORKSPACE",
+    "votes": "workbench referee WORKSPACE",
+    "selections": "workbench select WORKSPACE",
+    "llm_calls": "workbench expand WORKSPACE (or any LLM stage)",
+    "stage_runs": "any workbench stage",
+}
+
+
+def empty_state(what: str, table: str) -> None:
+    st.info(f"{what} — nothing here yet. Fill it with `{FILLED_BY[table]}`.", icon="ℹ️")
+
+
+@st.cache_resource(show_spinner=False)
+def open_workspace(root: str) -> Workspace:
+    return Workspace.open(root)
+
+
+@st.cache_data(ttl=VERSION_TTL_S, show_spinner=False)
+def table_version(root: str, table: str) -> tuple:
+    store = open_workspace(root).store
+    if table == "nodes":
+        return tuple(store.one("SELECT count(*), max(rowid), max(updated_at) FROM nodes"))
+    if table == "prompts":
+        ws = open_workspace(root)
+        return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in prompt_files_paths(ws)))
+    return tuple(store.one(f"SELECT count(*), max(rowid) FROM {table}"))
+
+
+def version(root: str, *tables: str) -> tuple:
+    return tuple(table_version(root, t) for t in tables)
+
+
+def has_rows(root: str, table: str) -> bool:
+    return bool(table_version(root, table)[0])
+
+
+# -- taxonomy ------------------------------------------------------------------------------------
+
+@st.cache_data(show_spinner="Reading the taxonomy…", max_entries=4)
+def nodes(root: str, v: tuple) -> pd.DataFrame:
+    ws = open_workspace(root)
+    idx = ws.taxonomy.index()
+    counts = coverage.load_counts(ws.store)
+    return coverage.node_frame(idx, counts)
+
+
+def node_table(root: str) -> pd.DataFrame:
+    return nodes(root, version(root, "nodes", "matches", "samples", "selections"))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def taxonomy_stats(root: str, v: tuple) -> dict:
+    from workbench.taxonomy.stats import compute_stats
+
+    return compute_stats(open_workspace(root).taxonomy).as_dict()
+
+
+@st.cache_data(show_spinner="Counting CLIP tokens per task path…", max_entries=4)
+def token_lengths(root: str, v: tuple, template: str, model: str) -> dict:
+    frame = node_table(root)
+    leaves = frame[frame["is_leaf"]]
+    rep = coverage.clip_token_lengths(coverage.template_texts(leaves["path"].tolist(), template), model)
+    return {"tokenizer": rep.tokenizer, "context_length": rep.context_length,
+            "ids": leaves["id"].to_numpy(), "lengths": rep.lengths, "too_long": rep.too_long}
+
+
+# -- overview ------------------------------------------------------------------------------------
+
+COUNT_SQL = {
+    "task types": None,
+    "images": "SELECT count(*) FROM images",
+    "embedded items": "SELECT count(*) FROM embedding_rows",
+    "matches": "SELECT count(*) FROM matches",
+    "filter: kept labels": "SELECT count(*) FROM filter_decisions WHERE kept=1",
+    "samples (ok)": "SELECT count(*) FROM samples WHERE status='ok'",
+    "votes": "SELECT count(*) FROM votes",
+    "selected": "SELECT count(*) FROM selections WHERE selected=1",
+    "LLM calls": "SELECT count(*) FROM llm_calls",
+}
+OVERVIEW_TABLES = ("nodes", "images", "embedding_rows", "matches", "filter_decisions", "samples", "votes",
+                   "selections", "llm_calls", "stage_runs")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def overview(root: str, v: tuple) -> dict:
+    ws = open_workspace(root)
+    s = ws.store
+    counts = {k: int(s.scalar(q)) for k, q in COUNT_SQL.items() if q}
+    counts["task types"] = int(node_table(root)["is_leaf"].sum())
+    funnel = [
+        ("images registered", counts["images"]),
+        ("images matched to task types", int(s.scalar("SELECT count(DISTINCT image_id) FROM matches"))),
+        ("image × task pairs kept by the filter", counts["filter: kept labels"]),
+        ("Q&A samples written", counts["samples (ok)"]),
+        ("samples passing the referees", _passing(ws)),
+        ("samples selected", counts["selected"]),
+    ]
+    usage = pd.DataFrame([dict(r) for r in s.query(
+        "SELECT stage, model, count(*) AS calls, sum(status='error') AS errors, "
+        "coalesce(sum(prompt_tokens),0) AS prompt_tokens, coalesce(sum(completion_tokens),0) AS completion_tokens, "
+        "coalesce(sum(cost_usd),0) AS cost_usd FROM llm_calls GROUP BY stage, model ORDER BY stage, model")],
+        columns=["stage", "model", "calls", "errors", "prompt_tokens", "completion_tokens", "cost_usd"])
+    runs = pd.DataFrame([dict(r) for r in s.query(
+        "SELECT id, stage, status, started_at, finished_at, model, prompt_file, prompt_hash, summary "
+        "FROM stage_runs ORDER BY id DESC LIMIT 30")],
+        columns=["id", "stage", "status", "started_at", "finished_at", "model", "prompt_file", "prompt_hash",
+                 "summary"])
+    return {"counts": counts, "funnel": funnel, "usage": usage, "runs": runs}
+
+
+def _passing(ws) -> int:
+    k = ws.config.select.min_votes
+    return int(ws.store.scalar(
+        "SELECT count(*) FROM (SELECT sample_id FROM votes WHERE valid=1 GROUP BY sample_id "
+        "HAVING sum(vote) >= ?)", (k,)) or 0)
+
+
+# -- referees ------------------------------------------------------------------------------------
+
+@st.cache_data(show_spinner="Summarising referee votes…", max_entries=4)
+def vote_patterns(root: str, v: tuple) -> tuple[pd.DataFrame, list[str]]:
+    return agreement.load_patterns(open_workspace(root).store, by_node=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def disagreements(root: str, v: tuple, node_ids: tuple | None, limit: int) -> pd.DataFrame:
+    return agreement.disagreements(open_workspace(root).store, limit=limit,
+                                   node_ids=list(node_ids) if node_ids is not None else None)
+
+
+# -- images --------------------------------------------------------------------------------------
+
+def image_path(root_dir: str, rel: str) -> Path:
+    return Path(root_dir) / rel
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def image_table(root: str, v: tuple) -> pd.DataFrame:
+    s = open_workspace(root).store
+    rows = s.query("SELECT id, path, root, source FROM images")
+    return pd.DataFrame([tuple(r) for r in rows], columns=["id", "path", "root", "source"]).set_index("id")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def image_best_match(root: str, v: tuple) -> pd.Series:
+    s = open_workspace(root).store
+    rows = s.query("SELECT image_id, node_id FROM matches WHERE rank = 1")
+    return pd.Series({r[0]: r[1] for r in rows}, dtype="object")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def image_outcomes(root: str, v: tuple, min_votes: int) -> pd.Series:
+    """Per image: referee outcome of its samples (all passed / some / none / not refereed)."""
+    s = open_workspace(root).store
+    rows = s.query(
+        "SELECT s.image_id, sum(p.ok) AS passed, count(*) AS n FROM samples s JOIN "
+        "(SELECT sample_id, (sum(vote) >= ?) AS ok FROM votes WHERE valid=1 GROUP BY sample_id) p "
+        "ON p.sample_id = s.id GROUP BY s.image_id", (min_votes,))
+    out = {}
+    for image_id, passed, n in rows:
+        out[image_id] = "all passed" if passed == n else ("none passed" if passed == 0 else "some passed")
+    return pd.Series(out, dtype="object")
+
+
+def samples_for_images(root: str, image_ids: list[str], limit: int = 200) -> pd.DataFrame:
+    if not image_ids:
+        return pd.DataFrame(columns=["image_id", "node_id", "question", "answer", "status"])
+    s = open_workspace(root).store
+    q = ",".join("?" * len(image_ids))
+    rows = s.query(f"SELECT image_id, node_id, question, answer, status FROM samples WHERE image_id IN ({q}) "
+                   f"LIMIT {int(limit)}", tuple(image_ids))
+    return pd.DataFrame([dict(r) for r in rows], columns=["image_id", "node_id", "question", "answer", "status"])
+
+
+def matches_for_images(root: str, image_ids: list[str]) -> pd.DataFrame:
+    if not image_ids:
+        return pd.DataFrame(columns=["image_id", "node_id", "rank", "score"])
+    s = open_workspace(root).store
+    q = ",".join("?" * len(image_ids))
+    rows = s.query(f"SELECT image_id, node_id, rank, score FROM matches WHERE image_id IN ({q}) "
+                   "ORDER BY image_id, rank", tuple(image_ids))
+    return pd.DataFrame([dict(r) for r in rows], columns=["image_id", "node_id", "rank", "score"])
+
+
+# -- prompts -------------------------------------------------------------------------------------
+
+def prompt_files_paths(ws) -> list[Path]:
+    out = []
+    try:
+        from workbench.llm.prompts import DEFAULT_PROMPTS_DIR
+    except ImportError:
+        DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+    for folder in (ws.prompts_dir, DEFAULT_PROMPTS_DIR):
+        if Path(folder).is_dir():
+            out.extend(sorted(Path(folder).glob("*.j2")))
+    return out
+
+
+def source_hash(text: str) -> str:
+    """The prompt identity used in provenance: sha256 of the template source, 16 hex (llm/prompts.py)."""
+    try:
+        from workbench.llm.prompts import template_hash
+    except ImportError:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return template_hash(text)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def prompt_usage(root: str, v: tuple) -> dict:
+    ws = open_workspace(root)
+    s = ws.store
+    files = []
+    for p in prompt_files_paths(ws):
+        text = p.read_text(encoding="utf-8", errors="replace")
+        files.append({"file": str(p), "name": p.name, "hash": source_hash(text),
+                      "where": "workspace" if p.parent.resolve() == ws.prompts_dir.resolve() else "default",
+                      "chars": len(text)})
+    runs = pd.DataFrame([dict(r) for r in s.query(
+        "SELECT id, stage, status, started_at, model, prompt_file, prompt_hash FROM stage_runs "
+        "WHERE prompt_hash IS NOT NULL OR prompt_file IS NOT NULL ORDER BY id DESC")],
+        columns=["id", "stage", "status", "started_at", "model", "prompt_file", "prompt_hash"])
+    versions = pd.DataFrame([dict(r) for r in s.query(
+        "SELECT stage, prompt_hash, min(prompt_file) AS prompt_file, count(*) AS calls, "
+        "min(created_at) AS first_used FROM llm_calls WHERE prompt_hash IS NOT NULL "
+        "GROUP BY stage, prompt_hash UNION ALL "
+        "SELECT 'nodes' AS stage, prompt_hash, min(prompt_file), count(*), min(created_at) FROM nodes "
+        "WHERE prompt_hash IS NOT NULL GROUP BY prompt_hash")],
+        columns=["stage", "prompt_hash", "prompt_file", "calls", "first_used"])
+    return {"files": pd.DataFrame(files, columns=["name", "hash", "where", "chars", "file"]), "runs": runs,
+            "versions": versions}
+
+
+def children_by_prompt(root: str, hash_a: str, hash_b: str) -> pd.DataFrame:
+    """Parents that got children from both prompt versions: parent path, children of A, children of B."""
+    frame = node_table(root)
+    s = open_workspace(root).store
+    rows = s.query("SELECT parent_id, name, prompt_hash FROM nodes WHERE prompt_hash IN (?, ?)", (hash_a, hash_b))
+    by = {}
+    for r in rows:
+        by.setdefault(r["parent_id"], {hash_a: [], hash_b: []})[r["prompt_hash"]].append(r["name"])
+    path_of = dict(zip(frame["id"], frame["path"]))
+    out = [{"parent_id": pid, "parent": path_of.get(pid, "(top level)") if pid else "(top level)",
+            "a": sorted(v[hash_a]), "b": sorted(v[hash_b])}
+           for pid, v in by.items() if v[hash_a] and v[hash_b]]
+    return pd.DataFrame(out, columns=["parent_id", "parent", "a", "b"])
+
+
+def calls_for(root: str, prompt_hash: str, needle: str | None, limit: int = 5) -> pd.DataFrame:
+    s = open_workspace(root).store
+    sql = ("SELECT key, stage, model, status, raw_text, request, created_at FROM llm_calls WHERE prompt_hash=?")
+    params: list = [prompt_hash]
+    if needle:
+        sql += " AND instr(request, ?) > 0"
+        params.append(json.dumps(needle)[1:-1])
+    rows = s.query(sql + f" ORDER BY created_at LIMIT {int(limit)}", tuple(params))
+    return pd.DataFrame([dict(r) for r in rows],
+                        columns=["key", "stage", "model", "status", "raw_text", "request", "created_at"])
+
+
+def safe_float(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def finite(x) -> bool:
+    return x is not None and np.isfinite(safe_float(x))

@@ -1,0 +1,71 @@
+"""The dashboard shell: workspace from argv / env, sidebar navigation, one module per page.
+
+The page is chosen by a sidebar radio mirrored in the URL (`?page=coverage`), so a page can be
+opened directly (the browser test and the benchmark do) and AppTest can switch pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import streamlit as st
+
+from workbench.errors import WorkbenchError
+
+ENV_VAR = "WORKBENCH_WORKSPACE"
+PAGES = {
+    "overview": "Overview",
+    "coverage": "Taxonomy coverage",
+    "images": "Images per task",
+    "map": "Embedding map",
+    "referees": "Referees",
+    "prompts": "Prompts",
+}
+
+
+def workspace_from_args(argv: list[str] | None = None) -> str | None:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--workspace", default=None)
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return args.workspace or os.environ.get(ENV_VAR)
+
+
+def _page_module(name: str):
+    import importlib
+
+    return importlib.import_module(f"workbench.dashboard.page_{name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    st.set_page_config(page_title="TaskGalaxy Workbench", layout="wide")
+    root = workspace_from_args(argv)
+    if not root:
+        st.error(f"No workspace given. Start with `workbench dashboard DIR`, "
+                 f"`streamlit run app.py -- --workspace DIR`, or set {ENV_VAR}.")
+        return
+    from workbench.dashboard import data
+
+    try:
+        ws = data.open_workspace(str(root))
+    except WorkbenchError as exc:
+        st.error(str(exc))
+        return
+    keys = list(PAGES)
+    wanted = st.query_params.get("page", "overview")
+    if "page" not in st.session_state:
+        st.session_state["page"] = wanted if wanted in PAGES else "overview"
+    with st.sidebar:
+        st.markdown("### TaskGalaxy Workbench")
+        st.caption(f"workspace **{ws.config.workspace.name}**  \n`{ws.root}`")
+        page = st.radio("Page", keys, format_func=PAGES.get, key="page")
+        if st.button("Reload data", help="Re-read the workspace now (otherwise new rows show within seconds)."):
+            st.cache_data.clear()
+    if st.query_params.get("page") != page:
+        st.query_params["page"] = page
+    st.title(PAGES[page])
+    try:
+        _page_module(page).render(str(root), ws)
+    except WorkbenchError as exc:
+        st.error(str(exc))

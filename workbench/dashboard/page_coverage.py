@@ -1,0 +1,204 @@
+"""Taxonomy coverage: the tree as sunburst / treemap / icicle, drill-down on the server, search,
+a filterable node table, duplicate suggestions and quality figures.
+
+A 20k-leaf tree is never shipped whole (ENVIRONMENT.md: 12–16 s for a 21k-node figure): the
+chart shows the focused node's subtree a few levels deep, capped at MAX_CHART_NODES, and the
+user drills down by choosing a child or searching; the server does the slicing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from workbench.analysis import coverage
+from workbench.dashboard import data
+
+CHARTS = {"sunburst": go.Sunburst, "treemap": go.Treemap, "icicle": go.Icicle}
+SIZES = {"task types": "task_types", "images": "images", "samples": "samples", "selected": "selected"}
+COLOURS = {"share of task types with samples": "cov_samples", "share of task types with images": "cov_images"}
+SECTIONS = ["Chart", "Node table", "Duplicates", "Quality"]
+
+
+def render(root: str, ws) -> None:
+    frame = data.node_table(root)
+    if frame.empty:
+        data.empty_state("The taxonomy is empty", "nodes")
+        return
+    leaves = frame[frame["is_leaf"]]
+    c = st.columns(4)
+    c[0].metric("task types", f"{len(leaves):,}")
+    c[1].metric("nodes", f"{len(frame):,}")
+    c[2].metric("task types without images", f"{int((leaves['images'] == 0).sum()):,}")
+    c[3].metric("task types without samples", f"{int((leaves['samples'] == 0).sum()):,}")
+    section = st.radio("Section", SECTIONS, horizontal=True, key="cov_section", label_visibility="collapsed")
+    if section == "Chart":
+        _chart(root, frame)
+    elif section == "Node table":
+        _table(frame)
+    elif section == "Duplicates":
+        _duplicates(ws, frame)
+    else:
+        _quality(root, ws, frame)
+
+
+def _set_focus(node_id: str) -> None:
+    st.session_state["cov_focus"] = node_id
+
+
+def _chart(root: str, frame: pd.DataFrame) -> None:
+    st.session_state.setdefault("cov_focus", "")
+    by_id = frame.set_index("id")
+    focus = st.session_state["cov_focus"]
+    if focus and focus not in by_id.index:
+        focus = st.session_state["cov_focus"] = ""
+    c1, c2, c3, c4 = st.columns([1, 1, 1.4, 1])
+    kind = c1.selectbox("Chart", list(CHARTS), key="cov_kind")
+    size_label = c2.selectbox("Size by", list(SIZES), key="cov_size")
+    colour_label = c3.selectbox("Colour by", list(COLOURS), key="cov_colour")
+    depth = c4.slider("Levels shown", 1, 4, 2, key="cov_depth")
+
+    s1, s2 = st.columns([1, 2])
+    query = s1.text_input("Search a node", key="cov_search", placeholder="part of a name or path")
+    if query:
+        hits = frame[frame["path"].str.contains(query, case=False, regex=False)].head(200)
+        if hits.empty:
+            s2.warning(f"no node matches {query!r}")
+        else:
+            s2.selectbox(f"{len(hits)} match(es) (first 200) — choose one to focus", hits["id"].tolist(),
+                         format_func=lambda i: by_id.at[i, "path"], index=None, key="cov_hit",
+                         on_change=lambda: _set_focus(st.session_state["cov_hit"] or ""))
+
+    # Breadcrumbs: the focus and its ancestors; children to drill into.
+    crumbs = []
+    nid = focus
+    while nid:
+        crumbs.append(nid)
+        nid = by_id.at[nid, "parent_id"] or ""
+    b = st.columns([1] + [1] * min(len(crumbs), 5) + [3])
+    b[0].button("⌂ All", on_click=_set_focus, args=("",), key="cov_home")
+    for i, nid in enumerate(reversed(crumbs[:5])):
+        b[i + 1].button(by_id.at[nid, "name"][:28], on_click=_set_focus, args=(nid,), key=f"cov_crumb_{nid}")
+    kids = frame[frame["parent_id"].fillna("") == focus] if focus else frame[frame["parent_id"].isna()]
+    kids = kids[~kids["is_leaf"]]
+    if len(kids):
+        b[-1].selectbox("Drill into", kids["id"].tolist(), index=None, key="cov_drill",
+                        format_func=lambda i: f"{by_id.at[i, 'name']} ({by_id.at[i, 'task_types']:,} task types)",
+                        on_change=lambda: _set_focus(st.session_state["cov_drill"] or focus),
+                        placeholder="choose a child")
+
+    sl = coverage.tree_slice(frame, focus or None, depth, SIZES[size_label], COLOURS[colour_label])
+    f = sl.frame
+    if f["value"].sum() == 0:
+        st.info(f"Nothing to draw sized by {size_label}: every value is 0 here. "
+                "Size by task types, or fill the stage that counts them.")
+        return
+    custom = np.stack([f["path"], f["task_types"], f["images"], f["samples"], (f["colour"] * 100).round(1)], axis=1)
+    trace = CHARTS[kind](
+        ids=f["id"], labels=f["name"], parents=f["parent"], values=f["value"], branchvalues="total",
+        marker=dict(colors=f["colour"], colorscale="RdYlGn", cmin=0, cmax=1, line=dict(width=0),
+                    colorbar=dict(title="coverage", tickformat=".0%")),
+        customdata=custom, maxdepth=-1,
+        hovertemplate="%{customdata[0]}<br>task types %{customdata[1]:,}<br>images %{customdata[2]:,}"
+                      "<br>samples %{customdata[3]:,}<br>coverage %{customdata[4]}%<extra></extra>",
+        textinfo="label" if len(f) <= 400 else "none")
+    fig = go.Figure(trace)
+    fig.update_layout(height=620, margin=dict(l=0, r=0, t=10, b=0))
+    st.plotly_chart(fig, key="cov_chart")
+    note = f"{len(f):,} nodes drawn, {sl.depth} level(s) below {'the focus' if focus else 'the top'}"
+    if sl.depth < depth:
+        note += f" (reduced from {depth} to stay under {coverage.MAX_CHART_NODES:,} nodes)"
+    if sl.truncated:
+        note += "; the smallest children are folded into '(n more)'"
+    st.caption(note + ". Red = task types without " + ("samples" if "samples" in colour_label else "images") + ".")
+
+
+def _table(frame: pd.DataFrame) -> None:
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 1.4])
+    text = c1.text_input("Filter by path", key="tbl_text")
+    levels = c2.multiselect("Level", sorted(frame["level"].unique()), key="tbl_levels")
+    statuses = c3.multiselect("Status", sorted(frame["status"].unique()), key="tbl_status")
+    only = c4.selectbox("Show", ["all nodes", "task types", "task types without images",
+                                 "task types without samples"], key="tbl_only")
+    f = frame
+    if text:
+        f = f[f["path"].str.contains(text, case=False, regex=False)]
+    if levels:
+        f = f[f["level"].isin(levels)]
+    if statuses:
+        f = f[f["status"].isin(statuses)]
+    if only != "all nodes":
+        f = f[f["is_leaf"]]
+    if only == "task types without images":
+        f = f[f["images"] == 0]
+    elif only == "task types without samples":
+        f = f[f["samples"] == 0]
+    st.caption(f"{len(f):,} node(s)" + (" — first 10,000 shown" if len(f) > 10_000 else ""))
+    cols = ["path", "level", "status", "origin", "task_types", "images", "samples", "selected", "cov_samples", "id"]
+    st.dataframe(f[cols].head(10_000), hide_index=True, key="tbl", column_config={
+        "cov_samples": st.column_config.ProgressColumn("covered (samples)", min_value=0, max_value=1, format="percent")})
+
+
+def _duplicates(ws, frame: pd.DataFrame) -> None:
+    try:
+        from workbench.analysis.duplicates import suggest_merges
+    except ImportError:
+        st.info("Duplicate suggestions come from `workbench.analysis.duplicates` (the LLM/expansion component), "
+                "which is not installed in this build. `workbench taxonomy duplicates WORKSPACE` fills it once "
+                "it is.", icon="ℹ️")
+        return
+    c1, c2 = st.columns([2, 1])
+    scope_ids = [""] + frame.loc[~frame["is_leaf"], "id"].tolist()
+    by_id = frame.set_index("id")
+    scope = c1.selectbox("Scope", scope_ids, key="dup_scope",
+                         format_func=lambda i: "whole taxonomy" if not i else by_id.at[i, "path"])
+    threshold = c2.slider("Similarity threshold", 0.5, 1.0, float(ws.config.text_embedding.duplicate_threshold),
+                          0.01, key="dup_threshold")
+    if st.button("Find duplicate suggestions", key="dup_go"):
+        with st.spinner("Embedding task names…"):
+            found = suggest_merges(ws, scope=scope or None, threshold=threshold)
+        st.session_state["dup_result"] = pd.DataFrame(
+            [{"a": m.a_path, "b": m.b_path, "score": m.score, "kind": m.kind, "a_id": m.a_id, "b_id": m.b_id}
+             for m in found], columns=["a", "b", "score", "kind", "a_id", "b_id"])
+    res = st.session_state.get("dup_result")
+    if res is not None:
+        st.caption(f"{len(res)} suggestion(s). Merge with `workbench taxonomy merge WORKSPACE VICTIM SURVIVOR`.")
+        st.dataframe(res, hide_index=True, key="dup_table")
+
+
+def _quality(root: str, ws, frame: pd.DataFrame) -> None:
+    stats = data.taxonomy_stats(root, data.version(root, "nodes"))
+    c = st.columns(4)
+    c[0].metric("max depth", stats["max_depth"])
+    c[1].metric("largest first-level subtree", stats["largest_subtree"] or "–")
+    c[2].metric("its share of task types", f"{stats['largest_subtree_share']:.1%}")
+    c[3].metric("first-level categories", sum(1 for lv in stats["levels"] if lv["level"] == 1 for _ in range(lv["nodes"])))
+    levels = pd.DataFrame(stats["levels"])
+    st.dataframe(levels, hide_index=True, key="q_levels")
+    depths = stats["leaf_depths"]
+    fig = go.Figure(go.Bar(x=[f"depth {d}" for d in depths], y=list(depths.values())))
+    fig.update_layout(height=260, margin=dict(l=0, r=0, t=30, b=0), title="task types per depth")
+    st.plotly_chart(fig, key="q_depths")
+
+    st.subheader("Paths too long for the CLIP text encoder")
+    tok = data.token_lengths(root, data.version(root, "nodes"), ws.config.clip.template, ws.config.clip.model)
+    if tok["tokenizer"] is None:
+        st.info("open_clip is not installed, so tokens cannot be counted (install the `clip` extra).")
+        return
+    n_long = int(tok["too_long"].sum())
+    c = st.columns(3)
+    c[0].metric("task paths over the context", f"{n_long:,}")
+    c[1].metric("context length", tok["context_length"])
+    c[2].metric("longest path (tokens)", int(tok["lengths"].max()) if len(tok["lengths"]) else 0)
+    st.caption(f"Counted with {tok['tokenizer']} on the text template `{ws.config.clip.template}`.")
+    if n_long:
+        by_id = frame.set_index("id")
+        ids = tok["ids"][tok["too_long"]]
+        st.dataframe(pd.DataFrame({"path": by_id.loc[ids, "path"].to_numpy(), "tokens": tok["lengths"][tok["too_long"]]})
+                     .sort_values("tokens", ascending=False), hide_index=True, key="q_long")
+    truncated = ws.store.scalar("SELECT count(*) FROM embedding_rows r JOIN embedding_sets s ON s.key = r.set_key "
+                                "WHERE s.kind='text' AND r.truncated=1")
+    if truncated:
+        st.warning(f"The CLIP stage recorded {truncated:,} truncated task text(s) in its embedding sets.")

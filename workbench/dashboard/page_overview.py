@@ -1,0 +1,46 @@
+"""Overview: counts per stage, the funnel, tokens and cost per stage and model, recent stage runs."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from workbench.dashboard import data
+
+
+def render(root: str, ws) -> None:
+    ov = data.overview(root, data.version(root, *data.OVERVIEW_TABLES))
+    counts = ov["counts"]
+    if counts["task types"] == 0:
+        data.empty_state("The taxonomy is empty", "nodes")
+    names = list(counts)
+    for row in range(0, len(names), 5):
+        cols = st.columns(5)
+        for col, name in zip(cols, names[row:row + 5]):
+            col.metric(name, f"{counts[name]:,}")
+
+    st.subheader("Funnel")
+    funnel = [(k, v) for k, v in ov["funnel"]]
+    if not any(v for _, v in funnel):
+        data.empty_state("No images have gone through the pipeline", "images")
+    else:
+        fig = go.Figure(go.Funnel(y=[k for k, _ in funnel], x=[v for _, v in funnel], textinfo="value+percent initial"))
+        fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10))
+        st.plotly_chart(fig, key="funnel")
+
+    st.subheader("Tokens and cost per stage and model")
+    usage = ov["usage"]
+    if usage.empty:
+        data.empty_state("No LLM calls recorded", "llm_calls")
+    else:
+        c1, c2, c3 = st.columns(3)
+        c1.metric("prompt tokens", f"{int(usage['prompt_tokens'].sum()):,}")
+        c2.metric("completion tokens", f"{int(usage['completion_tokens'].sum()):,}")
+        c3.metric("cost (USD)", f"{usage['cost_usd'].sum():,.4f}")
+        st.dataframe(usage, hide_index=True, key="usage")
+
+    st.subheader("Recent stage runs")
+    if ov["runs"].empty:
+        data.empty_state("No stage runs yet", "stage_runs")
+    else:
+        st.dataframe(ov["runs"], hide_index=True, key="runs")
