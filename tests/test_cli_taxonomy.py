@@ -67,6 +67,8 @@ def test_edit_commands(tmp_path):
     (["taxonomy", "export", "{ws}", "{tmp}/x.xml"], "--format"),
     (["taxonomy", "show", "{ws}", "--status", "weird"], "--status must be one of"),
     (["init", "{ws}"], "already a workspace"),
+    (["taxonomy", "stats", "{ws}", "--bogus"], "No such option: --bogus"),
+    (["taxonomy", "import", "{ws}"], "Missing argument"),
 ])
 def test_user_mistakes_are_one_line_exit_2(tmp_path, args, needle):
     ws = tmp_path / "w"
