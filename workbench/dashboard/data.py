@@ -25,8 +25,8 @@ VERSION_TTL_S = 3
 FILLED_BY = {
     "nodes": "workbench taxonomy import WORKSPACE tasktype.txt (or `workbench init WORKSPACE --seed`)",
     "images": "workbench images add WORKSPACE FOLDER",
-    "embedding_sets": "workbench clip embed WORKSPACE",
-    "matches": "workbench clip match WORKSPACE",
+    "embedding_sets": "workbench embed WORKSPACE",
+    "matches": "workbench match WORKSPACE",
     "filter_decisions": "workbench filter WORKSPACE",
     "samples": "workbench qa WORKSPACE",
     "votes": "workbench referee WORKSPACE",

@@ -76,7 +76,8 @@ def _chart(root: str, frame: pd.DataFrame) -> None:
     nid = focus
     while nid:
         crumbs.append(nid)
-        nid = by_id.at[nid, "parent_id"] or ""
+        parent = by_id.at[nid, "parent_id"]
+        nid = parent if isinstance(parent, str) else ""   # a root's parent reads back as NaN
     b = st.columns([1] + [1] * min(len(crumbs), 5) + [3])
     b[0].button("⌂ All", on_click=_set_focus, args=("",), key="cov_home")
     for i, nid in enumerate(reversed(crumbs[:5])):
@@ -145,20 +146,19 @@ def _duplicates(ws, frame: pd.DataFrame) -> None:
     try:
         from workbench.analysis.duplicates import suggest_merges
     except ImportError:
-        st.info("Duplicate suggestions come from `workbench.analysis.duplicates` (the LLM/expansion component), "
-                "which is not installed in this build. `workbench taxonomy duplicates WORKSPACE` fills it once "
-                "it is.", icon="ℹ️")
+        st.info("Duplicate suggestions need `workbench.analysis.duplicates`, which this build lacks; "
+                "`workbench taxonomy duplicates WORKSPACE` lists them from the command line.", icon="ℹ️")
         return
-    c1, c2 = st.columns([2, 1])
-    scope_ids = [""] + frame.loc[~frame["is_leaf"], "id"].tolist()
-    by_id = frame.set_index("id")
-    scope = c1.selectbox("Scope", scope_ids, key="dup_scope",
-                         format_func=lambda i: "whole taxonomy" if not i else by_id.at[i, "path"])
+    c1, c2, c3 = st.columns([1, 1, 1])
+    scope = c1.radio("Compare", ["siblings", "tree"], horizontal=True, key="dup_scope",
+                     format_func={"siblings": "siblings only", "tree": "the whole tree"}.get)
     threshold = c2.slider("Similarity threshold", 0.5, 1.0, float(ws.config.text_embedding.duplicate_threshold),
                           0.01, key="dup_threshold")
+    embed = c3.checkbox("Use text embeddings", value=True, key="dup_embed",
+                        help="Off: only names equal after normalisation (instant).")
     if st.button("Find duplicate suggestions", key="dup_go"):
         with st.spinner("Embedding task names…"):
-            found = suggest_merges(ws, scope=scope or None, threshold=threshold)
+            found = suggest_merges(ws, scope=scope, threshold=threshold, embed=embed)
         st.session_state["dup_result"] = pd.DataFrame(
             [{"a": m.a_path, "b": m.b_path, "score": m.score, "kind": m.kind, "a_id": m.a_id, "b_id": m.b_id}
              for m in found], columns=["a", "b", "score", "kind", "a_id", "b_id"])

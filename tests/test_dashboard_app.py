@@ -1,0 +1,297 @@
+"""The dashboard's pages driven by streamlit.testing's AppTest on a small workspace, asserting on
+the figures shown (metrics, chart specs, tables), plus empty states of a taxonomy-only workspace."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(120)
+
+
+def _generator():
+    import sys
+
+    if "make_paper_scale_workspace" in sys.modules:
+        return sys.modules["make_paper_scale_workspace"]
+    spec = importlib.util.spec_from_file_location("make_paper_scale_workspace",
+                                                  REPO / "benchmarks" / "make_paper_scale_workspace.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod   # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    gen = _generator()
+    root = tmp_path_factory.mktemp("dash") / "ws"
+    summary = gen.build(root, gen.SMALL, log=lambda *a: None)
+    return root, summary
+
+
+@pytest.fixture(scope="module")
+def taxonomy_only(tmp_path_factory):
+    from workbench.taxonomy.io import load_seed
+    from workbench.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("dash_empty") / "ws"
+    with Workspace.init(root) as w:
+        load_seed(w.taxonomy)
+    return root
+
+
+def run(root, page, state=None, widgets=None):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["page"] = page
+    os.environ["WORKBENCH_WORKSPACE"] = str(root)
+    for k, v in (state or {}).items():
+        at.session_state[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def metrics(at) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+def spec(at, i=0) -> dict:
+    assert not at.exception, [(e.value, e.stack_trace[-6:]) for e in at.exception]
+    return json.loads(at.get("plotly_chart")[i].proto.spec)
+
+
+def db(root):
+    from workbench.store import Store
+
+    return Store(Path(root) / "workbench.sqlite")
+
+
+def test_overview_counts_funnel_and_usage(small):
+    root, s = small
+    at = run(root, "overview")
+    m = metrics(at)
+    assert m["task types"] == f"{s['task_types']:,}"
+    assert m["images"] == f"{s['images']:,}"
+    assert m["samples (ok)"] == f"{s['samples']:,}"
+    assert m["votes"] == f"{s['votes']:,}"
+    funnel = spec(at)["data"][0]
+    assert funnel["type"] == "funnel"
+    store = db(root)
+    assert funnel["x"][0] == s["images"]
+    assert funnel["x"][3] == s["samples"]
+    assert funnel["x"][5] == store.scalar("SELECT count(*) FROM selections WHERE selected=1")
+    usage = at.dataframe[0].value
+    assert set(usage["stage"]) == {"expand", "filter", "qa"}
+    assert usage["calls"].sum() == s["llm_calls"]
+    assert m["prompt tokens"] == f"{store.scalar('SELECT sum(prompt_tokens) FROM llm_calls'):,}"
+    runs = at.dataframe[1].value
+    assert len(runs) == store.scalar("SELECT count(*) FROM stage_runs")
+
+
+def test_coverage_chart_kinds_drill_down_search(small):
+    root, s = small
+    at = run(root, "coverage")
+    sp = spec(at)["data"][0]
+    assert sp["type"] == "sunburst" and sp["branchvalues"] == "total"
+    top = [i for i, p in zip(sp["ids"], sp["parents"]) if p == ""]
+    assert len(top) == 3   # first-level categories
+    # Default: two levels (3 + 3*2 nodes), sized by task types: the roots hold every task type.
+    assert len(sp["ids"]) == 9
+    vals = dict(zip(sp["ids"], _values(sp)))
+    assert sum(vals[i] for i in top) == s["task_types"]
+    assert metrics(at)["task types"] == f"{s['task_types']}"
+
+    at.selectbox(key="cov_kind").set_value("treemap").run()
+    assert spec(at)["data"][0]["type"] == "treemap"
+    at.selectbox(key="cov_size").set_value("samples").run()
+    sp = spec(at)["data"][0]
+    store = db(root)
+    assert sum(v for v, p in zip(_values(sp), sp["parents"]) if p == "") == s["samples"]
+
+    # Drill into the first category: the chart's top is that node.
+    first = top[0]
+    at.selectbox(key="cov_drill").set_value(first).run()
+    sp = spec(at)["data"][0]
+    assert [i for i, p in zip(sp["ids"], sp["parents"]) if p == ""] == [first]
+    assert all(store.scalar("WITH RECURSIVE up(id, p) AS (SELECT id, parent_id FROM nodes WHERE id=? UNION ALL "
+                            "SELECT n.id, n.parent_id FROM nodes n JOIN up ON n.id = up.p) "
+                            "SELECT count(*) FROM up WHERE id=?", (i, first)) for i in sp["ids"])
+    at.button(key="cov_home").click().run()
+    assert len([p for p in spec(at)["data"][0]["parents"] if p == ""]) == 3
+
+    # Search finds a node by part of its path and focuses it.
+    leaf_id, leaf_name = store.one("SELECT id, name FROM nodes WHERE level=4 LIMIT 1")
+    at.text_input(key="cov_search").input(leaf_name).run()
+    at.selectbox(key="cov_hit").set_value(leaf_id).run()
+    assert spec(at)["data"][0]["ids"] == [leaf_id]
+
+
+def _values(trace):
+    v = trace["values"]
+    if isinstance(v, dict):  # plotly ships numpy arrays as typed arrays (base64)
+        import base64
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return v
+
+
+def test_coverage_node_table_and_quality(small):
+    root, s = small
+    store = db(root)
+    at = run(root, "coverage", {"cov_section": "Node table"})
+    assert len(at.dataframe[0].value) == store.scalar("SELECT count(*) FROM nodes")
+    at.selectbox(key="tbl_only").set_value("task types without samples").run()
+    no_samples = store.scalar("SELECT count(*) FROM nodes n WHERE level=4 AND NOT EXISTS "
+                              "(SELECT 1 FROM samples s WHERE s.node_id=n.id AND s.status='ok')")
+    assert len(at.dataframe[0].value) == no_samples
+    assert metrics(at)["task types without samples"] == str(no_samples)
+
+    at = run(root, "coverage", {"cov_section": "Quality"})
+    m = metrics(at)
+    assert m["max depth"] == "4" and m["context length"] == "77"
+    long_paths = int(m["task paths over the context"])
+    if long_paths:
+        assert len(at.dataframe[1].value) == long_paths
+
+
+def test_coverage_duplicates_section(small):
+    root, _ = small
+    at = run(root, "coverage", {"cov_section": "Duplicates"})
+    try:
+        import workbench.analysis.duplicates  # noqa: F401
+    except ImportError:
+        assert "taxonomy duplicates" in at.info[0].value
+        return
+    at.checkbox(key="dup_embed").uncheck().run()
+    at.button(key="dup_go").click().run()
+    assert not at.exception
+    assert any("suggestion(s)" in c.value for c in at.caption)
+
+
+def test_images_per_task_histogram_and_bin_list(small):
+    root, s = small
+    at = run(root, "images")
+    bars = spec(at)["data"][0]
+    assert bars["type"] == "bar"
+    assert list(bars["x"][:2]) == ["0", "1–10"]
+    assert sum(_values({"values": bars["y"]})) == s["task_types"]
+    assert metrics(at)["total samples"] == f"{s['samples']:,}"
+    at.selectbox(key="ipt_bin").set_value("1–10").run()
+    listed = at.dataframe[0].value
+    assert len(listed) == dict(zip(bars["x"], _values({"values": bars["y"]})))["1–10"]
+    assert listed["samples"].between(1, 10).all()
+    # Per category: one stacked trace per first-level category.
+    at.checkbox(key="ipt_stack").check().run()
+    sp = spec(at)
+    assert sp["layout"]["barmode"] == "stack" and len(sp["data"]) == 3
+    # A chosen bar (a chart selection) picks the bin.
+    at = run(root, "images", {"ipt_hist": {"selection": {"points": [{"x": "0"}], "point_indices": [0]}}})
+    zero = db(root).scalar("SELECT count(*) FROM nodes n WHERE level=4 AND NOT EXISTS "
+                           "(SELECT 1 FROM samples s WHERE s.node_id=n.id AND s.status='ok')")
+    assert len(at.dataframe[0].value) == zero
+
+
+def test_embedding_map_points_colours_and_selection(small):
+    root, s = small
+    at = run(root, "map")
+    traces = spec(at)["data"]
+    assert {t["type"] for t in traces} == {"scattergl"}
+    n_points = sum(len(_values({"values": t["x"]})) for t in traces)
+    assert n_points == s["images"] + s["task_types"]
+    assert len(traces) == 3   # one per first-level category
+    at.selectbox(key="map_colour").set_value("source").run()
+    names = {t["name"] for t in spec(at)["data"]}
+    assert "task type" in names and names <= set(_generator().SOURCES) | {"task type"}
+    # Selecting points (as the browser would report them) shows those images with their matches and Q&A.
+    traces = spec(at)["data"]
+    img_trace = next(t for t in traces if t["name"] != "task type")
+    rows = _values({"values": img_trace["customdata"]})[:2]
+    at = run(root, "map", {"map_colour": "source",
+                           "map_chart": {"selection": {"points": [{"customdata": r} for r in rows]}}})
+    assert any("Selection: 2 image(s)" in h.value for h in at.subheader)
+    assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1, at.main
+    assert any("**Q:**" in md.value for md in at.markdown)
+
+
+def test_embedding_map_compute_button_stores_projection(tmp_path):
+    gen = _generator()
+    root = tmp_path / "ws"
+    gen.build(root, gen.SMALL, log=lambda *a: None)
+    at = run(root, "map")
+    at.selectbox(key="map_method").set_value("pca").run()
+    assert "No stored PCA projection" in at.info[0].value
+    at.button(key="map_compute").click().run()
+    assert db(root).scalar("SELECT count(*) FROM projections WHERE method='pca'") == 1
+    assert spec(at)["data"][0]["type"] == "scattergl"
+
+
+def test_referees_figures(small):
+    root, s = small
+    from workbench.analysis import agreement
+
+    at = run(root, "referees")
+    store = db(root)
+    pats, names = agreement.load_patterns(store)
+    m = metrics(at)
+    assert m["referees"] == "3"
+    assert m["Fleiss' κ"] == f"{agreement.fleiss_from_patterns(pats, names):.3f}"
+    bars = spec(at, 0)["data"][0]
+    for ref, rate in zip(bars["x"], _values({"values": bars["y"]})):
+        got = store.one("SELECT avg(vote) FROM votes WHERE referee=? AND valid=1", (ref,))[0]
+        assert rate == pytest.approx(got)
+    heat = spec(at, 1)["data"][0]
+    assert heat["type"] == "heatmap" and heat["x"] == names
+    per_cat = at.dataframe[1].value
+    assert len(per_cat) == 3
+    dis = store.scalar("SELECT count(*) FROM (SELECT sample_id FROM votes WHERE valid=1 GROUP BY sample_id "
+                       "HAVING min(vote) <> max(vote))")
+    assert any(f"{dis} disagreement(s)" in c.value for c in at.caption)
+    raw = at.dataframe[2].value
+    assert list(raw.columns[:4]) == ["referee", "vote", "valid", "raw_text"] and len(raw) == 3
+
+
+def test_prompts_side_by_side(small):
+    root, _ = small
+    at = run(root, "prompts")
+    files = at.dataframe[0].value
+    assert {"expand.j2"} <= set(files["name"]) or files.empty is False
+    versions = at.dataframe[-1].value if not at.selectbox(key="pr_stage") else None
+    at.selectbox(key="pr_stage").set_value("nodes").run()
+    store = db(root)
+    pid = store.scalar("SELECT parent_id FROM nodes WHERE prompt_hash='a1b2c3d4e5f60718' LIMIT 1")
+    kids_b = [r[0] for r in store.query("SELECT name FROM nodes WHERE parent_id=? AND prompt_hash='a1b2c3d4e5f60718' "
+                                        "ORDER BY name", (pid,))]
+    md = "\n".join(m.value for m in at.markdown)
+    assert all(k in md for k in kids_b)
+    assert "children" in md
+    assert len(at.get("code")) >= 1   # raw replies shown
+    del versions
+
+
+def test_taxonomy_only_workspace_has_helpful_empty_states(taxonomy_only):
+    expected = {"overview": "workbench images add", "images": "workbench qa", "map": "workbench embed",
+                "referees": "workbench referee", "prompts": "workbench expand"}
+    for page, command in expected.items():
+        at = run(taxonomy_only, page)
+        infos = " ".join(i.value for i in at.info)
+        assert command in infos, (page, infos)
+    at = run(taxonomy_only, "coverage")
+    assert spec(at)["data"][0]["type"] == "sunburst"
+
+
+def test_missing_workspace_is_a_clear_error(tmp_path):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    os.environ["WORKBENCH_WORKSPACE"] = str(tmp_path / "nowhere")
+    at.run()
+    assert not at.exception
+    assert "workbench init" in at.error[0].value
