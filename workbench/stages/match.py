@@ -80,7 +80,7 @@ def match(ws, k: int | None = None, *, embed: bool = True, progress=None) -> Mat
 
     t0 = time.perf_counter()
     cfg = ws.config.match
-    k = int(k or cfg.k)
+    k = int(cfg.k if k is None else k)
     if k < 1:
         raise WorkbenchError(f"--k must be at least 1; got {k}")
     if embed:

@@ -1,0 +1,108 @@
+"""CLI: `workbench images add|report`, `workbench embed`, `workbench match`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from workbench.cli import WS_ARG, _open, app
+
+images_app = typer.Typer(help="Register images and list the files that could not be used.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+
+
+@images_app.command("add")
+def images_add(
+    workspace: Path = WS_ARG,
+    paths: List[Path] = typer.Argument(..., help="Image folders (searched recursively), image files, or LLaVA "
+                                       "JSON/JSONL manifests.", show_default=False),
+    root: Optional[Path] = typer.Option(None, "--root", help="Folder that manifest image paths are relative to "
+                                        "(default: the manifest's folder; for folders: the folder itself). "
+                                        "Paths escaping it are refused."),
+    source: Optional[str] = typer.Option(None, "--source", help="Name recorded as the images' source "
+                                         "(default: the folder name or the manifest's file name)."),
+):
+    """Register images; bad files are recorded with their reason and skipped."""
+    from workbench.stages.images import register_images
+
+    ws = _open(workspace)
+    report = register_images(ws, paths, root=root, source=source)
+    typer.echo(report.summary())
+    for p in report.problems[:20]:
+        typer.echo(f"  skipped {p.path}: {p.reason}")
+    if len(report.problems) > 20:
+        typer.echo(f"  ... and {len(report.problems) - 20} more (`workbench images report {workspace}`)")
+
+
+@images_app.command("report")
+def images_report_cmd(
+    workspace: Path = WS_ARG,
+    limit: int = typer.Option(200, help="Show at most this many problem files."),
+):
+    """Images per source, imported datasets, and every file that could not be registered (with why)."""
+    from workbench.stages.images import images_report
+
+    ws = _open(workspace)
+    rep = images_report(ws)
+    typer.echo(f"{rep['images']} image(s)")
+    for s in rep["per_source"]:
+        typer.echo(f"  {s['source']}: {s['images']} image(s), {(s['bytes'] or 0) / 2**20:.1f} MiB")
+    for d in rep["datasets"]:
+        typer.echo(f"  dataset {d['source']}: {d['items']} item(s), {d['with_image']} with a registered image, "
+                   f"{d['with_task']} with a task name")
+    typer.echo(f"{len(rep['problems'])} problem file(s)")
+    for p in rep["problems"][:limit]:
+        typer.echo(f"  [{p['source']}] {Path(p['root']) / p['path']}: {p['reason']}")
+
+
+@app.command("embed")
+def embed_cmd(
+    workspace: Path = WS_ARG,
+    texts: bool = typer.Option(True, "--texts/--no-texts", help="Embed the task types' texts."),
+    images: bool = typer.Option(True, "--images/--no-images", help="Embed the registered images."),
+):
+    """CLIP-embed task types and images with the model in workbench.toml [clip] (cached; resumable)."""
+    from workbench.stages.embed import embed_images, embed_texts_clip
+
+    ws = _open(workspace)
+    if texts:
+        typer.echo(embed_texts_clip(ws, progress=_progress("texts")).summary())
+    if images:
+        typer.echo(embed_images(ws, progress=_progress("images")).summary())
+
+
+@app.command("match")
+def match_cmd(
+    workspace: Path = WS_ARG,
+    k: Optional[int] = typer.Option(None, "--k", help="Task types kept per image (default: [match] k)."),
+):
+    """Top-k task types per image by cosine similarity (embeds what is missing first; incremental)."""
+    from workbench.stages.embed import embed_images, embed_texts_clip
+    from workbench.stages.match import low_score_images, match, tasks_without_images
+
+    ws = _open(workspace)
+    t = embed_texts_clip(ws, progress=_progress("texts"))
+    if t.computed or t.truncated:
+        typer.echo(t.summary())
+    i = embed_images(ws, progress=_progress("images"))
+    if i.computed or i.problems:
+        typer.echo(i.summary())
+    report = match(ws, k=k, embed=False)
+    typer.echo(report.summary())
+    typer.echo(f"{len(tasks_without_images(ws))} task type(s) have no image; "
+               f"{len(low_score_images(ws))} image(s) have a best score below "
+               f"{ws.config.match.low_score_threshold}")
+
+
+def _progress(what: str):
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        typer.echo(f"\r{what}: {done}/{total}", err=True, nl=done >= total)
+
+    return show
