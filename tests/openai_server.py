@@ -223,3 +223,30 @@ class OpenAIServer:
             req = ChatRequest(body=body, headers=headers, attempt=n, received_at=time.monotonic())
             self.requests.append(req)
         return req
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve from its own process (benchmarks: keeps the server off the client's GIL).
+
+    python tests/openai_server.py --latency 0.2 --reply "a, b, c"   # prints the base URL, serves until killed
+    """
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--reply", default="ok")
+    a = ap.parse_args(argv)
+    server = OpenAIServer(lambda req: Reply(a.reply), default_latency=a.latency).start()
+    print(server.base_url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

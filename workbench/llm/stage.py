@@ -320,27 +320,40 @@ def _call_all(ws, stage, ep, params, pending, est, out_tokens, cache, report, de
     thread.start()
     bar = _progress(len(pending), f"{stage.stage} ({ep.model})", progress)
     try:
-        while True:
-            item = results.get()
-            if item is DONE:
-                break
-            key, rec, est_cost = item
-            if key == "__error__":
-                raise rec
-            if rec is not None:
-                rec.created_at = utcnow()
-                cache.put(rec)          # durable before anything else happens with it
-                report.called += 1
-                report.prompt_tokens += rec.prompt_tokens or 0
-                report.completion_tokens += rec.completion_tokens or 0
-                report.cost_usd += rec.cost_usd or 0.0
-                bar.update(1)
-            deliver(key, rec)
-            if (not stop.is_set() and state["done"] >= min_calls
-                    and state["failed"] / state["done"] > max_failure_rate):
-                stop.set()
-                report.stopped = (f"failure rate {state['failed']}/{state['done']} is over "
-                                  f"{max_failure_rate:.0%}; first errors: {report.errors[:3]}")
+        finished = False
+        while not finished:
+            # Everything that has arrived is committed in one transaction, before it is used.
+            batch = [results.get()]
+            while len(batch) < 512:
+                try:
+                    batch.append(results.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is DONE:
+                finished = True
+                batch.pop()
+            for key, rec, _ in batch:
+                if key == "__error__":
+                    raise rec
+            answered = [rec for _, rec, _ in batch if rec is not None]
+            now = utcnow()
+            for rec in answered:
+                rec.created_at = now
+            if answered:
+                cache.put_many(answered)
+            for key, rec, _ in batch:
+                if rec is not None:
+                    report.called += 1
+                    report.prompt_tokens += rec.prompt_tokens or 0
+                    report.completion_tokens += rec.completion_tokens or 0
+                    report.cost_usd += rec.cost_usd or 0.0
+                deliver(key, rec)
+                if (not stop.is_set() and state["done"] >= min_calls
+                        and state["failed"] / state["done"] > max_failure_rate):
+                    stop.set()
+                    report.stopped = (f"failure rate {state['failed']}/{state['done']} is over "
+                                      f"{max_failure_rate:.0%}; first errors: {report.errors[:3]}")
+            bar.update(len(answered))
     except BaseException:
         stop.set()
         raise
