@@ -72,9 +72,6 @@ def resolve_endpoint(config: Config, name: str = "default", *, base_url: str | N
     upd = {k: v for k, v in dict(base_url=base_url, model=model, **overrides).items() if v is not None}
     if upd:
         cfg = cfg.model_copy(update=upd)
-    if cfg.kind != "openai":
-        raise ConfigError(f"workbench.toml: [endpoints.{name}] kind={cfg.kind!r} is not supported by the LLM seam "
-                          "yet; serve the model with an OpenAI-compatible server (vLLM, llama.cpp) instead")
     return Endpoint(name, cfg, price_for(cfg.model, endpoint=cfg, overrides=config.prices))
 
 
@@ -108,6 +105,15 @@ def _retry_after(exc) -> float | None:
                 except (TypeError, ValueError):
                     return None
     return None
+
+
+def make_client(endpoint: Endpoint):
+    """The client for an endpoint's kind: OpenAI-compatible HTTP, or a local transformers model (llm/local.py)."""
+    if endpoint.config.kind == "transformers":
+        from workbench.llm.local import LocalTransformersClient
+
+        return LocalTransformersClient(endpoint)
+    return LLMClient(endpoint)
 
 
 class LLMClient:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 from workbench.errors import WorkbenchError
 from workbench.llm.cache import CallCache, CallRecord, call_key, request_json
-from workbench.llm.client import Endpoint, LLMClient, resolve_endpoint
+from workbench.llm.client import Endpoint, make_client, resolve_endpoint
 from workbench.llm.cost import cost_usd, estimate_prompt_tokens
 from workbench.llm.prompts import PromptTemplate
 
@@ -275,7 +275,7 @@ def _call_all(ws, stage, ep, params, pending, est, out_tokens, cache, report, de
     DONE = object()
 
     async def main():
-        client = LLMClient(ep)
+        client = make_client(ep)
         sem = asyncio.Semaphore(ep.config.max_concurrency)
 
         async def one(key, prompt, messages):
