@@ -8,6 +8,7 @@ import pytest
 
 from conftest import run_cli, run_cli_subprocess
 from openai_server import OpenAIServer, Reply
+from workbench.config import EndpointConfig
 from workbench.llm.stage import ParseError
 from workbench.stages.expand import ExpandRow, compare_prompts, expand, parse_reply, plan, preview, proposals
 
@@ -167,10 +168,8 @@ def test_cli_expand_dry_run_budget_and_errors(seeded_ws, server, tmp_path):
         assert h.code == 0 and "Usage" in h.out
 
 
-def test_failed_calls_are_retried_on_the_next_run(seeded_ws, monkeypatch):
+def test_failed_calls_are_retried_on_the_next_run(seeded_ws):
     ws = seeded_ws
-    ws.config.endpoints["default"] = ws.config.endpoints.get("default") or __import__(
-        "workbench.config", fromlist=["EndpointConfig"]).EndpointConfig(max_retries=0, retry_base_s=0.01)
     state = {"fail": True}
 
     def script(req):
@@ -179,7 +178,7 @@ def test_failed_calls_are_retried_on_the_next_run(seeded_ws, monkeypatch):
         return scripted(req)
 
     with OpenAIServer(script) as srv:
-        ws.config.endpoints["default"].base_url = srv.base_url
+        ws.config.endpoints["default"] = EndpointConfig(base_url=srv.base_url, max_retries=0)
         rep = expand(ws, level=2, progress=False)
         assert rep.run.stopped and rep.added == 0
         state["fail"] = False

@@ -204,10 +204,16 @@ def test_endpoint_resolution_env_and_config(ws, monkeypatch):
 def test_api_key_never_reaches_the_workspace(ws, monkeypatch):
     secret = "sk-test-SECRET-4242"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
-    with OpenAIServer(lambda req: Reply("answer")) as server:
+    def script(req):  # an endpoint that echoes the key in its error, as some do
+        if item_of(req) == "2":
+            return Reply(status=401, text=f"Incorrect API key provided: {secret}")
+        return Reply("answer")
+
+    with OpenAIServer(script) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         ep = resolve_endpoint(ws.config, "default", retry_base_s=0.01)
-        run_stage(ws, EchoStage(), [{"item": "1"}], endpoint=ep, progress=False)
+        rep = run_stage(ws, EchoStage(), [{"item": "1"}, {"item": "2"}], endpoint=ep, progress=False)
+        assert rep.call_failed == 1 and "***" in rep.errors[0] and secret not in str(rep.as_dict())
         assert server.requests[0].headers.get("authorization") == f"Bearer {secret}"  # it was used
     ws.close()
     for f in ws.root.rglob("*"):

@@ -125,7 +125,9 @@ class LLMClient:
         self.endpoint = endpoint
         self.limiter = Limiter(endpoint.config.requests_per_minute, endpoint.config.tokens_per_minute)
         self._openai = openai
-        self._client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key(),
+        key = endpoint.api_key()
+        self._secret = key if key != "EMPTY" else None   # scrubbed from any error text we store
+        self._client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=key,
                                           max_retries=0, timeout=endpoint.config.timeout_s)
 
     async def close(self) -> None:
@@ -187,6 +189,9 @@ class LLMClient:
 
     def _record(self, status, *, error=None, raw_text=None, raw_response=None, finish_reason=None, attempts=1,
                 latency=None, pt=None, ct=None) -> CallRecord:
+        secret = getattr(self, "_secret", None)
+        if error and secret and secret in error:
+            error = error.replace(secret, "***")
         return CallRecord(key="", stage="", endpoint=self.endpoint.name, model=self.endpoint.model, request="",
                           status=status, raw_text=raw_text, raw_response=raw_response, finish_reason=finish_reason,
                           error=error, prompt_tokens=pt, completion_tokens=ct,
