@@ -60,8 +60,8 @@ def plan(ws, *, level: int | None = None, nodes: list[str] | None = None) -> lis
         children = kids.get(pid, [])
         existing = [c.name for c in children if c.status != "rejected"]
         template = "level1_supplement" if pid is None else ("child_supplement" if existing else "child_expand")
-        return ExpandRow(pid, pname, ppath, lvl, existing, {c.name_key if hasattr(c, "name_key") else name_key(c.name):
-                                                             c.status for c in children}, template)
+        taken = {name_key(c.name): c.status for c in children}
+        return ExpandRow(pid, pname, ppath, lvl, existing, taken, template)
 
     if level is not None:
         if level < 1:
