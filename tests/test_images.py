@@ -57,7 +57,7 @@ def test_same_content_twice_is_one_image_and_rerun_adds_nothing(ws, tmp_path):
     (tmp_path / "b" / "copy.jpg").write_bytes(paths[0].read_bytes())
     r1 = register_images(ws, [tmp_path / "a", tmp_path / "b"])
     assert (r1.added, r1.already) == (3, 1)
-    r2 = register_images(ws, [tmp_path / "a"])
+    r2 = register_images(ws, str(tmp_path / "a"))   # one path as a plain string works too
     assert (r2.added, r2.already) == (0, 3)
     assert ws.store.scalar("SELECT count(*) FROM images") == 3
     iid = ws.store.scalar("SELECT id FROM images WHERE path='img0000.jpg'")
@@ -134,3 +134,21 @@ def test_cli_images_subprocess_refuses_escape(ws, tmp_path):
     r = run_cli_subprocess("images", "add", ws.root, manifest, "--root", root)
     assert r.code == 0, r.err
     assert "escapes the declared root" in r.out and "0 image(s) added" in r.out
+
+
+def test_large_jpeg_may_decode_at_reduced_scale_keeping_min_side(tmp_path):
+    from PIL import Image
+
+    from workbench.stages.images import open_rgb
+
+    rng = np.random.default_rng(3)
+    big = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), "RGB").resize((640, 480))
+    big.save(tmp_path / "big.jpg", quality=92)
+    big.save(tmp_path / "big.png")
+    full, reduced = open_rgb(tmp_path / "big.jpg"), open_rgb(tmp_path / "big.jpg", min_side=224)
+    assert full.size == (640, 480) and reduced.size == (320, 240)
+    # the reduced decode is an averaging downscale of the same picture
+    ref = np.asarray(full.resize((320, 240), Image.BOX), dtype=float)
+    assert np.abs(np.asarray(reduced, dtype=float) - ref).mean() < 6
+    assert open_rgb(tmp_path / "big.jpg", min_side=300).size == (640, 480)   # 1/2 would go below 300
+    assert open_rgb(tmp_path / "big.png", min_side=224).size == (640, 480)   # only JPEG has DCT scaling

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -94,8 +95,12 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
-def decode(data: bytes, *, max_pixels: int = MAX_PIXELS):
-    """Bytes → (fully decoded Pillow image, reason None) or (None, reason)."""
+def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int | None = None):
+    """Bytes → (fully decoded Pillow image, reason None) or (None, reason).
+
+    min_side: the caller only needs the shorter side this large; a JPEG is then decoded at a reduced
+    DCT scale (Pillow's draft mode, 2-8x less decoding work) that still leaves at least min_side.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
@@ -108,6 +113,9 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS):
             if w * h > max_pixels:
                 return None, (f"decompression bomb: {w}x{h} = {w * h:,} pixels is over the limit of "
                               f"{max_pixels:,}; skipped")
+            if min_side and img.format == "JPEG" and min(w, h) >= 2 * min_side:
+                scale = min_side / min(w, h)
+                img.draft(None, (math.ceil(w * scale), math.ceil(h * scale)))
             img.load()  # full decode: catches truncated files
             fmt = img.format
             img = ImageOps.exif_transpose(img)
@@ -237,6 +245,8 @@ def register_images(ws, paths: Iterable[str | Path], *, root: str | Path | None 
     """
     from workbench.workspace import utcnow
 
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     report = RegisterReport()
     entries: list[_Entry] = []
     items: list[tuple[str, str, _Entry | None, dict]] = []   # (source, item_id, entry, fields)
@@ -354,13 +364,14 @@ def load_image_rgb(ws, image_id: str):
     return open_rgb(image_path(ws, image_id))
 
 
-def open_rgb(path: Path):
+def open_rgb(path: Path, *, min_side: int | None = None):
+    """A file as 8-bit RGB; min_side lets a large JPEG decode at a reduced scale (see `decode`)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageError(f"{path}: cannot read the image ({exc.strerror or exc}); was it moved? Register it "
                          "again with `workbench images add`") from None
-    img, reason = decode(data, max_pixels=MAX_PIXELS)
+    img, reason = decode(data, max_pixels=MAX_PIXELS, min_side=min_side)
     if img is None:
         raise ImageError(f"{path}: {reason}")
     return to_rgb(img)
