@@ -57,18 +57,24 @@ def projection_key(store, set_keys: list[str], method: str, params: dict) -> str
 
 
 def _load_set(ws, set_key: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    row = ws.store.one("SELECT kind, array_file FROM embedding_sets WHERE key=?", (set_key,))
+    row = ws.store.one("SELECT * FROM embedding_sets WHERE key=?", (set_key,))
     path = ws.arrays_dir / row["array_file"]
     if not path.exists():
         raise WorkbenchError(f"{path}: embedding array of set {set_key!r} is missing; re-run the embedding stage")
-    arr = np.load(path, mmap_mode="r")
     rows = ws.store.query("SELECT row, item_id FROM embedding_rows WHERE set_key=? ORDER BY row", (set_key,))
     idx = np.fromiter((r["row"] for r in rows), dtype=np.int64, count=len(rows))
+    kind = "image" if row["kind"] == "image" else "task"
+    items = [(kind, r["item_id"]) for r in rows]
+    if path.is_dir():  # the embedding stage's chunked row store (stages/embed.py)
+        from workbench.stages.embed import RowStore
+
+        n_rows = row["n_rows"] if "n_rows" in row.keys() and row["n_rows"] is not None else int(idx.max() + 1)
+        return RowStore(path).read(idx, int(n_rows)), items
+    arr = np.load(path, mmap_mode="r")
     if len(idx) and idx.max() >= arr.shape[0]:
         raise WorkbenchError(f"{path}: has {arr.shape[0]} rows but the database lists row {idx.max()}; "
                              "re-run the embedding stage")
-    kind = "image" if row["kind"] == "image" else "task"
-    return np.asarray(arr[idx], dtype=np.float32), [(kind, r["item_id"]) for r in rows]
+    return np.asarray(arr[idx], dtype=np.float32), items
 
 
 def load(ws, key: str) -> Projection | None:

@@ -73,11 +73,15 @@ def reference_coverage(ws, reference_path: str | Path, fmt: str | None = None,
     if not ours:
         report.rows = [CoverageRow(SEP.join(p), None, None, 0.0, False) for p in ref_leaves]
         return report
-    our_vecs = embed_texts([n.name for n, _ in ours], cfg.model, cache_dir=cache)
+    # Compare with every node, not only the leaves: a reference task that names one of our categories
+    # ("ocr" vs "optical character recognition") is covered by that category's task types.
+    idx = ws.taxonomy.index(statuses)
+    cand = [(idx.nodes[i], idx.paths[i]) for i in idx.dfs()]
+    our_vecs = embed_texts([n.name for n, _ in cand], cfg.model, cache_dir=cache)
     sims = ref_vecs @ our_vecs.T
     best = sims.argmax(axis=1)
     for i, p in enumerate(ref_leaves):
         j = int(best[i])
         score = float(sims[i, j])
-        report.rows.append(CoverageRow(SEP.join(p), ours[j][0].id, ours[j][1], round(score, 4), score >= threshold))
+        report.rows.append(CoverageRow(SEP.join(p), cand[j][0].id, cand[j][1], round(score, 4), score >= threshold))
     return report

