@@ -208,16 +208,16 @@ def test_embedding_map_points_colours_and_selection(small):
     assert {t["type"] for t in traces} == {"scattergl"}
     n_points = sum(len(_values({"values": t["x"]})) for t in traces)
     assert n_points == s["images"] + s["task_types"]
-    assert len(traces) == 3   # one per first-level category
+    assert len({t["name"] for t in traces}) == 3   # one colour per first-level category
     at.selectbox(key="map_colour").set_value("source").run()
     names = {t["name"] for t in spec(at)["data"]}
     assert "task type" in names and names <= set(_generator().SOURCES) | {"task type"}
     # Selecting points (as the browser would report them) shows those images with their matches and Q&A.
     traces = spec(at)["data"]
-    img_trace = next(t for t in traces if t["name"] != "task type")
-    rows = _values({"values": img_trace["customdata"]})[:2]
-    at = run(root, "map", {"map_colour": "source",
-                           "map_chart": {"selection": {"points": [{"customdata": r} for r in rows]}}})
+    curve = next(i for i, t in enumerate(traces) if t["name"] != "task type")
+    # A selection as the browser reports it: curve and point index within the trace.
+    at = run(root, "map", {"map_colour": "source", "map_chart": {"selection": {"points": [
+        {"curve_number": curve, "point_index": 0}, {"curve_number": curve, "point_index": 1}]}}})
     assert any("Selection: 2 image(s)" in h.value for h in at.subheader)
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1, at.main
     assert any("**Q:**" in md.value for md in at.markdown)

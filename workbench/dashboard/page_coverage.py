@@ -202,3 +202,7 @@ def _quality(root: str, ws, frame: pd.DataFrame) -> None:
                                 "WHERE s.kind='text' AND r.truncated=1")
     if truncated:
         st.warning(f"The CLIP stage recorded {truncated:,} truncated task text(s) in its embedding sets.")
+
+
+def prewarm(root: str) -> None:
+    data.node_table(root)

@@ -64,3 +64,7 @@ def render(root: str, ws) -> None:
         st.caption(f"{len(sel):,} task type(s) with {choice} {measure}")
         st.dataframe(sel[["path", "category", "images", "samples", "selected", "id"]].head(5000), hide_index=True,
                      key="ipt_list")
+
+
+def prewarm(root: str) -> None:
+    data.node_table(root)

@@ -20,27 +20,72 @@ MAX_GROUPS = 24
 GRID = 24
 
 
-@st.cache_data(show_spinner="Loading the projection…", max_entries=2)
-def points(root: str, key: str, v: tuple, min_votes: int) -> pd.DataFrame:
+# cache_resource: shared, not copied per call (119k rows); callers only read them.
+@st.cache_resource(show_spinner="Loading the projection…", max_entries=2)
+def points(root: str, key: str, v: tuple) -> pd.DataFrame:
+    """One row per projected item: x, y, kind, item_id, category, label, source (outcome on demand)."""
     ws = data.open_workspace(root)
     proj = projection.load(ws, key)
     kinds = np.array([k for k, _ in proj.items], dtype=object)
-    ids = np.array([i for _, i in proj.items], dtype=object)
+    ids = pd.Series([i for _, i in proj.items], dtype=object)
     frame = data.node_table(root)
     cat_of = pd.Series(frame["category"].to_numpy(), index=frame["id"])
-    path_of = pd.Series(frame["path"].to_numpy(), index=frame["id"])
+    name_of = pd.Series(frame["name"].to_numpy(), index=frame["id"])
     is_img = kinds == "image"
     best = data.image_best_match(root, data.version(root, "matches"))
     imgs = data.image_table(root, data.version(root, "images"))
-    outcome = data.image_outcomes(root, data.version(root, "votes", "samples"), min_votes)
-    node_for = np.where(is_img, pd.Series(ids).map(best).to_numpy(), ids)
-    df = pd.DataFrame({"x": proj.coords[:, 0], "y": proj.coords[:, 1], "kind": kinds, "item_id": ids})
+    node_for = np.where(is_img, ids.map(best).to_numpy(), ids.to_numpy())
+    df = pd.DataFrame({"x": proj.coords[:, 0], "y": proj.coords[:, 1], "kind": kinds, "item_id": ids.to_numpy()})
     df["category"] = pd.Series(node_for).map(cat_of).fillna("(unmatched)").to_numpy()
-    df["label"] = np.where(is_img, pd.Series(ids).map(imgs["path"]).fillna("").to_numpy(),
-                           pd.Series(ids).map(path_of).fillna("").to_numpy())
-    df["source"] = np.where(is_img, pd.Series(ids).map(imgs["source"]).fillna("(unknown)").to_numpy(), "task type")
-    df["outcome"] = np.where(is_img, pd.Series(ids).map(outcome).fillna("not refereed").to_numpy(), "task type")
+    # Hover labels only for task types (short leaf names): 100k image paths would triple the payload.
+    df["label"] = np.where(is_img, "", ids.map(name_of).fillna("").to_numpy())
+    df["source"] = np.where(is_img, ids.map(imgs["source"]).fillna("(unknown)").to_numpy(), "task type")
     return df
+
+
+@st.cache_resource(show_spinner="Reading referee outcomes…", max_entries=2)
+def outcomes(root: str, key: str, v: tuple, min_votes: int) -> np.ndarray:
+    df = points(root, key, data.version(root, "nodes", "matches", "images"))
+    per_image = data.image_outcomes(root, v, min_votes)
+    is_img = (df["kind"] == "image").to_numpy()
+    return np.where(is_img, df["item_id"].map(per_image).fillna("not refereed").to_numpy(), "task type")
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def traces(root: str, key: str, v: tuple, colour: str, min_votes: int) -> tuple[list[dict], list[np.ndarray]]:
+    """Scattergl traces (plain dicts of compact arrays), one per colour group and kind, and for each
+    trace the point rows it holds (kept on the server: a selection reports curve and point index)."""
+    df = points(root, key, data.version(root, "nodes", "matches", "images"))
+    col = (outcomes(root, key, data.version(root, "votes", "samples"), min_votes) if colour == "outcome"
+           else df[colour].to_numpy())
+    groups = pd.Series(col).value_counts()
+    top = set(groups.index[:MAX_GROUPS])
+    grp = np.where(pd.Series(col).isin(top).to_numpy(), col, "(other)")
+    is_task = (df["kind"] == "task").to_numpy()
+    x, y = df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32)
+    out, rows = [], []
+    for name in list(groups.index[:MAX_GROUPS]) + (["(other)"] if len(groups) > MAX_GROUPS else []):
+        for task in (False, True):
+            idx = np.flatnonzero((grp == name) & (is_task == task)).astype(np.int32)
+            if not len(idx):
+                continue
+            t = {"type": "scattergl", "mode": "markers", "x": x[idx], "y": y[idx],
+                 "name": str(name)[:40], "legendgroup": str(name), "showlegend": not task or name == "task type",
+                 "marker": {"size": 7 if task else 4, "symbol": "diamond" if task else "circle", "opacity": 0.75}}
+            if task:
+                t["hovertext"] = df["label"].to_numpy()[idx]
+                t["hovertemplate"] = "%{hovertext}<extra>task type</extra>"
+            else:
+                t["hovertemplate"] = f"image · {str(name)[:40]}<extra></extra>"
+            out.append(t)
+            rows.append(idx)
+    return out, rows
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def stored(root: str, set_keys: tuple, method: str, v: tuple):
+    """The stored projection of these sets (None if not computed yet), loaded once per data version."""
+    return projection.get_or_compute(data.open_workspace(root), list(set_keys), method, compute=False)
 
 
 def render(root: str, ws) -> None:
@@ -60,37 +105,30 @@ def render(root: str, ws) -> None:
     if not chosen:
         st.info("Choose at least one embedding set.")
         return
-    proj = projection.get_or_compute(ws, chosen, method, compute=False)
+    pv = data.version(root, "embedding_sets", "embedding_rows", "projections")
+    proj = stored(root, tuple(sorted(chosen)), method, pv)
     if proj is None:
         st.info(f"No stored {method.upper()} projection of these sets yet. Computing it takes about a minute for "
                 "100k points (stored in the workspace and reloaded afterwards).")
         if st.button(f"Compute the {method.upper()} projection", key="map_compute"):
             with st.spinner("Projecting…"):
-                proj = projection.get_or_compute(ws, chosen, method, compute=True)
+                projection.get_or_compute(ws, chosen, method, compute=True)
+            stored.clear()
             st.rerun()
         return
-    df = points(root, proj.key, data.version(root, "nodes", "matches", "images", "votes", "samples"),
-                ws.config.select.min_votes)
-    col = COLOUR_BY[colour]
-    groups = df[col].value_counts()
-    top = set(groups.index[:MAX_GROUPS])
-    grp = np.where(df[col].isin(top), df[col], "(other)")
+    v = data.version(root, "nodes", "matches", "images")
+    df = points(root, proj.key, v)
+    vv = v + (data.version(root, "votes", "samples") if COLOUR_BY[colour] == "outcome" else ())
+    specs, rows = traces(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes)
     fig = go.Figure()
-    for name in list(groups.index[:MAX_GROUPS]) + (["(other)"] if len(groups) > MAX_GROUPS else []):
-        idx = np.flatnonzero(grp == name)
-        sub = df.iloc[idx]
-        task = (sub["kind"] == "task").to_numpy()
-        fig.add_trace(go.Scattergl(
-            x=sub["x"].to_numpy(), y=sub["y"].to_numpy(), mode="markers", name=str(name)[:40],
-            customdata=idx, hovertext=sub["label"].to_numpy(), hoverinfo="text",
-            marker=dict(size=np.where(task, 7, 4), symbol=np.where(task, "diamond", "circle"), opacity=0.75)))
+    fig.add_traces([go.Scattergl(t) for t in specs])
     fig.update_layout(height=640, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso", legend=dict(itemsizing="constant"),
                       xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
     st.caption(f"{(df['kind'] == 'image').sum():,} images (circles) and {(df['kind'] == 'task').sum():,} task types "
                f"(diamonds); {proj.method.upper()} stored {proj.created_at[:19]}, key `{proj.key}`. "
                "Draw a lasso or box to select.")
     event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
-    sel = _selected_rows(event)
+    sel = _selected_rows(event, rows)
     if not sel:
         return
     picked = df.iloc[sel]
@@ -105,19 +143,17 @@ def render(root: str, ws) -> None:
         _grid(root, img_ids[:GRID], frame)
 
 
-def _selected_rows(event) -> list[int]:
+def _selected_rows(event, rows: list[np.ndarray]) -> list[int]:
     try:
         pts = event["selection"]["points"]
     except (KeyError, TypeError):
         return []
-    out = []
+    out = set()
     for p in pts:
-        cd = p.get("customdata")
-        if isinstance(cd, list):
-            cd = cd[0] if cd else None
-        if cd is not None:
-            out.append(int(cd))
-    return sorted(set(out))
+        c, i = p.get("curve_number"), p.get("point_index", p.get("point_number"))
+        if c is not None and i is not None and 0 <= c < len(rows) and 0 <= i < len(rows[c]):
+            out.add(int(rows[c][i]))
+    return sorted(out)
 
 
 def _grid(root: str, image_ids: list[str], frame: pd.DataFrame) -> None:
@@ -138,3 +174,17 @@ def _grid(root: str, image_ids: list[str], frame: pd.DataFrame) -> None:
                 st.markdown(f"- {path_of.get(r['node_id'], r['node_id'])} ({r['score']:.2f})")
             for _, r in samples[samples["image_id"] == image_id].head(3).iterrows():
                 st.markdown(f"**Q:** {r['question']}  \n**A:** {r['answer']}")
+
+
+def prewarm(root: str) -> None:
+    """The default view: the newest model's sets, UMAP, coloured by category."""
+    ws = data.open_workspace(root)
+    sets = projection.embedding_sets(ws.store)
+    if not sets:
+        return
+    chosen = [s["key"] for s in sets if s["model"] == sets[0]["model"]][:2]
+    proj = stored(root, tuple(sorted(chosen)), "umap",
+                  data.version(root, "embedding_sets", "embedding_rows", "projections"))
+    if proj is not None:
+        v = data.version(root, "nodes", "matches", "images")
+        traces(root, proj.key, v, "category", ws.config.select.min_votes)

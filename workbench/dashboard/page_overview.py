@@ -10,6 +10,7 @@ from workbench.dashboard import data
 
 def render(root: str, ws) -> None:
     ov = data.overview(root, data.version(root, *data.OVERVIEW_TABLES))
+    # The funnel mixes units (images, then image×task pairs, then samples): values only, no percentages.
     counts = ov["counts"]
     if counts["task types"] == 0:
         data.empty_state("The taxonomy is empty", "nodes")
@@ -24,7 +25,7 @@ def render(root: str, ws) -> None:
     if not any(v for _, v in funnel):
         data.empty_state("No images have gone through the pipeline", "images")
     else:
-        fig = go.Figure(go.Funnel(y=[k for k, _ in funnel], x=[v for _, v in funnel], textinfo="value+percent initial"))
+        fig = go.Figure(go.Funnel(y=[k for k, _ in funnel], x=[v for _, v in funnel], textinfo="value"))
         fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10))
         st.plotly_chart(fig, key="funnel")
 
@@ -44,3 +45,7 @@ def render(root: str, ws) -> None:
         data.empty_state("No stage runs yet", "stage_runs")
     else:
         st.dataframe(ov["runs"], hide_index=True, key="runs")
+
+
+def prewarm(root: str) -> None:
+    data.overview(root, data.version(root, *data.OVERVIEW_TABLES))

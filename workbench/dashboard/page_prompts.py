@@ -64,3 +64,7 @@ def render(root: str, ws) -> None:
             st.markdown(f"**Raw replies, version {tag}** ({len(calls)} shown)")
             for _, call in calls.iterrows():
                 st.code(call["raw_text"] or f"({call['status']})", language=None)
+
+
+def prewarm(root: str) -> None:
+    data.prompt_usage(root, data.version(root, "prompts", "stage_runs", "llm_calls", "nodes"))

@@ -78,3 +78,9 @@ def render(root: str, ws) -> None:
         st.markdown(f"**Question:** {row['question']}")
         st.markdown(f"**Answer:** {row['answer']}")
         st.dataframe(agreement.votes_of(ws.store, row["sample_id"]), hide_index=True, key="ref_votes")
+
+
+def prewarm(root: str) -> None:
+    v = data.version(root, "votes", "samples", "nodes")
+    data.vote_patterns(root, v)
+    data.disagreements(root, v, None, 500)

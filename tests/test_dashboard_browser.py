@@ -1,0 +1,103 @@
+"""End to end in headless Chromium: the dashboard server on 127.0.0.1, every page loaded, charts
+drawn, no exception or error element; one chart interaction; screenshots in /tmp."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+
+REPO = Path(__file__).resolve().parent.parent
+SHOTS = Path("/tmp/workbench-dashboard-shots")
+PAGES = {
+    "overview": "[data-testid=stPlotlyChart] .main-svg",
+    "coverage": "[data-testid=stPlotlyChart] .main-svg",
+    "images": "[data-testid=stPlotlyChart] .main-svg",
+    "map": "[data-testid=stPlotlyChart] canvas",
+    "referees": "[data-testid=stPlotlyChart] .main-svg",
+    "prompts": "[data-testid=stDataFrame]",
+}
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"{CHROMIUM} missing: install Debian's chromium (scripts/setup.sh --browser)"),
+]
+
+
+def _small_workspace(root: Path) -> Path:
+    spec = importlib.util.spec_from_file_location("make_paper_scale_workspace",
+                                                  REPO / "benchmarks" / "make_paper_scale_workspace.py")
+    mod = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+    if spec.name not in sys.modules:
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    mod.build(root, mod.SMALL, log=lambda *a: None)
+    return root
+
+
+def _idle(page):
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+
+
+def _no_errors(page, name):
+    assert page.locator("[data-testid=stException]").count() == 0, f"{name}: exception shown"
+    alerts = page.locator("[data-testid=stAlertContentError]")
+    assert alerts.count() == 0, f"{name}: error shown: {alerts.first.inner_text()}"
+
+
+def test_every_page_renders_in_chromium(tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    root = _small_workspace(tmp_path / "ws")
+    SHOTS.mkdir(exist_ok=True)
+    with serve(root) as url, playwright.sync_playwright() as p:
+        assert url.startswith("http://127.0.0.1:")
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for name, selector in PAGES.items():
+            page.goto(f"{url}/?page={name}")
+            page.wait_for_selector(selector, state="visible", timeout=90_000)
+            _idle(page)
+            _no_errors(page, name)
+            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        # Charts drawn, not just placeholders: plotly put its traces into the DOM.
+        page.goto(f"{url}/?page=coverage")
+        page.wait_for_selector("[data-testid=stPlotlyChart] .main-svg", timeout=90_000)
+        _idle(page)
+        n_slices = page.evaluate("() => document.querySelector('.js-plotly-plot').data[0].ids.length")
+        assert n_slices == 9   # 3 categories + their 6 children (two levels by default)
+        assert page.locator("path.surface").count() >= 9   # sunburst sectors painted
+        # A widget interaction: switch to the treemap.
+        page.get_by_role("combobox", name="Chart", exact=True).click()
+        page.get_by_role("option", name="treemap").click()
+        page.wait_for_function("() => { const p = document.querySelector('.js-plotly-plot');"
+                               " return !!(p && p.data && p.data[0].type === 'treemap'); }", timeout=30_000)
+        _idle(page)
+        _no_errors(page, "coverage/treemap")
+        page.screenshot(path=str(SHOTS / "coverage-treemap.png"), full_page=True)
+        # Sidebar navigation reaches the embedding map and WebGL paints it.
+        page.locator("[data-testid=stSidebar]").get_by_text("Embedding map", exact=True).click()
+        page.wait_for_selector("h1:has-text('Embedding map')", timeout=30_000)
+        page.wait_for_selector("[data-testid=stPlotlyChart] canvas", timeout=60_000)
+        _idle(page)
+        n = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullData.reduce((a, t) => a + t._length, 0)")
+        assert n == 40 + 24
+        browser.close()
+
+
+def test_missing_workspace_shows_an_error_not_a_traceback(tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    with serve(tmp_path / "nowhere") as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("[data-testid=stAlertContentError]", timeout=60_000)
+        assert "workbench init" in page.locator("[data-testid=stAlertContentError]").inner_text()
+        assert page.locator("[data-testid=stException]").count() == 0
+        browser.close()

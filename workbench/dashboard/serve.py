@@ -1,0 +1,60 @@
+"""Start the dashboard as a `streamlit run` subprocess on 127.0.0.1 and wait until it is healthy
+(used by the browser test and the benchmark; `workbench dashboard` runs the same command)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(workspace: Path | str, port: int | None = None, timeout: float = 90) -> Iterator[str]:
+    """Yield the base URL of a running dashboard; stop the server (only it) afterwards."""
+    from workbench.commands.dashboard import streamlit_command
+
+    port = port or free_port()
+    cmd = streamlit_command(Path(workspace).resolve(), "127.0.0.1", port)
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"workbench-dashboard-{port}.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "WORKBENCH_WORKSPACE": str(Path(workspace).resolve())})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dashboard not healthy after {timeout}s; see {log.name}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
