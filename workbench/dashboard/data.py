@@ -118,7 +118,8 @@ def overview(root: str, v: tuple) -> dict:
     ws = open_workspace(root)
     s = ws.store
     counts = {k: int(s.scalar(q)) for k, q in COUNT_SQL.items() if q}
-    counts["task types"] = int(node_table(root)["is_leaf"].sum())
+    # From the tree alone (0.2 s at 20k nodes): the per-node counts are not needed here.
+    counts["task types"] = len(ws.taxonomy.index().leaves())
     funnel = [
         ("images registered", counts["images"]),
         ("images matched to task types", int(s.scalar("SELECT count(DISTINCT image_id) FROM matches"))),
