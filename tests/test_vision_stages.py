@@ -165,3 +165,28 @@ def test_full_vision_pipeline(tmp_path):
         assert len(recs) == f["count"].tolist()[4] and all(x["conversations"][0]["value"].startswith("<image>\n")
                                                             for x in recs)
         assert set(rejections(ws)["stage"]) >= {"filter", "qa", "referee"}
+
+
+def test_image_data_urls_resend_files_only_when_vlm_safe(tmp_path):
+    import io
+
+    from workbench.stages.vision_common import image_data_url
+
+    ws = Workspace.init(tmp_path / "ws")
+    Image.new("RGB", (30, 20), (10, 20, 30)).save(tmp_path / "rgb.jpg")
+    Image.new("CMYK", (30, 20), (10, 20, 30, 0)).save(tmp_path / "cmyk.jpg")
+    Image.new("RGB", (3000, 100), (10, 20, 30)).save(tmp_path / "wide.png")
+    with ws.store.write() as c:
+        for iid, name, mode, w, h, fmt in [("a", "rgb.jpg", "RGB", 30, 20, "JPEG"), ("b", "cmyk.jpg", "CMYK", 30, 20,
+                                           "JPEG"), ("c", "wide.png", "RGB", 3000, 100, "PNG")]:
+            c.execute("INSERT INTO images(id, path, root, source, width, height, format, mode, added_at) "
+                      "VALUES (?,?,?, 't', ?,?,?,?, 'now')", (iid, name, str(tmp_path), w, h, fmt, mode))
+
+    def decoded(url):
+        return base64.b64decode(url.split(",", 1)[1])
+
+    assert decoded(image_data_url(ws, "a")) == (tmp_path / "rgb.jpg").read_bytes()   # sent as is
+    cmyk = Image.open(io.BytesIO(decoded(image_data_url(ws, "b"))))
+    assert cmyk.mode == "RGB"
+    wide = Image.open(io.BytesIO(decoded(image_data_url(ws, "c"))))
+    assert max(wide.size) == 1024 and wide.format == "JPEG"

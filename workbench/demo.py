@@ -8,6 +8,7 @@ It never pretends: no random-weight CLIP matches, no fake model replies.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -152,7 +153,12 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
     import os
 
     if base_url:
-        _set_endpoint(ws, base_url, model or "gpt-4o-mini")
+        have = ws.config.endpoints.get("default")
+        if have is None:
+            _set_endpoint(ws, base_url, model or "gpt-4o-mini")
+        elif have.base_url != base_url or (model and model != have.model):
+            raise WorkbenchError(f"{root / 'workbench.toml'}: [endpoints.default] is {have.model} at {have.base_url}; "
+                                 "edit it there (or use --fresh) instead of passing another --base-url/--model")
     elif "default" not in ws.config.endpoints:
         env_base = os.environ.get("OPENAI_BASE_URL")
         local = None if env_base else find_local_server()
@@ -274,7 +280,8 @@ def _expand_summary(r) -> str:
 def _set_endpoint(ws, base_url: str, model: str) -> None:
     cfg_path = ws.root / "workbench.toml"
     text = cfg_path.read_text(encoding="utf-8")
-    if "[endpoints.default]" in text.split("\n# [endpoints.default]")[0].replace("# [endpoints.default]", ""):
-        return
+    if re.search(r"^\s*\[endpoints\.default\]", text, re.MULTILINE):
+        raise WorkbenchError(f"{cfg_path}: already has an [endpoints.default]; edit it there instead of "
+                             "passing --base-url")
     text += (f"\n[endpoints.default]\nbase_url = \"{base_url}\"\nmodel = \"{model}\"\n")
     cfg_path.write_text(text, encoding="utf-8")

@@ -44,7 +44,7 @@ def _set_fingerprint(store, set_key: str) -> dict:
     row = store.one("SELECT key, kind, dim, array_file, updated_at FROM embedding_sets WHERE key=?", (set_key,))
     if row is None:
         raise WorkbenchError(f"no embedding set {set_key!r}; run the CLIP embedding stage first "
-                             "(`workbench clip embed WORKSPACE`)")
+                             "(`workbench embed WORKSPACE`)")
     n, max_row = store.one("SELECT count(*), max(row) FROM embedding_rows WHERE set_key=?", (set_key,))
     return {"key": row["key"], "kind": row["kind"], "dim": row["dim"], "updated_at": row["updated_at"],
             "rows": n, "max_row": max_row}

@@ -10,6 +10,7 @@ from pathlib import Path
 from workbench.llm.prompts import PromptTemplate
 
 SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+SAFE_MODES = {"RGB", "L", "RGBA", "LA", "P"}
 
 
 def image_data_url(ws, image_id: str) -> str:
@@ -17,12 +18,14 @@ def image_data_url(ws, image_id: str) -> str:
     otherwise 8-bit RGB re-encoded (JPEG), downscaled to `[vision] image_max_side`."""
     from workbench.stages.images import image_path, open_rgb
 
-    row = ws.store.one("SELECT format, width, height FROM images WHERE id=?", (image_id,))
+    row = ws.store.one("SELECT format, mode, width, height FROM images WHERE id=?", (image_id,))
     path = image_path(ws, image_id)
     max_side = ws.config.vision.image_max_side
     fmt = (row["format"] or "").upper() if row else ""
     small = not max_side or (row is not None and max(row["width"], row["height"]) <= max_side)
-    if row is not None and fmt in SENDABLE and small:
+    # CMYK JPEGs, 16-bit PNGs and the like are legal files that many VLM servers mis-read: re-encode them.
+    plain_mode = row is not None and (row["mode"] or "RGB") in SAFE_MODES
+    if row is not None and fmt in SENDABLE and small and plain_mode:
         data = Path(path).read_bytes()
         mime = SENDABLE[fmt]
     else:

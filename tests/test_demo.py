@@ -1,0 +1,75 @@
+"""`workbench demo` offline (what a fresh machine with no key and no GPU gets) and with an endpoint."""
+
+import json
+import re
+
+import pytest
+
+from conftest import run_cli, run_cli_subprocess
+from openai_server import OpenAIServer
+
+
+@pytest.mark.timeout(300)
+def test_demo_offline_runs_what_it_can_and_says_what_it_could_not(tmp_path):
+    env = {"WORKBENCH_NO_LOCAL_PROBE": "1", "OPENAI_BASE_URL": "", "OPENAI_API_KEY": ""}
+    r = run_cli_subprocess("demo", tmp_path / "demo", "--no-browser", timeout=280, env=env)
+    assert r.code == 0, r.err
+    out = r.out
+    assert re.search(r"\[done\s*\] seed taxonomy: 100 nodes, 72 task types", out)
+    m = re.search(r"register photographs: (\d+) real photographs", out)
+    assert m and int(m.group(1)) >= 10
+    assert "[done   ] task map projection: UMAP of 72 task types stored" in out
+    assert "[done   ] reference coverage (MMBench abilities)" in out
+    # Never pretends: CLIP and the LLM are listed as not run, each with what enables it.
+    assert "[skipped] CLIP embed + match" in out and "[clip] pretrained" in out
+    assert "[skipped] expand level 2" in out and "--base-url" in out
+    assert "workbench dashboard" in out
+
+    from workbench.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "demo")
+    assert ws.store.scalar("SELECT count(*) FROM images") >= 10
+    assert ws.store.scalar("SELECT count(*) FROM projections") == 1
+    assert ws.store.scalar("SELECT count(*) FROM matches") == 0
+    # Running it again reuses everything.
+    r2 = run_cli_subprocess("demo", tmp_path / "demo", "--no-browser", timeout=200, env=env)
+    assert r2.code == 0 and "already loaded" in r2.out
+    assert ws.store.scalar("SELECT count(*) FROM projections") == 1
+
+
+def expand_script(req):
+    parent = re.search(r"Category: (.+)", req.text)
+    name = parent.group(1).split("~")[-1].strip() if parent else "misc"
+    return json.dumps([f"{name} for documents", f"{name} in the wild"])
+
+
+@pytest.mark.timeout(300)
+def test_demo_with_an_endpoint_expands_one_level(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_NO_LOCAL_PROBE", "1")
+    with OpenAIServer(expand_script) as server:
+        r = run_cli("demo", tmp_path / "demo", "--no-browser", "--base-url", server.base_url, "--model",
+                    "test-model")
+        assert r.code == 0, r.err
+        assert "[done   ] expand level 2" in r.out
+        assert len(server.requests) == 35        # one call per first-level category
+        base_url = server.base_url
+    from workbench.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "demo")
+    proposed = [n for n in ws.taxonomy.nodes(("proposed",))]
+    assert len(proposed) >= 35 and all(n.level == 2 and n.origin == "generated" for n in proposed)
+    assert any(p.endswith("visual question answering~visual question answering in the wild")
+               for _, p in ws.taxonomy.leaves())
+    assert 'base_url = "' + base_url in (tmp_path / "demo" / "workbench.toml").read_text()
+
+
+def test_doctor_reports_keys_by_name_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_NO_LOCAL_PROBE", "1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value-123")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    r = run_cli("doctor")
+    assert r.code == 0
+    assert "sk-secret-value-123" not in r.out
+    assert "OPENAI_API_KEY set" in r.out
+    assert re.search(r"ok\s+package\s+open_clip_torch", r.out)
+    assert re.search(r"--\s+clip\s+ViT-L-14", r.out) and "without it" in r.out
