@@ -105,3 +105,12 @@ def test_console_script_in_a_subprocess(tmp_path):
     assert r.code == 2 and r.err.startswith("error:") and "Traceback" not in r.err
     r = run_cli_subprocess("--version")
     assert r.code == 0 and r.out.startswith("workbench ")
+
+
+def test_show_proposed_lists_them_under_their_parents(tmp_path):
+    ws = tmp_path / "w"
+    run_cli("init", ws)
+    run_cli("taxonomy", "add", ws, "ocr~scene text")
+    run_cli("taxonomy", "add", ws, "ocr~menus", "--status", "proposed")
+    r = run_cli("taxonomy", "show", ws, "--status", "proposed", "--no-ids")
+    assert r.code == 0 and r.out.splitlines() == ["ocr", "  menus [proposed]"]

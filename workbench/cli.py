@@ -153,8 +153,20 @@ def taxonomy_show(
     """Print the tree, indented, with node ids and statuses."""
     from workbench.taxonomy.io import tree_lines
 
+    from workbench.taxonomy.model import TreeIndex
+
     ws = _open(workspace)
-    idx = ws.taxonomy.index(_statuses(status))
+    wanted = _statuses(status)
+    full = ws.taxonomy.index(None)
+    if wanted is None:
+        idx = full
+    else:  # the matching nodes plus their ancestors, so e.g. proposals show under their accepted parents
+        keep = set()
+        for nid, n in full.nodes.items():
+            if n.status in wanted:
+                keep.add(nid)
+                keep.update(a.id for a in full.ancestors(nid))
+        idx = TreeIndex.build([full.nodes[i] for i in keep])
     root = ws.taxonomy.resolve(node).id if node else None
     if root is not None and root not in idx.nodes:
         raise WorkbenchError(f"node {node!r} is not among the {status} nodes; try --status all")
