@@ -264,8 +264,13 @@ def test_prompts_side_by_side(small):
     root, _ = small
     at = run(root, "prompts")
     files = at.dataframe[0].value
-    assert {"expand.j2"} <= set(files["name"]) or files.empty is False
-    versions = at.dataframe[-1].value if not at.selectbox(key="pr_stage") else None
+    from workbench.llm.prompts import DEFAULT_PROMPTS_DIR, template_hash
+    bundled = sorted(DEFAULT_PROMPTS_DIR.glob("*.j2"))
+    assert len(files) == len(bundled)
+    for f in bundled:
+        assert files.loc[files["name"] == f.name, "hash"].iloc[0] == template_hash(f.read_text(encoding="utf-8"))
+    versions = at.dataframe[-1].value
+    assert set(versions["prompt_hash"]) == {"3f6c1b2a9d8e7f01", "a1b2c3d4e5f60718"}
     at.selectbox(key="pr_stage").set_value("nodes").run()
     store = db(root)
     pid = store.scalar("SELECT parent_id FROM nodes WHERE prompt_hash='a1b2c3d4e5f60718' LIMIT 1")
@@ -275,7 +280,6 @@ def test_prompts_side_by_side(small):
     assert all(k in md for k in kids_b)
     assert "children" in md
     assert len(at.get("code")) >= 1   # raw replies shown
-    del versions
 
 
 def test_taxonomy_only_workspace_has_helpful_empty_states(taxonomy_only):

@@ -12,7 +12,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -289,13 +288,3 @@ def calls_for(root: str, prompt_hash: str, needle: str | None, limit: int = 5) -
     return pd.DataFrame([dict(r) for r in rows],
                         columns=["key", "stage", "model", "status", "raw_text", "request", "created_at"])
 
-
-def safe_float(x) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def finite(x) -> bool:
-    return x is not None and np.isfinite(safe_float(x))

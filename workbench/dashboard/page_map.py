@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import plotly.colors as pc
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -16,7 +17,10 @@ from workbench.analysis import projection
 from workbench.dashboard import data
 
 COLOUR_BY = {"first-level category": "category", "referee outcome": "outcome", "source": "source"}
-MAX_GROUPS = 24
+MAX_GROUPS = 48
+# One fixed colour per group, shared by its image and task-type traces (plotly's default cycle has 10).
+PALETTE = list(pc.qualitative.Dark24) + list(pc.qualitative.Light24)
+OTHER_COLOUR = "#b0b0b0"
 GRID = 24
 
 
@@ -64,14 +68,19 @@ def traces(root: str, key: str, v: tuple, colour: str, min_votes: int) -> tuple[
     is_task = (df["kind"] == "task").to_numpy()
     x, y = df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32)
     out, rows = [], []
-    for name in list(groups.index[:MAX_GROUPS]) + (["(other)"] if len(groups) > MAX_GROUPS else []):
+    names = list(groups.index[:MAX_GROUPS]) + (["(other)"] if len(groups) > MAX_GROUPS else [])
+    colour_of = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(map(str, groups.index[:MAX_GROUPS])))}
+    colour_of.update({"(other)": OTHER_COLOUR, "task type": "#222222"})
+    for name in names:
         for task in (False, True):
             idx = np.flatnonzero((grp == name) & (is_task == task)).astype(np.int32)
             if not len(idx):
                 continue
             t = {"type": "scattergl", "mode": "markers", "x": x[idx], "y": y[idx],
                  "name": str(name)[:40], "legendgroup": str(name), "showlegend": not task or name == "task type",
-                 "marker": {"size": 7 if task else 4, "symbol": "diamond" if task else "circle", "opacity": 0.75}}
+                 "marker": {"size": 6 if task else 4, "symbol": "diamond" if task else "circle",
+                            "opacity": 0.9 if task else 0.6, "color": colour_of[str(name)],
+                            **({"line": {"width": 0.5, "color": "#222222"}} if task else {})}}
             if task:
                 t["hovertext"] = df["label"].to_numpy()[idx]
                 t["hovertemplate"] = "%{hovertext}<extra>task type</extra>"
