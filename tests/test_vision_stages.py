@@ -190,3 +190,23 @@ def test_image_data_urls_resend_files_only_when_vlm_safe(tmp_path):
     assert cmyk.mode == "RGB"
     wide = Image.open(io.BytesIO(decoded(image_data_url(ws, "c"))))
     assert max(wide.size) == 1024 and wide.format == "JPEG"
+
+
+@pytest.mark.timeout(120)
+def test_cli_dry_runs_spend_nothing_and_mistakes_are_one_line(tmp_path):
+    with OpenAIServer(script, models=("vlm",)) as server:
+        ws = make_workspace(tmp_path, server.base_url)
+        r = run_cli("filter", ws.root, "--dry-run")
+        assert r.code == 0 and "dry run (filter" in r.out and "6 call(s) to make" in r.out
+        assert len(server.requests) == 0
+        r = run_cli("qa", ws.root)
+        assert r.code == 2 and r.err.startswith("error: qa: no image has a kept task type yet")
+        r = run_cli("filter", ws.root, "--endpoint", "nope")
+        assert r.code == 2 and "no [endpoints.nope]" in r.err
+        r = run_cli("export", ws.root)
+        assert r.code == 2 and "no selected samples" in r.err
+        r = run_cli("rejections", ws.root, "--stage", "bogus")
+        assert r.code == 2 and "--stage must be" in r.err
+    bare = Workspace.init(tmp_path / "bare")
+    r = run_cli("referee", bare.root)
+    assert r.code == 2 and "no Q&A samples yet" in r.err
