@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
-from workbench.llm.stage import LLMStage, Outcome, ParseError, RunReport
+from workbench.llm.stage import Outcome, ParseError, RunReport
 from workbench.stages.filter_parse import FilterParseError, parse_filter_reply
-from workbench.stages.vision_common import UrlCache, load_prompt, run_vlm_stage
+from workbench.stages.vision_common import ImageStage, run_vlm_stage
 from workbench.taxonomy.names import SEP
 
 
@@ -24,20 +24,16 @@ class FilterRow:
     candidates: list[tuple[str, str]]    # (node_id, path), best match first
 
 
-class FilterStage(LLMStage):
+class FilterStage(ImageStage):
     stage = "filter"
 
+    default_prompt = "filter.j2"
+
     def __init__(self, ws, prompt: str | None = None):
-        cfg = ws.config.filter
-        self.prompt = load_prompt(ws, prompt or cfg.prompt, "filter.j2")
-        self.params = {"temperature": cfg.temperature, **({"max_tokens": cfg.max_tokens} if cfg.max_tokens else {})}
-        self.urls = UrlCache(ws)
+        super().__init__(ws, ws.config.filter, prompt)
 
     def context(self, row: FilterRow) -> dict:
         return {"candidates": [p for _, p in row.candidates], "sep": SEP}
-
-    def images(self, row: FilterRow) -> list[str]:
-        return [self.urls(row.image_id)]
 
     def parse(self, raw: str, row: FilterRow):
         try:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
-from workbench.llm.stage import LLMStage, Outcome, ParseError, RunReport
+from workbench.llm.stage import Outcome, ParseError, RunReport
 from workbench.stages.qa_parse import QAParseError, parse_qa_reply
-from workbench.stages.vision_common import UrlCache, load_prompt, run_vlm_stage, sample_id
+from workbench.stages.vision_common import ImageStage, run_vlm_stage, sample_id
 from workbench.taxonomy.names import SEP
 
 
@@ -24,21 +24,17 @@ class QARow:
     task_types: list[tuple[str, str]]    # (node_id, path)
 
 
-class QAStage(LLMStage):
+class QAStage(ImageStage):
     stage = "qa"
     expected_output_tokens = 600
 
+    default_prompt = "qa.j2"
+
     def __init__(self, ws, prompt: str | None = None):
-        cfg = ws.config.qa
-        self.prompt = load_prompt(ws, prompt or cfg.prompt, "qa.j2")
-        self.params = {"temperature": cfg.temperature, **({"max_tokens": cfg.max_tokens} if cfg.max_tokens else {})}
-        self.urls = UrlCache(ws)
+        super().__init__(ws, ws.config.qa, prompt)
 
     def context(self, row: QARow) -> dict:
         return {"task_types": [p for _, p in row.task_types], "sep": SEP}
-
-    def images(self, row: QARow) -> list[str]:
-        return [self.urls(row.image_id)]
 
     def parse(self, raw: str, row: QARow):
         try:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from workbench.config import RefereeConfig
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.llm.stage import LLMStage, Outcome, ParseError, RunReport
+from workbench.llm.stage import Outcome, ParseError, RunReport
 from workbench.stages.referee_parse import parse_vote
-from workbench.stages.vision_common import UrlCache, load_prompt, run_vlm_stage
+from workbench.stages.vision_common import ImageStage, run_vlm_stage
 
 
 @dataclass
@@ -26,23 +26,17 @@ class VoteRow:
     answer: str
 
 
-class RefereeStage(LLMStage):
+class RefereeStage(ImageStage):
     expected_output_tokens = 4
 
     def __init__(self, ws, referee: RefereeConfig):
         self.referee = referee
         self.stage = f"referee:{referee.name}"
-        default = "referee_answer_aware.j2" if referee.answer_aware else "referee.j2"
-        self.prompt = load_prompt(ws, referee.prompt, default)
-        self.params = {"temperature": referee.temperature,
-                       **({"max_tokens": referee.max_tokens} if referee.max_tokens else {})}
-        self.urls = UrlCache(ws)
+        self.default_prompt = "referee_answer_aware.j2" if referee.answer_aware else "referee.j2"
+        super().__init__(ws, referee)
 
     def context(self, row: VoteRow) -> dict:
         return {"task_type": row.task_type, "question": row.question, "answer": row.answer}
-
-    def images(self, row: VoteRow) -> list[str]:
-        return [self.urls(row.image_id)]
 
     def parse(self, raw: str, row: VoteRow):
         vote = parse_vote(raw)

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from workbench.llm.prompts import PromptTemplate
+from workbench.llm.stage import LLMStage
 
 SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 SAFE_MODES = {"RGB", "L", "RGBA", "LA", "P"}
@@ -83,3 +84,18 @@ def run_vlm_stage(ws, stage, rows, *, endpoint: str, record, dry_run: bool = Fal
         raise
     ws.finish_run(run_id, "stopped" if report.stopped else "done", report.as_dict())
     return report
+
+
+class ImageStage(LLMStage):
+    """An LLM stage over rows that carry an `image_id`: the image goes with every call as a data URL."""
+
+    default_prompt = ""
+
+    def __init__(self, ws, cfg, prompt: str | None = None):
+        """`cfg`: the stage's config section (prompt, temperature, max_tokens)."""
+        self.prompt = load_prompt(ws, prompt or cfg.prompt, self.default_prompt)
+        self.params = {"temperature": cfg.temperature, **({"max_tokens": cfg.max_tokens} if cfg.max_tokens else {})}
+        self.urls = UrlCache(ws)
+
+    def images(self, row) -> list[str]:
+        return [self.urls(row.image_id)]
