@@ -31,7 +31,7 @@ FILLED_BY = {
     "votes": "workbench referee WORKSPACE",
     "selections": "workbench select WORKSPACE",
     "llm_calls": "workbench expand WORKSPACE (or any LLM stage)",
-    "stage_runs": "any workbench stage",
+    "stage_runs": "workbench expand WORKSPACE (or any other stage)",
 }
 
 
@@ -116,9 +116,8 @@ OVERVIEW_TABLES = ("nodes", "images", "embedding_rows", "matches", "filter_decis
 def overview(root: str, v: tuple) -> dict:
     ws = open_workspace(root)
     s = ws.store
-    counts = {k: int(s.scalar(q)) for k, q in COUNT_SQL.items() if q}
-    # From the tree alone (0.2 s at 20k nodes): the per-node counts are not needed here.
-    counts["task types"] = len(ws.taxonomy.index().leaves())
+    # Task types from the tree alone (0.2 s at 20k nodes): the per-node counts are not needed here.
+    counts = {k: int(s.scalar(q)) if q else len(ws.taxonomy.index().leaves()) for k, q in COUNT_SQL.items()}
     funnel = [
         ("images registered", counts["images"]),
         ("images matched to task types", int(s.scalar("SELECT count(DISTINCT image_id) FROM matches"))),

@@ -3,6 +3,7 @@ per first-level category, long-tail figures; choosing a bin lists its task types
 
 from __future__ import annotations
 
+import plotly.colors as pc
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -44,8 +45,9 @@ def render(root: str, ws) -> None:
     hist, bins = coverage.histogram(leaves, measure, by_category=by_cat)
     order = [b[2] for b in bins]
     if by_cat:
-        fig = go.Figure([go.Bar(x=g["bin"], y=g["task_types"], name=name)
-                         for name, g in hist.groupby("category", sort=True)])
+        palette = pc.qualitative.Dark24 + pc.qualitative.Light24   # 48 distinct colours, not the default 10
+        fig = go.Figure([go.Bar(x=g["bin"], y=g["task_types"], name=name, marker_color=palette[i % len(palette)])
+                         for i, (name, g) in enumerate(hist.groupby("category", sort=True))])
         fig.update_layout(barmode="stack")
     else:
         fig = go.Figure(go.Bar(x=hist["bin"], y=hist["task_types"], text=hist["task_types"], textposition="outside"))
