@@ -46,11 +46,14 @@ def _prewarm(root: str) -> threading.Thread:
     """Once per server process and workspace: fill the heavy caches of every page in the background,
     so the page a user opens next is already computed (the one being viewed computes its own)."""
     def work():
-        for name in PAGES:
-            try:
-                _page_module(name).prewarm(root)
-            except Exception as exc:  # a page that fails to prewarm will say so when opened
-                log.warning("prewarm of page %s failed: %s", name, exc)
+        for phase in ("prewarm", "prewarm_late"):   # late: slow extras (e.g. importing open_clip)
+            for name in PAGES:
+                fn = getattr(_page_module(name), phase, None)
+                try:
+                    if fn is not None:
+                        fn(root)
+                except Exception as exc:  # a page that fails to prewarm will say so when opened
+                    log.warning("%s of page %s failed: %s", phase, name, exc)
 
     thread = threading.Thread(target=work, name="workbench-prewarm", daemon=True)
     # No script-run context on purpose: cache spinners from this thread must not draw into a page.

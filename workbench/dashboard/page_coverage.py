@@ -206,3 +206,8 @@ def _quality(root: str, ws, frame: pd.DataFrame) -> None:
 
 def prewarm(root: str) -> None:
     data.node_table(root)
+
+
+def prewarm_late(root: str) -> None:
+    ws = data.open_workspace(root)
+    data.token_lengths(root, data.version(root, "nodes"), ws.config.clip.template, ws.config.clip.model)
