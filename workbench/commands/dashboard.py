@@ -17,7 +17,8 @@ def streamlit_command(workspace: Path, host: str, port: int) -> list[str]:
     script = Path(__file__).resolve().parent.parent / "dashboard" / "streamlit_app.py"
     return [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
             "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--", "--workspace", str(workspace)]
+            "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--", "--workspace",
+            str(workspace)]
 
 
 @app.command()
