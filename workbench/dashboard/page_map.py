@@ -106,7 +106,7 @@ def render(root: str, ws) -> None:
     model = sets[0]["model"]
     default = [s["key"] for s in sets if s["model"] == model][:2]
     c1, c2, c3 = st.columns([2, 1, 1])
-    chosen = c1.multiselect("Embedding sets (one CLIP model)", list(label), default=default, format_func=label.get,
+    chosen = c1.multiselect("Embedding sets (of one model)", list(label), default=default, format_func=label.get,
                             key="map_sets")
     method = c2.selectbox("Method", projection.METHODS, key="map_method",
                           help="UMAP (the map to read); PCA is instant but crowds clusters.")
