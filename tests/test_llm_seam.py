@@ -11,7 +11,7 @@ import pytest
 from openai_server import OpenAIServer, Reply
 from workbench.config import EndpointConfig
 from workbench.errors import WorkbenchError
-from workbench.llm.cache import CallCache, call_key, storable_messages
+from workbench.llm.cache import call_key, storable_messages
 from workbench.llm.client import Endpoint, image_data_url, resolve_endpoint
 from workbench.llm.prompts import PromptError, PromptTemplate, split_messages
 from workbench.llm.stage import LLMStage, ParseError, reparse, run_stage

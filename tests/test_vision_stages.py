@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from openai_server import OpenAIServer, Reply
+from openai_server import OpenAIServer
 from workbench.analysis.funnel import funnel, rejections
 from workbench.workspace import Workspace
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from workbench.errors import WorkbenchError
 from workbench.taxonomy.model import LIVE

@@ -12,6 +12,7 @@ re-run after a parser change re-parses stored raw text and calls nothing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import queue
 import threading
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from workbench.errors import WorkbenchError
-from workbench.llm.cache import CallCache, CallRecord, call_key, request_json
+from workbench.llm.cache import CallCache, CallRecord, request_json
 from workbench.llm.client import Endpoint, make_client, resolve_endpoint
 from workbench.llm.cost import cost_usd, estimate_prompt_tokens
 from workbench.llm.prompts import PromptTemplate
@@ -179,10 +180,13 @@ def run_stage(ws, stage: LLMStage, rows: Iterable, *, endpoint: str | Endpoint |
 
     # 1. Render and key every row (one call per distinct key).
     items = []
+    requests: dict[str, str] = {}      # key -> stored request JSON (computed once: it is also the key's input)
     for row in rows:
         prompt = stage.prompt_for(row)
         messages = prompt.render(images=stage.images(row), **stage.context(row))
-        items.append((row, prompt, messages, call_key(ep.model, messages, params)))
+        req = request_json(ep.model, messages, params)
+        items.append((row, prompt, messages, hashlib.sha256(req.encode()).hexdigest()))
+        requests[items[-1][3]] = req
     report = RunReport(stage=stage.stage, endpoint=ep.name, model=ep.model, rows=len(items), dry_run=dry_run)
     found = cache.get_many(k for *_, k in items)
     pending: dict[str, tuple] = {}
@@ -252,7 +256,7 @@ def run_stage(ws, stage: LLMStage, rows: Iterable, *, endpoint: str | Endpoint |
             for key in pending:
                 deliver(key, None)
         elif pending:
-            _call_all(ws, stage, ep, params, pending, est, out_tokens, cache, report, deliver, state,
+            _call_all(ws, stage, ep, params, pending, requests, est, out_tokens, cache, report, deliver, state,
                       budget_usd, max_failure_rate, progress, run_id)
         if report.stopped:
             status = "stopped"
@@ -266,7 +270,7 @@ def run_stage(ws, stage: LLMStage, rows: Iterable, *, endpoint: str | Endpoint |
     return report
 
 
-def _call_all(ws, stage, ep, params, pending, est, out_tokens, cache, report, deliver, state, budget_usd,
+def _call_all(ws, stage, ep, params, pending, requests, est, out_tokens, cache, report, deliver, state, budget_usd,
               max_failure_rate, progress, run_id) -> None:
     results: queue.Queue = queue.Queue()
     stop = threading.Event()
@@ -297,7 +301,7 @@ def _call_all(ws, stage, ep, params, pending, est, out_tokens, cache, report, de
                     rec = client._record("error", error=f"{type(exc).__name__}: {exc}")
                 rec.key, rec.stage, rec.stage_run_id = key, stage.stage, run_id
                 rec.prompt_file, rec.prompt_hash = prompt.display_path, prompt.hash
-                rec.request = request_json(ep.model, messages, params)
+                rec.request = requests[key]
                 budget.settle(est_cost, rec.cost_usd or 0.0)
                 results.put((key, rec, est_cost))
 
