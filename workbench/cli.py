@@ -252,7 +252,7 @@ def taxonomy_merge(workspace: Path = WS_ARG,
 
 
 # Modules under workbench/commands/ that add commands to `app` (one per area).
-COMMAND_MODULES: list[str] = ["dashboard", "demo", "expand", "images", "vision"]
+COMMAND_MODULES: list[str] = ["demo", "expand", "images", "vision", "dashboard"]
 
 
 def _load_commands() -> None:
