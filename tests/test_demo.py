@@ -35,6 +35,34 @@ def test_demo_offline_runs_what_it_can_and_says_what_it_could_not(tmp_path):
     r2 = run_cli_subprocess("demo", tmp_path / "demo", "--no-browser", timeout=200, env=env)
     assert r2.code == 0 and "already loaded" in r2.out
     assert ws.store.scalar("SELECT count(*) FROM projections") == 1
+    _every_page_in_chromium(tmp_path / "demo")
+
+
+def _every_page_in_chromium(root):
+    """What the README's first command ends with: the dashboard on the demo workspace, no error on any page."""
+    from pathlib import Path
+
+    from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (scripts/setup.sh --browser)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    shots = Path("/tmp/workbench-demo-shots")
+    shots.mkdir(exist_ok=True)
+    with serve(root) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for name, selector in [("overview", ".main-svg"), ("coverage", ".main-svg"), ("images", "[data-testid=stApp]"),
+                               ("map", "[data-testid=stPlotlyChart] canvas"), ("referees", "[data-testid=stApp]"),
+                               ("prompts", "[data-testid=stDataFrame]")]:
+            page.goto(f"{url}/?page={name}")
+            page.wait_for_selector(selector, timeout=90_000)
+            page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=90_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / f"{name}.png"))
+            assert page.locator("[data-testid=stException]").count() == 0, f"{name}: exception shown"
+            assert page.locator("[data-testid=stAlertContentError]").count() == 0, f"{name}: error shown"
+        browser.close()
 
 
 def expand_script(req):
