@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 
 import streamlit as st
 
@@ -41,11 +42,15 @@ def _page_module(name: str):
     return importlib.import_module(f"workbench.dashboard.page_{name}")
 
 
+PREWARM_DELAY_S = 1.5
+
+
 @st.cache_resource(show_spinner=False)
 def _prewarm(root: str) -> threading.Thread:
     """Once per server process and workspace: fill the heavy caches of every page in the background,
     so the page a user opens next is already computed (the one being viewed computes its own)."""
     def work():
+        time.sleep(PREWARM_DELAY_S)   # let the browser paint the first page before competing for the CPU
         for phase in ("prewarm", "prewarm_late"):   # late: slow extras (e.g. importing open_clip)
             for name in PAGES:
                 fn = getattr(_page_module(name), phase, None)
@@ -75,7 +80,6 @@ def main(argv: list[str] | None = None) -> None:
     except WorkbenchError as exc:
         st.error(str(exc))
         return
-    _prewarm(str(root))
     keys = list(PAGES)
     wanted = st.query_params.get("page", "overview")
     if "page" not in st.session_state:
@@ -93,3 +97,5 @@ def main(argv: list[str] | None = None) -> None:
         _page_module(page).render(str(root), ws)
     except WorkbenchError as exc:
         st.error(str(exc))
+    finally:
+        _prewarm(str(root))   # after this page's own queries, so the first page does not wait for the others

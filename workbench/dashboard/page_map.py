@@ -22,6 +22,10 @@ MAX_GROUPS = 48
 PALETTE = list(pc.qualitative.Dark24) + list(pc.qualitative.Light24)
 OTHER_COLOUR = "#b0b0b0"
 GRID = 24
+# Points drawn by default: WebGL paint time grows with the point count (~2 s for 100k in software
+# WebGL), so a large map is drawn from a fixed random sample unless the user asks for all of it.
+POINT_CHOICES = {"40,000 (sampled)": 40_000, "80,000 (sampled)": 80_000, "all": 0}
+DEFAULT_POINTS = "40,000 (sampled)"
 
 
 # cache_resource: shared, not copied per call (119k rows); callers only read them.
@@ -55,11 +59,22 @@ def outcomes(root: str, key: str, v: tuple, min_votes: int) -> np.ndarray:
     return np.where(is_img, df["item_id"].map(per_image).fillna("not refereed").to_numpy(), "task type")
 
 
+def sample_mask(n: int, max_points: int, seed: int = 0) -> np.ndarray:
+    """Which of n points to draw: all, or a fixed random sample of max_points (the same on every rerun)."""
+    keep = np.ones(n, bool)
+    if max_points and n > max_points:
+        keep[:] = False
+        keep[np.random.default_rng(seed).choice(n, max_points, replace=False)] = True
+    return keep
+
+
 @st.cache_resource(show_spinner=False, max_entries=6)
-def traces(root: str, key: str, v: tuple, colour: str, min_votes: int) -> tuple[list[dict], list[np.ndarray]]:
+def traces(root: str, key: str, v: tuple, colour: str, min_votes: int,
+           max_points: int = POINT_CHOICES[DEFAULT_POINTS]) -> tuple[list[dict], list[np.ndarray]]:
     """Scattergl traces (plain dicts of compact arrays), one per colour group and kind, and for each
     trace the point rows it holds (kept on the server: a selection reports curve and point index)."""
     df = points(root, key, data.version(root, "nodes", "matches", "images"))
+    keep = sample_mask(len(df), max_points)
     col = (outcomes(root, key, data.version(root, "votes", "samples"), min_votes) if colour == "outcome"
            else df[colour].to_numpy())
     groups = pd.Series(col).value_counts()
@@ -73,7 +88,7 @@ def traces(root: str, key: str, v: tuple, colour: str, min_votes: int) -> tuple[
     colour_of.update({"(other)": OTHER_COLOUR, "task type": "#222222"})
     for name in names:
         for task in (False, True):
-            idx = np.flatnonzero((grp == name) & (is_task == task)).astype(np.int32)
+            idx = np.flatnonzero((grp == name) & (is_task == task) & keep).astype(np.int32)
             if not len(idx):
                 continue
             t = {"type": "scattergl", "mode": "markers", "x": x[idx], "y": y[idx],
@@ -105,12 +120,16 @@ def render(root: str, ws) -> None:
     label = {s["key"]: f"{s['kind']} · {s['model']} · {s['n']:,} rows" for s in sets}
     model = sets[0]["model"]
     default = [s["key"] for s in sets if s["model"] == model][:2]
-    c1, c2, c3 = st.columns([2, 1, 1])
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
     chosen = c1.multiselect("Embedding sets (of one model)", list(label), default=default, format_func=label.get,
                             key="map_sets")
     method = c2.selectbox("Method", projection.METHODS, key="map_method",
                           help="UMAP (the map to read); PCA is instant but crowds clusters.")
     colour = c3.selectbox("Colour by", list(COLOUR_BY), key="map_colour")
+    shown = c4.selectbox("Points drawn", list(POINT_CHOICES), key="map_points",
+                         index=list(POINT_CHOICES).index(DEFAULT_POINTS),
+                         help="A large map is drawn from a fixed random sample: much faster to paint. "
+                              "Choose 'all' to draw every point.")
     if not chosen:
         st.info("Choose at least one embedding set.")
         return
@@ -128,14 +147,17 @@ def render(root: str, ws) -> None:
     v = data.version(root, "nodes", "matches", "images")
     df = points(root, proj.key, v)
     vv = v + (data.version(root, "votes", "samples") if COLOUR_BY[colour] == "outcome" else ())
-    specs, rows = traces(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes)
+    specs, rows = traces(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes, POINT_CHOICES[shown])
     fig = go.Figure()
     fig.add_traces([go.Scattergl(t) for t in specs])
     fig.update_layout(height=640, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso", legend=dict(itemsizing="constant"),
                       xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
+    drawn = sum(len(r) for r in rows)
+    sampled = (f" Drawing a fixed random sample of {drawn:,} of {len(df):,} points ('Points drawn' shows more)."
+               if drawn < len(df) else "")
     st.caption(f"{(df['kind'] == 'image').sum():,} images (circles) and {(df['kind'] == 'task').sum():,} task types "
                f"(diamonds); {proj.method.upper()} stored {proj.created_at[:19]}, key `{proj.key}`. "
-               "Draw a lasso or box to select.")
+               f"Draw a lasso or box to select.{sampled}")
     event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
     sel = _selected_rows(event, rows)
     if not sel:

@@ -56,4 +56,9 @@ MIGRATIONS = [
         stage_run_id INTEGER REFERENCES stage_runs(id) ON DELETE SET NULL
     );
     """,
+    # A covering index for per-sample vote sums (funnel, overview, selection): the GROUP BY reads the
+    # index alone (0.8 s -> 0.2 s at 1.2M votes).
+    """
+    CREATE INDEX votes_cover ON votes (sample_id, valid, vote);
+    """,
 ]
