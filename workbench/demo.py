@@ -256,7 +256,7 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
         except WorkbenchError as exc:
             step(Step("CLIP embed + match", False, str(exc), "[clip] pretrained in workbench.toml"))
     else:
-        step(Step("CLIP embed + match", False, f"no CLIP weights on this machine ({clip.detail})",
+        step(Step("CLIP embed + match", False, f"no usable CLIP weights: {clip.name}: {clip.detail}",
                   f"[clip] pretrained = \"/path/to/open_clip_checkpoint.bin\" in {root / 'workbench.toml'} "
                   f"(model {ws.config.clip.model}), or run where the model hub is reachable"))
     echo(report.steps[-1].lines()[0])
