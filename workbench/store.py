@@ -90,7 +90,7 @@ class Store:
             finally:
                 self._local.depth -= 1
             return
-        self._begin_immediate(conn)
+        self._begin_immediate(conn, self.path)
         self._local.depth = 1
         try:
             yield conn
@@ -103,7 +103,7 @@ class Store:
             self._local.depth = 0
 
     @staticmethod
-    def _begin_immediate(conn: sqlite3.Connection) -> None:
+    def _begin_immediate(conn: sqlite3.Connection, path: Path) -> None:
         # busy_timeout covers most waits; retry covers the rare SQLITE_BUSY on lock upgrade.
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
@@ -115,7 +115,7 @@ class Store:
                     raise
                 if time.monotonic() > deadline:
                     raise SchemaError(
-                        f"{conn} workspace database is locked by another process for over "
+                        f"{path}: the workspace database is locked by another process for over "
                         f"{BUSY_TIMEOUT_MS // 1000}s; close other writers and retry") from exc
                 time.sleep(0.05)
 
