@@ -84,3 +84,21 @@ def test_cli_duplicates_and_coverage(ws, tmp_path):
     assert "Receipt" not in res.out and "1 gap(s)" in res.out
     res = run_cli("taxonomy", "coverage", ws.root, tmp_path / "missing.txt")
     assert res.code == 2 and "no such file" in res.err
+
+
+def test_apply_merges_only_the_listed_pairs(ws):
+    """Two suggestions sharing a node: once the first merge absorbs it, the second is skipped, not followed."""
+    from workbench.analysis.duplicates import MergeSuggestion
+    from workbench.errors import WorkbenchError
+
+    t = ws.taxonomy
+    a = t.add_path("objects~a1")
+    b = t.add_path("animals~b1")
+    c = t.add_path("landmarks~c1")
+    objects, animals, landmarks = (t.find(x) for x in ("objects", "animals", "landmarks"))
+    s1 = MergeSuggestion(objects.id, animals.id, "objects", "animals", 0.7, "embedding")
+    s2 = MergeSuggestion(landmarks.id, animals.id, "landmarks", "animals", 0.65, "embedding")
+    apply_merge(ws, s1)
+    with pytest.raises(WorkbenchError, match="already merged away"):
+        apply_merge(ws, s2)
+    assert t.path(b.id) == "objects~b1" and t.path(c.id) == "landmarks~c1" and t.path(a.id) == "objects~a1"

@@ -172,3 +172,12 @@ def test_20k_leaf_import_and_export_give_the_same_paths(ws, tmp_path):
     assert export_taxonomy(ws.taxonomy, out) == 20_000
     assert out.read_text().splitlines() == lines
     print(f"20k-leaf import took {took:.2f}s")
+
+
+def test_folder_import_ignores_hidden_folders(ws, tmp_path):
+    root = tmp_path / "tree"
+    for p in ["OCR/scene text", ".git/objects", "OCR/.ipynb_checkpoints"]:
+        (root / p).mkdir(parents=True)
+    report = import_taxonomy(ws.taxonomy, root)
+    assert sorted(p for _, p in ws.taxonomy.leaves()) == ["OCR~scene text"]
+    assert {w.message for w in report.warnings} == {"hidden folder ignored"}

@@ -74,3 +74,16 @@ def test_qa_unreadable_is_a_parse_error(raw):
 ])
 def test_referee_votes(raw, vote):
     assert parse_vote(raw) == vote
+
+
+def test_qa_single_pair_without_task_line_when_one_type_was_requested():
+    r = parse_qa_reply("Question: What does the sign say?\nAnswer: STOP", REQ[:1])
+    assert [(p.task_type, p.question, p.answer) for p in r.accepted] == [(REQ[0], "What does the sign say?", "STOP")]
+    r2 = parse_qa_reply("Question: What does the sign say?\nAnswer: STOP", REQ)   # two requested: ambiguous
+    assert not r2.accepted and r2.rejected[0].reason == "no task type given (several were requested)"
+
+
+def test_filter_label_shared_by_two_candidates_is_ambiguous():
+    cands = ["objects~fine-grained recognition", "plants~fine-grained recognition"]
+    r = parse_filter_reply('["fine-grained recognition"]', cands)
+    assert (r.kept, r.not_candidates, r.ambiguous, r.none) == ([], [], ["fine-grained recognition"], False)

@@ -210,3 +210,40 @@ def test_cli_dry_runs_spend_nothing_and_mistakes_are_one_line(tmp_path):
     bare = Workspace.init(tmp_path / "bare")
     r = run_cli("referee", bare.root)
     assert r.code == 2 and "no Q&A samples yet" in r.err
+
+
+@pytest.mark.timeout(120)
+def test_failed_replies_exit_1_explain_and_can_be_asked_again(tmp_path):
+    state = {"qa_ok": False}
+
+    def flaky(req):
+        if "candidate task types" in req.text:
+            return '["ocr~street sign reading"]'
+        if "write one complex question" in req.text:
+            if not state["qa_ok"]:
+                return "Sorry, I can't help with that."
+            return json.dumps([{"task_type": "ocr~street sign reading", "question": "What does it say?",
+                                "answer": "STOP"}])
+        return "1"
+
+    with OpenAIServer(flaky, models=("vlm",)) as server:
+        ws = make_workspace(tmp_path, server.base_url, n_images=3)
+        assert run_cli("filter", ws.root).code == 0
+        r = run_cli("qa", ws.root)
+        assert r.code == 1 and "3 of 3 row(s) failed" in r.err and "--refresh-failed" in r.err
+        r = run_cli("referee", ws.root)
+        assert r.code == 2 and "all 3 were rejected" in r.err and "rejections" in r.err
+        state["qa_ok"] = True
+        n = len(server.requests)
+        r = run_cli("qa", ws.root)                      # cached bad replies: no call, same result
+        assert r.code == 1 and len(server.requests) == n
+        r = run_cli("qa", ws.root, "--refresh-failed")  # asks again, and the new replies replace the old
+        assert r.code == 0, r.err
+        assert len(server.requests) == n + 3
+        assert ws.store.scalar("SELECT count(*) FROM samples WHERE status='ok'") == 3
+        assert ws.store.scalar("SELECT count(*) FROM samples WHERE status='rejected'") == 0
+
+
+def test_help_shows_config_section_names():
+    r = run_cli("filter", "--help")
+    assert r.code == 0 and "[filter] prompt" in r.out and "--refresh-failed" in r.out

@@ -19,9 +19,10 @@ from workbench.errors import ImportProblemsError, WorkbenchError
 
 app = typer.Typer(
     help="TaskGalaxy Workbench: build hierarchical vision task taxonomies and the image Q&A data made from them.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]})
-taxonomy_app = typer.Typer(help="Import, export, inspect and edit the task taxonomy.", no_args_is_help=True)
+taxonomy_app = typer.Typer(help="Import, export, inspect and edit the task taxonomy.", no_args_is_help=True,
+                           rich_markup_mode=None)  # plain help: option texts name [sections] of workbench.toml
 app.add_typer(taxonomy_app, name="taxonomy")
 
 WS_ARG = typer.Argument(..., help="The workspace folder (made by `workbench init`).", show_default=False)
@@ -84,7 +85,7 @@ def taxonomy_import(
                                   "(default: any error imports nothing)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the source and report; change nothing."),
     status: str = typer.Option("accepted", help="Status of new nodes: accepted or proposed."),
-    origin: str = typer.Option("imported", help="Origin of new nodes: imported, seed or manual."),
+    origin: str = typer.Option("imported", help="Origin of new nodes: imported, seed, manual or generated."),
 ):
     """Import task types into a workspace. Problems are reported with file and line; on any error nothing changes."""
     from workbench.taxonomy.io import import_taxonomy
@@ -182,8 +183,11 @@ def taxonomy_add(
 ):
     """Add a node (and any missing ancestors) by its `~` path."""
     ws = _open(workspace)
+    before = ws.taxonomy.count()
     node = ws.taxonomy.add_path(path, status=status)
-    typer.echo(f"{node.id}  {ws.taxonomy.path(node.id)}")
+    created = ws.taxonomy.count() - before
+    note = f"  (created {created} node(s))" if created else "  (already there: nothing added)"
+    typer.echo(f"{node.id}  {ws.taxonomy.path(node.id)}{note}")
 
 
 @taxonomy_app.command("rename")

@@ -196,7 +196,8 @@ description = ""
 # price_output_per_mtok = 15.0
 
 [clip]
-# An open_clip model name and a pretrained tag (downloads once) or a local checkpoint file.
+# An open_clip model name and a pretrained tag (used if already in the local model-hub cache; set
+# allow_download = true to fetch it) or a local checkpoint file.
 model = "ViT-L-14"
 pretrained = "openai"
 template = "{{path}}"

@@ -206,7 +206,7 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
             step(Step("expand level 2", False, str(exc), f"check [endpoints.default] in {root / 'workbench.toml'}"))
     else:
         step(Step("expand level 2", False, "no LLM endpoint: none configured, OPENAI_BASE_URL unset, no local "
-                  "server on the usual ports (Ollama 11434, llama.cpp 8080, vLLM 8000)",
+                  "server on the usual ports (Ollama 11434, llama.cpp 8080, vLLM 8000, LM Studio 1234)",
                   "`workbench demo --base-url http://localhost:11434/v1 --model qwen2.5:7b`, or [endpoints.default] "
                   "base_url and model in workbench.toml (key: OPENAI_API_KEY)"))
     echo(report.steps[-1].lines()[0])

@@ -111,4 +111,10 @@ def apply_merge(ws, suggestion: MergeSuggestion, *, survivor: str | None = None)
         raise WorkbenchError(f"survivor must be {suggestion.a_id} or {suggestion.b_id}; got {survivor!r}")
     keep = survivor or suggestion.a_id
     victim = suggestion.b_id if keep == suggestion.a_id else suggestion.a_id
+    # Merge exactly the two nodes listed: if an earlier merge already absorbed either one, its id now
+    # resolves (through an alias) to another node, and merging that would join nodes nobody reviewed.
+    gone = [i for i in (keep, victim) if ws.store.scalar("SELECT count(*) FROM nodes WHERE id=?", (i,)) == 0]
+    if gone:
+        raise WorkbenchError(f"{', '.join(gone)} was already merged away; review the suggestions again "
+                             "(`workbench taxonomy duplicates`)")
     return ws.taxonomy.merge(victim, keep)

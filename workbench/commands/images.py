@@ -9,7 +9,8 @@ import typer
 
 from workbench.cli import WS_ARG, _open, app
 
-images_app = typer.Typer(help="Register images and list the files that could not be used.", no_args_is_help=True)
+images_app = typer.Typer(help="Register images and list the files that could not be used.", no_args_is_help=True,
+                         rich_markup_mode=None)
 app.add_typer(images_app, name="images")
 
 

@@ -10,20 +10,37 @@ import typer
 from workbench.cli import WS_ARG, _open, app
 
 DRY = typer.Option(False, "--dry-run", help="Report calls, estimated tokens and cost; call nothing.")
-BUDGET = typer.Option(None, "--budget", help="Stop cleanly once this many USD are spent (default: "
-                      "limits.budget_usd in workbench.toml).")
+BUDGET = typer.Option(None, "--budget", min=0, help="Stop cleanly before spending more than this many USD "
+                      "(default: limits.budget_usd in workbench.toml).")
+REFRESH = typer.Option(False, "--refresh-failed", help="Ask again where the stored reply could not be read "
+                       "(otherwise every answered call comes from the cache).")
 LIMIT = typer.Option(None, "--limit", min=1, help="Only the first N images (or samples), e.g. to try a prompt.")
 
 
-def _show(report) -> None:
+def _show(report, max_failure_rate: float) -> int:
+    """Print a run's summary; the exit status is 1 when it stopped early or too many rows failed."""
     typer.echo(report.summary())
     for e in report.errors[:3]:
         typer.echo(f"  e.g. {e}", err=True)
+    if report.dry_run:
+        return 0
+    failed = report.call_failed + report.parse_failed
+    done = report.ok + failed
+    if report.stopped:
+        typer.echo(f"error: {report.stage} stopped early: {report.stopped}", err=True)
+        return 1
+    if done and failed / done > max_failure_rate:
+        typer.echo(f"error: {report.stage}: {failed} of {done} row(s) failed ({report.call_failed} call, "
+                   f"{report.parse_failed} parse), over limits.max_failure_rate {max_failure_rate:.0%}; see "
+                   "`workbench rejections` and the llm_calls table, fix the endpoint or prompt, then run again "
+                   "(--refresh-failed asks again for replies that could not be read)", err=True)
+        return 1
+    return 0
 
 
 @app.command("filter")
 def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
-               limit: Optional[int] = LIMIT,
+               limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH,
                prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt file (default: [filter] prompt "
                                                     "or prompts/filter.j2)."),
                endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name from workbench.toml "
@@ -32,12 +49,14 @@ def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[f
     from workbench.stages.filter import run_filter
 
     ws = _open(workspace)
-    _show(run_filter(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint))
+    rep = run_filter(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
+                     refresh_failed=refresh_failed)
+    raise typer.Exit(_show(rep, ws.config.limits.max_failure_rate))
 
 
 @app.command("qa")
 def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
-           limit: Optional[int] = LIMIT,
+           limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH,
            prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt file (default: [qa] prompt or "
                                                 "prompts/qa.j2)."),
            endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name (default: [qa] endpoint).")):
@@ -45,20 +64,25 @@ def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float
     from workbench.stages.qa import run_qa
 
     ws = _open(workspace)
-    _show(run_qa(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint))
+    rep = run_qa(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
+                 refresh_failed=refresh_failed)
+    raise typer.Exit(_show(rep, ws.config.limits.max_failure_rate))
 
 
 @app.command("referee")
 def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
-                limit: Optional[int] = LIMIT,
+                limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH,
                 name: Optional[List[str]] = typer.Option(None, "--name", help="Only this referee (repeatable; "
                                                          "default: every [[referees]] entry).")):
     """Every configured referee votes 1/0 on every Q&A sample."""
     from workbench.stages.referee import run_referees
 
     ws = _open(workspace)
-    for rep in run_referees(ws, names=name or None, dry_run=dry_run, budget_usd=budget, limit=limit):
-        _show(rep)
+    status = 0
+    for rep in run_referees(ws, names=name or None, dry_run=dry_run, budget_usd=budget, limit=limit,
+                            refresh_failed=refresh_failed):
+        status = max(status, _show(rep, ws.config.limits.max_failure_rate))
+    raise typer.Exit(status)
 
 
 @app.command("select")
@@ -82,7 +106,7 @@ def select_cmd(workspace: Path = WS_ARG,
 def export_cmd(workspace: Path = WS_ARG,
                format: str = typer.Option("llava", "--format", "-f", help="llava (JSON array), sharegpt or parquet."),
                out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: "
-                                                  "WORKSPACE/exports/<format>.json|.parquet)."),
+                                                  "WORKSPACE/exports/llava.json, sharegpt.json or samples.parquet)."),
                image_root: Optional[Path] = typer.Option(None, "--image-root", help="Write image paths relative to "
                                                          "this folder (default: as registered)."),
                all_ok: bool = typer.Option(False, "--all-ok", help="Export every parsed sample, not only the "

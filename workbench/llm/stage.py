@@ -129,6 +129,9 @@ class RunReport:
         return s
 
 
+_BUDGET_STOP = "budget"
+
+
 class _Budget:
     """Reserve an estimate before each call; settle with the real cost. Thread-safe."""
 
@@ -137,8 +140,8 @@ class _Budget:
         self.spent = 0.0
         self.reserved = 0.0
         self.lock = threading.Lock()
-
         self.calls = 0
+        self.refused: float | None = None   # the estimate of the first call that did not fit
 
     def try_reserve(self, est: float) -> float | None:
         """The amount reserved (the estimate, or the mean real cost so far if higher), or None: over budget."""
@@ -167,8 +170,12 @@ def run_stage(ws, stage: LLMStage, rows: Iterable, *, endpoint: str | Endpoint |
               on_result: Callable[[Outcome], None] | None = None, dry_run: bool = False,
               budget_usd: float | None = None, max_failure_rate: float | None = None,
               cache_only: bool = False, run_id: int | None = None, progress: bool | None = None,
-              prompt_file: str | None = None, prompt_hash: str | None = None) -> RunReport:
-    """Run `stage` over `rows`. See the module docstring and ARCHITECTURE.md ("The LLM seam")."""
+              prompt_file: str | None = None, prompt_hash: str | None = None,
+              refresh_failed: bool = False) -> RunReport:
+    """Run `stage` over `rows`. See the module docstring and ARCHITECTURE.md ("The LLM seam").
+
+    refresh_failed: call again where the cached reply does not parse (the new reply replaces it).
+    """
     t0 = time.monotonic()
     ep = endpoint if isinstance(endpoint, Endpoint) else resolve_endpoint(ws.config, endpoint or "default")
     limits = ws.config.limits
@@ -189,6 +196,11 @@ def run_stage(ws, stage: LLMStage, rows: Iterable, *, endpoint: str | Endpoint |
         requests[items[-1][3]] = req
     report = RunReport(stage=stage.stage, endpoint=ep.name, model=ep.model, rows=len(items), dry_run=dry_run)
     found = cache.get_many(k for *_, k in items)
+    if refresh_failed:
+        for row, _, _, key in items:
+            rec = found.get(key)
+            if rec is not None and _parse_fails(stage, rec, row):
+                del found[key]
     pending: dict[str, tuple] = {}
     for row, prompt, messages, key in items:
         if key not in found and key not in pending:
@@ -287,12 +299,12 @@ def _call_all(ws, stage, ep, params, pending, requests, est, out_tokens, cache, 
                 if stop.is_set():
                     results.put((key, None, 0.0))
                     return
-                est_cost = budget.try_reserve(cost_usd(ep.price, est[key], out_tokens))
+                wanted = cost_usd(ep.price, est[key], out_tokens)
+                est_cost = budget.try_reserve(wanted)
                 if est_cost is None:
                     stop.set()
-                    report.stopped = report.stopped or (
-                        f"budget ${budget_usd:.4f} reached (spent ${budget.spent:.4f}); "
-                        "raise --budget or limits.budget_usd to go on")
+                    budget.refused = budget.refused or wanted
+                    report.stopped = report.stopped or _BUDGET_STOP   # worded once the calls in flight settle
                     results.put((key, None, 0.0))
                     return
                 try:
@@ -364,6 +376,17 @@ def _call_all(ws, stage, ep, params, pending, requests, est, out_tokens, cache, 
     finally:
         bar.close()
         thread.join(timeout=5)
+        if report.stopped == _BUDGET_STOP:
+            report.stopped = (f"budget ${budget_usd:.4f}: spent ${budget.spent:.4f}, and the next call (estimated "
+                              f"${budget.refused or 0:.4f}) would go over it; raise --budget or limits.budget_usd "
+                              "and run again to go on")
+
+
+def _parse_fails(stage: LLMStage, rec: CallRecord, row) -> bool:
+    try:
+        return isinstance(stage.parse(rec.raw_text or "", row), ParseError)
+    except ParseFailure:
+        return True
 
 
 def reparse(ws, stage: LLMStage, rows: Iterable, *, endpoint: str | Endpoint | None = None,

@@ -64,8 +64,8 @@ def export(ws, dest: Path | str | None = None, *, fmt: str = "llava", image_root
     if df.empty:
         what = "selected samples (run `workbench select`)" if only_selected else "Q&A samples (run `workbench qa`)"
         raise WorkbenchError(f"export: no {what}")
-    ext = {"llava": ".json", "sharegpt": ".sharegpt.json", "parquet": ".parquet"}[fmt]
-    dest = Path(dest) if dest else ws.exports_dir / f"{fmt}{ext}"
+    name = {"llava": "llava.json", "sharegpt": "sharegpt.json", "parquet": "samples.parquet"}[fmt]
+    dest = Path(dest) if dest else ws.exports_dir / name
     if dest.exists() and not overwrite:
         raise WorkbenchError(f"{dest}: exists; pass --overwrite or choose another name")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,8 @@ def _record(ws, oc: Outcome, run_id) -> None:
             decisions = [(nid, path, int(path in kept), None if path in kept else "not chosen")
                          for nid, path in row.candidates]
             decisions += [(None, label, 0, "not a candidate") for label in dict.fromkeys(res.not_candidates)]
+            decisions += [(None, label, 0, "ambiguous: the last level of several candidates; give the full path")
+                          for label in dict.fromkeys(res.ambiguous)]
         conn.executemany(
             "INSERT OR IGNORE INTO filter_decisions(image_id, node_id, label, kept, reason, call_key, stage_run_id)"
             " VALUES (?,?,?,?,?,?,?)", [(row.image_id, n, lab, k, why, oc.key, run_id) for n, lab, k, why in decisions])
@@ -77,7 +79,7 @@ def _record(ws, oc: Outcome, run_id) -> None:
 
 def run_filter(ws, *, image_ids: list[str] | None = None, limit: int | None = None, dry_run: bool = False,
                budget_usd: float | None = None, prompt: str | None = None, endpoint: str | None = None,
-               progress: bool | None = None) -> RunReport:
+               progress: bool | None = None, refresh_failed: bool = False) -> RunReport:
     rows = filter_rows(ws, image_ids=image_ids, limit=limit)
     if not rows:
         raise WorkbenchError("filter: no images with CLIP matches; run `workbench images add`, `workbench embed` "
@@ -85,4 +87,4 @@ def run_filter(ws, *, image_ids: list[str] | None = None, limit: int | None = No
     stage = FilterStage(ws, prompt)
     return run_vlm_stage(ws, stage, rows, endpoint=endpoint or ws.config.filter.endpoint,
                          record=lambda oc, run_id: _record(ws, oc, run_id), dry_run=dry_run,
-                         budget_usd=budget_usd, progress=progress)
+                         budget_usd=budget_usd, progress=progress, refresh_failed=refresh_failed)

@@ -25,6 +25,7 @@ class FilterParseError(ValueError):
 class FilterResult:
     kept: list[str] = field(default_factory=list)             # candidate paths, in candidate order
     not_candidates: list[str] = field(default_factory=list)   # labels returned that are not candidates
+    ambiguous: list[str] = field(default_factory=list)        # a last level shared by several candidates
     none: bool = False                                        # the model said no label fits
 
 
@@ -69,10 +70,12 @@ def parse_filter_reply(raw: str, candidates: list[str]) -> FilterResult:
         match = by_full.get(k)
         if match is None and len(by_leaf.get(k, [])) == 1:
             match = by_leaf[k][0]
-        if match is None:
+        if match is None and len(by_leaf.get(k, [])) > 1:
+            result.ambiguous.append(label)
+        elif match is None:
             result.not_candidates.append(label)
         else:
             kept.add(match)
     result.kept = [c for c in candidates if c in kept]
-    result.none = not result.kept and not result.not_candidates
+    result.none = not result.kept and not result.not_candidates and not result.ambiguous
     return result

@@ -99,11 +99,11 @@ def _record(ws, oc: Outcome, run_id) -> None:
 
 def run_qa(ws, *, image_ids: list[str] | None = None, limit: int | None = None, dry_run: bool = False,
            budget_usd: float | None = None, prompt: str | None = None, endpoint: str | None = None,
-           progress: bool | None = None) -> RunReport:
+           progress: bool | None = None, refresh_failed: bool = False) -> RunReport:
     rows = qa_rows(ws, image_ids=image_ids, limit=limit)
     if not rows:
         raise WorkbenchError("qa: no image has a kept task type yet; run `workbench filter` first")
     stage = QAStage(ws, prompt)
     return run_vlm_stage(ws, stage, rows, endpoint=endpoint or ws.config.qa.endpoint,
                          record=lambda oc, run_id: _record(ws, oc, run_id), dry_run=dry_run,
-                         budget_usd=budget_usd, progress=progress)
+                         budget_usd=budget_usd, progress=progress, refresh_failed=refresh_failed)

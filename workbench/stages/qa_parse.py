@@ -51,6 +51,10 @@ _BLOCK = re.compile(
     re.IGNORECASE | re.DOTALL)
 
 
+_PAIR = re.compile(r"(?:\*\*)?q(?:uestion)?(?:\*\*)?\s*[:：]\s*(?P<q>.+?)\s*\n+\s*(?:\*\*)?a(?:nswer)?(?:\*\*)?\s*[:：]"
+                   r"\s*(?P<a>.*)\Z", re.IGNORECASE | re.DOTALL)
+
+
 def _key(label: str) -> str:
     text, _ = replace_lookalikes(label)
     return SEP.join(name_key(p) for p in text.split(SEP))
@@ -78,6 +82,10 @@ def _items(raw: str) -> list[dict]:
         return value
     blocks = [{"task_type": m["t"].strip(" *"), "question": m["q"].strip(" *"), "answer": m["a"].strip(" *")}
               for m in _BLOCK.finditer(strip_fences(raw))]
+    if not blocks:  # a single "Question: … Answer: …" pair with no task-type line
+        m = _PAIR.search(strip_fences(raw))
+        if m:
+            blocks = [{"task_type": None, "question": m["q"].strip(" *"), "answer": m["a"].strip(" *")}]
     return blocks
 
 
@@ -86,7 +94,7 @@ def parse_qa_reply(raw: str, requested: list[str]) -> QAResult:
         raise QAParseError("empty reply")
     items = _items(raw)
     if not items:
-        raise QAParseError("no JSON list of {task_type, question, answer} and no 'Question:/Answer:' blocks found")
+        raise QAParseError("no JSON list of {task_type, question, answer} and no 'Question: … Answer: …' text found")
     by_full = {_key(r): r for r in requested}
     by_leaf: dict[str, list[str]] = {}
     for r in requested:
@@ -105,7 +113,8 @@ def parse_qa_reply(raw: str, requested: list[str]) -> QAResult:
         k = _key(label_s) if label_s else ""
         match = by_full.get(k) or (by_leaf[k][0] if len(by_leaf.get(k, [])) == 1 else None)
         if match is None:
-            result.pairs.append(QAPair(label_s, q_s, a_s, "task type was not requested"))
+            why = "task type was not requested" if label_s else "no task type given (several were requested)"
+            result.pairs.append(QAPair(label_s, q_s, a_s, why))
         elif match in seen:
             result.pairs.append(QAPair(match, q_s, a_s, "second pair for the same task type"))
         elif is_blank_answer(q_s):

@@ -45,6 +45,14 @@ class RefereeStage(ImageStage):
         return vote
 
 
+def no_samples_message(ws, stage: str) -> str:
+    rejected = int(ws.store.scalar("SELECT count(*) FROM samples WHERE status='rejected'"))
+    if rejected:
+        return (f"{stage}: no usable Q&A samples: all {rejected} were rejected (see `workbench rejections "
+                f"WORKSPACE --stage qa`); fix the Q&A prompt or endpoint and run `workbench qa --refresh-failed`")
+    return f"{stage}: no Q&A samples yet; run `workbench qa` first"
+
+
 def vote_rows(ws, *, limit: int | None = None) -> list[VoteRow]:
     idx = ws.taxonomy.index(None)
     rows = ws.store.query("SELECT id, image_id, node_id, question, answer FROM samples WHERE status='ok' "
@@ -82,15 +90,17 @@ def referees(ws, names: list[str] | None = None) -> list[RefereeConfig]:
 
 
 def run_referees(ws, *, names: list[str] | None = None, limit: int | None = None, dry_run: bool = False,
-                 budget_usd: float | None = None, progress: bool | None = None) -> list[RunReport]:
+                 budget_usd: float | None = None, progress: bool | None = None,
+                 refresh_failed: bool = False) -> list[RunReport]:
     rows = vote_rows(ws, limit=limit)
     if not rows:
-        raise WorkbenchError("referee: no Q&A samples yet; run `workbench qa` first")
+        raise WorkbenchError(no_samples_message(ws, "referee"))
     reports = []
     for ref in referees(ws, names):
         stage = RefereeStage(ws, ref)
         reports.append(run_vlm_stage(
             ws, stage, rows, endpoint=ref.endpoint,
             record=lambda oc, run_id, _n=ref.name, _h=stage.prompt.hash: _record(ws, _n, _h, oc, run_id),
-            dry_run=dry_run, budget_usd=budget_usd, progress=progress, params={"referee": ref.name}))
+            dry_run=dry_run, budget_usd=budget_usd, progress=progress, params={"referee": ref.name},
+            refresh_failed=refresh_failed))
     return reports

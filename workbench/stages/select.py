@@ -112,7 +112,9 @@ def select(ws, *, min_votes: int | None = None, max_per_task: int | None = None,
                   budget=cfg.budget if budget is None else budget, seed=cfg.seed if seed is None else seed)
     table = vote_table(ws.store)
     if table.empty:
-        raise WorkbenchError("select: no Q&A samples yet; run `workbench qa` (and `workbench referee`) first")
+        from workbench.stages.referee import no_samples_message
+
+        raise WorkbenchError(no_samples_message(ws, "select"))
     run_id = ws.start_run("select", params)
     chosen, quota = choose(table, **params)
     with ws.store.write() as conn:

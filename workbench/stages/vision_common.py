@@ -65,20 +65,20 @@ class UrlCache:
 
 
 def run_vlm_stage(ws, stage, rows, *, endpoint: str, record, dry_run: bool = False, budget_usd: float | None = None,
-                  progress: bool | None = None, params: dict | None = None):
+                  progress: bool | None = None, params: dict | None = None, refresh_failed: bool = False):
     """Run an LLMStage with a stage-run record of our own, so `record(outcome, run_id)` can tag its rows."""
     from workbench.llm.client import resolve_endpoint
     from workbench.llm.stage import run_stage
 
     ep = resolve_endpoint(ws.config, endpoint)
     if dry_run:
-        return run_stage(ws, stage, rows, endpoint=ep, dry_run=True)
+        return run_stage(ws, stage, rows, endpoint=ep, dry_run=True, refresh_failed=refresh_failed)
     run_id = ws.start_run(stage.stage, {"endpoint": ep.name, "base_url": ep.base_url, "rows": len(rows),
                                         "params": stage.params, **(params or {})},
                           prompt_file=stage.prompt.display_path, prompt_hash=stage.prompt.hash, model=ep.model)
     try:
         report = run_stage(ws, stage, rows, endpoint=ep, on_result=lambda oc: record(oc, run_id),
-                           budget_usd=budget_usd, run_id=run_id, progress=progress)
+                           budget_usd=budget_usd, run_id=run_id, progress=progress, refresh_failed=refresh_failed)
     except BaseException:
         ws.finish_run(run_id, "failed")
         raise

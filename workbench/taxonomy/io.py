@@ -127,7 +127,7 @@ def parse_txt(path: Path) -> tuple[list[_Entry], list[Problem]]:
 
 
 def parse_folder(root: Path) -> tuple[list[_Entry], list[Problem]]:
-    """One folder per node below `root` (root itself is not a node); files are ignored."""
+    """One folder per node below `root` (root itself is not a node); files and hidden folders are ignored."""
     source = str(root)
     problems: list[Problem] = []
     entries: list[_Entry] = []
@@ -135,6 +135,11 @@ def parse_folder(root: Path) -> tuple[list[_Entry], list[Problem]]:
     def walk(folder: Path, names: list[str]) -> None:
         try:
             subs = sorted((e for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)), key=lambda e: e.name)
+            for e in subs:
+                if e.name.startswith("."):  # .git, .ipynb_checkpoints, ...: not task types
+                    problems.append(Problem("warning", source, str(Path(e.path).relative_to(root)),
+                                            "hidden folder ignored"))
+            subs = [e for e in subs if not e.name.startswith(".")]
         except OSError as exc:
             problems.append(Problem("error", source, str(folder), f"cannot list folder ({exc.strerror})"))
             return
