@@ -35,4 +35,6 @@ class ImportProblemsError(WorkbenchError):
             lead = f"{first.source}: {len(errors)} error(s), the first at {first.where}: {first.message}"
         else:
             lead = f"{report.source}: unknown problem"
-        super().__init__(f"{lead}; nothing was imported. Fix the file, or pass --skip-bad to import the good lines.")
+        unreadable = bool(errors) and errors[0].message.startswith("invalid JSON")
+        hint = "Fix the file." if unreadable else "Fix the file, or pass --skip-bad to import the good lines."
+        super().__init__(f"{lead}; nothing was imported. {hint}")

@@ -98,6 +98,10 @@ def select_cmd(workspace: Path = WS_ARG,
     from workbench.stages.select import select
 
     ws = _open(workspace)
+    k = ws.config.select.min_votes if min_votes is None else min_votes
+    if ws.config.referees and k > len(ws.config.referees):
+        typer.echo(f"warning: --min-votes {k} is more than the {len(ws.config.referees)} configured referee(s): "
+                   "no sample can pass", err=True)
     typer.echo(select(ws, min_votes=min_votes, max_per_task=max_per_task, min_per_task=min_per_task,
                       budget=budget, seed=seed).summary())
 

@@ -37,6 +37,8 @@ class TaxonomyStats:
         return asdict(self)
 
     def lines(self) -> list[str]:
+        if not self.nodes:
+            return ["empty taxonomy: no nodes with these statuses (`workbench taxonomy import` or `init --seed`)"]
         out = [
             f"nodes: {self.nodes}   task types (leaves): {self.leaves}   max depth: {self.max_depth}",
             "status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items())),
