@@ -53,7 +53,8 @@ class RegisterReport:
     sources: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        s = f"{self.added} image(s) added, {self.already} already registered, {len(self.problems)} problem(s)"
+        s = (f"{self.added} image(s) added, {self.already} file(s) whose content was already registered, "
+             f"{len(self.problems)} problem(s)")
         if self.dataset_items or self.skipped_items:
             s += f", {self.dataset_items} dataset item(s) kept"
             if self.skipped_items:
