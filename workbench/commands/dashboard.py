@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -48,3 +49,34 @@ def dashboard(
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)
+
+
+@app.command("map")
+def map_cmd(
+    workspace: Path = WS_ARG,
+    method: str = typer.Option("umap", "--method", help="umap (the map to read) or pca (instant, crowded)."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Embedding set key to project (repeatable; "
+                                             "default: the image and text sets of the newest model)."),
+):
+    """Compute and store the embedding map's projection headless, so the dashboard only loads it."""
+    import time
+
+    from workbench.analysis import projection
+    from workbench.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    available = projection.embedding_sets(ws.store)
+    if not available:
+        raise WorkbenchError("no embeddings yet; run `workbench embed WORKSPACE` (or `workbench demo`) first")
+    if not sets:
+        newest = available[0]["model"]
+        sets = [s["key"] for s in available if s["model"] == newest][:2]
+    known = {s["key"] for s in available}
+    unknown = [k for k in sets if k not in known]
+    if unknown:
+        raise WorkbenchError(f"unknown embedding set(s) {unknown}; available: {sorted(known)}")
+    t0 = time.perf_counter()
+    found = projection.get_or_compute(ws, sets, method, compute=False)
+    proj = found or projection.get_or_compute(ws, sets, method, compute=True)
+    what = "already stored" if found else f"computed in {time.perf_counter() - t0:.1f}s"
+    typer.echo(f"{method} projection of {len(proj.items):,} points ({', '.join(sets)}): {what}; key {proj.key}")
