@@ -247,3 +247,16 @@ def test_failed_replies_exit_1_explain_and_can_be_asked_again(tmp_path):
 def test_help_shows_config_section_names():
     r = run_cli("filter", "--help")
     assert r.code == 0 and "[filter] prompt" in r.out and "--refresh-failed" in r.out
+
+
+def test_a_prompt_copied_into_the_workspace_overrides_the_bundled_one(tmp_path):
+    from workbench.llm.prompts import DEFAULT_PROMPTS_DIR
+    from workbench.stages.filter import FilterStage
+
+    ws = Workspace.init(tmp_path / "ws")
+    bundled = FilterStage(ws).prompt
+    assert bundled.path == (DEFAULT_PROMPTS_DIR / "filter.j2").resolve()
+    edited = bundled.source.replace("Choose every candidate", "Pick each candidate")
+    (ws.prompts_dir / "filter.j2").write_text(edited)
+    mine = FilterStage(ws).prompt
+    assert mine.path == (ws.prompts_dir / "filter.j2").resolve() and mine.hash != bundled.hash

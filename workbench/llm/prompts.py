@@ -32,8 +32,10 @@ class PromptError(WorkbenchError):
 def resolve_prompt_path(name_or_path: str | Path, *, workspace_root: Path | None = None) -> Path:
     """An absolute path; a path relative to the workspace; or the name of a default prompt."""
     p = Path(name_or_path).expanduser()
+    # A copy in WORKSPACE/prompts/ overrides the bundled prompt of the same name for that workspace.
     candidates = [p] if p.is_absolute() else (
-        ([workspace_root / p] if workspace_root else []) + [Path.cwd() / p, DEFAULT_PROMPTS_DIR / p])
+        ([workspace_root / p, workspace_root / "prompts" / p] if workspace_root else [])
+        + [Path.cwd() / p, DEFAULT_PROMPTS_DIR / p])
     for c in candidates:
         if c.is_file():
             return c.resolve()
