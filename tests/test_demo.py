@@ -107,9 +107,7 @@ def test_doctor_reports_keys_by_name_only(tmp_path, monkeypatch):
 def test_demo_workspace_in_the_dashboard_shows_coverage_task_map_quality_and_new_nodes(tmp_path, monkeypatch):
     """The issue's 'done when': the demo's dashboard shows the seed taxonomy's coverage, the task map and the
     quality figures with no error; after an expansion the new nodes are on the coverage page."""
-    from streamlit.testing.v1 import AppTest
-
-    from conftest import REPO
+    from test_dashboard_app import _values, run
 
     monkeypatch.setenv("WORKBENCH_NO_LOCAL_PROBE", "1")
     with OpenAIServer(expand_script) as server:
@@ -117,15 +115,8 @@ def test_demo_workspace_in_the_dashboard_shows_coverage_task_map_quality_and_new
         assert r.code == 0, r.err
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path / "demo"))
 
-    def page(name, state=None):
-        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
-        at.query_params["page"] = name
-        for k, v in (state or {}).items():
-            at.session_state[k] = v
-        at.run()
-        assert not at.exception, [e.value for e in at.exception]
-        assert not at.error, [e.value for e in at.error]
-        return at
+    def page(name, state=None):   # no exception and no error element, as run() asserts
+        return run(tmp_path / "demo", name, state)
 
     from workbench.workspace import Workspace
 
@@ -140,8 +131,6 @@ def test_demo_workspace_in_the_dashboard_shows_coverage_task_map_quality_and_new
     m = {x.label: x.value for x in at.metric}
     assert m["context length"] == "77" and int(m["max depth"]) == 3
     at = page("map")
-    from test_dashboard_app import _values
-
     traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
     n_points = sum(len(_values({"values": t["x"]})) for t in traces)
     assert n_points == len(ws.taxonomy.leaves()) > 72   # the new task types are on the map too

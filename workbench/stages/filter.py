@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from workbench.errors import WorkbenchError
 from workbench.llm.stage import Outcome, ParseError, RunReport
 from workbench.stages.filter_parse import FilterParseError, parse_filter_reply
-from workbench.stages.vision_common import ImageStage, run_vlm_stage
+from workbench.stages.vision_common import ImageStage, run_vlm_stage, task_types_per_image
 from workbench.taxonomy.names import SEP
 
 
@@ -44,16 +44,8 @@ class FilterStage(ImageStage):
 
 def filter_rows(ws, *, image_ids: list[str] | None = None, limit: int | None = None) -> list[FilterRow]:
     """Images with CLIP matches and their live candidates, in rank order."""
-    idx = ws.taxonomy.index()
-    rows = ws.store.query("SELECT image_id, node_id FROM matches ORDER BY image_id, rank")
-    by_image: dict[str, list[tuple[str, str]]] = {}
-    for r in rows:
-        if r["node_id"] in idx.nodes:
-            by_image.setdefault(r["image_id"], []).append((r["node_id"], idx.paths[r["node_id"]]))
-    ids = sorted(by_image) if image_ids is None else [i for i in image_ids if i in by_image]
-    if limit is not None:
-        ids = ids[:limit]
-    return [FilterRow(i, by_image[i]) for i in ids]
+    sql = "SELECT image_id, node_id FROM matches ORDER BY image_id, rank"
+    return [FilterRow(i, c) for i, c in task_types_per_image(ws, sql, image_ids=image_ids, limit=limit)]
 
 
 def _record(ws, oc: Outcome, run_id) -> None:

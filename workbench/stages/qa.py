@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from workbench.errors import WorkbenchError
 from workbench.llm.stage import Outcome, ParseError, RunReport
 from workbench.stages.qa_parse import QAParseError, parse_qa_reply
-from workbench.stages.vision_common import ImageStage, run_vlm_stage, sample_id
+from workbench.stages.vision_common import ImageStage, run_vlm_stage, sample_id, task_types_per_image
 from workbench.taxonomy.names import SEP
 
 
@@ -44,18 +44,9 @@ class QAStage(ImageStage):
 
 
 def qa_rows(ws, *, image_ids: list[str] | None = None, limit: int | None = None) -> list[QARow]:
-    idx = ws.taxonomy.index()
-    rows = ws.store.query("SELECT d.image_id, d.node_id FROM filter_decisions d LEFT JOIN matches m "
-                          "ON m.image_id = d.image_id AND m.node_id = d.node_id "
-                          "WHERE d.kept = 1 ORDER BY d.image_id, m.rank")
-    by_image: dict[str, list[tuple[str, str]]] = {}
-    for r in rows:
-        if r["node_id"] in idx.nodes:
-            by_image.setdefault(r["image_id"], []).append((r["node_id"], idx.paths[r["node_id"]]))
-    ids = sorted(by_image) if image_ids is None else [i for i in image_ids if i in by_image]
-    if limit is not None:
-        ids = ids[:limit]
-    return [QARow(i, by_image[i]) for i in ids]
+    sql = ("SELECT d.image_id, d.node_id FROM filter_decisions d LEFT JOIN matches m "
+           "ON m.image_id = d.image_id AND m.node_id = d.node_id WHERE d.kept = 1 ORDER BY d.image_id, m.rank")
+    return [QARow(i, t) for i, t in task_types_per_image(ws, sql, image_ids=image_ids, limit=limit)]
 
 
 def _record(ws, oc: Outcome, run_id) -> None:

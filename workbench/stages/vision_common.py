@@ -39,6 +39,19 @@ def image_data_url(ws, image_id: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def task_types_per_image(ws, sql: str, *, image_ids: list[str] | None = None,
+                         limit: int | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(image_id, [(node_id, path), ...]) from `sql` (rows of image_id, node_id in the wanted order), keeping
+    live task types only; all images in id order, or `image_ids` in the order given; at most `limit`."""
+    idx = ws.taxonomy.index()
+    by_image: dict[str, list[tuple[str, str]]] = {}
+    for r in ws.store.query(sql):
+        if r["node_id"] in idx.nodes:
+            by_image.setdefault(r["image_id"], []).append((r["node_id"], idx.paths[r["node_id"]]))
+    ids = sorted(by_image) if image_ids is None else [i for i in image_ids if i in by_image]
+    return [(i, by_image[i]) for i in ids[:limit]]
+
+
 def load_prompt(ws, configured: str | None, default: str) -> PromptTemplate:
     return PromptTemplate.load(configured or default, workspace_root=ws.root)
 
