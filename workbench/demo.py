@@ -201,7 +201,7 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
 
         try:
             r, s = _timed(lambda: expand(ws, level=2, budget_usd=budget_usd, progress=False))
-            step(Step("expand level 2", True, f"{_expand_summary(r)} via {ep.model} at {ep.base_url}", seconds=s))
+            step(Step("expand level 2", True, f"{r.summary()} via {ep.model} at {ep.base_url}", seconds=s))
         except WorkbenchError as exc:
             step(Step("expand level 2", False, str(exc), f"check [endpoints.default] in {root / 'workbench.toml'}"))
     else:
@@ -269,14 +269,6 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
               "CLIP weights (above), then `workbench filter / qa / referee` with a VLM endpoint and [[referees]]"))
     echo(report.steps[-1].lines()[0])
     return report
-
-
-def _expand_summary(r) -> str:
-    for attr in ("summary",):
-        if hasattr(r, attr):
-            v = getattr(r, attr)
-            return v() if callable(v) else str(v)
-    return str(r)
 
 
 def _set_endpoint(ws, base_url: str, model: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import shutil
 import sqlite3
 import threading
 import time
@@ -182,6 +181,3 @@ def _split_sql(script: str) -> list[str]:
         out.append(rest)
     return out
 
-
-def copy_database(src: Path, dst: Path) -> None:
-    shutil.copy2(src, dst)
