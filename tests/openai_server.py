@@ -24,6 +24,13 @@ image parts) and inject failures:
 A reply may instead be a plain string (an ordinary answer) or a dict used as the whole
 response JSON. `Reply(hang=True)` sleeps until the server stops (or `hang_s`), to test
 client timeouts. `server.default_latency` adds a delay to every reply.
+
+Transport-level faults (what proxies and flaky servers send):
+
+    Reply(raw='{"id": "x", "choi')                           # a truncated JSON body, status 200
+    Reply(raw="<html>502 Bad Gateway</html>", content_type="text/html")   # a proxy's error page
+    Reply("answer", trickle_s=0.2)     # the body one byte every 0.2 s (each read is quick; the whole is not)
+    Reply("answer", echo_headers=True) # the request's headers echoed into the JSON body under "echo"
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ class Reply:
     prompt_tokens: int | None = None       # None: a word count of the request
     completion_tokens: int | None = None   # None: a word count of the reply
     body: Any = None                       # a raw JSON body (overrides everything above)
+    raw: str | bytes | None = None         # the body sent verbatim (overrides body and text)
+    content_type: str = "application/json"
+    trickle_s: float = 0.0                 # send the body one byte at a time, this long apart
+    echo_headers: bool = False             # add {"echo": {"headers": <request headers>}} to the reply JSON
 
 
 @dataclass
@@ -153,12 +164,20 @@ class OpenAIServer:
                     return
                 if delay:
                     time.sleep(delay)
+
+                def send(status, data):
+                    return self._send(status, data, reply.headers, content_type=reply.content_type,
+                                      trickle_s=reply.trickle_s)
+
+                if reply.raw is not None:
+                    raw = reply.raw.encode() if isinstance(reply.raw, str) else reply.raw
+                    return send(reply.status, raw)
                 if reply.body is not None:
-                    return self._send(reply.status, reply.body, reply.headers)
+                    return send(reply.status, reply.body)
                 if reply.status != 200:
                     err = {"error": {"message": reply.text or f"scripted status {reply.status}",
                                      "type": "scripted", "code": reply.status}}
-                    return self._send(reply.status, err, reply.headers)
+                    return send(reply.status, err)
                 pt = reply.prompt_tokens if reply.prompt_tokens is not None else len(req.text.split())
                 ct = reply.completion_tokens if reply.completion_tokens is not None else len(reply.text.split())
                 data = {
@@ -168,18 +187,29 @@ class OpenAIServer:
                                  "finish_reason": reply.finish_reason}],
                     "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
                 }
-                self._send(200, data, reply.headers)
+                if reply.echo_headers:
+                    data["echo"] = {"headers": req.headers}
+                send(200, data)
 
-            def _send(self, status, data, headers=None):
-                payload = json.dumps(data).encode()
+            def _send(self, status, data, headers=None, *, content_type="application/json", trickle_s=0.0):
+                payload = data if isinstance(data, bytes) else json.dumps(data).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(payload)))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if not trickle_s:
+                        self.wfile.write(payload)
+                        return
+                    self.wfile.flush()
+                    for i in range(len(payload)):
+                        if server._stop.is_set():
+                            return
+                        self.wfile.write(payload[i:i + 1])
+                        self.wfile.flush()
+                        server._stop.wait(trickle_s)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout); nothing to do
 

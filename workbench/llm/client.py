@@ -5,37 +5,145 @@ Endpoints come from `workbench.toml` `[endpoints.<name>]`. With none configured,
 `OPENAI_API_KEY`. Keys are read from the environment at call time and never stored.
 
 `LLMClient.complete` does one logical call: rate limits, then attempts with exponential backoff
-(honouring `Retry-After` on 429/5xx, retrying timeouts and dropped connections), and returns a
-`CallRecord` whose status is 'ok' only for a reply with finish_reason 'stop'.
+(honouring `Retry-After` on 429/5xx, retrying timeouts, dropped connections and 200 replies that are
+not a chat completion: truncated JSON, a proxy's HTML page), and returns a `CallRecord` whose status
+is 'ok' only for a non-empty reply with finish_reason 'stop'. `timeout_s` is a total deadline per
+attempt (connect + send + the whole body), not a per-read timeout.
+
+Secrets never reach a record: every stored field passes through `scrub_secrets` (the endpoint's key
+and any key in its base URL; in raw_response and errors also Authorization/api-key header values
+and sk-... tokens), and an endpoint is only ever shown through `redact_url`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import mimetypes
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from workbench.config import Config, EndpointConfig
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.llm.cache import CallRecord
-from workbench.llm.cost import cost_usd, estimate_prompt_tokens, price_for
+from workbench.llm.cost import Price, cost_usd, estimate_prompt_tokens, price_for
 from workbench.llm.limits import Limiter
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER_S = 300.0
+BODY_PREFIX_CHARS = 200     # how much of an unreadable reply an error quotes
+REDACTED = "***"
+MIN_SECRET_CHARS = 8        # shorter "keys" ("test", "x", "EMPTY") are placeholders; replacing them would mangle text
+
+# Query parameters whose values are credentials (api-key, access_token, client_secret, sig, X-Amz-Signature, ...).
+_SECRET_PARAM = re.compile(r"key|token|secret|sig|passw|pwd|auth|credential", re.I)
+# Header-like `name: value` / `"name": "value"` / `name=value` pairs that carry credentials.
+_SECRET_FIELD = re.compile(
+    r"""(?<![A-Za-z0-9])(?P<name>proxy-authorization|authorization|x-api-key|api[-_]?key|openai[-_]api[-_]key)"""
+    r"""(?P<sep>["']?\s*[:=]\s*)"""
+    r"""(?:"(?P<dq>(?:[^"\\]|\\.)*)"|'(?P<sq>[^']*)'|(?P<bare>(?:(?:bearer|basic|token)\s+)?[^\s"'<>&,;}\\]+))""",
+    re.I)
+# Key-shaped tokens: OpenAI (sk-, sk-proj-), Anthropic (sk-ant-), and the like.
+_SK_TOKEN = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}")
+
+
+def _redact_field(m: re.Match) -> str:
+    if m.group("dq") is not None:
+        value = f'"{REDACTED}"'
+    elif m.group("sq") is not None:
+        value = f"'{REDACTED}'"
+    else:
+        value = REDACTED
+    return m.group("name") + m.group("sep") + value
+
+
+def scrub_secrets(text: str | None, secrets=(), *, patterns: bool = True) -> str | None:
+    """`text` with every exact secret in `secrets` (of at least MIN_SECRET_CHARS) replaced by ***; with
+    `patterns`, also the values of Authorization/api-key/x-api-key fields and sk-... tokens. None stays None.
+
+    Apply it to everything stored from a reply. The model's own answer (raw_text) takes
+    `patterns=False`: only real secrets are removed from it, never look-alikes that may be data.
+    """
+    if not text:
+        return text
+    for secret in secrets:
+        if secret and len(secret) >= MIN_SECRET_CHARS:
+            for form in {secret, json.dumps(secret)[1:-1]}:
+                text = text.replace(form, REDACTED)
+    if patterns:
+        text = _SECRET_FIELD.sub(_redact_field, text)
+        text = _SK_TOKEN.sub(REDACTED, text)
+    return text
+
+
+def _split_url(url: str):
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.netloc:
+        return None
+    return parts
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The credentials embedded in a URL: a userinfo password (or a lone user token) and secret-looking
+    query values, raw and percent-decoded."""
+    parts = _split_url(url or "")
+    if parts is None:
+        return []
+    out = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        user, _, password = userinfo.partition(":")
+        out.append(password or user)
+    for pair in parts.query.split("&"):
+        name, eq, value = pair.partition("=")
+        if eq and value and _SECRET_PARAM.search(unquote(name)):
+            out.append(value)
+    return [v for s in out if s for v in dict.fromkeys((s, unquote(s)))]
+
+
+def redact_url(url: str) -> str:
+    """`url` safe to show or store: a userinfo password (or a lone user, often a token) becomes ***, and
+    so does every query value whose name looks like a credential (key, token, secret, sig, password, auth)."""
+    parts = _split_url(url)
+    if parts is None:
+        if not url or "://" not in url:
+            return url
+        # Unparseable but URL-like: redact by pattern rather than risk showing a key.
+        url = re.sub(r"(://)([^/@]*)@", lambda m: m.group(1) + _redact_userinfo(m.group(2)) + "@", url)
+        return re.sub(r"([?&][^=&#]*(?:key|token|secret|sig|passw|pwd|auth|credential)[^=&#]*=)[^&#]*",
+                      r"\1" + REDACTED, url, flags=re.I)
+    if not url_secrets(url) and "@" not in parts.netloc:
+        return url   # nothing to hide: exactly as given
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{_redact_userinfo(userinfo)}@{host}"
+    query = "&".join(
+        f"{name}={REDACTED}" if eq and value and _SECRET_PARAM.search(unquote(name)) else f"{name}{eq}{value}"
+        for name, eq, value in (pair.partition("=") for pair in parts.query.split("&"))) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_userinfo(userinfo: str) -> str:
+    user, colon, _ = userinfo.partition(":")
+    return f"{user}:{REDACTED}" if colon else REDACTED
 
 
 @dataclass
 class Endpoint:
     name: str
     config: EndpointConfig
-    price: tuple[float, float]
+    price: Price | None     # (input, output) USD per million tokens; None: unknown (see llm/cost.py)
 
     @property
     def model(self) -> str:
@@ -51,12 +159,13 @@ class Endpoint:
             return key
         if self.base_url.rstrip("/") == OPENAI_DEFAULT_BASE_URL:
             raise WorkbenchError(
-                f"endpoint {self.name!r} ({self.base_url}) needs an API key: set the environment variable "
+                f"endpoint {self.name!r} ({redact_url(self.base_url)}) needs an API key: set the environment variable "
                 f"{self.config.api_key_env} (keys are never read from workbench.toml)")
         return "EMPTY"  # local servers (vLLM, Ollama, llama.cpp) accept any key
 
     def describe(self) -> str:
-        return f"{self.name}: {self.model} at {self.base_url}"
+        where = self.config.local_path if self.config.kind == "transformers" else redact_url(self.base_url)
+        return f"{self.name}: {self.model} at {where}"
 
 
 def resolve_endpoint(config: Config, name: str = "default", *, base_url: str | None = None,
@@ -72,7 +181,9 @@ def resolve_endpoint(config: Config, name: str = "default", *, base_url: str | N
     upd = {k: v for k, v in dict(base_url=base_url, model=model, **overrides).items() if v is not None}
     if upd:
         cfg = cfg.model_copy(update=upd)
-    return Endpoint(name, cfg, price_for(cfg.model, endpoint=cfg, overrides=config.prices))
+    ep = Endpoint(name, cfg, None)
+    ep.price = price_for(cfg.model, endpoint=cfg, overrides=config.prices, base_url=ep.base_url)
+    return ep
 
 
 def image_data_url(path: str | Path, mime: str | None = None) -> str:
@@ -126,7 +237,10 @@ class LLMClient:
         self.limiter = Limiter(endpoint.config.requests_per_minute, endpoint.config.tokens_per_minute)
         self._openai = openai
         key = endpoint.api_key()
-        self._secret = key if key != "EMPTY" else None   # scrubbed from any error text we store
+        # Scrubbed from every stored field: the key, and any credential in the base URL.
+        self._secrets = ([key] if key != "EMPTY" else []) + url_secrets(endpoint.base_url)
+        self._where = redact_url(endpoint.base_url)
+        # timeout= bounds each read; complete() bounds each whole attempt with asyncio.wait_for.
         self._client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=key,
                                           max_retries=0, timeout=endpoint.config.timeout_s)
 
@@ -145,13 +259,19 @@ class LLMClient:
             t0 = time.monotonic()
             wait = None
             try:
-                resp = await self._client.chat.completions.create(model=cfg.model, messages=messages, **params)
-            except oa.APITimeoutError:
-                last_error = f"timeout after {cfg.timeout_s:g}s"
+                raw = await asyncio.wait_for(
+                    self._client.chat.completions.with_raw_response.create(model=cfg.model, messages=messages,
+                                                                           **params),
+                    timeout=cfg.timeout_s)
+                resp, last_error = self._parse(raw)
+            except (oa.APITimeoutError, asyncio.TimeoutError):
+                last_error = f"timeout: no complete reply within the total deadline of {cfg.timeout_s:g}s"
             except oa.APIConnectionError as exc:
-                last_error = f"connection failed: {exc}"
+                cause = f" ({exc.__cause__})" if exc.__cause__ is not None and str(exc.__cause__) else ""
+                last_error = f"connection failed: {exc}{cause} (endpoint {self._where})"
             except oa.APIStatusError as exc:
-                body = (exc.response.text or "")[:500] if exc.response is not None else ""
+                body = (exc.response.text or "") if exc.response is not None else ""
+                body = scrub_secrets(body, self._secrets)[:500]   # whole, then cut: no half key survives
                 last_error = f"HTTP {exc.status_code}: {body}"
                 if exc.status_code not in RETRYABLE_STATUS:
                     return self._record("error", error=last_error, attempts=attempts, latency=time.monotonic() - t0)
@@ -159,13 +279,39 @@ class LLMClient:
                 if wait is not None and exc.status_code == 429:
                     self.limiter.pause(wait)
             else:
-                return self._from_response(resp, attempts, time.monotonic() - t0)
+                if resp is not None:
+                    return self._from_response(resp, attempts, time.monotonic() - t0)
             if attempts > cfg.max_retries:
                 return self._record("error", error=f"{last_error} (gave up after {attempts} attempt(s))",
                                     attempts=attempts, latency=time.monotonic() - t_start)
             if wait is None:
                 wait = min(cfg.retry_base_s * 2 ** (attempts - 1), cfg.retry_max_s) * random.uniform(0.5, 1.0)
             await asyncio.sleep(wait)
+
+    def _parse(self, raw):
+        """(ChatCompletion, "") for a readable reply; (None, why) for a 200 that is not a chat completion
+        (a truncated body, a proxy's HTML page, a JSON error object): retried like a 5xx."""
+        http = raw.http_response
+        try:
+            body = http.text
+        except Exception as exc:  # noqa: BLE001 - undecodable bytes
+            body = f"<unreadable body: {type(exc).__name__}>"
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "choices" in data:
+            try:
+                resp = raw.parse()
+            except Exception:  # noqa: BLE001 - whatever the SDK trips on, the reply is unusable
+                resp = None
+            if resp is not None and hasattr(resp, "model_dump_json"):
+                return resp, ""
+        ctype = http.headers.get("content-type") or "no content-type"
+        # Scrubbed whole and before repr(): no half key at the cut, and patterns see real line breaks.
+        clean = scrub_secrets(body, getattr(self, "_secrets", ()))
+        prefix = clean[:BODY_PREFIX_CHARS] + ("..." if len(clean) > BODY_PREFIX_CHARS else "")
+        return None, f"unreadable reply (HTTP {http.status_code}, {ctype}, {len(body)} chars): {prefix!r}"
 
     def _from_response(self, resp, attempts: int, latency: float) -> CallRecord:
         raw_response = resp.model_dump_json(exclude_unset=True)
@@ -184,14 +330,22 @@ class LLMClient:
             return self._record("error", error=f"finish_reason={fr}: {why}", raw_text=text,
                                 raw_response=raw_response, finish_reason=fr, attempts=attempts, latency=latency,
                                 pt=pt, ct=ct)
-        return self._record("ok", raw_text=text or "", raw_response=raw_response, finish_reason=fr,
+        if not (text or "").strip():
+            # Stored as a failure (raw reply kept) so the next run asks again; an empty answer parses as nothing.
+            return self._record("error", error=f"empty reply (finish_reason={fr})", raw_text=text,
+                                raw_response=raw_response, finish_reason=fr, attempts=attempts, latency=latency,
+                                pt=pt, ct=ct)
+        return self._record("ok", raw_text=text, raw_response=raw_response, finish_reason=fr,
                             attempts=attempts, latency=latency, pt=pt, ct=ct)
 
     def _record(self, status, *, error=None, raw_text=None, raw_response=None, finish_reason=None, attempts=1,
                 latency=None, pt=None, ct=None) -> CallRecord:
-        secret = getattr(self, "_secret", None)
-        if error and secret and secret in error:
-            error = error.replace(secret, "***")
+        """The CallRecord for this endpoint; every text field is scrubbed of secrets here (reply bodies quoted
+        in errors were already scrubbed whole before being cut)."""
+        secrets = getattr(self, "_secrets", ())
+        error = scrub_secrets(error, secrets)
+        raw_response = scrub_secrets(raw_response, secrets)
+        raw_text = scrub_secrets(raw_text, secrets, patterns=False)
         return CallRecord(key="", stage="", endpoint=self.endpoint.name, model=self.endpoint.model, request="",
                           status=status, raw_text=raw_text, raw_response=raw_response, finish_reason=finish_reason,
                           error=error, prompt_tokens=pt, completion_tokens=ct,

@@ -3,8 +3,10 @@
 `[endpoints.NAME] kind = "transformers"`, `local_path = "/models/InternVL2-2B"` (a folder with a
 processor/tokenizer and weights, or a .gguf file for a text-only model). The client takes the same
 chat messages (images as data URLs), renders them with the model's chat template, decodes greedily
-when temperature is 0, and returns the same CallRecord: raw text, exact token counts, cost 0,
-finish_reason 'length' when generation hit max_tokens. Nothing is downloaded: the path must exist.
+when temperature is 0, and returns the same CallRecord: raw text, exact token counts, cost at the
+endpoint's price (0 unless one is configured), finish_reason 'length' when generation hit max_tokens,
+status 'error' ("empty reply") when it generated nothing but whitespace. Nothing is downloaded: the
+path must exist.
 Generations run one at a time in a worker thread (a CPU or one GPU is saturated by one).
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.llm.cache import CallRecord
+from workbench.llm.cost import cost_usd
 
 _MODELS: dict[str, tuple] = {}
 _LOAD_LOCK = threading.Lock()
@@ -143,17 +146,23 @@ class LocalTransformersClient:
         raw = {"object": "chat.completion", "model": self.endpoint.model, "backend": "transformers",
                "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
                "usage": {"prompt_tokens": n_in, "completion_tokens": int(len(new))}}
-        status = "ok" if finish == "stop" else "error"
-        return self._record(status, raw_text=text, raw_response=json.dumps(raw), finish_reason=finish,
-                            error=None if status == "ok" else f"finish_reason={finish} (max_tokens={max_new})",
+        if finish != "stop":
+            status, error = "error", f"finish_reason={finish} (max_tokens={max_new})"
+        elif not text.strip():
+            status, error = "error", f"empty reply (finish_reason={finish})"   # retried on the next run
+        else:
+            status, error = "ok", None
+        return self._record(status, raw_text=text, raw_response=json.dumps(raw), finish_reason=finish, error=error,
                             prompt_tokens=n_in, completion_tokens=int(len(new)), latency_s=time.monotonic() - t0)
 
     def _record(self, status, *, error=None, raw_text=None, raw_response=None, finish_reason=None, attempts=1,
                 prompt_tokens=None, completion_tokens=None, latency_s=None) -> CallRecord:
+        price = getattr(self.endpoint, "price", None)   # (0, 0) unless configured: an in-process model is free
+        cost = cost_usd(price, prompt_tokens, completion_tokens) if price is not None else 0.0
         return CallRecord(key="", stage="", endpoint=self.endpoint.name, model=self.endpoint.model,
                           stage_run_id=None, prompt_file=None, prompt_hash=None, request="", status=status,
                           raw_text=raw_text, raw_response=raw_response, finish_reason=finish_reason, error=error,
-                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=0.0,
+                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost,
                           latency_s=latency_s, attempts=attempts, created_at="")
 
     async def close(self) -> None:
