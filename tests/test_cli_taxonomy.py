@@ -114,3 +114,60 @@ def test_show_proposed_lists_them_under_their_parents(tmp_path):
     run_cli("taxonomy", "add", ws, "ocr~menus", "--status", "proposed")
     r = run_cli("taxonomy", "show", ws, "--status", "proposed", "--no-ids")
     assert r.code == 0 and r.out.splitlines() == ["ocr", "  menus [proposed]"]
+
+
+IMPORTER = """
+import os, sys, time
+from workbench import cli
+cli._load_commands()
+go = sys.argv[1]
+open(go + "." + str(os.getpid()), "w").close()   # ready
+deadline = time.monotonic() + 60
+while not os.path.exists(go) and time.monotonic() < deadline:   # start both imports at the same moment
+    time.sleep(0.001)
+sys.exit(cli.main(["taxonomy", "import", *sys.argv[2:]]))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_concurrent_imports_report_what_each_inserted(tmp_path):
+    """Two processes import overlapping files into one workspace at once: each reports only the nodes its
+    own transaction inserted, so no count is negative and the created counts add up to the database."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from workbench.workspace import Workspace
+
+    ws = tmp_path / "w"
+    Workspace.init(ws).close()
+    files = []
+    for tag, lines in (("a", range(0, 6000)), ("b", range(3000, 9000))):
+        f = tmp_path / f"{tag}.txt"
+        f.write_text("".join(f"group {i % 40}~family {i % 400}~task {i}\n" for i in lines))
+        files.append(f)
+    expected = {("group", i % 40) for i in range(9000)} | {("family", i % 400) for i in range(9000)} \
+        | {("task", i) for i in range(9000)}
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", IMPORTER, str(go), str(ws), str(f)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL) for f in files]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("go.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)    # both have imported the workbench and wait on `go`
+    go.touch()
+    created = []
+    for p, f in zip(procs, files):
+        out, err = p.communicate(timeout=150)
+        assert p.returncode == 0, err
+        m = re.search(r"read (\d+) path\(s\) as txt; created (-?\d+) node\(s\), (-?\d+) already present", out)
+        assert m, out
+        read, made, present = map(int, m.groups())
+        assert read == 6000 and made >= 0 and present >= 0, out
+        # Each file names 6000 tasks + 400 families + 40 groups; each was either made by this import or there.
+        assert made + present == 6000 + 400 + 40, out
+        created.append(made)
+    with Workspace.open(ws) as w:
+        total = w.taxonomy.count()
+    assert total == len(expected)
+    assert sum(created) == total, (created, total)

@@ -127,3 +127,66 @@ def test_two_writers_and_a_reader_share_one_workspace(tmp_path):
     ws = Workspace.open(tmp_path / "w")
     assert ws.taxonomy.count() == 322
     assert len(ws.taxonomy.leaves()) == 300
+
+
+def test_non_integer_schema_version_is_a_schema_error_naming_file_and_key(tmp_path):
+    Workspace.init(tmp_path / "w").close()
+    db = tmp_path / "w" / "workbench.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value='abc' WHERE key='schema.core'")
+    con.commit()
+    con.close()
+    with pytest.raises(SchemaError) as info:
+        Workspace.open(tmp_path / "w")
+    msg = str(info.value)
+    assert str(db) in msg and "schema.core" in msg and "'abc'" in msg
+    assert "UPDATE meta" in msg and "this workbench has" in msg   # what to do: repair the value
+
+
+def test_empty_database_file_is_refused_on_open_not_recreated(tmp_path):
+    Workspace.init(tmp_path / "w").close()
+    db = tmp_path / "w" / "workbench.sqlite"
+    for extra in ("-wal", "-shm"):
+        (tmp_path / "w" / ("workbench.sqlite" + extra)).unlink(missing_ok=True)
+    db.write_bytes(b"")
+    (tmp_path / "w" / "workbench.sqlite.bak-core1").write_bytes(b"x")
+    with pytest.raises(SchemaError) as info:
+        Workspace.open(tmp_path / "w")
+    msg = str(info.value)
+    assert str(db) in msg and "empty" in msg and "truncated" in msg
+    assert "workbench.sqlite.bak-core1" in msg
+    assert db.stat().st_size == 0            # left as it was: nothing recreated over it
+    # `init` of a new folder still creates its database from nothing.
+    Workspace.init(tmp_path / "fresh").close()
+    assert Workspace.open(tmp_path / "fresh").taxonomy.count() == 0
+
+
+def test_a_file_that_is_not_sqlite_is_a_one_line_error_naming_it(tmp_path):
+    from conftest import run_cli
+
+    Workspace.init(tmp_path / "w").close()
+    db = tmp_path / "w" / "workbench.sqlite"
+    for extra in ("-wal", "-shm"):
+        (tmp_path / "w" / ("workbench.sqlite" + extra)).unlink(missing_ok=True)
+    db.write_bytes(b"this is not a database, just some text that replaced it\n" * 100)
+    with pytest.raises(SchemaError, match="not a SQLite database") as info:
+        Workspace.open(tmp_path / "w")
+    assert str(db) in str(info.value)
+    r = run_cli("taxonomy", "stats", tmp_path / "w")
+    assert r.code == 2 and r.err.startswith("error: ") and len(r.err.strip().splitlines()) == 1
+    assert str(db) in r.err and "Traceback" not in r.err
+
+
+def test_migration_scripts_split_with_comments_after_semicolons():
+    from workbench.store import _split_sql
+
+    script = """
+    ALTER TABLE t ADD COLUMN a TEXT;    -- the process's start time
+    ALTER TABLE t ADD COLUMN b TEXT;
+    INSERT INTO t(a) VALUES ('x;y');    -- a ';' in a string does not cut
+    CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;
+    -- a trailing comment
+    """
+    stmts = _split_sql(script)
+    assert len(stmts) == 4 and all(sqlite3.complete_statement(s) for s in stmts)
+    assert stmts[2].endswith("VALUES ('x;y');") and stmts[3].endswith("END;")

@@ -181,3 +181,27 @@ def test_folder_import_ignores_hidden_folders(ws, tmp_path):
     report = import_taxonomy(ws.taxonomy, root)
     assert sorted(p for _, p in ws.taxonomy.leaves()) == ["OCR~scene text"]
     assert {w.message for w in report.warnings} == {"hidden folder ignored"}
+
+
+def test_import_counts_only_what_it_inserted_when_another_writer_commits_first(ws, tmp_path, monkeypatch):
+    """Another process commits nodes between this import's parse and its write transaction: the report
+    counts what this import's own transaction inserted, never the other writer's nodes."""
+    from workbench.store import Store
+    from workbench.taxonomy.model import Taxonomy
+
+    other = Store(ws.store.path)            # its own connection, as another process would have
+    real_begin = Store._begin_immediate
+    fired = []
+
+    def begin(conn, path):
+        if not fired:
+            fired.append(True)
+            Taxonomy(other).add_path("ocr~scene text")   # commits 'ocr' and 'ocr~scene text'
+        real_begin(conn, path)
+
+    monkeypatch.setattr(Store, "_begin_immediate", staticmethod(begin))
+    report = import_taxonomy(ws.taxonomy, write(tmp_path, GOOD))
+    other.close()
+    assert fired
+    assert (report.created, report.existing) == (7, 1)     # 'ocr' was already there when it wrote
+    assert ws.taxonomy.count() == 2 + 7

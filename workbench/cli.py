@@ -1,15 +1,23 @@
 """The `workbench` command line: headless runs of the same library functions the notebooks use.
 
 A user mistake (WorkbenchError) prints one `error: ...` line on stderr and exits with
-status 2; set WORKBENCH_DEBUG=1 to see the traceback as well.
+status 2; set WORKBENCH_DEBUG=1 to see the traceback as well. So does a path the operating
+system cannot take (a NUL byte, a name too long, no permission...).
+
+Signals: the console script (`entrypoint`) turns SIGTERM into `Terminated` (a SystemExit, status
+143) raised in the main thread, so `with` blocks and `finally` clauses run as they do for Ctrl-C
+(KeyboardInterrupt, status 130); either ends with one line on stderr, not a traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -183,9 +191,10 @@ def taxonomy_add(
 ):
     """Add a node (and any missing ancestors) by its `~` path."""
     ws = _open(workspace)
-    before = ws.taxonomy.count()
-    node = ws.taxonomy.add_path(path, status=status)
-    created = ws.taxonomy.count() - before
+    with ws.store.write():   # both counts inside one transaction: another writer cannot skew the difference
+        before = ws.taxonomy.count()
+        node = ws.taxonomy.add_path(path, status=status)
+        created = ws.taxonomy.count() - before
     note = f"  (created {created} node(s))" if created else "  (already there: nothing added)"
     typer.echo(f"{node.id}  {ws.taxonomy.path(node.id)}{note}")
 
@@ -256,7 +265,7 @@ def taxonomy_merge(workspace: Path = WS_ARG,
 
 
 # Modules under workbench/commands/ that add commands to `app` (one per area).
-COMMAND_MODULES: list[str] = ["demo", "expand", "images", "vision", "dashboard"]
+COMMAND_MODULES: list[str] = ["demo", "expand", "images", "vision", "runs", "dashboard"]
 
 
 def _load_commands() -> None:
@@ -266,16 +275,63 @@ def _load_commands() -> None:
         importlib.import_module(f"workbench.commands.{name}")
 
 
+class Terminated(SystemExit):
+    """SIGTERM arrived (see `install_signal_handlers`). A SystemExit, so `except Exception` does not swallow it
+    while context managers and `finally` clauses see it on the way out, as they see KeyboardInterrupt."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+_signals_seen: list[int] = []   # set by the handlers below; main() words its last line from it
+
+
+def _on_sigterm(signum, frame):
+    _signals_seen.append(signum)
+    signal.signal(signum, signal.SIG_DFL)   # a second SIGTERM during the clean-up ends the process at once
+    raise Terminated(signum)
+
+
+def _on_sigint(signum, frame):
+    _signals_seen.append(signum)
+    signal.default_int_handler(signum, frame)   # KeyboardInterrupt, as always
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM unwinds like Ctrl-C (raises `Terminated` in the main thread). Signals that were set to be ignored
+    (nohup, a parent's choice) stay ignored. Called by the console script only, not by `main()` itself, so
+    in-process callers (tests, notebooks) keep their own handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _stopped_message(signum: int) -> str:
+    how = "interrupted (Ctrl-C)" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+    return f"{how}; everything finished so far is saved in the workspace"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:  # typer >= 0.20 vendors its own copy of click
         from typer._click import exceptions as click_exc
     except ImportError:  # pragma: no cover
         from click import exceptions as click_exc
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    del _signals_seen[:]
     try:
         _load_commands()
         rv = app(args=argv, standalone_mode=False, prog_name="workbench")
+        if rv == 130 and signal.SIGINT in _signals_seen:   # typer turns Ctrl-C into a quiet exit 130
+            typer.echo(_stopped_message(signal.SIGINT), err=True)
         return rv if isinstance(rv, int) else 0
+    except Terminated as exc:
+        typer.echo(_stopped_message(exc.signum), err=True)
+        return exc.code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except click_exc.NoArgsIsHelpError as exc:
@@ -298,9 +354,42 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"workspace database error: {exc}; is this file a workbench workspace, and is the disk full?")
         return 2
     except KeyboardInterrupt:
-        typer.echo("interrupted; everything finished so far is saved in the workspace", err=True)
+        typer.echo(_stopped_message(signal.SIGINT), err=True)
         return 130
+    except ValueError as exc:
+        if "null byte" not in str(exc):
+            raise   # a bug: keep the traceback
+        bad = [a for a in args if "\0" in a]
+        what = f"argument {_short(bad[0])}" if bad else "a path (from an argument or workbench.toml)"
+        _fail(f"{what} contains a NUL byte (\\x00), which no file name can hold; check how it was typed or quoted")
+        return 2
+    except OSError as exc:
+        if exc.filename is None or exc.errno is None:
+            raise   # not about a file the user named (a socket, a bug): keep the traceback
+        _fail(_os_error_message(exc))
+        return 2
     return 0
+
+
+def _short(value, limit: int = 80) -> str:
+    """repr() of a user-given value, shortened in the middle when long (a 4,000-character path helps no one)."""
+    text = repr(os.fsdecode(value) if isinstance(value, bytes) else str(value))
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit // 2]}...{text[-limit // 2:]} ({len(text) - 2} characters)"
+
+
+def _os_error_message(exc: OSError) -> str:
+    where = _short(exc.filename) + (f" -> {_short(exc.filename2)}" if exc.filename2 is not None else "")
+    reason = exc.strerror or os.strerror(exc.errno)
+    hint = {
+        errno.ENAMETOOLONG: "; a file or folder name may have at most 255 bytes, a whole path 4,096",
+        errno.EACCES: "; check the permissions, or choose another place",
+        errno.EPERM: "; check the permissions, or choose another place",
+        errno.ENOSPC: "; free some disk space and run it again",
+        errno.EROFS: "; choose a writable place",
+    }.get(exc.errno, "")
+    return f"{where}: {reason}{hint}"
 
 
 def _fail(message: str) -> None:
@@ -312,6 +401,7 @@ def _fail(message: str) -> None:
 
 
 def entrypoint() -> None:
+    install_signal_handlers()
     sys.exit(main())
 
 

@@ -27,9 +27,9 @@ from workbench.errors import SchemaError
 SCHEMA_MODULES = [
     "workbench.core_schema",
     "workbench.llm.schema",
-    "workbench.stages.images_schema",
-    "workbench.stages.clip_schema",
-    "workbench.stages.vision_schema",
+    "workbench.pipeline.images.schema",
+    "workbench.pipeline.embed.schema",
+    "workbench.pipeline.vision_schema",
     "workbench.analysis.schema",
 ]
 
@@ -49,13 +49,57 @@ class Store:
 
     def __init__(self, path: Path, *, create: bool = False, migrate: bool = True):
         self.path = Path(path)
-        if not create and not self.path.exists():
-            raise SchemaError(f"{self.path}: no workspace database here; run `workbench init {self.path.parent}` first")
+        if not create:
+            if not self.path.exists():
+                raise SchemaError(
+                    f"{self.path}: no workspace database here; run `workbench init {self.path.parent}` first")
+            if self.path.is_file() and self.path.stat().st_size == 0:
+                raise SchemaError(self._empty_file_message())
         self._local = threading.local()
-        conn = self.conn
-        conn.execute("PRAGMA journal_mode=WAL")
-        if migrate:
-            self._migrate(create=create)
+        try:
+            conn = self.conn
+            conn.execute("PRAGMA journal_mode=WAL")
+            if migrate:
+                self._migrate(create=create)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            text = str(exc)
+            if "not a database" in text or "malformed" in text or "unable to open" in text:
+                raise SchemaError(self._unreadable_message(text)) from None
+            raise
+        except BaseException:
+            self.close()
+            raise
+
+    def _backups(self) -> list[Path]:
+        """`workbench.sqlite.bak-*` copies next to the database (written before migrations), newest first."""
+        found = [p for p in self.path.parent.glob(self.path.name + ".bak-*") if p.is_file()]
+        return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def _backup_list(self) -> str:
+        backups = self._backups()
+        names = ", ".join(p.name for p in backups[:5]) + (f" and {len(backups) - 5} more" if len(backups) > 5 else "")
+        return names
+
+    def _restore_hint(self) -> str:
+        names = self._backup_list()
+        if not names:
+            return (f"No {self.path.name}.bak-* copy is in {self.path.parent}: restore the file from your own backup, "
+                    f"or move it away and run `workbench init {self.path.parent}` to start an empty workspace")
+        return (f"Backups in {self.path.parent} (newest first, each from before a schema upgrade): {names}; to use "
+                f"one, move {self.path.name} away and copy the backup to {self.path}")
+
+    def _empty_file_message(self) -> str:
+        return (f"{self.path}: the workspace database is empty (0 bytes), perhaps truncated by a crash or a failed "
+                f"copy; it holds no workspace, and the workbench will not start a new one over it. "
+                + self._restore_hint())
+
+    def _unreadable_message(self, sqlite_error: str) -> str:
+        if "unable to open" in sqlite_error:
+            return (f"{self.path}: cannot open the workspace database ({sqlite_error}); check that it is a file "
+                    "and that you may read and write it and its folder")
+        return (f"{self.path}: not a SQLite database, or a damaged one (sqlite: {sqlite_error}). "
+                + self._restore_hint())
 
     # -- connections -------------------------------------------------------------------------
     @property
@@ -134,7 +178,24 @@ class Store:
         if not has_meta:
             return {}
         rows = self.query("SELECT key, value FROM meta WHERE key LIKE 'schema.%'")
-        return {r["key"][len("schema."):]: int(r["value"]) for r in rows}
+        out = {}
+        for r in rows:
+            try:
+                version = int(r["value"])
+                if version < 0:
+                    raise ValueError(version)
+            except (TypeError, ValueError):
+                known = len(registered_schemas().get(r["key"][len("schema."):], []))
+                names = self._backup_list()
+                restore = (f"Restore a backup from {self.path.parent} ({names}), or, if you know how many"
+                           if names else "If you know how many")
+                raise SchemaError(
+                    f"{self.path}: the meta table's {r['key']!r} holds {r['value']!r}, not a schema version "
+                    f"(a whole number of migrations applied); the database was edited by hand or damaged. "
+                    f"{restore} migrations were applied (this workbench has {known}), repair it with: "
+                    f"sqlite3 {self.path} \"UPDATE meta SET value='N' WHERE key='{r['key']}'\"") from None
+            out[r["key"][len("schema."):]] = version
+        return out
 
     def _migrate(self, *, create: bool) -> None:
         schemas = registered_schemas()
@@ -168,16 +229,18 @@ class Store:
 
 
 def _split_sql(script: str) -> list[str]:
-    """Split a migration script into statements (executescript would commit our transaction)."""
-    out, buf = [], []
-    for line in script.splitlines():
-        buf.append(line)
-        candidate = "\n".join(buf).strip()
-        if candidate.endswith(";") and sqlite3.complete_statement(candidate):
-            out.append(candidate)
-            buf = []
-    rest = "\n".join(buf).strip()
-    if rest:
-        out.append(rest)
-    return out
+    """Split a migration script into statements (executescript would commit our transaction).
 
+    Cuts after each `;` that ends a complete statement (SQLite's own tokenizer decides, so a `;`
+    inside a string, a comment or a trigger body does not cut); a comment after a `;` goes with
+    the next statement, and a trailing comment-only piece is dropped.
+    """
+    out, start = [], 0
+    for i, ch in enumerate(script):
+        if ch == ";" and sqlite3.complete_statement(script[start:i + 1]):
+            out.append(script[start:i + 1].strip())
+            start = i + 1
+    rest = script[start:]
+    if any(line.strip() and not line.strip().startswith("--") for line in rest.splitlines()):
+        out.append(rest.strip())
+    return [stmt for stmt in out if stmt]

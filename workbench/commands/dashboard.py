@@ -1,8 +1,15 @@
-"""`workbench dashboard DIR`: the Streamlit dashboard on 127.0.0.1 (a thin launcher of `streamlit run`)."""
+"""`workbench dashboard DIR`: the Streamlit dashboard on 127.0.0.1 (a thin launcher of `streamlit run`).
+
+The dashboard has no authentication, so another --host than a loopback address gets a warning. The
+launcher waits for the streamlit process and stops it when it is stopped itself: Ctrl-C, or SIGTERM
+(which the console script turns into `cli.Terminated`), reaches the child as SIGTERM.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +29,43 @@ def streamlit_command(workspace: Path, host: str, port: int) -> list[str]:
             str(workspace)]
 
 
+def is_loopback(host: str) -> bool:
+    """True when `host` is a loopback address or a name that resolves only to loopback addresses."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+def exposure_warning(host: str, port: int) -> str:
+    where = "every network interface" if host in ("0.0.0.0", "::", "") else f"{host}"
+    return (f"warning: --host {host} serves the dashboard on {where}, and the dashboard has no authentication: "
+            f"anyone who can reach port {port} there can read and edit this workspace. To use it from another "
+            f"machine, keep --host 127.0.0.1 and open an SSH tunnel from that machine "
+            f"(ssh -L {port}:127.0.0.1:{port} THIS-HOST, then browse http://127.0.0.1:{port}), or put it behind "
+            "a reverse proxy that authenticates users.")
+
+
+def run_until_stopped(cmd: list[str], env: dict[str, str]) -> int:
+    """Run the streamlit server and wait for it. However the wait ends (Ctrl-C, SIGTERM raised as
+    `cli.Terminated`, any error), the server is stopped and reaped before the exception goes on."""
+    from workbench.dashboard.serve import stop
+
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    try:
+        return proc.wait()
+    except BaseException:
+        stop(proc)
+        raise
+
+
 @app.command()
 def dashboard(
     workspace: Path = WS_ARG,
@@ -36,6 +80,8 @@ def dashboard(
         raise WorkbenchError(f"--port must be between 1 and 65535; got {port}")
     Workspace.open(workspace).close()   # a bad folder is an error here, not a red page in the browser
     cmd = streamlit_command(workspace.resolve(), host, port)
+    if not is_loopback(host):
+        typer.echo(exposure_warning(host, port), err=True)
     if print_command:
         typer.echo(" ".join(cmd))
         return
@@ -43,9 +89,10 @@ def dashboard(
         import streamlit  # noqa: F401
     except ImportError:
         raise WorkbenchError("streamlit is not installed; pip install 'taskgalaxy-workbench[dashboard]'") from None
-    typer.echo(f"dashboard of {workspace} on http://{host}:{port} (Ctrl-C stops it)")
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"dashboard of {workspace} on http://{shown}:{port} (Ctrl-C stops it)")
     try:
-        code = subprocess.call(cmd, env={**os.environ, "WORKBENCH_WORKSPACE": str(workspace.resolve())})
+        code = run_until_stopped(cmd, {**os.environ, "WORKBENCH_WORKSPACE": str(workspace.resolve())})
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)

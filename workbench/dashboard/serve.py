@@ -13,6 +13,22 @@ from pathlib import Path
 from typing import Iterator
 
 
+def stop(proc: subprocess.Popen, timeout: float = 10) -> int:
+    """Stop a server process: SIGTERM (streamlit shuts down cleanly), then SIGKILL after `timeout` seconds.
+    Returns its exit status; waits for it, so no zombie is left."""
+    if proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        except BaseException:   # a second Ctrl-C while waiting: no more patience, but no orphan either
+            proc.kill()
+            proc.wait()
+            raise
+    return proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,12 +62,7 @@ def serve(workspace: Path | str, port: int | None = None, timeout: float = 90) -
             time.sleep(0.25)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 

@@ -309,7 +309,6 @@ def import_taxonomy(taxonomy: Taxonomy, path: Path | str, *, fmt: Format | None 
         if not groups or groups[-1][0] != key:
             groups.append((key, []))
         groups[-1][1].append(e.names)
-    before = taxonomy.count()
     if dry_run:
         existing_keys = _existing_path_keys(taxonomy)
         new = set()
@@ -320,10 +319,13 @@ def import_taxonomy(taxonomy: Taxonomy, path: Path | str, *, fmt: Format | None 
                     new.add(k)
         report.created = len(new)
     else:
+        # Count what this import inserts, inside its own transaction: a node count taken before and after
+        # would include what another process wrote meanwhile (and make "already present" negative).
+        created = 0
         with taxonomy.store.write():
             for (st, org), paths in groups:
-                taxonomy.ensure_paths(paths, origin=org, status=st, provenance=provenance)
-        report.created = taxonomy.count() - before
+                created += taxonomy.ensure_paths(paths, origin=org, status=st, provenance=provenance)[1]
+        report.created = created
     all_prefixes = {tuple(name_key(n) for n in e.names[:i]) for e in entries for i in range(1, len(e.names) + 1)}
     report.existing = len(all_prefixes) - report.created
     report.seconds = time.perf_counter() - t0
