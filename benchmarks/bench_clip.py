@@ -61,10 +61,10 @@ def _photos(folder: Path, n: int) -> None:
 def bench_images(model: str, n: int, precision: str, workers: int) -> float:
     import torch
 
-    from workbench.clip import load_clip
-    from workbench.stages.embed import embed_images
-    from workbench.stages.images import open_rgb, register_images
-    from workbench.stages.match import match
+    from workbench.pipeline.embed.clip import load_clip
+    from workbench.pipeline.embed.stage import embed_images
+    from workbench.pipeline.images.register import open_rgb, register_images
+    from workbench.pipeline.match.stage import match
     from workbench.taxonomy.io import load_seed
     from workbench.workspace import Workspace
 
@@ -76,7 +76,7 @@ def bench_images(model: str, n: int, precision: str, workers: int) -> float:
               image_precision=precision)
     register_images(ws, [tmp / "imgs"])
     clip = load_clip(ws.config.clip, base_dir=ws.root)
-    from workbench.stages.embed import embed_texts_clip
+    from workbench.pipeline.embed.stage import embed_texts_clip
 
     embed_texts_clip(ws, clip=clip)   # task texts are cached; (a) is about images
 
@@ -126,8 +126,8 @@ def _task_paths(n: int) -> list[str]:
 def bench_texts(model: str, n: int, sample: int) -> float:
     import torch
 
-    from workbench.clip import load_clip
-    from workbench.stages.embed import embed_texts_clip
+    from workbench.pipeline.embed.clip import load_clip
+    from workbench.pipeline.embed.stage import embed_texts_clip
     from workbench.taxonomy.io import import_taxonomy
     from workbench.workspace import Workspace
 
@@ -193,7 +193,7 @@ class _PeakRSS:
 
 
 def bench_topk(n_img: int, n_txt: int, dim: int, k: int) -> None:
-    from workbench.stages.match import chunk_rows, topk_cosine
+    from workbench.pipeline.match.stage import chunk_rows, topk_cosine
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n_img, dim), dtype=np.float32)

@@ -28,15 +28,16 @@ from workbench.config import EndpointConfig  # noqa: E402
 from workbench.llm.cache import CallCache, CallRecord, call_key, request_json  # noqa: E402
 from workbench.llm.client import Endpoint  # noqa: E402
 from workbench.llm.prompts import PromptTemplate  # noqa: E402
-from workbench.llm.stage import LLMStage, run_stage  # noqa: E402
-from workbench.workspace import Workspace, utcnow  # noqa: E402
+from workbench.pipeline.base import LLMStage  # noqa: E402
+from workbench.clock import utcnow  # noqa: E402
+from workbench.workspace import Workspace  # noqa: E402
 
 PROMPT = PromptTemplate.from_text("[system]\nYou are terse.\n[user]\nName three subtasks of task {{ i }}.",
                                   path="bench.j2")
 
 
 class Bench(LLMStage):
-    stage = "bench"
+    name = "bench"
     prompt = PROMPT
     params = {"temperature": 0.0}
 
@@ -87,9 +88,9 @@ def main() -> None:
         ep = Endpoint("bench", EndpointConfig(base_url=base_url, model="bench-model",
                                               max_concurrency=a.in_flight, timeout_s=30), (0.0, 0.0))
         # Warm-up (connections, imports) outside the timing.
-        run_stage(ws, Bench(), [{"i": f"w{i}"} for i in range(a.in_flight)], endpoint=ep, progress=False)
+        Bench().run(ws, [{"i": f"w{i}"} for i in range(a.in_flight)], endpoint=ep, progress=False)
         t0 = time.perf_counter()
-        rep = run_stage(ws, Bench(), [{"i": i} for i in range(a.calls)], endpoint=ep, progress=False)
+        rep = Bench().run(ws, [{"i": i} for i in range(a.calls)], endpoint=ep, progress=False)
         dt = time.perf_counter() - t0
         assert rep.ok == a.calls, rep.summary()
         ideal = a.in_flight / a.latency
@@ -118,7 +119,7 @@ def main() -> None:
                    completion_tokens=5, cost_usd=0.0, latency_s=0.2, created_at=now) for k, m in keyed)
     got = []
     t0 = time.perf_counter()
-    rep = run_stage(ws, Bench(), rows, endpoint=ep, progress=False, on_result=got.append)
+    rep = Bench().run(ws, rows, endpoint=ep, progress=False, on_result=got.append)
     dt = time.perf_counter() - t0
     assert rep.called == 0 and rep.cached == a.cached and len(got) == a.cached, rep.summary()
     print(f"cached re-run: {a.cached} calls in {dt:.2f}s (goal <= 3 s), 0 calls made; baseline (render + key "

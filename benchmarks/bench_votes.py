@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench.stages.select import choose, vote_table  # noqa: E402
+from workbench.pipeline.select.stage import choose, vote_table  # noqa: E402
 from workbench.workspace import Workspace  # noqa: E402
 
 

@@ -83,7 +83,8 @@ def _write_pngs(folder: Path, n: int, rng: np.random.Generator) -> list[str]:
 def build(root: Path | str, scale: Scale = PAPER, seed: int = 0, log=print) -> dict:
     """Create the workspace at `root` (must not exist) and fill it. Returns a summary dict."""
     from workbench.analysis import projection
-    from workbench.workspace import Workspace, utcnow
+    from workbench.clock import utcnow
+    from workbench.workspace import Workspace
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -98,9 +99,10 @@ def build(root: Path | str, scale: Scale = PAPER, seed: int = 0, log=print) -> d
                          ("match", "ViT-L-14"), ("filter", "gpt-4o-2024-05-13"), ("qa", "gpt-4o-2024-05-13"),
                          ("referee", None), ("select", None)):
         ph = (prompt_a if "expand" not in runs else prompt_b) if stage == "expand" else None
-        rid = ws.start_run(stage, {"synthetic": True}, prompt_file=f"prompts/{stage}.j2" if ph else None,
-                           prompt_hash=ph, model=model)
-        ws.finish_run(rid, "done", {"synthetic": True})
+        with ws.stage_run(stage, {"synthetic": True}, prompt_file=f"prompts/{stage}.j2" if ph else None,
+                          prompt_hash=ph, model=model, lock_key=None) as run:
+            run.summary["synthetic"] = True
+        rid = run.id
         runs.setdefault(stage, rid)
         if stage == "expand" and ph == prompt_b:
             runs["expand_b"] = rid

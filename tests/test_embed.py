@@ -9,9 +9,9 @@ import pytest
 
 from clip_fixtures import make_images, set_config_section, use_tiny_clip
 from conftest import run_cli, run_cli_subprocess
-from workbench.clip import ClipWeightsMissing, load_clip
-from workbench.stages.embed import (embed_images, embed_texts_clip, get_image_embeddings, get_text_embeddings)
-from workbench.stages.images import register_images
+from workbench.pipeline.embed.clip import ClipWeightsMissing, load_clip
+from workbench.pipeline.embed.stage import (embed_images, embed_texts_clip, get_image_embeddings, get_text_embeddings)
+from workbench.pipeline.images.register import register_images
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,7 +114,7 @@ def test_interrupted_image_embedding_resumes_without_recomputing(tiny_ws, tmp_pa
     assert tiny_ws.store.scalar("SELECT count(*) FROM embedding_rows") == 16
     assert tiny_ws.runs("embed_image")[0]["status"] == "stopped"
     # a chunk file written but never committed (a crash between file and commit) must not be trusted
-    from workbench.stages.embed import image_set_key, row_store
+    from workbench.pipeline.embed.stage import image_set_key, row_store
 
     key = image_set_key(tiny_ws)
     row_store(tiny_ws, key).append(16, np.full((8, 64), 9.0, np.float32))
@@ -143,7 +143,7 @@ def test_long_task_paths_are_counted_as_truncated(tiny_ws):
 
 
 def test_unreadable_image_at_embed_time_is_recorded_not_fatal(tiny_ws):
-    from workbench.stages.images import image_path
+    from workbench.pipeline.images.register import image_path
 
     victim = tiny_ws.store.scalar("SELECT id FROM images ORDER BY id LIMIT 1")
     image_path(tiny_ws, victim).write_bytes(b"gone")

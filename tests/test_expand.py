@@ -8,8 +8,8 @@ import pytest
 from conftest import run_cli, run_cli_subprocess
 from openai_server import OpenAIServer, Reply
 from workbench.config import EndpointConfig
-from workbench.llm.stage import ParseError
-from workbench.stages.expand import ExpandRow, compare_prompts, expand, parse_reply, plan, preview, proposals
+from workbench.errors import ParseFailure
+from workbench.taxonomy.expand.stage import ExpandRow, compare_prompts, expand, parse_reply, plan, preview, proposals
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -60,9 +60,10 @@ def test_parser_line_fallback_numbering_bullets_quotes_and_lookalike_paths():
 
 
 def test_parser_errors_and_first_level_paths():
-    assert isinstance(parse_reply("", child_row()), ParseError)
-    err = parse_reply("Here you go:\n```\n```", child_row())
-    assert isinstance(err, ParseError) and "no task names" in err.reason
+    with pytest.raises(ParseFailure, match="empty reply"):
+        parse_reply("", child_row())
+    with pytest.raises(ParseFailure, match="no task names"):
+        parse_reply("Here you go:\n```\n```", child_row())
     top = ExpandRow(None, None, None, 1, ["Chart Understanding"], {"chart understanding": "accepted"},
                     "level1_supplement")
     parsed = parse_reply('{"categories": ["Remote Sensing", "A~B", "chart understanding"]}', top)
@@ -151,7 +152,7 @@ def test_cli_expand_dry_run_budget_and_errors(seeded_ws, server, tmp_path):
     assert res.code == 0, res.err
     assert "call(s) to make" in res.out and "$" in res.out and len(server.requests) == 0
     res = run_cli("expand", ws.root, "--level", "2", "--budget", "0", "--no-progress")
-    assert res.code == 0 and "stopped early: budget" in res.err and len(server.requests) == 0
+    assert res.code == 1 and "stopped early: budget" in res.err and len(server.requests) == 0
     res = run_cli("expand", ws.root, "--node", "no such node")
     assert res.code == 2 and res.err.startswith("error: ") and "no node" in res.err
     res = run_cli("expand", ws.root)

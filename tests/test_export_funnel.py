@@ -5,8 +5,8 @@ import pytest
 
 from workbench.analysis.funnel import funnel, rejections
 from workbench.errors import WorkbenchError
-from workbench.stages.export import export
-from workbench.stages.select import select
+from workbench.pipeline.export.stage import export
+from workbench.pipeline.select.stage import select
 
 
 def sid(*parts):

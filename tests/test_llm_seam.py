@@ -14,7 +14,8 @@ from workbench.errors import WorkbenchError
 from workbench.llm.cache import call_key, storable_messages
 from workbench.llm.client import Endpoint, image_data_url, resolve_endpoint
 from workbench.llm.prompts import PromptError, PromptTemplate, split_messages
-from workbench.llm.stage import LLMStage, ParseError, reparse, run_stage
+from workbench.errors import ParseFailure
+from workbench.pipeline.base import LLMStage, reparse
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,7 +23,7 @@ ECHO = PromptTemplate.from_text("[system]\nYou answer briefly.\n[user]\nItem {{ 
 
 
 class EchoStage(LLMStage):
-    stage = "echo"
+    name = "echo"
     prompt = ECHO
     params = {"temperature": 0.0}
 
@@ -33,7 +34,7 @@ class EchoStage(LLMStage):
         if self.parser:
             return self.parser(raw, row)
         if not raw.startswith("answer"):
-            return ParseError(f"unexpected reply {raw!r}")
+            raise ParseFailure(f"unexpected reply {raw!r}")
         return raw.upper()
 
 
@@ -96,7 +97,7 @@ def test_client_retries_honour_retry_after_and_record_failures(ws):
         ep = endpoint(server, timeout_s=0.5, max_retries=2)
         outcomes = {}
         t0 = time.monotonic()
-        rep = run_stage(ws, EchoStage(), rows, endpoint=ep, progress=False, max_failure_rate=1.0,
+        rep = EchoStage().run(ws, rows, endpoint=ep, progress=False, max_failure_rate=1.0,
                         on_result=lambda oc: outcomes.__setitem__(oc.row["item"], oc))
         assert time.monotonic() - t0 >= 0.4  # waited out the Retry-After
     assert outcomes["ok"].value == "ANSWER OK" and outcomes["ok"].record.attempts == 1
@@ -121,9 +122,9 @@ def test_rerun_uses_cache_and_parser_change_reparses_without_calls(ws):
     with OpenAIServer(lambda req: Reply(f"answer {item_of(req)}")) as server:
         ep = endpoint(server)
         rows = [{"item": str(i)} for i in range(30)] + [{"item": "0"}]  # a repeated row is one call
-        first = run_stage(ws, EchoStage(), rows, endpoint=ep, progress=False)
+        first = EchoStage().run(ws, rows, endpoint=ep, progress=False)
         assert first.called == 30 and first.ok == 31 and len(server.requests) == 30
-        again = run_stage(ws, EchoStage(), rows, endpoint=ep, progress=False)
+        again = EchoStage().run(ws, rows, endpoint=ep, progress=False)
         assert again.called == 0 and again.cached == 31 and len(server.requests) == 30
         seen = []
         rep = reparse(ws, EchoStage(parser=lambda raw, row: raw[::-1]), rows[:3], endpoint=ep,
@@ -137,12 +138,12 @@ def test_rerun_uses_cache_and_parser_change_reparses_without_calls(ws):
 
 def test_concurrency_cap_and_request_rate_limit(ws):
     with OpenAIServer(lambda req: Reply(f"answer {item_of(req)}", latency=0.1)) as server:
-        rep = run_stage(ws, EchoStage(), [{"item": str(i)} for i in range(24)],
+        rep = EchoStage().run(ws, [{"item": str(i)} for i in range(24)],
                         endpoint=endpoint(server, max_concurrency=4), progress=False)
         assert rep.ok == 24 and server.max_in_flight == 4
     with OpenAIServer(lambda req: Reply(f"answer {item_of(req)}")) as server:
         t0 = time.monotonic()
-        run_stage(ws, EchoStage(), [{"item": f"r{i}"} for i in range(30)],
+        EchoStage().run(ws, [{"item": f"r{i}"} for i in range(30)],
                   endpoint=endpoint(server, requests_per_minute=1200), progress=False)
         # 20/s with a one-second burst: the last 10 calls wait about half a second.
         assert time.monotonic() - t0 >= 0.4
@@ -151,7 +152,7 @@ def test_concurrency_cap_and_request_rate_limit(ws):
 def test_failure_rate_stops_the_stage(ws):
     ws.config.limits.min_calls_before_failure_check = 5
     with OpenAIServer(lambda req: Reply(status=400, text="nope")) as server:
-        rep = run_stage(ws, EchoStage(), [{"item": str(i)} for i in range(200)],
+        rep = EchoStage().run(ws, [{"item": str(i)} for i in range(200)],
                         endpoint=endpoint(server, max_concurrency=2), progress=False, max_failure_rate=0.5)
     assert rep.stopped and "failure rate" in rep.stopped
     assert rep.called < 20 and rep.not_run > 150
@@ -162,7 +163,7 @@ def test_failure_rate_stops_the_stage(ws):
 def test_parse_failures_count_towards_failure_rate(ws):
     ws.config.limits.min_calls_before_failure_check = 5
     with OpenAIServer(lambda req: Reply("gibberish")) as server:
-        rep = run_stage(ws, EchoStage(), [{"item": str(i)} for i in range(100)],
+        rep = EchoStage().run(ws, [{"item": str(i)} for i in range(100)],
                         endpoint=endpoint(server, max_concurrency=1), progress=False, max_failure_rate=0.2)
     assert rep.stopped and rep.parse_failed >= 5 and rep.called < 20
     # The raw replies are kept even though they did not parse.
@@ -173,10 +174,10 @@ def test_budget_stops_cleanly_and_dry_run_spends_nothing(ws):
     with OpenAIServer(lambda req: Reply("answer", prompt_tokens=1000, completion_tokens=1000)) as server:
         ep = endpoint(server, max_concurrency=1)  # price (1, 2) USD/M: each call costs $0.003
         rows = [{"item": str(i)} for i in range(50)]
-        dry = run_stage(ws, EchoStage(), rows, endpoint=ep, dry_run=True)
+        dry = EchoStage().run(ws, rows, endpoint=ep, dry_run=True)
         assert dry.to_call == 50 and dry.est_prompt_tokens > 0 and dry.est_cost_usd > 0
         assert len(server.requests) == 0 and ws.runs("echo") == []
-        rep = run_stage(ws, EchoStage(), rows, endpoint=ep, budget_usd=0.02, progress=False)
+        rep = EchoStage().run(ws, rows, endpoint=ep, budget_usd=0.02, progress=False)
     assert rep.stopped and "budget" in rep.stopped
     assert 0 < rep.called < 50 and rep.cost_usd <= 0.02 + 0.003
     assert ws.store.scalar("SELECT count(*) FROM llm_calls") == rep.called
@@ -212,7 +213,7 @@ def test_api_key_never_reaches_the_workspace(ws, monkeypatch):
     with OpenAIServer(script) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         ep = resolve_endpoint(ws.config, "default", retry_base_s=0.01)
-        rep = run_stage(ws, EchoStage(), [{"item": "1"}, {"item": "2"}], endpoint=ep, progress=False)
+        rep = EchoStage().run(ws, [{"item": "1"}, {"item": "2"}], endpoint=ep, progress=False)
         assert rep.call_failed == 1 and "***" in rep.errors[0] and secret not in str(rep.as_dict())
         assert server.requests[0].headers.get("authorization") == f"Bearer {secret}"  # it was used
     ws.close()

@@ -42,7 +42,7 @@ max_tokens = {max_tokens}
 @pytest.mark.timeout(180)
 def test_local_transformers_referee_votes_through_the_seam(tmp_path, tiny_vlm):
     from workbench.llm.local import load_local_model
-    from workbench.stages.referee import run_referees
+    from workbench.pipeline.referee.stage import run_referees
 
     ws = _workspace_with_samples(tmp_path, tiny_vlm, max_tokens=2)
     # Random weights: bias the tiny model towards "1" and force EOS at the end, so its vote is deterministic.
@@ -65,7 +65,7 @@ def test_local_transformers_referee_votes_through_the_seam(tmp_path, tiny_vlm):
 @pytest.mark.timeout(180)
 def test_local_model_cut_at_max_tokens_is_a_recorded_failure(tmp_path, tiny_vlm):
     from workbench.llm.local import load_local_model
-    from workbench.stages.referee import run_referees
+    from workbench.pipeline.referee.stage import run_referees
 
     ws = _workspace_with_samples(tmp_path, tiny_vlm, max_tokens=3)
     proc, model, _ = load_local_model(tiny_vlm)

@@ -7,9 +7,9 @@ import pytest
 
 from clip_fixtures import make_images, set_config_section, use_tiny_clip
 from conftest import run_cli, run_cli_subprocess
-from workbench.stages.embed import get_image_embeddings, get_text_embeddings
-from workbench.stages.images import register_images
-from workbench.stages.match import (chunk_rows, image_matches, images_for_task, low_score_images, match,
+from workbench.pipeline.embed.stage import get_image_embeddings, get_text_embeddings
+from workbench.pipeline.images.register import register_images
+from workbench.pipeline.match.stage import (chunk_rows, image_matches, images_for_task, low_score_images, match,
                                     match_counts, tasks_without_images, topk_cosine)
 
 pytestmark = pytest.mark.timeout(120)

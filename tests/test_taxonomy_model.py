@@ -10,7 +10,8 @@ def paths(ws, statuses=("proposed", "accepted")):
 
 def test_add_builds_levels_paths_and_provenance(ws):
     t = ws.taxonomy
-    run = ws.start_run("expand", {"level": 2})
+    with ws.stage_run("expand", {"level": 2}) as r:
+        run = r.id
     ocr = t.add("OCR")
     child = t.add("scene  text", ocr.id, origin="generated", status="proposed",
                   provenance=Provenance(run, "prompts/x.j2", "abc123", "gpt-4o"))

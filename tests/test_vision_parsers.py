@@ -1,8 +1,8 @@
 import pytest
 
-from workbench.stages.filter_parse import FilterParseError, parse_filter_reply
-from workbench.stages.qa_parse import QAParseError, parse_qa_reply
-from workbench.stages.referee_parse import parse_vote
+from workbench.pipeline.filter.parse import FilterParseError, parse_filter_reply
+from workbench.pipeline.qa.parse import QAParseError, parse_qa_reply
+from workbench.pipeline.referee.parse import parse_vote
 
 CANDS = ["ocr~scene text~street sign reading", "object recognition~object counting", "image captioning"]
 

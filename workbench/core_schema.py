@@ -16,7 +16,7 @@ MIGRATIONS = [
         stage       TEXT NOT NULL,
         started_at  TEXT NOT NULL,
         finished_at TEXT,
-        status      TEXT NOT NULL DEFAULT 'running',   -- running | done | failed | stopped
+        status      TEXT NOT NULL DEFAULT 'running',   -- running | done | stopped | failed | interrupted
         params      TEXT NOT NULL DEFAULT '{}',        -- JSON
         prompt_file TEXT,
         prompt_hash TEXT,
@@ -54,3 +54,16 @@ MIGRATIONS = [
     );
     """,
 ]
+
+# Migration 2: who runs a stage. A run left 'running' by a process that is gone (SIGKILL, power loss) is
+# marked 'interrupted' on the next open (pipeline/runs.py); `lock_key` lets a second writer of the same stage
+# find the first.
+MIGRATIONS.append(
+    """
+    ALTER TABLE stage_runs ADD COLUMN host TEXT;
+    ALTER TABLE stage_runs ADD COLUMN pid INTEGER;
+    ALTER TABLE stage_runs ADD COLUMN proc_start TEXT;    -- the process's start time (pid reuse guard)
+    ALTER TABLE stage_runs ADD COLUMN lock_key TEXT;
+    CREATE INDEX stage_runs_status ON stage_runs (status, lock_key);
+    """
+)

@@ -105,9 +105,9 @@ def build_task_map(ws) -> int:
     without CLIP weights. Returns the number of task types embedded."""
     import numpy as np
 
-    from workbench.stages.embed import RowStore
+    from workbench.pipeline.embed.stage import RowStore
     from workbench.textembed import embed_texts, workspace_cache_dir
-    from workbench.workspace import utcnow
+    from workbench.clock import utcnow
 
     leaves = ws.taxonomy.leaves()
     have = [r[0] for r in ws.store.query("SELECT item_id FROM embedding_rows WHERE set_key=? ORDER BY row",
@@ -178,7 +178,7 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
 
     # 2. Real photographs from installed packages.
     try:
-        from workbench.stages.images import register_images
+        from workbench.pipeline.images.register import register_images
 
         def reg():
             paths = write_demo_images(root / "images")
@@ -197,7 +197,7 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
     # 3. LLM expansion: only with an endpoint.
     ep = ws.config.endpoints.get("default")
     if ep is not None:
-        from workbench.stages.expand import expand
+        from workbench.taxonomy.expand.stage import expand
 
         try:
             r, s = _timed(lambda: expand(ws, level=2, budget_usd=budget_usd, progress=False))
@@ -249,7 +249,7 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
     clip = check_clip(ws.config)
     if clip.ok:
         try:
-            from workbench.stages.match import match
+            from workbench.pipeline.match.stage import match
 
             r, s = _timed(lambda: match(ws))
             step(Step("CLIP embed + match", True, f"top-{ws.config.match.k} task types per image", seconds=s))

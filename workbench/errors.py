@@ -38,3 +38,14 @@ class ImportProblemsError(WorkbenchError):
         unreadable = bool(errors) and errors[0].message.startswith("invalid JSON")
         hint = "Fix the file." if unreadable else "Fix the file, or pass --skip-bad to import the good lines."
         super().__init__(f"{lead}; nothing was imported. {hint}")
+
+
+class ParseFailure(Exception):
+    """A parser's one way to say a reply cannot be used: `raise ParseFailure("why")`.
+
+    Not a WorkbenchError: it never reaches the user as an error. The stage base counts it, keeps the raw reply
+    and hands the reason to the stage's `record`, which stores it with the rows it concerns."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 from pathlib import Path
 
 from workbench.config import CONFIG_NAME, DEFAULT_CONFIG_TOML, Config, load_config
@@ -19,10 +17,6 @@ from workbench.store import Store
 
 DB_NAME = "workbench.sqlite"
 FOLDERS = ("arrays", "exports", "prompts")
-
-
-def utcnow() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 class Workspace:
@@ -64,7 +58,11 @@ class Workspace:
         store = Store(root / DB_NAME)
         for sub in FOLDERS:
             (root / sub).mkdir(exist_ok=True)
-        return cls(root, store, config)
+        ws = cls(root, store, config)
+        from workbench.pipeline.runs import mark_interrupted
+
+        mark_interrupted(ws)   # runs whose process died (SIGKILL, crash) stop looking 'running'
+        return ws
 
     def reload_config(self) -> Config:
         self.config = load_config(self.root / CONFIG_NAME)
@@ -99,23 +97,14 @@ class Workspace:
 
         return Taxonomy(self.store)
 
-    # -- stage runs --------------------------------------------------------------------------
-    def start_run(self, stage: str, params: dict | None = None, *, prompt_file: str | None = None,
-                  prompt_hash: str | None = None, model: str | None = None) -> int:
-        with self.store.write() as conn:
-            cur = conn.execute(
-                "INSERT INTO stage_runs(stage, started_at, params, prompt_file, prompt_hash, model) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (stage, utcnow(), json.dumps(params or {}, sort_keys=True, default=str), prompt_file,
-                 prompt_hash, model))
-            return int(cur.lastrowid)
+    # -- stage runs (pipeline/runs.py) ------------------------------------------------------
+    def stage_run(self, stage: str, params: dict | None = None, **kw):
+        """A stage-run record for a `with` block; see `workbench.pipeline.runs.stage_run`."""
+        from workbench.pipeline.runs import stage_run
 
-    def finish_run(self, run_id: int, status: str = "done", summary: dict | None = None) -> None:
-        with self.store.write() as conn:
-            conn.execute("UPDATE stage_runs SET finished_at=?, status=?, summary=? WHERE id=?",
-                         (utcnow(), status, json.dumps(summary or {}, sort_keys=True, default=str), run_id))
+        return stage_run(self, stage, params, **kw)
 
     def runs(self, stage: str | None = None) -> list[dict]:
-        sql = "SELECT * FROM stage_runs" + (" WHERE stage=?" if stage else "") + " ORDER BY id DESC"
-        rows = self.store.query(sql, (stage,) if stage else ())
-        return [dict(r) for r in rows]
+        from workbench.pipeline.runs import runs
+
+        return runs(self, stage)

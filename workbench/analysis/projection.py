@@ -65,8 +65,8 @@ def _load_set(ws, set_key: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
     idx = np.fromiter((r["row"] for r in rows), dtype=np.int64, count=len(rows))
     kind = "image" if row["kind"] == "image" else "task"
     items = [(kind, r["item_id"]) for r in rows]
-    if path.is_dir():  # the embedding stage's chunked row store (stages/embed.py)
-        from workbench.stages.embed import RowStore
+    if path.is_dir():  # the embedding stage's chunked row store (pipeline/embed/stage.py)
+        from workbench.pipeline.embed.stage import RowStore
 
         n_rows = row["n_rows"] if "n_rows" in row.keys() and row["n_rows"] is not None else int(idx.max() + 1)
         return RowStore(path).read(idx, int(n_rows)), items
@@ -90,7 +90,7 @@ def load(ws, key: str) -> Projection | None:
 
 def save(ws, key: str, method: str, params: dict, coords: np.ndarray, items: list[tuple[str, str]]) -> Projection:
     """Store coordinates under `key` (file first, then the row: a crash leaves no row without a file)."""
-    from workbench.workspace import utcnow
+    from workbench.clock import utcnow
 
     coords = np.asarray(coords, dtype=np.float32)
     if coords.shape != (len(items), 2):

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from workbench.cli import WS_ARG, _open, app, taxonomy_app
+from workbench.commands.report import show_run
 from workbench.errors import WorkbenchError
 
 
@@ -35,6 +36,8 @@ def expand_cmd(
                                "and model (the prompt then lists their current children)."),
     record_only: bool = typer.Option(False, "--record-only", help="Record the proposals without adding nodes "
                                      "(for comparing prompts)."),
+    refresh_failed: bool = typer.Option(False, "--refresh-failed", help="Ask again for parents whose stored "
+                                        "reply could not be read (otherwise answered calls come from the cache)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Ask the LLM for new task types, one call per parent; new names become `proposed` nodes.
@@ -43,19 +46,19 @@ def expand_cmd(
     OPENAI_API_KEY are used exactly as the openai client does. Answers are cached in the
     workspace: an interrupted run continues where it stopped.
     """
-    from workbench.stages.expand import expand
+    from workbench.taxonomy.expand.stage import expand
 
     ws = _open(workspace)
     report = expand(ws, level=level, nodes=node or None, prompt=prompt, endpoint=endpoint, model=model,
                     base_url=base_url, dry_run=dry_run, budget_usd=budget, apply=not record_only, again=again,
-                    progress=progress)
-    typer.echo(report.summary())
-    for e in (report.run.errors if report.run else [])[:5]:
-        typer.echo(f"  {e}", err=True)
-    if report.run and report.run.stopped:
-        typer.echo(f"stopped early: {report.run.stopped}; run the same command again to continue", err=True)
-        if "failure rate" in report.run.stopped:
-            raise typer.Exit(1)
+                    progress=progress, refresh_failed=refresh_failed)
+    typer.echo(report.summary().split("\n")[0])
+    status = show_run(report.run, ws.config.limits.max_failure_rate)
+    for gone in report.gone:
+        typer.echo(f"  skipped: {gone}", err=True)
+    if report.run.stopped:
+        typer.echo("run the same command again to continue", err=True)
+    raise typer.Exit(status)
 
 
 @taxonomy_app.command("duplicates")

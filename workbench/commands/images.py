@@ -26,7 +26,7 @@ def images_add(
                                          "(default: the folder name or the manifest's file name)."),
 ):
     """Register images; bad files are recorded with their reason and skipped."""
-    from workbench.stages.images import register_images
+    from workbench.pipeline.images.register import register_images
 
     ws = _open(workspace)
     report = register_images(ws, paths, root=root, source=source)
@@ -43,7 +43,7 @@ def images_report_cmd(
     limit: int = typer.Option(200, help="Show at most this many problem files."),
 ):
     """Images per source, imported datasets, and every file that could not be registered (with why)."""
-    from workbench.stages.images import images_report
+    from workbench.pipeline.images.register import images_report
 
     ws = _open(workspace)
     rep = images_report(ws)
@@ -65,7 +65,7 @@ def embed_cmd(
     images: bool = typer.Option(True, "--images/--no-images", help="Embed the registered images."),
 ):
     """CLIP-embed task types and images with the model in workbench.toml [clip] (cached; resumable)."""
-    from workbench.stages.embed import embed_images, embed_texts_clip
+    from workbench.pipeline.embed.stage import embed_images, embed_texts_clip
 
     ws = _open(workspace)
     if texts:
@@ -80,8 +80,8 @@ def match_cmd(
     k: Optional[int] = typer.Option(None, "--k", help="Task types kept per image (default: [match] k)."),
 ):
     """Top-k task types per image by cosine similarity (embeds what is missing first; incremental)."""
-    from workbench.stages.embed import embed_images, embed_texts_clip
-    from workbench.stages.match import low_score_images, match, tasks_without_images
+    from workbench.pipeline.embed.stage import embed_images, embed_texts_clip
+    from workbench.pipeline.match.stage import low_score_images, match, tasks_without_images
 
     ws = _open(workspace)
     t = embed_texts_clip(ws, progress=_progress("texts"))

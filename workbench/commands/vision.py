@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from workbench.cli import WS_ARG, _open, app
+from workbench.commands.report import show_run as _show
 
 DRY = typer.Option(False, "--dry-run", help="Report calls, estimated tokens and cost; call nothing.")
 BUDGET = typer.Option(None, "--budget", min=0, help="Stop cleanly before spending more than this many USD "
@@ -15,27 +16,6 @@ BUDGET = typer.Option(None, "--budget", min=0, help="Stop cleanly before spendin
 REFRESH = typer.Option(False, "--refresh-failed", help="Ask again where the stored reply could not be read "
                        "(otherwise every answered call comes from the cache).")
 LIMIT = typer.Option(None, "--limit", min=1, help="Only the first N images (or samples), e.g. to try a prompt.")
-
-
-def _show(report, max_failure_rate: float) -> int:
-    """Print a run's summary; the exit status is 1 when it stopped early or too many rows failed."""
-    typer.echo(report.summary())
-    for e in report.errors[:3]:
-        typer.echo(f"  e.g. {e}", err=True)
-    if report.dry_run:
-        return 0
-    failed = report.call_failed + report.parse_failed
-    done = report.ok + failed
-    if report.stopped:
-        typer.echo(f"error: {report.stage} stopped early: {report.stopped}", err=True)
-        return 1
-    if done and failed / done > max_failure_rate:
-        typer.echo(f"error: {report.stage}: {failed} of {done} row(s) failed ({report.call_failed} call, "
-                   f"{report.parse_failed} parse), over limits.max_failure_rate {max_failure_rate:.0%}; see "
-                   "`workbench rejections` and the llm_calls table, fix the endpoint or prompt, then run again "
-                   "(--refresh-failed asks again for replies that could not be read)", err=True)
-        return 1
-    return 0
 
 
 @app.command("filter")
@@ -46,7 +26,7 @@ def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[f
                endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name from workbench.toml "
                                                       "(default: [filter] endpoint).")):
     """The VLM keeps the CLIP candidate task types that fit each image."""
-    from workbench.stages.filter import run_filter
+    from workbench.pipeline.filter.stage import run_filter
 
     ws = _open(workspace)
     rep = run_filter(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
@@ -61,7 +41,7 @@ def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float
                                                 "prompts/qa.j2)."),
            endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name (default: [qa] endpoint).")):
     """The VLM writes one question-answer pair per kept (image, task type)."""
-    from workbench.stages.qa import run_qa
+    from workbench.pipeline.qa.stage import run_qa
 
     ws = _open(workspace)
     rep = run_qa(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
@@ -75,7 +55,7 @@ def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[
                 name: Optional[List[str]] = typer.Option(None, "--name", help="Only this referee (repeatable; "
                                                          "default: every [[referees]] entry).")):
     """Every configured referee votes 1/0 on every Q&A sample."""
-    from workbench.stages.referee import run_referees
+    from workbench.pipeline.referee.stage import run_referees
 
     ws = _open(workspace)
     status = 0
@@ -95,7 +75,7 @@ def select_cmd(workspace: Path = WS_ARG,
                                                     "types (many tasks × few samples)."),
                seed: Optional[int] = typer.Option(None, help="Seed for which samples a cap or budget keeps.")):
     """Keep samples with at least K positive votes, with per-task caps/floors and a total budget."""
-    from workbench.stages.select import select
+    from workbench.pipeline.select.stage import select
 
     ws = _open(workspace)
     k = ws.config.select.min_votes if min_votes is None else min_votes
@@ -116,7 +96,7 @@ def export_cmd(workspace: Path = WS_ARG,
                all_ok: bool = typer.Option(False, "--all-ok", help="Export every parsed sample, not only the "
                                            "selected ones.")):
     """Export the selected samples for training (same inputs give byte-identical files)."""
-    from workbench.stages.export import export
+    from workbench.pipeline.export.stage import export
 
     ws = _open(workspace)
     path, n = export(ws, out, fmt=format, image_root=image_root, only_selected=not all_ok)

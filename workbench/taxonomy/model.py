@@ -18,6 +18,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from workbench.clock import utcnow
 from workbench.errors import TaxonomyError
 from workbench.store import Store
 from workbench.taxonomy.names import SEP, NameProblem, check_name, name_key, replace_lookalikes, split_path
@@ -26,12 +27,6 @@ ORIGINS = ("seed", "generated", "imported", "manual")
 STATUSES = ("proposed", "accepted", "rejected")
 # Statuses that count as part of the taxonomy unless a caller asks otherwise.
 LIVE = ("proposed", "accepted")
-
-
-def _utcnow() -> str:
-    from workbench.workspace import utcnow
-
-    return utcnow()
 
 
 @dataclass(frozen=True)
@@ -299,7 +294,7 @@ class Taxonomy:
                         new_rows.append((nid, pid, name, depth + 1, pos, k))
                     pid = nid
                 out[tuple(names)] = pid
-            now = _utcnow()
+            now = utcnow()
             p = provenance or Provenance()
             conn.executemany(
                 "INSERT INTO nodes(id, parent_id, name, name_key, level, position, origin, status, created_at,"
@@ -316,7 +311,7 @@ class Taxonomy:
             if name_key(clean) != name_key(node.name):
                 self._check_free(conn, node.parent_id, clean)
             conn.execute("UPDATE nodes SET name=?, name_key=?, updated_at=? WHERE id=?",
-                         (clean, name_key(clean), _utcnow(), node.id))
+                         (clean, name_key(clean), utcnow(), node.id))
         return self.get(node.id)
 
     def move(self, ref: str | Node, new_parent: str | Node | None) -> Node:
@@ -333,7 +328,7 @@ class Taxonomy:
             pos = conn.execute("SELECT coalesce(max(position)+1, 0) FROM nodes WHERE coalesce(parent_id,'')=?",
                                (pid or "",)).fetchone()[0]
             conn.execute("UPDATE nodes SET parent_id=?, position=?, updated_at=? WHERE id=?",
-                         (pid, pos, _utcnow(), node.id))
+                         (pid, pos, utcnow(), node.id))
             self._relevel(conn, node.id, (parent.level + 1) if parent else 1)
         return self.get(node.id)
 
@@ -351,7 +346,7 @@ class Taxonomy:
             refs = [refs]
         with self.store.write() as conn:
             ids = [self.resolve(r).id for r in refs]
-            now = _utcnow()
+            now = utcnow()
             conn.executemany("UPDATE nodes SET status=?, updated_at=? WHERE id=?", [(status, now, i) for i in ids])
         return len(ids)
 
@@ -391,12 +386,12 @@ class Taxonomy:
                 pos = conn.execute("SELECT coalesce(max(position)+1,0) FROM nodes WHERE parent_id=?",
                                    (survivor,)).fetchone()[0]
                 conn.execute("UPDATE nodes SET parent_id=?, position=?, updated_at=? WHERE id=?",
-                             (survivor, pos, _utcnow(), child["id"]))
+                             (survivor, pos, utcnow(), child["id"]))
                 self._relevel(conn, child["id"], surv_level + 1)
         # Re-point every reference to the victim held by other tables (found from the schema).
         for table, column in _node_references(conn):
             conn.execute(f'UPDATE OR IGNORE "{table}" SET "{column}"=? WHERE "{column}"=?', (survivor, victim))
-        now = _utcnow()
+        now = utcnow()
         conn.execute("UPDATE node_aliases SET node_id=? WHERE node_id=?", (survivor, victim))
         conn.execute("INSERT OR REPLACE INTO node_aliases(old_id, node_id, reason, created_at) VALUES (?,?,?,?)",
                      (victim, survivor, "merge", now))
@@ -405,7 +400,7 @@ class Taxonomy:
 
     # -- helpers -----------------------------------------------------------------------------
     def _insert(self, conn, rows) -> None:
-        now = _utcnow()
+        now = utcnow()
         for nid, pid, name, level, origin, status, prov, note in rows:
             p = prov or Provenance()
             pos = conn.execute("SELECT coalesce(max(position)+1,0) FROM nodes WHERE coalesce(parent_id,'')=?",

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.pipeline.base import Stage, StageRun
 
 
 @dataclass
@@ -76,7 +77,7 @@ def _key(*parts) -> str:
 
 def match(ws, k: int | None = None, *, embed: bool = True, progress=None) -> MatchReport:
     """Top-k task types for every image; computes missing embeddings first unless embed=False."""
-    from workbench.stages import embed as E
+    from workbench.pipeline.embed import stage as E
 
     t0 = time.perf_counter()
     cfg = ws.config.match
@@ -86,38 +87,56 @@ def match(ws, k: int | None = None, *, embed: bool = True, progress=None) -> Mat
     if embed:
         E.embed_texts_clip(ws)
         E.embed_images(ws)
-    ident = E._identity(ws)
-    text_key, image_key = E.text_set_key(ws, ident), E.image_set_key(ws, ident)
-    match_key = _key(image_key, text_key, k)
-    items = E.current_task_texts(ws)
-    if not items:
-        raise WorkbenchError("the taxonomy has no live task types to match against; import or add some "
-                             "(`workbench taxonomy import`, `workbench init --seed`)")
-    node_ids, text_arr = E.get_text_embeddings(ws)
-    if len(node_ids) != len(items):
-        raise WorkbenchError(f"{len(items) - len(node_ids)} task type(s) have no text embedding for the current "
-                             "[clip] config; run `workbench embed WORKSPACE` first")
-    hashes = {n: h for n, _, h in items}
-    image_ids, _ = _image_rows(ws, image_key)
-    report = MatchReport(match_key=match_key, k=k, images=len(image_ids), task_types=len(node_ids))
-    n_chunk = chunk_rows(len(node_ids), cfg.memory_mb, cfg.chunk_size)
-    report.chunk_rows = n_chunk
-    device = _device(ws)
+    report = MatchStage(k, progress).run(ws)
+    report.seconds = time.perf_counter() - t0
+    return report
 
-    with ws.store.write() as conn:
-        conn.execute("DELETE FROM matches WHERE match_key != ?", (match_key,))
-        conn.execute("DELETE FROM match_targets WHERE match_key != ?", (match_key,))
-    prev = {r["node_id"]: r["input_hash"] for r in ws.store.query(
-        "SELECT node_id, input_hash FROM match_targets WHERE match_key=?", (match_key,))}
-    current = {n: hashes[n] for n in node_ids}
-    new_targets = [i for i, n in enumerate(node_ids) if prev.get(n) != current[n]]
-    report.new_targets = len(new_targets) if prev else len(node_ids)
-    report.removed_targets = sum(1 for n, h in prev.items() if current.get(n) != h)
 
-    full, keep = _classify(ws, match_key, image_ids, current, expected=min(k, len(prev)) if prev else k)
-    run_id = ws.start_run("match", {"k": k, "match_key": match_key, "full": len(full), "keep": len(keep)},
-                          model=ws.config.clip.model)
-    try:
+class MatchStage(Stage):
+    """Exact cosine top-k of every image against every live task type, incremental (see match())."""
+
+    name = "match"
+
+    def __init__(self, k: int, progress=None):
+        self.k, self.progress = k, progress
+
+    def run_params(self) -> dict:
+        return {"k": self.k}
+
+    def execute(self, ws, run: StageRun) -> MatchReport:
+        from workbench.pipeline.embed import stage as E
+
+        k, progress, cfg = self.k, self.progress, ws.config.match
+        ident = E._identity(ws)
+        text_key, image_key = E.text_set_key(ws, ident), E.image_set_key(ws, ident)
+        match_key = _key(image_key, text_key, k)
+        items = E.current_task_texts(ws)
+        if not items:
+            raise WorkbenchError("the taxonomy has no live task types to match against; import or add some "
+                                 "(`workbench taxonomy import`, `workbench init --seed`)")
+        node_ids, text_arr = E.get_text_embeddings(ws)
+        if len(node_ids) != len(items):
+            raise WorkbenchError(f"{len(items) - len(node_ids)} task type(s) have no text embedding for the current "
+                                 "[clip] config; run `workbench embed WORKSPACE` first")
+        hashes = {n: h for n, _, h in items}
+        image_ids, _ = _image_rows(ws, image_key)
+        report = MatchReport(match_key=match_key, k=k, images=len(image_ids), task_types=len(node_ids))
+        n_chunk = chunk_rows(len(node_ids), cfg.memory_mb, cfg.chunk_size)
+        report.chunk_rows = n_chunk
+        device = _device(ws)
+
+        with ws.store.write() as conn:
+            conn.execute("DELETE FROM matches WHERE match_key != ?", (match_key,))
+            conn.execute("DELETE FROM match_targets WHERE match_key != ?", (match_key,))
+        prev = {r["node_id"]: r["input_hash"] for r in ws.store.query(
+            "SELECT node_id, input_hash FROM match_targets WHERE match_key=?", (match_key,))}
+        current = {n: hashes[n] for n in node_ids}
+        new_targets = [i for i, n in enumerate(node_ids) if prev.get(n) != current[n]]
+        report.new_targets = len(new_targets) if prev else len(node_ids)
+        report.removed_targets = sum(1 for n, h in prev.items() if current.get(n) != h)
+
+        full, keep = _classify(ws, match_key, image_ids, current, expected=min(k, len(prev)) if prev else k)
+        run.summary.update(match_key=match_key, full=len(full), keep=len(keep))
         # 1) full scoring for new / stale images
         if full:
             ids_arr = np.array(full, dtype=object)
@@ -144,17 +163,11 @@ def match(ws, k: int | None = None, *, embed: bool = True, progress=None) -> Mat
             conn.execute("DELETE FROM match_targets WHERE match_key=?", (match_key,))
             conn.executemany("INSERT INTO match_targets(match_key, node_id, input_hash) VALUES (?, ?, ?)",
                              [(match_key, n, h) for n, h in current.items()])
-    except BaseException:
-        ws.finish_run(run_id, "stopped", {"recomputed": report.recomputed, "merged": report.merged})
-        raise
-    report.seconds = time.perf_counter() - t0
-    ws.finish_run(run_id, "done", {"recomputed": report.recomputed, "merged": report.merged,
-                                   "new_targets": report.new_targets, "removed_targets": report.removed_targets})
-    return report
+        return report
 
 
 def _device(ws) -> str:
-    from workbench.clip import resolve_device
+    from workbench.pipeline.embed.clip import resolve_device
 
     return resolve_device(ws.config.clip.device)
 
@@ -167,7 +180,7 @@ def _image_rows(ws, image_key: str) -> tuple[list[str], dict[str, int]]:
 
 
 def _image_vectors(ws, image_key: str, ids: list[str]) -> np.ndarray:
-    from workbench.stages.embed import _read_set
+    from workbench.pipeline.embed.stage import _read_set
 
     got, arr = _read_set(ws, image_key, ids)
     if got != list(ids):

@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from workbench.stages.replies import clean_line, first_json, strip_fences
+from workbench.errors import ParseFailure
+from workbench.pipeline.replies import clean_line, first_json, strip_fences
 from workbench.taxonomy.names import SEP, name_key, replace_lookalikes
 
 _NONE = re.compile(r"^\W*(none|no(ne)? (of (them|the labels)|labels?)( fits?| apply| applies)?|nothing|n/?a|\[\])\W*$",
                    re.IGNORECASE)
 
 
-class FilterParseError(ValueError):
+class FilterParseError(ParseFailure):
     """The reply could not be read as a list of labels."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchError
+from workbench.pipeline.base import Stage, StageRun
 
 
 @dataclass
@@ -103,6 +104,38 @@ def choose(table: pd.DataFrame, *, min_votes: int = 2, max_per_task: int | None 
     return out.sort_values("sample_id", kind="stable").reset_index(drop=True), quota
 
 
+class SelectStage(Stage):
+    name = "select"
+
+    def __init__(self, **params):
+        self.params = params
+
+    def run_params(self) -> dict:
+        return self.params
+
+    def check(self, ws) -> None:
+        self.table = vote_table(ws.store)
+        if self.table.empty:
+            from workbench.pipeline.referee.stage import no_samples_message
+
+            raise WorkbenchError(no_samples_message(ws, "select"))
+
+    def execute(self, ws, run: StageRun) -> SelectionReport:
+        table, params = self.table, self.params
+        chosen, quota = choose(table, **params)
+        with ws.store.write() as conn:
+            conn.execute("DELETE FROM selections")
+            conn.executemany("INSERT INTO selections(sample_id, selected, reason, stage_run_id) VALUES (?,?,?,?)",
+                             zip(chosen["sample_id"], chosen["selected"].tolist(), chosen["reason"],
+                                 [run.id] * len(chosen)))
+        sel = chosen[chosen["selected"] == 1]
+        return SelectionReport(
+            samples=len(table), passed_votes=int((table["yes"] >= params["min_votes"]).sum()), selected=len(sel),
+            tasks_selected=(int(table.set_index("sample_id").loc[sel["sample_id"], "node_id"].nunique())
+                            if len(sel) else 0),
+            reasons={k: int(v) for k, v in chosen["reason"].value_counts().items()}, per_task_quota=quota)
+
+
 def select(ws, *, min_votes: int | None = None, max_per_task: int | None = None, min_per_task: int | None = None,
            budget: int | None = None, seed: int | None = None) -> SelectionReport:
     cfg = ws.config.select
@@ -110,22 +143,4 @@ def select(ws, *, min_votes: int | None = None, max_per_task: int | None = None,
                   max_per_task=cfg.max_per_task if max_per_task is None else max_per_task,
                   min_per_task=cfg.min_per_task if min_per_task is None else min_per_task,
                   budget=cfg.budget if budget is None else budget, seed=cfg.seed if seed is None else seed)
-    table = vote_table(ws.store)
-    if table.empty:
-        from workbench.stages.referee import no_samples_message
-
-        raise WorkbenchError(no_samples_message(ws, "select"))
-    run_id = ws.start_run("select", params)
-    chosen, quota = choose(table, **params)
-    with ws.store.write() as conn:
-        conn.execute("DELETE FROM selections")
-        conn.executemany("INSERT INTO selections(sample_id, selected, reason, stage_run_id) VALUES (?,?,?,?)",
-                         zip(chosen["sample_id"], chosen["selected"].tolist(), chosen["reason"],
-                             [run_id] * len(chosen)))
-    sel = chosen[chosen["selected"] == 1]
-    report = SelectionReport(
-        samples=len(table), passed_votes=int((table["yes"] >= params["min_votes"]).sum()), selected=len(sel),
-        tasks_selected=int(table.set_index("sample_id").loc[sel["sample_id"], "node_id"].nunique()) if len(sel) else 0,
-        reasons={k: int(v) for k, v in chosen["reason"].value_counts().items()}, per_task_quota=quota)
-    ws.finish_run(run_id, "done", report.__dict__)
-    return report
+    return SelectStage(**params).run(ws)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from workbench.stages.replies import first_json, is_blank_answer, strip_fences
+from workbench.errors import ParseFailure
+from workbench.pipeline.replies import first_json, is_blank_answer, strip_fences
 from workbench.taxonomy.names import SEP, name_key, replace_lookalikes
 
 
-class QAParseError(ValueError):
+class QAParseError(ParseFailure):
     """The reply holds no readable question-answer pair."""
 
 

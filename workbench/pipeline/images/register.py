@@ -244,7 +244,7 @@ def register_images(ws, paths: Iterable[str | Path], *, root: str | Path | None 
     Folder and file paths are stored relative to `root` (default: the folder itself / the file's
     folder); manifest paths are resolved against `root` (default: the manifest's folder).
     """
-    from workbench.workspace import utcnow
+    from workbench.clock import utcnow
 
     if isinstance(paths, (str, Path)):
         paths = [paths]

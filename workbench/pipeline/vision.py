@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 from workbench.llm.prompts import PromptTemplate
-from workbench.llm.stage import LLMStage
+from workbench.pipeline.base import LLMStage
 
 SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 SAFE_MODES = {"RGB", "L", "RGBA", "LA", "P"}
@@ -17,7 +17,7 @@ SAFE_MODES = {"RGB", "L", "RGBA", "LA", "P"}
 def image_data_url(ws, image_id: str) -> str:
     """The image as a data URL: the file itself when a VLM can read it and it is small enough,
     otherwise 8-bit RGB re-encoded (JPEG), downscaled to `[vision] image_max_side`."""
-    from workbench.stages.images import image_path, open_rgb
+    from workbench.pipeline.images.register import image_path, open_rgb
 
     row = ws.store.one("SELECT format, mode, width, height FROM images WHERE id=?", (image_id,))
     path = image_path(ws, image_id)
@@ -77,37 +77,19 @@ class UrlCache:
         return url
 
 
-def run_vlm_stage(ws, stage, rows, *, endpoint: str, record, dry_run: bool = False, budget_usd: float | None = None,
-                  progress: bool | None = None, params: dict | None = None, refresh_failed: bool = False):
-    """Run an LLMStage with a stage-run record of our own, so `record(outcome, run_id)` can tag its rows."""
-    from workbench.llm.client import resolve_endpoint
-    from workbench.llm.stage import run_stage
-
-    ep = resolve_endpoint(ws.config, endpoint)
-    if dry_run:
-        return run_stage(ws, stage, rows, endpoint=ep, dry_run=True, refresh_failed=refresh_failed)
-    run_id = ws.start_run(stage.stage, {"endpoint": ep.name, "base_url": ep.base_url, "rows": len(rows),
-                                        "params": stage.params, **(params or {})},
-                          prompt_file=stage.prompt.display_path, prompt_hash=stage.prompt.hash, model=ep.model)
-    try:
-        report = run_stage(ws, stage, rows, endpoint=ep, on_result=lambda oc: record(oc, run_id),
-                           budget_usd=budget_usd, run_id=run_id, progress=progress, refresh_failed=refresh_failed)
-    except BaseException:
-        ws.finish_run(run_id, "failed")
-        raise
-    ws.finish_run(run_id, "stopped" if report.stopped else "done", report.as_dict())
-    return report
-
-
 class ImageStage(LLMStage):
-    """An LLM stage over rows that carry an `image_id`: the image goes with every call as a data URL."""
+    """An LLM stage over rows that carry an `image_id`: the image goes with every call as a data URL.
+    `image_ids`/`limit` narrow the rows (e.g. to try a prompt on a few images)."""
 
     default_prompt = ""
 
-    def __init__(self, ws, cfg, prompt: str | None = None):
-        """`cfg`: the stage's config section (prompt, temperature, max_tokens)."""
+    def __init__(self, ws, cfg, prompt: str | None = None, *, endpoint: str | None = None,
+                 image_ids: list[str] | None = None, limit: int | None = None):
+        """`cfg`: the stage's config section (prompt, temperature, max_tokens, endpoint)."""
         self.prompt = load_prompt(ws, prompt or cfg.prompt, self.default_prompt)
         self.params = {"temperature": cfg.temperature, **({"max_tokens": cfg.max_tokens} if cfg.max_tokens else {})}
+        self.endpoint = endpoint or cfg.endpoint
+        self.image_ids, self.limit = image_ids, limit
         self.urls = UrlCache(ws)
 
     def images(self, row) -> list[str]:

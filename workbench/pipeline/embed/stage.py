@@ -169,7 +169,7 @@ def _atomic_save(final: Path, arr: np.ndarray) -> None:
 
 # -- sets --------------------------------------------------------------------------------------
 def _identity(ws):
-    from workbench.clip import identify
+    from workbench.pipeline.embed.clip import identify
 
     return identify(ws.config.clip, base_dir=ws.root)
 
@@ -189,7 +189,7 @@ def _set_row(ws, key: str):
 
 
 def _ensure_set(ws, key: str, kind: str, dim: int, template: str | None) -> None:
-    from workbench.workspace import utcnow
+    from workbench.clock import utcnow
 
     cfg = ws.config.clip
     now = utcnow()
@@ -208,7 +208,7 @@ def row_store(ws, key: str) -> RowStore:
 
 def _commit_batch(ws, key: str, store: RowStore, item_ids: list[str], hashes: list[str | None],
                   truncated: list[bool], emb: np.ndarray, replace_ids: list[str] = ()) -> None:
-    from workbench.workspace import utcnow
+    from workbench.clock import utcnow
 
     start = int(ws.store.scalar("SELECT n_rows FROM embedding_sets WHERE key=?", (key,)))
     store.append(start, emb)   # durable before the rows that point into it are committed
@@ -266,7 +266,7 @@ def embed_texts_clip(ws, *, clip=None, progress: Progress | None = None) -> Embe
     todo = [(nid, text, h) for nid, text, h in items if have.get(nid) != h]
     report = EmbedReport("text", key, items=len(items), reused=len(items) - len(todo))
     if todo:
-        from workbench.clip import load_clip
+        from workbench.pipeline.embed.clip import load_clip
 
         clip = clip or load_clip(ws.config.clip, base_dir=ws.root)
         report.context_length = clip.context_length
@@ -324,7 +324,7 @@ def _context_length_hint(ws) -> int | None:
 
 
 def _key_from_clip(clip, *parts: str) -> str:
-    from workbench.clip import model_key
+    from workbench.pipeline.embed.clip import model_key
 
     return model_key(clip, *parts)
 
@@ -345,7 +345,7 @@ class _ImageDataset:
         return len(self.items)
 
     def __getitem__(self, i):
-        from workbench.stages.images import ImageError, open_rgb
+        from workbench.pipeline.images.register import ImageError, open_rgb
 
         image_id, path = self.items[i]
         try:
@@ -396,8 +396,8 @@ def embed_images(ws, *, clip=None, progress: Progress | None = None) -> EmbedRep
     todo = [(r["id"], str(Path(r["root"]) / r["path"])) for r in rows]
     report = EmbedReport("image", key, items=total, reused=total - len(todo))
     if todo:
-        from workbench.clip import load_clip
-        from workbench.workspace import utcnow
+        from workbench.pipeline.embed.clip import load_clip
+        from workbench.clock import utcnow
 
         clip = clip or load_clip(cfg, base_dir=ws.root)
         store = _prepare(ws, key)

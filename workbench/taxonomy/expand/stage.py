@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import WorkbenchError
+from workbench.clock import utcnow
+from workbench.errors import ParseFailure, WorkbenchError
 from workbench.llm.client import Endpoint, resolve_endpoint
 from workbench.llm.prompts import PromptTemplate
-from workbench.llm.stage import LLMStage, Outcome, ParseError, RunReport, run_stage
+from workbench.pipeline.base import LLMStage, Outcome, RunReport, StageRun
 from workbench.taxonomy.model import Provenance
 from workbench.taxonomy.names import SEP, NameProblem, check_name, name_key, replace_lookalikes
 
@@ -144,10 +145,11 @@ def _clean_line(line: str) -> str:
     return s
 
 
-def parse_reply(raw: str, row: ExpandRow) -> Parsed | ParseError:
-    """Names from a reply: a JSON list, else one per line. Every line that is not used gets a reason."""
+def parse_reply(raw: str, row: ExpandRow) -> Parsed:
+    """Names from a reply: a JSON list, else one per line. Every line that is not used gets a reason.
+    Raises ParseFailure when nothing usable is left."""
     if not raw or not raw.strip():
-        return ParseError("empty reply")
+        raise ParseFailure("empty reply")
     out = Parsed()
     items = _json_items(raw)
     if items is not None:
@@ -214,19 +216,41 @@ def parse_reply(raw: str, row: ExpandRow) -> Parsed | ParseError:
         else:
             seen.add(k)
     if not any(p.name for p in out.proposals):
-        return ParseError(f"no task names found in the reply ({len(out.proposals)} line(s), all dropped: "
+        raise ParseFailure(f"no task names found in the reply ({len(out.proposals)} line(s), all dropped: "
                           f"{out.proposals[0].reason if out.proposals else 'nothing'})")
     return out
 
 
 # -- the stage ----------------------------------------------------------------------------------
 class ExpandStage(LLMStage):
-    stage = STAGE
+    """One call per parent (`plan`); `record` writes the result row and the proposed nodes in one transaction."""
 
-    def __init__(self, prompts: dict[str, PromptTemplate], params: dict):
-        self.prompts = prompts
-        self.params = params
-        self.expected_output_tokens = 200
+    name = STAGE
+    expected_output_tokens = 200
+
+    def __init__(self, ws, prompts: dict[str, PromptTemplate], params: dict, *, level: int | None = None,
+                 nodes: list[str] | None = None, apply: bool = True, again: bool = False,
+                 endpoint: str | Endpoint = "default"):
+        self.prompts, self.params = prompts, params
+        self.level, self.nodes, self.apply, self.again = level, nodes, apply, again
+        self.endpoint = endpoint
+        self.parents = 0
+        self.skipped = 0
+        self.gone: list[str] = []      # parents deleted or rejected while the stage ran
+
+    def run_params(self) -> dict:
+        return {"level": self.level, "nodes": self.nodes, "apply": self.apply, "again": self.again,
+                "prompts": {k: [p.display_path, p.hash] for k, p in self.prompts.items()}}
+
+    def rows(self, ws) -> list[ExpandRow]:
+        rows = plan(ws, level=self.level, nodes=self.nodes)
+        self.parents = len(rows)
+        if not self.again and self.apply:
+            model = self.endpoint.model if isinstance(self.endpoint, Endpoint) else None
+            done = _done_parents(ws, {p.hash for p in self.prompts.values()}, model)
+            rows = [r for r in rows if r.parent_id not in done]
+        self.skipped = self.parents - len(rows)
+        return rows
 
     def prompt_for(self, row: ExpandRow) -> PromptTemplate:
         return self.prompts.get("custom") or self.prompts[row.template]
@@ -237,6 +261,12 @@ class ExpandStage(LLMStage):
 
     def parse(self, raw: str, row: ExpandRow):
         return parse_reply(raw, row)
+
+    def record(self, ws, oc: Outcome, run: StageRun) -> None:
+        gone = _write_result(ws, oc, oc.record.model, run, self.apply)
+        if gone:
+            self.gone.append(gone)
+            run.summary["parents_gone"] = self.gone
 
 
 def load_prompts(ws, prompt: str | Path | None = None) -> dict[str, PromptTemplate]:
@@ -253,8 +283,7 @@ def load_prompts(ws, prompt: str | Path | None = None) -> dict[str, PromptTempla
 def preview(ws, node: str | None = None, *, prompt: str | Path | None = None) -> list[dict]:
     """The messages one parent's call would send (node None: the first-level supplement)."""
     row = plan(ws, level=1)[0] if node is None else plan(ws, nodes=[node])[0]
-    stage = ExpandStage(load_prompts(ws, prompt), {})
-    return stage.render(row)
+    return ExpandStage(ws, load_prompts(ws, prompt), {}).render(row)
 
 
 @dataclass
@@ -262,22 +291,30 @@ class ExpandReport:
     run: RunReport
     parents: int = 0
     skipped: int = 0                # parents already expanded with this prompt and model
-    added: int = 0
-    existing: int = 0
-    dropped: int = 0
-    parse_errors: int = 0
     prompt_hashes: dict[str, str] = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)   # parents deleted or rejected while the stage ran
+
+    def _count(self, what: str) -> int:
+        return self.run.counts.get(what, 0) if self.run else 0
+
+    added = property(lambda self: self._count("added"))
+    existing = property(lambda self: self._count("existing"))
+    dropped = property(lambda self: self._count("dropped"))
+    parse_errors = property(lambda self: self._count("unparseable"))
+    parents_gone = property(lambda self: self._count("parents_gone"))
 
     def summary(self) -> str:
         head = (f"expand: {self.parents} parent(s), {self.skipped} skipped (already expanded with this prompt "
                 f"and model)")
         if self.run.dry_run:
             return head + "\n" + self.run.summary()
+        gone = (f", {self.parents_gone} parent(s) skipped because they were deleted or rejected meanwhile"
+                if self.parents_gone else "")
         return (head + f"; {self.added} new proposed node(s), {self.existing} already present, "
-                f"{self.dropped} line(s) dropped, {self.parse_errors} unparseable repl(ies)\n" + self.run.summary())
+                f"{self.dropped} line(s) dropped, {self.parse_errors} unparseable repl(ies){gone}\n" + self.run.summary())
 
 
-def _done_parents(ws, prompt_hashes: set[str], model: str) -> set[str | None]:
+def _done_parents(ws, prompt_hashes: set[str], model: str | None) -> set[str | None]:
     q = ",".join("?" * len(prompt_hashes))
     rows = ws.store.query(f"SELECT DISTINCT parent_id FROM expand_results WHERE applied=1 AND status='ok' "
                           f"AND model=? AND prompt_hash IN ({q})", (model, *prompt_hashes))
@@ -287,11 +324,12 @@ def _done_parents(ws, prompt_hashes: set[str], model: str) -> set[str | None]:
 def expand(ws, *, level: int | None = None, nodes: list[str] | None = None, prompt: str | Path | None = None,
            endpoint: str | Endpoint | None = None, base_url: str | None = None, model: str | None = None,
            dry_run: bool = False, budget_usd: float | None = None, apply: bool = True, again: bool = False,
-           progress: bool | None = None) -> ExpandReport:
+           progress: bool | None = None, refresh_failed: bool = False, on_result=None) -> ExpandReport:
     """Propose children for every accepted node of level N-1 (`level`=N) or for `nodes`.
 
     apply=False records the proposals (for prompt A/B comparison) without adding nodes.
     again=True asks again even for parents already expanded with this prompt and model.
+    refresh_failed=True calls again for parents whose stored reply could not be parsed.
     """
     cfg = ws.config.expand
     if isinstance(endpoint, Endpoint):
@@ -302,92 +340,71 @@ def expand(ws, *, level: int | None = None, nodes: list[str] | None = None, prom
     params = {"temperature": cfg.temperature}
     if cfg.max_tokens:
         params["max_tokens"] = cfg.max_tokens
-    stage = ExpandStage(prompts, params)
-    rows = plan(ws, level=level, nodes=nodes)
-    report = ExpandReport(run=None, parents=len(rows), prompt_hashes={k: p.hash for k, p in prompts.items()})
-    if not again and apply:
-        done = _done_parents(ws, {p.hash for p in prompts.values()}, ep.model)
-        todo = [r for r in rows if r.parent_id not in done]
-        report.skipped = len(rows) - len(todo)
-        rows = todo
-    first = next(iter(prompts.values()))
-    run_id = None
-    if not dry_run:
-        run_id = ws.start_run(STAGE, {"level": level, "nodes": nodes, "apply": apply, "again": again,
-                                      "endpoint": ep.name, "base_url": ep.base_url, "params": params,
-                                      "prompts": {k: [p.display_path, p.hash] for k, p in prompts.items()}},
-                              prompt_file=first.display_path, prompt_hash=first.hash, model=ep.model)
-
-    def on_result(oc: Outcome) -> None:
-        if oc.record is None or not oc.record.ok:
-            return  # a failed call is in llm_calls; the parent is tried again next run
-        _write_result(ws, oc, ep.model, run_id, apply, report)
-
-    try:
-        run = run_stage(ws, stage, rows, endpoint=ep, on_result=on_result, dry_run=dry_run, budget_usd=budget_usd,
-                        run_id=run_id, progress=progress)
-    except BaseException:
-        if run_id is not None:
-            ws.finish_run(run_id, "failed", {"parents": report.parents})
-        raise
-    report.run = run
-    if run_id is not None:
-        ws.finish_run(run_id, "stopped" if run.stopped else "done",
-                      {**run.as_dict(), "parents": report.parents, "skipped": report.skipped, "added": report.added,
-                       "existing": report.existing, "dropped": report.dropped, "parse_errors": report.parse_errors})
-    return report
+    stage = ExpandStage(ws, prompts, params, level=level, nodes=nodes, apply=apply, again=again, endpoint=ep)
+    rows = stage.rows(ws)
+    run = stage.run(ws, rows, dry_run=dry_run, budget_usd=budget_usd, progress=progress,
+                    refresh_failed=refresh_failed, on_result=on_result)
+    return ExpandReport(run=run, parents=stage.parents, skipped=stage.skipped, gone=stage.gone,
+                        prompt_hashes={k: p.hash for k, p in prompts.items()})
 
 
-def _write_result(ws, oc: Outcome, model: str, run_id: int | None, apply: bool, report: ExpandReport) -> None:
-    from workbench.workspace import utcnow
-
+def _write_result(ws, oc: Outcome, model: str, run: StageRun, apply: bool) -> str | None:
+    """Runs inside the base's write transaction: the result row and its nodes land together.
+    Returns why the parent was skipped when it is gone (deleted or rejected meanwhile)."""
     row: ExpandRow = oc.row
     parsed = oc.value if oc.error is None else None
-    prov = Provenance(stage_run_id=run_id, prompt_file=oc.prompt.display_path, prompt_hash=oc.prompt.hash,
+    prov = Provenance(stage_run_id=run.id, prompt_file=oc.prompt.display_path, prompt_hash=oc.prompt.hash,
                       model=model)
     tax = ws.taxonomy
-    with ws.store.write() as conn:
-        # A reply stored but never applied (a crash) or re-parsed: replace its earlier result.
-        conn.execute("DELETE FROM expand_results WHERE call_key=? AND applied=? AND coalesce(parent_id,'')=?",
-                     (oc.key, int(apply), row.parent_id or ""))
-        if parsed is None:
-            conn.execute(
-                "INSERT INTO expand_results(parent_id, call_key, stage_run_id, template, prompt_file, prompt_hash,"
-                " model, applied, status, error, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (row.parent_id, oc.key, run_id, _template_name(oc), oc.prompt.display_path, oc.prompt.hash, model,
-                 int(apply), "parse_error", oc.error, utcnow()))
-            report.parse_errors += 1
-            return
-        # Re-check siblings inside the transaction: the tree may have changed since the plan.
-        taken = {r["name_key"]: r["id"] for r in conn.execute(
-            "SELECT id, name_key FROM nodes WHERE coalesce(parent_id,'')=?", (row.parent_id or "",))}
-        for p in parsed.proposals:
-            if p.name is None:
-                continue
-            k = name_key(p.name)
-            if p.outcome in ("new", "existing") and k in taken:
-                if p.outcome == "new":
-                    p.outcome, p.reason = "existing", "already a child"
-                p.node_id = taken[k]
-            elif p.outcome == "new" and apply:
-                node = tax.add(p.name, row.parent_id, origin="generated", status="proposed", provenance=prov)
-                p.outcome, p.node_id = "added", node.id
-                taken[k] = node.id
-        n_added = sum(p.outcome in ("added", "new") for p in parsed.proposals)
-        n_dropped = sum(p.outcome == "dropped" for p in parsed.proposals)
-        cur = conn.execute(
-            "INSERT INTO expand_results(parent_id, call_key, stage_run_id, template, prompt_file, prompt_hash, model,"
-            " applied, status, n_proposed, n_added, n_dropped, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (row.parent_id, oc.key, run_id, _template_name(oc), oc.prompt.display_path, oc.prompt.hash, model,
-             int(apply), "ok", len(parsed.proposals), n_added, n_dropped, utcnow()))
-        conn.executemany(
-            "INSERT INTO expand_proposals(result_id, position, line, name, outcome, reason, node_id)"
-            " VALUES (?,?,?,?,?,?,?)",
-            [(cur.lastrowid, i, p.line, p.name, p.outcome, p.reason, p.node_id)
-             for i, p in enumerate(parsed.proposals)])
-    report.added += n_added
-    report.existing += sum(p.outcome == "existing" for p in parsed.proposals)
-    report.dropped += n_dropped
+    conn = ws.store.conn
+    if row.parent_id is not None:
+        # The tree may have changed since the plan (a curator deleted or rejected this parent meanwhile):
+        # skip it with a reason; the rest of the stage goes on.
+        parent = conn.execute("SELECT status FROM nodes WHERE id=?", (row.parent_id,)).fetchone()
+        if parent is None or parent["status"] == "rejected":
+            run.add("parents_gone")
+            return f"{row.parent_path} ({'deleted' if parent is None else 'rejected'} while expanding)"
+    # A reply stored but never applied (a crash) or re-parsed: replace its earlier result.
+    conn.execute("DELETE FROM expand_results WHERE call_key=? AND applied=? AND coalesce(parent_id,'')=?",
+                 (oc.key, int(apply), row.parent_id or ""))
+    if parsed is None:
+        conn.execute(
+            "INSERT INTO expand_results(parent_id, call_key, stage_run_id, template, prompt_file, prompt_hash,"
+            " model, applied, status, error, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (row.parent_id, oc.key, run.id, _template_name(oc), oc.prompt.display_path, oc.prompt.hash, model,
+             int(apply), "parse_error", oc.error, utcnow()))
+        run.add("unparseable")
+        return
+    # Re-check siblings inside the transaction: the tree may have changed since the plan.
+    taken = {r["name_key"]: r["id"] for r in conn.execute(
+        "SELECT id, name_key FROM nodes WHERE coalesce(parent_id,'')=?", (row.parent_id or "",))}
+    for p in parsed.proposals:
+        if p.name is None:
+            continue
+        k = name_key(p.name)
+        if p.outcome in ("new", "existing") and k in taken:
+            if p.outcome == "new":
+                p.outcome, p.reason = "existing", "already a child"
+            p.node_id = taken[k]
+        elif p.outcome == "new" and apply:
+            node = tax.add(p.name, row.parent_id, origin="generated", status="proposed", provenance=prov)
+            p.outcome, p.node_id = "added", node.id
+            taken[k] = node.id
+    n_added = sum(p.outcome in ("added", "new") for p in parsed.proposals)
+    n_dropped = sum(p.outcome == "dropped" for p in parsed.proposals)
+    cur = conn.execute(
+        "INSERT INTO expand_results(parent_id, call_key, stage_run_id, template, prompt_file, prompt_hash, model,"
+        " applied, status, n_proposed, n_added, n_dropped, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (row.parent_id, oc.key, run.id, _template_name(oc), oc.prompt.display_path, oc.prompt.hash, model,
+         int(apply), "ok", len(parsed.proposals), n_added, n_dropped, utcnow()))
+    conn.executemany(
+        "INSERT INTO expand_proposals(result_id, position, line, name, outcome, reason, node_id)"
+        " VALUES (?,?,?,?,?,?,?)",
+        [(cur.lastrowid, i, p.line, p.name, p.outcome, p.reason, p.node_id)
+         for i, p in enumerate(parsed.proposals)])
+    run.add("added", n_added)
+    run.add("existing", sum(p.outcome == "existing" for p in parsed.proposals))
+    run.add("dropped", n_dropped)
 
 
 def _template_name(oc: Outcome) -> str:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.config import RefereeConfig
-from workbench.errors import ConfigError, WorkbenchError
-from workbench.llm.stage import Outcome, ParseError, RunReport
-from workbench.stages.referee_parse import parse_vote
-from workbench.stages.vision_common import ImageStage, run_vlm_stage
+from workbench.errors import ConfigError, ParseFailure, WorkbenchError
+from workbench.pipeline.base import Outcome, RunReport, StageRun
+from workbench.pipeline.referee.parse import parse_vote
+from workbench.pipeline.vision import ImageStage
 
 
 @dataclass
@@ -29,11 +29,20 @@ class VoteRow:
 class RefereeStage(ImageStage):
     expected_output_tokens = 4
 
-    def __init__(self, ws, referee: RefereeConfig):
+    def __init__(self, ws, referee: RefereeConfig, *, limit: int | None = None):
         self.referee = referee
-        self.stage = f"referee:{referee.name}"
+        self.name = f"referee:{referee.name}"
         self.default_prompt = "referee_answer_aware.j2" if referee.answer_aware else "referee.j2"
-        super().__init__(ws, referee)
+        super().__init__(ws, referee, endpoint=referee.endpoint, limit=limit)
+
+    def run_params(self) -> dict:
+        return {"referee": self.referee.name}
+
+    def rows(self, ws) -> list[VoteRow]:
+        rows = vote_rows(ws, limit=self.limit)
+        if not rows:
+            raise WorkbenchError(no_samples_message(ws, "referee"))
+        return rows
 
     def context(self, row: VoteRow) -> dict:
         return {"task_type": row.task_type, "question": row.question, "answer": row.answer}
@@ -41,8 +50,20 @@ class RefereeStage(ImageStage):
     def parse(self, raw: str, row: VoteRow):
         vote = parse_vote(raw)
         if vote is None:
-            return ParseError(f"ambiguous vote {raw.strip()[:60]!r}")
+            raise ParseFailure(f"ambiguous vote {raw.strip()[:60]!r}")
         return vote
+
+    def record(self, ws, oc: Outcome, run: StageRun) -> None:
+        # An ambiguous reply is vote NULL / valid 0 with its raw text, never a 0.
+        vote = oc.value if oc.error is None else None
+        ws.store.conn.execute(
+            "INSERT INTO votes(sample_id, referee, vote, valid, raw_text, call_key, prompt_hash, stage_run_id) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sample_id, referee) DO UPDATE SET vote=excluded.vote, "
+            "valid=excluded.valid, raw_text=excluded.raw_text, call_key=excluded.call_key, "
+            "prompt_hash=excluded.prompt_hash, stage_run_id=excluded.stage_run_id",
+            (oc.row.sample_id, self.referee.name, vote, int(vote is not None), oc.record.raw_text, oc.key,
+             oc.prompt.hash, run.id))
+        run.add("votes_1" if vote == 1 else "votes_0" if vote == 0 else "ambiguous")
 
 
 def no_samples_message(ws, stage: str) -> str:
@@ -62,19 +83,6 @@ def vote_rows(ws, *, limit: int | None = None) -> list[VoteRow]:
     return out[:limit] if limit is not None else out
 
 
-def _record(ws, referee: str, prompt_hash: str, oc: Outcome, run_id) -> None:
-    if oc.record is None or not oc.record.ok:
-        return
-    vote = oc.value if oc.error is None else None
-    with ws.store.write() as conn:
-        conn.execute(
-            "INSERT INTO votes(sample_id, referee, vote, valid, raw_text, call_key, prompt_hash, stage_run_id) "
-            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sample_id, referee) DO UPDATE SET vote=excluded.vote, "
-            "valid=excluded.valid, raw_text=excluded.raw_text, call_key=excluded.call_key, "
-            "prompt_hash=excluded.prompt_hash, stage_run_id=excluded.stage_run_id",
-            (oc.row.sample_id, referee, vote, int(vote is not None), oc.record.raw_text, oc.key, prompt_hash, run_id))
-
-
 def referees(ws, names: list[str] | None = None) -> list[RefereeConfig]:
     refs = ws.config.referees
     if not refs:
@@ -89,18 +97,10 @@ def referees(ws, names: list[str] | None = None) -> list[RefereeConfig]:
     return refs
 
 
-def run_referees(ws, *, names: list[str] | None = None, limit: int | None = None, dry_run: bool = False,
-                 budget_usd: float | None = None, progress: bool | None = None,
-                 refresh_failed: bool = False) -> list[RunReport]:
+def run_referees(ws, *, names: list[str] | None = None, limit: int | None = None, **run_opts) -> list[RunReport]:
+    """Every configured referee (or `names`) votes on every ok sample; one stage run per referee.
+    run_opts: dry_run, budget_usd, progress, refresh_failed, on_result (see LLMStage.run)."""
     rows = vote_rows(ws, limit=limit)
     if not rows:
         raise WorkbenchError(no_samples_message(ws, "referee"))
-    reports = []
-    for ref in referees(ws, names):
-        stage = RefereeStage(ws, ref)
-        reports.append(run_vlm_stage(
-            ws, stage, rows, endpoint=ref.endpoint,
-            record=lambda oc, run_id, _n=ref.name, _h=stage.prompt.hash: _record(ws, _n, _h, oc, run_id),
-            dry_run=dry_run, budget_usd=budget_usd, progress=progress, params={"referee": ref.name},
-            refresh_failed=refresh_failed))
-    return reports
+    return [RefereeStage(ws, ref, limit=limit).run(ws, rows, **run_opts) for ref in referees(ws, names)]

@@ -1,0 +1,216 @@
+"""The stage contract: the base owns the loop and the run record; faults found when it was tried."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from openai_server import OpenAIServer, Reply
+from workbench.config import EndpointConfig
+from workbench.errors import ParseFailure
+from workbench.llm.client import Endpoint
+from workbench.llm.prompts import PromptTemplate
+from workbench.pipeline.base import LLMStage, Stage
+from workbench.pipeline.runs import StageBusy
+from workbench.workspace import Workspace
+
+pytestmark = pytest.mark.timeout(120)
+
+ECHO = PromptTemplate.from_text("[user]\nItem {{ item }}", path="echo.j2")
+
+
+class Echo(LLMStage):
+    name = "echo"
+    prompt = ECHO
+
+    def parse(self, raw, row):
+        if not raw.startswith("answer"):
+            raise ParseFailure(f"unexpected reply {raw!r}")
+        return raw
+
+    def record(self, ws, oc, run):
+        run.add("kept" if oc.error is None else "dropped")
+
+
+def endpoint(server, **kw) -> Endpoint:
+    cfg = EndpointConfig(base_url=server.base_url, model="m", retry_base_s=0.01, retry_max_s=0.05,
+                         **{"max_retries": 1, "timeout_s": 5, **kw})
+    return Endpoint("test", cfg, (1.0, 2.0))
+
+
+def item_of(req) -> str:
+    return req.text.rsplit("Item ", 1)[1]
+
+
+def test_the_loop_and_the_run_record_belong_to_the_base():
+    with pytest.raises(TypeError, match="overrides run"):
+        class Bad(LLMStage):  # noqa: F841
+            def run(self, ws, rows=None, **kw):
+                return None
+    with pytest.raises(TypeError, match="overrides run"):
+        class BadToo(Stage):  # noqa: F841
+            def run(self, ws):
+                return None
+
+
+def test_parse_failures_are_recorded_by_the_stage_and_counted_once(ws):
+    seen = []
+
+    class Keeping(Echo):
+        def record(self, ws, oc, run):
+            seen.append((oc.row["item"], oc.value, oc.error))
+            super().record(ws, oc, run)
+
+    with OpenAIServer(lambda req: Reply("prose" if item_of(req) == "2" else "answer")) as server:
+        rep = Keeping().run(ws, [{"item": str(i)} for i in range(4)], endpoint=endpoint(server), progress=False,
+                            max_failure_rate=1.0)
+    assert sorted(seen) == [("0", "answer", None), ("1", "answer", None), ("2", None, "unexpected reply 'prose'"),
+                            ("3", "answer", None)]
+    assert (rep.ok, rep.parse_failed, rep.counts) == (3, 1, {"kept": 3, "dropped": 1})
+    run = ws.runs("echo")[0]
+    assert run["status"] == "done" and json.loads(run["summary"])["counts"] == {"kept": 3, "dropped": 1}
+
+
+def test_cached_failures_do_not_stop_a_resumed_run(ws):
+    """Fault 1: stored replies that do not parse used to count first in the failure-rate check, so a resumed
+    run stopped after a handful of new calls and the stage never finished."""
+    ws.config.limits.min_calls_before_failure_check = 5
+    rows = [{"item": f"bad{i}"} for i in range(10)] + [{"item": str(i)} for i in range(40)]
+    with OpenAIServer(lambda req: Reply("prose" if item_of(req).startswith("bad") else "answer")) as server:
+        ep = endpoint(server, max_concurrency=1)
+        first = Echo().run(ws, rows[:10], endpoint=ep, progress=False, max_failure_rate=1.0)
+        assert first.parse_failed == 10
+        # The resumed run: 10 stored failures, 40 new calls that all parse.
+        rep = Echo().run(ws, rows, endpoint=ep, progress=False, max_failure_rate=0.2)
+        assert rep.stopped is None and rep.called == 40 and rep.ok == 40 and rep.parse_failed == 10
+        # --refresh-failed asks again exactly for the replies that did not parse.
+        before = len(server.requests)
+        rep = Echo().run(ws, rows, endpoint=ep, progress=False, max_failure_rate=1.0, refresh_failed=True)
+        assert rep.called == 10 and len(server.requests) - before == 10
+
+
+def test_empty_reply_is_a_failure_and_is_asked_again(ws):
+    replies = iter(["", "answer late"])
+    with OpenAIServer(lambda req: Reply(next(replies))) as server:
+        ep = endpoint(server)
+        rep = Echo().run(ws, [{"item": "1"}], endpoint=ep, progress=False, max_failure_rate=1.0)
+        assert rep.call_failed == 1 and rep.ok == 0
+        rep = Echo().run(ws, [{"item": "1"}], endpoint=ep, progress=False)
+        assert rep.called == 1 and rep.ok == 1
+
+
+def test_a_second_writer_of_the_same_stage_is_refused(ws):
+    """Fault 5: two processes running one stage paid for every call twice."""
+    with ws.stage_run("echo") as run:
+        other = Workspace.open(ws.root)
+        with pytest.raises(StageBusy, match=rf"echo is already running .*stage run {run.id}, pid {os.getpid()}"):
+            with other.stage_run("echo"):
+                pass
+        with other.stage_run("select"):     # another stage is fine
+            pass
+        other.close()
+    with ws.stage_run("echo"):              # free again once the first ended
+        pass
+    assert [r["status"] for r in ws.runs("echo")] == ["done", "done"]
+
+
+def test_two_expand_processes_do_not_pay_twice(seeded_ws, tmp_path):
+    ws = seeded_ws
+    started = threading.Event()
+
+    def script(req):
+        started.set()
+        return Reply('["alpha", "beta"]', latency=0.3)
+
+    with OpenAIServer(script) as server:
+        env = {**os.environ, "WORKBENCH_NO_LOCAL_PROBE": "1", "OPENAI_BASE_URL": server.base_url,
+               "OPENAI_API_KEY": "x"}
+        cmd = [str(Path(sys.executable).with_name("workbench")), "expand", str(ws.root), "--level", "2", "--no-progress"]
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert started.wait(60)
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        out, err = first.communicate(timeout=90)
+    assert first.returncode == 0, err
+    assert second.returncode == 2 and "expand is already running" in second.stderr
+    parents = ws.store.scalar("SELECT count(*) FROM nodes WHERE level=1 AND status='accepted'")
+    assert len(server.requests) == parents  # each parent asked once
+
+
+def test_killed_run_is_marked_interrupted_on_the_next_open(ws):
+    code = textwrap.dedent(f"""
+        import os, signal
+        from workbench.workspace import Workspace
+        ws = Workspace.open({str(ws.root)!r})
+        with ws.stage_run("echo"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert ws.store.scalar("SELECT status FROM stage_runs") == "running"
+    again = Workspace.open(ws.root)
+    assert again.runs("echo")[0]["status"] == "interrupted"
+    with again.stage_run("echo"):           # and the stage is free again
+        pass
+    again.close()
+
+
+def test_ctrl_c_marks_the_run_interrupted(ws):
+    with pytest.raises(KeyboardInterrupt):
+        with ws.stage_run("echo"):
+            raise KeyboardInterrupt
+    with pytest.raises(ValueError):
+        with ws.stage_run("echo"):
+            raise ValueError("boom")
+    failed, interrupted = ws.runs("echo")
+    assert interrupted["status"] == "interrupted"
+    assert failed["status"] == "failed" and "boom" in json.loads(failed["summary"])["error"]
+
+
+def test_expand_skips_a_parent_deleted_while_it_runs(seeded_ws):
+    """Fault 3: deleting or rejecting a parent during `expand` aborted the whole stage."""
+    ws = seeded_ws
+    parents = [r["id"] for r in ws.store.query(
+        "SELECT id FROM nodes WHERE level=1 AND status='accepted' ORDER BY position, name")]
+    doomed, rejected = parents[-1], parents[-2]
+    done = threading.Event()
+
+    def script(req):
+        if not done.is_set():       # a curator edits the tree while the first reply is being written
+            other = Workspace.open(ws.root)
+            other.taxonomy.delete(doomed)
+            other.taxonomy.set_status([rejected], "rejected")
+            other.close()
+            done.set()
+        return Reply('["alpha", "beta"]')
+
+    with OpenAIServer(script) as server:
+        (ws.root / "workbench.toml").write_text(
+            f'[endpoints.default]\nbase_url = "{server.base_url}"\nmodel = "m"\nmax_concurrency = 1\n')
+        res = run_cli("expand", ws.root, "--level", "2", "--no-progress")
+    assert res.code == 0, res.err
+    assert "2 parent(s) skipped because they were deleted or rejected meanwhile" in res.out
+    assert "rejected while expanding" in res.err
+    added = ws.store.scalar("SELECT count(*) FROM nodes WHERE origin='generated'")
+    assert added == 2 * (len(parents) - 2)
+
+
+def test_runs_command_lists_and_marks_runs(ws):
+    with ws.stage_run("echo") as run:
+        run.add("kept", 3)
+    res = run_cli("runs", ws.root)
+    assert res.code == 0 and "echo" in res.out and "done" in res.out and "kept 3" in res.out
+    with ws.stage_run("filter") as run:
+        res = run_cli("runs", ws.root, "--interrupted", str(run.id))
+        assert res.code == 0
+        res = run_cli("runs", ws.root, "--interrupted", str(run.id))
+        assert res.code == 2 and "already interrupted" in res.err

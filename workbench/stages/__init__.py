@@ -1,1 +1,0 @@
-"""Pipeline stages: each reads the workspace and writes its results under deterministic keys."""
