@@ -152,7 +152,11 @@ def test_cli_expand_dry_run_budget_and_errors(seeded_ws, server, tmp_path):
     assert res.code == 0, res.err
     assert "call(s) to make" in res.out and "$" in res.out and len(server.requests) == 0
     res = run_cli("expand", ws.root, "--level", "2", "--budget", "0", "--no-progress")
-    assert res.code == 1 and "stopped early: budget" in res.err and len(server.requests) == 0
+    assert res.code == 0 and len(server.requests) == 35   # a local server is free: a $0 budget does not stop it
+    with open(ws.root / "workbench.toml", "a") as f:      # a priced model: the budget stops before any call
+        f.write('\n[prices]\n"gpt-4o-2024-05-13" = [5.0, 15.0]\n')
+    res = run_cli("expand", ws.root, "--level", "2", "--budget", "0", "--no-progress", "--again")
+    assert res.code == 1 and "stopped early: budget" in res.err and len(server.requests) == 35
     res = run_cli("expand", ws.root, "--node", "no such node")
     assert res.code == 2 and res.err.startswith("error: ") and "no node" in res.err
     res = run_cli("expand", ws.root)
