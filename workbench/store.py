@@ -1,4 +1,4 @@
-"""The workspace database: one SQLite file in WAL mode (DESIGN.md, "The workspace").
+"""The workspace database: one SQLite file in WAL mode (ARCHITECTURE.md, "The store").
 
 WAL lets the dashboard read while a notebook or the CLI writes. Each process opens its
 own connection; writes go through `Store.write()`, which takes the write lock up front

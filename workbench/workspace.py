@@ -1,4 +1,4 @@
-"""A workspace: one folder is one taxonomy project (DESIGN.md, "The workspace").
+"""A workspace: one folder is one taxonomy project (ARCHITECTURE.md, "The store").
 
     workbench.toml     configuration
     workbench.sqlite   all state (WAL)

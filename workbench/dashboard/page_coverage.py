@@ -1,7 +1,7 @@
 """Taxonomy coverage: the tree as sunburst / treemap / icicle, drill-down on the server, search,
 a filterable node table, duplicate suggestions and quality figures.
 
-A 20k-leaf tree is never shipped whole (ENVIRONMENT.md: 12–16 s for a 21k-node figure): the
+A 20k-leaf tree is never shipped whole (measured: 12–16 s to ship a 21k-node figure): the
 chart shows the focused node's subtree a few levels deep, capped at MAX_CHART_NODES, and the
 user drills down by choosing a child or searching; the server does the slicing.
 """

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 from workbench.clock import utcnow
 from workbench.errors import ParseFailure, WorkbenchError
 from workbench.llm.cache import CallCache, CallRecord, request_json
-from workbench.llm.client import Endpoint, make_client, resolve_endpoint
+from workbench.llm.client import Endpoint, make_client, redact_url, resolve_endpoint
 from workbench.llm.cost import cost_usd, estimate_prompt_tokens
 from workbench.llm.prompts import PromptTemplate
 from workbench.pipeline.runs import StageRun
@@ -44,10 +44,7 @@ _FINAL = ("run",)
 
 
 def _public_url(url: str | None) -> str | None:
-    try:
-        from workbench.llm.client import redact_url
-    except ImportError:     # pragma: no cover - older client
-        return url
+    """The base URL as stored in `stage_runs.params`: credentials in it are never written."""
     return redact_url(url) if url else url
 
 

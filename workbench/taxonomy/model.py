@@ -1,4 +1,4 @@
-"""The taxonomy model over the workspace store (DESIGN.md, "The taxonomy").
+"""The taxonomy model over the workspace store (ARCHITECTURE.md, "The taxonomy").
 
 A node has a stable id, a name, a parent, a level (1 = first level), an origin
 (seed | generated | imported | manual), a status (proposed | accepted | rejected) and

@@ -1,4 +1,4 @@
-"""Task-type names and `~` paths: normalisation and validation (DESIGN.md, "The taxonomy").
+"""Task-type names and `~` paths: normalisation and validation (ARCHITECTURE.md, "The taxonomy").
 
 A name is stored in its normalised display form (NFKC, whitespace collapsed, trimmed);
 names are *compared* case-insensitively through `name_key`.

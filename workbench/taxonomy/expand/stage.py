@@ -1,4 +1,4 @@
-"""Level-by-level taxonomy expansion (DESIGN.md; the paper's three prompt shapes).
+"""Level-by-level taxonomy expansion (ARCHITECTURE.md, "Expansion"; the paper's three prompt shapes).
 
 One LLM call per parent: the first level is *supplemented* (the prompt lists the existing
 first-level categories); a parent with children is *supplemented* (the prompt lists them); a
