@@ -103,6 +103,10 @@ def make_bad_images(folder: Path) -> dict[str, str]:
     Image.new("1", (10000, 10000)).save(folder / "bomb.png")
     expect["bomb.png"] = "decompression bomb"
 
+    # 1 x 40000: tiny on disk, but the model's shortest-side resize would make it 224 x 8,960,000 (9.4 GB)
+    Image.new("RGB", (1, 40000), (200, 10, 10)).save(folder / "sliver.png")
+    expect["sliver.png"] = "aspect ratio"
+
     Image.new("CMYK", (32, 24), (0, 255, 255, 0)).save(folder / "cmyk.jpg")  # pure red in CMYK
     expect["cmyk.jpg"] = "ok"
 

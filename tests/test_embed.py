@@ -112,7 +112,9 @@ def test_interrupted_image_embedding_resumes_without_recomputing(tiny_ws, tmp_pa
     with pytest.raises(Stop):
         embed_images(tiny_ws, progress=stop_after_two_batches)
     assert tiny_ws.store.scalar("SELECT count(*) FROM embedding_rows") == 16
-    assert tiny_ws.runs("embed_image")[0]["status"] == "stopped"
+    run = tiny_ws.runs("embed_image")[0]
+    # an exception ends the stage run as 'failed' (Ctrl-C: 'interrupted'); the committed rows are kept and counted
+    assert run["status"] == "failed" and '"computed": 16' in run["summary"]
     # a chunk file written but never committed (a crash between file and commit) must not be trusted
     from workbench.pipeline.embed.stage import image_set_key, row_store
 
@@ -145,11 +147,14 @@ def test_long_task_paths_are_counted_as_truncated(tiny_ws):
 def test_unreadable_image_at_embed_time_is_recorded_not_fatal(tiny_ws):
     from workbench.pipeline.images.register import image_path
 
-    victim = tiny_ws.store.scalar("SELECT id FROM images ORDER BY id LIMIT 1")
-    image_path(tiny_ws, victim).write_bytes(b"gone")
+    victim, other = [r["id"] for r in tiny_ws.store.query("SELECT id FROM images ORDER BY id LIMIT 2")]
+    image_path(tiny_ws, victim).unlink()
+    image_path(tiny_ws, other).write_bytes(b"gone")      # other bytes than registered: a changed file
     rep = embed_images(tiny_ws)
-    assert rep.computed == 29 and [p[0] for p in rep.problems] == [victim]
-    assert "unreadable when embedding" in tiny_ws.store.scalar("SELECT reason FROM image_problems")
+    assert rep.computed == 28 and sorted(p[0] for p in rep.problems) == sorted([victim, other])
+    reasons = {r["path"]: r["reason"] for r in tiny_ws.store.query("SELECT path, reason FROM image_problems")}
+    assert "unreadable when embedding" in reasons[image_path(tiny_ws, victim).name]
+    assert "changed since registration" in reasons[image_path(tiny_ws, other).name]
 
 
 @pytest.mark.timeout(180)

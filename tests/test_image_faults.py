@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 
 import numpy as np
 import pytest

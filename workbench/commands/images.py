@@ -24,12 +24,16 @@ def images_add(
                                         "Paths escaping it are refused."),
     source: Optional[str] = typer.Option(None, "--source", help="Name recorded as the images' source "
                                          "(default: the folder name or the manifest's file name)."),
+    refresh: bool = typer.Option(False, "--refresh", help="Register the new content of files changed since "
+                                 "registration under new ids (ids are content hashes); their old ids, and the "
+                                 "matches, filter decisions and samples made from the old content, are removed. "
+                                 "Without it a changed file is reported and left as it was registered."),
 ):
     """Register images; bad files are recorded with their reason and skipped."""
     from workbench.pipeline.images.register import register_images
 
     ws = _open(workspace)
-    report = register_images(ws, paths, root=root, source=source)
+    report = register_images(ws, paths, root=root, source=source, refresh=refresh)
     typer.echo(report.summary())
     for p in report.problems[:20]:
         typer.echo(f"  skipped {p.path}: {p.reason}")
@@ -41,20 +45,32 @@ def images_add(
 def images_report_cmd(
     workspace: Path = WS_ARG,
     limit: int = typer.Option(200, help="Show at most this many problem files."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Stat every registered file to find files "
+                               "changed or missing since registration (one stat per image; a changed mtime is "
+                               "confirmed by hashing the file)."),
 ):
-    """Images per source, imported datasets, and every file that could not be registered (with why)."""
+    """Images per source, imported datasets, every file that could not be registered (with why), and
+    registered files changed or missing since registration."""
     from workbench.pipeline.images.register import images_report
 
     ws = _open(workspace)
-    rep = images_report(ws)
+    rep = images_report(ws, check_files=check)
     typer.echo(f"{rep['images']} image(s)")
     for s in rep["per_source"]:
         typer.echo(f"  {s['source']}: {s['images']} image(s), {(s['bytes'] or 0) / 2**20:.1f} MiB")
     for d in rep["datasets"]:
         typer.echo(f"  dataset {d['source']}: {d['items']} item(s), {d['with_image']} with a registered image, "
                    f"{d['with_task']} with a task name")
-    typer.echo(f"{len(rep['problems'])} problem file(s)")
-    for p in rep["problems"][:limit]:
+    stale = rep["changed"] + rep["missing"]
+    if check:
+        typer.echo(f"{len(rep['changed'])} registered file(s) changed since registration, "
+                   f"{len(rep['missing'])} missing")
+        for p in stale[:limit]:
+            typer.echo(f"  [{p['source']}] {Path(p['root']) / p['path']}: {p['reason']}")
+    shown = {(p["root"], p["path"]) for p in stale}
+    problems = [p for p in rep["problems"] if (p["root"], p["path"]) not in shown]
+    typer.echo(f"{len(problems)} problem file(s)" + (" (besides those)" if shown else ""))
+    for p in problems[:limit]:
         typer.echo(f"  [{p['source']}] {Path(p['root']) / p['path']}: {p['reason']}")
 
 

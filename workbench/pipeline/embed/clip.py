@@ -11,8 +11,10 @@ a traceback (`allow_download = true` lets open_clip fetch it). Heavy imports are
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,38 @@ TINY_MODEL_CONFIG: dict[str, Any] = {
 
 class ClipWeightsMissing(WorkbenchError):
     """The configured pretrained weights are not on this machine."""
+
+
+log = logging.getLogger("workbench.clip")
+# (arch id) of the random-weight models this process has warned about: one warning per process and config,
+# however many times a command loads the model (`workbench match` loads it for texts, then for images).
+_WARNED: set[str] = set()
+
+
+def _warn_random_weights(arch_id: str) -> None:
+    if arch_id in _WARNED:
+        return
+    _WARNED.add(arch_id)
+    log.warning("CLIP weights: random ([clip] pretrained = \"\" for %s): embeddings and matches are "
+                "meaningless; for testing only. Set [clip] pretrained to a checkpoint for real use.", arch_id)
+
+
+class _DropOpenClipRandomInit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init():
+    """open_clip logs its own 'No pretrained weights loaded ... initialized randomly' on the root logger at
+    every load; the workbench says it once instead (`_warn_random_weights`)."""
+    f = _DropOpenClipRandomInit()
+    root = logging.getLogger()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
 
 
 def write_model_config(path: Path | str, config: dict | None = None) -> Path:
@@ -288,13 +322,15 @@ def load_clip(cfg, *, base_dir: Path | str | None = None) -> ClipModel:
     device = resolve_device(cfg.device)
     try:
         # Random weights are seeded so that a re-run reuses consistent cached embeddings.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _quiet_random_init():
             torch.manual_seed(0)
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         raise WorkbenchError(f"[clip] could not load model {name!r} with pretrained={pretrained!r}: "
                              f"{str(exc).splitlines()[0][:300]}; check that the checkpoint matches the model") from None
     model.eval()
+    if pretrained is None:
+        _warn_random_weights(arch_id)
     try:
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as exc:  # HF tokenizers named by hub id fail offline

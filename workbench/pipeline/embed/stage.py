@@ -11,6 +11,12 @@ are compacted into `base.npy` (streamed, bounded memory).
 Reuse: an image's id is its content hash, so an image row is valid forever; a task type's row
 records the hash of the text it embedded (its rendered `~` path), so a rename re-embeds just that
 task type (its old row stays as a dead row; rows are never renumbered). New items add only their rows.
+The bytes read for an image are hashed again: a file changed since registration is recorded as a
+problem and never embedded under its old id.
+
+Stages (`pipeline/base.py`): `EmbedTextStage` ("embed_text") and `EmbedImageStage` ("embed_image"). The
+public `embed_texts_clip(ws)` / `embed_images(ws)` plan first and run the stage (one stage-run record)
+only when something is to be embedded.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.pipeline.base import Stage, StageRun
 
 Progress = Callable[[int, int], None]   # (rows done in this run, rows to do)
 # Fold chunk files into base.npy once this many exist (a rewrite of the whole set costs I/O).
@@ -43,6 +50,7 @@ class EmbedReport:
     context_length: int | None = None
     problems: list[tuple[str, str]] = field(default_factory=list)   # (image id, reason)
     seconds: float = 0.0
+    run_id: int | None = None     # the stage run that computed rows (None: nothing to do)
 
     def summary(self) -> str:
         what = "task type(s)" if self.kind == "text" else "image(s)"
@@ -51,7 +59,8 @@ class EmbedReport:
             s += (f"; {self.truncated} task text(s) are longer than the {self.context_length}-token text context "
                   f"and were truncated, e.g. {self.truncated_examples[0]!r}")
         if self.problems:
-            s += f"; {len(self.problems)} image(s) unreadable now (see `workbench images report`)"
+            s += (f"; {len(self.problems)} image(s) unreadable now or changed since registration, not embedded "
+                  "(see `workbench images report`)")
         return s
 
 
@@ -255,45 +264,77 @@ def current_task_texts(ws) -> list[tuple[str, str, str]]:
     return out
 
 
-def embed_texts_clip(ws, *, clip=None, progress: Progress | None = None) -> EmbedReport:
-    """Embed every live task type's text; reuse rows whose text is unchanged."""
-    t0 = time.perf_counter()
-    ident = None if clip is not None else _identity(ws)
-    key = text_set_key(ws, ident) if clip is None else _key_from_clip(clip, "text", ws.config.clip.template)
-    items = current_task_texts(ws)
-    have = {r["item_id"]: r["input_hash"] for r in ws.store.query(
-        "SELECT item_id, input_hash FROM embedding_rows WHERE set_key=?", (key,))}
-    todo = [(nid, text, h) for nid, text, h in items if have.get(nid) != h]
-    report = EmbedReport("text", key, items=len(items), reused=len(items) - len(todo))
-    if todo:
-        from workbench.pipeline.embed.clip import load_clip
+class EmbedTextStage(Stage):
+    """CLIP-embed every live task type's text whose current text has no row in the text set."""
 
-        clip = clip or load_clip(ws.config.clip, base_dir=ws.root)
+    name = "embed_text"
+
+    def __init__(self, *, clip=None, progress: Progress | None = None):
+        self.clip, self.progress = clip, progress
+        self.key = ""
+        self.todo: list[tuple[str, str, str]] = []
+
+    def plan(self, ws) -> EmbedReport:
+        """What is to be embedded (no model load): sets `todo`; the report counts what is reused."""
+        cfg = ws.config.clip
+        self.key = text_set_key(ws) if self.clip is None else _key_from_clip(self.clip, "text", cfg.template)
+        items = current_task_texts(ws)
+        self.have = {r["item_id"]: r["input_hash"] for r in ws.store.query(
+            "SELECT item_id, input_hash FROM embedding_rows WHERE set_key=?", (self.key,))}
+        self.items = items
+        self.todo = [(nid, text, h) for nid, text, h in items if self.have.get(nid) != h]
+        return EmbedReport("text", self.key, items=len(items), reused=len(items) - len(self.todo))
+
+    def check(self, ws) -> None:
+        if self.clip is None:    # a missing model or weights is a WorkbenchError before any run record
+            from workbench.pipeline.embed.clip import load_clip
+
+            self.clip = load_clip(ws.config.clip, base_dir=ws.root)
+
+    def run_params(self) -> dict:
+        return {"set": self.key, "todo": len(self.todo)}
+
+    def provenance(self) -> dict:
+        return {"model": self.clip.model_name} if self.clip is not None else {}
+
+    def execute(self, ws, run: StageRun) -> EmbedReport:
+        t0 = time.perf_counter()
+        report = self.plan(ws)        # again, under the stage lock: another process may have done some
+        clip, key, todo, have = self.clip, self.key, self.todo, self.have
         report.context_length = clip.context_length
         store = _prepare(ws, key)
         # Similar lengths together: the encoder only runs over the columns a batch uses.
         todo.sort(key=lambda t: len(t[1]))
         bs = ws.config.clip.batch_size
-        run_id = ws.start_run("embed_text", {"set": key, "todo": len(todo)}, model=clip.model_name)
-        try:
-            for i in range(0, len(todo), bs):
-                batch = todo[i:i + bs]
-                emb, trunc = clip.encode_texts([t[1] for t in batch])
-                if _set_row(ws, key) is None:
-                    _ensure_set(ws, key, "text", emb.shape[1], ws.config.clip.template)
-                    store = row_store(ws, key)
-                replace = [nid for nid, _, _ in batch if nid in have]
-                _commit_batch(ws, key, store, [t[0] for t in batch], [t[2] for t in batch], trunc.tolist(),
-                              emb, replace)
-                report.computed += len(batch)
-                if progress:
-                    progress(report.computed, len(todo))
-        except BaseException:
-            ws.finish_run(run_id, "stopped", {"computed": report.computed})
-            raise
-        store.compact(int(_set_row(ws, key)["n_rows"]), min_chunks=COMPACT_AFTER)
-        ws.finish_run(run_id, "done", {"computed": report.computed})
-    _truncation(ws, key, items, report)
+        for i in range(0, len(todo), bs):
+            batch = todo[i:i + bs]
+            emb, trunc = clip.encode_texts([t[1] for t in batch])
+            if _set_row(ws, key) is None:
+                _ensure_set(ws, key, "text", emb.shape[1], ws.config.clip.template)
+                store = row_store(ws, key)
+            replace = [nid for nid, _, _ in batch if nid in have]
+            _commit_batch(ws, key, store, [t[0] for t in batch], [t[2] for t in batch], trunc.tolist(),
+                          emb, replace)
+            report.computed += len(batch)
+            run.add("computed", len(batch))
+            if self.progress:
+                self.progress(report.computed, len(todo))
+        if _set_row(ws, key) is not None:
+            store.compact(int(_set_row(ws, key)["n_rows"]), min_chunks=COMPACT_AFTER)
+        _truncation(ws, key, self.items, report)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+
+def embed_texts_clip(ws, *, clip=None, progress: Progress | None = None) -> EmbedReport:
+    """Embed every live task type's text; reuse rows whose text is unchanged (a stage run only if any)."""
+    t0 = time.perf_counter()
+    stage = EmbedTextStage(clip=clip, progress=progress)
+    report = stage.plan(ws)
+    if stage.todo:
+        report = stage.run(ws)
+    else:
+        _truncation(ws, stage.key, stage.items, report)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -349,11 +390,36 @@ class _ImageDataset:
 
         image_id, path = self.items[i]
         try:
-            return image_id, self.preprocess(open_rgb(Path(path), min_side=self.min_side)), None
+            # expect_id: the bytes must still hash to the id (a changed file is never embedded under it)
+            img = bound_aspect(open_rgb(Path(path), min_side=self.min_side, expect_id=image_id))
+            return image_id, self.preprocess(img), None
         except ImageError as exc:
             return image_id, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
             return image_id, None, f"{path}: {exc}"
+
+
+def bound_aspect(img, max_ratio: float | None = None):
+    """Centre-crop the longer side to at most `max_ratio` times the shorter (default MAX_ASPECT_RATIO).
+
+    The model's transform resizes the *shorter* side to its input size, so a 1x40000 image would become
+    224 x 8,960,000 pixels (9.4 GB) before its centre crop. The model only ever sees the central square,
+    which this crop keeps, so images within the ratio (all that registration accepts) are untouched and
+    the rest give the same picture at bounded memory (at most ratio x side^2 pixels after the resize).
+    """
+    from workbench.pipeline.images.register import MAX_ASPECT_RATIO
+
+    r = MAX_ASPECT_RATIO if max_ratio is None else max_ratio
+    w, h = img.size
+    if w > r * h:
+        keep = max(1, int(r * h))
+        left = (w - keep) // 2
+        return img.crop((left, 0, left + keep, h))
+    if h > r * w:
+        keep = max(1, int(r * w))
+        top = (h - keep) // 2
+        return img.crop((0, top, w, top + keep))
+    return img
 
 
 def _input_side(preprocess) -> int | None:
@@ -384,52 +450,92 @@ def image_loader(items: list[tuple[str, str]], preprocess, batch_size: int, num_
                       prefetch_factor=4 if num_workers else None, persistent_workers=False)
 
 
-def embed_images(ws, *, clip=None, progress: Progress | None = None) -> EmbedReport:
-    """Embed every registered image not yet in the current image set."""
-    t0 = time.perf_counter()
-    cfg = ws.config.clip
-    key = image_set_key(ws) if clip is None else _key_from_clip(clip, "image", cfg.image_precision)
-    total = int(ws.store.scalar("SELECT count(*) FROM images"))
-    rows = ws.store.query(
-        "SELECT id, root, path FROM images WHERE id NOT IN "
-        "(SELECT item_id FROM embedding_rows WHERE set_key=?) ORDER BY id", (key,))
-    todo = [(r["id"], str(Path(r["root"]) / r["path"])) for r in rows]
-    report = EmbedReport("image", key, items=total, reused=total - len(todo))
-    if todo:
-        from workbench.pipeline.embed.clip import load_clip
-        from workbench.clock import utcnow
+class EmbedImageStage(Stage):
+    """CLIP-embed every registered image that has no row in the current image set."""
 
-        clip = clip or load_clip(cfg, base_dir=ws.root)
+    name = "embed_image"
+
+    def __init__(self, *, clip=None, progress: Progress | None = None):
+        self.clip, self.progress = clip, progress
+        self.key = ""
+        self.todo: list[tuple[str, str]] = []
+
+    def plan(self, ws) -> EmbedReport:
+        cfg = ws.config.clip
+        self.key = image_set_key(ws) if self.clip is None else _key_from_clip(self.clip, "image", cfg.image_precision)
+        total = int(ws.store.scalar("SELECT count(*) FROM images"))
+        rows = ws.store.query(
+            "SELECT id, root, path FROM images WHERE id NOT IN "
+            "(SELECT item_id FROM embedding_rows WHERE set_key=?) ORDER BY id", (self.key,))
+        self.todo = [(r["id"], str(Path(r["root"]) / r["path"])) for r in rows]
+        return EmbedReport("image", self.key, items=total, reused=total - len(self.todo))
+
+    def check(self, ws) -> None:
+        if self.clip is None:
+            from workbench.pipeline.embed.clip import load_clip
+
+            self.clip = load_clip(ws.config.clip, base_dir=ws.root)
+
+    def run_params(self) -> dict:
+        return {"set": self.key, "todo": len(self.todo)}
+
+    def provenance(self) -> dict:
+        return {"model": self.clip.model_name} if self.clip is not None else {}
+
+    def execute(self, ws, run: StageRun) -> EmbedReport:
+        t0 = time.perf_counter()
+        cfg = ws.config.clip
+        report = self.plan(ws)        # again, under the stage lock
+        clip, key, todo = self.clip, self.key, self.todo
         store = _prepare(ws, key)
-        run_id = ws.start_run("embed_image", {"set": key, "todo": len(todo)}, model=clip.model_name)
         done = 0
-        try:
-            for ids, pixels, bad in image_loader(todo, clip.preprocess, cfg.batch_size, cfg.num_workers):
-                if bad:
-                    report.problems.extend(bad)
-                    with ws.store.write() as conn:
-                        for image_id, reason in bad:
-                            root_path = ws.store.one("SELECT root, path, source FROM images WHERE id=?", (image_id,))
-                            conn.execute(
-                                "INSERT OR REPLACE INTO image_problems(root, path, source, reason, created_at) "
-                                "VALUES (?, ?, ?, ?, ?)",
-                                (root_path["root"], root_path["path"], root_path["source"],
-                                 f"registered, but unreadable when embedding: {reason}", utcnow()))
-                if ids:
-                    emb = clip.encode_image_batch(pixels)
-                    if _set_row(ws, key) is None:
-                        _ensure_set(ws, key, "image", emb.shape[1], None)
-                        store = row_store(ws, key)
-                    _commit_batch(ws, key, store, ids, [None] * len(ids), [False] * len(ids), emb)
-                    report.computed += len(ids)
-                done += len(ids) + len(bad)
-                if progress:
-                    progress(done, len(todo))
-        except BaseException:
-            ws.finish_run(run_id, "stopped", {"computed": report.computed})
-            raise
-        store.compact(int(_set_row(ws, key)["n_rows"]), min_chunks=COMPACT_AFTER)
-        ws.finish_run(run_id, "done", {"computed": report.computed, "problems": len(report.problems)})
+        for ids, pixels, bad in image_loader(todo, clip.preprocess, cfg.batch_size, cfg.num_workers):
+            if bad:
+                report.problems.extend(bad)
+                _record_problems(ws, bad)
+                run.add("problems", len(bad))
+            if ids:
+                emb = clip.encode_image_batch(pixels)
+                if _set_row(ws, key) is None:
+                    _ensure_set(ws, key, "image", emb.shape[1], None)
+                    store = row_store(ws, key)
+                _commit_batch(ws, key, store, ids, [None] * len(ids), [False] * len(ids), emb)
+                report.computed += len(ids)
+                run.add("computed", len(ids))
+            done += len(ids) + len(bad)
+            if self.progress:
+                self.progress(done, len(todo))
+        if _set_row(ws, key) is not None:
+            store.compact(int(_set_row(ws, key)["n_rows"]), min_chunks=COMPACT_AFTER)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+
+def _record_problems(ws, bad: list[tuple[str, str]]) -> None:
+    from workbench.clock import utcnow
+    from workbench.pipeline.images.register import CHANGED, refresh_hint
+
+    now = utcnow()
+    with ws.store.write() as conn:
+        for image_id, reason in bad:
+            row = conn.execute("SELECT root, path, source FROM images WHERE id=?", (image_id,)).fetchone()
+            if row is None:
+                continue
+            if CHANGED in reason:
+                text = f"{reason}; not embedded; {refresh_hint(ws, row['root'], row['path'])}"
+            else:
+                text = f"registered, but unreadable when embedding: {reason}"
+            conn.execute("INSERT OR REPLACE INTO image_problems(root, path, source, reason, created_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (row["root"], row["path"], row["source"], text, now))
+
+
+def embed_images(ws, *, clip=None, progress: Progress | None = None) -> EmbedReport:
+    """Embed every registered image not yet in the current image set (a stage run only if any)."""
+    t0 = time.perf_counter()
+    stage = EmbedImageStage(clip=clip, progress=progress)
+    report = stage.plan(ws)
+    if stage.todo:
+        report = stage.run(ws)
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -40,4 +40,11 @@ MIGRATIONS = [
     );
     CREATE INDEX dataset_items_image ON dataset_items (image_id);
     """,
+    """
+    -- The file's mtime (ns) when it was registered; with `bytes`, a cheap check that the file at
+    -- root/path is still the content its id names (NULL: registered before this column existed).
+    ALTER TABLE images ADD COLUMN mtime_ns INTEGER;
+    -- Re-registering a folder looks each path up to find files changed since registration.
+    CREATE INDEX images_path ON images (root, path);
+    """,
 ]
