@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import ConfigError
 
@@ -38,6 +38,11 @@ class EndpointConfig(_Section):
     retry_max_s: float = Field(60.0, ge=0)
     price_input_per_mtok: float | None = Field(None, ge=0)   # USD per million tokens; None: price table
     price_output_per_mtok: float | None = Field(None, ge=0)
+    # A pool: the names of other [endpoints.*] serving this endpoint's model (e.g. four vLLM servers).
+    # Requests go to the least-loaded healthy member; the cache key uses this endpoint's model.
+    pool: list[str] | None = None
+    pool_failures: int = Field(3, ge=1)          # consecutive failures that set a member aside ...
+    pool_cooldown_s: float = Field(30.0, ge=0)   # ... for this long, then it is tried again
 
 
 class ClipConfig(_Section):
@@ -90,6 +95,24 @@ class RefereeConfig(_Section):
     max_tokens: int | None = Field(None, ge=1)
 
 
+class RefereeVotingConfig(_Section):
+    """`[referee]`: how the `[[referees]]` vote (k = `[select] min_votes`)."""
+
+    adaptive: bool = True                 # ask in order; stop once k-of-N is decided (`workbench referee --full`)
+    audit_fraction: float = Field(0.05, ge=0, le=1)   # always fully voted (by sample-id hash): unbiased kappa
+
+
+class BatchConfig(_Section):
+    """`[batch]`: the OpenAI Batch API (`--batch`). Defaults are OpenAI's documented limits and discount."""
+
+    enabled: bool = False                 # use the Batch API for every LLM stage (CLI: --batch)
+    max_requests_per_file: int = Field(50_000, ge=1)
+    max_bytes_per_file: int = Field(200 * 1024 * 1024, ge=1024)
+    completion_window: str = "24h"
+    poll_interval_s: float = Field(30.0, gt=0)
+    price_factor: float = Field(0.5, ge=0)   # batch price = list price x this
+
+
 class VisionConfig(_Section):
     """How images are sent to VLMs (filter, Q&A, referees)."""
 
@@ -130,6 +153,8 @@ class Config(_Section):
     referees: list[RefereeConfig] = []
     vision: VisionConfig = VisionConfig()
     select: SelectConfig = SelectConfig()
+    referee: RefereeVotingConfig = RefereeVotingConfig()
+    batch: BatchConfig = BatchConfig()
     prices: dict[str, tuple[float, float]] = {}   # model -> (USD per M input, per M output) overrides
 
     @field_validator("referees")
@@ -140,6 +165,27 @@ class Config(_Section):
         if dup:
             raise ValueError(f"referee names must be unique; repeated: {sorted(dup)}")
         return v
+
+    @model_validator(mode="after")
+    def _check_pools(self):
+        for name, ep in self.endpoints.items():
+            if ep.pool is None:
+                continue
+            where = f"endpoints.{name}.pool"
+            if not ep.pool:
+                raise ValueError(f"{where}: an empty pool; name at least one [endpoints.*] or remove `pool`")
+            for member in ep.pool:
+                if member not in self.endpoints:
+                    known = ", ".join(sorted(k for k in self.endpoints if k != name)) or "none"
+                    raise ValueError(f"{where}: {member!r} is not an [endpoints.*] entry (configured: {known})")
+                m = self.endpoints[member]
+                if member == name or m.pool is not None:
+                    raise ValueError(f"{where}: {member!r} is itself a pool; members must be plain endpoints")
+                if m.kind != "openai":
+                    raise ValueError(f"{where}: {member!r} is kind {m.kind!r}; pool members must be HTTP endpoints")
+            if len(set(ep.pool)) != len(ep.pool):
+                raise ValueError(f"{where}: a member is listed twice")
+        return self
 
 
 def load_config(path: Path) -> Config:
@@ -165,6 +211,9 @@ def parse_config(data: dict, *, source: str = CONFIG_NAME) -> Config:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             msg = err["msg"]
+            if not loc and err["type"] == "value_error":   # a whole-config check names its own field
+                problems.append(msg.removeprefix("Value error, "))
+                continue
             if err["type"] == "extra_forbidden":
                 msg = "unknown setting (a typo?)"
             got = err.get("input")

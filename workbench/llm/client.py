@@ -144,6 +144,7 @@ class Endpoint:
     name: str
     config: EndpointConfig
     price: Price | None     # (input, output) USD per million tokens; None: unknown (see llm/cost.py)
+    members: list["Endpoint"] | None = None   # a pool: the endpoints that serve this model (PoolClient)
 
     @property
     def model(self) -> str:
@@ -151,7 +152,14 @@ class Endpoint:
 
     @property
     def base_url(self) -> str:
+        if self.members:
+            return self.members[0].base_url
         return self.config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL
+
+    @property
+    def public_urls(self) -> list[str]:
+        """Where requests go, safe to show: one URL, or every pool member's."""
+        return [redact_url(m.base_url) for m in (self.members or [self])]
 
     def api_key(self) -> str:
         key = os.environ.get(self.config.api_key_env)
@@ -164,6 +172,8 @@ class Endpoint:
         return "EMPTY"  # local servers (vLLM, Ollama, llama.cpp) accept any key
 
     def describe(self) -> str:
+        if self.members:
+            return f"{self.name}: {self.model} on a pool of {', '.join(m.name for m in self.members)}"
         where = self.config.local_path if self.config.kind == "transformers" else redact_url(self.base_url)
         return f"{self.name}: {self.model} at {where}"
 
@@ -181,7 +191,17 @@ def resolve_endpoint(config: Config, name: str = "default", *, base_url: str | N
     upd = {k: v for k, v in dict(base_url=base_url, model=model, **overrides).items() if v is not None}
     if upd:
         cfg = cfg.model_copy(update=upd)
-    ep = Endpoint(name, cfg, None)
+    members = None
+    if cfg.pool:
+        if base_url is not None:
+            raise WorkbenchError(f"endpoint {name!r} is a pool of {cfg.pool}: --base-url cannot override it; "
+                                 "name one member instead")
+        # A member serves the pool's model: it is asked under its own model name only if it sets one.
+        members = [resolve_endpoint(config, m, model=None if "model" in config.endpoints[m].model_fields_set
+                                    else cfg.model) for m in cfg.pool]
+        if "max_concurrency" not in cfg.model_fields_set:   # the pool can keep every member busy
+            cfg = cfg.model_copy(update={"max_concurrency": sum(m.config.max_concurrency for m in members)})
+    ep = Endpoint(name, cfg, None, members)
     ep.price = price_for(cfg.model, endpoint=cfg, overrides=config.prices, base_url=ep.base_url)
     return ep
 
@@ -224,6 +244,8 @@ def make_client(endpoint: Endpoint):
         from workbench.llm.local import LocalTransformersClient
 
         return LocalTransformersClient(endpoint)
+    if endpoint.members:
+        return PoolClient(endpoint)
     return LLMClient(endpoint)
 
 
@@ -350,3 +372,101 @@ class LLMClient:
                           status=status, raw_text=raw_text, raw_response=raw_response, finish_reason=finish_reason,
                           error=error, prompt_tokens=pt, completion_tokens=ct,
                           cost_usd=cost_usd(self.endpoint.price, pt, ct), latency_s=latency, attempts=attempts)
+
+
+# Errors that are the request's fault, not the server's: another member would answer the same.
+_REQUEST_FAULTS = ("HTTP 400", "HTTP 413", "HTTP 422")
+
+
+def _member_failed(rec: CallRecord) -> bool:
+    """A failure of the server (no reply, 5xx, timeout, unreadable body), not of the request or the model."""
+    return (not rec.ok and rec.raw_response is None and rec.finish_reason is None
+            and not (rec.error or "").startswith(_REQUEST_FAULTS))
+
+
+class _Member:
+    def __init__(self, endpoint: Endpoint):
+        self.endpoint = endpoint
+        self.client = LLMClient(endpoint)
+        self.capacity = endpoint.config.max_concurrency
+        self.in_flight = 0
+        self.failures = 0              # consecutive
+        self.aside_until = 0.0         # monotonic time before which it is not asked
+        self.calls = 0
+
+    def healthy(self, now: float) -> bool:
+        return now >= self.aside_until
+
+
+class PoolClient:
+    """Several endpoints serving one model behind `complete()`, like one LLMClient.
+
+    Each request goes to the healthy member with the lowest load (in flight / its max_concurrency); when
+    every healthy member is full it waits for a free slot. A member whose calls fail `pool_failures` times
+    in a row is set aside for `pool_cooldown_s`, then tried again; a call it failed is re-sent to another
+    member. Records carry the pool's name, model and price, so the cache key and the stored row do not
+    depend on which server answered; `calls_per_member` says who did.
+    """
+
+    def __init__(self, endpoint: Endpoint):
+        self.endpoint = endpoint
+        self.members = [_Member(m) for m in endpoint.members or []]
+        self._freed: asyncio.Condition | None = None
+
+    @property
+    def calls_per_member(self) -> dict[str, int]:
+        return {m.endpoint.name: m.calls for m in self.members}
+
+    async def close(self) -> None:
+        for m in self.members:
+            await m.client.close()
+
+    def _pick(self, exclude: set) -> _Member | None:
+        now = time.monotonic()
+        live = [m for m in self.members if id(m) not in exclude]
+        healthy = [m for m in live if m.healthy(now)]
+        if not healthy and live:
+            # Everything left is set aside: probe the one whose pause ends first rather than fail the call.
+            healthy = [min(live, key=lambda m: m.aside_until)]
+        free = [m for m in healthy if m.in_flight < m.capacity]
+        if not free:
+            return None
+        return min(free, key=lambda m: (m.in_flight / m.capacity, -m.capacity))
+
+    async def complete(self, messages: list[dict], params: dict, *, est_tokens: int | None = None) -> CallRecord:
+        if self._freed is None:
+            self._freed = asyncio.Condition()
+        cfg = self.endpoint.config
+        tried: set = set()
+        rec = None
+        while len(tried) < len(self.members):
+            async with self._freed:
+                while (member := self._pick(tried)) is None:
+                    await self._freed.wait()
+                member.in_flight += 1
+            try:
+                rec = await member.client.complete(messages, params, est_tokens=est_tokens)
+            finally:
+                async with self._freed:
+                    member.in_flight -= 1
+                    self._freed.notify_all()
+            member.calls += 1
+            if not _member_failed(rec):
+                member.failures = 0
+                break
+            member.failures += 1
+            if member.failures >= cfg.pool_failures:
+                member.aside_until = time.monotonic() + cfg.pool_cooldown_s
+                member.failures = 0
+            tried.add(id(member))
+            rec.error = f"{rec.error} [pool member {member.endpoint.name}]"
+        # The pool's identity, whichever member answered: same key, same stored endpoint and model, pool price.
+        rec.endpoint, rec.model = self.endpoint.name, self.endpoint.model
+        if rec.prompt_tokens is not None or rec.completion_tokens is not None:
+            rec.cost_usd = cost_usd(self.endpoint.price, rec.prompt_tokens, rec.completion_tokens)
+        return rec
+
+    def _record(self, status, *, error=None, **kw) -> CallRecord:
+        """What the stage base uses when `complete` itself raised."""
+        return CallRecord(key="", stage="", endpoint=self.endpoint.name, model=self.endpoint.model, request="",
+                          status=status, error=error)

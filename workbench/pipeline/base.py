@@ -264,6 +264,7 @@ class LLMStage(Stage):
 
         first = items[0][1] if items else self.prompt
         run_params = {"endpoint": ep.name, "base_url": _public_url(ep.base_url), "params": params,
+                      **({"pool": ep.public_urls} if ep.members else {}),
                       "rows": len(items), **self.run_params()}
         with ws.stage_run(self.name, run_params, lock_key=self.lock_key, model=ep.model,
                           prompt_file=first.display_path if first else None,
