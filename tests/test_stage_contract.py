@@ -213,3 +213,15 @@ def test_runs_command_lists_and_marks_runs(ws):
         assert res.code == 0
         res = run_cli("runs", ws.root, "--interrupted", str(run.id))
         assert res.code == 2 and "already interrupted" in res.err
+
+
+def test_a_filter_that_keeps_nothing_says_so_and_exits_1(tmp_path):
+    """Fault 7: the filter kept 0 of 1,020 candidates, exited 0, and its summary never said how many it kept."""
+    from test_vision_stages import make_workspace
+
+    with OpenAIServer(lambda req: Reply("None of them fit.")) as server:
+        ws = make_workspace(tmp_path, server.base_url)
+        res = run_cli("filter", ws.root)
+    assert res.code == 1
+    assert "kept 0, not kept 18" in res.out     # 6 images x 3 candidates
+    assert "nothing for the next stage" in res.err and "workbench rejections" in res.err
