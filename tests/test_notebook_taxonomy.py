@@ -1,4 +1,5 @@
-"""notebooks/01_taxonomy.ipynb runs top to bottom headless (nbclient) against the local test server."""
+"""notebooks/01_taxonomy.ipynb headless (nbclient) against the local test server, and the prompt loop's library
+helpers (workbench.notebook_support): versions, preview with the real template, A/B without side effects, promote."""
 
 from __future__ import annotations
 
@@ -10,47 +11,161 @@ from nbclient import NotebookClient
 
 from conftest import REPO
 from openai_server import OpenAIServer, Reply
+from workbench import notebook_support as nbs
+from workbench.errors import WorkbenchError
 from workbench.workspace import Workspace
 
 SECRET = "sk-notebook-SECRET-777"
+EDIT = "Prefer concrete tasks whose answers can be checked against the image."
 
 
 def script(req):
+    """Three children per parent plus a line that repeats the parent (dropped); a prompt with the notebook's
+    example edit also proposes '<parent> checkable'."""
     parent = req.text.split("Category: ", 1)[1].splitlines()[0].split("~")[-1]
-    return Reply(f'```json\n["{parent} alpha", "{parent} beta", "{parent} gamma", "{parent}"]\n```')
+    names = [f"{parent} alpha", f"{parent} beta", f"{parent} gamma"]
+    if EDIT in req.text:
+        names.append(f"{parent} checkable")
+    return Reply("```json\n" + json.dumps(names + [parent]) + "\n```")
+
+
+def run_notebook(path, tmp_path, params: str, timeout=180):
+    nb = nbformat.read(path, as_version=4)
+    idx = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(params))     # injected after the parameters, as papermill does
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return nb
+
+
+def outputs_text(nb) -> str:
+    out = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            data = o.get("data", {})
+            out.append(o.get("text", "") or str(data.get("text/html", "")) + str(data.get("text/plain", "")))
+    return "\n".join(out)
 
 
 @pytest.mark.timeout(240)
 def test_taxonomy_notebook_headless(tmp_path, monkeypatch):
-    nb = nbformat.read(REPO / "notebooks" / "01_taxonomy.ipynb", as_version=4)
-    idx = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     ws_dir = tmp_path / "ws"
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     with OpenAIServer(script) as server:
-        # Injected after the parameters cell, as papermill does.
-        nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(
-            f"workspace_dir = {str(ws_dir)!r}\nbase_url = {server.base_url!r}\nmodel = 'test-model'\n"
-            "interactive = False"))
-        NotebookClient(nb, timeout=180, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        nb = run_notebook(REPO / "notebooks" / "01_taxonomy.ipynb", tmp_path,
+                          f"WORKSPACE = {str(ws_dir)!r}\nBASE_URL = {server.base_url!r}\nMODEL = 'test-model'\n"
+                          "interactive = False")
         assert {r.model for r in server.requests} == {"test-model"}
         assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests)
+        texts = [r.text for r in server.requests]
 
     outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert SECRET not in outputs and "Traceback" not in outputs
+    text = outputs_text(nb)
+    (tmp_path / "outputs.txt").write_text(text)
     ws = Workspace.open(ws_dir)
-    branch = ws.taxonomy.index(("accepted",)).roots()[0]
-    kids = {c.name: c for c in ws.taxonomy.children(branch.id)}
-    name = branch.name
-    assert kids[f"{name} alpha"].status == "accepted"
-    assert kids[f"{name} beta"].status == "rejected"
-    assert kids[f"{name} gamma (reviewed)"].status == "accepted"
-    # The edited prompt's hash is the provenance of the proposals it produced.
-    assert kids[f"{name} alpha"].prompt_file.endswith("expand_child_mine.j2")
-    # The next level was expanded under both accepted proposals, with the default prompts.
-    for k in (f"{name} alpha", f"{name} gamma (reviewed)"):
-        grand = ws.taxonomy.children(kids[k].id)
-        assert [g.name for g in grand] == [f"{k} alpha", f"{k} beta", f"{k} gamma"]
+    # The endpoint came from the parameters: written to the workspace, so 02/03 and the CLI see it.
+    assert ws.config.endpoints["default"].model == "test-model"
+    # The edited version was promoted to the workspace's copy, and level 2 used it for parents with children.
+    copy = ws.prompts_dir / "expand_child_supplement.j2"
+    assert EDIT in copy.read_text()
+    assert "taxonomy unchanged" in text and "promoted version" in text
+    # The preview rendered the real template for a parent with children (no "no subcategories yet").
+    assert "It already has these subcategories" in text
+    ocr = ws.taxonomy.find("optical character recognition")
+    kids = {c.name: c for c in ws.taxonomy.children(ocr.id)}
+    assert "optical character recognition checkable" in kids                    # the promoted version's proposal
+    assert kids["optical character recognition alpha"].prompt_file == str(copy.resolve())
+    # Review: the scripted clicks on this run's first three proposals.
+    statuses = [kids[f"optical character recognition {s}"].status for s in ("alpha", "beta")]
+    assert statuses == ["accepted", "rejected"]
+    reviewed = kids["optical character recognition gamma (reviewed)"]
+    assert reviewed.status == "accepted"
+    # Level 3 under the two accepted generated nodes, with the default child_expand prompt (no children yet).
+    for name in ("optical character recognition alpha", "optical character recognition gamma (reviewed)"):
+        grand = ws.taxonomy.children(kids[name].id)
+        assert [g.name for g in grand][:3] == [f"{name} alpha", f"{name} beta", f"{name} gamma"]
         assert grand[0].prompt_file == "prompts/expand_child_expand.j2"
-    assert len(server.requests) == 3, [(r.attempt, r.text[-80:]) for r in server.requests]
+    # Every call paid once: the A/B's version and level 2 share the cache for the same parents.
+    assert len(texts) == len(set(texts))
+    assert "live node(s)" in text and "Next: 02_images_and_matching.ipynb" in text
     ws.close()
+
+
+@pytest.fixture
+def seeded(seeded_ws):
+    return seeded_ws
+
+
+def test_ab_leaves_the_taxonomy_unchanged_and_shows_drops_and_cost(seeded):
+    ws = seeded
+    name = "expand_child_supplement.j2"
+    parents = nbs.parents_using(ws, name, n=5)
+    assert len(parents) == 5 and all(ws.taxonomy.children(p) for p in parents)
+    current = nbs.current_prompt(ws, name)
+    version = nbs.save_draft(ws, name, current.source.replace("Name each one", EDIT + " Name each one"))
+    before = ws.taxonomy.count(None)
+    with OpenAIServer(script) as server:
+        ab = nbs.ab_test(ws, name, version, parents, base_url=server.base_url, model="m")
+        assert len(server.requests) == 10
+        again = nbs.ab_test(ws, name, version, parents, base_url=server.base_url, model="m")
+        assert len(server.requests) == 10                         # cached: a re-run is free
+    assert ws.taxonomy.count(None) == before == ab.nodes_after == again.nodes_after
+    assert ws.store.scalar("SELECT count(*) FROM nodes WHERE status='proposed'") == 0
+    row = ab.table.iloc[0]
+    parent = row.parent.split("~")[-1]
+    assert f"{parent} checkable" in row.only_version and f"{parent} checkable" not in row.current
+    assert any("repeats the parent" in d for d in row.dropped_current)
+    assert ab.cost["current"]["calls"] == 5 and ab.cost["version"]["prompt_tokens"] > 0
+    assert "taxonomy unchanged" in ab.summary() and "$0.0000" in ab.summary()    # a loopback endpoint is free
+    # A parent whose template is another one is refused, naming it.
+    leafy = next(n for n, _ in ws.taxonomy.leaves() if n.level == 1)
+    with pytest.raises(WorkbenchError, match="not the template the stage uses"):
+        nbs.ab_test(ws, name, version, [leafy.id], base_url="http://127.0.0.1:9/v1", model="m")
+
+
+def test_versions_preview_and_promote(seeded):
+    ws = seeded
+    name = "expand_child_supplement.j2"
+    parents = nbs.parents_using(ws, name, n=2)
+    leaf1 = next(n for n, _ in ws.taxonomy.leaves() if n.level == 1)          # a level-1 node without children
+    v1 = nbs.save_draft(ws, name, nbs.current_prompt(ws, name).source + "\nVersion one.")
+    assert nbs.save_draft(ws, name, v1.source).path == v1.path                 # same text, same version
+    text = nbs.preview_version(ws, name, v1, [parents[0], leaf1.id])
+    first, second = text.split("=== ")[1:]
+    assert "Version one." in first and "It already has these subcategories" in first
+    assert "expand_child_expand.j2 (not expand_child_supplement.j2" in second and "no subcategories yet" in second
+    assert "Version one." not in second
+    with pytest.raises(WorkbenchError, match="line 1"):
+        nbs.save_draft(ws, name, "{% if %}")
+    with pytest.raises(WorkbenchError, match="not an expansion prompt"):
+        nbs.save_draft(ws, "qa.j2", "x")
+
+    bundled = nbs.current_prompt(ws, name)
+    assert "bundled prompt" in nbs.describe_prompt(ws, name)
+    said = nbs.promote(ws, name, v1)
+    assert "promoted version" in said
+    assert nbs.current_prompt(ws, name).hash == v1.hash                        # the stage now uses it
+    assert "workspace's copy" in nbs.describe_prompt(ws, name)
+    assert any(p.read_text() == bundled.source for p in nbs.drafts_dir(ws).iterdir())   # the old text is kept
+    assert "already what the stage uses" in nbs.promote(ws, name, v1)
+    # The editor reopens on the promoted copy (newer than the backup version promote saved).
+    ed = nbs.PromptEditor(ws, name)
+    assert ed.value == v1.source
+    ed.text.value = v1.source + "\nVersion two."                              # an edit in the box saves a version
+    assert nbs.PromptEditor(ws, name).value.endswith("Version two.")           # a re-run cell finds it again
+
+
+def test_configure_endpoints_block(ws):
+    said = nbs.configure_endpoints(ws, base_url="http://127.0.0.1:1/v1", model="m1")
+    assert "m1" in said and ws.config.endpoints["default"].base_url == "http://127.0.0.1:1/v1"
+    assert nbs.configure_endpoints(ws, base_url="http://127.0.0.1:1/v1", model="m1") == ""     # nothing changed
+    nbs.configure_endpoints(ws, referee_models=["j1", "j2"])
+    assert [r.endpoint for r in ws.config.referees] == ["referee_1", "referee_2"]
+    assert ws.config.endpoints["referee_2"].model == "j2" and ws.config.endpoints["default"].model == "m1"
+    nbs.configure_endpoints(ws, model="m2")                                   # the referees stay
+    assert len(ws.config.referees) == 2 and ws.config.endpoints["default"].model == "m2"
+    cfg = ws.root / "workbench.toml"
+    cfg.write_text(cfg.read_text() + '\n[endpoints.default]\nmodel = "mine"\n')
+    with pytest.raises(WorkbenchError, match=r"line \d+ already configures endpoints.default"):
+        nbs.configure_endpoints(ws, model="m3")

@@ -9,6 +9,12 @@
 Apply writes the decisions of the rows shown (through `decisions.apply_decisions`), lists each row's result and
 a count per outcome, then re-reads the pending proposals from the workspace: decided rows leave the table, rows
 that failed keep their choice and show why.
+
+Run All in a notebook does not wait for a click: the cell after the table calls `table.require_apply()`, which
+stops the run with one short line (`ReviewPending`) while proposals are shown and Apply was not pressed in this
+session; after Apply the user runs the cells below. Widget state is not saved with the notebook (a saved copy
+would look clickable but write nothing): a reopened notebook shows "model not found" until the cell is re-run,
+and the plain-text form of the table says so.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
+from workbench.errors import WorkbenchError
 from workbench.review.decisions import (ACTIONS, Decision, DecisionResult, apply_decisions, count_outcomes,
                                         pending_proposals)
 
@@ -28,10 +35,16 @@ def _widgets():
     try:
         import ipywidgets
     except ImportError as exc:   # pragma: no cover - ipywidgets is a dependency of the notebooks
-        from workbench.errors import WorkbenchError
-
         raise WorkbenchError("the review table needs ipywidgets: pip install ipywidgets") from exc
     return ipywidgets
+
+
+class ReviewPending(WorkbenchError):
+    """Raised by `ReviewTable.require_apply` to stop Run All politely until the curator pressed Apply."""
+
+    def _render_traceback_(self):
+        # IPython shows these lines instead of a traceback: one short message, and Run All stops here.
+        return [f"\x1b[1mStopped for review:\x1b[0m {self}"]
 
 
 def _esc(value: Any) -> str:
@@ -103,7 +116,19 @@ class ReviewTable:
         return self._container
 
     def _repr_mimebundle_(self, **kwargs):
-        return self._container._repr_mimebundle_(**kwargs)
+        bundle = self._container._repr_mimebundle_(**kwargs)
+        # What a front end without the live kernel shows (nbconvert, a viewer): say how to get the table back.
+        bundle["text/plain"] = (f"Review table ({len(self.pending)} pending proposal(s)): a live widget of the "
+                                "running kernel, not saved with the notebook; re-run this cell to show it.")
+        return bundle
+
+    def require_apply(self) -> None:
+        """Stop (ReviewPending) while the table shows proposals and Apply was not pressed in this session."""
+        if self.rows and not self.history:
+            raise ReviewPending(
+                f"{len(self.pending)} proposal(s) wait in the review table above. Choose accept / reject / rename, "
+                "press Apply (leaving every row on keep is a choice too), then run this cell and the ones below "
+                "(Run > Run Selected Cell and All Below).")
 
     # -- data ---------------------------------------------------------------------------------
     def refresh(self) -> None:
