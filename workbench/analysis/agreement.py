@@ -6,6 +6,11 @@ figure here is computed from those weighted patterns, so 400k samples x 3 refere
 grouped query, not a 1.2M-row frame. Cohen's kappa is scikit-learn's (with sample weights);
 Fleiss' kappa is implemented here (statsmodels is not a dependency) and tested against the
 worked example of Fleiss (1971) as given on Wikipedia.
+
+Adaptive voting (`workbench referee` without --full) asks a later referee only where the earlier ones left
+the outcome open, so its votes are a biased sample: agreement is measured on *fully voted* samples
+(`load_patterns(fully_voted=True)`): every referee voted and, if any vote came from an adaptive run, the
+sample is in the audit set that adaptive runs always vote fully.
 """
 
 from __future__ import annotations
@@ -16,14 +21,33 @@ import numpy as np
 import pandas as pd
 
 INVALID = -1
+_ADAPTIVE_RUNS = ("SELECT count(*) FROM stage_runs WHERE stage LIKE 'referee:%' "
+                  "AND json_extract(params, '$.adaptive') = 1")
+
+
+def adaptive_runs(store) -> int:
+    """How many referee runs voted adaptively (their votes are not all a fair sample for agreement)."""
+    return int(store.scalar(_ADAPTIVE_RUNS) or 0)
 
 
 def referees(store) -> list[str]:
     return [r[0] for r in store.query("SELECT DISTINCT referee FROM votes ORDER BY referee")]
 
 
-def load_patterns(store, by_node: bool = True) -> tuple[pd.DataFrame, list[str]]:
-    """Vote patterns: columns = referee names (1/0/-1/NaN), [node_id,] n. Returns (frame, referee names)."""
+def _audit_sql_function(store, fraction: float) -> str:
+    """Register the audit-set test (pipeline/referee/stage.is_audit) on this connection; its SQL name."""
+    from workbench.pipeline.referee.stage import is_audit
+
+    store.conn.create_function("wb_is_audit", 1, lambda sid: int(is_audit(sid, fraction)), deterministic=True)
+    return "wb_is_audit"
+
+
+def load_patterns(store, by_node: bool = True, *, fully_voted: bool = False,
+                  audit_fraction: float = 0.05) -> tuple[pd.DataFrame, list[str]]:
+    """Vote patterns: columns = referee names (1/0/-1/NaN), [node_id,] n. Returns (frame, referee names).
+
+    fully_voted: only samples every referee voted on, and, where a vote came from an adaptive referee run,
+    only those in the audit set (`audit_fraction`, as configured when the votes were cast)."""
     names = referees(store)
     if not names:
         return pd.DataFrame(columns=["n"]), []
@@ -32,6 +56,14 @@ def load_patterns(store, by_node: bool = True) -> tuple[pd.DataFrame, list[str]]
         cols.append(f"max(CASE WHEN v.referee = ?{i + 1} THEN (CASE WHEN v.valid = 1 AND v.vote IS NOT NULL "
                     f"THEN v.vote ELSE {INVALID} END) END) AS r{i}")
     inner = (f"SELECT v.sample_id, {', '.join(cols)} FROM votes v GROUP BY v.sample_id")
+    if fully_voted:
+        having = f"count(*) = {len(names)}"
+        if store.scalar(_ADAPTIVE_RUNS):
+            audit = _audit_sql_function(store, audit_fraction)
+            inner = (f"SELECT v.sample_id, {', '.join(cols)} FROM votes v LEFT JOIN stage_runs r ON "
+                     "r.id = v.stage_run_id GROUP BY v.sample_id")
+            having += f" AND (max(coalesce(json_extract(r.params, '$.adaptive'), 0)) = 0 OR {audit}(v.sample_id))"
+        inner += f" HAVING {having}"
     rcols = ", ".join(f"p.r{i}" for i in range(len(names)))
     if by_node:
         sql = (f"SELECT s.node_id AS node_id, {rcols}, count(*) AS n FROM ({inner}) p "

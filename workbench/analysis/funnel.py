@@ -1,7 +1,9 @@
 """The funnel per stage, overall and per task type, and every rejected row with its reason.
 
 matched (image × task type from CLIP top-k) → kept by the filter → Q&A parsed → passed the referees →
-selected. Counts are of (image, task type) pairs until Q&A, of samples after.
+selected. Counts are of (image, task type) pairs until Q&A, of samples after. Where referees voted
+adaptively (`workbench referee` without --full), a last row / column says how many referee calls that saved:
+the votes full voting would have cast on the voted samples, minus the votes cast.
 """
 
 from __future__ import annotations
@@ -9,6 +11,17 @@ from __future__ import annotations
 import pandas as pd
 
 STAGES = ["matched", "kept by filter", "Q&A parsed", "passed referees", "selected"]
+SAVED = "referee calls saved (adaptive)"
+
+
+def referee_calls_saved(ws, *, per_task: bool = False):
+    """Referee calls adaptive voting did not make: (referees x ok samples with any vote) - votes cast.
+    An int, or a Series by node_id with per_task."""
+    n = len(ws.config.referees) or int(ws.store.scalar("SELECT count(DISTINCT referee) FROM votes") or 0)
+    sql = (f"SELECT s.node_id, sum({n} - v.cast) AS n FROM samples s JOIN (SELECT sample_id, count(*) AS cast "
+           "FROM votes GROUP BY sample_id) v ON v.sample_id = s.id WHERE s.status = 'ok' GROUP BY s.node_id")
+    saved = pd.read_sql_query(sql, ws.store.conn).set_index("node_id")["n"].clip(lower=0)
+    return saved if per_task else int(saved.sum())
 
 
 def _table_exists(store, name: str) -> bool:
@@ -31,8 +44,16 @@ def funnel(ws, *, min_votes: int | None = None, per_task: bool = False) -> pd.Da
     frames = {}
     for stage, sql in q.items():
         frames[stage] = pd.read_sql_query(sql, ws.store.conn).set_index("node_id")["n"]
+    from workbench.analysis.agreement import adaptive_runs
+
+    adaptive = adaptive_runs(ws.store) > 0
     if not per_task:
-        return pd.DataFrame({"stage": STAGES, "count": [int(frames[s].sum()) for s in STAGES]})
+        out = pd.DataFrame({"stage": STAGES, "count": [int(frames[s].sum()) for s in STAGES]})
+        if adaptive:
+            out.loc[len(out)] = [SAVED, referee_calls_saved(ws)]
+        return out
+    if adaptive:
+        frames[SAVED] = referee_calls_saved(ws, per_task=True)
     df = pd.DataFrame(frames).fillna(0).astype(int)
     idx = ws.taxonomy.index(None)
     df.insert(0, "task_type", [idx.paths.get(n, "") for n in df.index])

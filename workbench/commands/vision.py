@@ -53,14 +53,24 @@ def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float
 def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
                 limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH,
                 name: Optional[List[str]] = typer.Option(None, "--name", help="Only this referee (repeatable; "
-                                                         "default: every [[referees]] entry).")):
-    """Every configured referee votes 1/0 on every Q&A sample."""
+                                                         "default: every [[referees]] entry)."),
+                full: bool = typer.Option(False, "--full", help="Ask every referee about every sample (default: "
+                                          "adaptive k-of-N, in [[referees]] order, stopping once a sample's "
+                                          "outcome is decided; [referee] audit_fraction is always fully voted; "
+                                          "[referee] adaptive = false makes --full the default).")):
+    """The configured referees vote 1/0 on the Q&A samples (adaptively unless --full)."""
     from workbench.pipeline.referee.stage import run_referees
 
     ws = _open(workspace)
+    adaptive = ws.config.referee.adaptive and not full
+
+    def on_plan(ref, plan):
+        typer.echo(f"referee {ref}: asked about {plan.asked + plan.already:,} sample(s) ({plan.already:,} already "
+                   f"voted, {plan.audit:,} audit); {plan.decided:,} already decided by the other referees' votes")
+
     status = 0
     for rep in run_referees(ws, names=name or None, dry_run=dry_run, budget_usd=budget, limit=limit,
-                            refresh_failed=refresh_failed):
+                            refresh_failed=refresh_failed, adaptive=adaptive, on_plan=on_plan):
         status = max(status, _show(rep, ws.config.limits.max_failure_rate))
     raise typer.Exit(status)
 

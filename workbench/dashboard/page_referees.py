@@ -1,5 +1,8 @@
 """Referees: pass rate per referee, pairwise Cohen's kappa, Fleiss' kappa, agreement per category,
-and a browser of disagreements with each referee's raw output."""
+and a browser of disagreements with each referee's raw output.
+
+Agreement (and, once any referee voted adaptively, the pass rates) is computed on fully voted samples only:
+adaptive voting asks a later referee mostly where the earlier ones disagreed, which would bias every figure."""
 
 from __future__ import annotations
 
@@ -11,20 +14,33 @@ from workbench.analysis import agreement
 from workbench.dashboard import data
 
 
+@st.cache_data(show_spinner="Summarising fully voted samples…", max_entries=4)
+def fully_voted(root: str, v: tuple, audit_fraction: float):
+    """(patterns of the fully voted samples, adaptive referee runs)."""
+    store = data.open_workspace(root).store
+    return (agreement.load_patterns(store, by_node=True, fully_voted=True, audit_fraction=audit_fraction)[0],
+            agreement.adaptive_runs(store))
+
+
 def render(root: str, ws) -> None:
-    v = data.version(root, "votes", "samples", "nodes")
-    patterns, names = data.vote_patterns(root, v)
+    v = data.version(root, "votes", "samples", "nodes", "stage_runs")
+    all_patterns, names = data.vote_patterns(root, v)
     if not names:
         data.empty_state("No referee votes", "votes")
         return
-    rates = agreement.pass_rates(patterns, names)
+    patterns, adaptive = fully_voted(root, v, ws.config.referee.audit_fraction)
+    rates = agreement.pass_rates(patterns if adaptive else all_patterns, names)
     fleiss = agreement.fleiss_from_patterns(patterns, names)
     full = agreement.complete(patterns, names)
-    c = st.columns(4)
+    c = st.columns(5)
     c[0].metric("referees", len(names))
-    c[1].metric("samples voted", f"{int(patterns['n'].sum()):,}")
-    c[2].metric("samples with every vote valid", f"{int(full['n'].sum()):,}")
-    c[3].metric("Fleiss' κ", "–" if np.isnan(fleiss) else f"{fleiss:.3f}")
+    c[1].metric("samples voted", f"{int(all_patterns['n'].sum()):,}")
+    c[2].metric("fully voted samples", f"{int(patterns['n'].sum()):,}")
+    c[3].metric("samples with every vote valid", f"{int(full['n'].sum()):,}")
+    c[4].metric("Fleiss' κ", "–" if np.isnan(fleiss) else f"{fleiss:.3f}")
+    st.caption(f"κ figures use the {int(patterns['n'].sum()):,} fully voted samples"
+               + (f" (adaptive voting: the audit set, [referee] audit_fraction = {ws.config.referee.audit_fraction:g}; "
+                  "pass rates too)" if adaptive else "") + ".")
 
     left, right = st.columns(2)
     with left:
@@ -81,6 +97,7 @@ def render(root: str, ws) -> None:
 
 
 def prewarm(root: str) -> None:
-    v = data.version(root, "votes", "samples", "nodes")
+    v = data.version(root, "votes", "samples", "nodes", "stage_runs")
     data.vote_patterns(root, v)
+    fully_voted(root, v, data.open_workspace(root).config.referee.audit_fraction)
     data.disagreements(root, v, None, 500)

@@ -4,11 +4,20 @@ Referees are configured as `[[referees]]` (name, endpoint, prompt, answer_aware)
 prompt asks, as the paper's did, whether the task type and question suit the image; the
 answer-aware prompt also shows and judges the answer. One `votes` row per (sample, referee) with the
 raw text; an ambiguous reply is stored as vote NULL, valid 0 (never as a 0).
+
+Adaptive voting (`run_referees(adaptive=True)`, the default of `workbench referee`): with k-of-N selection
+(k = `[select] min_votes`) the referees are asked in their configured order, each only about the samples whose
+outcome the votes so far leave open: a sample is decided once it has k positive votes, or when even positive
+votes from every referee not yet heard could not reach k (an ambiguous vote counts as not positive, as in
+selection). So 2-of-3 asks the third referee only where the first two disagree, and selection on these votes
+equals selection on full votes. A fixed `[referee] audit_fraction` of samples (by a hash of the sample id) is
+always asked of every referee, so agreement figures stay measurable on an unbiased sample.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 from workbench.config import RefereeConfig
 from workbench.errors import ConfigError, ParseFailure, WorkbenchError
@@ -29,14 +38,17 @@ class VoteRow:
 class RefereeStage(ImageStage):
     expected_output_tokens = 4
 
-    def __init__(self, ws, referee: RefereeConfig, *, limit: int | None = None):
+    def __init__(self, ws, referee: RefereeConfig, *, limit: int | None = None, adaptive: dict | None = None):
+        """adaptive: recorded in the run's params (min_votes, referees, audit_fraction, asked, decided)."""
         self.referee = referee
         self.name = f"referee:{referee.name}"
         self.default_prompt = "referee_answer_aware.j2" if referee.answer_aware else "referee.j2"
+        self.adaptive = adaptive
         super().__init__(ws, referee, endpoint=referee.endpoint, limit=limit)
 
     def run_params(self) -> dict:
-        return {"referee": self.referee.name}
+        extra = {"adaptive": True, **self.adaptive} if self.adaptive else {"adaptive": False}
+        return {"referee": self.referee.name, **extra}
 
     def rows(self, ws) -> list[VoteRow]:
         rows = vote_rows(ws, limit=self.limit)
@@ -97,10 +109,82 @@ def referees(ws, names: list[str] | None = None) -> list[RefereeConfig]:
     return refs
 
 
-def run_referees(ws, *, names: list[str] | None = None, limit: int | None = None, **run_opts) -> list[RunReport]:
-    """Every configured referee (or `names`) votes on every ok sample; one stage run per referee.
+def is_audit(sample_id: str, fraction: float) -> bool:
+    """Whether a sample belongs to the always-fully-voted audit set: a fixed hash of its id, so the same
+    samples are audited in every run and by every process."""
+    if fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8, person=b"wb-audit").digest(), "big")
+    return h < fraction * 2 ** 64
+
+
+def decided(yes: int, heard: int, n_referees: int, k: int) -> bool:
+    """k-of-N is settled by `yes` positive votes out of `heard` (the rest of the N not yet heard)."""
+    return yes >= k or yes + (n_referees - heard) < k
+
+
+@dataclass
+class AdaptivePlan:
+    """Which samples one referee is asked about in adaptive voting, and why the others are not."""
+
+    rows: list[VoteRow]
+    asked: int = 0          # not yet voted on by this referee and still open (or audited)
+    already: int = 0        # voted on before (re-read from the cache, no call)
+    decided: int = 0        # settled by the other referees' votes: not asked
+    audit: int = 0          # audit samples among the asked
+    params: dict = field(default_factory=dict)
+
+
+def adaptive_rows(ws, referee: str, rows: list[VoteRow], *, order: list[str], k: int,
+                  audit_fraction: float) -> AdaptivePlan:
+    """The rows `referee` must vote on given the votes stored now (one grouped query)."""
+    votes: dict[str, tuple[int, set]] = {}
+    q = ",".join("?" * len(order))
+    for r in ws.store.query(f"SELECT sample_id, referee, vote FROM votes WHERE referee IN ({q})", tuple(order)):
+        yes, heard = votes.setdefault(r["sample_id"], (0, set()))
+        heard.add(r["referee"])
+        votes[r["sample_id"]] = (yes + (r["vote"] == 1), heard)
+    plan = AdaptivePlan(rows=[])
+    for row in rows:
+        yes, heard = votes.get(row.sample_id, (0, set()))
+        if referee in heard:
+            plan.already += 1
+        elif is_audit(row.sample_id, audit_fraction):
+            plan.audit += 1
+            plan.asked += 1
+        elif decided(yes, len(heard), len(order), k):
+            plan.decided += 1
+            continue
+        else:
+            plan.asked += 1
+        plan.rows.append(row)
+    plan.params = {"min_votes": k, "referees": order, "audit_fraction": audit_fraction, "asked": plan.asked,
+                   "already_voted": plan.already, "decided_before": plan.decided, "audit": plan.audit}
+    return plan
+
+
+def run_referees(ws, *, names: list[str] | None = None, limit: int | None = None, adaptive: bool = False,
+                 on_plan=None, **run_opts) -> list[RunReport]:
+    """The configured referees (or `names`) vote on the ok samples; one stage run per referee.
+
+    adaptive=False: every referee votes on every sample. adaptive=True: in `[[referees]]` order, each only
+    where the k-of-N outcome is still open or the sample is in the audit set (see the module docstring);
+    `on_plan(referee_name, AdaptivePlan)` is told who is asked. A dry run cannot know the votes it would get:
+    it counts the referees after the first as if the earlier ones had not voted yet.
     run_opts: dry_run, budget_usd, progress, refresh_failed, on_result (see LLMStage.run)."""
     rows = vote_rows(ws, limit=limit)
     if not rows:
         raise WorkbenchError(no_samples_message(ws, "referee"))
-    return [RefereeStage(ws, ref, limit=limit).run(ws, rows, **run_opts) for ref in referees(ws, names)]
+    chosen = referees(ws, names)
+    if not adaptive:
+        return [RefereeStage(ws, ref, limit=limit).run(ws, rows, **run_opts) for ref in chosen]
+    order = [r.name for r in ws.config.referees]
+    chosen = sorted(chosen, key=lambda r: order.index(r.name))
+    k, fraction = ws.config.select.min_votes, ws.config.referee.audit_fraction
+    reports = []
+    for ref in chosen:   # in configured order: each plan reads the votes the previous referee just wrote
+        plan = adaptive_rows(ws, ref.name, rows, order=order, k=k, audit_fraction=fraction)
+        if on_plan is not None:
+            on_plan(ref.name, plan)
+        reports.append(RefereeStage(ws, ref, limit=limit, adaptive=plan.params).run(ws, plan.rows, **run_opts))
+    return reports
