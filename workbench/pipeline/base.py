@@ -22,6 +22,7 @@ that do not parse are reported, not held against the endpoint (`--refresh-failed
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import queue
 import threading
@@ -417,42 +418,54 @@ def _call_all(ws, stage, ep, params, pending, requests, est, out_tokens, cache, 
     bar = _progress(len(pending), f"{stage.name} ({ep.model})", progress)
     try:
         finished = False
-        while not finished:
-            # Everything that has arrived is committed in one transaction, before it is used.
-            batch = [results.get()]
-            while len(batch) < 512:
+        waiting: collections.deque = collections.deque()    # committed, not yet parsed and recorded
+
+        def absorb(block: bool) -> None:
+            """Commit every reply that has arrived, in one transaction, before anything is parsed: a kill loses
+            only calls still in flight, never a reply that reached this process."""
+            nonlocal finished
+            got = []
+            if block:
+                got.append(results.get())
+            while True:
                 try:
-                    batch.append(results.get_nowait())
+                    got.append(results.get_nowait())
                 except queue.Empty:
                     break
-            if batch[-1] is DONE:
+            if got and got[-1] is DONE:
                 finished = True
-                batch.pop()
-            for key, rec, _ in batch:
+                got.pop()
+            for key, rec, _ in got:
                 if key == "__error__":
                     raise rec
-            answered = [rec for _, rec, _ in batch if rec is not None]
+            answered = [rec for _, rec, _ in got if rec is not None]
             now = utcnow()
             for rec in answered:
                 rec.created_at = now
             if answered:
                 cache.put_many(answered)
-            for key, rec, _ in batch:
-                if rec is not None:
-                    report.called += 1
-                    report.prompt_tokens += rec.prompt_tokens or 0
-                    report.completion_tokens += rec.completion_tokens or 0
-                    if rec.cost_usd is None:
-                        report.cost_usd = None
-                    elif report.cost_usd is not None:
-                        report.cost_usd += rec.cost_usd
-                deliver(key, rec, True)
-                if (not stop.is_set() and stats["done"] >= min_calls
-                        and stats["failed"] / stats["done"] > max_failure_rate):
-                    stop.set()
-                    report.stopped = (f"failure rate {stats['failed']}/{stats['done']} of this run's calls is over "
-                                      f"{max_failure_rate:.0%}; first errors: {report.errors[:3]}")
-            bar.update(len(answered))
+                bar.update(len(answered))
+            waiting.extend(got)
+
+        while not finished or waiting:
+            absorb(block=not waiting and not finished)
+            if not waiting:
+                continue
+            key, rec, _ = waiting.popleft()
+            if rec is not None:
+                report.called += 1
+                report.prompt_tokens += rec.prompt_tokens or 0
+                report.completion_tokens += rec.completion_tokens or 0
+                if rec.cost_usd is None:
+                    report.cost_usd = None
+                elif report.cost_usd is not None:
+                    report.cost_usd += rec.cost_usd
+            deliver(key, rec, True)
+            if (not stop.is_set() and stats["done"] >= min_calls
+                    and stats["failed"] / stats["done"] > max_failure_rate):
+                stop.set()
+                report.stopped = (f"failure rate {stats['failed']}/{stats['done']} of this run's calls is over "
+                                  f"{max_failure_rate:.0%}; first errors: {report.errors[:3]}")
     except BaseException:
         stop.set()
         raise
