@@ -39,6 +39,9 @@ def expand_cmd(
     refresh_failed: bool = typer.Option(False, "--refresh-failed", help="Ask again for parents whose stored "
                                         "reply could not be read (otherwise answered calls come from the cache)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    batch: bool = typer.Option(False, "--batch", help="Send the calls through the OpenAI Batch API (about half "
+                               "price, results within [batch] completion_window); run the same command again to "
+                               "resume polling after a stop. `workbench batches` lists them."),
 ):
     """Ask the LLM for new task types, one call per parent; new names become `proposed` nodes.
 
@@ -49,6 +52,8 @@ def expand_cmd(
     from workbench.taxonomy.expand.stage import expand
 
     ws = _open(workspace)
+    if batch:
+        ws.config.batch.enabled = True   # this run only: the stage loop reads it (expand() passes no batch option)
     report = expand(ws, level=level, nodes=node or None, prompt=prompt, endpoint=endpoint, model=model,
                     base_url=base_url, dry_run=dry_run, budget_usd=budget, apply=not record_only, again=again,
                     progress=progress, refresh_failed=refresh_failed)

@@ -16,11 +16,14 @@ BUDGET = typer.Option(None, "--budget", min=0, help="Stop cleanly before spendin
 REFRESH = typer.Option(False, "--refresh-failed", help="Ask again where the stored reply could not be read "
                        "(otherwise every answered call comes from the cache).")
 LIMIT = typer.Option(None, "--limit", min=1, help="Only the first N images (or samples), e.g. to try a prompt.")
+BATCH = typer.Option(False, "--batch", help="Send the calls through the OpenAI Batch API (about half price, results "
+                     "within [batch] completion_window): submit, poll, ingest; run the same command again to resume "
+                     "polling after a stop. `workbench batches` lists them.")
 
 
 @app.command("filter")
 def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
-               limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH,
+               limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
                prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt file (default: [filter] prompt "
                                                     "or prompts/filter.j2)."),
                endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name from workbench.toml "
@@ -30,13 +33,13 @@ def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[f
 
     ws = _open(workspace)
     rep = run_filter(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
-                     refresh_failed=refresh_failed)
+                     refresh_failed=refresh_failed, batch=batch or None)
     raise typer.Exit(_show(rep, ws.config.limits.max_failure_rate))
 
 
 @app.command("qa")
 def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
-           limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH,
+           limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
            prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt file (default: [qa] prompt or "
                                                 "prompts/qa.j2)."),
            endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name (default: [qa] endpoint).")):
@@ -45,13 +48,13 @@ def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float
 
     ws = _open(workspace)
     rep = run_qa(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
-                 refresh_failed=refresh_failed)
+                 refresh_failed=refresh_failed, batch=batch or None)
     raise typer.Exit(_show(rep, ws.config.limits.max_failure_rate))
 
 
 @app.command("referee")
 def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
-                limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH,
+                limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
                 name: Optional[List[str]] = typer.Option(None, "--name", help="Only this referee (repeatable; "
                                                          "default: every [[referees]] entry)."),
                 full: bool = typer.Option(False, "--full", help="Ask every referee about every sample (default: "
@@ -70,7 +73,7 @@ def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[
 
     status = 0
     for rep in run_referees(ws, names=name or None, dry_run=dry_run, budget_usd=budget, limit=limit,
-                            refresh_failed=refresh_failed, adaptive=adaptive, on_plan=on_plan):
+                            refresh_failed=refresh_failed, adaptive=adaptive, on_plan=on_plan, batch=batch or None):
         status = max(status, _show(rep, ws.config.limits.max_failure_rate))
     raise typer.Exit(status)
 
@@ -83,17 +86,29 @@ def select_cmd(workspace: Path = WS_ARG,
                min_per_task: Optional[int] = typer.Option(None, help="Drop task types with fewer passing samples."),
                budget: Optional[int] = typer.Option(None, "--total", help="Total samples to keep, spread over task "
                                                     "types (many tasks × few samples)."),
-               seed: Optional[int] = typer.Option(None, help="Seed for which samples a cap or budget keeps.")):
-    """Keep samples with at least K positive votes, with per-task caps/floors and a total budget."""
+               seed: Optional[int] = typer.Option(None, help="Seed for which samples a cap or budget keeps."),
+               consensus: str = typer.Option("kofn", "--consensus", help="kofn: at least --min-votes positive "
+                                             "votes; ds: Dawid-Skene posterior P(good) >= --min-posterior (each "
+                                             "referee's reliability estimated from the votes)."),
+               min_posterior: Optional[float] = typer.Option(None, "--min-posterior", help="With --consensus ds: "
+                                                             "the posterior P(good) a sample needs (default 0.8).")):
+    """Keep samples the referees pass (k-of-N votes or Dawid-Skene posterior), with per-task caps/floors and a
+    total budget. A reviewer's vote (`workbench adjudicate`) decides its sample; a flagged sample is never kept."""
+    from workbench.errors import WorkbenchError
     from workbench.pipeline.select.stage import select
 
+    if consensus == "ds" and min_votes is not None:
+        raise WorkbenchError("--min-votes applies to --consensus kofn; with --consensus ds use --min-posterior")
+    if consensus != "ds" and min_posterior is not None:
+        raise WorkbenchError("--min-posterior applies to --consensus ds; add --consensus ds (or use --min-votes)")
     ws = _open(workspace)
     k = ws.config.select.min_votes if min_votes is None else min_votes
-    if ws.config.referees and k > len(ws.config.referees):
+    if consensus == "kofn" and ws.config.referees and k > len(ws.config.referees):
         typer.echo(f"warning: --min-votes {k} is more than the {len(ws.config.referees)} configured referee(s): "
                    "no sample can pass", err=True)
     typer.echo(select(ws, min_votes=min_votes, max_per_task=max_per_task, min_per_task=min_per_task,
-                      budget=budget, seed=seed).summary())
+                      budget=budget, seed=seed, consensus=consensus,
+                      min_posterior=0.8 if min_posterior is None else min_posterior).summary())
 
 
 @app.command("export")

@@ -66,3 +66,46 @@ MIGRATIONS.append(
     );
     """
 )
+
+# Migration 3: the OpenAI Batch API (llm/batch.py). One row per batch this workspace submitted (before the
+# provider knows it: status 'submitting', with a random token sent as metadata so a restarted process finds a
+# batch whose id it never stored), and one per request in it. A restarted run resumes polling the live batches
+# that hold its keys instead of submitting them again; `ingested_at` marks a batch whose results are in
+# `llm_calls`.
+MIGRATIONS.append(
+    """
+    CREATE TABLE llm_batches (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        token          TEXT NOT NULL UNIQUE,     -- sent as metadata {"workbench": token}
+        batch_id       TEXT UNIQUE,              -- the provider's id; NULL until created
+        endpoint       TEXT NOT NULL,
+        model          TEXT NOT NULL,
+        stage          TEXT NOT NULL,
+        stage_run_id   INTEGER REFERENCES stage_runs(id) ON DELETE SET NULL,
+        attempt        INTEGER NOT NULL DEFAULT 1,   -- 2: expired/failed lines of an earlier batch, sent again
+        input_file_id  TEXT,
+        output_file_id TEXT,
+        error_file_id  TEXT,
+        status         TEXT NOT NULL,            -- submitting, then the provider's: validating, in_progress,
+                                                 -- finalizing, completed, expired, failed, cancelling, cancelled
+        n_requests     INTEGER NOT NULL,
+        n_completed    INTEGER NOT NULL DEFAULT 0,
+        n_failed       INTEGER NOT NULL DEFAULT 0,
+        bytes          INTEGER,
+        error          TEXT,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL,
+        ingested_at    TEXT                      -- results written to llm_calls
+    );
+    CREATE TABLE llm_batch_requests (
+        batch       INTEGER NOT NULL REFERENCES llm_batches(id) ON DELETE CASCADE,
+        key         TEXT NOT NULL,               -- llm_calls.key, the line's custom_id
+        request     TEXT NOT NULL,               -- as llm_calls.request
+        prompt_file TEXT,
+        prompt_hash TEXT,
+        outcome     TEXT,                        -- NULL: waiting; ok, error, resubmitted, cancelled
+        PRIMARY KEY (batch, key)
+    );
+    CREATE INDEX llm_batch_requests_key ON llm_batch_requests (key, outcome);
+    """
+)

@@ -135,6 +135,7 @@ class RunReport:
     est_cost_usd: float | None = 0.0
     stopped: str | None = None          # why the run stopped early ('budget ...', 'failure rate ...')
     dry_run: bool = False
+    batch: bool = False                 # through the Batch API (costs at [batch] price_factor x list price)
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)   # a sample of error messages
     counts: dict[str, int] = field(default_factory=dict)   # what the stage recorded (kept, added, votes_1, ...)
@@ -150,15 +151,16 @@ class RunReport:
         if self.dry_run:
             return (f"dry run ({self.stage}, {self.model}): {self.rows} row(s), {self.cached} already answered, "
                     f"{self.to_call} call(s) to make, ~{self.est_prompt_tokens:,} input + "
-                    f"~{self.est_completion_tokens:,} output tokens (estimate), {self._cost(self.est_cost_usd, True)}")
+                    f"~{self.est_completion_tokens:,} output tokens (estimate), {self._cost(self.est_cost_usd, True)}"
+                    + (" at batch price" if self.batch and self.to_call else ""))
         s = (f"{self.stage} ({self.model}): {self.rows} row(s): {self.cached} from cache, {self.called} called; "
              f"{self.ok} ok, {self.call_failed} call failure(s), {self.parse_failed} parse failure(s)")
         if self.not_run:
             s += f", {self.not_run} not run"
         if self.counts:
             s += "; " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.counts.items())
-        s += f"; {self.prompt_tokens:,}+{self.completion_tokens:,} tokens, {self._cost(self.cost_usd)}, " \
-             f"{self.seconds:.1f}s"
+        s += f"; {self.prompt_tokens:,}+{self.completion_tokens:,} tokens, {self._cost(self.cost_usd)}" \
+             f"{' (batch price)' if self.batch and self.called else ''}, {self.seconds:.1f}s"
         if self.stopped:
             s += f"; STOPPED: {self.stopped}"
         return s
@@ -211,12 +213,14 @@ class LLMStage(Stage):
     def run(self, ws, rows: Iterable | None = None, *, endpoint: str | Endpoint | None = None,
             on_result: Callable[[Outcome], None] | None = None, dry_run: bool = False,
             budget_usd: float | None = None, max_failure_rate: float | None = None, cache_only: bool = False,
-            progress: bool | None = None, refresh_failed: bool = False) -> RunReport:
+            progress: bool | None = None, refresh_failed: bool = False, batch: bool | None = None) -> RunReport:
         """Run the stage over `rows` (default: `self.rows(ws)`).
 
         on_result: also called with every outcome (after `record`), e.g. by a notebook.
         cache_only: parse stored replies, call nothing (`reparse`).
         refresh_failed: call again where the stored reply does not parse (the new reply replaces it).
+        batch: send the missing calls through the OpenAI Batch API (`llm/batch.py`; default `[batch] enabled`):
+        submitted, polled until done (a restarted run resumes polling), ingested into the same cache rows.
         """
         t0 = time.monotonic()
         ep = endpoint or self.endpoint
@@ -225,6 +229,11 @@ class LLMStage(Stage):
         budget_usd = limits.budget_usd if budget_usd is None else budget_usd
         max_failure_rate = limits.max_failure_rate if max_failure_rate is None else max_failure_rate
         progress = limits.progress if progress is None else progress
+        batch = ws.config.batch.enabled if batch is None else batch
+        if batch and not cache_only:
+            from workbench.llm.batch import check_endpoint
+
+            check_endpoint(ep)
         params = dict(self.params)
         cache = CallCache(ws.store)
         rows = list(self.rows(ws) if rows is None else rows)
@@ -240,7 +249,12 @@ class LLMStage(Stage):
             items.append((row, prompt, messages, key))
             requests[key] = req
         report = RunReport(stage=self.name, endpoint=ep.name, model=ep.model, rows=len(items), dry_run=dry_run,
-                           produces=self.produces)
+                           produces=self.produces, batch=bool(batch and not cache_only))
+        price = ep.price
+        if report.batch:
+            from workbench.llm.batch import batch_price
+
+            price = batch_price(ep.price, ws.config.batch.price_factor)
         found = cache.get_many(k for *_, k in items)
         if refresh_failed:
             for row, _, _, key in items:
@@ -258,14 +272,14 @@ class LLMStage(Stage):
         est = {k: estimate_prompt_tokens(m) for k, (_, m) in pending.items()}
         report.est_prompt_tokens = sum(est.values())
         report.est_completion_tokens = out_tokens * len(pending)
-        report.est_cost_usd = cost_usd(ep.price, report.est_prompt_tokens, report.est_completion_tokens)
+        report.est_cost_usd = cost_usd(price, report.est_prompt_tokens, report.est_completion_tokens)
         if dry_run:
             report.seconds = time.monotonic() - t0
             return report
 
         first = items[0][1] if items else self.prompt
         run_params = {"endpoint": ep.name, "base_url": _public_url(ep.base_url), "params": params,
-                      **({"pool": ep.public_urls} if ep.members else {}),
+                      **({"pool": ep.public_urls} if ep.members else {}), **({"batch": True} if report.batch else {}),
                       "rows": len(items), **self.run_params()}
         with ws.stage_run(self.name, run_params, lock_key=self.lock_key, model=ep.model,
                           prompt_file=first.display_path if first else None,
@@ -323,6 +337,9 @@ class LLMStage(Stage):
         if cache_only:
             for key in pending:
                 deliver(key, None, False)
+        elif pending and report.batch:
+            _batch_all(ws, self, ep, params, pending, requests, est, out_tokens, report, deliver, budget_usd,
+                       progress, run.id)
         elif pending:
             _call_all(ws, self, ep, params, pending, requests, est, out_tokens, cache, report, deliver, fresh_stats,
                       budget_usd, max_failure_rate, progress, run.id)
@@ -476,6 +493,32 @@ def _call_all(ws, stage, ep, params, pending, requests, est, out_tokens, cache, 
             report.stopped = (f"budget ${budget_usd:.4f}: spent ${budget.spent:.4f}, and the next call (estimated "
                               f"${budget.refused or 0:.4f}) would go over it; raise --budget or limits.budget_usd "
                               "and run again to go on")
+
+
+def _batch_all(ws, stage, ep, params, pending, requests, est, out_tokens, report, deliver, budget_usd, progress,
+               run_id) -> None:
+    """The Batch API instead of live calls: results arrive per finished batch, already committed to
+    `llm_calls` (llm/batch.py), then go through the same parse -> record as live replies."""
+    from workbench.llm.batch import BatchRunner, batch_price
+
+    runner = BatchRunner(ws, stage.name, ep, run_id, progress=progress)
+    price = batch_price(ep.price, ws.config.batch.price_factor)
+
+    def got(key: str, rec: CallRecord | None) -> None:
+        if rec is not None:
+            report.called += 1
+            report.prompt_tokens += rec.prompt_tokens or 0
+            report.completion_tokens += rec.completion_tokens or 0
+            if rec.cost_usd is None:
+                report.cost_usd = None
+            elif report.cost_usd is not None:
+                report.cost_usd += rec.cost_usd
+        deliver(key, rec, rec is not None)
+
+    stopped = runner.run(pending, requests, params, got, budget_usd=budget_usd,
+                         est_cost=lambda k: cost_usd(price, est[k], out_tokens) or 0.0)
+    if stopped:
+        report.stopped = stopped
 
 
 def reparse(ws, stage: LLMStage, rows: Iterable | None = None, *, endpoint: str | Endpoint | None = None,
