@@ -57,7 +57,9 @@ def load_patterns(store, by_node: bool = True, *, fully_voted: bool = False,
                     f"THEN v.vote ELSE {INVALID} END) END) AS r{i}")
     inner = (f"SELECT v.sample_id, {', '.join(cols)} FROM votes v GROUP BY v.sample_id")
     if fully_voted:
-        having = f"count(*) = {len(names)}"
+        # Every machine referee voted (people's `human:<name>` decisions, review/adjudication, are not referees).
+        machine = [n for n in names if not n.startswith("human:")]
+        having = f"count(CASE WHEN v.referee NOT LIKE 'human:%' THEN 1 END) = {len(machine)}"
         if store.scalar(_ADAPTIVE_RUNS):
             audit = _audit_sql_function(store, audit_fraction)
             inner = (f"SELECT v.sample_id, {', '.join(cols)} FROM votes v LEFT JOIN stage_runs r ON "

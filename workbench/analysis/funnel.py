@@ -17,9 +17,12 @@ SAVED = "referee calls saved (adaptive)"
 def referee_calls_saved(ws, *, per_task: bool = False):
     """Referee calls adaptive voting did not make: (referees x ok samples with any vote) - votes cast.
     An int, or a Series by node_id with per_task."""
-    n = len(ws.config.referees) or int(ws.store.scalar("SELECT count(DISTINCT referee) FROM votes") or 0)
+    machine = "referee NOT LIKE 'human:%'"     # people's decisions (review/adjudication) are not referee calls
+    n = len(ws.config.referees) or int(ws.store.scalar(f"SELECT count(DISTINCT referee) FROM votes WHERE {machine}")
+                                       or 0)
     sql = (f"SELECT s.node_id, sum({n} - v.cast) AS n FROM samples s JOIN (SELECT sample_id, count(*) AS cast "
-           "FROM votes GROUP BY sample_id) v ON v.sample_id = s.id WHERE s.status = 'ok' GROUP BY s.node_id")
+           f"FROM votes WHERE {machine} GROUP BY sample_id) v ON v.sample_id = s.id WHERE s.status = 'ok' "
+           "GROUP BY s.node_id")
     saved = pd.read_sql_query(sql, ws.store.conn).set_index("node_id")["n"].clip(lower=0)
     return saved if per_task else int(saved.sum())
 
