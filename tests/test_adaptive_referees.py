@@ -159,3 +159,26 @@ def test_cli_adaptive_by_default_full_on_request(tmp_path):
         # --full asks only what adaptive voting skipped (the rest is cached).
         assert len(server.requests) == 3 * N_SAMPLES
         assert ws.store.scalar("SELECT count(*) FROM votes") == 3 * N_SAMPLES
+
+
+@pytest.mark.timeout(180)
+def test_referees_page_measures_agreement_on_the_audit_set(tmp_path, monkeypatch):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import REPO
+
+    with OpenAIServer(script, models=("judge-a", "judge-b", "judge-c")) as server:
+        ws = make_workspace(tmp_path / "ws", server.base_url)
+        run_referees(ws, adaptive=True, progress=False)
+    audit = sum(is_audit(f"s{i:03d}", 0.2) for i in range(N_SAMPLES))
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(ws.root))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
+    at.query_params["page"] = "referees"
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    m = {x.label: x.value for x in at.metric}
+    assert m["samples voted"] == str(N_SAMPLES) and m["fully voted samples"] == str(audit)
+    pats, names = agreement.load_patterns(ws.store, fully_voted=True, audit_fraction=0.2)
+    assert m["Fleiss' κ"] == f"{agreement.fleiss_from_patterns(pats, names):.3f}"
+    assert any(f"the {audit} fully voted samples" in c.value and "audit set" in c.value for c in at.caption)
