@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import re
 import sys
 import tempfile
@@ -26,25 +25,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from PIL import Image  # noqa: E402
 
 from openai_server import OpenAIServer  # noqa: E402
-from workbench.pipeline.referee.stage import decided, run_referees  # noqa: E402
+from workbench.pipeline.referee.stage import expected_calls, run_referees  # noqa: E402
 from workbench.pipeline.select.stage import select  # noqa: E402
 from workbench.workspace import Workspace  # noqa: E402
-
-
-def expected_calls(rates: list[float], k: int) -> float:
-    """Expected calls per sample for independent referees asked in order until k-of-N is decided."""
-    total = 0.0
-    for outcome in itertools.product((0, 1), repeat=len(rates)):
-        p = 1.0
-        for v, r in zip(outcome, rates):
-            p *= r if v else 1 - r
-        yes = 0
-        for heard, v in enumerate(outcome, 1):
-            yes += v
-            if decided(yes, heard, len(rates), k):
-                break
-        total += p * heard
-    return total
 
 
 def make_workspace(root: Path, url: str, n: int, models: list[str], k: int, audit: float) -> Workspace:

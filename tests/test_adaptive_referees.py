@@ -12,7 +12,7 @@ from conftest import run_cli
 from openai_server import OpenAIServer
 from workbench.analysis import agreement
 from workbench.analysis.funnel import SAVED, funnel
-from workbench.pipeline.referee.stage import decided, is_audit, run_referees
+from workbench.pipeline.referee.stage import decided, expected_calls, is_audit, run_referees
 from workbench.pipeline.select.stage import select
 from workbench.workspace import Workspace
 
@@ -81,6 +81,13 @@ def test_decided():
     assert decided(2, 2, 3, 2) and decided(0, 2, 3, 2) and not decided(1, 2, 3, 2)
     assert not decided(1, 1, 3, 2) and decided(0, 3, 3, 2) and not decided(0, 1, 3, 2)
     assert decided(0, 0, 3, 0) and decided(0, 0, 3, 4)   # k = 0 always passes, k > N never can
+
+
+def test_expected_calls():
+    assert expected_calls([0.5, 0.5, 0.5], 2) == pytest.approx(2.5)     # the third only on a 1-1 split
+    assert expected_calls([1.0, 1.0, 1.0], 2) == pytest.approx(2.0)
+    assert expected_calls([0.3, 0.9], 1) == pytest.approx(1.7)          # 1 of 2: stop at the first yes
+    assert expected_calls([0.5] * 3, 0) == 0 and expected_calls([0.5] * 3, 3) == pytest.approx(1.75)
 
 
 def test_audit_set_is_a_fixed_fraction_of_sample_ids():

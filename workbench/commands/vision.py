@@ -69,7 +69,9 @@ def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[
 
     def on_plan(ref, plan):
         typer.echo(f"referee {ref}: asked about {plan.asked + plan.already:,} sample(s) ({plan.already:,} already "
-                   f"voted, {plan.audit:,} audit); {plan.decided:,} already decided by the other referees' votes")
+                   f"voted, {plan.audit:,} audit); {plan.decided:,} already decided by the other referees' votes"
+                   + (" (a dry run cannot know the votes still to come: later referees' figures are upper bounds)"
+                      if dry_run else ""))
 
     status = 0
     for rep in run_referees(ws, names=name or None, dry_run=dry_run, budget_usd=budget, limit=limit,

@@ -123,6 +123,25 @@ def decided(yes: int, heard: int, n_referees: int, k: int) -> bool:
     return yes >= k or yes + (n_referees - heard) < k
 
 
+def expected_calls(pass_rates: list[float], k: int) -> float:
+    """Expected referee calls per (non-audit) sample under adaptive k-of-N voting, for independent referees
+    asked in this order with these pass rates (full voting: len(pass_rates)). For planners and benchmarks."""
+    import itertools
+
+    total = 0.0
+    for outcome in itertools.product((0, 1), repeat=len(pass_rates)):
+        p, yes, heard = 1.0, 0, 0
+        for v, r in zip(outcome, pass_rates):
+            p *= r if v else 1 - r
+        for v in outcome:
+            if decided(yes, heard, len(pass_rates), k):
+                break
+            heard += 1
+            yes += v
+        total += p * heard
+    return total
+
+
 @dataclass
 class AdaptivePlan:
     """Which samples one referee is asked about in adaptive voting, and why the others are not."""
