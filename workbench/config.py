@@ -135,6 +135,14 @@ class LimitsConfig(_Section):
     progress: bool = True                # tqdm bars on batches of calls
 
 
+class PlanConfig(_Section):
+    """`workbench plan`: figures used where the workspace has measured nothing (see analysis/plan.py)."""
+
+    tokens_per_image: int = Field(765, ge=0)      # input tokens per image for models not counted by OpenAI tiles
+    latency_s: float = Field(5.0, gt=0)           # seconds per call when no call of the stage was measured
+    max_depth: int = Field(4, ge=1)               # the taxonomy's intended depth: no expansion is planned past it
+
+
 class WorkspaceSection(_Section):
     name: str = "taxonomy"
     description: str = ""
@@ -153,6 +161,7 @@ class Config(_Section):
     referees: list[RefereeConfig] = []
     vision: VisionConfig = VisionConfig()
     select: SelectConfig = SelectConfig()
+    plan: PlanConfig = PlanConfig()
     referee: RefereeVotingConfig = RefereeVotingConfig()
     batch: BatchConfig = BatchConfig()
     prices: dict[str, tuple[float, float]] = {}   # model -> (USD per M input, per M output) overrides
