@@ -25,6 +25,7 @@ PAGES = {
     "images": "Images per task",
     "map": "Embedding map",
     "referees": "Referees",
+    "adjudicate": "Adjudicate",
     "prompts": "Prompts",
 }
 

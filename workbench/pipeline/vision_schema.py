@@ -61,4 +61,19 @@ MIGRATIONS = [
     """
     CREATE INDEX votes_cover ON votes (sample_id, valid, vote);
     """,
+    # Human adjudication (review/adjudication.py). A person's vote is a `votes` row of referee `human:<name>`
+    # (voted_at: when; machine votes have their stage run). A flagged sample is never selected nor exported.
+    # The covering index gains `referee`, so selection can count machine votes and read human decisions from
+    # the index alone.
+    """
+    ALTER TABLE votes ADD COLUMN voted_at TEXT;
+    DROP INDEX votes_cover;
+    CREATE INDEX votes_cover ON votes (sample_id, valid, vote, referee);
+    CREATE TABLE sample_flags (
+        sample_id  TEXT PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
+        reason     TEXT NOT NULL,
+        reviewer   TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
 ]

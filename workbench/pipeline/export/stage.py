@@ -20,10 +20,12 @@ FORMATS = ("llava", "sharegpt", "parquet")
 
 
 def selected_rows(ws, *, only_selected: bool = True) -> pd.DataFrame:
+    """The samples to export; a flagged sample (`sample_flags`) never is, even if it was selected before the flag."""
     sel = ("JOIN selections x ON x.sample_id = s.id AND x.selected = 1" if only_selected else "")
     df = pd.read_sql_query(
         f"SELECT s.id, s.image_id, s.node_id, s.question, s.answer, i.root, i.path AS image_path "
-        f"FROM samples s {sel} JOIN images i ON i.id = s.image_id WHERE s.status = 'ok' ORDER BY s.id",
+        f"FROM samples s {sel} JOIN images i ON i.id = s.image_id WHERE s.status = 'ok' "
+        f"AND NOT EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id) ORDER BY s.id",
         ws.store.conn)
     idx = ws.taxonomy.index(None)
     df["task_type"] = [idx.paths.get(n, "") for n in df["node_id"]]

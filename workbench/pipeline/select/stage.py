@@ -1,4 +1,9 @@
-"""Selection: keep samples with at least K positive votes, then apply per-task caps/floors and a budget.
+"""Selection: keep samples the referees pass, then apply per-task caps/floors and a budget.
+
+Two ways to pass: k-of-N (default: at least K positive machine votes) or Dawid–Skene (`consensus="ds"`:
+posterior P(good) >= `min_posterior`, analysis/consensus.py). A person's decision (`human:<name>` votes,
+review/adjudication.py) overrides the count in k-of-N and is the true label in Dawid–Skene. A flagged sample
+(`sample_flags`) is never selected.
 
 Vision-Flan: at a fixed budget, many tasks × few samples beats few × many. So a budget is spent by
 water-filling across task types (every task gets up to q samples, with q as large as the budget allows)
@@ -36,12 +41,20 @@ class SelectionReport:
                                                        if self.per_task_quota else "") + (f"; dropped: {rs}" if rs else ""))
 
 
+CONSENSUS = ("kofn", "ds")
+HUMAN = "v.referee LIKE 'human:%'"
+
+
 def vote_table(store) -> pd.DataFrame:
-    """One row per ok sample: node_id, positive votes, valid votes, votes cast (a single GROUP BY, no nested loops)."""
+    """One row per ok sample: node_id, positive / valid / cast machine votes, the people's decision (mean of
+    their valid votes, NaN if none) and whether it is flagged (a single GROUP BY over the covering index)."""
     return pd.read_sql_query(
         "SELECT s.id AS sample_id, s.node_id, "
-        " coalesce(sum(CASE WHEN v.vote = 1 THEN 1 ELSE 0 END), 0) AS yes,"
-        " coalesce(sum(v.valid), 0) AS valid, count(v.sample_id) AS cast"
+        f" coalesce(sum(CASE WHEN v.vote = 1 AND NOT {HUMAN} THEN 1 ELSE 0 END), 0) AS yes,"
+        f" coalesce(sum(CASE WHEN NOT {HUMAN} THEN v.valid ELSE 0 END), 0) AS valid,"
+        f" count(CASE WHEN NOT {HUMAN} THEN 1 END) AS cast,"
+        f" avg(CASE WHEN {HUMAN} AND v.valid = 1 THEN v.vote END) AS human,"
+        " EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id) AS flagged"
         " FROM samples s LEFT JOIN votes v ON v.sample_id = s.id WHERE s.status = 'ok' GROUP BY s.id",
         store.conn)
 
@@ -66,14 +79,41 @@ def water_fill(counts: np.ndarray, budget: int) -> int:
     return lo
 
 
-def choose(table: pd.DataFrame, *, min_votes: int = 2, max_per_task: int | None = None,
-           min_per_task: int | None = None, budget: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, int | None]:
-    """Pure selection on a vote table; returns (sample_id, selected, reason) and the budget quota used."""
+def check_params(min_votes: int, consensus: str, min_posterior: float) -> None:
+    if consensus not in CONSENSUS:
+        raise WorkbenchError(f"select: --consensus must be one of {', '.join(CONSENSUS)}; got {consensus!r}")
     if min_votes < 0:
         raise WorkbenchError("select: min_votes must be >= 0")
+    if not 0 <= min_posterior <= 1:
+        raise WorkbenchError(f"select: --min-posterior must be between 0 and 1; got {min_posterior}")
+
+
+def vote_reasons(table: pd.DataFrame, *, min_votes: int = 2, consensus: str = "kofn",
+                 min_posterior: float = 0.8) -> pd.Series:
+    """Why each sample fails the referees (None: it passes). `table` may carry `human` (the people's mean vote),
+    `flagged` and, for consensus="ds", `p_good` (the Dawid–Skene posterior)."""
+    check_params(min_votes, consensus, min_posterior)
+    nan = pd.Series(np.nan, index=table.index)
+    reason = pd.Series(None, index=table.index, dtype=object)
+    if consensus == "kofn":
+        human = table["human"] if "human" in table else nan
+        reason[(table["yes"] < min_votes) & ~(human > 0.5)] = f"fewer than {min_votes} positive votes"
+        reason[human < 0.5] = "rejected by a human reviewer"
+    else:
+        p = table["p_good"] if "p_good" in table else nan
+        reason[p.isna()] = "no valid votes (no posterior)"
+        reason[p < min_posterior] = f"posterior P(good) below {min_posterior:g}"
+    if "flagged" in table:
+        reason[table["flagged"].fillna(0).astype(bool)] = "flagged by a reviewer"
+    return reason
+
+
+def choose(table: pd.DataFrame, *, min_votes: int = 2, max_per_task: int | None = None,
+           min_per_task: int | None = None, budget: int | None = None, seed: int = 0, consensus: str = "kofn",
+           min_posterior: float = 0.8) -> tuple[pd.DataFrame, int | None]:
+    """Pure selection on a vote table; returns (sample_id, selected, reason) and the budget quota used."""
     df = table[["sample_id", "node_id", "yes"]].copy()
-    df["reason"] = None
-    df.loc[df["yes"] < min_votes, "reason"] = f"fewer than {min_votes} positive votes"
+    df["reason"] = vote_reasons(table, min_votes=min_votes, consensus=consensus, min_posterior=min_posterior)
     ok = df["reason"].isna()
     passed = df[ok].copy()
     passed["rank"] = _seeded_rank(passed["sample_id"], seed)
@@ -119,10 +159,19 @@ class SelectStage(Stage):
             from workbench.pipeline.referee.stage import no_samples_message
 
             raise WorkbenchError(no_samples_message(ws, "select"))
+        if self.params.get("consensus") == "ds":
+            from workbench.analysis.consensus import require
+
+            cons = require(ws, include_human=True)
+            self.table["p_good"] = self.table["sample_id"].map(cons.posterior)
+            self.params = {**self.params, "consensus_key": cons.key}
 
     def execute(self, ws, run: StageRun) -> SelectionReport:
-        table, params = self.table, self.params
+        table = self.table
+        params = {k: v for k, v in self.params.items() if k != "consensus_key"}
         chosen, quota = choose(table, **params)
+        passed = vote_reasons(table, min_votes=params.get("min_votes", 2), consensus=params.get("consensus", "kofn"),
+                              min_posterior=params.get("min_posterior", 0.8)).isna()
         with ws.store.write() as conn:
             conn.execute("DELETE FROM selections")
             conn.executemany("INSERT INTO selections(sample_id, selected, reason, stage_run_id) VALUES (?,?,?,?)",
@@ -130,17 +179,21 @@ class SelectStage(Stage):
                                  [run.id] * len(chosen)))
         sel = chosen[chosen["selected"] == 1]
         return SelectionReport(
-            samples=len(table), passed_votes=int((table["yes"] >= params["min_votes"]).sum()), selected=len(sel),
+            samples=len(table), passed_votes=int(passed.sum()), selected=len(sel),
             tasks_selected=(int(table.set_index("sample_id").loc[sel["sample_id"], "node_id"].nunique())
                             if len(sel) else 0),
             reasons={k: int(v) for k, v in chosen["reason"].value_counts().items()}, per_task_quota=quota)
 
 
 def select(ws, *, min_votes: int | None = None, max_per_task: int | None = None, min_per_task: int | None = None,
-           budget: int | None = None, seed: int | None = None) -> SelectionReport:
+           budget: int | None = None, seed: int | None = None, consensus: str = "kofn",
+           min_posterior: float = 0.8) -> SelectionReport:
+    """consensus="kofn": at least `min_votes` positive votes; "ds": Dawid–Skene posterior >= `min_posterior`."""
     cfg = ws.config.select
     params = dict(min_votes=cfg.min_votes if min_votes is None else min_votes,
                   max_per_task=cfg.max_per_task if max_per_task is None else max_per_task,
                   min_per_task=cfg.min_per_task if min_per_task is None else min_per_task,
-                  budget=cfg.budget if budget is None else budget, seed=cfg.seed if seed is None else seed)
+                  budget=cfg.budget if budget is None else budget, seed=cfg.seed if seed is None else seed,
+                  consensus=consensus, min_posterior=min_posterior)
+    check_params(params["min_votes"], consensus, min_posterior)   # before a run record is opened
     return SelectStage(**params).run(ws)

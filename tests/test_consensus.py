@@ -1,0 +1,334 @@
+"""Human adjudication and Dawid–Skene consensus: recovery of simulated referees' reliabilities, selection on the
+posterior, flags that keep a sample out of selection and export, human votes as `human:<name>`, the uncertainty
+queue, the CLI and the dashboard page."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import run_cli
+from workbench.analysis import consensus as C
+from workbench.errors import WorkbenchError
+from workbench.pipeline.export.stage import export
+from workbench.pipeline.select.stage import select
+from workbench.review import adjudication as adj
+
+pytest.importorskip("crowdkit")
+pytestmark = pytest.mark.timeout(120)
+REPO = Path(__file__).resolve().parent.parent
+
+# (sensitivity, specificity) per referee and first-level category "A" / "B": c is much worse on B.
+REFEREES = {"a": {"A": (0.95, 0.80), "B": (0.95, 0.80)},
+            "b": {"A": (0.85, 0.90), "B": (0.85, 0.90)},
+            "c": {"A": (0.90, 0.85), "B": (0.65, 0.55)},
+            "d": {"A": (0.75, 0.95), "B": (0.75, 0.95)}}
+
+
+def two_categories(ws) -> dict[str, list[str]]:
+    """Leaves of two different first-level categories of the seed taxonomy."""
+    by_cat: dict[str, list[str]] = {}
+    for node, path in ws.taxonomy.leaves():
+        by_cat.setdefault(path.split("~")[0], []).append(node.id)
+    cats = sorted(by_cat, key=lambda k: -len(by_cat[k]))[:2]
+    return {"A": by_cat[cats[0]], "B": by_cat[cats[1]]}
+
+
+def simulate(ws, n: int, referees=REFEREES, prior: float = 0.7, seed: int = 0, images=None):
+    """n ok samples (half in each category) with seeded truth and votes; returns (truth, votes frame)."""
+    rng = np.random.default_rng(seed)
+    leaves = two_categories(ws)
+    root = ws.root / "imgs"
+    truth = (rng.random(n) < prior).astype(int)
+    cat = np.where(np.arange(n) < n // 2, "A", "B")
+    ids = [f"s{i:05d}" for i in range(n)]
+    rows = []
+    for r, per_cat in referees.items():
+        u = rng.random(n)
+        sens = np.array([per_cat[c][0] for c in cat])
+        spec = np.array([per_cat[c][1] for c in cat])
+        v = np.where(truth == 1, u < sens, u >= spec).astype(int)
+        rows += list(zip(ids, [r] * n, v.tolist()))
+    n_img = images or 20
+    with ws.store.write() as c:
+        for i in range(n_img):
+            c.execute("INSERT INTO images(id, path, root, source, width, height, format, added_at) VALUES "
+                      "(?, ?, ?, 'test', 8, 8, 'PNG', 'now')", (f"img{i}", f"img{i}.png", str(root)))
+        c.executemany("INSERT INTO samples(id, image_id, node_id, question, answer, status, created_at) "
+                      "VALUES (?, ?, ?, ?, ?, 'ok', 'now')",
+                      [(sid, f"img{i % n_img}", leaves[cat[i]][i % len(leaves[cat[i]])], f"question {i}?",
+                        f"answer {i}") for i, sid in enumerate(ids)])
+        c.executemany("INSERT INTO votes(sample_id, referee, vote, valid, raw_text) VALUES (?, ?, ?, 1, ?)",
+                      [(s, r, v, str(v)) for s, r, v in rows])
+    votes = pd.DataFrame(rows, columns=["sample_id", "referee", "vote"])
+    return pd.Series(truth, index=ids), votes, pd.Series(cat, index=ids)
+
+
+def empirical(truth, votes, cat=None, which=None):
+    """Each referee's real sensitivity, specificity and accuracy against the simulated truth."""
+    df = votes.assign(t=votes["sample_id"].map(truth))
+    if which is not None:
+        df = df[df["sample_id"].map(cat) == which]
+    out = {}
+    for r, g in df.groupby("referee"):
+        out[r] = ((g.vote[g.t == 1] == 1).mean(), (g.vote[g.t == 0] == 0).mean(), (g.vote == g.t).mean())
+    return out
+
+
+def test_dawid_skene_recovers_simulated_referees(seeded_ws):
+    ws = seeded_ws
+    truth, votes, cat = simulate(ws, 5000)
+    cons = C.consensus(ws, include_human=False)
+    rel = cons.reliability.set_index("referee")
+    real = empirical(truth, votes)
+    assert list(rel.index) == ["a", "b", "c", "d"]
+    for r, (sens, spec, acc) in real.items():
+        assert rel.loc[r, "sensitivity"] == pytest.approx(sens, abs=0.05), r
+        assert rel.loc[r, "specificity"] == pytest.approx(spec, abs=0.05), r
+        assert rel.loc[r, "accuracy"] == pytest.approx(acc, abs=0.05), r
+        assert rel.loc[r, "votes"] == 5000
+    assert cons.prior == pytest.approx(truth.mean(), abs=0.03)
+    # The posterior beats every single referee and the majority of four.
+    post = cons.posterior.reindex(truth.index)
+    ds_acc = ((post > 0.5).astype(int) == truth).mean()
+    assert ds_acc > max(a for _, _, a in real.values())
+    majority = (votes.groupby("sample_id")["vote"].mean().reindex(truth.index) > 0.5).astype(int)
+    assert ds_acc > (majority == truth).mean()
+    # Per first-level category: referee c is good on A and poor on B, as simulated.
+    per = cons.by_category(C.first_level(ws)).set_index(["referee", "category"])
+    names = {k: ws.taxonomy.index(None).paths[v[0]].split("~")[0] for k, v in two_categories(ws).items()}
+    for which in ("A", "B"):
+        for r, (sens, spec, acc) in empirical(truth, votes, cat, which).items():
+            got = per.loc[(r, names[which])]
+            assert got["accuracy"] == pytest.approx(acc, abs=0.05), (r, which)
+            assert got["sensitivity"] == pytest.approx(sens, abs=0.05), (r, which)
+            assert got["votes"] == 2500
+    assert per.loc[("c", names["A"]), "accuracy"] - per.loc[("c", names["B"]), "accuracy"] > 0.2
+
+
+def test_consensus_is_stored_by_vote_content_and_reused(seeded_ws, monkeypatch):
+    ws = seeded_ws
+    simulate(ws, 300)
+    first = C.consensus(ws)
+    files = list((ws.arrays_dir / "consensus").glob("*.npz"))
+    assert len(files) == 1 and first.key in files[0].name
+
+    def boom(*a, **k):
+        raise AssertionError("refitted although the votes did not change")
+
+    monkeypatch.setattr(C, "fit", boom)
+    again = C.consensus(ws)
+    assert again.key == first.key
+    pd.testing.assert_series_equal(again.posterior.sort_index(), first.posterior.sort_index(), check_names=False)
+    pd.testing.assert_frame_equal(again.reliability, first.reliability, check_dtype=False)
+    # Changing one vote in place (same row, same count) changes the key: no stale reuse.
+    ws.store.conn.execute("UPDATE votes SET vote = 1 - vote WHERE sample_id = 's00007' AND referee = 'b'")
+    ws.store.conn.commit()
+    assert C.consensus_key(ws.store) != first.key
+    assert C.consensus(ws, compute_missing=False) is None
+    stale = C.consensus(ws, compute_missing=False, allow_stale=True)
+    assert stale.stale and stale.key == first.key
+
+
+def test_select_ds_keeps_what_the_posterior_says(seeded_ws, tmp_path):
+    ws = seeded_ws
+    simulate(ws, 400, seed=3)
+    # Default k-of-N is unchanged: at least 2 positive votes.
+    rep = select(ws)
+    yes = pd.DataFrame(ws.store.query("SELECT sample_id, sum(vote) FROM votes GROUP BY sample_id")).set_index(0)[1]
+    sel = {r[0] for r in ws.store.query("SELECT sample_id FROM selections WHERE selected = 1")}
+    assert sel == set(yes[yes >= 2].index) and rep.passed_votes == len(sel)
+
+    r = run_cli("select", ws.root, "--consensus", "ds", "--min-posterior", "0.8")
+    assert r.code == 0, r.err
+    cons = C.consensus(ws)
+    want = set(cons.posterior[cons.posterior >= 0.8].index)
+    sel = {r[0] for r in ws.store.query("SELECT sample_id FROM selections WHERE selected = 1")}
+    assert sel == want and 0 < len(want) < 400
+    reasons = dict(ws.store.query("SELECT sample_id, reason FROM selections WHERE selected = 0"))
+    assert set(reasons.values()) == {"posterior P(good) below 0.8"}
+    run = ws.store.one("SELECT params FROM stage_runs WHERE stage = 'select' ORDER BY id DESC LIMIT 1")
+    params = json.loads(run[0])
+    assert params["consensus"] == "ds" and params["consensus_key"] == cons.key
+    # A stricter threshold keeps a subset.
+    select(ws, consensus="ds", min_posterior=0.99)
+    strict = {r[0] for r in ws.store.query("SELECT sample_id FROM selections WHERE selected = 1")}
+    assert strict == set(cons.posterior[cons.posterior >= 0.99].index) and strict < want
+    # Options that do not go together are one error line each.
+    for args in (["--min-posterior", "0.8"], ["--consensus", "ds", "--min-votes", "2"],
+                 ["--consensus", "mean"], ["--consensus", "ds", "--min-posterior", "1.5"]):
+        r = run_cli("select", ws.root, *args)
+        assert r.code == 2 and r.err.startswith("error:"), (args, r.err)
+
+
+def test_flagged_sample_is_never_selected_nor_exported(seeded_ws, tmp_path):
+    ws = seeded_ws
+    simulate(ws, 60, seed=5)
+    unanimous = [r[0] for r in ws.store.query("SELECT sample_id FROM votes GROUP BY sample_id "
+                                              "HAVING sum(vote) = 4 ORDER BY sample_id LIMIT 2")]
+    before, after = unanimous
+    adj.flag(ws, before, "the answer names the wrong object", reviewer="alice")
+    for consensus in ("kofn", "ds"):
+        select(ws, consensus=consensus)
+        row = ws.store.one("SELECT selected, reason FROM selections WHERE sample_id = ?", (before,))
+        assert tuple(row) == (0, "flagged by a reviewer"), consensus
+    # Flagged after selection: export still leaves it out, selected-only or --all-ok.
+    assert ws.store.scalar("SELECT selected FROM selections WHERE sample_id = ?", (after,)) == 1
+    r = run_cli("adjudicate", ws.root, "--flag", after, "--reason", "duplicate of another sample")
+    assert r.code == 0 and "flagged sample" in r.out, r.err
+    for only in (True, False):
+        path, n = export(ws, tmp_path / f"out-{only}.json", only_selected=only)
+        ids = {rec["id"] for rec in json.loads(path.read_text())}
+        assert before not in ids and after not in ids and len(ids) == n > 0
+    f = adj.flags(ws).set_index("sample_id")
+    assert f.loc[before, "reviewer"] == "alice" and f.loc[after, "reason"] == "duplicate of another sample"
+    # Lifting the flag brings it back.
+    assert adj.unflag(ws, after) and not adj.unflag(ws, after)
+    path, _ = export(ws, tmp_path / "again.json")
+    assert after in {rec["id"] for rec in json.loads(path.read_text())}
+    with pytest.raises(WorkbenchError, match="reason"):
+        adj.flag(ws, before, "  ")
+
+
+def test_human_votes_are_a_referee_of_their_own_and_can_be_excluded(seeded_ws, monkeypatch):
+    ws = seeded_ws
+    simulate(ws, 300, seed=7)
+    all_yes, all_no = (ws.store.scalar(f"SELECT sample_id FROM votes GROUP BY sample_id HAVING sum(vote) = {k} "
+                                       "ORDER BY sample_id LIMIT 1") for k in (4, 0))
+    monkeypatch.setattr("getpass.getuser", lambda: "bob")
+    assert adj.vote(ws, all_yes, 0, reason="the answer is wrong") == "human:bob"
+    assert adj.vote(ws, all_no, 1, reviewer="alice") == "human:alice"
+    adj.vote(ws, all_no, 1, reviewer="alice")   # again: replaces, never a second row
+    rows = {tuple(r[:4]) for r in ws.store.query(
+        "SELECT sample_id, referee, vote, raw_text, voted_at FROM votes WHERE referee LIKE 'human:%'")}
+    assert rows == {(all_yes, "human:bob", 0, "the answer is wrong"), (all_no, "human:alice", 1, "human")}
+    assert ws.store.scalar("SELECT count(*) FROM votes WHERE referee LIKE 'human:%' AND voted_at IS NULL") == 0
+
+    with_h = C.consensus(ws, include_human=True)
+    without = C.consensus(ws, include_human=False)
+    assert with_h.key != without.key and with_h.gold == 2 and without.gold == 0
+    assert with_h.posterior[all_yes] == 0.0 and with_h.posterior[all_no] == 1.0
+    assert without.posterior[all_yes] > 0.99 and without.posterior[all_no] < 0.01
+    assert set(with_h.reliability["referee"]) == set(without.reliability["referee"]) == {"a", "b", "c", "d"}
+    # k-of-N: a person's vote decides its sample.
+    select(ws)
+    got = dict(ws.store.query("SELECT sample_id, reason FROM selections WHERE sample_id IN (?, ?)", (all_yes, all_no)))
+    assert got == {all_yes: "rejected by a human reviewer", all_no: None}
+    # A vote is withdrawn, a rejected sample or a bad value is an error naming what to do.
+    assert adj.unvote(ws, all_yes) and C.consensus(ws).gold == 1
+    ws.store.conn.execute("UPDATE samples SET status = 'rejected' WHERE id = 's00001'")
+    ws.store.conn.commit()
+    with pytest.raises(WorkbenchError, match="rejected by the Q&A stage"):
+        adj.vote(ws, "s00001", 1)
+    with pytest.raises(WorkbenchError, match="1 .good. or 0"):
+        adj.vote(ws, all_yes, 2)
+    with pytest.raises(WorkbenchError, match="no such sample"):
+        adj.vote(ws, "nothing-like-this", 1)
+    with pytest.raises(WorkbenchError, match="more than one"):
+        adj.vote(ws, "s0001", 1)            # a prefix of s00010..s00019
+    with pytest.raises(WorkbenchError, match="reviewer name"):
+        adj.vote(ws, all_yes, 1, reviewer="a:b")
+    # The CLI takes a unique prefix and a reviewer.
+    r = run_cli("adjudicate", ws.root, "--vote", "s00299", "1", "--reviewer", "carol")
+    assert r.code == 0 and "human:carol voted 1 on sample s00299" in r.out, r.err
+    r = run_cli("adjudicate", ws.root, "--vote", "s00299", "yes")
+    assert r.code == 2 and "must be 1 (good) or 0 (bad)" in r.err
+    r = run_cli("adjudicate", ws.root, "--flag", "s00299")
+    assert r.code == 2 and "--reason" in r.err
+
+
+def test_uncertainty_queue_orders_by_distance_from_half(seeded_ws):
+    ws = seeded_ws
+    simulate(ws, 40, seed=9)
+    ids = [f"s{i:05d}" for i in range(10)]
+    p = pd.Series([0.9, 0.45, 0.52, 0.1, 0.5, 0.72, 0.3, 0.99, 0.61, 0.4], index=ids)
+    cons = C.Consensus(key="k", include_human=True, posterior=p, reliability=pd.DataFrame(),
+                       per_node=pd.DataFrame(), prior=0.5, gold=0, computed_at="now")
+    q = C.uncertain_queue(ws, cons, 6)
+    assert q["sample_id"].tolist() == ["s00004", "s00002", "s00001", "s00009", "s00008", "s00006"]
+    assert (np.diff(q["uncertainty"].to_numpy()) >= 0).all()
+    assert q["uncertainty"].tolist() == pytest.approx((q["p_good"] - 0.5).abs().tolist())
+    row = q.iloc[0]
+    assert row["question"] == "question 4?" and row["task_type"].count("~") >= 1
+    assert row["votes"].split() == [f"{r}={v}" for r, v in ws.store.query(
+        "SELECT referee, vote FROM votes WHERE sample_id = 's00004' ORDER BY referee")]
+    # Decided samples (a person's vote or a flag) leave the queue.
+    adj.vote(ws, "s00004", 1, reviewer="x")
+    adj.flag(ws, "s00002", "blurry image", reviewer="x")
+    assert C.uncertain_queue(ws, cons, 3)["sample_id"].tolist() == ["s00001", "s00009", "s00008"]
+    # The CLI lists the queue of the real fit, most uncertain first.
+    r = run_cli("adjudicate", ws.root, "--queue", "5")
+    assert r.code == 0, r.err
+    listed = [line.split()[0] for line in r.out.splitlines() if line.startswith("s0")]
+    real = C.consensus(ws)
+    want = C.uncertain_queue(ws, real, 5)["sample_id"].tolist()
+    assert listed == want and len(want) == 5
+    assert "sensitivity" in r.out and "1 decided by a person" in r.out
+
+
+# -- dashboard -----------------------------------------------------------------------------------
+
+def test_adjudicate_page_votes_and_flags(seeded_ws):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    ws = seeded_ws
+    simulate(ws, 200, seed=11, images=4)
+    from PIL import Image
+
+    (ws.root / "imgs").mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16), (60 * i, 90, 30)).save(ws.root / "imgs" / f"img{i}.png")
+
+    def page(**state):
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+        at.query_params["page"] = "adjudicate"
+        os.environ["WORKBENCH_WORKSPACE"] = str(ws.root)
+        at.session_state["adj_reviewer"] = "tester"
+        for k, v in state.items():
+            at.session_state[k] = v
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
+        return at
+
+    at = page()
+    cons = C.consensus(ws)
+    queue = at.dataframe[0].value
+    want = C.uncertain_queue(ws, cons, len(queue))
+    assert queue["sample_id"].tolist() == want["sample_id"].tolist()
+    first = queue["sample_id"].iloc[0]
+    assert any(first in md.value for md in at.markdown)
+    assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1   # the thumbnail
+    votes_shown = at.dataframe[1].value
+    assert votes_shown["referee"].tolist() == ["a", "b", "c", "d"]
+    rel = at.dataframe[2].value
+    assert rel["referee"].tolist() == ["a", "b", "c", "d"]
+    assert rel["accuracy"].tolist() == pytest.approx(cons.reliability["accuracy"].tolist())
+    heat = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert heat["type"] == "heatmap" and heat["x"] == ["a", "b", "c", "d"] and len(heat["y"]) == 2
+
+    # Vote "0" with the page's button: it lands in the workspace as human:tester and leaves the queue.
+    at.button(key="adj_no").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert tuple(ws.store.one("SELECT vote, raw_text FROM votes WHERE sample_id = ? AND referee = 'human:tester'",
+                              (first,))) == (0, "human")
+    assert any("human:tester voted 0" in s.value for s in at.success)
+    assert first not in at.dataframe[0].value["sample_id"].tolist()
+    assert C.consensus(ws).posterior[first] == 0.0
+    # Flag the next one with a reason.
+    nxt = at.dataframe[0].value["sample_id"].iloc[0]
+    at.text_input(key="adj_reason").input("question does not fit the image").run()
+    at.button(key="adj_flag").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert tuple(ws.store.one("SELECT reason, reviewer FROM sample_flags WHERE sample_id = ?", (nxt,))) == (
+        "question does not fit the image", "tester")
+    # Leaving human votes out: the metric says so, the fit ignores them.
+    at.toggle(key="adj_include_human").set_value(False).run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["decided by a person"] == "left out"

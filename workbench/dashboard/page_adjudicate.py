@@ -1,0 +1,201 @@
+"""Adjudicate: the samples the referees' Dawid–Skene consensus is least sure about, for a person to decide
+first (vote 1 / 0, or flag with a reason), and each referee's estimated reliability overall and per first-level
+category. Writes go through review/adjudication.py, the same functions as `workbench adjudicate`."""
+
+from __future__ import annotations
+
+import getpass
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from workbench.analysis import consensus as cons_mod
+from workbench.dashboard import data
+from workbench.errors import WorkbenchError
+from workbench.review import adjudication as adj
+
+# Up to this many votes the consensus is refitted on the spot after a vote (about 2 s); above it the page shows the
+# latest stored fit (marked stale) until "Recompute" is pressed or `workbench adjudicate` refits it.
+AUTO_COMPUTE_VOTES = 150_000
+QUEUE_LEN = 50
+
+
+@st.cache_data(ttl=data.VERSION_TTL_S, show_spinner=False)
+def _key(root: str, include_human: bool) -> tuple[str, int]:
+    store = data.open_workspace(root).store
+    return cons_mod.consensus_key(store, include_human), int(cons_mod.votes_version(store)[0])
+
+
+@st.cache_resource(show_spinner="Fitting Dawid–Skene to the votes…", max_entries=4)
+def _consensus(root: str, key: str, include_human: bool, compute: bool):
+    """Keyed on the votes' content key: loaded from arrays/consensus/ when stored, fitted when `compute`."""
+    return cons_mod.consensus(data.open_workspace(root), include_human, compute_missing=compute, allow_stale=True)
+
+
+def _default_reviewer() -> str:
+    try:
+        return st.session_state.get("reviewer") or getpass.getuser()
+    except Exception:
+        return ""
+
+
+def _changed() -> None:
+    _key.clear()
+
+
+def _do(action: str, root: str, sample_id: str) -> None:
+    """Button callbacks: run before the page re-renders, so the queue and figures show the change at once."""
+    ws = data.open_workspace(root)
+    reviewer = st.session_state.get("adj_reviewer") or None
+    reason = (st.session_state.get("adj_reason") or "").strip()
+    try:
+        if action == "flag":
+            adj.flag(ws, sample_id, reason, reviewer)
+            msg = f"Flagged {sample_id}: {reason}"
+        elif action == "unflag":
+            adj.unflag(ws, sample_id)
+            msg = f"Lifted the flag on {sample_id}"
+        else:
+            ref = adj.vote(ws, sample_id, int(action), reviewer, reason or None)
+            msg = f"{ref} voted {action} on {sample_id}"
+        st.session_state["adj_msg"] = ("success", msg)
+        st.session_state["adj_reason"] = ""
+    except WorkbenchError as exc:
+        st.session_state["adj_msg"] = ("error", str(exc))
+    _changed()
+
+
+def render(root: str, ws) -> None:
+    if not data.has_rows(root, "votes"):
+        data.empty_state("No referee votes to adjudicate", "votes")
+        return
+    c = st.columns([1, 1, 1])
+    if "adj_reviewer" not in st.session_state:
+        st.session_state["adj_reviewer"] = _default_reviewer()
+    c[0].text_input("Reviewer", key="adj_reviewer", help="Your votes are stored as referee human:NAME.")
+    include = c[1].toggle("Include human votes", value=True, key="adj_include_human",
+                          help="On: a person's vote is the true label of that sample. Off: machine referees only.")
+    key, n_votes = _key(root, include)
+    compute = n_votes <= AUTO_COMPUTE_VOTES
+    if c[2].button("Recompute consensus", key="adj_recompute", help="Fit Dawid–Skene to the votes as they are now."):
+        compute = True
+    cons = _consensus(root, key, include, compute)
+    kind, msg = st.session_state.pop("adj_msg", (None, None))
+    if kind:
+        (st.success if kind == "success" else st.error)(msg)
+    if cons is None:
+        st.info(f"{n_votes:,} votes: fitting Dawid–Skene takes a while at this size. Press “Recompute consensus”, "
+                "or run `workbench adjudicate WORKSPACE` (it stores the fit for this page).")
+        return
+    if cons.posterior.empty:
+        st.info("No valid vote on an ok sample yet: nothing to estimate.")
+        return
+    if cons.stale:
+        st.warning(f"Showing the fit of {cons.computed_at}: votes changed since. Samples decided since are left "
+                   "out of the queue; press “Recompute consensus” to refit.")
+
+    flagged = adj.flags(ws)
+    p = cons.posterior.to_numpy()
+    m = st.columns(5)
+    m[0].metric("samples with a posterior", f"{len(p):,}")
+    m[1].metric("prior P(good)", f"{cons.prior:.3f}")
+    m[2].metric("uncertain (0.2 < P < 0.8)", f"{int(((p > 0.2) & (p < 0.8)).sum()):,}")
+    m[3].metric("decided by a person", f"{cons.gold:,}" if include else "left out")
+    m[4].metric("flagged", f"{len(flagged):,}")
+
+    _queue(root, ws, cons)
+    _reliability(root, cons)
+    if len(flagged):
+        st.subheader("Flagged samples")
+        st.dataframe(flagged, hide_index=True, key="adj_flags")
+
+
+def _queue(root: str, ws, cons) -> None:
+    st.subheader("Decide first: the most uncertain samples")
+    q = cons_mod.uncertain_queue(ws, cons, QUEUE_LEN)
+    if "adj_sample" not in st.session_state:   # ?sample=ID opens that sample (e.g. from the Referees page)
+        st.session_state["adj_sample"] = st.query_params.get("sample", "")
+    wanted = (st.text_input("Or any sample (id or a unique prefix)", key="adj_sample") or "").strip()
+    if wanted:
+        try:
+            sid, _ = adj.resolve_sample(ws, wanted)
+        except WorkbenchError as exc:
+            st.error(str(exc))
+            return
+        row = _sample_row(ws, sid, cons)
+    elif q.empty:
+        st.success("Every sample with a posterior has been decided by a person or flagged.")
+        return
+    else:
+        st.dataframe(q[["sample_id", "p_good", "task_type", "question", "votes"]], hide_index=True, key="adj_queue",
+                     column_config={"p_good": st.column_config.NumberColumn(format="%.3f")}, height=220)
+        if st.session_state.get("adj_pos", 1) > len(q):   # the queue shrank as samples were decided
+            st.session_state["adj_pos"] = len(q)
+        i = int(st.number_input("Queue item", 1, len(q), key="adj_pos")) - 1
+        row = q.iloc[min(i, len(q) - 1)].to_dict()
+    sid = row["sample_id"]
+    a, b = st.columns([1, 2])
+    with a:
+        _thumbnail(root, row["image_id"])
+    with b:
+        st.markdown(f"**Sample** `{sid}` · posterior P(good) **{row['p_good']:.3f}**"
+                    if row["p_good"] == row["p_good"] else f"**Sample** `{sid}` · no posterior")
+        st.markdown(f"**Task type:** {row['task_type']}")
+        st.markdown(f"**Question:** {row['question']}")
+        st.markdown(f"**Answer:** {row['answer']}")
+        st.dataframe(adj.sample_votes(ws, sid), hide_index=True, key="adj_votes")
+        st.text_input("Reason (required to flag; kept with a vote)", key="adj_reason")
+        bcols = st.columns(4)
+        bcols[0].button("1 — good", key="adj_yes", on_click=_do, args=("1", root, sid), type="primary")
+        bcols[1].button("0 — bad", key="adj_no", on_click=_do, args=("0", root, sid))
+        bcols[2].button("Flag", key="adj_flag", on_click=_do, args=("flag", root, sid),
+                        help="Never selected nor exported while flagged.")
+        if ws.store.scalar("SELECT 1 FROM sample_flags WHERE sample_id = ?", (sid,)):
+            bcols[3].button("Unflag", key="adj_unflag", on_click=_do, args=("unflag", root, sid))
+
+
+def _sample_row(ws, sid: str, cons) -> dict:
+    r = ws.store.one("SELECT image_id, node_id, question, answer FROM samples WHERE id = ?", (sid,))
+    path = ws.taxonomy.index(None).paths.get(r["node_id"], "") if r["node_id"] else ""
+    return {"sample_id": sid, "image_id": r["image_id"], "task_type": path, "question": r["question"],
+            "answer": r["answer"], "p_good": float(cons.posterior.get(sid, np.nan))}
+
+
+def _thumbnail(root: str, image_id: str) -> None:
+    imgs = data.image_table(root, data.version(root, "images"))
+    if image_id not in imgs.index:
+        st.warning("image not registered")
+        return
+    img = imgs.loc[image_id]
+    p = data.image_path(img["root"], img["path"])
+    if p.exists():
+        st.image(str(p), caption=img["path"], width=320)
+    else:
+        st.warning(f"image file missing: {p}")
+
+
+def _reliability(root: str, cons) -> None:
+    st.subheader("Referee reliability (Dawid–Skene)")
+    st.caption("sensitivity = P(vote 1 | good), specificity = P(vote 0 | bad), accuracy weighted by the prior. "
+               + ("A person's vote is taken as the truth of its sample." if cons.include_human
+                  else "Human votes left out."))
+    fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in ("sensitivity", "specificity", "accuracy")}
+    st.dataframe(cons.reliability, hide_index=True, key="adj_rel", column_config=fmt)
+    frame = data.node_table(root)
+    per_cat = cons.by_category(dict(zip(frame["id"], frame["category"])))
+    if per_cat.empty:
+        return
+    st.markdown("**Accuracy per first-level category**")
+    piv = per_cat.pivot(index="category", columns="referee", values="accuracy")
+    fig = go.Figure(go.Heatmap(z=piv.to_numpy(), x=list(piv.columns), y=list(piv.index), zmin=0.5, zmax=1,
+                               colorscale="Viridis", text=np.round(piv.to_numpy(), 3), texttemplate="%{text}"))
+    fig.update_layout(height=120 + 28 * len(piv), margin=dict(l=0, r=0, t=10, b=0))
+    st.plotly_chart(fig, key="adj_cat_heat")
+    st.dataframe(per_cat, hide_index=True, key="adj_cat", column_config=fmt)
+
+
+def prewarm(root: str) -> None:
+    """Load the stored fit; fit only a small vote table (a large fit is seconds of CPU the other pages need)."""
+    key, n_votes = _key(root, True)
+    _consensus(root, key, True, n_votes <= AUTO_COMPUTE_VOTES)
