@@ -234,3 +234,40 @@ def test_a_batch_created_but_never_written_down_is_found_by_its_token(tmp_path):
         rep = run_filter(ws, batch=True, progress=False)
         assert rep.called == 6 and len(server.created) == 2
         assert ws.store.scalar("SELECT count(*) FROM llm_batches WHERE token='t0'") == 0
+
+
+def test_expand_batch_from_the_cli(seeded_ws, monkeypatch):
+    from openai_server import Reply
+
+    def scripted(req):
+        if "first-level categories" in req.text:
+            return Reply('["Underwater Scenes", "Aerial Photos"]')
+        return Reply("[]")
+
+    with FakeBatchServer(scripted) as server:
+        ws = seeded_ws
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        (ws.root / "workbench.toml").write_text((ws.root / "workbench.toml").read_text()
+                                                + "\n[batch]\npoll_interval_s = 0.02\n")
+        r = run_cli("expand", ws.root, "--level", "1", "--batch")
+        assert r.code == 0, r.err
+        assert len(server.created) == 1 and ws.taxonomy.find("Aerial Photos") is not None
+        assert "(batch price)" in r.out
+        # Honest progress: the provider's states as they came.
+        for state in ("submitted 1 request(s)", "validating", "in progress", "finalizing", "completed"):
+            assert state in r.err
+        run = Workspace.open(ws.root).runs("expand")[0]
+        assert json.loads(run["params"])["batch"] is True
+
+
+def test_a_batch_over_budget_submits_what_fits_and_says_so(tmp_path):
+    from workbench.pipeline.filter.stage import run_filter
+
+    with FakeBatchServer(script) as server:
+        ws = batch_workspace(tmp_path, server.base_url)
+        one = run_filter(ws, dry_run=True, batch=True).est_cost_usd / 6
+        rep = run_filter(ws, batch=True, progress=False, budget_usd=one * 3.5)
+        assert len(server.submitted_ids) == 3 and rep.called == 3 and rep.not_run == 3
+        assert rep.stopped.startswith("budget") and "batch price" in rep.stopped
+        assert ws.store.one("SELECT status FROM stage_runs ORDER BY id DESC LIMIT 1")[0] == "stopped"

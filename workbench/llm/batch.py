@@ -157,7 +157,8 @@ class BatchRunner:
                                        completion_window=self.cfg.completion_window,
                                        metadata={"workbench": row.token, "stage": self.stage})
         self._update(row.id, b)
-        self.say(f"batch {b.id}: submitted {row.n_requests:,} request(s) of {self.stage} (attempt {row.attempt})")
+        self.say(f"batch {b.id}: submitted {row.n_requests:,} request(s) of {self.stage} (attempt {row.attempt}): "
+                 f"{b.status.replace('_', ' ')}")
 
     def recover(self) -> None:
         """Batches a killed process planned but may not have submitted: adopt the provider's batch carrying
