@@ -271,3 +271,22 @@ def test_a_batch_over_budget_submits_what_fits_and_says_so(tmp_path):
         assert len(server.submitted_ids) == 3 and rep.called == 3 and rep.not_run == 3
         assert rep.stopped.startswith("budget") and "batch price" in rep.stopped
         assert ws.store.one("SELECT status FROM stage_runs ORDER BY id DESC LIMIT 1")[0] == "stopped"
+
+
+def test_adaptive_referees_in_batches(tmp_path):
+    """Each referee's batch finishes before the next referee's rows are chosen: the third is asked only where
+    the first two left the outcome open."""
+    import test_adaptive_referees as ta
+    from workbench.pipeline.referee.stage import run_referees
+
+    with FakeBatchServer(ta.script) as server:
+        ws = ta.make_workspace(tmp_path / "ws", server.base_url, audit_fraction=0.0)
+        toml = ws.root / "workbench.toml"
+        toml.write_text(toml.read_text() + "\n[batch]\npoll_interval_s = 0.02\n")
+        ws = Workspace.open(ws.root)
+        reps = run_referees(ws, adaptive=True, batch=True, progress=False)
+        sizes = [len(ids) for _, ids in server.created]
+        assert sizes[:2] == [ta.N_SAMPLES, ta.N_SAMPLES] and 0 < sizes[2] < ta.N_SAMPLES
+        assert [r.called for r in reps] == sizes and all(r.batch for r in reps)
+        votes = ta.votes_by_sample(ws)
+        assert all(("c" in v) == (v["a"] != v["b"] and 1 in (v["a"], v["b"])) for v in votes.values())

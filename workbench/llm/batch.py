@@ -178,8 +178,11 @@ class BatchRunner:
     def _lines_of(self, row: BatchRow) -> bytes:
         return self.client.files.content(row.input_file_id).content
 
-    def _find_by_token(self, token: str):
-        for b in self.client.batches.list(limit=100):
+    def _find_by_token(self, token: str, *, look_at: int = 2000):
+        """The provider's batch carrying our token among the account's most recent `look_at` (newest first)."""
+        import itertools
+
+        for b in itertools.islice(self.client.batches.list(limit=100), look_at):
             if (b.metadata or {}).get("workbench") == token:
                 return b
         return None
