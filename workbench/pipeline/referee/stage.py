@@ -157,21 +157,19 @@ class AdaptivePlan:
 def adaptive_rows(ws, referee: str, rows: list[VoteRow], *, order: list[str], k: int,
                   audit_fraction: float) -> AdaptivePlan:
     """The rows `referee` must vote on given the votes stored now (one grouped query)."""
-    votes: dict[str, tuple[int, set]] = {}
     q = ",".join("?" * len(order))
-    for r in ws.store.query(f"SELECT sample_id, referee, vote FROM votes WHERE referee IN ({q})", tuple(order)):
-        yes, heard = votes.setdefault(r["sample_id"], (0, set()))
-        heard.add(r["referee"])
-        votes[r["sample_id"]] = (yes + (r["vote"] == 1), heard)
+    votes = {r[0]: (r[1], r[2], r[3]) for r in ws.store.query(
+        f"SELECT sample_id, sum(vote = 1), count(*), max(referee = ?) FROM votes WHERE referee IN ({q}) "
+        "GROUP BY sample_id", (referee, *order))}
     plan = AdaptivePlan(rows=[])
     for row in rows:
-        yes, heard = votes.get(row.sample_id, (0, set()))
-        if referee in heard:
+        yes, heard, mine = votes.get(row.sample_id, (0, 0, 0))
+        if mine:
             plan.already += 1
         elif is_audit(row.sample_id, audit_fraction):
             plan.audit += 1
             plan.asked += 1
-        elif decided(yes, len(heard), len(order), k):
+        elif decided(yes or 0, heard, len(order), k):
             plan.decided += 1
             continue
         else:
