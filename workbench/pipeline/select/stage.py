@@ -42,21 +42,33 @@ class SelectionReport:
 
 
 CONSENSUS = ("kofn", "ds")
-HUMAN = "v.referee LIKE 'human:%'"
+HUMAN = "referee LIKE 'human:%'"   # review/adjudication.HUMAN_SQL
 
 
 def vote_table(store) -> pd.DataFrame:
     """One row per ok sample: node_id, positive / valid / cast machine votes, the people's decision (mean of
-    their valid votes, NaN if none) and whether it is flagged (a single GROUP BY over the covering index)."""
-    return pd.read_sql_query(
+    their valid votes, NaN if none) and whether it is flagged. One GROUP BY over the covering index for all votes,
+    then the (few) human votes, read apart and taken out of the counts: a referee test inside the big GROUP BY
+    costs 1.3x."""
+    table = pd.read_sql_query(
         "SELECT s.id AS sample_id, s.node_id, "
-        f" coalesce(sum(CASE WHEN v.vote = 1 AND NOT {HUMAN} THEN 1 ELSE 0 END), 0) AS yes,"
-        f" coalesce(sum(CASE WHEN NOT {HUMAN} THEN v.valid ELSE 0 END), 0) AS valid,"
-        f" count(CASE WHEN NOT {HUMAN} THEN 1 END) AS cast,"
-        f" avg(CASE WHEN {HUMAN} AND v.valid = 1 THEN v.vote END) AS human,"
-        " EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id) AS flagged"
+        " coalesce(sum(CASE WHEN v.vote = 1 THEN 1 ELSE 0 END), 0) AS yes,"
+        " coalesce(sum(v.valid), 0) AS valid, count(v.sample_id) AS cast"
         " FROM samples s LEFT JOIN votes v ON v.sample_id = s.id WHERE s.status = 'ok' GROUP BY s.id",
         store.conn)
+    human = pd.read_sql_query(
+        "SELECT sample_id, sum(CASE WHEN vote = 1 THEN 1 ELSE 0 END) AS yes, sum(valid) AS valid, count(*) AS cast,"
+        " avg(CASE WHEN valid = 1 THEN vote END) AS human"
+        f" FROM votes WHERE {HUMAN} GROUP BY sample_id", store.conn).set_index("sample_id")
+    table["human"] = np.nan
+    if len(human):
+        sid = table["sample_id"]
+        for col in ("yes", "valid", "cast"):
+            table[col] -= sid.map(human[col]).fillna(0).astype(table[col].dtype)
+        table["human"] = sid.map(human["human"]).astype("float64")
+    flagged = {r[0] for r in store.query("SELECT sample_id FROM sample_flags")}
+    table["flagged"] = table["sample_id"].isin(flagged).astype(int) if flagged else 0
+    return table
 
 
 def _seeded_rank(ids: pd.Series, seed: int) -> np.ndarray:
