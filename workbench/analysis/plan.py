@@ -226,9 +226,9 @@ class Plan:
         out = Range()
         for s in self.stages:
             v = getattr(s, what)
+            if v is None and what == "batch_cost_usd":
+                v = s.cost_usd          # no batch API (a local endpoint): that stage runs live at its price
             if v is None:
-                if what == "batch_cost_usd" and s.kind == "llm" and s.cost_usd is not None and not s.calls.high:
-                    continue
                 if s.kind == "llm" and s.calls.high:
                     return None
                 continue
@@ -240,6 +240,7 @@ class Plan:
         d["totals"] = {k: (asdict(v) if v is not None else None) for k, v in
                        ((k, self.total(k)) for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd",
                                                       "batch_cost_usd", "wall_s"))}
+        d["totals"]["batch_note"] = "stages without a batch API (local endpoints) at their live price"
         for c in d["categories"]:
             if c["samples_per_usd"] == math.inf:
                 c["samples_per_usd"] = "free"
@@ -315,8 +316,10 @@ class _Planner:
                                                       self.matched_images, match_pairs / self.matched_images,
                                                       self.matched_images, "measured")
         else:
+            k_cfg = min(k_cfg, len(self.leaf_cat)) or k_cfg
             self.rates["candidates_per_image"] = Rate.assumed(k_cfg, k_cfg, k_cfg)
-            self.assumptions.append(f"every image gets [match] k = {k_cfg} CLIP candidates (nothing matched yet)")
+            self.assumptions.append(f"every image gets {k_cfg} CLIP candidates ([match] k, at most the task types; "
+                                    "nothing matched yet)")
         per_img = s.query("SELECT sum(kept), count(*) FROM filter_decisions WHERE node_id IS NOT NULL "
                           "GROUP BY image_id")
         kept = np.array([r[0] for r in per_img], dtype=float)
@@ -361,32 +364,34 @@ class _Planner:
         self.pass_by_cat: dict[str, np.ndarray] = {}
         self.asked = {n: Rate.assumed(1.0, 1.0, 1.0) for n in names}
         frame, voted = load_patterns(self.s, by_node=True) if names else (None, [])
-        full = [n for n in names if n in voted]
+        full = [n for n in names if n in voted]     # every configured referee has voted on something
         if frame is not None and len(full) == len(names) and not frame.empty:
             votes = frame[names].to_numpy()                   # 1 / 0 / -1 (invalid) / NaN (not asked)
             n = frame["n"].to_numpy(dtype=float)
-            complete = ~np.isnan(votes).any(axis=1)
+            # Every sample counts: under adaptive voting a referee's vote is missing exactly where the others
+            # had decided, so the outcome read from the votes present is the k-of-N outcome.
             pos = np.nansum(votes == 1, axis=1)
             passed = pos >= self.k_votes
-            for nid, c_ok, c_pass, c_n in zip(frame["node_id"], complete, passed, n):
+            for nid, c_pass, c_n in zip(frame["node_id"], passed, n):
                 cat = self.leaf_cat.get(nid)
                 if cat is not None:
                     self.pass_by_cat[cat] = self.pass_by_cat.get(cat, 0) + np.array([c_pass * c_n, c_n])
             self.rates["samples_passing"] = Rate.proportion(float((passed * n).sum()), float(n.sum()), (0, 0, 0))
-            # Adaptive voting on the fully voted samples: ask in order, stop once k-of-N is decided.
-            fv, fn = votes[complete], n[complete]
-            if fn.sum():
-                yes = np.zeros(len(fv))
-                for i, name in enumerate(names):
-                    undecided = (yes < self.k_votes) & (yes + (len(names) - i) >= self.k_votes)
-                    self.asked[name] = Rate.proportion(float((undecided * fn).sum()), float(fn.sum()), (1, 1, 1))
-                    yes += (fv[:, i] == 1) & undecided
+            # Adaptive voting replayed on the pilot's votes: ask in order, stop once k-of-N is decided.
+            yes = np.zeros(len(votes))
+            for i, name in enumerate(names):
+                undecided = (yes < self.k_votes) & (yes + (len(names) - i) >= self.k_votes)
+                self.asked[name] = Rate.proportion(float((undecided * n).sum()), float(n.sum()), (1, 1, 1))
+                yes += (votes[:, i] == 1) & undecided
             return
         # Nothing (or not every referee) measured: independent referees at their pass rates.
         ps = [self.rates[f"pass:{n}"] for n in names]
         vals = {w: _k_of_n([p.pick(w) for p in ps], self.k_votes) for w in ("value", "low", "high")}
         self.rates["samples_passing"] = Rate(vals["value"], vals["low"], vals["high"], 0,
                                              "from referee pass rates")
+        asked = _asked_independent([p.value for p in ps], self.k_votes)
+        for name, a in zip(names, asked):
+            self.asked[name] = Rate(a, a, a, 0, "independent referees at their pass rates")
         if any(p.source == "assumed" for p in ps) and names:
             lo, va, hi = ASSUMED["referee_pass"]
             self.assumptions.append(f"each referee votes 1 on {va:.0%} of samples ({lo:.0%}..{hi:.0%}): "
@@ -728,7 +733,7 @@ class _Planner:
                               skipped="no [[referees]] configured")]
         if not hasattr(self, "qa_done_sql"):
             self.plan_qa()
-        from workbench.pipeline.referee.stage import RefereeStage
+        from workbench.pipeline.referee.stage import RefereeStage, decided, is_audit
         from workbench.pipeline.vision import load_prompt
 
         qdone = self.qa_done_sql
@@ -736,11 +741,16 @@ class _Planner:
         adaptive = bool(getattr(vcfg, "adaptive", False))
         audit = float(getattr(vcfg, "audit_fraction", 0.0))
         out = []
+        order = [r.name for r in self.refs]
         for i, ref in enumerate(self.refs):
             ep = self._endpoint(ref.endpoint)
             prompt = load_prompt(self.ws, ref.prompt, "referee_answer_aware.j2" if ref.answer_aware else "referee.j2")
             stage = f"referee:{ref.name}"
-            exact, n_done = {}, 0
+            a = self.asked[ref.name]
+            share = {w: (audit + (1 - audit) * a.pick(w)) if adaptive else 1.0 for w in ("value", "low", "high")}
+            exact: dict[str, Range] = {}          # samples this referee will be asked about (expected)
+            exact_full: dict[str, float] = {}     # ... under full voting
+            n_done = 0
             if qdone:
                 cond, args = f"s.image_id IN ({qdone[0]})", list(qdone[1])
                 vdone = self._done_sql("votes", "sample_id", stage, ep.model, prompt.hash, " AND t.referee=?",
@@ -749,21 +759,40 @@ class _Planner:
                     cond += f" AND s.id NOT IN ({vdone[0]})"
                     args += list(vdone[1])
                     n_done = int(s.scalar(f"SELECT count(*) FROM ({vdone[0]})", vdone[1]))
-                exact = self._by_cat(s.query(f"SELECT s.node_id, count(*) FROM samples s WHERE s.status='ok' AND "
-                                             f"{cond} GROUP BY s.node_id", tuple(args)))
+                q = ",".join("?" * len(order))
+                earlier = order[:i]
+                e = ",".join("?" * len(earlier)) or "NULL"
+                # Adaptive voting asks about a sample only while k-of-N is open given the votes present
+                # (pipeline/referee/stage.py: decided, is_audit); where an earlier referee has not voted yet,
+                # the replayed share applies.
+                rows = s.query(
+                    f"SELECT s.id, s.node_id, coalesce(sum(v.vote = 1), 0), count(v.sample_id), "
+                    f"count(CASE WHEN v.referee IN ({e}) THEN 1 END) FROM samples s LEFT JOIN votes v ON "
+                    f"v.sample_id = s.id AND v.referee IN ({q}) AND v.referee <> ? WHERE s.status='ok' AND {cond} "
+                    f"GROUP BY s.id", (*earlier, *order, ref.name, *args))
+                for sid, nid, yes, heard, heard_earlier in rows:
+                    cat = self.leaf_cat.get(nid)
+                    if cat is None:
+                        continue
+                    exact_full[cat] = exact_full.get(cat, 0.0) + 1
+                    if not adaptive:
+                        w = Range(1, 1, 1)
+                    elif heard_earlier == len(earlier):
+                        one = float(is_audit(sid, audit) or not decided(yes, heard, len(order), self.k_votes))
+                        w = Range(one, one, one)
+                    else:
+                        w = Range(share["value"], share["low"], share["high"])
+                    exact[cat] = exact.get(cat, Range()) + w
             samples = Range()
             for c in self.cat_names:
-                ex = (float(exact[c][0]) if c in exact else 0.0) * self.f_reg
-                rng = self.flow[c]["samples_new"] + Range(ex, ex, ex)
-                self.flow[c].setdefault("referee", Range())
-                samples_c = rng
-                if adaptive:
-                    a = self.asked[ref.name]
-                    f = {w: audit + (1 - audit) * a.pick(w) for w in ("value", "low", "high")}
-                    samples_c = Range(rng.value * f["value"], rng.low * f["low"], rng.high * f["high"])
-                self.flow[c][f"ref:{ref.name}"] = samples_c
-                self.flow[c]["voted"] = rng
-                samples = samples + samples_c
+                f = self.f_reg
+                new = self.flow[c]["samples_new"]
+                asked_c = Range(new.value * share["value"], new.low * share["low"], new.high * share["high"])
+                asked_c = asked_c + exact.get(c, Range()).scale(f)
+                self.flow[c][f"ref:{ref.name}"] = asked_c
+                ex = exact_full.get(c, 0.0) * f
+                self.flow[c]["voted"] = new + Range(ex, ex, ex)
+                samples = samples + asked_c
             full = Range()
             for c in self.cat_names:
                 full = full + self.flow[c]["voted"]
@@ -771,8 +800,8 @@ class _Planner:
             stats = self.call_stats(stage, ep.model, prompt.hash, ctx_tokens, RefereeStage.expected_output_tokens)
             sp = self.llm_stage(stage, ep, stats, samples, full, n_done, "ok samples")
             if adaptive:
-                sp.calls_saved = Range(full.value - samples.value, full.low - samples.low, full.high - samples.high)
-                a = self.asked[ref.name]
+                ends = sorted((full.low - samples.low, full.high - samples.high))
+                sp.calls_saved = Range(full.value - samples.value, max(0.0, ends[0]), ends[1])
                 sp.notes.append(f"adaptive voting ([referee] adaptive): asked on {a.value:.0%} of samples "
                                 f"({a.source}), plus the {audit:.0%} audit share")
             out.append(sp)
@@ -836,7 +865,7 @@ class _Planner:
             # through qa (or with no referees): every new ok sample counts
             voted = flow.get("voted", flow.get("samples_new", Range())).value
             new = voted * (pass_cat[cat].value if cat in pass_cat else 0.0) if "voted" in flow else voted
-            spd = None if cost is None else (math.inf if cost == 0 else new / cost)
+            spd = None if cost is None else new / cost if cost else (math.inf if new else 0.0)
             out.append(CategoryPlan(cat, name, tasks.get(cat, 0), cost, bcost, new, spd))
         out.sort(key=lambda c: -(c.cost_usd or 0.0))
         return out
@@ -846,6 +875,22 @@ def _key(req: str) -> str:
     import hashlib
 
     return hashlib.sha256(req.encode()).hexdigest()
+
+
+def _asked_independent(ps: list[float], k: int) -> list[float]:
+    """P(referee i is asked) under adaptive k-of-N voting with independent referees asked in order."""
+    import itertools
+
+    asked = [0.0] * len(ps)
+    for outcome in itertools.product((0, 1), repeat=len(ps)):
+        p = float(np.prod([q if v else 1 - q for v, q in zip(outcome, ps)]))
+        yes = 0
+        for i, v in enumerate(outcome):
+            if yes >= k or yes + len(ps) - i < k:
+                break
+            asked[i] += p
+            yes += v
+    return asked
 
 
 def _k_of_n(ps: list[float], k: int) -> float:
@@ -910,11 +955,12 @@ def format_plan(plan: Plan) -> str:
             lines.append(f"{'':<16}   note: {n}")
     tc, tb = plan.total("cost_usd"), plan.total("batch_cost_usd")
     lines.append(f"{'total':<16} {_num(plan.total('calls'))} calls; tokens in {_num(plan.total('prompt_tokens'))}, "
-                 f"out {_num(plan.total('completion_tokens'))}; cost {_usd(tc)}, with batch pricing {_usd(tb)}; "
+                 f"out {_num(plan.total('completion_tokens'))}; cost {_usd(tc)}, with batch pricing {_usd(tb)} (local "
+                 f"endpoints live); "
                  f"LLM wall time ~{_dur(plan.total('wall_s').value)} (stages one after another)")
     lines.append("rates: " + "; ".join(f"{k} {v.label()}" for k, v in plan.rates.items()))
     if plan.categories:
-        lines.append("per first-level category (cost of its subtree, new samples passing the referees):")
+        lines.append("per first-level category (cost of its subtree; new samples, after the referees when planned):")
         for c in plan.categories[:40]:
             cost = "unknown" if c.cost_usd is None else f"${c.cost_usd:,.2f}"
             spd = ("unknown" if c.samples_per_usd is None else "free" if c.samples_per_usd == math.inf
