@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +42,11 @@ def votes_version(store) -> tuple:
         "coalesce(sum((rowid * 2654435761 + coalesce(vote, 2) * 97 + valid) % 2147483647), 0) FROM votes"))
 
 
-def consensus_key(store, include_human: bool = True) -> str:
+def consensus_key(store, include_human: bool = True, votes_v: tuple | None = None) -> str:
     from importlib.metadata import version
 
-    blob = json.dumps([votes_version(store), bool(include_human), DS_PARAMS, version("crowd-kit")])
+    votes_v = votes_version(store) if votes_v is None else votes_v
+    blob = json.dumps([list(votes_v), bool(include_human), DS_PARAMS, version("crowd-kit")])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -60,6 +61,15 @@ class Consensus:
     gold: int                   # samples whose label a person decided
     computed_at: str
     stale: bool = False         # loaded as the latest stored result although the votes changed since
+    _ranked: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+
+    def ranked(self) -> pd.DataFrame:
+        """sample_id, p_good, uncertainty = |p - 0.5|, most uncertain first (ties by sample id); sorted once."""
+        if self._ranked is None:
+            q = pd.DataFrame({"sample_id": self.posterior.index.to_numpy(), "p_good": self.posterior.to_numpy()})
+            q["uncertainty"] = (q["p_good"] - 0.5).abs()
+            self._ranked = q.sort_values(["uncertainty", "sample_id"], kind="stable").reset_index(drop=True)
+        return self._ranked
 
     def by_category(self, category_of: dict) -> pd.DataFrame:
         """Reliability per referee x first-level category (`category_of`: node_id -> category name)."""
@@ -210,13 +220,25 @@ def load(path: Path) -> Consensus:
                      per_node=pn, prior=meta["prior"], gold=meta["gold"], computed_at=meta["computed_at"])
 
 
+def stored_path(ws, key: str, include_human: bool) -> Path | None:
+    """Where the fit for this key is stored, if it is."""
+    path = _file(ws, key, include_human)
+    return path if path.exists() else None
+
+
+def latest_stored(ws, include_human: bool) -> list[Path]:
+    """Stored fits of this mode, newest first."""
+    pattern = f"{'with-human' if include_human else 'machines'}-*.npz"
+    return sorted(_folder(ws).glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def consensus(ws, include_human: bool = True, *, compute_missing: bool = True,
               allow_stale: bool = False) -> Consensus | None:
     """The Dawid–Skene consensus of the votes as they are now: loaded when stored under the current key, else
     computed and stored (compute_missing), else the latest stored one marked `stale` (allow_stale), else None."""
     key = consensus_key(ws.store, include_human)
-    path = _file(ws, key, include_human)
-    if path.exists():
+    path = stored_path(ws, key, include_human)
+    if path is not None:
         try:
             return load(path)
         except (OSError, ValueError, KeyError):   # a damaged file: compute it again
@@ -226,9 +248,7 @@ def consensus(ws, include_human: bool = True, *, compute_missing: bool = True,
         save(ws, c)
         return c
     if allow_stale:
-        pattern = f"{'with-human' if include_human else 'machines'}-*.npz"
-        stored = sorted(_folder(ws).glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
-        for p in stored:
+        for p in latest_stored(ws, include_human):
             try:
                 c = load(p)
             except (OSError, ValueError, KeyError):
@@ -258,16 +278,12 @@ def uncertain_queue(ws, c: Consensus, n: int = 20) -> pd.DataFrame:
     """The n samples whose posterior is closest to 0.5, leaving out those a person already voted on or flagged:
     sample_id, p_good, uncertainty |p - 0.5|, image_id, node_id, task_type, question, answer, votes."""
     cols = ["sample_id", "p_good", "uncertainty", "image_id", "node_id", "task_type", "question", "answer", "votes"]
-    post = c.posterior
+    q = c.ranked()
     done = decided_samples(ws)
     if done:
-        post = post[~post.index.isin(list(done))]
-    if post.empty or n <= 0:
+        q = q[~q["sample_id"].isin(list(done))]
+    if q.empty or n <= 0:
         return pd.DataFrame(columns=cols)
-    q = pd.DataFrame({"sample_id": post.index.to_numpy(), "p_good": post.to_numpy()})
-    q["uncertainty"] = (q["p_good"] - 0.5).abs()
-    # Stable order: uncertainty, then sample id (reproducible queue across runs).
-    q = q.sort_values(["uncertainty", "sample_id"], kind="stable")
     out = []
     for chunk in _chunks(q, n):   # a stale result may name samples deleted since: keep reading until n found
         ids = chunk["sample_id"].tolist()
@@ -287,9 +303,18 @@ def uncertain_queue(ws, c: Consensus, n: int = 20) -> pd.DataFrame:
         if len(out) >= n:
             break
     frame = pd.DataFrame(out[:n], columns=[c for c in cols if c != "task_type"] + ["id"]).drop(columns="id")
-    paths = ws.taxonomy.index(None).paths
-    frame["task_type"] = [paths.get(nid, "") if nid else "" for nid in frame["node_id"]]
+    paths = {nid: task_path(ws, nid) for nid in set(frame["node_id"])}   # a few nodes: no whole-tree index
+    frame["task_type"] = frame["node_id"].map(paths)
     return frame[cols].reset_index(drop=True)
+
+
+def task_path(ws, node_id: str | None) -> str:
+    if not node_id:
+        return ""
+    try:
+        return ws.taxonomy.path(node_id)
+    except WorkbenchError:
+        return ""
 
 
 def _chunks(frame: pd.DataFrame, n: int):

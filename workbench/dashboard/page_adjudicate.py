@@ -5,6 +5,7 @@ category. Writes go through review/adjudication.py, the same functions as `workb
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -24,13 +25,46 @@ QUEUE_LEN = 50
 @st.cache_data(ttl=data.VERSION_TTL_S, show_spinner=False)
 def _key(root: str, include_human: bool) -> tuple[str, int]:
     store = data.open_workspace(root).store
-    return cons_mod.consensus_key(store, include_human), int(cons_mod.votes_version(store)[0])
+    v = cons_mod.votes_version(store)
+    return cons_mod.consensus_key(store, include_human, v), int(v[0])
 
 
-@st.cache_resource(show_spinner="Fitting Dawid–Skene to the votes…", max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_file(path: str, mtime_ns: int):
+    """One stored fit (its sorted queue order is kept on the object): a vote that makes it stale reuses it."""
+    return cons_mod.load(Path(path))
+
+
+@st.cache_resource(show_spinner="Fitting Dawid–Skene to the votes…", max_entries=2)
+def _fit(root: str, key: str, include_human: bool):
+    return cons_mod.consensus(data.open_workspace(root), include_human)   # fits and stores
+
+
 def _consensus(root: str, key: str, include_human: bool, compute: bool):
-    """Keyed on the votes' content key: loaded from arrays/consensus/ when stored, fitted when `compute`."""
-    return cons_mod.consensus(data.open_workspace(root), include_human, compute_missing=compute, allow_stale=True)
+    """The fit stored for the votes' current content key; else fitted (when `compute`); else the latest stored
+    fit, which is then stale (its key differs from `key`); else None."""
+    ws = data.open_workspace(root)
+    path = cons_mod.stored_path(ws, key, include_human)
+    if path is None and compute:
+        return _fit(root, key, include_human)
+    for p in ([path] if path is not None else cons_mod.latest_stored(ws, include_human)):
+        try:
+            return _load_file(str(p), p.stat().st_mtime_ns)
+        except (OSError, ValueError, KeyError):
+            continue
+    return None
+
+
+@st.cache_data(ttl=data.VERSION_TTL_S, show_spinner=False)
+def _flags_version(root: str) -> tuple:
+    return tuple(data.open_workspace(root).store.one("SELECT count(*), max(rowid), max(created_at) FROM sample_flags"))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _queue_frame(root: str, key: str, include_human: bool, fit_key: str, flags_v: tuple, n: int):
+    """The uncertainty queue, recomputed when the votes (key), the fit shown (fit_key) or the flags change."""
+    cons = _consensus(root, key, include_human, False)   # the fit is stored by now: never fits here
+    return cons_mod.uncertain_queue(data.open_workspace(root), cons, n) if cons is not None else None
 
 
 def _default_reviewer() -> str:
@@ -42,6 +76,7 @@ def _default_reviewer() -> str:
 
 def _changed() -> None:
     _key.clear()
+    _flags_version.clear()
 
 
 def _do(action: str, root: str, sample_id: str) -> None:
@@ -91,7 +126,7 @@ def render(root: str, ws) -> None:
     if cons.posterior.empty:
         st.info("No valid vote on an ok sample yet: nothing to estimate.")
         return
-    if cons.stale:
+    if cons.key != key:
         st.warning(f"Showing the fit of {cons.computed_at}: votes changed since. Samples decided since are left "
                    "out of the queue; press “Recompute consensus” to refit.")
 
@@ -104,16 +139,16 @@ def render(root: str, ws) -> None:
     m[3].metric("decided by a person", f"{cons.gold:,}" if include else "left out")
     m[4].metric("flagged", f"{len(flagged):,}")
 
-    _queue(root, ws, cons)
+    q = _queue_frame(root, key, include, cons.key, _flags_version(root), QUEUE_LEN)
+    _queue(root, ws, cons, q if q is not None else cons_mod.uncertain_queue(ws, cons, QUEUE_LEN))
     _reliability(root, cons)
     if len(flagged):
         st.subheader("Flagged samples")
         st.dataframe(flagged, hide_index=True, key="adj_flags")
 
 
-def _queue(root: str, ws, cons) -> None:
+def _queue(root: str, ws, cons, q) -> None:
     st.subheader("Decide first: the most uncertain samples")
-    q = cons_mod.uncertain_queue(ws, cons, QUEUE_LEN)
     if "adj_sample" not in st.session_state:   # ?sample=ID opens that sample (e.g. from the Referees page)
         st.session_state["adj_sample"] = st.query_params.get("sample", "")
     wanted = (st.text_input("Or any sample (id or a unique prefix)", key="adj_sample") or "").strip()
@@ -157,7 +192,7 @@ def _queue(root: str, ws, cons) -> None:
 
 def _sample_row(ws, sid: str, cons) -> dict:
     r = ws.store.one("SELECT image_id, node_id, question, answer FROM samples WHERE id = ?", (sid,))
-    path = ws.taxonomy.index(None).paths.get(r["node_id"], "") if r["node_id"] else ""
+    path = cons_mod.task_path(ws, r["node_id"])
     return {"sample_id": sid, "image_id": r["image_id"], "task_type": path, "question": r["question"],
             "answer": r["answer"], "p_good": float(cons.posterior.get(sid, np.nan))}
 
