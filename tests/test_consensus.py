@@ -269,6 +269,11 @@ def test_uncertainty_queue_orders_by_distance_from_half(seeded_ws):
     want = C.uncertain_queue(ws, real, 5)["sample_id"].tolist()
     assert listed == want and len(want) == 5
     assert "sensitivity" in r.out and "1 decided by a person" in r.out
+    assert "fitting Dawid-Skene" in r.err
+    r = run_cli("adjudicate", ws.root, "--queue", "40", "--exclude-human")
+    assert r.code == 0 and "people's votes left out" in r.out, r.err
+    listed = [line.split()[0] for line in r.out.splitlines() if line.startswith("s0")]
+    assert len(listed) == 38 and not {"s00004", "s00002"} & set(listed)   # decided by a person either way
 
 
 # -- dashboard -----------------------------------------------------------------------------------
@@ -332,3 +337,33 @@ def test_adjudicate_page_votes_and_flags(seeded_ws):
     at.toggle(key="adj_include_human").set_value(False).run()
     assert not at.exception
     assert {m.label: m.value for m in at.metric}["decided by a person"] == "left out"
+
+
+def test_adjudicate_page_on_a_large_vote_table_shows_the_stored_fit_until_recomputed(seeded_ws, monkeypatch):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.dashboard import page_adjudicate
+
+    ws = seeded_ws
+    simulate(ws, 120, seed=13, images=2)
+    monkeypatch.setattr(page_adjudicate, "AUTO_COMPUTE_VOTES", 10)   # as if fitting took too long to do per click
+    os.environ["WORKBENCH_WORKSPACE"] = str(ws.root)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["page"] = "adjudicate"
+    at.session_state["adj_reviewer"] = "tester"
+    at.run()
+    assert "Recompute consensus" in at.info[0].value and not list((ws.arrays_dir).glob("consensus/*.npz"))
+    at.button(key="adj_recompute").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    first = at.dataframe[0].value["sample_id"].iloc[0]
+    at.button(key="adj_yes").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    # Not refitted: the stored fit is shown as stale, and the decided sample has left the queue.
+    assert any("votes changed since" in w.value for w in at.warning)
+    assert first not in at.dataframe[0].value["sample_id"].tolist()
+    assert len(list(ws.arrays_dir.glob("consensus/*.npz"))) == 1
+    at.button(key="adj_recompute").click().run()
+    assert not any("votes changed since" in w.value for w in at.warning)
+    assert len(list(ws.arrays_dir.glob("consensus/*.npz"))) == 2
+    assert {m.label: m.value for m in at.metric}["decided by a person"] == "1"

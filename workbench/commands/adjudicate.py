@@ -67,8 +67,12 @@ def adjudicate_cmd(
 
 
 def _show_queue(ws, n: int, *, include_human: bool) -> None:
-    from workbench.analysis.consensus import require, uncertain_queue
+    from workbench.analysis.consensus import consensus_key, require, stored_path, uncertain_queue
 
+    if stored_path(ws, consensus_key(ws.store, include_human), include_human) is None:
+        n_votes = ws.store.scalar("SELECT count(*) FROM votes")
+        typer.echo(f"fitting Dawid-Skene to {n_votes:,} votes (about 10 s per 100k; stored for the next time)…",
+                   err=True)
     cons = require(ws, include_human)
     rel = cons.reliability
     typer.echo(f"Dawid-Skene over {len(cons.posterior):,} sample(s): prior P(good) {cons.prior:.3f}; "
