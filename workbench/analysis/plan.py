@@ -276,6 +276,11 @@ class _Planner:
         self.ws, self.cfg, self.s = ws, ws.config, ws.store
         self.assumptions: list[str] = []
         self.rates: dict[str, Rate] = {}
+        self.refs = list(self.cfg.referees)
+        self.k_votes = self.cfg.select.min_votes
+        # The vote patterns are the longest read (1.2M votes at paper scale): a thread with its own connection
+        # reads them while the rest is measured (sqlite releases the GIL).
+        self._patterns = _Background(self._read_patterns)
         idx = ws.taxonomy.index()
         self.idx = idx
         self.leaf_cat: dict[str, str] = {}       # live task type -> its first-level category id
@@ -320,17 +325,17 @@ class _Planner:
             self.rates["candidates_per_image"] = Rate.assumed(k_cfg, k_cfg, k_cfg)
             self.assumptions.append(f"every image gets {k_cfg} CLIP candidates ([match] k, at most the task types; "
                                     "nothing matched yet)")
-        per_img = s.query("SELECT sum(kept), count(*) FROM filter_decisions WHERE node_id IS NOT NULL "
-                          "GROUP BY image_id")
-        kept = np.array([r[0] for r in per_img], dtype=float)
-        cand = np.array([r[1] for r in per_img], dtype=float)
-        self.rates["keep_rate"] = Rate.proportion(kept.sum(), cand.sum(), ASSUMED["keep_rate"])
+        fil = s.query("SELECT node_id, sum(kept), count(*) FROM filter_decisions WHERE node_id IS NOT NULL "
+                      "GROUP BY node_id")
+        self.filter_by_cat = self._by_cat(fil)
+        self.rates["keep_rate"] = Rate.proportion(float(sum(r[1] for r in fil)), float(sum(r[2] for r in fil)),
+                                                  ASSUMED["keep_rate"])
         kr = self.rates["keep_rate"]
         c = self.rates["candidates_per_image"].value
         any_default = tuple(1 - (1 - x) ** max(c, 1) for x in (kr.value, kr.low, kr.high))
-        self.rates["images_with_kept"] = Rate.proportion(float((kept > 0).sum()), len(kept), any_default)
-        self.filter_by_cat = self._by_cat(s.query(
-            "SELECT node_id, sum(kept), count(*) FROM filter_decisions WHERE node_id IS NOT NULL GROUP BY node_id"))
+        imgs = s.one("SELECT count(*), sum(k > 0) FROM (SELECT sum(kept) AS k FROM filter_decisions WHERE node_id IS "
+                     "NOT NULL GROUP BY image_id)")
+        self.rates["images_with_kept"] = Rate.proportion(float(imgs[1] or 0), float(imgs[0] or 0), any_default)
         # ok samples per kept pair, on images the Q&A stage has answered
         qa_kept = s.query("SELECT d.node_id, count(*) FROM filter_decisions d WHERE d.kept = 1 AND d.node_id IS NOT "
                           "NULL AND d.image_id IN (SELECT DISTINCT image_id FROM samples) GROUP BY d.node_id")
@@ -345,34 +350,47 @@ class _Planner:
         else:
             self.rates["samples_per_kept"] = Rate.assumed(*ASSUMED["samples_per_kept"])
         # referees: pass rate each, k-of-N passing share, and the adaptive order's calls (from vote patterns)
-        self.refs = list(self.cfg.referees)
-        self.k_votes = self.cfg.select.min_votes
-        per_ref = {r[0]: (int(r[1]), int(r[2] or 0)) for r in s.query(
-            "SELECT referee, sum(valid), sum(CASE WHEN valid=1 AND vote=1 THEN 1 ELSE 0 END) FROM votes "
-            "GROUP BY referee")}
-        for r in self.refs:
-            valid, yes = per_ref.get(r.name, (0, 0))
-            self.rates[f"pass:{r.name}"] = Rate.proportion(yes, valid, ASSUMED["referee_pass"])
         self._vote_patterns()
 
-    def _vote_patterns(self) -> None:
-        """From the pilot's vote patterns: the share of samples passing k-of-N (overall and per category) and
-        the share of samples each referee is asked under adaptive voting (in `[[referees]]` order)."""
-        from workbench.analysis.agreement import load_patterns
+    def _read_patterns(self):
+        """(node_ids, votes [rows x referees]: 1 / 0 / -1 invalid / NaN not asked, n) per (task type, pattern)
+        of the configured referees' votes (analysis/agreement.py's pattern query, for these names)."""
+        names = [r.name for r in self.refs]
+        if not names:
+            return [], np.zeros((0, 0)), np.zeros(0)
+        cols = ", ".join(f"max(CASE WHEN v.referee = ?{i + 1} THEN (CASE WHEN v.valid = 1 AND v.vote IS NOT NULL "
+                         f"THEN v.vote ELSE -1 END) END) AS r{i}" for i in range(len(names)))
+        q = ",".join(f"?{i + 1}" for i in range(len(names)))
+        rc = ", ".join(f"p.r{i}" for i in range(len(names)))
+        try:
+            rows = self.s.query(f"SELECT s.node_id, {rc}, count(*) FROM (SELECT v.sample_id, {cols} FROM votes v "
+                                f"WHERE v.referee IN ({q}) GROUP BY v.sample_id) p JOIN samples s ON s.id = p.sample_id "
+                                f"GROUP BY s.node_id, {rc}", tuple(names))
+        finally:
+            self.s.close()      # this thread's connection
+        nodes = [r[0] for r in rows]
+        votes = np.array([[np.nan if x is None else x for x in r[1:-1]] for r in rows], dtype=float)
+        return nodes, votes.reshape(len(rows), len(names)), np.array([r[-1] for r in rows], dtype=float)
 
+    def _vote_patterns(self) -> None:
+        """From the pilot's vote patterns: each referee's pass rate, the share of samples passing k-of-N (overall
+        and per category) and the share each referee is asked under adaptive voting (`[[referees]]` order)."""
         names = [r.name for r in self.refs]
         self.pass_by_cat: dict[str, np.ndarray] = {}
         self.asked = {n: Rate.assumed(1.0, 1.0, 1.0) for n in names}
-        frame, voted = load_patterns(self.s, by_node=True) if names else (None, [])
-        full = [n for n in names if n in voted]     # every configured referee has voted on something
-        if frame is not None and len(full) == len(names) and not frame.empty:
-            votes = frame[names].to_numpy()                   # 1 / 0 / -1 (invalid) / NaN (not asked)
-            n = frame["n"].to_numpy(dtype=float)
+        nodes, votes, n = self._patterns.result()
+        for i, name in enumerate(names):
+            col = votes[:, i] if len(n) else np.zeros(0)
+            valid = (col == 0) | (col == 1)
+            self.rates[f"pass:{name}"] = Rate.proportion(float(n[col == 1].sum()), float(n[valid].sum()),
+                                                         ASSUMED["referee_pass"])
+        # every configured referee has voted on something
+        if len(n) and not np.isnan(votes).all(axis=0).any():
             # Every sample counts: under adaptive voting a referee's vote is missing exactly where the others
             # had decided, so the outcome read from the votes present is the k-of-N outcome.
             pos = np.nansum(votes == 1, axis=1)
             passed = pos >= self.k_votes
-            for nid, c_pass, c_n in zip(frame["node_id"], passed, n):
+            for nid, c_pass, c_n in zip(nodes, passed, n):
                 cat = self.leaf_cat.get(nid)
                 if cat is not None:
                     self.pass_by_cat[cat] = self.pass_by_cat.get(cat, 0) + np.array([c_pass * c_n, c_n])
@@ -383,6 +401,8 @@ class _Planner:
                 undecided = (yes < self.k_votes) & (yes + (len(names) - i) >= self.k_votes)
                 self.asked[name] = Rate.proportion(float((undecided * n).sum()), float(n.sum()), (1, 1, 1))
                 yes += (votes[:, i] == 1) & undecided
+            return
+        if not names:
             return
         # Nothing (or not every referee) measured: independent referees at their pass rates.
         ps = [self.rates[f"pass:{n}"] for n in names]
@@ -810,7 +830,10 @@ class _Planner:
     def _referee_prompt_tokens(self, prompt, model: str) -> float:
         from workbench.llm.cost import estimate_prompt_tokens
 
-        row = self.s.one("SELECT avg(length(question)), avg(length(answer)) FROM samples WHERE status='ok'")
+        if not hasattr(self, "_qa_lengths"):
+            self._qa_lengths = self.s.one("SELECT avg(length(question)), avg(length(answer)) FROM samples "
+                                          "WHERE status='ok'")
+        row = self._qa_lengths
         q = int(row[0]) if row and row[0] else ASSUMED["question_tokens"] * 4
         a = int(row[1]) if row and row[1] else ASSUMED["answer_tokens"] * 4
         path = next(iter(self.idx.paths[n] for n in self.leaf_cat), "task")
@@ -869,6 +892,30 @@ class _Planner:
             out.append(CategoryPlan(cat, name, tasks.get(cat, 0), cost, bcost, new, spd))
         out.sort(key=lambda c: -(c.cost_usd or 0.0))
         return out
+
+
+class _Background:
+    """Run `fn` in a thread now; `result()` waits for it and re-raises its exception."""
+
+    def __init__(self, fn):
+        import threading
+
+        self._out, self._exc = None, None
+
+        def work():
+            try:
+                self._out = fn()
+            except BaseException as exc:  # handed to the caller of result()
+                self._exc = exc
+
+        self._thread = threading.Thread(target=work, name="plan-votes", daemon=True)
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        if self._exc is not None:
+            raise self._exc
+        return self._out
 
 
 def _key(req: str) -> str:
