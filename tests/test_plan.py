@@ -234,3 +234,43 @@ def test_image_tokens_follow_openai_accounting():
     assert image_tokens("gpt-4.1-mini", 1024, 1024) == 1659
     assert image_tokens("gpt-4.1-nano", 1800, 2400) <= 1536 * 2.46 + 1
     assert image_tokens("Qwen2-VL-7B-Instruct", 1024, 1024, per_image=321) == 321
+
+
+@pytest.mark.timeout(180)
+def test_dashboard_plan_page(tmp_path):
+    """The Plan page on the synthetic small workspace: totals, the per-stage table, a cost-per-category bar."""
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("make_paper_scale_workspace",
+                                                  repo / "benchmarks" / "make_paper_scale_workspace.py")
+    gen = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, gen)
+    spec.loader.exec_module(gen)
+    root = tmp_path / "ws"
+    gen.build(root, gen.SMALL, log=lambda *a: None)
+    expected = make_plan(Workspace.open(root))
+
+    at = AppTest.from_file(str(repo / "app.py"), default_timeout=90)
+    at.query_params["page"] = "plan"
+    os.environ["WORKBENCH_WORKSPACE"] = str(root)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["cost (list)"] == f"${expected.total('cost_usd').value:,.2f}"
+    stages = at.dataframe[0].value
+    assert list(stages["stage"])[:4] == ["expand", "embed:text", "embed:image", "match"]
+    assert "filter" in set(stages["stage"]) and "qa" in set(stages["stage"])
+    bar = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert bar["type"] == "bar" and sorted(bar["x"]) == sorted(c.name for c in expected.categories if c.cost_usd)
+    # Planning for more images rescales the figures.
+    at.number_input(key="plan_images").set_value(4000).run()
+    assert not at.exception
+    more = {m.label: m.value for m in at.metric}
+    assert more["cost (list)"] != metrics["cost (list)"]

@@ -27,6 +27,7 @@ PAGES = {
     "referees": "Referees",
     "adjudicate": "Adjudicate",
     "prompts": "Prompts",
+    "plan": "Plan",
 }
 
 
