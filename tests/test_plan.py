@@ -144,6 +144,8 @@ def test_pilot_plan_predicts_the_full_run(tmp_path):
 
         plan = make_plan(ws, images=N_ALL)
         st = by_stage(plan)
+        # Expansion: the next level (3) is one call per accepted level-2 node, none answered yet.
+        assert st["expand"].calls.value == 12 and st["expand"].done == 0 and not st["expand"].skipped
         assert st["filter"].per_call["measured_on"] == "calls with the current prompt"
         assert st["filter"].cost_usd is not None and st["referee:a"].cost_usd.value == 0   # local judges: free
         assert st["referee:b"].calls_saved is not None and st["referee:b"].calls_saved.value > 0

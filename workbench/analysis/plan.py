@@ -265,8 +265,9 @@ def make_plan(ws, *, images: int | None = None, through: str = "export") -> Plan
     stages: list[StagePlan] = []
     for name in wanted:
         stages.extend(getattr(p, f"plan_{name}")())
+    cats = p.categories(stages) if p.flow else []     # only once the vision stages are planned
     plan = Plan(images=p.target, images_registered=p.registered, task_types=len(p.leaf_cat), through=through,
-                stages=stages, categories=p.categories(stages), rates=p.rates, assumptions=p.assumptions)
+                stages=stages, categories=cats, rates=p.rates, assumptions=p.assumptions)
     plan.seconds = time.perf_counter() - t0
     return plan
 
