@@ -119,6 +119,8 @@ def render(root: str, ws) -> None:
     kind, msg = st.session_state.pop("adj_msg", (None, None))
     if kind:
         (st.success if kind == "success" else st.error)(msg)
+        if kind == "success":
+            st.toast(msg)   # seen where the buttons are, further down the page
     if cons is None:
         st.info(f"{n_votes:,} votes: fitting Dawid–Skene takes a while at this size. Press “Recompute consensus”, "
                 "or run `workbench adjudicate WORKSPACE` (it stores the fit for this page).")
@@ -176,9 +178,9 @@ def _queue(root: str, ws, cons, q) -> None:
     with b:
         st.markdown(f"**Sample** `{sid}` · posterior P(good) **{row['p_good']:.3f}**"
                     if row["p_good"] == row["p_good"] else f"**Sample** `{sid}` · no posterior")
-        st.markdown(f"**Task type:** {row['task_type']}")
-        st.markdown(f"**Question:** {row['question']}")
-        st.markdown(f"**Answer:** {row['answer']}")
+        st.markdown(f"**Task type:** {_md(row['task_type'])}")
+        st.markdown(f"**Question:** {_md(row['question'])}")
+        st.markdown(f"**Answer:** {_md(row['answer'])}")
         st.dataframe(adj.sample_votes(ws, sid), hide_index=True, key="adj_votes")
         st.text_input("Reason (required to flag; kept with a vote)", key="adj_reason")
         bcols = st.columns(4)
@@ -190,6 +192,14 @@ def _queue(root: str, ws, cons, q) -> None:
             bcols[3].button("Unflag", key="adj_unflag", on_click=_do, args=("unflag", root, sid))
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()<>#+-.!|~$"})
+
+
+def _md(text) -> str:
+    """Model text shown as written: `a~b~c` paths would otherwise strike through, `*` and `_` emphasise."""
+    return str(text or "").translate(_MD_SPECIAL)
+
+
 def _sample_row(ws, sid: str, cons) -> dict:
     r = ws.store.one("SELECT image_id, node_id, question, answer FROM samples WHERE id = ?", (sid,))
     path = cons_mod.task_path(ws, r["node_id"])
@@ -197,12 +207,16 @@ def _sample_row(ws, sid: str, cons) -> dict:
             "answer": r["answer"], "p_good": float(cons.posterior.get(sid, np.nan))}
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _categories(root: str, v: tuple) -> dict:
+    return cons_mod.first_level(data.open_workspace(root))
+
+
 def _thumbnail(root: str, image_id: str) -> None:
-    imgs = data.image_table(root, data.version(root, "images"))
-    if image_id not in imgs.index:
+    img = data.open_workspace(root).store.one("SELECT root, path FROM images WHERE id = ?", (image_id,))
+    if img is None:
         st.warning("image not registered")
         return
-    img = imgs.loc[image_id]
     p = data.image_path(img["root"], img["path"])
     if p.exists():
         st.image(str(p), caption=img["path"], width=320)
@@ -217,8 +231,7 @@ def _reliability(root: str, cons) -> None:
                   else "Human votes left out."))
     fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in ("sensitivity", "specificity", "accuracy")}
     st.dataframe(cons.reliability, hide_index=True, key="adj_rel", column_config=fmt)
-    frame = data.node_table(root)
-    per_cat = cons.by_category(dict(zip(frame["id"], frame["category"])))
+    per_cat = cons.by_category(_categories(root, data.version(root, "nodes")))
     if per_cat.empty:
         return
     st.markdown("**Accuracy per first-level category**")
