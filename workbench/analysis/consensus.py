@@ -103,7 +103,11 @@ def load_votes(store, include_human: bool = True) -> tuple[pd.DataFrame, pd.Seri
 def fit(votes: pd.DataFrame, gold: pd.Series | None = None) -> tuple[pd.Series, pd.DataFrame, float]:
     """crowd-kit Dawid–Skene on (sample_id, referee, vote) rows -> (posterior P(good) per sample,
     reliability per referee, prior P(good))."""
-    from crowdkit.aggregation import DawidSkene
+    try:
+        from crowdkit.aggregation import DawidSkene
+    except ImportError:
+        raise WorkbenchError("Dawid-Skene needs crowd-kit: pip install 'taskgalaxy-workbench[analysis]' "
+                             "(or use k-of-N: --consensus kofn)") from None
 
     gold = gold if gold is not None else pd.Series(dtype="int64")
     if votes.empty:
