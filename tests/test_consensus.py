@@ -367,3 +367,60 @@ def test_adjudicate_page_on_a_large_vote_table_shows_the_stored_fit_until_recomp
     assert not any("votes changed since" in w.value for w in at.warning)
     assert len(list(ws.arrays_dir.glob("consensus/*.npz"))) == 2
     assert {m.label: m.value for m in at.metric}["decided by a person"] == "1"
+
+
+@pytest.mark.slow
+def test_adjudication_session_in_chromium(tmp_path):
+    """In a real browser: name the reviewer, vote on three queued samples, flag one, open a sample by URL."""
+    from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (scripts/setup.sh --browser)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    from tests.test_dashboard_app import _generator
+    from workbench.store import Store
+
+    gen = _generator()
+    root = tmp_path / "ws"
+    gen.build(root, gen.SMALL, log=lambda *a: None)
+    store = Store(root / "workbench.sqlite")
+
+    def idle(page):
+        for _ in range(2):
+            page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+            page.wait_for_timeout(300)
+
+    def shown_sample(page) -> str:
+        return page.locator("p:has-text('Sample') code").first.inner_text()
+
+    with serve(root) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/?page=adjudicate")
+        page.wait_for_selector("[data-testid=stDataFrame]", timeout=90_000)
+        idle(page)
+        page.get_by_role("textbox", name="Reviewer").fill("pat")
+        page.get_by_role("textbox", name="Reviewer").press("Enter")
+        idle(page)
+        voted = []
+        for value in ("1", "0", "1"):
+            voted.append(shown_sample(page))
+            page.get_by_role("button", name="1 — good" if value == "1" else "0 — bad").click()
+            page.wait_for_selector(f"text=human:pat voted {value} on {voted[-1]}", timeout=30_000)
+            idle(page)
+        flagged = shown_sample(page)
+        page.get_by_role("textbox", name="Reason (required to flag; kept with a vote)").fill("answer contradicts the image")
+        page.get_by_role("textbox", name="Reason (required to flag; kept with a vote)").press("Enter")
+        idle(page)
+        page.get_by_role("button", name="Flag").click()
+        page.wait_for_selector(f"text=Flagged {flagged}", timeout=30_000)
+        idle(page)
+        assert page.locator("[data-testid=stException]").count() == 0
+        # A sample opened by URL (as the Referees page can link to it).
+        page.goto(f"{url}/?page=adjudicate&sample={voted[0]}")
+        page.wait_for_selector(f"code:has-text('{voted[0]}')", timeout=60_000)
+        browser.close()
+    got = dict(store.query("SELECT sample_id, vote FROM votes WHERE referee = 'human:pat'"))
+    assert got == dict(zip(voted, (1, 0, 1))) and len(set(voted)) == 3
+    assert tuple(store.one("SELECT sample_id, reason, reviewer FROM sample_flags")) == (
+        flagged, "answer contradicts the image", "pat")
