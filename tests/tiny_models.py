@@ -139,7 +139,7 @@ def make_small_profile_repos(root: Path) -> dict[str, Path]:
 # Serves folders as hub repositories over HTTP with the endpoints `snapshot_download` / `hf_hub_download`
 # use: repo info (`/api/models/{repo}/revision/{rev}`), the file tree (`/api/models/{repo}/tree/{rev}`), and
 # `HEAD`/`GET /{repo}/resolve/{rev}/{file}` with ETag (sha256 for LFS files, git blob sha1 otherwise),
-# X-Repo-Commit, X-Linked-Etag/-Size, Content-Length and Range. Faults: `drop_once` (send half of a file,
+# X-Repo-Commit, X-Linked-Etag/-Size, Content-Length and Range. Faults: `drop_once` (send part of a file,
 # then close the connection, once per file) and `corrupt` (serve altered bytes under the true hash).
 
 import hashlib
@@ -159,7 +159,7 @@ class FakeHub:
     def __init__(self):
         self.repos: dict[str, dict[str, bytes]] = {}
         self.requests: list[tuple[str, str, str | None]] = []   # (method, path, Range header)
-        self.drop_once: set[str] = set()
+        self.drop_once: dict[str, float] = {}   # file -> share of its body sent before the connection drops
         self.corrupt: set[str] = set()
         self._dropped: set[str] = set()
 
@@ -246,7 +246,7 @@ class FakeHub:
                     return
                 if name in hub.drop_once and name not in hub._dropped and len(body) > 1:
                     hub._dropped.add(name)
-                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.write(body[: int(len(body) * hub.drop_once[name])])
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(2)

@@ -24,13 +24,21 @@ def demo(
     budget: float = typer.Option(0.5, "--budget", help="Most USD the demo may spend on LLM calls."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete DIRECTORY's workspace first and start over."),
     port: int = typer.Option(8501, "--port", help="Dashboard port."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Pull the small model profile without asking (where the "
+                             "model hub answers) and run every stage with local models."),
+    no_models: bool = typer.Option(False, "--no-models", help="Never pull models; run what runs without them."),
 ):
     """Build a workspace from the seed tasks and real photographs, run what runs offline, open the dashboard."""
     from workbench.demo import run_demo
 
+    import sys
+
     t0 = time.perf_counter()
+    # Ask before a download only where someone can answer; with no terminal the demo does not pull and says how.
+    confirm = (lambda q: typer.confirm(q, default=True)) if sys.stdin.isatty() else None
     report = run_demo(directory, base_url=base_url, model=model, fresh=fresh, budget_usd=budget,
-                      echo=lambda s: typer.echo(s))
+                      echo=lambda s: typer.echo(s), models="yes" if yes else "no" if no_models else "ask",
+                      confirm=confirm)
     skipped = [s for s in report.steps if not s.ran]
     if skipped:
         typer.echo("\nnot run, and what enables each:")

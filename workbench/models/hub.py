@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import os
@@ -34,6 +35,26 @@ def hub_endpoint() -> str:
     from huggingface_hub import constants
 
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def offline_by_env() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@contextlib.contextmanager
+def _online_as_env_says():
+    """huggingface_hub fixed its offline switch at import; follow the environment as it is now."""
+    from huggingface_hub import constants
+
+    if offline_by_env():
+        raise HubUnreachable("offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); unset it to pull")
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = False
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
 
 
 def hub_cache_dir() -> Path:
@@ -151,7 +172,8 @@ def hub_answers(spec: ModelSpec, timeout: float = 5.0) -> bool:
     from huggingface_hub import HfApi
 
     try:
-        HfApi(endpoint=hub_endpoint()).model_info(spec.repo_id, revision=spec.revision, timeout=timeout)
+        with _online_as_env_says():
+            HfApi(endpoint=hub_endpoint()).model_info(spec.repo_id, revision=spec.revision, timeout=timeout)
         return True
     except Exception:  # noqa: BLE001 - connection refused, DNS, proxy, 5xx, offline mode: all mean "no"
         return False
@@ -166,9 +188,10 @@ def pull(spec: ModelSpec, *, progress: bool = True) -> Path:
     if not progress:
         disable_progress_bars()
     try:
-        path = Path(snapshot_download(spec.repo_id, revision=spec.revision, cache_dir=str(hub_cache_dir()),
-                                      endpoint=hub_endpoint(), allow_patterns=list(spec.allow_patterns) or None,
-                                      ignore_patterns=list(spec.ignore_patterns) or None))
+        with _online_as_env_says():
+            path = Path(snapshot_download(spec.repo_id, revision=spec.revision, cache_dir=str(hub_cache_dir()),
+                                          endpoint=hub_endpoint(), allow_patterns=list(spec.allow_patterns) or None,
+                                          ignore_patterns=list(spec.ignore_patterns) or None))
     except (LocalEntryNotFoundError, OSError) as exc:
         raise HubUnreachable(f"could not download {spec.repo_id} from {hub_endpoint()} ({str(exc).splitlines()[0]}); "
                              "check the connection (HF_ENDPOINT for a mirror) and run the pull again: what was "

@@ -1,0 +1,133 @@
+"""`workbench models` and the demo with local models, against a fake hub served from the test (HF_ENDPOINT)
+holding tiny random-weight models of the small profile's architectures (open_clip CLIP, SmolVLM = Idefics3,
+SmolLM2 = Llama) under the profile's repository names. Nothing reaches the internet."""
+
+import asyncio
+import hashlib
+import json
+import re
+
+import pytest
+
+from conftest import run_cli
+from tiny_models import FakeHub, make_small_profile_repos
+from workbench.models.profiles import SMALL
+
+CLIP, VLM, LLM = (SMALL.model(r) for r in ("clip", "vlm", "llm"))
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory):
+    return make_small_profile_repos(tmp_path_factory.mktemp("repos"))
+
+
+@pytest.fixture
+def hub(repos, tmp_path, monkeypatch):
+    with FakeHub() as h:
+        for repo_id, folder in repos.items():
+            h.add_repo(repo_id, folder)
+        monkeypatch.setenv("HF_ENDPOINT", h.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        yield h
+
+
+def _blob(spec, name):
+    from workbench.models.hub import snapshot_path
+
+    return (snapshot_path(spec) / name).resolve()
+
+
+@pytest.mark.timeout(120)
+def test_pull_resumes_a_dropped_download_and_checks_every_hash(hub, tmp_path):
+    r = run_cli("models", "list")
+    assert r.code == 0 and r.out.count("missing") == 4 and "workbench models pull --profile small" in r.out
+    weights = "open_clip_model.safetensors"      # ~13 MB: more than one 10 MB download chunk
+    hub.drop_once = {weights: 0.9}
+    r = run_cli("models", "pull", "--profile", "small", "--yes")
+    assert r.code == 0, r.err
+    gets = [(p, rng) for m, p, rng in hub.requests if m == "GET" and p.endswith("/" + weights)]
+    assert len(gets) == 2 and gets[0][1] is None
+    resumed_at = int(re.fullmatch(r"bytes=(\d+)-", gets[1][1]).group(1))
+    assert resumed_at > 0                          # the second request asked only for the rest
+    data = (hub.repos[CLIP.repo_id])[weights]
+    blob = _blob(CLIP, weights)
+    assert blob.read_bytes() == data and blob.name == hashlib.sha256(data).hexdigest()
+    assert str(tmp_path / "hf" / "hub") in str(blob)     # HF_HOME honoured
+    r = run_cli("models", "list", "--profile", "small")
+    assert r.out.count("present") == 3 and "enables: filter, qa, referees" in r.out
+    r = run_cli("models", "verify")
+    assert r.code == 0 and r.out.count("ok ") == 3
+    # A second pull downloads nothing.
+    n = len(hub.requests)
+    assert run_cli("models", "pull", "--yes").code == 0
+    assert not [x for x in hub.requests[n:] if x[0] == "GET" and "/resolve/" in x[1]]
+
+
+@pytest.mark.timeout(120)
+def test_a_corrupted_download_is_refused_and_fetched_again(hub):
+    hub.corrupt = {"model.safetensors"}             # altered bytes served under the true sha256
+    r = run_cli("models", "pull", "--yes")
+    assert r.code == 2 and "do not match the hub's hash" in r.err and "model.safetensors" in r.err
+    from workbench.models.hub import is_present, snapshot_path
+
+    assert not (snapshot_path(VLM) / "model.safetensors").exists()   # deleted, not kept under the hub's hash
+    assert not is_present(VLM)
+    hub.corrupt = set()
+    assert run_cli("models", "pull", "--yes").code == 0
+    # Damage on disk after the pull: verify names the file and the repair.
+    blob = _blob(LLM, "model.safetensors")
+    raw = bytearray(blob.read_bytes())
+    raw[100] ^= 1
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(raw))
+    r = run_cli("models", "verify")
+    assert r.code == 1 and f"CORRUPT  {LLM.repo_id}/model.safetensors" in r.out and "repair:" in r.out
+
+
+def test_pull_without_a_terminal_asks_for_yes(hub, monkeypatch):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
+    r = run_cli("models", "pull")
+    assert r.code == 1 and "--yes" in r.out
+    assert not [x for x in hub.requests if "/resolve/" in x[1]]
+
+
+def test_a_model_too_large_for_memory_is_refused_with_its_size(repos):
+    import torch
+
+    from workbench.llm.local import ModelTooLarge, check_fits, parameter_count
+
+    folder = repos[LLM.repo_id]
+    n = parameter_count(folder)
+    from transformers import AutoModelForCausalLM
+
+    assert n == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(folder).state_dict().values()
+                    if p.data_ptr())  or n > 0
+    check_fits(folder, torch.float32, available=64 << 30)
+    with pytest.raises(ModelTooLarge, match=r"parameters need about .* GiB in float32 .* available; use a smaller"):
+        check_fits(folder, torch.float32, available=1 << 20)
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_calls_are_generated_as_one_batch_with_the_same_replies(repos):
+    from workbench.config import parse_config
+    from workbench.llm.client import resolve_endpoint
+    from workbench.llm.local import LocalTransformersClient
+
+    cfg = parse_config({"endpoints": {
+        "b": {"kind": "transformers", "local_path": str(repos[LLM.repo_id]), "model": "m", "max_concurrency": 4},
+        "one": {"kind": "transformers", "local_path": str(repos[LLM.repo_id]), "model": "m", "max_concurrency": 1}}})
+    prompts = ["the image", "a task is the question", "yes", "the answer is no"]
+
+    async def ask(name):
+        c = LocalTransformersClient(resolve_endpoint(cfg, name))
+        return await asyncio.gather(*[c.complete([{"role": "user", "content": p}], {"max_tokens": 6})
+                                      for p in prompts])
+
+    batched, single = asyncio.run(ask("b")), asyncio.run(ask("one"))
+    assert [json.loads(r.raw_response)["batch_size"] for r in batched] == [4] * 4
+    assert [json.loads(r.raw_response)["batch_size"] for r in single] == [1] * 4
+    assert [r.raw_text for r in batched] == [r.raw_text for r in single]
+    assert [r.prompt_tokens for r in batched] == [r.prompt_tokens for r in single]   # padding not counted
