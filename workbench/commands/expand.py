@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -103,24 +103,62 @@ def duplicates_cmd(
 @taxonomy_app.command("coverage")
 def coverage_cmd(
     workspace: Path = WS_ARG,
-    reference: Path = typer.Argument(..., help="A reference taxonomy: tasktype.txt, JSON or folder tree.",
-                                     show_default=False),
+    reference: Path = typer.Argument(..., help="A reference taxonomy: tasktype.txt, JSON or folder tree "
+                                     "(bundled: workbench/data/reference/*.txt).", show_default=False),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="txt, folder or json (default: detected)."),
-    threshold: Optional[float] = typer.Option(None, help="Similarity below which a reference task is a gap "
-                                              "(default: text_embedding.coverage_threshold)."),
+    threshold: Optional[float] = typer.Option(None, help="Score below which a reference task is a gap (default: "
+                                              "text_embedding.coverage_threshold when set, else the matcher's "
+                                              "tuned 0.56)."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="Candidate task types kept per reference task."),
     gaps_only: bool = typer.Option(False, "--gaps", help="List only the gaps."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    confirm: bool = typer.Option(False, "--confirm", help="Let an LLM decide reference tasks whose score lies in "
+                                 "the uncertain band (one cached call per candidate pair)."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="Endpoint name from workbench.toml for "
+                                           "--confirm (default: default)."),
+    band: Tuple[float, float] = typer.Option((0.40, 0.75), "--band", help="LOW HIGH: the uncertain band "
+                                             "(--confirm only)."),
+    prompt: Optional[Path] = typer.Option(None, "--prompt", "-p", help="Prompt file for --confirm (default: "
+                                          "the bundled coverage_confirm.j2)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --confirm: print calls, tokens and cost; call "
+                                 "nothing."),
+    budget: Optional[float] = typer.Option(None, "--budget", min=0, help="With --confirm: stop once this many "
+                                           "USD are spent (default: limits.budget_usd)."),
 ):
-    """Map each reference task to its nearest task type; list the reference tasks with no close match."""
+    """Map each reference task to its best and runner-up task types; list the gaps, grouped by the reference's
+    first level and by ours, and our first-level areas the reference never tests."""
     from workbench.analysis.reference_coverage import reference_coverage
 
     ws = _open(workspace)
-    rep = reference_coverage(ws, reference, fmt=format, threshold=threshold)
+    if (endpoint or dry_run or prompt or budget is not None) and not confirm:
+        raise WorkbenchError("--endpoint, --prompt, --dry-run and --budget apply to --confirm; add --confirm")
+    rep = reference_coverage(ws, reference, fmt=format, threshold=threshold, top_k=top_k,
+                             confirm=(endpoint or "default") if confirm else None, band=band, prompt=prompt,
+                             dry_run=dry_run, budget_usd=budget)
+    run = rep.confirm_run
+    if run is not None:
+        typer.echo(run.summary(), err=not dry_run)
+        if dry_run:
+            return
     rows = rep.gaps if gaps_only else rep.rows
     if as_json:
-        typer.echo(json.dumps({"summary": rep.summary(), "rows": [r.__dict__ for r in rows]}, indent=1))
+        out = rep.to_json(rows)
+        if run is not None:
+            out["confirm_run"] = run.as_dict()
+        typer.echo(json.dumps(out, indent=1))
         return
     for r in rows:
         mark = "ok " if r.covered else "GAP"
-        typer.echo(f"{mark} {r.score:.3f}  {r.reference_path}  ->  {r.nearest_path or '-'}")
+        via = " (llm)" if r.decided_by == "llm" else ""
+        shown = r.match_path if r.covered and r.match_path else r.nearest_path
+        runner = f"   [2nd {r.runner_up_score:.3f} {r.runner_up_path}]" if r.runner_up_path else ""
+        typer.echo(f"{mark} {r.score:.3f}  {r.reference_path}  ->  {shown or '-'}{via}{runner}")
+    if rep.gaps:
+        typer.echo("gaps by reference category: " + "; ".join(
+            f"{k}: {len(v)}" for k, v in sorted(rep.gaps_by_reference().items())))
+        typer.echo("gaps by our nearest area: " + "; ".join(
+            f"{k}: {len(v)}" for k, v in sorted(rep.gaps_by_ours().items())))
+    untested = rep.untested_areas()
+    if untested:
+        typer.echo(f"our areas the reference never tests ({len(untested)}): " + ", ".join(untested))
     typer.echo(rep.summary())
