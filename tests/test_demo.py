@@ -11,7 +11,9 @@ from openai_server import OpenAIServer
 
 @pytest.mark.timeout(300)
 def test_demo_offline_runs_what_it_can_and_says_what_it_could_not(tmp_path):
-    env = {"WORKBENCH_NO_LOCAL_PROBE": "1", "OPENAI_BASE_URL": "", "OPENAI_API_KEY": ""}
+    # The hub does not answer here (a closed port), and no terminal: nothing is pulled and the command is named.
+    env = {"WORKBENCH_NO_LOCAL_PROBE": "1", "OPENAI_BASE_URL": "", "OPENAI_API_KEY": "",
+           "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
     r = run_cli_subprocess("demo", tmp_path / "demo", "--no-browser", timeout=280, env=env)
     assert r.code == 0, r.err
     out = r.out
@@ -23,6 +25,10 @@ def test_demo_offline_runs_what_it_can_and_says_what_it_could_not(tmp_path):
     # Never pretends: CLIP and the LLM are listed as not run, each with what enables it.
     assert "[skipped] CLIP embed + match" in out and "[clip] pretrained" in out
     assert "[skipped] expand level 2" in out and "--base-url" in out
+    assert "[skipped] pull local models (small profile)" in out
+    pull = "`workbench models pull --profile small`"
+    for step in ("CLIP embed + match", "expand level 2", "filter, Q&A, referees"):   # each names the pull command
+        assert re.search(rf"\[skipped\] {re.escape(step)}:", out) and f"  - {step}: {pull}" in out, step
     assert "workbench dashboard" in out
 
     from workbench.workspace import Workspace

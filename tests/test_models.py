@@ -131,3 +131,34 @@ def test_concurrent_calls_are_generated_as_one_batch_with_the_same_replies(repos
     assert [json.loads(r.raw_response)["batch_size"] for r in single] == [1] * 4
     assert [r.raw_text for r in batched] == [r.raw_text for r in single]
     assert [r.prompt_tokens for r in batched] == [r.prompt_tokens for r in single]   # padding not counted
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_pulls_the_small_profile_and_runs_every_stage_locally(hub, tmp_path, monkeypatch):
+    """The README's first command where the hub answers: pull (no question with --yes), configure, then every
+    stage with the local models. Random weights: the stages run for real and report what the replies gave."""
+    monkeypatch.setenv("WORKBENCH_NO_LOCAL_PROBE", "1")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    root = tmp_path / "demo"
+    r = run_cli("demo", root, "--no-browser", "--yes")
+    assert r.code == 0, r.err
+    out = r.out
+    for line in ("[done   ] pull local models (small profile): 3 model(s)", "[done   ] configure local models",
+                 "[done   ] expand level 2 (6 level-1 nodes", "[done   ] CLIP embed + match",
+                 "[done   ] filter (4 images)"):
+        assert line in out, out
+    for name in ("Q&A", "two referees", "select", "export"):   # each either ran or says why it could not
+        assert re.search(rf"\[(done   |skipped)\] {re.escape(name)}", out), out
+    toml = (root / "workbench.toml").read_text()
+    assert toml.count('kind = "transformers"') == 2 and 'answer_aware = true' in toml
+    assert str(tmp_path / "hf" / "hub" / "models--laion--CLIP-ViT-B-32") in toml   # the pulled weights
+    from workbench.workspace import Workspace
+
+    ws = Workspace.open(root)
+    assert ws.store.scalar("SELECT count(*) FROM matches") == 17 * ws.config.match.k
+    calls = {(c["stage"], c["endpoint"]): c["n"] for c in ws.store.query(
+        "SELECT stage, endpoint, count(*) AS n FROM llm_calls WHERE raw_text IS NOT NULL GROUP BY 1, 2")}
+    assert calls[("expand", "local_llm")] == 6 and calls[("filter", "local_vlm")] == 4
+    raw = json.loads(ws.store.scalar("SELECT raw_response FROM llm_calls WHERE stage='filter' LIMIT 1"))
+    assert raw["backend"] == "transformers" and raw["batch_size"] >= 1
