@@ -265,7 +265,7 @@ def taxonomy_merge(workspace: Path = WS_ARG,
 
 
 # Modules under workbench/commands/ that add commands to `app` (one per area).
-COMMAND_MODULES: list[str] = ["demo", "expand", "images", "vision", "runs", "dashboard", "batches", "adjudicate", "plan", "models"]
+COMMAND_MODULES: list[str] = ["demo", "expand", "images", "vision", "runs", "dashboard", "batches", "adjudicate", "plan", "models", "audit"]
 
 
 def _load_commands() -> None:

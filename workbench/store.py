@@ -31,6 +31,7 @@ SCHEMA_MODULES = [
     "workbench.pipeline.embed.schema",
     "workbench.pipeline.vision_schema",
     "workbench.analysis.schema",
+    "workbench.analysis.audit_schema",
 ]
 
 BUSY_TIMEOUT_MS = 60_000

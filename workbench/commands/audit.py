@@ -1,0 +1,79 @@
+"""CLI: `workbench audit WORKSPACE DATASET`: which of our task types an existing SFT dataset covers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from workbench.cli import WS_ARG, _open, app
+
+
+@app.command("audit")
+def audit_cmd(
+    workspace: Path = WS_ARG,
+    dataset: Path = typer.Argument(..., help="LLaVA JSON, JSONL / ShareGPT, a Parquet file or folder, or a "
+                                   "Hugging Face `datasets` folder.", show_default=False),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Store the audit under this name (default: "
+                                       "the file name without its suffix)."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="llava-json, jsonl, parquet or "
+                                         "hf-datasets (default: detected)."),
+    task_field: Optional[str] = typer.Option(None, "--task-field", help="The dataset's own task field, "
+                                             "cross-tabulated with ours (default: task, task_type, category, "
+                                             "ability or type when present)."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Task types kept per item, with scores."),
+    chunk_size: int = typer.Option(8192, "--chunk-size", min=1, help="Items per chunk (each stored as it "
+                                   "finishes; a stopped audit resumes)."),
+    min_score: float = typer.Option(0.25, "--min-score", min=0, max=1, help="Top-1 score below which an item "
+                                    "counts as unassigned."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Compare with another stored audit, or "
+                                          "`selected` (this workspace's selected samples)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Print progress per chunk."),
+):
+    """Assign every item's first instruction to our task types (sentence embeddings, top-k with scores);
+    store per-task-type counts, the task types with none, the most over-represented and the long tail."""
+    from workbench.analysis.audit import audit, compare as compare_audits, crosstab
+    ws = _open(workspace)
+
+    def tick(done, total):
+        if progress:
+            typer.echo(f"  {done:,}/{total:,} items assigned", err=True)
+
+    res = audit(ws, dataset, name=name, fmt=format, task_field=task_field, top_k=top_k, chunk_size=chunk_size,
+                min_score=min_score, on_chunk=tick)
+    s = res.summary
+    cmp = compare_audits(ws, res.name, compare, min_score) if compare else None
+    if as_json:
+        out = {"name": res.name, "items": res.items, "resumed_from": res.resumed_from, "summary": s}
+        if cmp is not None:
+            out["compare"] = cmp[cmp["level"] == 1][["path", "items_a", "items_b", "share_a", "share_b",
+                                                      "diff"]].to_dict("records")
+        typer.echo(json.dumps(out, indent=1, default=float))
+        return
+    typer.echo(f"{res.name}: {res.items:,} item(s) ({res.resumed_from:,} from an earlier run), {s['assigned']:,} "
+               f"assigned to {s['with_items']} of {s['task_types']} task types (top-1 score >= {min_score}), "
+               f"{s['unassigned']:,} unassigned; {res.seconds:.1f}s")
+    typer.echo("by category: " + ", ".join(f"{k} {v:,}" for k, v in
+                                          sorted(s["by_category"].items(), key=lambda kv: -kv[1])))
+    typer.echo(f"task types with none: {s['none']}" + (f" (e.g. {', '.join(s['none_paths'][:5])})"
+                                                       if s["none"] else ""))
+    if s["categories_without_items"]:
+        typer.echo("categories with none: " + ", ".join(s["categories_without_items"]))
+    typer.echo("most over-represented: " + "; ".join(f"{o['path']} {o['items']:,} ({o['x_uniform']:.1f}x uniform)"
+                                                     for o in s["over_represented"][:5]))
+    typer.echo(f"long tail: the top 1% of task types ({s['top1pct_task_types']}) hold {s['top1pct_share']:.0%} "
+               f"of the assigned items; gini {s['long_tail']['gini']:.2f}")
+    ct = crosstab(ws, res.name, min_score)
+    if not ct.empty:
+        typer.echo("own task field x our category (top cells):")
+        cells = ct.stack().sort_values(ascending=False)
+        for (own, ours), n in cells[cells > 0].head(10).items():
+            typer.echo(f"  {own!s:30} -> {ours}: {n:,}")
+    if cmp is not None:
+        typer.echo(f"compare with {compare} (share of assigned items, per category):")
+        top = cmp[cmp["level"] == 1].sort_values("diff", key=abs, ascending=False)
+        for _, r in top.head(12).iterrows():
+            typer.echo(f"  {r['path']:45} {r['share_a']:6.1%}  {r['share_b']:6.1%}  ({r['diff']:+.1%})")
