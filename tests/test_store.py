@@ -190,3 +190,74 @@ def test_migration_scripts_split_with_comments_after_semicolons():
     stmts = _split_sql(script)
     assert len(stmts) == 4 and all(sqlite3.complete_statement(s) for s in stmts)
     assert stmts[2].endswith("VALUES ('x;y');") and stmts[3].endswith("END;")
+
+
+def _fill(con, table, **values):
+    """Insert one row giving every NOT NULL column without a default a value (tests only)."""
+    for col in con.execute(f"PRAGMA table_info({table})").fetchall():
+        _, name, typ, notnull, default, pk = col
+        if name not in values and notnull and default is None and not pk:
+            values[name] = 0 if "INT" in (typ or "").upper() or "REAL" in (typ or "").upper() else "x"
+    cols = ", ".join(values)
+    con.execute(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(values))})", list(values.values()))
+
+
+def test_nodes_rebuild_migration_keeps_rows_indexes_and_references(tmp_path, monkeypatch):
+    """Core migration 3 rebuilds `nodes` (wider origin CHECK) with foreign keys off: a workspace made before it
+    keeps every node, match and sample pointing at nodes; nothing cascades; the indexes are back."""
+    import workbench.store as store_mod
+
+    full = registered_schemas()
+    old = {c: (m[:2] if c == "core" else m) for c, m in full.items()}
+    monkeypatch.setattr(store_mod, "registered_schemas", lambda: old)
+    ws = Workspace.init(tmp_path / "w")
+    assert ws.store.versions()["core"] == 2
+    now = "2026-01-01T00:00:00"
+    with ws.store.write() as c:
+        with pytest.raises(sqlite3.IntegrityError):
+            c.execute("INSERT INTO nodes(id, name, name_key, level, origin, status, created_at, updated_at) "
+                      "VALUES ('z', 'Z', 'z', 1, 'discovered', 'proposed', ?, ?)", (now, now))
+        for nid, parent, level in (("a", None, 1), ("b", "a", 2), ("c", "b", 3)):
+            c.execute("INSERT INTO nodes(id, parent_id, name, name_key, level, origin, status, created_at, "
+                      "updated_at) VALUES (?, ?, ?, ?, ?, 'seed', 'accepted', ?, ?)",
+                      (nid, parent, nid.upper(), nid, level, now, now))
+        _fill(c, "images", id="img1", path="p.png")
+        _fill(c, "matches", image_id="img1", node_id="c", rank=1, score=0.5)
+        _fill(c, "samples", id="s1", image_id="img1", node_id="c", status="ok")
+    ws.close()
+    monkeypatch.setattr(store_mod, "registered_schemas", lambda: full)
+    ws = Workspace.open(tmp_path / "w")
+    assert ws.store.versions()["core"] == len(full["core"]) >= 3
+    assert [r[0] for r in ws.store.query("SELECT id FROM nodes ORDER BY id")] == ["a", "b", "c"]
+    assert ws.store.scalar("SELECT count(*) FROM matches WHERE node_id='c'") == 1
+    assert ws.store.scalar("SELECT count(*) FROM samples WHERE node_id='c'") == 1
+    idx = {r[0] for r in ws.store.query("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='nodes'")}
+    assert {"nodes_sibling_name", "nodes_parent", "nodes_status"} <= idx
+    assert ws.store.scalar("PRAGMA foreign_keys") == 1
+    assert ws.store.query("PRAGMA foreign_key_check") == []
+    # the wider CHECK, and the foreign keys still act: deleting a node cascades to what references it
+    ws.taxonomy.add("Found", "b", origin="discovered", status="proposed")
+    with ws.store.write() as c:
+        c.execute("DELETE FROM nodes WHERE id='b'")
+    assert ws.store.scalar("SELECT count(*) FROM nodes") == 1
+    assert ws.store.scalar("SELECT count(*) FROM matches") == 0 and ws.store.scalar("SELECT count(*) FROM samples") == 0
+    ws.close()
+
+
+def test_fk_off_migration_refuses_when_references_would_break(tmp_path, monkeypatch):
+    import workbench.store as store_mod
+
+    full = registered_schemas()
+    ws = Workspace.init(tmp_path / "w")
+    ws.close()
+    bad = dict(full, core=full["core"] + ["-- requires: foreign_keys=off\n"
+                                          "CREATE TABLE t (x TEXT REFERENCES nodes(id));\n"
+                                          "INSERT INTO t VALUES ('missing');"])
+    monkeypatch.setattr(store_mod, "registered_schemas", lambda: bad)
+    with pytest.raises(SchemaError, match="broken reference"):
+        Workspace.open(tmp_path / "w")
+    monkeypatch.setattr(store_mod, "registered_schemas", lambda: full)
+    ws = Workspace.open(tmp_path / "w")
+    assert ws.store.scalar("SELECT count(*) FROM sqlite_master WHERE name='t'") == 0
+    assert ws.store.scalar("PRAGMA foreign_keys") == 1
+    ws.close()

@@ -217,16 +217,51 @@ class Store:
             if not backup.exists():
                 with sqlite3.connect(backup) as dst:
                     self.conn.backup(dst)
-        with self.write() as conn:
-            # Re-read inside the lock: another process may have migrated meanwhile.
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            now = self.versions()
-            for comp, migrations in schemas.items():
-                for i in range(now.get(comp, 0), len(migrations)):
-                    for stmt in _split_sql(migrations[i]):
-                        conn.execute(stmt)
-                    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                                 (f"schema.{comp}", str(i + 1)))
+        # Migrations run in order, in as few transactions as possible; one that asks for foreign keys off
+        # (its first line `-- requires: foreign_keys=off`, a table rebuild) runs in a transaction of its own.
+        plan = [(comp, i, needs_fk_off(migrations[i])) for comp, migrations in schemas.items()
+                for i in range(current.get(comp, 0), len(migrations))]
+        segments: list[list[tuple[str, int, bool]]] = []
+        for comp, i, fk_off in plan:
+            if fk_off or not segments or segments[-1][-1][2]:
+                segments.append([])
+            segments[-1].append((comp, i, fk_off))
+        for segment in segments:
+            fk_off = segment[0][2]
+            if fk_off:
+                self.conn.execute("PRAGMA foreign_keys=OFF")   # a no-op inside a transaction: set before BEGIN
+            try:
+                with self.write() as conn:
+                    # Re-read inside the lock: another process may have migrated meanwhile.
+                    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                    now = self.versions()
+                    for comp, i, _ in segment:
+                        if now.get(comp, 0) != i:
+                            continue
+                        for stmt in _split_sql(schemas[comp][i]):
+                            conn.execute(stmt)
+                        if fk_off:
+                            bad = conn.execute("PRAGMA foreign_key_check").fetchall()
+                            if bad:
+                                raise SchemaError(
+                                    f"{self.path}: schema '{comp}' migration {i + 1} would leave {len(bad)} broken "
+                                    f"reference(s) (e.g. table {bad[0][0]} row {bad[0][1]} -> {bad[0][2]}); "
+                                    "nothing was changed. Repair or remove those rows (sqlite3 "
+                                    f"{self.path} 'PRAGMA foreign_key_check') and open the workspace again")
+                        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                     (f"schema.{comp}", str(i + 1)))
+                        now[comp] = i + 1
+            finally:
+                if fk_off:
+                    self.conn.execute("PRAGMA foreign_keys=ON")
+
+
+FK_OFF_MARK = "-- requires: foreign_keys=off"
+
+
+def needs_fk_off(script: str) -> bool:
+    """A migration whose first line is `-- requires: foreign_keys=off` (SQLite's table-rebuild procedure)."""
+    return script.lstrip().startswith(FK_OFF_MARK)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -23,7 +23,7 @@ from workbench.errors import TaxonomyError
 from workbench.store import Store
 from workbench.taxonomy.names import SEP, NameProblem, check_name, name_key, replace_lookalikes, split_path
 
-ORIGINS = ("seed", "generated", "imported", "manual")
+ORIGINS = ("seed", "generated", "imported", "manual", "discovered", "reference")
 STATUSES = ("proposed", "accepted", "rejected")
 # Statuses that count as part of the taxonomy unless a caller asks otherwise.
 LIVE = ("proposed", "accepted")
