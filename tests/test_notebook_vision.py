@@ -1,26 +1,41 @@
-"""notebooks/03_vision_stages.ipynb runs top to bottom headless against the local test server."""
+"""notebooks/03_vision_stages.ipynb headless against the local test server: to an export with a configured
+workspace, and a last cell that says why nothing was selected when nothing could be."""
 
-import nbformat
+import nbformat  # noqa: F401  (nbclient's notebooks)
 import pytest
-from nbclient import NotebookClient
 
-from openai_server import OpenAIServer
-from test_vision_stages import make_workspace, script
 from conftest import REPO
+from openai_server import OpenAIServer
+from test_notebook_taxonomy import outputs_text, run_notebook
+from test_vision_stages import make_workspace, script
+
+NOTEBOOK = REPO / "notebooks" / "03_vision_stages.ipynb"
+
+
+def _errors(nb):
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
 
 
 @pytest.mark.timeout(240)
 def test_vision_notebook_runs_headless(tmp_path):
     with OpenAIServer(script, models=("vlm", "judge-a", "judge-b", "judge-c")) as server:
         ws = make_workspace(tmp_path, server.base_url)
-        nb = nbformat.read(REPO / "notebooks" / "03_vision_stages.ipynb", as_version=4)
-        params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-        params.source = f"WORKSPACE = {str(ws.root)!r}\nN_IMAGES = 6\nPROGRESS = False"
-        NotebookClient(nb, timeout=180, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        nb = run_notebook(NOTEBOOK, tmp_path, f"WORKSPACE = {str(ws.root)!r}\nN_IMAGES = 6\nPROGRESS = False")
         assert ws.store.scalar("SELECT count(*) FROM samples WHERE status='ok'") == 3
         assert ws.store.scalar("SELECT count(*) FROM votes") == 9
         assert (ws.exports_dir / "llava.json").is_file()
-        outputs = "".join(str(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-        assert "wrote 3 samples" in outputs
-        assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        text = outputs_text(nb)
+        assert "exported 3 selected sample(s)" in text
+        assert "notebook parameters" not in (ws.root / "workbench.toml").read_text()   # its own TOML, untouched
+        assert not _errors(nb)
+
+
+@pytest.mark.timeout(120)
+def test_vision_notebook_says_why_nothing_was_selected(tmp_path):
+    nb = run_notebook(NOTEBOOK, tmp_path, f"WORKSPACE = {str(tmp_path / 'fresh')!r}\nPROGRESS = False")
+    text = outputs_text(nb)
+    assert not _errors(nb)
+    assert "the VLM stages are skipped: no image has CLIP matches: run 02_images_and_matching.ipynb" in text
+    last = outputs_text(nbformat.from_dict({"cells": [nb.cells[-1]], "metadata": {}, "nbformat": 4,
+                                            "nbformat_minor": 5}))
+    assert last.startswith("nothing exported: nothing selected, because no image has CLIP matches")

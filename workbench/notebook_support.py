@@ -444,3 +444,34 @@ def expand_runs(ws):
                      "started_at": r["started_at"]})
     return pd.DataFrame(rows, columns=["run", "status", "kind", "parents", "prompts", "calls", "cached", "cost_usd",
                                        "started_at"])
+
+
+# -- notebook 03 ----------------------------------------------------------------------------------
+def vision_inputs_line(ws) -> str:
+    """One line: what 03 starts from (images, matches, which CLIP made them, endpoint, referees)."""
+    n_img = ws.store.scalar("SELECT count(*) FROM images") or 0
+    n_match = ws.store.scalar("SELECT count(DISTINCT image_id) FROM matches") or 0
+    tiny = ws.store.scalar("SELECT count(*) FROM embedding_sets WHERE model LIKE 'wb-tiny-clip%'") or 0
+    clip = " (made by the tiny random-weight CLIP: meaningless; set CLIP_PRETRAINED in 02)" if tiny else ""
+    ep = ws.config.endpoints.get("default")
+    where = f"{ep.model} at {ep.base_url or 'OPENAI_BASE_URL'}" if ep else "no [endpoints.default] (set BASE_URL/MODEL)"
+    return (f"{n_img} image(s), {n_match} with CLIP matches{clip}; endpoint: {where}; "
+            f"{len(ws.config.referees)} referee(s)")
+
+
+def nothing_selected_reason(ws) -> str:
+    """Why no sample is selected, naming the first stage that handed nothing on and what to do."""
+    q = ws.store.scalar
+    if not q("SELECT count(*) FROM matches"):
+        return "no image has CLIP matches: run 02_images_and_matching.ipynb on this WORKSPACE first"
+    if not q("SELECT count(*) FROM filter_decisions"):
+        return "the filter has not run (no endpoint: set BASE_URL and MODEL in the parameters)"
+    if not q("SELECT count(*) FROM filter_decisions WHERE kept=1"):
+        return "the filter kept no candidate for these images (see the rejections above)"
+    if not q("SELECT count(*) FROM samples WHERE status='ok'"):
+        return "Q&A wrote no usable sample (see the rejections above)"
+    if not ws.config.referees:
+        return "no referee is configured: set REFEREE_MODELS (or add [[referees]] to workbench.toml)"
+    if not q("SELECT count(*) FROM votes"):
+        return "the referees have not voted yet"
+    return "no sample reached the minimum number of positive votes (lower MIN_VOTES, or see the votes above)"
