@@ -299,3 +299,92 @@ def test_missing_workspace_is_a_clear_error(tmp_path):
     at.run()
     assert not at.exception
     assert "workbench init" in at.error[0].value
+
+
+# -- new-user pass fixes (issue 12) ----------------------------------------------------------------
+
+def test_images_stacked_by_category_keeps_every_bin_on_the_x_axis(small):
+    root, _ = small
+    at = run(root, "images", {"ipt_stack": True})
+    sp = spec(at)
+    # "0" looks numeric: without an explicit category axis plotly draws a linear one and drops "1–10" etc.
+    assert sp["layout"]["xaxis"]["type"] == "category"
+    assert sp["layout"]["xaxis"]["categoryarray"][:2] == ["0", "1–10"]
+    xs = {x for t in sp["data"] for x in t["x"]}
+    assert "1–10" in xs and len(xs) >= 2
+
+
+@pytest.fixture(scope="module")
+def matches_only(tmp_path_factory):
+    gen = _generator()
+    root = tmp_path_factory.mktemp("dash_matches") / "ws"
+    gen.build(root, gen.SMALL, log=lambda *a: None)
+    store = db(root)
+    with store.write() as conn:
+        for table in ("selections", "votes", "samples"):
+            conn.execute(f"DELETE FROM {table}")
+    return root
+
+
+def test_images_page_defaults_to_matches_when_there_are_no_samples(matches_only):
+    at = run(matches_only, "images")
+    assert at.radio(key="ipt_measure").value == "images (CLIP matches)"
+    assert not at.info, [i.value for i in at.info]   # not the "no samples yet" empty state
+    bars = spec(at)["data"][0]
+    matched = db(matches_only).scalar("SELECT count(DISTINCT node_id) FROM matches")
+    assert sum(_values({"values": bars["y"]})) - dict(zip(bars["x"], _values({"values": bars["y"]})))["0"] == matched
+
+
+def test_images_page_shows_thumbnails_of_a_chosen_task_type(small):
+    root, _ = small
+    from workbench.dashboard import page_images
+
+    store = db(root)
+    node, n = store.one("SELECT node_id, count(*) AS n FROM matches GROUP BY node_id ORDER BY n DESC LIMIT 1")
+    at = run(root, "images", {"ipt_measure": "images (CLIP matches)"})
+    assert at.selectbox(key="ipt_task").value is None
+    at.selectbox(key="ipt_task").set_value(node).run()
+    assert not at.exception, [e.value for e in at.exception]
+    imgs = at.get("image")
+    assert len(imgs) == 1
+    shown = list(imgs[0].proto.imgs)
+    assert len(shown) == min(n, page_images.THUMBS)
+    assert all(" · " in i.caption for i in shown)   # rank · CLIP score
+    assert any(f"of {n:,} matched image(s)" in c.value for c in at.caption)
+
+
+@pytest.fixture(scope="module")
+def leaf_grew(tmp_path_factory):
+    """A workspace whose task type got a child after the embedding set (and projection) was computed."""
+    from workbench.workspace import Workspace
+
+    gen = _generator()
+    root = tmp_path_factory.mktemp("dash_grew") / "ws"
+    summary = gen.build(root, gen.SMALL, log=lambda *a: None)
+    with Workspace.open(root) as ws:
+        leaf = next(n for n, _ in ws.taxonomy.leaves())
+        ws.taxonomy.add("a newer finer task", leaf)
+    return root, summary, leaf.id
+
+
+def test_embedding_map_legend_lists_task_types_and_skips_inner_nodes(leaf_grew):
+    root, s, inner = leaf_grew
+    at = run(root, "map")
+    sp = spec(at)
+    tasks = [t for t in sp["data"] if t.get("legendgroup") == "tasks"]
+    assert tasks and all(t["showlegend"] for t in tasks)
+    assert {t["name"] for t in tasks} == {t["name"] for t in sp["data"] if t.get("legendgroup") == "images"}
+    assert sp["layout"]["showlegend"] is True
+    # The grown leaf is an inner node now; its child has no embedding yet: one task type fewer is drawn.
+    n_tasks = sum(len(_values({"values": t["x"]})) for t in tasks)
+    assert n_tasks == s["task_types"] - 1
+    hover = {h for t in tasks for h in t["hovertext"]}
+    store = db(root)
+    assert store.scalar("SELECT name FROM nodes WHERE id=?", (inner,)) not in hover
+
+
+def test_embedding_map_legend_leaves_the_modebar_clear(small):
+    root, _ = small
+    legend = spec(run(root, "map"))["layout"]["legend"]
+    # Below the plot, not over its top-right corner where plotly puts the modebar.
+    assert legend["orientation"] == "h" and legend["y"] < 0 and legend["yanchor"] == "top"

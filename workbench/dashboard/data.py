@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench.analysis import agreement, coverage
+from workbench.errors import WorkbenchError
 from workbench.workspace import Workspace
 
 VERSION_TTL_S = 3
@@ -191,6 +192,47 @@ def image_outcomes(root: str, v: tuple, min_votes: int) -> pd.Series:
     for image_id, passed, n in rows:
         out[image_id] = "all passed" if passed == n else ("none passed" if passed == 0 else "some passed")
     return pd.Series(out, dtype="object")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def task_images(root: str, v: tuple, node_id: str, limit: int) -> list[dict]:
+    """A task type's matched images (best score first) with their paths."""
+    from workbench.pipeline.match.stage import images_for_task
+
+    ws = open_workspace(root)
+    rows = images_for_task(ws, node_id, limit=limit)
+    imgs = image_table(root, version(root, "images"))
+    return [{**r, "path": imgs.at[r["image_id"], "path"] if r["image_id"] in imgs.index else r["image_id"]}
+            for r in rows]
+
+
+def thumbnail(root: str, image_id: str, px: int) -> bytes | None:
+    """A small JPEG of a registered image (None if its file is gone or unreadable), cached per file state."""
+    from workbench.pipeline.images.register import image_path as registered_path
+
+    try:
+        path = registered_path(open_workspace(root), image_id)
+        stamp = path.stat().st_mtime_ns
+    except (OSError, WorkbenchError):
+        return None
+    return _thumbnail(str(path), stamp, px)
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def _thumbnail(path: str, mtime_ns: int, px: int) -> bytes | None:
+    # A preview: decoded at reduced scale and not re-hashed (the file's mtime keys the cache).
+    import io
+
+    from workbench.pipeline.images.register import open_rgb
+
+    try:
+        img = open_rgb(Path(path), min_side=px)
+    except WorkbenchError:
+        return None
+    img.thumbnail((px, px))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
 
 
 def samples_for_images(root: str, image_ids: list[str], limit: int = 200) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """Images per task: task types per paper bin (0, 1–10, 11–20, 21–40, …) of images or samples,
-per first-level category, long-tail figures; choosing a bin lists its task types."""
+per first-level category, long-tail figures; choosing a bin lists its task types, choosing a task
+type shows thumbnails of its matched images."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ from workbench.analysis import coverage
 from workbench.dashboard import data
 
 MEASURES = {"samples (Q&A written)": "samples", "images (CLIP matches)": "images", "selected samples": "selected"}
+THUMBS = 24       # thumbnails shown for a chosen task type (its best-scoring matches)
+THUMB_PX = 160
+
+
+def default_measure(leaves) -> int:
+    """Index of the first measure that has data (samples, else images, else selected); samples when none do,
+    so an empty workspace names the stage to run first."""
+    for i, m in enumerate(MEASURES.values()):
+        if leaves[m].sum() > 0:
+            return i
+    return 0
 
 
 def render(root: str, ws) -> None:
@@ -20,7 +32,8 @@ def render(root: str, ws) -> None:
         return
     leaves = frame[frame["is_leaf"]]
     c1, c2, c3 = st.columns([1.3, 1.3, 1])
-    measure_label = c1.radio("Count per task type", list(MEASURES), key="ipt_measure", horizontal=True)
+    measure_label = c1.radio("Count per task type", list(MEASURES), key="ipt_measure", horizontal=True,
+                             index=default_measure(leaves))
     measure = MEASURES[measure_label]
     cats = sorted(leaves["category"].unique())
     cat = c2.selectbox("First-level category", ["(all)"] + cats, key="ipt_cat")
@@ -49,10 +62,12 @@ def render(root: str, ws) -> None:
         fig = go.Figure([go.Bar(x=g["bin"], y=g["task_types"], name=name, marker_color=palette[i % len(palette)])
                          for i, (name, g) in enumerate(hist.groupby("category", sort=True))])
         fig.update_layout(barmode="stack")
+        # Bin labels such as "0" look numeric: without a category axis plotly guesses a linear one from the
+        # first trace and drops every "1–10"-style label, collapsing the chart onto bin 0.
     else:
         fig = go.Figure(go.Bar(x=hist["bin"], y=hist["task_types"], text=hist["task_types"], textposition="outside"))
     fig.update_layout(height=420, margin=dict(l=0, r=0, t=10, b=0), xaxis=dict(title=f"{measure} per task type",
-                      categoryorder="array", categoryarray=order), yaxis_title="task types")
+                      type="category", categoryorder="array", categoryarray=order), yaxis_title="task types")
     event = st.plotly_chart(fig, key="ipt_hist", on_select="rerun", selection_mode=("points",))
     picked = None
     points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) or event else []
@@ -66,6 +81,34 @@ def render(root: str, ws) -> None:
         st.caption(f"{len(sel):,} task type(s) with {choice} {measure}")
         st.dataframe(sel[["path", "category", "images", "samples", "selected", "id"]].head(5000), hide_index=True,
                      key="ipt_list")
+    _task_images(root, sel if choice else leaves.sort_values("images", ascending=False))
+
+
+def _task_images(root: str, candidates) -> None:
+    """Thumbnails of the images matched to one chosen task type (of the listed bin, else any with images)."""
+    candidates = candidates[candidates["images"] > 0].head(5000)
+    if candidates.empty:
+        return
+    path_of = dict(zip(candidates["id"], candidates["path"]))
+    node = st.selectbox("Show the images of a task type", list(path_of), index=None, format_func=path_of.get,
+                        key="ipt_task", placeholder="choose a task type to see its matched images")
+    if not node:
+        return
+    shown = data.task_images(root, data.version(root, "matches", "images"), node, THUMBS)
+    total = int(candidates.loc[candidates["id"] == node, "images"].iloc[0])
+    st.caption(f"{len(shown):,} of {total:,} matched image(s), best CLIP score first")
+    thumbs, captions, missing = [], [], []
+    for r in shown:
+        t = data.thumbnail(root, r["image_id"], THUMB_PX)
+        if t is None:
+            missing.append(r["path"])
+            continue
+        thumbs.append(t)
+        captions.append(f"#{r['rank']} · {r['score']:.2f}")
+    if thumbs:
+        st.image(thumbs, caption=captions, width=THUMB_PX)
+    if missing:
+        st.warning(f"{len(missing)} image file(s) missing or changed since registration, e.g. {missing[0]}")
 
 
 def prewarm(root: str) -> None:

@@ -42,8 +42,13 @@ def points(root: str, key: str, v: tuple) -> pd.DataFrame:
     is_img = kinds == "image"
     best = data.image_best_match(root, data.version(root, "matches"))
     imgs = data.image_table(root, data.version(root, "images"))
+    # Task types that are no longer live leaves (given children, or removed, since the embeddings were
+    # computed) are not drawn: they are not task types any more.
+    live = set(frame.loc[frame["is_leaf"], "id"])
+    drawn = is_img | ids.isin(live).to_numpy()
+    kinds, ids, is_img, coords = kinds[drawn], ids[drawn].reset_index(drop=True), is_img[drawn], proj.coords[drawn]
     node_for = np.where(is_img, ids.map(best).to_numpy(), ids.to_numpy())
-    df = pd.DataFrame({"x": proj.coords[:, 0], "y": proj.coords[:, 1], "kind": kinds, "item_id": ids.to_numpy()})
+    df = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "kind": kinds, "item_id": ids.to_numpy()})
     df["category"] = pd.Series(node_for).map(cat_of).fillna("(unmatched)").to_numpy()
     # Hover labels only for task types (short leaf names): 100k image paths would triple the payload.
     df["label"] = np.where(is_img, "", ids.map(name_of).fillna("").to_numpy())
@@ -91,8 +96,10 @@ def traces(root: str, key: str, v: tuple, colour: str, min_votes: int,
             idx = np.flatnonzero((grp == name) & (is_task == task) & keep).astype(np.int32)
             if not len(idx):
                 continue
+            # Two legend groups, images (circles) and task types (diamonds), each item per colour group.
             t = {"type": "scattergl", "mode": "markers", "x": x[idx], "y": y[idx],
-                 "name": str(name)[:40], "legendgroup": str(name), "showlegend": not task or name == "task type",
+                 "name": str(name)[:40], "legendgroup": "tasks" if task else "images", "showlegend": True,
+                 "legendgrouptitle": {"text": "task types ◆" if task else "images ●"},
                  "marker": {"size": 6 if task else 4, "symbol": "diamond" if task else "circle",
                             "opacity": 0.9 if task else 0.6, "color": colour_of[str(name)],
                             **({"line": {"width": 0.5, "color": "#222222"}} if task else {})}}
@@ -150,7 +157,11 @@ def render(root: str, ws) -> None:
     specs, rows = traces(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes, POINT_CHOICES[shown])
     fig = go.Figure()
     fig.add_traces([go.Scattergl(t) for t in specs])
-    fig.update_layout(height=640, margin=dict(l=0, r=0, t=10, b=0), dragmode="lasso", legend=dict(itemsizing="constant"),
+    # The legend goes below the plot: at the top right (plotly's default) it covers the modebar. showlegend is
+    # explicit because plotly hides a legend of a single trace.
+    fig.update_layout(height=640, margin=dict(l=0, r=0, t=30, b=0), dragmode="lasso", showlegend=True,
+                      legend=dict(itemsizing="constant", orientation="h", x=0, xanchor="left", y=-0.02,
+                                  yanchor="top", groupclick="toggleitem"),
                       xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
     drawn = sum(len(r) for r in rows)
     sampled = (f" Drawing a fixed random sample of {drawn:,} of {len(df):,} points ('Points drawn' shows more)."
