@@ -1,8 +1,8 @@
 """Audit an existing SFT dataset: which of our task types does it cover, how often, what is missing?
 
 Every item's first human turn (`<image>` tokens stripped) is embedded with the sentence model
-(`textembed`) and compared with the task types' paths ("a > b > c"); the top-k task types and their
-cosine scores are kept. The top-1 task type counts the item when its score reaches `min_score`
+(`textembed`) and compared with the task types (`TASK_TEXT`: "a question asking for <name>"); the top-k
+task types and their cosine scores are kept. The top-1 task type counts the item when its score reaches `min_score`
 (below it the item is "unassigned": instructions such as "What is this?" name no task). The dataset's own
 task field, when it has one, is kept beside the assignment and cross-tabulated, not trusted.
 
@@ -50,6 +50,10 @@ TOP_K = 5
 CHUNK_SIZE = 8192
 MIN_SCORE = 0.25            # top-1 score below which an item counts as unassigned
 SELECTED = "selected"       # compare() with this name: the workspace's own selected samples
+# How a task type is phrased for comparison with instructions: of the path ("a > b > c"), the bare leaf,
+# "the vision task of ..." and this, this put the most of tests/data/llava_sample.json where a reader
+# would (the path sent "Describe the image in detail" to "code screenshot explanation").
+TASK_TEXT = "a question asking for {}"
 TASK_FIELDS = ("task", "task_type", "category", "ability", "type")
 _IMAGE_TOKEN = re.compile(r"<image>\s*", re.I)
 _SPACE = re.compile(r"\s+")
@@ -189,7 +193,7 @@ def _tasks(ws):
 def task_vectors(ws, idx, leaves) -> np.ndarray:
     from workbench.textembed import embed_texts, workspace_cache_dir
 
-    texts = [" > ".join(idx.paths[i].split(SEP)) for i in leaves]
+    texts = [TASK_TEXT.format(idx.nodes[i].name) for i in leaves]
     return embed_texts(texts, ws.config.text_embedding.model, cache_dir=workspace_cache_dir(ws))
 
 
