@@ -239,19 +239,41 @@ def taxonomy_delete(workspace: Path = WS_ARG,
 
 
 @taxonomy_app.command("accept")
-def taxonomy_accept(workspace: Path = WS_ARG,
-                    nodes: List[str] = typer.Argument(..., help="Node ids or `~` paths.", show_default=False)):
-    """Mark nodes accepted."""
-    ws = _open(workspace)
-    typer.echo(f"accepted {ws.taxonomy.accept(nodes)} node(s)")
+def taxonomy_accept(
+    workspace: Path = WS_ARG,
+    nodes: Optional[List[str]] = typer.Argument(None, help="Node ids or `~` paths.", show_default=False),
+    proposed: bool = typer.Option(False, "--proposed", help="Every pending proposal (narrowed by --under, --run, "
+                                  "--origin) instead of listed nodes."),
+    under: Optional[str] = typer.Option(None, "--under", help="With --proposed: only this node's subtree."),
+    run: Optional[int] = typer.Option(None, "--run", help="With --proposed: only nodes proposed by this stage run "
+                                      "(`workbench runs` lists them)."),
+    origin: Optional[str] = typer.Option(None, "--origin", help="With --proposed: only this origin (generated, "
+                                         "discovered, reference, imported, seed, manual)."),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Name in the review log (default: OS user)."),
+):
+    """Mark nodes accepted (logged with the reviewer; `workbench taxonomy undo` reverses it)."""
+    from workbench.commands.review import bulk_decide
+
+    bulk_decide(workspace, "accepted", nodes, proposed, under, run, origin, reviewer)
 
 
 @taxonomy_app.command("reject")
-def taxonomy_reject(workspace: Path = WS_ARG,
-                    nodes: List[str] = typer.Argument(..., help="Node ids or `~` paths.", show_default=False)):
-    """Mark nodes rejected (kept for the record, left out of task types and exports)."""
-    ws = _open(workspace)
-    typer.echo(f"rejected {ws.taxonomy.reject(nodes)} node(s)")
+def taxonomy_reject(
+    workspace: Path = WS_ARG,
+    nodes: Optional[List[str]] = typer.Argument(None, help="Node ids or `~` paths.", show_default=False),
+    proposed: bool = typer.Option(False, "--proposed", help="Every pending proposal (narrowed by --under, --run, "
+                                  "--origin) instead of listed nodes."),
+    under: Optional[str] = typer.Option(None, "--under", help="With --proposed: only this node's subtree."),
+    run: Optional[int] = typer.Option(None, "--run", help="With --proposed: only nodes proposed by this stage run "
+                                      "(`workbench runs` lists them)."),
+    origin: Optional[str] = typer.Option(None, "--origin", help="With --proposed: only this origin (generated, "
+                                         "discovered, reference, imported, seed, manual)."),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Name in the review log (default: OS user)."),
+):
+    """Mark nodes rejected (kept for the record, left out of task types and exports; logged with the reviewer)."""
+    from workbench.commands.review import bulk_decide
+
+    bulk_decide(workspace, "rejected", nodes, proposed, under, run, origin, reviewer)
 
 
 @taxonomy_app.command("merge")
@@ -265,7 +287,7 @@ def taxonomy_merge(workspace: Path = WS_ARG,
 
 
 # Modules under workbench/commands/ that add commands to `app` (one per area).
-COMMAND_MODULES: list[str] = ["demo", "expand", "images", "vision", "runs", "dashboard", "batches", "adjudicate", "plan", "models", "audit"]
+COMMAND_MODULES: list[str] = ["demo", "expand", "images", "vision", "runs", "dashboard", "batches", "adjudicate", "plan", "models", "audit", "discover", "review"]
 
 
 def _load_commands() -> None:

@@ -32,6 +32,8 @@ SCHEMA_MODULES = [
     "workbench.pipeline.vision_schema",
     "workbench.analysis.schema",
     "workbench.analysis.audit_schema",
+    "workbench.review.schema",
+    "workbench.analysis.discovery_schema",
 ]
 
 BUSY_TIMEOUT_MS = 60_000

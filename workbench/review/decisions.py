@@ -4,12 +4,23 @@
     results = apply_decisions(ws, [Decision("t0123456789ab", "accept"),
                                    Decision("t1111111111aa", "rename", new_name="Chart reading")])
     [r.outcome for r in results]     # 'applied', 'skipped (keep)', 'unchanged (already accepted)', 'failed: ...'
+    bulk_status(ws, select_proposals(ws, under="Vision", stage_run_id=3), "accepted", reviewer="pat")
+    undo(ws)                         # reverses the last batch of decisions (status, name, parent back)
+    review_log(ws)                   # who, when, what, the value before and after (a DataFrame, newest first)
 
 Actions:
 - `keep`: leave the node as it is (decide later); reported as 'skipped (keep)'.
 - `accept` / `reject`: set the status. `accept` with a `new_name` renames first and accepts under the new name
   (both or neither). A `new_name` given with `reject` is not applied; the result says so.
 - `rename`: rename only; the status stays what it is (a proposal stays pending).
+- `move` (`new_parent`: id or `~` path, '' = first level) and `merge` (`into`: the survivor) — the dashboard's;
+  the notebook table offers the first four (`ACTIONS`).
+
+Every change is logged in `review_log` (review/schema.py) in the same transaction as the change: reviewer (default
+the OS user), time, source, action, the value before and after. One call (`apply_decisions`, `bulk_status`) is one
+*batch*; `undo(ws, n)` reverses the last n batches, newest change first, in one transaction, and refuses (changing
+nothing) when a node changed since outside the log or when a batch holds a merge (`Taxonomy.merge` moves children
+and re-points attached rows without recording where they were, so it cannot be reversed exactly).
 
 Each decision is its own write transaction, so a failed one (a name that clashes with a sibling, a node deleted
 or merged away meanwhile, a bad name) leaves the others applied. Applying is idempotent: a decision whose effect
@@ -22,10 +33,17 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Iterable
 
+from workbench.clock import utcnow
 from workbench.errors import WorkbenchError
 from workbench.taxonomy.names import normalize_name
 
+# What the notebook table offers; the dashboard adds move and merge.
 ACTIONS = ("keep", "accept", "reject", "rename")
+ALL_ACTIONS = ACTIONS + ("move", "merge")
+SOURCES = ("dashboard", "cli", "notebook", "library")
+ORIGINS = ("generated", "discovered", "reference", "imported", "seed", "manual")
+LOG_COLUMNS = ["id", "batch", "at", "reviewer", "source", "action", "node_id", "path", "old_value", "new_value",
+               "undone_at", "undone_by"]
 # The kinds of result, in the order the review table counts them.
 STATUSES = ("applied", "unchanged", "skipped", "failed")
 
@@ -40,10 +58,12 @@ class Decision:
     node_id: str
     action: str = "keep"
     new_name: str | None = None
+    new_parent: str | None = None    # move: id or `~` path of the new parent; '' = first level
+    into: str | None = None          # merge: the survivor (id or `~` path); this node disappears into it
 
     def __post_init__(self):
-        if self.action not in ACTIONS:
-            raise WorkbenchError(f"review action must be one of {', '.join(ACTIONS)}; got {self.action!r}")
+        if self.action not in ALL_ACTIONS:
+            raise WorkbenchError(f"review action must be one of {', '.join(ALL_ACTIONS)}; got {self.action!r}")
         # A blank rename box means "no new name".
         if self.new_name is not None and not self.new_name.strip():
             object.__setattr__(self, "new_name", None)
@@ -125,26 +145,59 @@ def pending_proposals(ws, *, stage_run_id: int | None = None, prompt_hash: str |
 
 
 # -- applying decisions ---------------------------------------------------------------------------
-def apply_decisions(ws, decisions: Iterable[Decision]) -> list[DecisionResult]:
-    """Apply each decision in its own transaction through the `Taxonomy` API; one result per decision."""
-    return [_apply_one(ws, d) for d in decisions]
+def apply_decisions(ws, decisions: Iterable[Decision], *, reviewer: str | None = None,
+                    source: str = "library") -> list[DecisionResult]:
+    """Apply each decision in its own transaction through the `Taxonomy` API; one result per decision.
+
+    Every change is logged (who: `reviewer`, default the OS user) in the same transaction; the whole call is one
+    batch for `undo`."""
+    log = _Log(ws, reviewer, source)
+    return [_apply_one(ws, d, log) for d in decisions]
 
 
-def _apply_one(ws, d: Decision) -> DecisionResult:
+class _Log:
+    """Writes `review_log` rows for one batch (its number is taken by the first row, inside its transaction)."""
+
+    def __init__(self, ws, reviewer: str | None, source: str):
+        from workbench.review.adjudication import reviewer_name
+
+        if source not in SOURCES:
+            raise WorkbenchError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
+        self.ws, self.reviewer, self.source, self.batch = ws, reviewer_name(reviewer), source, None
+
+    def __call__(self, conn, action: str, node_id: str, path: str | None, old, new) -> None:
+        self.many(conn, [(action, node_id, path, old, new)])
+
+    def many(self, conn, rows) -> None:
+        if not rows:
+            return
+        if self.batch is None:
+            self.batch = conn.execute("SELECT coalesce(max(batch), 0) + 1 FROM review_log").fetchone()[0]
+        now = utcnow()
+        conn.executemany(
+            "INSERT INTO review_log(batch, at, reviewer, source, action, node_id, path, old_value, new_value)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            [(self.batch, now, self.reviewer, self.source, a, nid, path, old, new) for a, nid, path, old, new in rows])
+
+
+def _apply_one(ws, d: Decision, log: _Log) -> DecisionResult:
     if d.action == "keep":
         return DecisionResult(d, "skipped", "keep", _path_or_none(ws, d.node_id))
     try:
         with ws.store.write() as conn:
-            status, detail = _apply_in_transaction(ws, conn, d)
-            path = ws.taxonomy.path(d.node_id) if status != "failed" else _path_or_none(ws, d.node_id)
+            status, detail = _apply_in_transaction(ws, conn, d, log)
+            if status == "failed" or d.action == "merge":
+                path = _path_or_none(ws, d.node_id)
+            else:
+                path = ws.taxonomy.path(d.node_id)
     except (WorkbenchError, sqlite3.Error) as exc:
         return DecisionResult(d, "failed", str(exc), _path_or_none(ws, d.node_id))
     return DecisionResult(d, status, detail, path)
 
 
-def _apply_in_transaction(ws, conn, d: Decision) -> tuple[str, str]:
+def _apply_in_transaction(ws, conn, d: Decision, log: _Log) -> tuple[str, str]:
     tax = ws.taxonomy
-    row = conn.execute("SELECT name, status FROM nodes WHERE id=?", (d.node_id,)).fetchone()
+    row = conn.execute("SELECT name, status, parent_id FROM nodes WHERE id=?", (d.node_id,)).fetchone()
     if row is None:
         # Not `tax.get`: that follows a merge alias, and a decision about the victim is not one about the survivor.
         survivor = conn.execute("SELECT node_id FROM node_aliases WHERE old_id=?", (d.node_id,)).fetchone()
@@ -153,26 +206,51 @@ def _apply_in_transaction(ws, conn, d: Decision) -> tuple[str, str]:
                               "meanwhile; review that node instead")
         return "failed", f"node {d.node_id} no longer exists (deleted meanwhile)"
     name, status = row["name"], row["status"]
+    path = tax.path(d.node_id)
     new_name = d.new_name
     renames = new_name is not None and normalize_name(new_name) != name
+
+    if d.action == "move":
+        if d.new_parent is None:
+            return "failed", "move needs a new parent ('' for the first level)"
+        pid = tax.resolve(d.new_parent).id if d.new_parent.strip() else None
+        if pid == row["parent_id"]:
+            return "unchanged", f"already under {tax.path(pid)!r}" if pid else "already at the first level"
+        tax.move(d.node_id, pid)
+        log(conn, "move", d.node_id, path, row["parent_id"] or "", pid or "")
+        return "applied", f"moved under {tax.path(pid)!r}" if pid else "moved to the first level"
+
+    if d.action == "merge":
+        if not d.into or not d.into.strip():
+            return "failed", "merge needs the node to merge into"
+        survivor = tax.resolve(d.into)
+        if conn.execute("SELECT 1 FROM nodes WHERE id=?", (survivor.id,)).fetchone() is None:
+            return "failed", f"{d.into} no longer exists"
+        survivor_path = tax.path(survivor.id)
+        tax.merge(d.node_id, survivor.id)
+        log(conn, "merge", d.node_id, path, path, survivor.id)
+        return "applied", f"merged into {survivor_path!r}"
 
     if d.action == "rename":
         if new_name is None:
             return "failed", "rename needs a new name"
         if not renames:
             return "unchanged", f"already named {name!r}"
-        tax.rename(d.node_id, new_name)
-        return "applied", f"renamed to {tax.get(d.node_id).name!r}"
+        new = tax.rename(d.node_id, new_name).name
+        log(conn, "rename", d.node_id, path, name, new)
+        return "applied", f"renamed to {new!r}"
 
     if d.action == "accept":
         if not renames and status == "accepted":
             return "unchanged", "already accepted"
         done = []
         if renames:
-            tax.rename(d.node_id, new_name)     # a clash raises: the accept below is not applied either
-            done.append(f"renamed to {tax.get(d.node_id).name!r}")
+            new = tax.rename(d.node_id, new_name).name     # a clash raises: the accept below is not applied either
+            log(conn, "rename", d.node_id, path, name, new)
+            done.append(f"renamed to {new!r}")
         if status != "accepted":
             tax.accept([d.node_id])
+            log(conn, "accept", d.node_id, path, status, "accepted")
             done.append("accepted")
         return "applied", " and ".join(done)
 
@@ -181,7 +259,133 @@ def _apply_in_transaction(ws, conn, d: Decision) -> tuple[str, str]:
     if status == "rejected":
         return "unchanged", "already rejected" + ignored
     tax.reject([d.node_id])
+    log(conn, "reject", d.node_id, path, status, "rejected")
     return "applied", "rejected" + ignored
+
+
+# -- bulk ----------------------------------------------------------------------------------------
+def select_proposals(ws, *, under: str | None = None, stage_run_id: int | None = None, origin: str | None = None,
+                     include_hidden: bool = False) -> list[str]:
+    """Ids of the pending proposals in a whole subtree (`under`: id or `~` path, the node itself included), from
+    one stage run, of one origin; all filters combine. Proposals hidden under a rejected ancestor are left out
+    unless `include_hidden` (or `under` names a node inside the hidden part)."""
+    if origin is not None and origin not in ORIGINS:
+        raise WorkbenchError(f"origin must be one of {', '.join(ORIGINS)}; got {origin!r}")
+    df = pending_proposals(ws, stage_run_id=stage_run_id)
+    if origin is not None:
+        df = df[df.origin == origin]
+    if under is not None:
+        top = ws.taxonomy.resolve(under)
+        inside = set(ws.taxonomy.index(None).subtree(top.id))
+        df = df[df.node_id.isin(inside)]
+        include_hidden = include_hidden or top.status == "rejected" or _hidden(ws, top.id)
+    if not include_hidden:
+        df = df[~df.under_rejected]
+    return list(df.node_id)
+
+
+def _hidden(ws, node_id: str) -> bool:
+    node = ws.taxonomy.get(node_id)
+    while node.parent_id is not None:
+        node = ws.taxonomy.get(node.parent_id)
+        if node.status == "rejected":
+            return True
+    return False
+
+
+def bulk_status(ws, node_ids: Iterable[str], status: str, *, reviewer: str | None = None,
+                source: str = "library") -> dict[str, int]:
+    """Accept or reject many nodes in one transaction (one batch in the log): a whole subtree or run at once.
+
+    Returns counts: 'applied', 'unchanged' (already so), 'gone' (deleted or merged away meanwhile)."""
+    if status not in ("accepted", "rejected"):
+        raise WorkbenchError(f"bulk status must be 'accepted' or 'rejected'; got {status!r}")
+    ids = list(dict.fromkeys(node_ids))
+    log = _Log(ws, reviewer, source)
+    with ws.store.write() as conn:
+        current = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            current.update({r[0]: r[1] for r in conn.execute(
+                f"SELECT id, status FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", chunk)})
+        todo = [i for i in ids if i in current and current[i] != status]
+        if todo:
+            paths = ws.taxonomy.index(None).paths
+            ws.taxonomy.set_status(todo, status)
+            action = {"accepted": "accept", "rejected": "reject"}[status]
+            log.many(conn, [(action, i, paths.get(i), current[i], status) for i in todo])
+    return {"applied": len(todo), "unchanged": len(current) - len(todo), "gone": len(ids) - len(current)}
+
+
+# -- the log and undo ----------------------------------------------------------------------------
+def review_log(ws, *, limit: int | None = 200, include_undone: bool = True):
+    """The logged decisions, newest first, as a DataFrame (LOG_COLUMNS)."""
+    import pandas as pd
+
+    where = "" if include_undone else " WHERE undone_at IS NULL"
+    lim = f" LIMIT {int(limit)}" if limit is not None else ""
+    rows = ws.store.query(f"SELECT {', '.join(LOG_COLUMNS)} FROM review_log{where} ORDER BY id DESC{lim}")
+    return pd.DataFrame([dict(r) for r in rows], columns=LOG_COLUMNS)
+
+
+def undoable(ws, n: int = 1) -> list[dict]:
+    """The log rows `undo(ws, n)` would reverse, newest first."""
+    batches = [r[0] for r in ws.store.query(
+        "SELECT DISTINCT batch FROM review_log WHERE undone_at IS NULL ORDER BY batch DESC LIMIT ?", (int(n),))]
+    if not batches:
+        return []
+    rows = ws.store.query(f"SELECT * FROM review_log WHERE batch IN ({','.join('?' * len(batches))})"
+                          " AND undone_at IS NULL ORDER BY id DESC", batches)
+    return [dict(r) for r in rows]
+
+
+def undo(ws, n: int = 1, *, reviewer: str | None = None) -> list[dict]:
+    """Reverse the last `n` batches of decisions, newest change first, in one transaction: status back, name back,
+    parent back (the node goes to the end of its old siblings). Returns the reversed log rows (newest first).
+
+    Refuses, changing nothing, when a batch holds a merge or a node changed since outside the log."""
+    from workbench.review.adjudication import reviewer_name
+
+    if n < 1:
+        raise WorkbenchError(f"undo needs n >= 1; got {n}")
+    who = reviewer_name(reviewer)
+    tax = ws.taxonomy
+    with ws.store.write() as conn:
+        rows = undoable(ws, n)
+        if not rows:
+            raise WorkbenchError("nothing to undo: the review log has no decision left that is not undone")
+        merges = [r for r in rows if r["action"] == "merge"]
+        if merges:
+            m = merges[-1]
+            ok = len({r["batch"] for r in rows if r["batch"] > m["batch"]})
+            raise WorkbenchError(
+                f"cannot undo the merge of {m['path']!r} into {m['new_value']} (log #{m['id']}, by {m['reviewer']} "
+                f"at {m['at']}): a merge moves children and re-points attached rows without recording where they "
+                "were, so it cannot be reversed exactly; nothing was undone"
+                + (f". Undo at most {ok} decision(s) to stop before it" if ok else
+                   ". Re-create the node by hand (`workbench taxonomy add`) if the merge was wrong"))
+        for r in rows:
+            nid = r["node_id"]
+            cur = conn.execute("SELECT name, status, parent_id FROM nodes WHERE id=?", (nid,)).fetchone()
+            if cur is None:
+                raise WorkbenchError(f"cannot undo log #{r['id']} ({r['action']} of {r['path']!r}): node {nid} no "
+                                     "longer exists (deleted or merged away since); nothing was undone")
+            now = {"accept": cur["status"], "reject": cur["status"], "rename": cur["name"],
+                   "move": cur["parent_id"] or ""}[r["action"]]
+            if now != r["new_value"]:
+                raise WorkbenchError(
+                    f"cannot undo log #{r['id']} ({r['action']} of {r['path']!r} by {r['reviewer']}): it set "
+                    f"{r['new_value']!r} but the node now has {now!r}, changed since outside the review log; "
+                    "nothing was undone")
+            if r["action"] in ("accept", "reject"):
+                tax.set_status([nid], r["old_value"])
+            elif r["action"] == "rename":
+                tax.rename(nid, r["old_value"])
+            else:
+                tax.move(nid, r["old_value"] or None)
+        conn.execute(f"UPDATE review_log SET undone_at=?, undone_by=? WHERE id IN ({','.join('?' * len(rows))})",
+                     [utcnow(), who, *[r["id"] for r in rows]])
+    return rows
 
 
 def _path_or_none(ws, node_id: str) -> str | None:

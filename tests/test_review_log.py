@@ -1,0 +1,262 @@
+"""The review log: bulk decisions by subtree / run / origin, who and what before, undo, the CLI's bulk forms,
+concurrent `expand` + decisions, and the dashboard's Review page (AppTest)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from workbench.errors import WorkbenchError
+from workbench.review.decisions import (Decision, apply_decisions, bulk_status, pending_proposals, review_log,
+                                        select_proposals, undo)
+from workbench.taxonomy.model import Provenance
+
+pytestmark = pytest.mark.timeout(120)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(ws) -> int:
+    with ws.stage_run("expand", {"test": True}, prompt_file="p.j2", prompt_hash="h" * 16, model="m",
+                      lock_key=None) as run:
+        pass
+    return run.id
+
+
+@pytest.fixture
+def tree(ws):
+    """Vision (accepted) > Counting (proposed, run 1) > {People, Cars} (run 1); Depth (run 2);
+    Found (discovered); Ref (reference); Text (accepted) > Old (rejected) > Hidden (proposed, run 2)."""
+    tax = ws.taxonomy
+    vision = tax.add("Vision")
+    r1, r2 = _run(ws), _run(ws)
+    p1, p2 = Provenance(stage_run_id=r1), Provenance(stage_run_id=r2)
+    ids = {"Vision": vision.id}
+    ids["Counting"] = tax.add("Counting", vision, origin="generated", status="proposed", provenance=p1).id
+    for n in ("People", "Cars"):
+        ids[n] = tax.add(n, ids["Counting"], origin="generated", status="proposed", provenance=p1).id
+    ids["Depth"] = tax.add("Depth", vision, origin="generated", status="proposed", provenance=p2).id
+    ids["Found"] = tax.add("Found", vision, origin="discovered", status="proposed").id
+    ids["Ref"] = tax.add("Ref", vision, origin="reference", status="proposed").id
+    ids["Text"] = tax.add("Text").id
+    ids["Old"] = tax.add("Old", ids["Text"], status="rejected").id
+    ids["Hidden"] = tax.add("Hidden", ids["Old"], origin="generated", status="proposed", provenance=p2).id
+    return ws, r1, r2, ids
+
+
+def _status(ws, nid):
+    return ws.taxonomy.get(nid).status
+
+
+def test_select_by_subtree_run_origin(tree):
+    ws, r1, r2, ids = tree
+    names = {v: k for k, v in ids.items()}
+    sel = lambda **kw: sorted(names[i] for i in select_proposals(ws, **kw))  # noqa: E731
+    assert sel(under="Vision~Counting") == ["Cars", "Counting", "People"]      # the node itself and below
+    assert sel(stage_run_id=r1) == ["Cars", "Counting", "People"]
+    assert sel(stage_run_id=r2) == ["Depth"]                                  # Hidden is under a rejected node
+    assert sel(stage_run_id=r2, include_hidden=True) == ["Depth", "Hidden"]
+    assert sel(under="Text~Old") == ["Hidden"]                                # asked for by name: included
+    assert sel(origin="discovered") == ["Found"] and sel(origin="reference") == ["Ref"]
+    assert sel(under="Vision", origin="generated") == ["Cars", "Counting", "Depth", "People"]
+    with pytest.raises(WorkbenchError, match="origin must be one of"):
+        select_proposals(ws, origin="alien")
+
+
+def test_bulk_accept_subtree_logs_reviewer_and_previous_value(tree):
+    ws, r1, r2, ids = tree
+    counts = bulk_status(ws, select_proposals(ws, under=ids["Counting"]), "accepted", reviewer="pat",
+                         source="cli")
+    assert counts == {"applied": 3, "unchanged": 0, "gone": 0}
+    assert {_status(ws, ids[n]) for n in ("Counting", "People", "Cars")} == {"accepted"}
+    assert _status(ws, ids["Depth"]) == "proposed"
+    log = review_log(ws)
+    assert len(log) == 3 and set(log.reviewer) == {"pat"} and set(log.source) == {"cli"}
+    assert set(log.action) == {"accept"} and set(log.old_value) == {"proposed"} and set(log.new_value) == {"accepted"}
+    assert log.batch.nunique() == 1 and set(log.path) == {"Vision~Counting", "Vision~Counting~People",
+                                                          "Vision~Counting~Cars"}
+    # Again: nothing to do, nothing logged.
+    assert bulk_status(ws, [ids["Counting"], "t000000000000"], "accepted", reviewer="pat") == \
+        {"applied": 0, "unchanged": 1, "gone": 1}
+    assert len(review_log(ws)) == 3
+    # Bulk reject of a run, then undo: back to accepted (the subtree's batch) and proposed.
+    bulk_status(ws, select_proposals(ws, stage_run_id=r2), "rejected", reviewer="sam")
+    assert _status(ws, ids["Depth"]) == "rejected"
+    [row] = undo(ws, reviewer="sam")
+    assert row["action"] == "reject" and _status(ws, ids["Depth"]) == "proposed"
+    undone = review_log(ws).set_index("node_id").loc[ids["Depth"]]
+    assert undone.undone_by == "sam" and undone.undone_at
+    undo(ws)                                   # the whole subtree batch at once
+    assert {_status(ws, ids[n]) for n in ("Counting", "People", "Cars")} == {"proposed"}
+    with pytest.raises(WorkbenchError, match="nothing to undo"):
+        undo(ws)
+
+
+def test_log_and_undo_of_accept_reject_rename_move(tree):
+    ws, r1, r2, ids = tree
+    res = apply_decisions(ws, [Decision(ids["Depth"], "accept", new_name="Depth estimation")], reviewer="ann")
+    assert res[0].status == "applied"
+    apply_decisions(ws, [Decision(ids["Found"], "reject")], reviewer="bob", source="dashboard")
+    apply_decisions(ws, [Decision(ids["Ref"], "move", new_parent=ids["Text"])], reviewer="bob")
+    apply_decisions(ws, [Decision(ids["People"], "rename", new_name="Crowds")], reviewer="bob")
+    log = review_log(ws)
+    assert list(log.action) == ["rename", "move", "reject", "accept", "rename"]
+    assert list(zip(log.old_value, log.new_value)) == [
+        ("People", "Crowds"), (ids["Vision"], ids["Text"]), ("proposed", "rejected"), ("proposed", "accepted"),
+        ("Depth", "Depth estimation")]
+    assert list(log.reviewer) == ["bob", "bob", "bob", "ann", "ann"] and log.source.iloc[2] == "dashboard"
+    assert log.path.iloc[1] == "Vision~Ref" and log.batch.nunique() == 4
+    assert ws.taxonomy.path(ids["Ref"]) == "Text~Ref"
+
+    undo(ws, 2)                                               # rename and move back
+    assert ws.taxonomy.get(ids["People"]).name == "People" and ws.taxonomy.path(ids["Ref"]) == "Vision~Ref"
+    undo(ws)
+    assert _status(ws, ids["Found"]) == "proposed"
+    rows = undo(ws)                                           # accept then rename reversed, newest first
+    assert [r["action"] for r in rows] == ["accept", "rename"]
+    d = ws.taxonomy.get(ids["Depth"])
+    assert (d.name, d.status) == ("Depth", "proposed")
+    assert review_log(ws, include_undone=False).empty
+
+
+def test_undo_refuses_a_merge_and_a_node_changed_since(tree):
+    ws, r1, r2, ids = tree
+    apply_decisions(ws, [Decision(ids["Cars"], "accept")], reviewer="pat")
+    [res] = apply_decisions(ws, [Decision(ids["Ref"], "merge", into=ids["Found"])], reviewer="pat")
+    assert res.status == "applied" and res.path is None and "merged into 'Vision~Found'" in res.detail
+    assert review_log(ws).action.iloc[0] == "merge"
+    with pytest.raises(WorkbenchError, match="cannot undo the merge of 'Vision~Ref'.*nothing was undone"):
+        undo(ws)
+    with pytest.raises(WorkbenchError, match="Undo at most 0|cannot undo the merge"):
+        undo(ws, 2)
+    assert _status(ws, ids["Cars"]) == "accepted"             # all or nothing
+    # A change outside the log: undo refuses rather than overwrite it.
+    with ws.store.write() as conn:
+        conn.execute("UPDATE review_log SET undone_at='x', undone_by='t' WHERE action='merge'")
+    ws.taxonomy.reject(ids["Cars"])
+    with pytest.raises(WorkbenchError, match="changed since outside the review log"):
+        undo(ws)
+    assert _status(ws, ids["Cars"]) == "rejected"
+
+
+def test_cli_bulk_accept_reject_undo_log(tree):
+    ws, r1, r2, ids = tree
+    res = run_cli("taxonomy", "accept", ws.root, "--proposed", "--under", "Vision~Counting", "--reviewer", "pat")
+    assert res.code == 0, res.err
+    assert "accepted 3 node(s)" in res.out
+    assert _status(ws, ids["People"]) == "accepted"
+    res = run_cli("taxonomy", "reject", ws.root, "--proposed", "--run", str(r2), "--origin", "generated")
+    assert res.code == 0 and "rejected 1 node(s)" in res.out and _status(ws, ids["Depth"]) == "rejected"
+    res = run_cli("taxonomy", "accept", ws.root, ids["Found"], "--reviewer", "kim")   # by id, logged too
+    assert res.code == 0 and _status(ws, ids["Found"]) == "accepted"
+    res = run_cli("taxonomy", "log", ws.root)
+    assert res.code == 0 and "kim" in res.out and "pat" in res.out and "Vision~Counting~People" in res.out
+    res = run_cli("taxonomy", "undo", ws.root, "--n", "2")
+    assert res.code == 0, res.err
+    assert "undid 2 change(s)" in res.out
+    assert _status(ws, ids["Found"]) == "proposed" and _status(ws, ids["Depth"]) == "proposed"
+    assert _status(ws, ids["People"]) == "accepted"
+    # Mistakes: one error line, exit 2.
+    res = run_cli("taxonomy", "accept", ws.root)
+    assert res.code == 2 and "--proposed" in res.err
+    res = run_cli("taxonomy", "accept", ws.root, ids["Found"], "--proposed")
+    assert res.code == 2 and res.err.startswith("error:")
+    res = run_cli("taxonomy", "reject", ws.root, "--under", "Vision")
+    assert res.code == 2 and "--proposed" in res.err
+    res = run_cli("taxonomy", "accept", ws.root, "--proposed", "--origin", "alien")
+    assert res.code == 2 and "origin must be one of" in res.err
+    res = run_cli("taxonomy", "accept", ws.root, "--proposed", "--run", "999")
+    assert res.code == 0 and "no pending proposals" in res.out
+
+
+# -- concurrency -----------------------------------------------------------------------------------
+def test_expand_and_decisions_at_the_same_time_lose_nothing(seeded_ws, monkeypatch):
+    """An `expand` (level 2, one call per first-level node, 50 ms per reply) runs in a thread against the scripted
+    server while decisions are applied through the page's library calls; afterwards every proposal the expansion
+    recorded is a node and every decision is in the workspace and the log."""
+    from openai_server import OpenAIServer, Reply
+    from workbench.taxonomy.expand.stage import expand
+    from workbench.workspace import Workspace
+
+    ws = seeded_ws
+
+    def script(req):
+        parent = req.text.split("Category: ", 1)[1].splitlines()[0].split("~")[-1]
+        return Reply(f'["{parent} alpha", "{parent} beta"]', latency=0.05)
+
+    level1 = [n for n in ws.taxonomy.nodes(("accepted",)) if n.level == 1]
+    extra = [ws.taxonomy.add(f"Extra {i}", level1[0], status="proposed").id for i in range(30)]
+    with OpenAIServer(script) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+        errors = []
+
+        def work():
+            try:
+                with Workspace.open(ws.root) as w2:
+                    errors.append(expand(w2, level=2, progress=False))
+            except Exception as exc:   # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        t = threading.Thread(target=work)
+        t.start()
+        decided = []
+        for i, nid in enumerate(extra):
+            action = ("accept", "reject", "rename")[i % 3]
+            d = Decision(nid, action, new_name=f"Renamed {i}" if action == "rename" else None)
+            [res] = apply_decisions(ws, [d], reviewer="pat", source="dashboard")
+            assert res.status == "applied", res.outcome
+            decided.append(d)
+        new_during = select_proposals(ws, origin="generated")
+        bulk_status(ws, new_during, "accepted", reviewer="pat", source="dashboard")
+        t.join(timeout=90)
+        assert not t.is_alive()
+    [rep] = errors
+    assert not isinstance(rep, Exception), rep
+    assert rep.run.called == len(level1)
+    added = ws.store.query("SELECT node_id FROM expand_proposals WHERE outcome='added'")
+    assert len(added) == 2 * len(level1)
+    assert all(ws.store.scalar("SELECT count(*) FROM nodes WHERE id=?", (r[0],)) == 1 for r in added)
+    for i, d in enumerate(decided):
+        node = ws.taxonomy.get(d.node_id)
+        want = {"accept": ("accepted", f"Extra {i}"), "reject": ("rejected", f"Extra {i}"),
+                "rename": ("proposed", f"Renamed {i}")}[d.action]
+        assert (node.status, node.name) == want
+    log = review_log(ws, limit=None)
+    assert len(log[log.node_id.isin(extra)]) == len(extra) and set(log.reviewer) == {"pat"}
+    assert len(log) == len(extra) + len(new_during)
+
+
+# -- the dashboard page ------------------------------------------------------------------------------
+def _app(root, state=None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["page"] = "review"
+    os.environ["WORKBENCH_WORKSPACE"] = str(root)
+    for k, v in (state or {}).items():
+        at.session_state[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_review_page_renders_and_bulk_accepts_a_subtree(tree):
+    pytest.importorskip("streamlit")
+    ws, r1, r2, ids = tree
+    at = _app(ws.root, {"reviewer": "pat"})
+    assert not at.error, [e.value for e in at.error]
+    text = " ".join(m.value for m in at.markdown)
+    assert "Counting" in text and "Depth" in text
+    at.selectbox(key="rv_group").set_value("parent").run()
+    at.selectbox(key="rv_bulk_target").set_value("subtree:" + ids["Counting"]).run()
+    at.button(key="rv_bulk_accept").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {_status(ws, ids[n]) for n in ("Counting", "People", "Cars")} == {"accepted"}
+    log = review_log(ws)
+    assert len(log) == 3 and set(log.reviewer) == {"pat"} and set(log.source) == {"dashboard"}
+    at.button(key="rv_undo").click().run()
+    assert not at.exception
+    assert _status(ws, ids["People"]) == "proposed"
