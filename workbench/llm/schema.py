@@ -109,3 +109,19 @@ MIGRATIONS.append(
     CREATE INDEX llm_batch_requests_key ON llm_batch_requests (key, outcome);
     """
 )
+
+# Migration 4: every prompt template's text, once per hash (analysis/prompt_history.py). Written when a stage run
+# starts, for each template its rows use, so every `llm_calls.prompt_hash`, `stage_runs.prompt_hash` and
+# `nodes.prompt_hash` can be shown as the exact text that produced it, and two versions diffed.
+MIGRATIONS.append(
+    """
+    CREATE TABLE prompt_texts (
+        hash       TEXT PRIMARY KEY,      -- llm/prompts.py template_hash(text)
+        name       TEXT NOT NULL,         -- the file name (expand_child_expand.j2), the version history's key
+        path       TEXT,                  -- display path when first seen
+        text       TEXT NOT NULL,
+        first_seen TEXT NOT NULL
+    );
+    CREATE INDEX prompt_texts_name ON prompt_texts (name, first_seen);
+    """
+)

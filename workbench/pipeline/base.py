@@ -281,10 +281,14 @@ class LLMStage(Stage):
         run_params = {"endpoint": ep.name, "base_url": _public_url(ep.base_url), "params": params,
                       **({"pool": ep.public_urls} if ep.members else {}), **({"batch": True} if report.batch else {}),
                       "rows": len(items), **self.run_params()}
+        used = {p.hash: p for _, p, _, _ in items}    # every template the rows use (expand: one per kind)
+        run_params["prompts_used"] = {h: p.display_path for h, p in used.items()}
         with ws.stage_run(self.name, run_params, lock_key=self.lock_key, model=ep.model,
                           prompt_file=first.display_path if first else None,
                           prompt_hash=first.hash if first else None) as run:
             report.run_id = run.id
+            from workbench.analysis.prompt_history import remember   # each template's text, once by hash
+            remember(ws, used.values())
             try:
                 self._loop(ws, run, ep, params, items, found, pending, requests, est, out_tokens, cache, report,
                            on_result, cache_only, budget_usd, max_failure_rate, progress)
