@@ -13,6 +13,9 @@ Ratios printed: batch 4 vs batch 1 (rows/s), and each model vs the 256M VLM. Fro
 estimated for its row counts (printed at the end).
 
     .venv/bin/python benchmarks/bench_local_models.py [--new-tokens 32] [--vlm-500m] [--qwen2vl]
+
+On a shared machine the figures move with the load (check `uptime`): run it when the cores are idle, and
+compare only figures from the same run.
 """
 
 from __future__ import annotations
@@ -127,6 +130,12 @@ def bench_clip():
     return img_s, txt_s
 
 
+def per_row(prefill: float, total: float, batch: int, n: int, tokens: int) -> float:
+    """Seconds per row for a call producing `tokens` new tokens at this batch size (prefill + decode steps)."""
+    step = max(total - prefill, 0.0) / max(n - 1, 1)
+    return (prefill + step * max(tokens - 1, 0)) / batch
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--new-tokens", type=int, default=32)
@@ -145,44 +154,39 @@ def main():
     img_s, txt_s = bench_clip()
     print(f"CLIP ViT-B-32: {img_s:.1f} images/s (encoder only, batch 32), {txt_s:.0f} task texts/s (77 tokens)")
 
-    rows = {}
+    m = {}
     vlms = [("SmolVLM-256M", "135m")] + ([("SmolVLM-500M", "360m")] if args.vlm_500m else [])
     for name, size in vlms:
         cfg = smolvlm(size)
         model = Idefics3ForConditionalGeneration(cfg).eval()
         for b in (1, 4):
             prefill, total, n_img = bench_idefics3(model, cfg, b, 250, n)
-            rows[(name, b)] = total
-            print(f"{name} batch {b}: {n_img} image + 250 text tokens, prefill {prefill:.2f}s, {n} new tokens in "
-                  f"{total:.2f}s -> {b / total:.2f} calls/s, {b * n / max(total - prefill, 1e-9):.1f} tokens/s decoding")
-        print(f"  batch 4 vs batch 1: {rows[(name, 1)] * 4 / rows[(name, 4)]:.2f}x rows/s")
+            m[(name, b)] = (prefill, total, b)
+            print(f"{name} batch {b}: {n_img} image + 250 text tokens in, {n} out: prefill {prefill:.2f}s, "
+                  f"call {total:.2f}s -> {b / total:.3f} rows/s")
+        print(f"  batch 4 vs batch 1: {m[(name, 1)][1] * 4 / m[(name, 4)][1]:.2f}x rows/s")
         del model
     if args.qwen2vl:
         prefill, total, n_img = bench_qwen2vl(n)
-        rows[("Qwen2-VL-2B", 1)] = total
-        print(f"Qwen2-VL-2B batch 1: {n_img} image + 250 text tokens, prefill {prefill:.2f}s, {n} new tokens in "
-              f"{total:.2f}s -> {rows[('SmolVLM-256M', 1)] / total:.2f}x the calls/s of SmolVLM-256M")
+        print(f"Qwen2-VL-2B batch 1: {n_img} image + 250 text tokens in, {n} out: prefill {prefill:.2f}s, call "
+              f"{total:.2f}s -> {m[('SmolVLM-256M', 1)][1] / total:.2f}x the rows/s of SmolVLM-256M")
     llm = LlamaForCausalLM(smollm2("360m")).eval()
     for b in (1, 4):
         prefill, total = bench_text(llm, b, 300, n)
-        rows[("SmolLM2-360M", b)] = total
-        print(f"SmolLM2-360M batch {b}: 300 tokens in, prefill {prefill:.2f}s, {n} new tokens in {total:.2f}s -> "
-              f"{b * n / max(total - prefill, 1e-9):.1f} tokens/s decoding")
-    print(f"  batch 4 vs batch 1: {rows[('SmolLM2-360M', 1)] * 4 / rows[('SmolLM2-360M', 4)]:.2f}x rows/s")
+        m[("SmolLM2-360M", b)] = (prefill, total, b)
+        print(f"SmolLM2-360M batch {b}: 300 tokens in, {n} out: prefill {prefill:.2f}s, call {total:.2f}s -> "
+              f"{b / total:.3f} rows/s")
+    print(f"  batch 4 vs batch 1: {m[('SmolLM2-360M', 1)][1] * 4 / m[('SmolLM2-360M', 4)][1]:.2f}x rows/s")
 
-    # The demo: 35 expansion calls (~120 tokens each), 17 images: filter (~30 tokens), Q&A (~150 tokens),
-    # two referees on ~2 samples per image (~3 tokens each); batch 4.
-    def per_call(model_rows, tokens):
-        b1 = model_rows / n                      # seconds per new token in a batch of 4 (per batch)
-        return tokens * b1 / 4
-    vlm4, llm4 = rows[("SmolVLM-256M", 4)], rows[("SmolLM2-360M", 4)]
-    vlm_prefill4 = vlm4 - (vlm4 / n) * (n - 1)   # rough: prefill ~ one step's share
-    est = {"expand": 35 * per_call(llm4, 120), "filter": 17 * per_call(vlm4, 30),
-           "qa": 17 * per_call(vlm4, 150), "referees": 2 * 34 * per_call(vlm4, 3),
-           "clip": 17 / img_s + 200 / txt_s}
-    print("estimated demo stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in est.items())
-          + f"; total ~{sum(est.values()) / 60:.1f} min plus model loading")
-    _ = vlm_prefill4
+    # The demo's local run: 6 expansion calls (~120 tokens each), 4 images: filter (~30 tokens), Q&A (~150),
+    # two referees on ~2 samples per image (~3 tokens); the faster batch size of each model.
+    def row(name, tokens):
+        return min(per_row(*m[(name, b)][:2], b, n, tokens) for b in (1, 4))
+    est = {"expand": 6 * row("SmolLM2-360M", 120), "filter": 4 * row("SmolVLM-256M", 30),
+           "qa": 4 * row("SmolVLM-256M", 150), "referees": 2 * 8 * row("SmolVLM-256M", 3),
+           "clip": 17 / img_s + 100 / txt_s}
+    print("estimated local stage times of the demo (s): " + ", ".join(f"{k} {v:.0f}" for k, v in est.items())
+          + f"; total ~{sum(est.values()) / 60:.1f} min, plus loading the models (~10 s) and the offline steps")
 
 
 if __name__ == "__main__":

@@ -408,7 +408,7 @@ def configure_local_models(ws) -> list[str]:
         if hub.is_present(spec) and name not in cfg.endpoints:
             text = _set_keys(text, f"endpoints.{name}", {
                 "kind": '"transformers"', "local_path": _q(hub.snapshot_path(spec)),
-                "model": _q(spec.repo_id.split("/")[-1]), "max_concurrency": str(SMALL.batch_size)})
+                "model": _q(spec.repo_id.split("/")[-1]), "max_concurrency": str(spec.batch_size)})
             done.append(f"[endpoints.{name}] {spec.repo_id}")
     if hub.is_present(llm) and "default" not in cfg.endpoints and cfg.expand.endpoint == "default":
         text = _set_keys(text, "expand", {"endpoint": _q(LOCAL_LLM), "max_tokens": "256"})

@@ -4,17 +4,19 @@
 vLLM commands that serve open VLM referees of the paper's kind behind OpenAI-compatible endpoints;
 the workbench never starts GPU servers itself.
 
-Why these small models (figures: `benchmarks/bench_local_models.py`, random weights of the real
-configurations on 2 CPU cores, which cost the same as the real weights):
-- CLIP ViT-B-32 `laion2b_s34b_b79k` (open_clip's hub repo): 151M parameters, 66.6% ImageNet zero-shot,
-  the best-known open CLIP that embeds images at tens per second on a CPU (ViT-L-14 is ~7x slower).
-- SmolVLM-256M-Instruct (Idefics3 architecture: SigLIP-93M + SmolLM2-135M): the smallest instruct VLM that
-  follows chat prompts with an image; one 512-px tile is 64 image tokens, so a filter/referee call is a
-  short prefill plus a few tokens. Qwen2-VL-2B-Instruct answers far better (MMMU 41 vs ~29) but is ~9x the
-  parameters, i.e. minutes per image here; SmolVLM-500M sits between (see the benchmark).
-- SmolLM2-360M-Instruct for expansion: the 135M model restated the prompt's examples; 360M follows the
-  list format (IFEval 41 vs 31.6 for Qwen2.5-0.5B-Instruct in the SmolLM2 model card) and is ~2.5x faster
-  than 0.5-1.7B models on this CPU.
+Why these small models (speed: `benchmarks/bench_local_models.py`, random weights of the real configurations
+on 2 CPU cores, which cost what the real weights cost; quality: the model cards):
+- CLIP ViT-B-32 `laion2b_s34b_b79k` (open_clip's hub repository): 151M parameters, 66.6% ImageNet zero-shot;
+  ~15 images/s on 2 cores. ViT-L-14 (the paper's) is ~4.5x the compute per image: the `paper` profile.
+- SmolVLM-256M-Instruct (Idefics3: SigLIP-93M + SmolLM2-135M): the smallest instruct VLM that takes a chat
+  prompt with an image. Processed as one 512-px tile (64 image tokens, `do_image_splitting` off) a filter
+  call (~250 text tokens in, ~30 out) takes ~4-5 s here. SmolVLM-500M costs ~2x per call; Qwen2-VL-2B (the
+  better model: MMMU 41 vs ~29 for SmolVLM-256M, published) is ~9x the parameters and 256 image tokens at
+  448 px: a GPU model, or a long CPU run (`--qwen2vl` in the benchmark measures it).
+- SmolLM2-360M-Instruct for expansion: the 135M model restated the prompt's examples (README); the 360M
+  instruct model scores IFEval 41.0 vs 31.6 for Qwen2.5-0.5B-Instruct in the SmolLM2 model card, at fewer
+  parameters.
+Replies of such small models are weak; the demo shows the whole pipeline running, not paper-quality data.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class ModelSpec:
     enables: str = ""
     note: str = ""
     processor_kwargs: tuple[tuple[str, object], ...] = ()   # passed to the processor by the local backend
+    batch_size: int = 1             # rows per local generate() call (written as the endpoint's max_concurrency)
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,6 @@ class Profile:
     name: str
     description: str
     models: tuple[ModelSpec, ...]
-    batch_size: int = 4             # concurrent rows per local generate() call (the endpoint's max_concurrency)
-    image_longest_edge: int = 512   # the VLM processor's resize: one 512-px tile = 64 image tokens (SmolVLM)
     served: tuple[str, ...] = field(default=())   # documented commands for endpoints the workbench does not start
 
     def model(self, role: str) -> ModelSpec | None:
@@ -68,10 +69,13 @@ SMALL = Profile(
                   required=("config.json", "*.safetensors", "tokenizer*", "*processor_config.json"),
                   params_m=256, download_mb=520, enables="filter, qa, referees",
                   # one 512-px tile (64 image tokens) instead of up to 16 tiles + a global view: ~10x less prefill
-                  processor_kwargs=(("do_image_splitting", False),)),
+                  processor_kwargs=(("do_image_splitting", False),),
+                  # prefill-bound (64 image + ~250 text tokens): a batch of 4 was no faster per row on 2 cores
+                  batch_size=1),
         ModelSpec("llm", "HuggingFaceTB/SmolLM2-360M-Instruct", allow_patterns=_HF_TEXT, ignore_patterns=_NO_EXPORTS,
                   required=("config.json", "*.safetensors", "tokenizer*"),
-                  params_m=362, download_mb=730, enables="expand"),
+                  params_m=362, download_mb=730, enables="expand",
+                  batch_size=4),   # decode-bound: one decoding step for 4 rows costs little more than for 1
     ),
 )
 
