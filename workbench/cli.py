@@ -287,7 +287,7 @@ def taxonomy_merge(workspace: Path = WS_ARG,
 
 
 # Modules under workbench/commands/ that add commands to `app` (one per area).
-COMMAND_MODULES: list[str] = ["demo", "expand", "images", "vision", "runs", "dashboard", "batches", "adjudicate", "plan", "models", "audit", "review"]
+COMMAND_MODULES: list[str] = ["demo", "expand", "images", "vision", "runs", "dashboard", "batches", "adjudicate", "plan", "models", "audit", "discover", "review"]
 
 
 def _load_commands() -> None:

@@ -33,6 +33,7 @@ SCHEMA_MODULES = [
     "workbench.analysis.schema",
     "workbench.analysis.audit_schema",
     "workbench.review.schema",
+    "workbench.analysis.discovery_schema",
 ]
 
 BUSY_TIMEOUT_MS = 60_000

@@ -1,0 +1,300 @@
+"""Bottom-up discovery: name the task types the taxonomy lacks, from the images no task type fits.
+
+1. Candidates: images every one of whose filter candidates the VLM rejected (`filter_decisions` all kept=0,
+   the strongest signal) and images whose best match scores below a threshold (`low_score_images`).
+2. Their CLIP image embeddings are clustered with scikit-learn's HDBSCAN (noise stays unlabelled). A cluster
+   must also be cohesive: its members' mean cosine to their centroid must beat that of random groups of the
+   same size drawn from the candidates by `min_gain`, so a loose group of leftovers is not named.
+3. Per cluster: the k members nearest its medoid are the exemplars; the nearest task types are the live
+   leaves whose CLIP text embedding is nearest the centroid; the suggested parent is the parent whose
+   children's mean text embedding is nearest the centroid.
+4. The VLM names one task type (`DiscoverNameStage`, prompt `prompts/discover_name.j2`, exemplar images
+   attached) through the stage seam: cached with the raw reply, priced, dry-run.
+5. The name is checked against the siblings under the chosen parent: the same loose key
+   (`duplicates.loose_key`) or a sentence-embedding cosine at or above `text_embedding.duplicate_threshold`
+   marks it a duplicate (no node). Otherwise a `proposed` node with origin 'discovered' is added, and the
+   `discoveries` row keeps the cluster, its images, exemplars, nearest task types, raw reply, prompt hash, model.
+6. `discovery_report` closes the loop: after a discovered node is accepted and `workbench match` has run
+   (incremental), how many of the cluster's previously unfit images the node (or its subtree) now takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from workbench.errors import ParseFailure, WorkbenchError
+from workbench.llm.prompts import PromptTemplate
+from workbench.pipeline.base import LLMStage, Outcome, RunReport, StageRun
+from workbench.taxonomy.names import SEP
+
+STAGE = "discover_name"
+PROMPT = "discover_name.j2"
+
+
+@dataclass
+class Cluster:
+    label: int
+    image_ids: list[str]
+    exemplar_ids: list[str]
+    cohesion: float
+    nearest: list[dict]                    # {node_id, path, score}, best first
+    parents: list[tuple[str, str]]         # (node_id, path) candidate parents, the suggested one first
+    siblings: list[str] = field(default_factory=list)   # names under the suggested parent
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256("\x00".join(sorted(self.image_ids)).encode()).hexdigest()[:16]
+
+
+@dataclass
+class DiscoveryResult:
+    candidates: int = 0
+    filter_rejected: int = 0
+    low_score: int = 0
+    clusters: list[Cluster] = field(default_factory=list)
+    rejected_loose: int = 0               # HDBSCAN clusters dropped for low cohesion
+    report: RunReport | None = None
+    proposals: list[dict] = field(default_factory=list)
+
+
+# -- 1. candidates ------------------------------------------------------------------------------
+def candidates(ws, threshold: float | None = None) -> dict[str, str]:
+    """{image_id: why}: 'filter_rejected' (the VLM kept none of its candidates) or 'low_score'."""
+    from workbench.pipeline.match.stage import low_score_images
+
+    out = {r["image_id"]: "filter_rejected" for r in ws.store.query(
+        "SELECT image_id FROM filter_decisions GROUP BY image_id HAVING max(kept) = 0")}
+    for r in low_score_images(ws, threshold):
+        out.setdefault(r["image_id"], "low_score")
+    return out
+
+
+# -- 2./3. clusters ---------------------------------------------------------------------------------
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+
+def _cohesion(x: np.ndarray) -> float:
+    return float((x @ _unit(x.mean(0))).mean())
+
+
+def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size: int = 10,
+                  exemplars: int = 6, n_nearest: int = 5, n_parents: int = 3, min_gain: float = 0.1,
+                  seed: int = 0) -> tuple[list[Cluster], int]:
+    """Cluster the candidates' embeddings; return (cohesive clusters, biggest first; clusters dropped as loose)."""
+    from sklearn.cluster import HDBSCAN
+
+    from workbench.pipeline.embed.stage import get_text_embeddings
+
+    if len(image_ids) < max(2, min_cluster_size):
+        return [], 0
+    x = _unit(np.asarray(emb, np.float32))
+    labels = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit(x).labels_
+    node_ids, text = get_text_embeddings(ws)
+    idx = ws.taxonomy.index()
+    keep = [i for i, n in enumerate(node_ids) if n in idx.nodes and idx.is_leaf(n)]
+    node_ids, text = [node_ids[i] for i in keep], text[keep]
+    parent_ids = sorted({idx.nodes[n].parent_id for n in node_ids if idx.nodes[n].parent_id})
+    by_parent = {p: [i for i, n in enumerate(node_ids) if idx.nodes[n].parent_id == p] for p in parent_ids}
+    parent_vecs = _unit(np.stack([text[by_parent[p]].mean(0) for p in parent_ids])) if parent_ids else None
+    rng = np.random.default_rng(seed)
+    out, loose = [], 0
+    for label in sorted(set(labels) - {-1}):
+        members = np.flatnonzero(labels == label)
+        xm = x[members]
+        coh = _cohesion(xm)
+        baseline = np.mean([_cohesion(x[rng.choice(len(x), len(members), replace=False)]) for _ in range(8)])
+        if coh < baseline + min_gain:
+            loose += 1
+            continue
+        # exemplars: the members nearest the medoid (the member with the highest mean similarity to the others)
+        sub = xm if len(xm) <= 2000 else xm[rng.choice(len(xm), 2000, replace=False)]
+        medoid = xm[int(np.argmax((xm @ sub.T).mean(1)))]
+        ex = members[np.argsort(-(xm @ medoid), kind="stable")[:exemplars]]
+        centroid = _unit(xm.mean(0))
+        nearest, parents = [], []
+        if len(node_ids):
+            s = text @ centroid
+            for i in np.argsort(-s, kind="stable")[:n_nearest]:
+                nearest.append({"node_id": node_ids[i], "path": idx.paths[node_ids[i]], "score": round(float(s[i]), 4)})
+        if parent_vecs is not None:
+            ps = parent_vecs @ centroid
+            parents = [(parent_ids[i], idx.paths[parent_ids[i]]) for i in np.argsort(-ps, kind="stable")[:n_parents]]
+        siblings = [k.name for k in idx.kids(parents[0][0])] if parents else [r.name for r in idx.roots()]
+        out.append(Cluster(int(label), [image_ids[i] for i in members], [image_ids[i] for i in ex], round(coh, 4),
+                           nearest, parents, siblings))
+    out.sort(key=lambda c: -len(c.image_ids))
+    return out, loose
+
+
+# -- 4./5. naming and storing -----------------------------------------------------------------------
+def parse_name(raw: str) -> dict:
+    from workbench.taxonomy.names import check_name
+
+    text = (raw or "").strip()
+    m = re.search(r"\{.*\}", text, re.S)
+    if not m:
+        raise ParseFailure('no JSON object {"name": ..., "parent": ...} in the reply')
+    try:
+        obj = json.loads(m.group(0))
+    except json.JSONDecodeError as exc:
+        raise ParseFailure(f"the JSON object does not parse ({exc})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        raise ParseFailure('the reply has no "name" string')
+    try:
+        name = check_name(obj["name"])
+    except WorkbenchError as exc:
+        raise ParseFailure(f"unusable name: {exc}") from None
+    parent = obj.get("parent") if isinstance(obj.get("parent"), str) else None
+    return {"name": name, "parent": parent, "reason": str(obj.get("reason", ""))[:500]}
+
+
+class DiscoverNameStage(LLMStage):
+    """One VLM call per cluster: the exemplar images attached, the nearest task types and parents in the prompt."""
+
+    name = STAGE
+    expected_output_tokens = 80
+    produces = "proposed"
+
+    def __init__(self, ws, prompt: PromptTemplate, endpoint="default", params: dict | None = None,
+                 dup_threshold: float | None = None):
+        from workbench.pipeline.vision import UrlCache
+
+        self.prompt, self.endpoint = prompt, endpoint
+        self.params = params if params is not None else {"temperature": 0.0, "max_tokens": 200}
+        self.urls = UrlCache(ws)
+        cfg = ws.config.text_embedding
+        self.dup_threshold = cfg.duplicate_threshold if dup_threshold is None else dup_threshold
+        self.text_model, self.text_cache = cfg.model, None
+        self.proposals: list[dict] = []
+
+    def context(self, row: Cluster) -> dict:
+        return {"size": len(row.image_ids), "nearest": row.nearest, "sep": SEP,
+                "parents": [p for _, p in row.parents] or ["(a new first-level area)"], "siblings": row.siblings}
+
+    def images(self, row: Cluster) -> list[str]:
+        return [self.urls(i) for i in row.exemplar_ids]
+
+    def parse(self, raw: str, row: Cluster) -> dict:
+        return parse_name(raw)
+
+    def _duplicate(self, ws, name: str, parent_id: str | None) -> tuple[str | None, str]:
+        """The sibling the name repeats (loose key, then sentence-embedding cosine), if any."""
+        from workbench.analysis.duplicates import loose_key
+        from workbench.textembed import embed_texts, workspace_cache_dir
+
+        idx = ws.taxonomy.index()
+        kids = idx.kids(parent_id) if parent_id else idx.roots()
+        for k in kids:
+            if loose_key(k.name) == loose_key(name):
+                return k.id, "same name"
+        if not kids:
+            return None, ""
+        vecs = embed_texts([name] + [k.name for k in kids], self.text_model, cache_dir=workspace_cache_dir(ws))
+        sims = vecs[1:] @ vecs[0]
+        best = int(np.argmax(sims))
+        if sims[best] >= self.dup_threshold:
+            return kids[best].id, f"embedding {float(sims[best]):.2f}"
+        return None, ""
+
+    def record(self, ws, oc: Outcome, run: StageRun) -> None:
+        from workbench.clock import utcnow
+        from workbench.taxonomy.model import Provenance
+
+        c: Cluster = oc.row
+        rec = oc.record
+        raw = rec.raw_text if rec else None
+        prov = dict(call_key=oc.key, raw=raw, prompt_file=str(oc.prompt.path.name), prompt_hash=oc.prompt.hash,
+                    model=rec.model if rec else None)
+        entry = dict(cluster=c.label, cluster_key=c.key, size=len(c.image_ids), cohesion=c.cohesion,
+                     image_ids=json.dumps(c.image_ids), exemplar_ids=json.dumps(c.exemplar_ids),
+                     nearest=json.dumps(c.nearest), stage_run_id=run.id, created_at=utcnow(), **prov)
+        if oc.error:
+            run.add("unreadable")
+            entry.update(status="unreadable", note=oc.error)
+        else:
+            by_path = {p: pid for pid, p in c.parents}
+            parent_id = by_path.get(oc.value["parent"] or "", c.parents[0][0] if c.parents else None)
+            dup, why = self._duplicate(ws, oc.value["name"], parent_id)
+            entry.update(name=oc.value["name"], parent_id=parent_id, note=oc.value["reason"])
+            if dup:
+                run.add("duplicate")
+                entry.update(status="duplicate", duplicate_of=dup, note=f"repeats a sibling ({why})")
+            else:
+                node = ws.taxonomy.add(oc.value["name"], parent_id, origin="discovered", status="proposed",
+                                       provenance=Provenance(run.id, prov["prompt_file"], prov["prompt_hash"],
+                                                             prov["model"]),
+                                       note=f"discovered from {len(c.image_ids)} unfit image(s), cluster {c.key}")
+                run.add("proposed")
+                entry.update(status="proposed", node_id=node.id)
+        cols = ", ".join(entry)
+        cur = ws.store.conn.execute(f"INSERT INTO discoveries ({cols}) VALUES ({', '.join('?' * len(entry))})",
+                                    list(entry.values()))
+        self.proposals.append({**entry, "id": cur.lastrowid})
+
+
+def discover(ws, *, min_cluster_size: int = 10, threshold: float | None = None, exemplars: int = 6,
+             min_gain: float = 0.1, endpoint=None, prompt: str | Path | None = None, dry_run: bool = False,
+             budget_usd: float | None = None, progress: bool | None = None) -> DiscoveryResult:
+    """Candidates -> clusters -> one VLM-named `proposed` node per cohesive cluster (see the module doc)."""
+    from workbench.pipeline.embed.stage import get_image_embeddings
+
+    if min_cluster_size < 2:
+        raise WorkbenchError(f"--min-cluster-size must be at least 2; got {min_cluster_size}")
+    why = candidates(ws, threshold)
+    res = DiscoveryResult(candidates=len(why), filter_rejected=sum(v == "filter_rejected" for v in why.values()))
+    res.low_score = res.candidates - res.filter_rejected
+    if not why:
+        return res
+    ids, emb = get_image_embeddings(ws)
+    pos = {i: n for n, i in enumerate(ids)}
+    cand = [i for i in sorted(why) if i in pos]
+    if not cand:
+        raise WorkbenchError(f"none of the {len(why)} candidate image(s) has an image embedding for the current "
+                             "[clip] config; run `workbench embed WORKSPACE` first")
+    res.clusters, res.rejected_loose = find_clusters(ws, cand, emb[[pos[i] for i in cand]],
+                                                     min_cluster_size=min_cluster_size, exemplars=exemplars,
+                                                     min_gain=min_gain)
+    if not res.clusters:
+        return res
+    tpl = PromptTemplate.load(prompt or PROMPT, workspace_root=ws.root)
+    stage = DiscoverNameStage(ws, tpl, endpoint or "default")
+    res.report = stage.run(ws, res.clusters, dry_run=dry_run, budget_usd=budget_usd, progress=progress)
+    res.proposals = stage.proposals
+    return res
+
+
+# -- 6. the loop --------------------------------------------------------------------------------------
+def discovery_report(ws) -> list[dict]:
+    """Per discovery: its node's status and how many of its previously unfit images the node (or its subtree)
+    now takes, as the best match (`top1`) and anywhere in the stored top-k (`topk`). `matched` is False until
+    `workbench match` has scored the node (its row in `match_targets`)."""
+    idx = ws.taxonomy.index(None)
+    out = []
+    for r in ws.store.query("SELECT * FROM discoveries ORDER BY id"):
+        images = json.loads(r["image_ids"])
+        row = {"id": r["id"], "name": r["name"], "status": r["status"], "node_id": r["node_id"],
+               "node_status": None, "path": None, "images": len(images), "matched": False, "top1": 0, "topk": 0}
+        nid = r["node_id"]
+        if nid and nid in idx.nodes:
+            sub = idx.subtree(nid)
+            row.update(node_status=idx.nodes[nid].status, path=idx.paths[nid])
+            marks = ",".join("?" * len(sub))
+            row["matched"] = bool(ws.store.scalar(
+                f"SELECT count(*) FROM match_targets WHERE node_id IN ({marks})", sub))
+            for start in range(0, len(images), 500):
+                part = images[start:start + 500]
+                im = ",".join("?" * len(part))
+                got = ws.store.query(
+                    f"SELECT image_id, min(rank) AS best FROM matches WHERE node_id IN ({marks}) "
+                    f"AND image_id IN ({im}) GROUP BY image_id", (*sub, *part))
+                row["topk"] += len(got)
+                row["top1"] += sum(1 for g in got if g["best"] == 1)
+        out.append(row)
+    return out
