@@ -28,6 +28,7 @@ PAGES = {
     "adjudicate": "Adjudicate",
     "prompts": "Prompts",
     "plan": "Plan",
+    "review": "Review",
 }
 
 
