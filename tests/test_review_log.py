@@ -260,3 +260,71 @@ def test_review_page_renders_and_bulk_accepts_a_subtree(tree):
     at.button(key="rv_undo").click().run()
     assert not at.exception
     assert _status(ws, ids["People"]) == "proposed"
+
+
+def test_review_page_one_at_a_time_reject_rename_move_merge(tree):
+    pytest.importorskip("streamlit")
+    ws, r1, r2, ids = tree
+    at = _app(ws.root, {"reviewer": "ann"})
+    at.selectbox(key="rv_group").set_value("run").run()
+    at.selectbox(key="rv_group_value_run").set_value(f"run {r1}").run()
+    at.button(key=f"rv_rej_{ids['People']}").click().run()
+    assert _status(ws, ids["People"]) == "rejected"
+    assert at.success and "rejected" in at.success[0].value
+    at.selectbox(key="rv_group").set_value("origin").run()
+    at.selectbox(key="rv_group_value_origin").set_value("discovered").run()
+    at.selectbox(key="rv_node").set_value(ids["Found"]).run()
+    at.text_input(key="rv_new_name").input("Found it").run()
+    at.button(key="rv_rename").click().run()
+    assert ws.taxonomy.get(ids["Found"]).name == "Found it"
+    at.selectbox(key="rv_group_value_origin").set_value("reference").run()
+    at.selectbox(key="rv_node").set_value(ids["Ref"]).run()
+    at.text_input(key="rv_new_parent").input("Text").run()
+    at.button(key="rv_move").click().run()
+    assert ws.taxonomy.path(ids["Ref"]) == "Text~Ref"
+    # A merge without the confirmation does nothing; with it, it merges.
+    at.selectbox(key="rv_group_value_origin").set_value("generated").run()
+    at.selectbox(key="rv_node").set_value(ids["Depth"]).run()
+    at.text_input(key="rv_merge_into").input("Vision~Counting").run()
+    at.button(key="rv_merge").click().run()
+    assert at.error and "confirm" in at.error[0].value and _status(ws, ids["Depth"]) == "proposed"
+    at.text_input(key="rv_merge_into").input("Vision~Counting").run()
+    at.checkbox(key="rv_merge_ok").check().run()
+    at.button(key="rv_merge").click().run()
+    assert not at.exception
+    assert ws.store.scalar("SELECT count(*) FROM nodes WHERE id=?", (ids["Depth"],)) == 0
+    log = review_log(ws)
+    assert list(log.action) == ["merge", "move", "rename", "reject"] and set(log.reviewer) == {"ann"}
+    # Undo stops at the merge and says so; the log section lists every decision.
+    at.button(key="rv_undo").click().run()
+    assert at.error and "cannot undo the merge" in at.error[0].value
+    at.radio(key="rv_section").set_value("Log").run()
+    assert len(at.dataframe[0].value) == 4
+
+
+def test_review_page_duplicates_need_a_confirmation_per_pair(tree):
+    pytest.importorskip("streamlit")
+    ws, r1, r2, ids = tree
+    dup = ws.taxonomy.add("counting!", ids["Vision"], origin="generated", status="proposed").id
+    at = _app(ws.root, {"reviewer": "pat", "rv_section": "Duplicates"})
+    at.checkbox(key="rv_dup_embed").uncheck().run()
+    at.button(key="rv_dup_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("1 suggestion(s)" in c.value for c in at.caption)
+    assert at.button(key="rv_dup_merge_0").disabled                 # no merge before the box is ticked
+    assert ws.store.scalar("SELECT count(*) FROM nodes WHERE id=?", (dup,)) == 1
+    at.checkbox(key="rv_dup_ok_0").check().run()
+    at.button(key="rv_dup_merge_0").click().run()
+    assert not at.exception
+    gone = {ids["Counting"], dup} - {r[0] for r in ws.store.query("SELECT id FROM nodes")}
+    assert len(gone) == 1 and review_log(ws).action.iloc[0] == "merge"
+
+
+def test_word_diff_highlights_only_the_words_that_differ():
+    from workbench.dashboard.page_review import word_diff
+
+    a, b = word_diff("Depth~depth estimation from rgb", "Depth~depth estimation from rgbd")
+    assert a == "Depth~depth estimation from <mark>rgb</mark>"
+    assert b == "Depth~depth estimation from <mark>rgbd</mark>"
+    a, b = word_diff("read <b> charts", "read charts")
+    assert a == "read <mark>&lt;b&gt;</mark> charts" and b == "read charts"
