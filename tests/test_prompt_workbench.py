@@ -81,7 +81,8 @@ def test_playground_runs_edited_prompt_on_five_rows_without_changing_taxonomy(se
     nodes_before = ws.store.scalar("SELECT count(*) FROM nodes")
     which = "child_expand"
     current = ph.stage_prompts(ws, "expand")[which]
-    rows = [r for r in ph.candidate_rows(ws, "expand") if r.template == which]
+    rows = ph.candidate_rows(ws, "expand", which)
+    assert rows and all(r.template == which for r in rows)
     picked = ph.pick_rows(rows, 5, seed=1)
     assert len(picked) == 5
     est = ph.estimate(ws, "expand", which, "EDITED " + current.source, picked)
@@ -95,3 +96,45 @@ def test_playground_runs_edited_prompt_on_five_rows_without_changing_taxonomy(se
     # Again: served from the cache, nothing called.
     ph.try_prompt(ws, "expand", which, "EDITED " + current.source, picked)
     assert len(server.requests) == calls + 5
+
+
+def test_page_playground_runs_edited_prompt_on_five_rows_and_saves(seeded_ws, server):
+    import os
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    ws = seeded_ws
+    expand(ws, level=2, progress=False)
+    v1 = PromptTemplate.load("expand_child_expand.j2", workspace_root=ws.root)
+    nodes_before = ws.store.scalar("SELECT count(*) FROM nodes")
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
+    at.query_params["page"] = "prompts"
+    os.environ["WORKBENCH_WORKSPACE"] = str(ws.root)
+    at.session_state["pg_open"] = True
+    at.session_state["pg_stage"] = "expand"
+    at.session_state["pg_which"] = "child_expand"
+    at.session_state["pg_n"] = 5
+    at.session_state["pg_text_expand_child_expand"] = "EDITED " + v1.source
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Estimate: dry run" in c.value and "5 row(s)" in c.value for c in at.caption)
+    calls = len(server.requests)
+    at.button(key="pg_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(server.requests) - calls <= 5
+    codes = [c.value for c in at.code]
+    assert sum("edited one" in c for c in codes) == 5
+    assert sum("basics" in c for c in codes) >= 1          # the current version's output beside it
+    assert ws.store.scalar("SELECT count(*) FROM nodes") == nodes_before
+    at.button(key="pg_save").click().run()
+    assert (ws.prompts_dir / "expand_child_expand.j2").read_text() == "EDITED " + v1.source
+    # The history section lists the stored texts and diffs two versions.
+    import streamlit
+
+    streamlit.cache_data.clear()      # table versions are cached for a few seconds (dashboard/data.py)
+    at.session_state["pg_open"] = False
+    at.session_state["pr_hist_name"] = "expand_child_expand.j2"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.language == "diff" and "+EDITED" in c.value for c in at.code), [(c.language, c.value[:80]) for c in at.code]

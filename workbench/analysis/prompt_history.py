@@ -153,16 +153,21 @@ def _image_stage(ws, stage: str):
     return cls
 
 
-def candidate_rows(ws, stage: str, which: str | None = None) -> list:
-    """The rows a stage could run on (expand: parents at every accepted level; others: the stage's rows)."""
+def candidate_rows(ws, stage: str, which: str | None = None, *, limit: int | None = None) -> list:
+    """The rows a stage could run on with prompt `which` (expand: the first level and the accepted parents that
+    template is for; others: the stage's rows), the first `limit` of them."""
     if stage == "expand":
         from workbench.taxonomy.expand.stage import plan
 
         rows = plan(ws, level=1)
         idx = ws.taxonomy.index(("accepted",))
         ids = [idx.nodes[i].id for i in idx.dfs()]
-        return rows + (plan(ws, nodes=ids) if ids else [])
-    return _make_stage(ws, stage, which, None).rows(ws)
+        rows += plan(ws, nodes=ids) if ids else []
+        # Only the parents this template is for (a custom prompt is for every parent).
+        return [r for r in rows if which in (None, "custom", r.template)][:limit]
+    st = _make_stage(ws, stage, which, None)
+    st.limit = limit
+    return st.rows(ws)
 
 
 def row_label(row) -> str:

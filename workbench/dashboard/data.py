@@ -285,10 +285,14 @@ def prompt_usage(root: str, v: tuple) -> dict:
         files.append({"file": str(p), "name": p.name, "hash": source_hash(text),
                       "where": "workspace" if p.parent.resolve() == ws.prompts_dir.resolve() else "default",
                       "chars": len(text)})
+    # Credit per call (llm_calls.prompt_hash is exact), not the run's first prompt: one expand run uses a
+    # template per parent kind, so a run appears once for each template its calls used.
     runs = pd.DataFrame([dict(r) for r in s.query(
-        "SELECT id, stage, status, started_at, model, prompt_file, prompt_hash FROM stage_runs "
-        "WHERE prompt_hash IS NOT NULL OR prompt_file IS NOT NULL ORDER BY id DESC")],
-        columns=["id", "stage", "status", "started_at", "model", "prompt_file", "prompt_hash"])
+        "SELECT c.stage_run_id AS id, coalesce(r.stage, c.stage) AS stage, r.status, r.started_at, "
+        "min(c.model) AS model, min(c.prompt_file) AS prompt_file, c.prompt_hash, count(*) AS calls "
+        "FROM llm_calls c LEFT JOIN stage_runs r ON r.id = c.stage_run_id WHERE c.prompt_hash IS NOT NULL "
+        "GROUP BY c.stage_run_id, c.prompt_hash ORDER BY c.stage_run_id DESC")],
+        columns=["id", "stage", "status", "started_at", "model", "prompt_file", "prompt_hash", "calls"])
     versions = pd.DataFrame([dict(r) for r in s.query(
         "SELECT stage, prompt_hash, min(prompt_file) AS prompt_file, count(*) AS calls, "
         "min(created_at) AS first_used FROM llm_calls WHERE prompt_hash IS NOT NULL "
@@ -326,3 +330,17 @@ def calls_for(root: str, prompt_hash: str, needle: str | None, limit: int = 5) -
     return pd.DataFrame([dict(r) for r in rows],
                         columns=["key", "stage", "model", "status", "raw_text", "request", "created_at"])
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def prompt_history(root: str, name: str, v: tuple) -> pd.DataFrame:
+    """The stored versions of one prompt name (analysis/prompt_history.py)."""
+    from workbench.analysis import prompt_history as ph
+
+    return ph.history(open_workspace(root), name)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def prompt_outcomes(root: str, hashes: tuple, v: tuple) -> pd.DataFrame:
+    """Outcome figures of prompt versions side by side, one column per hash."""
+    from workbench.analysis import prompt_history as ph
+
+    return ph.compare(open_workspace(root), list(hashes)).astype(str)

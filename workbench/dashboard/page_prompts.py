@@ -1,6 +1,6 @@
-"""Prompts: the prompt files with their hashes, the runs that used each, and two prompt versions'
-outputs on the same inputs side by side (children each version proposed for the same parent,
-and the raw LLM replies)."""
+"""Prompts: the prompt files with their hashes, the runs whose calls used each (credit per call), two prompt
+versions' outputs on the same inputs side by side, the version history of each prompt name (diff and outcome
+figures), and a playground that runs an edited prompt on a few rows without applying anything."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ def render(root: str, ws) -> None:
         st.dataframe(files, hide_index=True, key="pr_files")
         name = st.selectbox("Runs that used", files["name"].tolist(), key="pr_file")
         h = files.loc[files["name"] == name, "hash"].iloc[0]
-        r = runs[(runs["prompt_hash"] == h) | runs["prompt_file"].fillna("").str.endswith(name)]
+        r = runs[runs["prompt_hash"] == h]
         if r.empty:
-            st.caption(f"No stage run used {name} (hash {h}) yet.")
+            st.caption(f"No call used {name} as it is now (hash {h}); earlier versions are under History.")
         else:
             st.dataframe(r, hide_index=True, key="pr_runs")
 
+    history_section(root)
+    playground_section(root, ws)
     st.subheader("Prompt versions")
     if versions.empty:
         data.empty_state("No LLM output with a prompt hash", "llm_calls")
@@ -64,6 +66,93 @@ def render(root: str, ws) -> None:
             st.markdown(f"**Raw replies, version {tag}** ({len(calls)} shown)")
             for _, call in calls.iterrows():
                 st.code(call["raw_text"] or f"({call['status']})", language=None)
+
+
+def history_section(root: str) -> None:
+    from workbench.analysis import prompt_history as ph
+
+    st.subheader("History")
+    ws = data.open_workspace(root)
+    names = ph.names(ws)
+    if not names:
+        st.caption("No prompt text stored yet: each template's text is stored when a stage run first uses it.")
+        return
+    name = st.selectbox("Versions of", names, key="pr_hist_name")
+    v = data.version(root, "prompt_texts", "llm_calls")
+    hist = data.prompt_history(root, name, v)
+    st.dataframe(hist, hide_index=True, key="pr_hist")
+    hashes = hist["hash"].tolist()
+    if len(hashes) < 2:
+        st.caption(f"{name} has one stored version; edit it (Playground below) and run it to compare.")
+        st.code(ph.text_of(ws, hashes[0]), language=None)
+        return
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Old", hashes, index=len(hashes) - 2, key="pr_hist_a")
+    b = c2.selectbox("New", hashes, index=len(hashes) - 1, key="pr_hist_b")
+    st.code(ph.diff(ws, a, b) or "(same text)", language="diff")
+    st.markdown("**Outcomes**")
+    st.dataframe(data.prompt_outcomes(root, tuple(dict.fromkeys((a, b))), v), key="pr_hist_outcomes")
+
+
+def playground_section(root: str, ws) -> None:
+    from workbench.analysis import prompt_history as ph
+    from workbench.errors import WorkbenchError
+
+    st.subheader("Playground")
+    # Off by default: listing a stage's rows and the dry run cost time the page's first render should not pay.
+    if not st.toggle("Try an edited prompt on a few rows (nothing is applied)", key="pg_open"):
+        return
+    c1, c2 = st.columns(2)
+    stage = c1.selectbox("Stage", ph.STAGES, key="pg_stage")
+    ws = data.open_workspace(root)
+    try:
+        prompts = ph.stage_prompts(ws, stage)
+        which = c2.selectbox("Prompt", list(prompts), key="pg_which")
+        rows = ph.candidate_rows(ws, stage, which, limit=500)
+    except WorkbenchError as exc:
+        st.info(f"{stage}: {exc}")
+        return
+    current = prompts[which]
+    st.caption(f"Current version: `{current.display_path}` (hash {current.hash})")
+    text = st.text_area("Edit the template", current.source, height=240, key=f"pg_text_{stage}_{which}")
+    labels = [ph.row_label(r) for r in rows]
+    c1, c2 = st.columns(2)
+    n = int(c1.number_input("Rows", 1, max(1, len(rows)), min(5, max(1, len(rows))), key="pg_n"))
+    chosen = c2.multiselect("Or pick rows by hand", labels, key="pg_rows")
+    picked = ph.pick_rows(rows, n, seed=0, labels=chosen or None)
+    if not picked:
+        st.info(f"{stage}: no rows to try the prompt on.")
+        return
+    try:
+        est = ph.estimate(ws, stage, which, text, picked)
+    except WorkbenchError as exc:
+        st.error(str(exc))
+        return
+    st.caption("Estimate: " + est.summary())
+    c1, c2 = st.columns(2)
+    if c1.button("Run the edited prompt", key="pg_run"):
+        try:
+            st.session_state["pg_out"] = ph.try_prompt(ws, stage, which, text, picked)
+        except WorkbenchError as exc:
+            st.error(str(exc))
+    if c2.button(f"Save as the workspace's {current.path.name}", key="pg_save"):
+        try:
+            path = ph.save_copy(ws, current.path.name, text)
+            st.success(f"Saved {path}; the next {stage} run uses it.")
+        except WorkbenchError as exc:
+            st.error(str(exc))
+    out = st.session_state.get("pg_out")
+    if out is not None:
+        rep = out.attrs.get("report")
+        if rep is not None:
+            st.caption(rep.summary())
+        for _, r in out.iterrows():
+            st.markdown(f"**{r['row']}**")
+            a, b = st.columns(2)
+            a.markdown("Edited")
+            a.code(r["edited_parsed"] or r["edited"] or "(no reply)", language=None)
+            b.markdown("Current")
+            b.code(r["current_parsed"] or r["current"] or "(never asked with the current version)", language=None)
 
 
 def prewarm(root: str) -> None:
