@@ -330,6 +330,7 @@ def calls_for(root: str, prompt_hash: str, needle: str | None, limit: int = 5) -
     return pd.DataFrame([dict(r) for r in rows],
                         columns=["key", "stage", "model", "status", "raw_text", "request", "created_at"])
 
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def prompt_history(root: str, name: str, v: tuple) -> pd.DataFrame:
     """The stored versions of one prompt name (analysis/prompt_history.py)."""
