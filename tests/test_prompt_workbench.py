@@ -138,3 +138,48 @@ def test_page_playground_runs_edited_prompt_on_five_rows_and_saves(seeded_ws, se
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(c.language == "diff" and "+EDITED" in c.value for c in at.code), [(c.language, c.value[:80]) for c in at.code]
+
+
+def test_outcome_figures_for_filter_qa_and_referee_versions(seeded_ws):
+    """Keep rate (filter), parse failures and empty answers (Q&A), pass rate and κ (referees), per version,
+    read through each row's call (llm_calls.prompt_hash)."""
+    ws = seeded_ws
+    now = "2026-01-01T00:00:00"
+    with ws.store.write() as c:
+        for i in range(4):
+            c.execute("INSERT INTO images(id, path, root, source, width, height, format, added_at) "
+                      "VALUES (?, ?, '/x', 'test', 8, 8, 'PNG', ?)", (f"img{i}", f"{i}.png", now))
+
+        def call(key, stage, h):
+            c.execute("INSERT INTO llm_calls(key, stage, endpoint, model, prompt_hash, request, status, raw_text,"
+                      " created_at) VALUES (?, ?, 'e', 'm', ?, '{}', 'ok', 'r', ?)", (key, stage, h, now))
+
+        # filter: version F1 keeps 1 of 4 labels, F2 keeps 3 of 4
+        for h, kept in (("F1", [1, 0, 0, 0]), ("F2", [1, 1, 1, 0])):
+            for i, k in enumerate(kept):
+                call(f"{h}{i}", "filter", h)
+                c.execute("INSERT INTO filter_decisions(image_id, label, kept, call_key) VALUES (?, ?, ?, ?)",
+                          (f"img{i}", f"label {h}", k, f"{h}{i}"))
+        # qa: version Q1 has a parse failure and an empty answer among 4 rows
+        for i, (status, reason, answer) in enumerate([("ok", None, "yes"), ("ok", None, ""),
+                                                     ("rejected", "parse error: no JSON", None),
+                                                     ("ok", None, "two")]):
+            call(f"Q1{i}", "qa", "Q1")
+            c.execute("INSERT INTO samples(id, image_id, label, question, answer, status, reason, call_key,"
+                      " created_at) VALUES (?, ?, 'l', 'q', ?, ?, ?, ?, ?)",
+                      (f"s{i}", f"img{i}", answer, status, reason, f"Q1{i}", now))
+        # referees: R1 (referee a) agrees with referee b on every sample; pass rate 2/4
+        for i, (va, vb) in enumerate([(1, 1), (0, 0), (1, 1), (0, 0)]):
+            call(f"R1{i}", "referee:a", "R1")
+            c.execute("INSERT INTO votes(sample_id, referee, vote, valid, prompt_hash, call_key) "
+                      "VALUES (?, 'a', ?, 1, 'R1', ?)", (f"s{i}", va, f"R1{i}"))
+            c.execute("INSERT INTO votes(sample_id, referee, vote, valid, prompt_hash) VALUES (?, 'b', ?, 1, 'R2')",
+                      (f"s{i}", vb))
+    f1, f2 = ph.outcomes(ws, "F1"), ph.outcomes(ws, "F2")
+    assert (f1["decisions"], f1["keep_rate"], f2["keep_rate"]) == (4, 0.25, 0.75)
+    q = ph.outcomes(ws, "Q1")
+    assert (q["qa_rows"], q["parse_failures"], q["empty_answers"]) == (4, 1, 1)
+    r = ph.outcomes(ws, "R1")
+    assert r["votes"] == 4 and r["pass_rate"] == 0.5 and r["kappa_vs_others"] == pytest.approx(1.0)
+    side = ph.compare(ws, ["F1", "F2"])
+    assert side.loc["keep_rate", "F1"] == 0.25 and side.loc["keep_rate", "F2"] == 0.75
