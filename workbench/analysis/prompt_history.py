@@ -139,6 +139,9 @@ def stage_prompts(ws, stage: str) -> dict[str, PromptTemplate]:
     if stage == "referee":
         from workbench.pipeline.referee.stage import RefereeStage
 
+        if not ws.config.referees:
+            raise WorkbenchError("no referees configured: add [[referees]] to workbench.toml (README, "
+                                 "\"Referees\") to try a referee prompt")
         return {r.name: RefereeStage(ws, r).prompt for r in ws.config.referees}
     return {stage: _image_stage(ws, stage)(ws).prompt}
 
