@@ -29,6 +29,7 @@ PAGES = {
     "prompts": "Prompts",
     "plan": "Plan",
     "review": "Review",
+    "gaps": "Gaps",
 }
 
 

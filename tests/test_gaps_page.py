@@ -1,0 +1,97 @@
+"""The Gaps page driven by AppTest: discovered clusters with exemplars and the reference's gaps, and the one
+click that adds a `proposed` node with its provenance (origin 'discovered' / 'reference')."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from clip_fixtures import make_images  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def root(tmp_path):
+    from workbench.pipeline.images.register import register_images
+    from workbench.taxonomy.io import load_seed
+    from workbench.workspace import Workspace
+
+    root = tmp_path / "ws"
+    with Workspace.init(root) as ws:
+        load_seed(ws.taxonomy)
+        files = make_images(tmp_path / "imgs", 4, size=(24, 20))
+        register_images(ws, files, root=tmp_path / "imgs", workers=1)
+        ids = [r["id"] for r in ws.store.query("SELECT id FROM images ORDER BY id")]
+        leaf, path = ws.taxonomy.leaves()[0]
+        with ws.store.write() as c:
+            c.execute("INSERT INTO discoveries(cluster, cluster_key, size, cohesion, image_ids, exemplar_ids, nearest, "
+                      "parent_id, name, status, duplicate_of, note, created_at) VALUES (0, 'k', 4, 0.8, ?, ?, ?, ?, "
+                      "'Counting sheep', 'duplicate', ?, 'repeats a sibling (embedding 0.91)', 't')",
+                      (json.dumps(ids), json.dumps(ids[:3]), json.dumps([{"node_id": leaf.id, "path": path,
+                                                                          "score": 0.21}]),
+                       leaf.parent_id, leaf.id))
+    return root
+
+
+def run(root, state=None):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
+    at.query_params["page"] = "gaps"
+    os.environ["WORKBENCH_WORKSPACE"] = str(root)
+    for k, v in (state or {}).items():
+        at.session_state[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _nodes(root, origin):
+    from workbench.workspace import Workspace
+
+    with Workspace.open(root) as ws:
+        return [(n.name, n.status, n.parent_id, n.note) for n in ws.taxonomy.nodes() if n.origin == origin]
+
+
+def test_discovered_cluster_shows_exemplars_and_one_click_adds_a_proposed_node(root):
+    at = run(root)
+    assert sum(type(e).__name__ == "Image" for e in at.main) == 3     # the three exemplar thumbnails
+    table = at.dataframe[0].value
+    assert list(table["name"]) == ["Counting sheep"] and list(table["status"]) == ["duplicate"]
+    at.text_input(key="gaps_disc_1_name").set_value("Counting sheep in fields")
+    at.button(key="gaps_disc_1_add").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    added = _nodes(root, "discovered")
+    assert [(n, s) for n, s, _, _ in added] == [("Counting sheep in fields", "proposed")]
+    assert "cluster #1" in added[0][3]
+    from workbench.workspace import Workspace
+
+    with Workspace.open(root) as ws:
+        assert ws.store.scalar("SELECT status FROM discoveries") == "proposed"
+        assert ws.store.scalar("SELECT node_id FROM discoveries") is not None
+
+
+def test_reference_gaps_with_nearest_task_types_and_add(root):
+    at = run(root, {"gaps_section": "reference"})
+    labels = {m.label: m.value for m in at.metric}
+    assert int(labels["reference tasks"]) == int(labels["covered"]) + int(labels["gaps"]) and int(labels["gaps"]) > 0
+    assert len(at.get("plotly_chart")) == 2
+    gap = at.selectbox(key="gaps_gap").value
+    cands = at.dataframe[-1].value
+    assert "nearest task types" in cands.columns and cands["score"].is_monotonic_decreasing
+    at.button(key="gaps_ref_add_add").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    added = _nodes(root, "reference")
+    assert len(added) == 1 and added[0][0] == gap.split("~")[-1] and added[0][1] == "proposed"
+    assert gap in added[0][3]
+
+
+def test_audits_section_empty_state(root):
+    at = run(root, {"gaps_section": "audits"})
+    assert any("workbench audit" in i.value for i in at.info)
