@@ -251,7 +251,7 @@ def test_review_page_renders_and_bulk_accepts_a_subtree(tree):
     text = " ".join(m.value for m in at.markdown)
     assert "Counting" in text and "Depth" in text
     at.selectbox(key="rv_group").set_value("parent").run()
-    at.selectbox(key="rv_bulk_target").set_value("subtree:" + ids["Counting"]).run()
+    at.selectbox(key="rv_bulk_target").set_value("subtree:Vision~Counting").run()
     at.button(key="rv_bulk_accept").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert {_status(ws, ids[n]) for n in ("Counting", "People", "Cars")} == {"accepted"}

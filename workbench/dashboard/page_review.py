@@ -20,7 +20,7 @@ from workbench.errors import WorkbenchError
 from workbench.review import decisions as dec
 
 GROUPS = {"parent": "parent", "run": "stage run", "origin": "origin"}
-ROWS_PER_GROUP = 100      # rows drawn with their own buttons; bulk actions cover the whole group regardless
+ROWS_PER_GROUP = 50       # rows drawn with their own buttons; bulk actions cover the whole group regardless
 
 
 # -- reads (cached on a version read every run: a write shows at once) ---------------------------------
@@ -167,7 +167,8 @@ def render(root: str, ws) -> None:
         st.error(msg)
     elif kind:
         st.success(msg)
-    df = _pending(root, _nodes_version(root))
+    v = _nodes_version(root)
+    df = _pending(root, v)
     last = dec.undoable(ws, 1)
     c = st.columns([1, 1, 1, 3])
     c[0].metric("pending proposals", f"{len(df):,}")
@@ -189,7 +190,7 @@ def render(root: str, ws) -> None:
             st.info("No pending proposals: `workbench expand WORKSPACE --level N` proposes new task types.",
                     icon="ℹ️")
             return
-        _bulk_panel(root, df)
+        _bulk_panel(root, v)
         _proposals(root, df)
     elif section == "Duplicates":
         _duplicates(root, ws)
@@ -199,23 +200,31 @@ def render(root: str, ws) -> None:
             st.info("No decisions yet: they are logged from this page, the notebooks and "
                     "`workbench taxonomy accept|reject`.", icon="ℹ️")
         else:
-            st.dataframe(log, hide_index=True, use_container_width=True)
+            st.dataframe(log, hide_index=True, width="stretch")
 
 
-def _bulk_panel(root: str, df: pd.DataFrame) -> None:
-    runs = _runs(root, tuple(data.open_workspace(root).store.one("SELECT count(*), max(id) FROM stage_runs")))
-    opts: dict[str, str] = {}
-    idx = data.open_workspace(root).taxonomy.index(None)
-    subtree_counts: dict[str, int] = {}
-    for nid in df.node_id:   # every ancestor of a proposal heads a subtree with proposals in it
-        for a in idx.ancestors(nid) + [idx.nodes[nid]]:
-            subtree_counts[a.id] = subtree_counts.get(a.id, 0) + 1
-    for nid, n in sorted(subtree_counts.items(), key=lambda kv: idx.paths[kv[0]]):
-        opts[f"subtree:{nid}"] = f"subtree {idx.paths[nid]} ({n})"
+@st.cache_data(show_spinner=False, max_entries=4)
+def _bulk_options(root: str, v: tuple, runs_v: tuple) -> dict[str, str]:
+    """Targets of a bulk accept/reject: every subtree holding proposals (by `~` path), every run, every origin."""
+    df = _pending(root, v)
+    runs = _runs(root, runs_v)
+    per_subtree: dict[str, int] = {}
+    for path in df.path:                 # every ancestor of a proposal (and the proposal) heads such a subtree
+        parts = path.split("~")
+        for i in range(1, len(parts) + 1):
+            key = "~".join(parts[:i])
+            per_subtree[key] = per_subtree.get(key, 0) + 1
+    opts = {f"subtree:{p}": f"subtree {p} ({n})" for p, n in sorted(per_subtree.items())}
     for r, n in df.stage_run_id.dropna().astype(int).value_counts().sort_index(ascending=False).items():
         opts[f"run:{r}"] = f"{runs.get(r, f'run {r}')} ({n})"
     for o, n in df.origin.value_counts().items():
         opts[f"origin:{o}"] = f"origin {o} ({n})"
+    return opts
+
+
+def _bulk_panel(root: str, v: tuple) -> None:
+    runs_v = tuple(data.open_workspace(root).store.one("SELECT count(*), max(id) FROM stage_runs"))
+    opts = _bulk_options(root, v, runs_v)
     c = st.columns([4, 1, 1])
     target = c[0].selectbox("Bulk: every pending proposal in", list(opts), format_func=opts.get,
                             key="rv_bulk_target")

@@ -35,7 +35,7 @@ from typing import Iterable
 
 from workbench.clock import utcnow
 from workbench.errors import WorkbenchError
-from workbench.taxonomy.names import normalize_name
+from workbench.taxonomy.names import SEP, normalize_name
 
 # What the notebook table offers; the dashboard adds move and merge.
 ACTIONS = ("keep", "accept", "reject", "rename")
@@ -121,26 +121,24 @@ def pending_proposals(ws, *, stage_run_id: int | None = None, prompt_hash: str |
         "SELECT n.id AS node_id, n.name, n.parent_id, n.level, n.origin, n.stage_run_id, r.stage, n.prompt_hash,"
         " n.prompt_file, n.model, n.created_at FROM nodes n LEFT JOIN stage_runs r ON r.id = n.stage_run_id"
         f" WHERE {' AND '.join(conds)}", params)
-    out = pd.DataFrame([dict(r) for r in rows],
-                       columns=[c for c in PENDING_COLUMNS if c not in ("path", "parent_path", "under_rejected")])
-    if out.empty:
+    cols = [c for c in PENDING_COLUMNS if c not in ("path", "parent_path", "under_rejected")]
+    if not rows:
         return pd.DataFrame(columns=PENDING_COLUMNS).astype({"stage_run_id": "Int64", "level": "int64",
                                                              "under_rejected": "bool"})
-    # Paths, tree order and hidden-ness from one read of the whole tree (every status).
-    idx = ws.taxonomy.index(None)
-    order = {nid: i for i, nid in enumerate(idx.dfs())}
-    hidden: dict[str, bool] = {}
-    for nid in idx.dfs():
-        node = idx.nodes[nid]
-        up = node.parent_id
-        hidden[nid] = up is not None and (hidden[up] or idx.nodes[up].status == "rejected")
-    out["path"] = [idx.paths.get(n) for n in out.node_id]
-    out["parent_path"] = [idx.paths.get(p) if p is not None else None for p in out.parent_id]
-    out["under_rejected"] = [hidden.get(n, False) for n in out.node_id]
+    rows = [tuple(r) for r in rows]
+    # Paths, tree order and hidden-ness from the proposals' ancestor chains only (not the whole tree: at 25k nodes
+    # that read took seconds, this one a tenth of that).
+    node_ids = [r[0] for r in rows]
+    chains = _chains(ws.store, node_ids)
+    out = pd.DataFrame.from_records(rows, columns=cols)
+    out["path"] = [SEP.join(chains[n]["names"]) for n in node_ids]
+    out["parent_path"] = [SEP.join(chains[n]["names"][:-1]) if r[2] is not None else None
+                          for n, r in zip(node_ids, rows)]
+    out["under_rejected"] = [chains[n]["hidden"] for n in node_ids]
     out["stage_run_id"] = out["stage_run_id"].astype("Int64")
-    run_key = [-(r) if r is not pd.NA else 1 for r in out.stage_run_id]   # newest run first, no run last
-    out = out.assign(_run=run_key, _order=[order.get(n, len(order)) for n in out.node_id])
-    out = out.sort_values(["_run", "_order"], kind="stable").drop(columns=["_run", "_order"])
+    run_key = [-r[5] if r[5] is not None else 1 for r in rows]   # newest run first, no run last
+    order = sorted(range(len(out)), key=lambda i: (run_key[i], chains[node_ids[i]]["order"]))
+    out = out.iloc[order]
     return out[PENDING_COLUMNS].reset_index(drop=True)
 
 
@@ -276,7 +274,9 @@ def select_proposals(ws, *, under: str | None = None, stage_run_id: int | None =
         df = df[df.origin == origin]
     if under is not None:
         top = ws.taxonomy.resolve(under)
-        inside = set(ws.taxonomy.index(None).subtree(top.id))
+        inside = {r[0] for r in ws.store.query(
+            "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id)"
+            " SELECT id FROM sub", (top.id,))}
         df = df[df.node_id.isin(inside)]
         include_hidden = include_hidden or top.status == "rejected" or _hidden(ws, top.id)
     if not include_hidden:
@@ -310,7 +310,8 @@ def bulk_status(ws, node_ids: Iterable[str], status: str, *, reviewer: str | Non
                 f"SELECT id, status FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", chunk)})
         todo = [i for i in ids if i in current and current[i] != status]
         if todo:
-            paths = ws.taxonomy.index(None).paths
+            chains = _chains(ws.store, todo)
+            paths = {k: SEP.join(c["names"]) for k, c in chains.items()}
             ws.taxonomy.set_status(todo, status)
             action = {"accepted": "accept", "rejected": "reject"}[status]
             log.many(conn, [(action, i, paths.get(i), current[i], status) for i in todo])
@@ -386,6 +387,28 @@ def undo(ws, n: int = 1, *, reviewer: str | None = None) -> list[dict]:
         conn.execute(f"UPDATE review_log SET undone_at=?, undone_by=? WHERE id IN ({','.join('?' * len(rows))})",
                      [utcnow(), who, *[r["id"] for r in rows]])
     return rows
+
+
+def _chains(store, ids: list[str]) -> dict[str, dict]:
+    """For each node: `names` root → node, `order` (the (position, name) chain: tree order when sorted) and
+    `hidden` (an ancestor is rejected). One recursive query per 500 nodes."""
+    out: dict[str, dict] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        rows = store.query(
+            "WITH RECURSIVE up(start, id, depth) AS ("
+            f" SELECT id, id, 0 FROM nodes WHERE id IN ({','.join('?' * len(chunk))})"
+            " UNION ALL SELECT up.start, n.parent_id, up.depth + 1 FROM up JOIN nodes n ON n.id = up.id"
+            " WHERE n.parent_id IS NOT NULL)"
+            " SELECT up.start, up.depth, n.name, n.position, n.status FROM up JOIN nodes n ON n.id = up.id"
+            " ORDER BY up.start, up.depth DESC", chunk)
+        for r in rows:
+            c = out.setdefault(r[0], {"names": [], "order": [], "hidden": False})
+            c["names"].append(r[2])
+            c["order"].append((r[3], r[2]))
+            if r[1] > 0 and r[4] == "rejected":
+                c["hidden"] = True
+    return out
 
 
 def _path_or_none(ws, node_id: str) -> str | None:
