@@ -140,6 +140,8 @@ def test_removed_families_are_rediscovered_and_the_loop_closes(world, monkeypatc
     assert all(r["matched"] and r["node_status"] == "accepted" for r in report)
     taken = sum(r["top1"] for r in report) / sum(r["images"] for r in report)
     assert taken >= 0.9, report
+    print(f"\ndiscovery: recall of removed families {recall:.2f} ({len(found & set(REMOVED))}/{len(REMOVED)}); "
+          f"after accepting, the discovered nodes take {taken:.2f} of their previously unfit images as best match")
     out = run_cli("discover", ws.root, "--report")
     assert out.code == 0 and "now takes" in out.out, out.err
 
