@@ -385,6 +385,12 @@ def test_embedding_map_legend_lists_task_types_and_skips_inner_nodes(leaf_grew):
 
 def test_embedding_map_legend_leaves_the_modebar_clear(small):
     root, _ = small
-    legend = spec(run(root, "map"))["layout"]["legend"]
-    # Below the plot, not over its top-right corner where plotly puts the modebar.
-    assert legend["orientation"] == "h" and legend["y"] < 0 and legend["yanchor"] == "top"
+    from workbench.dashboard import page_map
+
+    layout = spec(run(root, "map"))["layout"]
+    legend = layout["legend"]
+    # Right of the plot and hanging from the plot area's top, below a top margin that holds the modebar
+    # (plotly's default legend place, the top-right corner, is where the modebar is drawn).
+    assert legend["x"] > 1 and legend["xanchor"] == "left"
+    assert legend["y"] <= 1 and legend["yanchor"] == "top"
+    assert layout["margin"]["t"] >= page_map.MODEBAR_MARGIN >= 30

@@ -66,7 +66,8 @@ def render(root: str, ws) -> None:
         # first trace and drops every "1–10"-style label, collapsing the chart onto bin 0.
     else:
         fig = go.Figure(go.Bar(x=hist["bin"], y=hist["task_types"], text=hist["task_types"], textposition="outside"))
-    fig.update_layout(height=420, margin=dict(l=0, r=0, t=10, b=0), xaxis=dict(title=f"{measure} per task type",
+    # A stacked chart has a legend at the top right: a top margin keeps it clear of the modebar.
+    fig.update_layout(height=420, margin=dict(l=0, r=0, t=36 if by_cat else 10, b=0), xaxis=dict(title=f"{measure} per task type",
                       type="category", categoryorder="array", categoryarray=order), yaxis_title="task types")
     event = st.plotly_chart(fig, key="ipt_hist", on_select="rerun", selection_mode=("points",))
     picked = None

@@ -22,6 +22,7 @@ MAX_GROUPS = 48
 PALETTE = list(pc.qualitative.Dark24) + list(pc.qualitative.Light24)
 OTHER_COLOUR = "#b0b0b0"
 GRID = 24
+MODEBAR_MARGIN = 36   # px above the plot area: the modebar's own strip, clear of the legend
 # Points drawn by default: WebGL paint time grows with the point count (~2 s for 100k in software
 # WebGL), so a large map is drawn from a fixed random sample unless the user asks for all of it.
 POINT_CHOICES = {"40,000 (sampled)": 40_000, "80,000 (sampled)": 80_000, "all": 0}
@@ -157,10 +158,11 @@ def render(root: str, ws) -> None:
     specs, rows = traces(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes, POINT_CHOICES[shown])
     fig = go.Figure()
     fig.add_traces([go.Scattergl(t) for t in specs])
-    # The legend goes below the plot: at the top right (plotly's default) it covers the modebar. showlegend is
-    # explicit because plotly hides a legend of a single trace.
-    fig.update_layout(height=640, margin=dict(l=0, r=0, t=30, b=0), dragmode="lasso", showlegend=True,
-                      legend=dict(itemsizing="constant", orientation="h", x=0, xanchor="left", y=-0.02,
+    # The legend sits right of the plot from the plot's top down, and the top margin holds the modebar: at
+    # plotly's default place the legend covers the modebar. (Below the plot, plotly stacks each legend group
+    # in a column that squeezes the plot.) showlegend is explicit: plotly hides a legend of one trace.
+    fig.update_layout(height=640, margin=dict(l=0, r=0, t=MODEBAR_MARGIN, b=0), dragmode="lasso", showlegend=True,
+                      legend=dict(itemsizing="constant", orientation="v", x=1.01, xanchor="left", y=1,
                                   yanchor="top", groupclick="toggleitem"),
                       xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
     drawn = sum(len(r) for r in rows)
