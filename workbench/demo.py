@@ -334,6 +334,9 @@ def pull_small_profile(models: str, confirm, echo) -> Step | None:
     cmd = pull_command("small")
     if models == "no":
         return Step("pull local models (small profile)", False, "not asked (--no-models)", f"`{cmd}`")
+    if hub.offline_by_env():
+        return Step("pull local models (small profile)", False, "offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE "
+                    "is set)", f"`{cmd}` with the variable unset, where the hub answers")
     if not hub.hub_answers(missing[0]):
         return Step("pull local models (small profile)", False, f"the model hub ({hub.hub_endpoint()}) does not "
                     "answer", f"`{cmd}` where the hub answers (HF_ENDPOINT for a mirror)")
