@@ -116,7 +116,7 @@ def _discovered(root: str, ws) -> None:
         "cohesion": r["cohesion"], "now best match": r["top1"] if r["matched"] else None,
         "nearest task type": r["nearest"][0]["path"] if r["nearest"] else "",
         "nearest score": r["nearest"][0]["score"] if r["nearest"] else None} for r in rows]),
-        hide_index=True, use_container_width=True)
+        hide_index=True, width="stretch")
     st.caption("'now best match': of the cluster's previously unfit images, how many the node (or its subtree) "
                "takes as best match after it is accepted and `workbench match` has run.")
     labels = {r["id"]: f"#{r['id']} {r['name'] or '(unnamed)'} — {r['size']} images, {r['status']}" for r in rows}
@@ -183,12 +183,12 @@ def _reference(root: str, ws) -> None:
         labels.append(r["reference_path"]), parents.append(f"ref: {r['reference_category']}")
         colors.append(COLORS["covered" if r["covered"] else "gap"])
     left.plotly_chart(_tree_figure(labels, parents, colors, "Reference (green: covered, red: gap)"),
-                      use_container_width=True, key="gaps_ref_tree")
+                      width="stretch", key="gaps_ref_tree")
     areas = cov["our_areas"]
     right.plotly_chart(_tree_figure(areas, [""] * len(areas),
                                     [COLORS["tested" if a in tested else "untested"] for a in areas],
                                     "Our first-level areas (orange: the reference never tests)"),
-                       use_container_width=True, key="gaps_our_tree")
+                       width="stretch", key="gaps_our_tree")
     if not gaps:
         st.success("Every reference task is covered at the current threshold.")
         return
@@ -196,11 +196,11 @@ def _reference(root: str, ws) -> None:
     gdf = pd.DataFrame([{"category": r["reference_category"], "reference task": r["reference_path"],
                          "nearest task type": r["nearest_path"], "score": r["score"]} for r in gaps])
     st.dataframe(gdf.sort_values(["category", "score"], ascending=[True, False]), hide_index=True,
-                 use_container_width=True)
+                 width="stretch")
     pick_gap = st.selectbox("Gap", [r["reference_path"] for r in gaps], key="gaps_gap")
     g = next(r for r in gaps if r["reference_path"] == pick_gap)
     st.dataframe(pd.DataFrame(g["candidates"])[["path", "score"]].rename(columns={"path": "nearest task types"}),
-                 hide_index=True, use_container_width=True)
+                 hide_index=True, width="stretch")
     near = g["nearest_path"]
     default_parent = near.rsplit(SEP, 1)[0] if near and SEP in near else None
     _add_form(root, ws, "gaps_ref_add", pick_gap.split(SEP)[-1], default_parent, "reference",
@@ -224,7 +224,7 @@ def _audits(root: str, ws) -> None:
         frames[n] = audit_areas(root, v, n)
         fig.add_bar(name=n, x=frames[n]["path"], y=frames[n]["items"])
     fig.update_layout(barmode="group", height=380, margin=dict(l=0, r=0, t=10, b=0), yaxis_title="items")
-    st.plotly_chart(fig, use_container_width=True, key="gaps_audit_chart")
+    st.plotly_chart(fig, width="stretch", key="gaps_audit_chart")
     for n, f in frames.items():
         missing = f[f["items"] == 0]["path"].tolist()
         st.caption(f"{n}: first-level areas with no items: {', '.join(missing) if missing else 'none'}")
