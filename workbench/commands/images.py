@@ -74,39 +74,54 @@ def images_report_cmd(
         typer.echo(f"  [{p['source']}] {Path(p['root']) / p['path']}: {p['reason']}")
 
 
+ENGINE = typer.Option("local", "--engine", help="local (this process) or ray: Ray Data decodes the images and an "
+                      "actor pool runs CLIP (a private loopback Ray, or the cluster at --address); rows are "
+                      "committed here. Workers must read the images at their registered paths.")
+ADDRESS = typer.Option(None, "--address", help="With --engine ray: join this Ray cluster (host:6379 or "
+                       "ray://host:10001; default: start a private local Ray).")
+
+
 @app.command("embed")
 def embed_cmd(
     workspace: Path = WS_ARG,
     texts: bool = typer.Option(True, "--texts/--no-texts", help="Embed the task types' texts."),
     images: bool = typer.Option(True, "--images/--no-images", help="Embed the registered images."),
+    engine: str = ENGINE,
+    address: Optional[str] = ADDRESS,
 ):
     """CLIP-embed task types and images with the model in workbench.toml [clip] (cached; resumable)."""
+    from workbench.engine import session
     from workbench.pipeline.embed.stage import embed_images, embed_texts_clip
 
     ws = _open(workspace)
-    if texts:
-        typer.echo(embed_texts_clip(ws, progress=_progress("texts")).summary())
-    if images:
-        typer.echo(embed_images(ws, progress=_progress("images")).summary())
+    with session(engine, address):
+        if texts:
+            typer.echo(embed_texts_clip(ws, progress=_progress("texts")).summary())
+        if images:
+            typer.echo(embed_images(ws, progress=_progress("images")).summary())
 
 
 @app.command("match")
 def match_cmd(
     workspace: Path = WS_ARG,
     k: Optional[int] = typer.Option(None, "--k", help="Task types kept per image (default: [match] k)."),
+    engine: str = ENGINE,
+    address: Optional[str] = ADDRESS,
 ):
     """Top-k task types per image by cosine similarity (embeds what is missing first; incremental)."""
+    from workbench.engine import session
     from workbench.pipeline.embed.stage import embed_images, embed_texts_clip
     from workbench.pipeline.match.stage import low_score_images, match, tasks_without_images
 
     ws = _open(workspace)
-    t = embed_texts_clip(ws, progress=_progress("texts"))
-    if t.computed or t.truncated:
-        typer.echo(t.summary())
-    i = embed_images(ws, progress=_progress("images"))
-    if i.computed or i.problems:
-        typer.echo(i.summary())
-    report = match(ws, k=k, embed=False)
+    with session(engine, address):
+        t = embed_texts_clip(ws, progress=_progress("texts"))
+        if t.computed or t.truncated:
+            typer.echo(t.summary())
+        i = embed_images(ws, progress=_progress("images"))
+        if i.computed or i.problems:
+            typer.echo(i.summary())
+        report = match(ws, k=k, embed=False)
     typer.echo(report.summary())
     typer.echo(f"{len(tasks_without_images(ws))} task type(s) have no image; "
                f"{len(low_score_images(ws))} image(s) have a best score below "

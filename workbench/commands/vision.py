@@ -19,42 +19,53 @@ LIMIT = typer.Option(None, "--limit", min=1, help="Only the first N images (or s
 BATCH = typer.Option(False, "--batch", help="Send the calls through the OpenAI Batch API (about half price, results "
                      "within [batch] completion_window): submit, poll, ingest; run the same command again to resume "
                      "polling after a stop. `workbench batches` lists them.")
+ENGINE = typer.Option("local", "--engine", help="local (this process) or ray: the calls are made by Ray workers "
+                      "(a private loopback Ray, or the cluster at --address); replies are committed here.")
+ADDRESS = typer.Option(None, "--address", help="With --engine ray: join this Ray cluster (host:6379 or "
+                       "ray://host:10001; default: start a private local Ray).")
 
 
 @app.command("filter")
 def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
                limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
+               engine: str = ENGINE, address: Optional[str] = ADDRESS,
                prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt file (default: [filter] prompt "
                                                     "or prompts/filter.j2)."),
                endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name from workbench.toml "
                                                       "(default: [filter] endpoint).")):
     """The VLM keeps the CLIP candidate task types that fit each image."""
+    from workbench.engine import session
     from workbench.pipeline.filter.stage import run_filter
 
     ws = _open(workspace)
-    rep = run_filter(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
-                     refresh_failed=refresh_failed, batch=batch or None)
+    with session(engine, address):
+        rep = run_filter(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
+                         refresh_failed=refresh_failed, batch=batch or None)
     raise typer.Exit(_show(rep, ws.config.limits.max_failure_rate))
 
 
 @app.command("qa")
 def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
            limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
+           engine: str = ENGINE, address: Optional[str] = ADDRESS,
            prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt file (default: [qa] prompt or "
                                                 "prompts/qa.j2)."),
            endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name (default: [qa] endpoint).")):
     """The VLM writes one question-answer pair per kept (image, task type)."""
+    from workbench.engine import session
     from workbench.pipeline.qa.stage import run_qa
 
     ws = _open(workspace)
-    rep = run_qa(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
-                 refresh_failed=refresh_failed, batch=batch or None)
+    with session(engine, address):
+        rep = run_qa(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
+                     refresh_failed=refresh_failed, batch=batch or None)
     raise typer.Exit(_show(rep, ws.config.limits.max_failure_rate))
 
 
 @app.command("referee")
 def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
                 limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
+                engine: str = ENGINE, address: Optional[str] = ADDRESS,
                 name: Optional[List[str]] = typer.Option(None, "--name", help="Only this referee (repeatable; "
                                                          "default: every [[referees]] entry)."),
                 full: bool = typer.Option(False, "--full", help="Ask every referee about every sample (default: "
@@ -73,10 +84,14 @@ def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[
                    + (" (a dry run cannot know the votes still to come: later referees' figures are upper bounds)"
                       if dry_run else ""))
 
+    from workbench.engine import session
+
     status = 0
-    for rep in run_referees(ws, names=name or None, dry_run=dry_run, budget_usd=budget, limit=limit,
-                            refresh_failed=refresh_failed, adaptive=adaptive, on_plan=on_plan, batch=batch or None):
-        status = max(status, _show(rep, ws.config.limits.max_failure_rate))
+    with session(engine, address):
+        for rep in run_referees(ws, names=name or None, dry_run=dry_run, budget_usd=budget, limit=limit,
+                                refresh_failed=refresh_failed, adaptive=adaptive, on_plan=on_plan,
+                                batch=batch or None):
+            status = max(status, _show(rep, ws.config.limits.max_failure_rate))
     raise typer.Exit(status)
 
 

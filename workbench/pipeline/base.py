@@ -213,7 +213,8 @@ class LLMStage(Stage):
     def run(self, ws, rows: Iterable | None = None, *, endpoint: str | Endpoint | None = None,
             on_result: Callable[[Outcome], None] | None = None, dry_run: bool = False,
             budget_usd: float | None = None, max_failure_rate: float | None = None, cache_only: bool = False,
-            progress: bool | None = None, refresh_failed: bool = False, batch: bool | None = None) -> RunReport:
+            progress: bool | None = None, refresh_failed: bool = False, batch: bool | None = None,
+            engine=None) -> RunReport:
         """Run the stage over `rows` (default: `self.rows(ws)`).
 
         on_result: also called with every outcome (after `record`), e.g. by a notebook.
@@ -221,6 +222,9 @@ class LLMStage(Stage):
         refresh_failed: call again where the stored reply does not parse (the new reply replaces it).
         batch: send the missing calls through the OpenAI Batch API (`llm/batch.py`; default `[batch] enabled`):
         submitted, polled until done (a restarted run resumes polling), ingested into the same cache rows.
+        engine: where the missing calls are made (`workbench/engine/`; default `workbench.engine.current()`):
+        None/local here, or e.g. a RayEngine whose workers call and return CallRecords that this process commits
+        and records exactly as local replies (same keys: a Ray run then a local one calls nothing twice).
         """
         t0 = time.monotonic()
         ep = endpoint or self.endpoint
@@ -234,6 +238,10 @@ class LLMStage(Stage):
             from workbench.llm.batch import check_endpoint
 
             check_endpoint(ep)
+        if engine is None:
+            from workbench.engine import current
+
+            engine = current()
         params = dict(self.params)
         cache = CallCache(ws.store)
         rows = list(self.rows(ws) if rows is None else rows)
@@ -280,7 +288,8 @@ class LLMStage(Stage):
         first = items[0][1] if items else self.prompt
         run_params = {"endpoint": ep.name, "base_url": _public_url(ep.base_url), "params": params,
                       **({"pool": ep.public_urls} if ep.members else {}), **({"batch": True} if report.batch else {}),
-                      "rows": len(items), **self.run_params()}
+                      "rows": len(items), **({"engine": engine.name} if engine is not None else {}),
+                      **self.run_params()}
         used = {p.hash: p for _, p, _, _ in items}    # every template the rows use (expand: one per kind)
         run_params["prompts_used"] = {h: p.display_path for h, p in used.items()}
         with ws.stage_run(self.name, run_params, lock_key=self.lock_key, model=ep.model,
@@ -291,7 +300,7 @@ class LLMStage(Stage):
             remember(ws, used.values())
             try:
                 self._loop(ws, run, ep, params, items, found, pending, requests, est, out_tokens, cache, report,
-                           on_result, cache_only, budget_usd, max_failure_rate, progress)
+                           on_result, cache_only, budget_usd, max_failure_rate, progress, engine)
             finally:
                 report.counts = dict(run.counts)
                 report.seconds = time.monotonic() - t0
@@ -301,7 +310,7 @@ class LLMStage(Stage):
         return report
 
     def _loop(self, ws, run, ep, params, items, found, pending, requests, est, out_tokens, cache, report,
-              on_result, cache_only, budget_usd, max_failure_rate, progress) -> None:
+              on_result, cache_only, budget_usd, max_failure_rate, progress, engine=None) -> None:
         by_key: dict[str, list[tuple]] = {}
         for row, prompt, _, key in items:
             by_key.setdefault(key, []).append((row, prompt))
@@ -344,6 +353,9 @@ class LLMStage(Stage):
         elif pending and report.batch:
             _batch_all(ws, self, ep, params, pending, requests, est, out_tokens, report, deliver, budget_usd,
                        progress, run.id)
+        elif pending and engine is not None:     # e.g. Ray workers call; this process commits and records
+            engine.call_all(ws, self, ep, params, pending, requests, est, out_tokens, cache, report, deliver,
+                            fresh_stats, budget_usd, max_failure_rate, progress, run.id)
         elif pending:
             _call_all(ws, self, ep, params, pending, requests, est, out_tokens, cache, report, deliver, fresh_stats,
                       budget_usd, max_failure_rate, progress, run.id)

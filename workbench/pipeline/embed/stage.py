@@ -451,12 +451,15 @@ def image_loader(items: list[tuple[str, str]], preprocess, batch_size: int, num_
 
 
 class EmbedImageStage(Stage):
-    """CLIP-embed every registered image that has no row in the current image set."""
+    """CLIP-embed every registered image that has no row in the current image set.
+
+    engine: None (local) or a `workbench.engine` engine whose `embed_images` yields (ids, rows, problems)
+    blocks computed elsewhere; they are committed here exactly as local batches are."""
 
     name = "embed_image"
 
-    def __init__(self, *, clip=None, progress: Progress | None = None):
-        self.clip, self.progress = clip, progress
+    def __init__(self, *, clip=None, progress: Progress | None = None, engine=None):
+        self.clip, self.progress, self.engine = clip, progress, engine
         self.key = ""
         self.todo: list[tuple[str, str]] = []
 
@@ -477,7 +480,8 @@ class EmbedImageStage(Stage):
             self.clip = load_clip(ws.config.clip, base_dir=ws.root)
 
     def run_params(self) -> dict:
-        return {"set": self.key, "todo": len(self.todo)}
+        return {"set": self.key, "todo": len(self.todo),
+                **({"engine": self.engine.name} if self.engine is not None else {})}
 
     def provenance(self) -> dict:
         return {"model": self.clip.model_name} if self.clip is not None else {}
@@ -489,13 +493,17 @@ class EmbedImageStage(Stage):
         clip, key, todo = self.clip, self.key, self.todo
         store = _prepare(ws, key)
         done = 0
-        for ids, pixels, bad in image_loader(todo, clip.preprocess, cfg.batch_size, cfg.num_workers):
+        if self.engine is None:
+            blocks = ((ids, None if pixels is None else clip.encode_image_batch(pixels), bad)
+                      for ids, pixels, bad in image_loader(todo, clip.preprocess, cfg.batch_size, cfg.num_workers))
+        else:
+            blocks = self.engine.embed_images(todo, clip, cfg.batch_size)
+        for ids, emb, bad in blocks:
             if bad:
                 report.problems.extend(bad)
                 _record_problems(ws, bad)
                 run.add("problems", len(bad))
             if ids:
-                emb = clip.encode_image_batch(pixels)
                 if _set_row(ws, key) is None:
                     _ensure_set(ws, key, "image", emb.shape[1], None)
                     store = row_store(ws, key)
@@ -529,10 +537,13 @@ def _record_problems(ws, bad: list[tuple[str, str]]) -> None:
                          "VALUES (?, ?, ?, ?, ?)", (row["root"], row["path"], row["source"], text, now))
 
 
-def embed_images(ws, *, clip=None, progress: Progress | None = None) -> EmbedReport:
-    """Embed every registered image not yet in the current image set (a stage run only if any)."""
+def embed_images(ws, *, clip=None, progress: Progress | None = None, engine=None) -> EmbedReport:
+    """Embed every registered image not yet in the current image set (a stage run only if any).
+    engine: see EmbedImageStage (default: `workbench.engine.current()`, local unless set)."""
+    from workbench.engine import current
+
     t0 = time.perf_counter()
-    stage = EmbedImageStage(clip=clip, progress=progress)
+    stage = EmbedImageStage(clip=clip, progress=progress, engine=engine if engine is not None else current())
     report = stage.plan(ws)
     if stage.todo:
         report = stage.run(ws)

@@ -75,10 +75,13 @@ def _key(*parts) -> str:
     return hashlib.sha256("\x00".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-def match(ws, k: int | None = None, *, embed: bool = True, progress=None) -> MatchReport:
-    """Top-k task types for every image; computes missing embeddings first unless embed=False."""
+def match(ws, k: int | None = None, *, embed: bool = True, progress=None, engine=None) -> MatchReport:
+    """Top-k task types for every image; computes missing embeddings first unless embed=False.
+    engine: where full scoring runs (see MatchStage; default `workbench.engine.current()`, local unless set)."""
+    from workbench.engine import current
     from workbench.pipeline.embed import stage as E
 
+    engine = engine if engine is not None else current()
     t0 = time.perf_counter()
     cfg = ws.config.match
     k = int(cfg.k if k is None else k)
@@ -86,22 +89,26 @@ def match(ws, k: int | None = None, *, embed: bool = True, progress=None) -> Mat
         raise WorkbenchError(f"--k must be at least 1; got {k}")
     if embed:
         E.embed_texts_clip(ws)
-        E.embed_images(ws)
-    report = MatchStage(k, progress).run(ws)
+        E.embed_images(ws, engine=engine)
+    report = MatchStage(k, progress, engine=engine).run(ws)
     report.seconds = time.perf_counter() - t0
     return report
 
 
 class MatchStage(Stage):
-    """Exact cosine top-k of every image against every live task type, incremental (see match())."""
+    """Exact cosine top-k of every image against every live task type, incremental (see match()).
+
+    engine: None (local) or a `workbench.engine` engine whose `topk_blocks` scores the full-scoring chunks
+    elsewhere (the task-type matrix broadcast once); the driver writes their rows as the local path does.
+    The incremental merge (few new task types) stays local: it reads the stored matches."""
 
     name = "match"
 
-    def __init__(self, k: int, progress=None):
-        self.k, self.progress = k, progress
+    def __init__(self, k: int, progress=None, engine=None):
+        self.k, self.progress, self.engine = k, progress, engine
 
     def run_params(self) -> dict:
-        return {"k": self.k}
+        return {"k": self.k, **({"engine": self.engine.name} if self.engine is not None else {})}
 
     def execute(self, ws, run: StageRun) -> MatchReport:
         from workbench.pipeline.embed import stage as E
@@ -138,7 +145,15 @@ class MatchStage(Stage):
         full, keep = _classify(ws, match_key, image_ids, current, expected=min(k, len(prev)) if prev else k)
         run.summary.update(match_key=match_key, full=len(full), keep=len(keep))
         # 1) full scoring for new / stale images
-        if full:
+        if full and self.engine is not None:
+            parts = ((full[s:s + n_chunk], _image_vectors(ws, image_key, full[s:s + n_chunk]))
+                     for s in range(0, len(full), n_chunk))
+            for part, idx, vals in self.engine.topk_blocks(parts, text_arr, k):
+                _write(ws, match_key, part, idx, vals, node_ids, current)
+                report.recomputed += len(part)
+                if progress:
+                    progress(report.recomputed, len(full) + len(keep))
+        elif full:
             ids_arr = np.array(full, dtype=object)
             for start in range(0, len(full), n_chunk):
                 part = list(ids_arr[start:start + n_chunk])

@@ -1,0 +1,60 @@
+"""Where the heavy work of a stage runs: `local` (this process, the default) or `ray` (a Ray cluster).
+
+The engine only computes; the driver (this process) still owns the workspace: workers return rows
+(embeddings keyed by image id, top-k blocks, CallRecords) and the stage commits them through the same
+code paths the local engine uses, so resumability and the call cache behave identically.
+
+`current()` is the engine in effect (a context variable): the CLI sets it with `using(engine)` around a
+command, so stages reached through helper functions (run_filter, run_referees, ...) pick it up without
+every signature growing a parameter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+
+from workbench.errors import WorkbenchError
+
+ENGINES = ("local", "ray")
+_current: contextvars.ContextVar = contextvars.ContextVar("workbench_engine", default=None)
+
+
+def make_engine(name: str = "local", address: str | None = None):
+    """An engine by name: None for `local` (today's code paths), a RayEngine for `ray`."""
+    name = (name or "local").lower()
+    if name not in ENGINES:
+        raise WorkbenchError(f"--engine must be one of {', '.join(ENGINES)}; got {name!r}")
+    if name == "local":
+        if address:
+            raise WorkbenchError("--address joins a Ray cluster: add --engine ray (or drop --address)")
+        return None
+    from workbench.engine.ray_engine import RayEngine
+
+    return RayEngine(address=address)
+
+
+def current():
+    """The engine set by `using` (None: local)."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def using(engine):
+    token = _current.set(engine)
+    try:
+        yield engine
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def session(name: str = "local", address: str | None = None):
+    """`--engine NAME [--address ADDR]` for one command: the engine in effect inside, disconnected after."""
+    engine = make_engine(name, address)
+    try:
+        with using(engine):
+            yield engine
+    finally:
+        if engine is not None:
+            engine.shutdown()
