@@ -311,7 +311,8 @@ def test_review_page_duplicates_need_a_confirmation_per_pair(tree):
     at.button(key="rv_dup_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("1 suggestion(s)" in c.value for c in at.caption)
-    assert at.button(key="rv_dup_merge_0").disabled                 # no merge before the box is ticked
+    at.button(key="rv_dup_merge_0").click().run()                   # not confirmed: refused
+    assert at.error and "confirmation first" in at.error[0].value
     assert ws.store.scalar("SELECT count(*) FROM nodes WHERE id=?", (dup,)) == 1
     at.checkbox(key="rv_dup_ok_0").check().run()
     at.button(key="rv_dup_merge_0").click().run()
@@ -326,5 +327,105 @@ def test_word_diff_highlights_only_the_words_that_differ():
     a, b = word_diff("Depth~depth estimation from rgb", "Depth~depth estimation from rgbd")
     assert a == "Depth~depth estimation from <mark>rgb</mark>"
     assert b == "Depth~depth estimation from <mark>rgbd</mark>"
+    assert word_diff("Vision~Found", "Vision~found!") == ("Vision~<mark>Found</mark>", "Vision~<mark>found!</mark>")
     a, b = word_diff("read <b> charts", "read charts")
     assert a == "read <mark>&lt;b&gt;</mark> charts" and b == "read charts"
+
+
+# -- a real browser ----------------------------------------------------------------------------------
+def _browser_ready():
+    from workbench.dashboard.serve import CHROMIUM
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (scripts/setup.sh --browser)")
+    return pytest.importorskip("playwright.sync_api")
+
+
+@pytest.mark.timeout(240)
+def test_review_session_in_chromium(tree, monkeypatch):
+    """Reviewer set in the sidebar; accept a subtree, reject one, rename one, merge a duplicate (after ticking its
+    confirmation), undo; an `expand` runs in a thread meanwhile. The workspace shows each change with its
+    reviewer and every expansion proposal is there."""
+    playwright = _browser_ready()
+    from openai_server import OpenAIServer, Reply
+    from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+    from workbench.taxonomy.expand.stage import expand
+    from workbench.workspace import Workspace
+
+    ws, r1, r2, ids = tree
+    dup = ws.taxonomy.add("found!", ids["Vision"], origin="generated", status="proposed").id
+
+    def script(req):
+        parent = req.text.split("Category: ", 1)[1].splitlines()[0].split("~")[-1]
+        return Reply(f'["{parent} one", "{parent} two"]', latency=0.5)
+
+    shots = Path("/tmp/workbench-review-shots")
+    shots.mkdir(exist_ok=True)
+    with OpenAIServer(script) as srv, serve(ws.root) as url, playwright.sync_playwright() as p:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+        done = []
+        t = threading.Thread(target=lambda: done.append(expand(Workspace.open(ws.root), level=2, progress=False)))
+        t.start()
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(f"{url}/?page=review")
+        page.wait_for_selector(".st-key-rv_bulk_accept button", timeout=90_000)
+
+        def idle():
+            page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+            page.wait_for_timeout(400)
+            page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+
+        def pick(label, text):
+            page.get_by_role("combobox", name=label).click()
+            page.get_by_role("option", name=text).first.click()
+            idle()
+
+        box = page.locator(".st-key-rv_reviewer_box input")
+        box.fill("robin")
+        box.press("Enter")
+        idle()
+        pick("Bulk: every pending proposal in", "subtree Vision~Counting (3)")
+        page.locator(".st-key-rv_bulk_accept button").click()
+        idle()
+        page.locator(f".st-key-rv_rej_{ids['Ref']} button").click()
+        idle()
+        pick("Edit one proposal", "Vision~Depth")
+        page.locator(".st-key-rv_new_name input").fill("Depth estimation")
+        page.locator(".st-key-rv_new_name input").press("Enter")
+        idle()
+        page.locator(".st-key-rv_rename button").click()
+        idle()
+        page.screenshot(path=str(shots / "proposals.png"), full_page=True)
+        page.get_by_text("Duplicates", exact=True).click()
+        idle()
+        page.locator(".st-key-rv_dup_embed label").click()              # exact matches only (no model)
+        idle()
+        page.locator(".st-key-rv_dup_go button").click()
+        idle()
+        page.locator(".st-key-rv_dup_merge_0 button").click()             # not confirmed: refused
+        idle()
+        assert "confirmation first" in page.locator("[data-testid=stAlertContentError]").inner_text()
+        assert ws.store.scalar("SELECT count(*) FROM nodes WHERE id IN (?, ?)", (ids["Found"], dup)) == 2
+        page.locator(".st-key-rv_dup_ok_0 label").click()
+        idle()
+        page.screenshot(path=str(shots / "duplicates.png"), full_page=True)
+        page.locator(".st-key-rv_dup_merge_0 button").click()
+        idle()
+        assert page.locator("[data-testid=stException]").count() == 0
+        merged = ws.store.scalar("SELECT count(*) FROM nodes WHERE id IN (?, ?)", (ids["Found"], dup))
+        assert merged == 1
+        page.get_by_text("Log", exact=True).click()
+        idle()
+        page.screenshot(path=str(shots / "log.png"), full_page=True)
+        browser.close()
+        t.join(timeout=120)
+    assert done and done[0].run.called > 0
+    log = review_log(ws)
+    assert set(log.reviewer) == {"robin"}
+    assert list(log.action[:3]) == ["merge", "rename", "reject"]
+    assert ws.taxonomy.get(ids["Depth"]).name == "Depth estimation" and _status(ws, ids["Ref"]) == "rejected"
+    assert {_status(ws, ids[n]) for n in ("Counting", "People", "Cars")} == {"accepted"}
+    added = ws.store.query("SELECT node_id FROM expand_proposals WHERE outcome='added'")
+    assert len(added) == 2 * done[0].run.called
+    assert all(ws.store.scalar("SELECT count(*) FROM nodes WHERE id=?", (r[0],)) == 1 for r in added)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import getpass
 import html
+import re
 
 import pandas as pd
 import streamlit as st
@@ -132,20 +133,15 @@ def _md(text: str) -> str:
 
 
 def word_diff(a: str, b: str) -> tuple[str, str]:
-    """Both texts as HTML with the words that differ highlighted (difflib over words)."""
-    wa, wb = a.split(), b.split()
+    """Both texts as HTML with the words that differ highlighted (difflib over words; `~` and spaces kept)."""
+    ta, tb = re.split(r"(\s+|~)", a), re.split(r"(\s+|~)", b)
     out_a, out_b = [], []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
-        ta, tb = html.escape(" ".join(wa[i1:i2])), html.escape(" ".join(wb[j1:j2]))
-        if op == "equal":
-            out_a.append(ta)
-            out_b.append(tb)
-        else:
-            if ta:
-                out_a.append(f"<mark>{ta}</mark>")
-            if tb:
-                out_b.append(f"<mark>{tb}</mark>")
-    return " ".join(out_a), " ".join(out_b)
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ta, b=tb, autojunk=False).get_opcodes():
+        for out, toks, lo, hi in ((out_a, ta, i1, i2), (out_b, tb, j1, j2)):
+            for t in toks[lo:hi]:
+                marked = op != "equal" and t.strip() and t != "~"
+                out.append(f"<mark>{html.escape(t)}</mark>" if marked else html.escape(t))
+    return "".join(out_a), "".join(out_b)
 
 
 def _sidebar() -> None:
@@ -309,5 +305,4 @@ def _duplicates(root: str, ws) -> None:
         act[0].radio("keep", ["first", "second"], horizontal=True, key=f"rv_dup_keep_{i}",
                      help="The node that stays; the other merges into it.")
         act[1].checkbox("confirm merging this pair", key=f"rv_dup_ok_{i}")
-        act[2].button("Merge", key=f"rv_dup_merge_{i}", on_click=_merge_pair, args=(root, i),
-                      disabled=not st.session_state.get(f"rv_dup_ok_{i}"))
+        act[2].button("Merge", key=f"rv_dup_merge_{i}", on_click=_merge_pair, args=(root, i))
