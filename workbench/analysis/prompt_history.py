@@ -162,12 +162,17 @@ def candidate_rows(ws, stage: str, which: str | None = None, *, limit: int | Non
     if stage == "expand":
         from workbench.taxonomy.expand.stage import plan
 
-        rows = plan(ws, level=1)
-        idx = ws.taxonomy.index(("accepted",))
-        ids = [idx.nodes[i].id for i in idx.dfs()]
-        rows += plan(ws, nodes=ids) if ids else []
-        # Only the parents this template is for (a custom prompt is for every parent).
-        return [r for r in rows if which in (None, "custom", r.template)][:limit]
+        # Level by level (one pass over the taxonomy each), stopping once `limit` rows fit the template: only
+        # the parents this template is for (a custom prompt is for every parent).
+        rows, level = [], 1 if which in (None, "custom", "level1_supplement") else 2
+        while (limit is None or len(rows) < limit) and (level == 1 or which != "level1_supplement"):
+            try:
+                got = plan(ws, level=level)
+            except WorkbenchError:      # no accepted parents at this depth: the taxonomy ends here
+                break
+            rows += [r for r in got if which in (None, "custom", r.template)]
+            level += 1
+        return rows[:limit]
     st = _make_stage(ws, stage, which, None)
     st.limit = limit
     return st.rows(ws)

@@ -345,3 +345,11 @@ def prompt_outcomes(root: str, hashes: tuple, v: tuple) -> pd.DataFrame:
     from workbench.analysis import prompt_history as ph
 
     return ph.compare(open_workspace(root), list(hashes)).astype(str)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def playground_rows(root: str, stage: str, which: str, v: tuple, limit: int = 500) -> list:
+    """The rows the playground may pick from (listing them reads whole tables at paper scale: cached)."""
+    from workbench.analysis import prompt_history as ph
+
+    return ph.candidate_rows(open_workspace(root), stage, which, limit=limit)

@@ -108,7 +108,8 @@ def playground_section(root: str, ws) -> None:
     try:
         prompts = ph.stage_prompts(ws, stage)
         which = c2.selectbox("Prompt", list(prompts), key="pg_which")
-        rows = ph.candidate_rows(ws, stage, which, limit=500)
+        rows = data.playground_rows(root, stage, which, data.version(
+            root, "nodes", "matches", "filter_decisions", "samples"))
     except WorkbenchError as exc:
         st.info(f"{stage}: {exc}")
         return
