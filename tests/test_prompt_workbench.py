@@ -137,7 +137,8 @@ def test_page_playground_runs_edited_prompt_on_five_rows_and_saves(seeded_ws, se
     at.session_state["pr_hist_name"] = "expand_child_expand.j2"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any(c.language == "diff" and "+EDITED" in c.value for c in at.code), [(c.language, c.value[:80]) for c in at.code]
+    assert any(c.language == "diff" and "+EDITED" in c.value for c in at.code), \
+        [(c.language, c.value[:80]) for c in at.code]
 
 
 def test_outcome_figures_for_filter_qa_and_referee_versions(seeded_ws):
