@@ -169,3 +169,19 @@ def test_configure_endpoints_block(ws):
     cfg.write_text(cfg.read_text() + '\n[endpoints.default]\nmodel = "mine"\n')
     with pytest.raises(WorkbenchError, match=r"line \d+ already configures endpoints.default"):
         nbs.configure_endpoints(ws, model="m3")
+
+
+def test_review_gate_stops_until_apply(seeded):
+    from workbench.review import ReviewTable
+    from workbench.review.widgets import ReviewPending
+
+    ws = seeded
+    ws.taxonomy.add("Proposed one", ws.taxonomy.find("object recognition"), status="proposed")
+    table = ReviewTable(ws)
+    with pytest.raises(ReviewPending, match="press Apply") as info:
+        table.require_apply()
+    assert len(info.value._render_traceback_()) == 1                  # IPython shows one line, no traceback
+    assert "re-run this cell" in table._repr_mimebundle_()["text/plain"]
+    table.apply_button.click()                                         # every row on keep is a choice too
+    table.require_apply()
+    assert ws.taxonomy.find("object recognition~Proposed one").status == "proposed"
