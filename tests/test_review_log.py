@@ -390,6 +390,12 @@ def test_review_session_in_chromium(tree, monkeypatch):
         idle()
         page.locator(f".st-key-rv_rej_{ids['Ref']} button").click()
         idle()
+        assert _status(ws, ids["Ref"]) == "rejected"
+        page.locator(".st-key-rv_undo").get_by_role("button", name="Undo").click()                   # undo the reject...
+        idle()
+        assert _status(ws, ids["Ref"]) == "proposed"
+        page.locator(f".st-key-rv_rej_{ids['Ref']} button").click()     # ...and reject it again
+        idle()
         pick("Edit one proposal", "Vision~Depth")
         page.locator(".st-key-rv_new_name input").fill("Depth estimation")
         page.locator(".st-key-rv_new_name input").press("Enter")
@@ -415,6 +421,9 @@ def test_review_session_in_chromium(tree, monkeypatch):
         assert page.locator("[data-testid=stException]").count() == 0
         merged = ws.store.scalar("SELECT count(*) FROM nodes WHERE id IN (?, ?)", (ids["Found"], dup))
         assert merged == 1
+        page.locator(".st-key-rv_undo").get_by_role("button", name="Undo").click()   # a merge is not undone, and says so
+        idle()
+        assert "cannot undo the merge" in page.locator("[data-testid=stAlertContentError]").inner_text()
         page.get_by_text("Log", exact=True).click()
         idle()
         page.screenshot(path=str(shots / "log.png"), full_page=True)
@@ -423,7 +432,8 @@ def test_review_session_in_chromium(tree, monkeypatch):
     assert done and done[0].run.called > 0
     log = review_log(ws)
     assert set(log.reviewer) == {"robin"}
-    assert list(log.action[:3]) == ["merge", "rename", "reject"]
+    assert list(log.action[:4]) == ["merge", "rename", "reject", "reject"]
+    assert log.undone_by.iloc[3] == "robin" and not isinstance(log.undone_at.iloc[2], str)
     assert ws.taxonomy.get(ids["Depth"]).name == "Depth estimation" and _status(ws, ids["Ref"]) == "rejected"
     assert {_status(ws, ids[n]) for n in ("Counting", "People", "Cars")} == {"accepted"}
     added = ws.store.query("SELECT node_id FROM expand_proposals WHERE outcome='added'")
