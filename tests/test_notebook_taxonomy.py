@@ -117,7 +117,7 @@ def test_ab_leaves_the_taxonomy_unchanged_and_shows_drops_and_cost(seeded):
     assert f"{parent} checkable" in row.only_version and f"{parent} checkable" not in row.current
     assert any("repeats the parent" in d for d in row.dropped_current)
     assert ab.cost["current"]["calls"] == 5 and ab.cost["version"]["prompt_tokens"] > 0
-    assert "taxonomy unchanged" in ab.summary() and "$0.0000" in ab.summary()    # a loopback endpoint is free
+    assert "taxonomy unchanged" in ab.summary() and "USD 0.0000" in ab.summary()    # a loopback endpoint is free
     # A parent whose template is another one is refused, naming it.
     leafy = next(n for n, _ in ws.taxonomy.leaves() if n.level == 1)
     with pytest.raises(WorkbenchError, match="not the template the stage uses"):

@@ -260,7 +260,8 @@ class ABResult:
 
     def summary(self) -> str:
         def cost(c):
-            usd = "cost unknown" if c["usd"] is None else f"${c['usd']:.4f}"
+            # "USD", not "$": JupyterLab typesets text between two dollar signs as LaTeX.
+            usd = "cost unknown" if c["usd"] is None else f"USD {c['usd']:.4f}"
             return f"{c['calls']} call(s), {c['prompt_tokens']:,} in + {c['completion_tokens']:,} out tokens, {usd}"
 
         same = "unchanged" if self.nodes_before == self.nodes_after else "CHANGED"
