@@ -146,7 +146,10 @@ def test_removed_families_are_rediscovered_and_the_loop_closes(world, monkeypatc
     assert out.code == 0 and "now takes" in out.out, out.err
 
 
-def test_pure_noise_proposes_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", [False, True], ids=["pure-noise", "one-missing-family"])
+def test_pure_noise_proposes_nothing_and_a_lone_family_is_found(tmp_path, monkeypatch, family):
+    """Only noise is unfit: no cluster, no call. Only one family is unfit (every candidate is in one tight
+    cluster; the rest of the images fit): exactly one proposal."""
     rng = np.random.default_rng(5)
     ws = Workspace.init(tmp_path / "ws")
     use_tiny_clip(ws)
@@ -159,16 +162,25 @@ def test_pure_noise_proposes_nothing(tmp_path, monkeypatch):
 
     register_images(ws, files, root=tmp_path / "imgs", workers=1)
     ids = [r["id"] for r in ws.store.query("SELECT id FROM images ORDER BY id")]
-    _write_set(ws, "image", ids, [None] * len(ids), _unit(rng.normal(size=(len(ids), D))))
+    vecs = rng.normal(size=(len(ids), D))
+    if family:   # 130 images close to the task types (they fit), 20 close to one new direction
+        tv = np.stack(list(text.values()))
+        vecs = tv[rng.integers(0, len(tv), len(ids))] + rng.normal(scale=0.09, size=(len(ids), D))
+        vecs[:20] = _unit(rng.normal(size=D)) + rng.normal(scale=0.09, size=(20, D))
+    _write_set(ws, "image", ids, [None] * len(ids), _unit(vecs))
     match(ws, 3, embed=False)
-    assert len(candidates(ws, threshold=0.4)) > 100
+    assert len(candidates(ws, threshold=0.4)) == (20 if family else pytest.approx(150, abs=40))
     calls: list = []
-    with OpenAIServer(lambda req: calls.append(1) or Reply('{"name": "x"}')) as srv:
+    with OpenAIServer(lambda req: calls.append(1) or Reply('{"name": "Something new", "reason": "x"}')) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
-        res = discover(ws, min_cluster_size=8, threshold=0.4)
-    assert res.clusters == [] and not calls
-    assert ws.store.scalar("SELECT count(*) FROM discoveries") == 0
+        res = discover(ws, min_cluster_size=8, threshold=0.4, progress=False)
+    if family:
+        assert [sorted(c.image_ids) for c in res.clusters] == [sorted(ids[:20])] and len(calls) == 1
+        assert ws.store.scalar("SELECT count(*) FROM nodes WHERE origin='discovered'") == 1
+    else:
+        assert res.clusters == [] and not calls
+        assert ws.store.scalar("SELECT count(*) FROM discoveries") == 0
     ws.close()
 
 

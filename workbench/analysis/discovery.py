@@ -86,8 +86,10 @@ def _cohesion(x: np.ndarray) -> float:
 
 def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size: int = 10,
                   exemplars: int = 6, n_nearest: int = 5, n_parents: int = 3, min_gain: float = 0.1,
-                  seed: int = 0) -> tuple[list[Cluster], int]:
-    """Cluster the candidates' embeddings; return (cohesive clusters, biggest first; clusters dropped as loose)."""
+                  pool: np.ndarray | None = None, seed: int = 0) -> tuple[list[Cluster], int]:
+    """Cluster the candidates' embeddings; return (cohesive clusters, biggest first; clusters dropped as loose).
+    `pool`: the embeddings random groups are drawn from for the cohesion baseline (default: the candidates;
+    `discover` passes every image, so that candidates which are all one tight cluster still count)."""
     from sklearn.cluster import HDBSCAN
 
     from workbench.pipeline.embed.stage import get_text_embeddings
@@ -96,6 +98,10 @@ def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size
         return [], 0
     x = _unit(np.asarray(emb, np.float32))
     labels = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit(x).labels_
+    if (labels == -1).all():
+        # HDBSCAN never returns one cluster of everything (allow_single_cluster would merge real clusters
+        # elsewhere): when the candidates may all be one missing family, the cohesion test below decides.
+        labels = np.zeros_like(labels)
     node_ids, text = get_text_embeddings(ws)
     idx = ws.taxonomy.index()
     keep = [i for i, n in enumerate(node_ids) if n in idx.nodes and idx.is_leaf(n)]
@@ -103,13 +109,16 @@ def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size
     parent_ids = sorted({idx.nodes[n].parent_id for n in node_ids if idx.nodes[n].parent_id})
     by_parent = {p: [i for i, n in enumerate(node_ids) if idx.nodes[n].parent_id == p] for p in parent_ids}
     parent_vecs = _unit(np.stack([text[by_parent[p]].mean(0) for p in parent_ids])) if parent_ids else None
+    pool = x if pool is None else pool            # rows already L2-normalised (get_image_embeddings)
     rng = np.random.default_rng(seed)
     out, loose = [], 0
     for label in sorted(set(labels) - {-1}):
         members = np.flatnonzero(labels == label)
         xm = x[members]
         coh = _cohesion(xm)
-        baseline = np.mean([_cohesion(x[rng.choice(len(x), len(members), replace=False)]) for _ in range(8)])
+        m = min(len(members), len(pool))
+        baseline = np.mean([_cohesion(_unit(pool[np.sort(rng.choice(len(pool), m, replace=False))]))
+                            for _ in range(8)])
         if coh < baseline + min_gain:
             loose += 1
             continue
@@ -260,7 +269,7 @@ def discover(ws, *, min_cluster_size: int = 10, threshold: float | None = None, 
                              "[clip] config; run `workbench embed WORKSPACE` first")
     res.clusters, res.rejected_loose = find_clusters(ws, cand, emb[[pos[i] for i in cand]],
                                                      min_cluster_size=min_cluster_size, exemplars=exemplars,
-                                                     min_gain=min_gain)
+                                                     min_gain=min_gain, pool=emb)
     if not res.clusters:
         return res
     tpl = PromptTemplate.load(prompt or PROMPT, workspace_root=ws.root)
