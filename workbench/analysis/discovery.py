@@ -90,7 +90,11 @@ def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size
     """Cluster the candidates' embeddings; return (cohesive clusters, biggest first; clusters dropped as loose).
     `pool`: the embeddings random groups are drawn from for the cohesion baseline (default: the candidates;
     `discover` passes every image, so that candidates which are all one tight cluster still count)."""
-    from sklearn.cluster import HDBSCAN
+    try:
+        from sklearn.cluster import HDBSCAN
+    except ImportError:
+        raise WorkbenchError("discovery clusters with scikit-learn's HDBSCAN (>= 1.3): pip install "
+                             "'taskgalaxy-workbench[analysis]'") from None
 
     from workbench.pipeline.embed.stage import get_text_embeddings
 
