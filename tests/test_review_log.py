@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli
 from workbench.errors import WorkbenchError
-from workbench.review.decisions import (Decision, apply_decisions, bulk_status, pending_proposals, review_log,
+from workbench.review.decisions import (Decision, apply_decisions, bulk_status, review_log,
                                         select_proposals, undo)
 from workbench.taxonomy.model import Provenance
 
@@ -341,6 +341,7 @@ def _browser_ready():
     return pytest.importorskip("playwright.sync_api")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_review_session_in_chromium(tree, monkeypatch):
     """Reviewer set in the sidebar; accept a subtree, reject one, rename one, merge a duplicate (after ticking its
@@ -391,7 +392,7 @@ def test_review_session_in_chromium(tree, monkeypatch):
         page.locator(f".st-key-rv_rej_{ids['Ref']} button").click()
         idle()
         assert _status(ws, ids["Ref"]) == "rejected"
-        page.locator(".st-key-rv_undo").get_by_role("button", name="Undo").click()                   # undo the reject...
+        page.locator(".st-key-rv_undo").get_by_role("button", name="Undo").click()   # undo the reject...
         idle()
         assert _status(ws, ids["Ref"]) == "proposed"
         page.locator(f".st-key-rv_rej_{ids['Ref']} button").click()     # ...and reject it again
@@ -421,7 +422,7 @@ def test_review_session_in_chromium(tree, monkeypatch):
         assert page.locator("[data-testid=stException]").count() == 0
         merged = ws.store.scalar("SELECT count(*) FROM nodes WHERE id IN (?, ?)", (ids["Found"], dup))
         assert merged == 1
-        page.locator(".st-key-rv_undo").get_by_role("button", name="Undo").click()   # a merge is not undone, and says so
+        page.locator(".st-key-rv_undo").get_by_role("button", name="Undo").click()   # a merge: refused
         idle()
         assert "cannot undo the merge" in page.locator("[data-testid=stAlertContentError]").inner_text()
         page.get_by_text("Log", exact=True).click()
