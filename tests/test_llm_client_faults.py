@@ -139,6 +139,8 @@ def test_empty_reply_from_a_local_model_is_a_recorded_failure(monkeypatch):
             return ""   # EOS straight away: nothing to say
 
     class Model:
+        dtype = torch.float32          # what a transformers model exposes; the backend casts inputs to it
+
         def generate(self, input_ids, **kw):
             return torch.cat([input_ids, torch.tensor([[2]])], dim=1)
 
