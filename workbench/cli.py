@@ -287,7 +287,8 @@ def taxonomy_merge(workspace: Path = WS_ARG,
 
 
 # Modules under workbench/commands/ that add commands to `app` (one per area).
-COMMAND_MODULES: list[str] = ["demo", "expand", "images", "vision", "runs", "dashboard", "batches", "adjudicate", "plan", "models", "audit", "discover", "review"]
+COMMAND_MODULES: list[str] = ["demo", "models", "expand", "review", "images", "vision", "adjudicate", "discover", "audit",
+                               "plan", "batches", "runs", "dashboard"]
 
 
 def _load_commands() -> None:
