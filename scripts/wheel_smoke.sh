@@ -83,7 +83,9 @@ assert not missing, f"data files missing from the wheel: {missing}"
 known = {"sep": "~", "level": 2, "parent": "Counting", "parent_path": "Perception~Counting",
          "existing": ["Object counting"], "candidates": ["Perception~Counting~Object counting"],
          "task_types": ["Perception~Counting~Object counting"], "task_type": "Perception~Counting",
-         "question": "How many cups are on the table?", "answer": "Three."}
+         "question": "How many cups are on the table?", "answer": "Three.",
+         "nearest": [{"path": "Perception~Counting~Object counting", "score": 0.42}],
+         "parents": ["Perception~Counting"], "siblings": ["Object counting"], "size": 12}
 names = sorted(n for n in expected if n.endswith(".j2"))
 assert names, "no bundled prompts (*.j2) found"
 for name in names:
