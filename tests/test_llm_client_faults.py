@@ -191,8 +191,8 @@ def test_scrub_secrets_unit():
     s = scrub_secrets('{"headers": {"Authorization": "Bearer abc.def", "api-key": "az-123", "X-Api-Key": "q"}}')
     assert json.loads(s) == {"headers": {"Authorization": "***", "api-key": "***", "X-Api-Key": "***"}}
     assert scrub_secrets("Authorization: Basic dXNlcjpwYXNz\nnext") == "Authorization: ***\nnext"
-    assert scrub_secrets("token sk-abcdefghijklmnop0123 and sk-ant-api03-xyzXYZ_0123456789") == \
-        "token *** and ***"
+    fake_a, fake_b = "sk-" + "abcdefghijklmnop0123", "sk-" + "ant-api03-xyzXYZ_0123456789"   # not real keys
+    assert scrub_secrets(f"token {fake_a} and {fake_b}") == "token *** and ***"
     assert scrub_secrets("task-list and sk-short") == "task-list and sk-short"   # not key-shaped
     assert "ab12cd34ef" not in scrub_secrets("see ?api_key=ab12cd34ef&x=1")
 

@@ -238,18 +238,24 @@ def taxonomy_delete(workspace: Path = WS_ARG,
     typer.echo(f"deleted {size} node(s)")
 
 
+# Shared by `taxonomy accept` and `taxonomy reject`.
+DECIDE_NODES = typer.Argument(None, help="Node ids or `~` paths.", show_default=False)
+DECIDE_PROPOSED = typer.Option(False, "--proposed", help="Every pending proposal (narrowed by --under, --run, "
+                               "--origin) instead of listed nodes.")
+DECIDE_UNDER = typer.Option(None, "--under", help="With --proposed: only this node's subtree.")
+DECIDE_RUN = typer.Option(None, "--run", help="With --proposed: only nodes proposed by this stage run "
+                          "(`workbench runs` lists them).")
+DECIDE_ORIGIN = typer.Option(None, "--origin", help="With --proposed: only this origin (generated, discovered, "
+                             "reference, imported, seed, manual).")
+DECIDE_REVIEWER = typer.Option(None, "--reviewer", help="Name in the review log (default: OS user).")
+
+
 @taxonomy_app.command("accept")
 def taxonomy_accept(
     workspace: Path = WS_ARG,
-    nodes: Optional[List[str]] = typer.Argument(None, help="Node ids or `~` paths.", show_default=False),
-    proposed: bool = typer.Option(False, "--proposed", help="Every pending proposal (narrowed by --under, --run, "
-                                  "--origin) instead of listed nodes."),
-    under: Optional[str] = typer.Option(None, "--under", help="With --proposed: only this node's subtree."),
-    run: Optional[int] = typer.Option(None, "--run", help="With --proposed: only nodes proposed by this stage run "
-                                      "(`workbench runs` lists them)."),
-    origin: Optional[str] = typer.Option(None, "--origin", help="With --proposed: only this origin (generated, "
-                                         "discovered, reference, imported, seed, manual)."),
-    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Name in the review log (default: OS user)."),
+    nodes: Optional[List[str]] = DECIDE_NODES, proposed: bool = DECIDE_PROPOSED,
+    under: Optional[str] = DECIDE_UNDER, run: Optional[int] = DECIDE_RUN, origin: Optional[str] = DECIDE_ORIGIN,
+    reviewer: Optional[str] = DECIDE_REVIEWER,
 ):
     """Mark nodes accepted (logged with the reviewer; `workbench taxonomy undo` reverses it)."""
     from workbench.commands.review import bulk_decide
@@ -260,15 +266,9 @@ def taxonomy_accept(
 @taxonomy_app.command("reject")
 def taxonomy_reject(
     workspace: Path = WS_ARG,
-    nodes: Optional[List[str]] = typer.Argument(None, help="Node ids or `~` paths.", show_default=False),
-    proposed: bool = typer.Option(False, "--proposed", help="Every pending proposal (narrowed by --under, --run, "
-                                  "--origin) instead of listed nodes."),
-    under: Optional[str] = typer.Option(None, "--under", help="With --proposed: only this node's subtree."),
-    run: Optional[int] = typer.Option(None, "--run", help="With --proposed: only nodes proposed by this stage run "
-                                      "(`workbench runs` lists them)."),
-    origin: Optional[str] = typer.Option(None, "--origin", help="With --proposed: only this origin (generated, "
-                                         "discovered, reference, imported, seed, manual)."),
-    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Name in the review log (default: OS user)."),
+    nodes: Optional[List[str]] = DECIDE_NODES, proposed: bool = DECIDE_PROPOSED,
+    under: Optional[str] = DECIDE_UNDER, run: Optional[int] = DECIDE_RUN, origin: Optional[str] = DECIDE_ORIGIN,
+    reviewer: Optional[str] = DECIDE_REVIEWER,
 ):
     """Mark nodes rejected (kept for the record, left out of task types and exports; logged with the reviewer)."""
     from workbench.commands.review import bulk_decide

@@ -208,13 +208,7 @@ class RayEngine:
             cache.put_many([rec for _, rec in got])   # committed before anything is parsed
             for key, rec in got:
                 spent += rec.cost_usd or 0.0
-                report.called += 1
-                report.prompt_tokens += rec.prompt_tokens or 0
-                report.completion_tokens += rec.completion_tokens or 0
-                if rec.cost_usd is None:
-                    report.cost_usd = None
-                elif report.cost_usd is not None:
-                    report.cost_usd += rec.cost_usd
+                report.tally(rec)
                 deliver(key, rec, True)
             if (not stopped and stats["done"] >= min_calls and stats["failed"] / stats["done"] > max_failure_rate):
                 stopped = True

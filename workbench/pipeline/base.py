@@ -144,6 +144,16 @@ class RunReport:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def tally(self, rec: CallRecord) -> None:
+        """Count one call made in this run (an unknown price makes the run's cost unknown)."""
+        self.called += 1
+        self.prompt_tokens += rec.prompt_tokens or 0
+        self.completion_tokens += rec.completion_tokens or 0
+        if rec.cost_usd is None:
+            self.cost_usd = None
+        elif self.cost_usd is not None:
+            self.cost_usd += rec.cost_usd
+
     def _cost(self, value: float | None, approx: bool = False) -> str:
         return "cost unknown (no price for this model)" if value is None else f"{'~' if approx else ''}${value:.4f}"
 
@@ -486,13 +496,7 @@ def _call_all(ws, stage, ep, params, pending, requests, est, out_tokens, cache, 
                 continue
             key, rec, _ = waiting.popleft()
             if rec is not None:
-                report.called += 1
-                report.prompt_tokens += rec.prompt_tokens or 0
-                report.completion_tokens += rec.completion_tokens or 0
-                if rec.cost_usd is None:
-                    report.cost_usd = None
-                elif report.cost_usd is not None:
-                    report.cost_usd += rec.cost_usd
+                report.tally(rec)
             deliver(key, rec, True)
             if (not stop.is_set() and stats["done"] >= min_calls
                     and stats["failed"] / stats["done"] > max_failure_rate):
@@ -522,13 +526,7 @@ def _batch_all(ws, stage, ep, params, pending, requests, est, out_tokens, report
 
     def got(key: str, rec: CallRecord | None) -> None:
         if rec is not None:
-            report.called += 1
-            report.prompt_tokens += rec.prompt_tokens or 0
-            report.completion_tokens += rec.completion_tokens or 0
-            if rec.cost_usd is None:
-                report.cost_usd = None
-            elif report.cost_usd is not None:
-                report.cost_usd += rec.cost_usd
+            report.tally(rec)
         deliver(key, rec, rec is not None)
 
     stopped = runner.run(pending, requests, params, got, budget_usd=budget_usd,
