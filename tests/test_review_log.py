@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -372,6 +373,15 @@ def test_review_session_in_chromium(tree, monkeypatch):
         page.goto(f"{url}/?page=review")
         page.wait_for_selector(".st-key-rv_bulk_accept button", timeout=90_000)
 
+        def until(pred, timeout=60.0):
+            """A rerun can start later than idle() allows on a loaded machine: wait for the effect itself."""
+            deadline = time.monotonic() + timeout
+            while not pred():
+                if time.monotonic() > deadline:
+                    return False
+                page.wait_for_timeout(200)
+            return True
+
         def idle():
             page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
             page.wait_for_timeout(400)
@@ -391,10 +401,10 @@ def test_review_session_in_chromium(tree, monkeypatch):
         idle()
         page.locator(f".st-key-rv_rej_{ids['Ref']} button").click()
         idle()
-        assert _status(ws, ids["Ref"]) == "rejected"
+        assert until(lambda: _status(ws, ids["Ref"]) == "rejected")
         page.locator(".st-key-rv_undo").get_by_role("button", name="Undo").click()   # undo the reject...
         idle()
-        assert _status(ws, ids["Ref"]) == "proposed"
+        assert until(lambda: _status(ws, ids["Ref"]) == "proposed")
         page.locator(f".st-key-rv_rej_{ids['Ref']} button").click()     # ...and reject it again
         idle()
         pick("Edit one proposal", "Vision~Depth")
@@ -412,7 +422,7 @@ def test_review_session_in_chromium(tree, monkeypatch):
         idle()
         page.locator(".st-key-rv_dup_merge_0 button").click()             # not confirmed: refused
         idle()
-        assert "confirmation first" in page.locator("[data-testid=stAlertContentError]").inner_text()
+        page.wait_for_selector("[data-testid=stAlertContentError]:has-text('confirmation first')", timeout=60_000)
         assert ws.store.scalar("SELECT count(*) FROM nodes WHERE id IN (?, ?)", (ids["Found"], dup)) == 2
         page.locator(".st-key-rv_dup_ok_0 label").click()
         idle()
@@ -420,11 +430,11 @@ def test_review_session_in_chromium(tree, monkeypatch):
         page.locator(".st-key-rv_dup_merge_0 button").click()
         idle()
         assert page.locator("[data-testid=stException]").count() == 0
-        merged = ws.store.scalar("SELECT count(*) FROM nodes WHERE id IN (?, ?)", (ids["Found"], dup))
-        assert merged == 1
+        assert until(lambda: ws.store.scalar("SELECT count(*) FROM nodes WHERE id IN (?, ?)",
+                                             (ids["Found"], dup)) == 1)
         page.locator(".st-key-rv_undo").get_by_role("button", name="Undo").click()   # a merge: refused
         idle()
-        assert "cannot undo the merge" in page.locator("[data-testid=stAlertContentError]").inner_text()
+        page.wait_for_selector("[data-testid=stAlertContentError]:has-text('cannot undo the merge')", timeout=60_000)
         page.get_by_text("Log", exact=True).click()
         idle()
         page.screenshot(path=str(shots / "log.png"), full_page=True)
