@@ -97,3 +97,24 @@ def test_no_votes_gives_empty_patterns(ws):
     patterns, names = agreement.load_patterns(ws.store)
     assert names == [] and patterns.empty
     assert np.isnan(agreement.fleiss_from_patterns(pd.DataFrame({"n": []}), []))
+
+
+def test_people_are_not_referees_in_agreement_figures_unless_asked(seeded_ws):
+    """A person's `human:<name>` vote decides its sample in select: it is not one more referee in κ, pass rates
+    or disagreements, unless include_human=True."""
+    table = {"s1": {"a": 1, "b": 1, "human:ann": 0},   # machines agree; the person overrides
+             "s2": {"a": 1, "b": 0},
+             "s3": {"human:ann": 1}}                    # only a person voted: no referee pattern
+    _insert_votes(seeded_ws, table)
+    store = seeded_ws.store
+    assert agreement.referees(store) == ["a", "b"]
+    assert agreement.referees(store, include_human=True) == ["a", "b", "human:ann"]
+    patterns, names = agreement.load_patterns(store, by_node=False)
+    assert names == ["a", "b"] and patterns["n"].sum() == 2
+    assert agreement.pass_rates(patterns, names).set_index("referee").at["a", "votes"] == 2
+    assert agreement.pairwise_kappa(patterns, names).shape == (2, 2)
+    for fully in (False, True):
+        p, n = agreement.load_patterns(store, by_node=False, fully_voted=fully, include_human=True)
+        assert "human:ann" in n
+    assert set(agreement.disagreements(store)["sample_id"]) == {"s2"}
+    assert set(agreement.disagreements(store, include_human=True)["sample_id"]) == {"s1", "s2"}

@@ -81,3 +81,30 @@ def test_exports_are_deterministic_and_well_formed(filled, tmp_path):
     assert json.loads(sg.read_text())[0]["images"][0].startswith("imgs/sub/")
     with pytest.raises(WorkbenchError, match="outside --image-root"):
         export(ws, tmp_path / "x.json", image_root=tmp_path / "elsewhere")
+
+
+def test_referee_figures_agree_with_select_on_human_votes_and_flags(filled, tmp_path):
+    """The funnel and the dashboard's figures count "passing the referees" by select's rule: a person's vote
+    decides its sample (not one more vote toward k-of-N) and a flagged sample does not pass."""
+    from workbench.dashboard import data
+    from workbench.review import adjudication as adj
+
+    ws = filled
+    ok = {(r["image_id"], r["question"].split()[2].rstrip("?")): r["id"] for r in ws.store.query(
+        "SELECT id, image_id, question FROM samples WHERE status = 'ok'")}
+    adj.vote(ws, ok[("img0", "1")], 0, reviewer="ann")   # two machine yes, a person's no: rejected
+    adj.vote(ws, ok[("img1", "1")], 1, reviewer="ann")   # one machine yes, a person's yes: passes
+    adj.flag(ws, ok[("img2", "1")], "wrong task type", reviewer="ann")   # two machine yes, flagged
+    rep = select(ws)
+    assert rep.passed_votes == 3
+    assert funnel(ws).set_index("stage").at["passed referees", "count"] == 3
+    assert funnel(ws, per_task=True)["passed referees"].sum() == 3
+    assert data._passing(ws) == 3
+    root = str(ws.root)
+    outcomes = data.image_outcomes(root, data.version(root, "votes", "samples"), ws.config.select.min_votes)
+    assert outcomes.to_dict() == {"img0": "some passed", "img1": "some passed", "img2": "some passed",
+                                  "img3": "none passed"}
+    adj.unflag(ws, ok[("img2", "1")])
+    data.table_version.clear()   # the version is re-read every 3 s; a test does not wait
+    outcomes = data.image_outcomes(root, data.version(root, "votes", "samples"), ws.config.select.min_votes)
+    assert outcomes["img2"] == "all passed"

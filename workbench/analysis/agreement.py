@@ -11,6 +11,10 @@ Adaptive voting (`workbench referee` without --full) asks a later referee only w
 the outcome open, so its votes are a biased sample: agreement is measured on *fully voted* samples
 (`load_patterns(fully_voted=True)`): every referee voted and, if any vote came from an adaptive run, the
 sample is in the audit set that adaptive runs always vote fully.
+
+People are not referees: a person's vote (`human:<name>`, review/adjudication.py) decides its sample in
+`select`, so every figure here is of the machine referees unless asked with `include_human=True` (then each
+person is one more column / rater).
 """
 
 from __future__ import annotations
@@ -30,8 +34,13 @@ def adaptive_runs(store) -> int:
     return int(store.scalar(_ADAPTIVE_RUNS) or 0)
 
 
-def referees(store) -> list[str]:
-    return [r[0] for r in store.query("SELECT DISTINCT referee FROM votes ORDER BY referee")]
+_MACHINE = "referee NOT LIKE 'human:%'"   # review/adjudication.HUMAN_SQL, negated
+
+
+def referees(store, include_human: bool = False) -> list[str]:
+    """Referee names with votes: the machine referees, and people (`human:<name>`) only with include_human."""
+    where = "" if include_human else f" WHERE {_MACHINE}"
+    return [r[0] for r in store.query(f"SELECT DISTINCT referee FROM votes{where} ORDER BY referee")]
 
 
 def _audit_sql_function(store, fraction: float) -> str:
@@ -42,20 +51,22 @@ def _audit_sql_function(store, fraction: float) -> str:
     return "wb_is_audit"
 
 
-def load_patterns(store, by_node: bool = True, *, fully_voted: bool = False,
-                  audit_fraction: float = 0.05) -> tuple[pd.DataFrame, list[str]]:
+def load_patterns(store, by_node: bool = True, *, fully_voted: bool = False, audit_fraction: float = 0.05,
+                  include_human: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Vote patterns: columns = referee names (1/0/-1/NaN), [node_id,] n. Returns (frame, referee names).
+    Machine referees only, over the samples they voted on; include_human adds each person as a column.
 
     fully_voted: only samples every referee voted on, and, where a vote came from an adaptive referee run,
     only those in the audit set (`audit_fraction`, as configured when the votes were cast)."""
-    names = referees(store)
+    names = referees(store, include_human)
     if not names:
         return pd.DataFrame(columns=["n"]), []
     cols = []
     for i, _name in enumerate(names):
         cols.append(f"max(CASE WHEN v.referee = ?{i + 1} THEN (CASE WHEN v.valid = 1 AND v.vote IS NOT NULL "
                     f"THEN v.vote ELSE {INVALID} END) END) AS r{i}")
-    inner = (f"SELECT v.sample_id, {', '.join(cols)} FROM votes v GROUP BY v.sample_id")
+    only = "" if include_human else f" WHERE v.{_MACHINE}"
+    inner = (f"SELECT v.sample_id, {', '.join(cols)} FROM votes v{only} GROUP BY v.sample_id")
     if fully_voted:
         # Every machine referee voted (people's `human:<name>` decisions, review/adjudication, are not referees).
         machine = [n for n in names if not n.startswith("human:")]
@@ -63,7 +74,7 @@ def load_patterns(store, by_node: bool = True, *, fully_voted: bool = False,
         if store.scalar(_ADAPTIVE_RUNS):
             audit = _audit_sql_function(store, audit_fraction)
             inner = (f"SELECT v.sample_id, {', '.join(cols)} FROM votes v LEFT JOIN stage_runs r ON "
-                     "r.id = v.stage_run_id GROUP BY v.sample_id")
+                     f"r.id = v.stage_run_id{only} GROUP BY v.sample_id")
             having += f" AND (max(coalesce(json_extract(r.params, '$.adaptive'), 0)) = 0 OR {audit}(v.sample_id))"
         inner += f" HAVING {having}"
     rcols = ", ".join(f"p.r{i}" for i in range(len(names)))
@@ -173,8 +184,10 @@ def agreement_by(patterns: pd.DataFrame, names: list[str], group: str) -> pd.Dat
     return pd.DataFrame(out, columns=[group, "samples", "unanimous", "all_pass", "fleiss_kappa"])
 
 
-def disagreements(store, *, limit: int = 200, node_ids: list[str] | None = None) -> pd.DataFrame:
-    """Samples on which valid votes differ: sample, image, task type, question, answer, votes as text."""
+def disagreements(store, *, limit: int = 200, node_ids: list[str] | None = None,
+                  include_human: bool = False) -> pd.DataFrame:
+    """Samples on which valid (machine, unless include_human) votes differ: sample, image, task type, question,
+    answer."""
     where = ""
     params: tuple = ()
     if node_ids is not None:
@@ -184,7 +197,8 @@ def disagreements(store, *, limit: int = 200, node_ids: list[str] | None = None)
         params = tuple(node_ids)
     rows = store.query(
         "SELECT s.id AS sample_id, s.image_id, s.node_id, s.question, s.answer FROM samples s "
-        "JOIN (SELECT sample_id FROM votes WHERE valid = 1 GROUP BY sample_id "
+        f"JOIN (SELECT sample_id FROM votes WHERE valid = 1{'' if include_human else ' AND ' + _MACHINE} "
+        "GROUP BY sample_id "
         "      HAVING min(vote) <> max(vote)) d ON d.sample_id = s.id "
         f"{where} ORDER BY s.id LIMIT {int(limit)}", params)
     return pd.DataFrame([dict(r) for r in rows],

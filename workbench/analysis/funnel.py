@@ -1,7 +1,9 @@
 """The funnel per stage, overall and per task type, and every rejected row with its reason.
 
 matched (image × task type from CLIP top-k) → kept by the filter → Q&A parsed → passed the referees →
-selected. Counts are of (image, task type) pairs until Q&A, of samples after. Where referees voted
+selected. Counts are of (image, task type) pairs until Q&A, of samples after. "Passed referees" is select's
+k-of-N rule itself (`select.stage.referee_outcomes`): machine votes count toward K, a person's vote decides its
+sample, a flagged sample does not pass -- the count `workbench select` reports. Where referees voted
 adaptively (`workbench referee` without --full), a last row / column says how many referee calls that saved:
 the votes full voting would have cast on the voted samples, minus the votes cast.
 """
@@ -38,15 +40,17 @@ def funnel(ws, *, min_votes: int | None = None, per_task: bool = False) -> pd.Da
         "matched": "SELECT node_id, count(*) AS n FROM matches GROUP BY node_id",
         "kept by filter": "SELECT node_id, count(*) AS n FROM filter_decisions WHERE kept = 1 GROUP BY node_id",
         "Q&A parsed": "SELECT node_id, count(*) AS n FROM samples WHERE status = 'ok' GROUP BY node_id",
-        "passed referees": ("SELECT s.node_id, count(*) AS n FROM samples s JOIN (SELECT sample_id, "
-                            "sum(CASE WHEN vote = 1 THEN 1 ELSE 0 END) AS yes FROM votes GROUP BY sample_id) v "
-                            f"ON v.sample_id = s.id WHERE s.status = 'ok' AND v.yes >= {int(k)} GROUP BY s.node_id"),
         "selected": ("SELECT s.node_id, count(*) AS n FROM samples s JOIN selections x ON x.sample_id = s.id "
                      "WHERE x.selected = 1 GROUP BY s.node_id"),
     }
     frames = {}
     for stage, sql in q.items():
         frames[stage] = pd.read_sql_query(sql, ws.store.conn).set_index("node_id")["n"]
+    from workbench.pipeline.select.stage import referee_outcomes
+
+    oc = referee_outcomes(ws.store, min_votes=int(k))
+    frames["passed referees"] = oc[oc["passed"]].groupby("node_id", dropna=False)["sample_id"].size()
+    frames = {s: frames[s] for s in STAGES}
     from workbench.analysis.agreement import adaptive_runs
 
     adaptive = adaptive_runs(ws.store) > 0

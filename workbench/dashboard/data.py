@@ -110,7 +110,9 @@ COUNT_SQL = {
     "LLM calls": "SELECT count(*) FROM llm_calls",
 }
 OVERVIEW_TABLES = ("nodes", "images", "embedding_rows", "matches", "filter_decisions", "samples", "votes",
-                   "selections", "llm_calls", "stage_runs")
+                   "selections", "llm_calls", "stage_runs", "sample_flags")
+# What a referee outcome depends on (select's rule: votes, people's votes, flags).
+OUTCOME_TABLES = ("votes", "samples", "sample_flags")
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -141,16 +143,19 @@ def overview(root: str, v: tuple) -> dict:
 
 
 def _passing(ws) -> int:
-    k = ws.config.select.min_votes
-    return int(ws.store.scalar(
-        "SELECT count(*) FROM (SELECT sample_id FROM votes WHERE valid=1 GROUP BY sample_id "
-        "HAVING sum(vote) >= ?)", (k,)) or 0)
+    """Samples passing the referees as `select` counts them (k-of-N on machine votes, a person's vote decides,
+    flagged samples do not pass): the same function, so the figure equals select's "passed the referees"."""
+    from workbench.pipeline.select.stage import referee_outcomes
+
+    return int(referee_outcomes(ws.store, min_votes=ws.config.select.min_votes)["passed"].sum())
 
 
 # -- referees ------------------------------------------------------------------------------------
 
 @st.cache_data(show_spinner="Summarising referee votes…", max_entries=4)
 def vote_patterns(root: str, v: tuple) -> tuple[pd.DataFrame, list[str]]:
+    """Machine referees' vote patterns (people's `human:<name>` decisions are not referees: see
+    `agreement.load_patterns(include_human=True)` for figures that want them)."""
     return agreement.load_patterns(open_workspace(root).store, by_node=True)
 
 
@@ -180,18 +185,23 @@ def image_best_match(root: str, v: tuple) -> pd.Series:
     return pd.Series({r[0]: r[1] for r in rows}, dtype="object")
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
 def image_outcomes(root: str, v: tuple, min_votes: int) -> pd.Series:
-    """Per image: referee outcome of its samples (all passed / some / none / not refereed)."""
-    s = open_workspace(root).store
-    rows = s.query(
-        "SELECT s.image_id, sum(p.ok) AS passed, count(*) AS n FROM samples s JOIN "
-        "(SELECT sample_id, (sum(vote) >= ?) AS ok FROM votes WHERE valid=1 GROUP BY sample_id) p "
-        "ON p.sample_id = s.id GROUP BY s.image_id", (min_votes,))
-    out = {}
-    for image_id, passed, n in rows:
-        out[image_id] = "all passed" if passed == n else ("none passed" if passed == 0 else "some passed")
-    return pd.Series(out, dtype="object")
+    """Per image: referee outcome of its refereed samples (all passed / some / none; images without a vote are
+    left out: "not refereed"), by select's rule. `v` is the caller's version; flags are versioned here."""
+    return _image_outcomes(root, (v, version(root, "sample_flags")), min_votes)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _image_outcomes(root: str, v: tuple, min_votes: int) -> pd.Series:
+    from workbench.pipeline.select.stage import referee_outcomes
+
+    out = referee_outcomes(open_workspace(root).store, min_votes=min_votes)
+    out = out[out["refereed"]]
+    g = out.groupby("image_id")["passed"].agg(["sum", "size"])
+    label = pd.Series("some passed", index=g.index, dtype="object")
+    label[g["sum"] == g["size"]] = "all passed"
+    label[g["sum"] == 0] = "none passed"
+    return label
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
