@@ -108,3 +108,27 @@ def test_referee_figures_agree_with_select_on_human_votes_and_flags(filled, tmp_
     data.table_version.clear()   # the version is re-read every 3 s; a test does not wait
     outcomes = data.image_outcomes(root, data.version(root, "votes", "samples"), ws.config.select.min_votes)
     assert outcomes["img2"] == "all passed"
+
+
+def test_export_reports_the_flagged_samples_it_left_out(filled, tmp_path):
+    from workbench.pipeline.export.stage import ExportStage
+    from workbench.review import adjudication as adj
+
+    ws = filled
+    select(ws)
+    chosen = [r[0] for r in ws.store.query("SELECT sample_id FROM selections WHERE selected = 1 ORDER BY sample_id")]
+    assert len(chosen) == 4
+    adj.flag(ws, chosen[0], "answer is wrong", reviewer="ann")   # flagged after selection
+    rep = ExportStage(tmp_path / "a.json").run(ws)
+    assert rep.samples == 3 and rep.flagged_left_out == 1
+    assert "left out 1 flagged sample" in rep.summary()
+    summary = json.loads(ws.store.scalar("SELECT summary FROM stage_runs WHERE stage = 'export' ORDER BY id DESC"))
+    assert summary["flagged_left_out"] == 1 and summary["counts"] == {"flagged_left_out": 1}
+    assert chosen[0] not in {r["id"] for r in json.loads((tmp_path / "a.json").read_text())}
+    adj.unflag(ws, chosen[0])
+    rep = ExportStage(tmp_path / "c.json").run(ws)
+    assert rep.flagged_left_out == 0 and "flagged" not in rep.summary()
+    for sid in chosen:
+        adj.flag(ws, sid, "bad", reviewer="ann")
+    with pytest.raises(WorkbenchError, match="4 flagged by a reviewer"):
+        export(ws, tmp_path / "d.json")

@@ -19,13 +19,22 @@ from workbench.pipeline.base import Stage
 FORMATS = ("llava", "sharegpt", "parquet")
 
 
+def _chosen_sql(only_selected: bool) -> str:
+    sel = "JOIN selections x ON x.sample_id = s.id AND x.selected = 1" if only_selected else ""
+    return f"FROM samples s {sel} JOIN images i ON i.id = s.image_id WHERE s.status = 'ok'"
+
+
+def flagged_left_out(ws, *, only_selected: bool = True) -> int:
+    """How many samples export would have written but leaves out because a reviewer flagged them."""
+    return int(ws.store.scalar(f"SELECT count(*) {_chosen_sql(only_selected)} "
+                               "AND EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id)") or 0)
+
+
 def selected_rows(ws, *, only_selected: bool = True) -> pd.DataFrame:
     """The samples to export; a flagged sample (`sample_flags`) never is, even if it was selected before the flag."""
-    sel = ("JOIN selections x ON x.sample_id = s.id AND x.selected = 1" if only_selected else "")
     df = pd.read_sql_query(
         f"SELECT s.id, s.image_id, s.node_id, s.question, s.answer, i.root, i.path AS image_path "
-        f"FROM samples s {sel} JOIN images i ON i.id = s.image_id WHERE s.status = 'ok' "
-        f"AND NOT EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id) ORDER BY s.id",
+        f"{_chosen_sql(only_selected)} AND NOT EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id) ORDER BY s.id",
         ws.store.conn)
     idx = ws.taxonomy.index(None)
     df["task_type"] = [idx.paths.get(n, "") for n in df["node_id"]]
@@ -65,6 +74,12 @@ class ExportReport:
     path: str
     samples: int
     format: str
+    flagged_left_out: int = 0    # selected (or, with --all-ok, ok) samples not written: flagged by a reviewer
+
+    def summary(self) -> str:
+        return (f"wrote {self.samples} samples to {self.path}"
+                + (f"; left out {self.flagged_left_out} flagged sample(s) (`workbench adjudicate WORKSPACE "
+                   "--unflag SAMPLE` to lift a flag)" if self.flagged_left_out else ""))
 
 
 class ExportStage(Stage):
@@ -87,10 +102,13 @@ class ExportStage(Stage):
         if self.fmt not in FORMATS:
             raise WorkbenchError(f"export format must be one of {', '.join(FORMATS)}; got {self.fmt!r}")
         self.df = selected_rows(ws, only_selected=self.only_selected)
+        self.flagged = flagged_left_out(ws, only_selected=self.only_selected)
         if self.df.empty:
             what = ("selected samples (run `workbench select`)" if self.only_selected
                     else "Q&A samples (run `workbench qa`)")
-            raise WorkbenchError(f"export: no {what}")
+            flagged = (f" that are not flagged ({self.flagged} flagged by a reviewer: see `workbench adjudicate`)"
+                       if self.flagged else "")
+            raise WorkbenchError(f"export: no {what}{flagged}")
         name = {"llava": "llava.json", "sharegpt": "sharegpt.json", "parquet": "samples.parquet"}[self.fmt]
         self.path = Path(self.dest) if self.dest else ws.exports_dir / name
         if self.path.exists() and not self.overwrite:
@@ -115,7 +133,9 @@ class ExportStage(Stage):
             text = json.dumps(to_records(df, fmt, images), ensure_ascii=False, indent=1)
             tmp.write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, dest)
-        return ExportReport(str(dest), len(df), fmt)
+        if self.flagged:
+            run.add("flagged_left_out", self.flagged)
+        return ExportReport(str(dest), len(df), fmt, self.flagged)
 
 
 def export(ws, dest: Path | str | None = None, *, fmt: str = "llava", image_root: Path | str | None = None,
