@@ -16,17 +16,30 @@ from workbench.dashboard import data
 from workbench.errors import WorkbenchError
 from workbench.review import adjudication as adj
 
-# Up to this many votes the consensus is refitted on the spot after a vote (about 2 s); above it the page shows the
-# latest stored fit (marked stale) until "Recompute" is pressed or `workbench adjudicate` refits it.
-AUTO_COMPUTE_VOTES = 150_000
+# Up to this many votes the consensus is refitted on the spot after a vote (well under a second); above it the page
+# shows the latest stored fit (marked stale) until "Recompute" is pressed or `workbench adjudicate` refits it.
+AUTO_COMPUTE_VOTES = 40_000
 QUEUE_LEN = 50
+CANDIDATES = 4 * QUEUE_LEN   # ranked once per fit; a vote only filters them (no re-ranking on the click path)
+# Above AUTO_COMPUTE_VOTES the votes' content key (a pass over the whole table, ~0.6 s at 1.2 M votes) is not
+# recomputed after this session's own votes: the fit is stale either way. It is re-read at most this often
+# (a refit by the CLI or another session shows within it) and at once on "Recompute" / "Reload data".
+LARGE_KEY_TTL_S = 60
+
+
+def _count_votes(root: str) -> int:
+    return int(data.table_version(root, "votes")[0] or 0)
 
 
 @st.cache_data(ttl=data.VERSION_TTL_S, show_spinner=False)
-def _key(root: str, include_human: bool) -> tuple[str, int]:
+def _key(root: str, include_human: bool) -> str:
     store = data.open_workspace(root).store
-    v = cons_mod.votes_version(store)
-    return cons_mod.consensus_key(store, include_human, v), int(v[0])
+    return cons_mod.consensus_key(store, include_human, cons_mod.votes_version(store))
+
+
+@st.cache_data(ttl=LARGE_KEY_TTL_S, show_spinner=False)
+def _key_large(root: str, include_human: bool) -> str:
+    return _key(root, include_human)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -55,16 +68,35 @@ def _consensus(root: str, key: str, include_human: bool, compute: bool):
     return None
 
 
-@st.cache_data(ttl=data.VERSION_TTL_S, show_spinner=False)
-def _flags_version(root: str) -> tuple:
-    return tuple(data.open_workspace(root).store.one("SELECT count(*), max(rowid), max(created_at) FROM sample_flags"))
-
-
 @st.cache_data(show_spinner=False, max_entries=8)
-def _queue_frame(root: str, key: str, include_human: bool, fit_key: str, flags_v: tuple, n: int):
-    """The uncertainty queue, recomputed when the votes (key), the fit shown (fit_key) or the flags change."""
+def _candidates(root: str, key: str, include_human: bool, fit_key: str, generation: int):
+    """The CANDIDATES most uncertain samples of the fit shown, not yet decided when ranked (recomputed when the fit
+    changes, or when votes used most of them up: `generation`)."""
     cons = _consensus(root, key, include_human, False)   # the fit is stored by now: never fits here
-    return cons_mod.uncertain_queue(data.open_workspace(root), cons, n) if cons is not None else None
+    return cons_mod.uncertain_queue(data.open_workspace(root), cons, CANDIDATES) if cons is not None else None
+
+
+def _queue_frame(root: str, key: str, include_human: bool, fit_key: str):
+    """The first QUEUE_LEN candidates that no person has decided (voted on or flagged) since they were ranked:
+    one indexed lookup of the candidates' ids per rerun."""
+    gen = st.session_state.setdefault("adj_queue_gen", 0)
+    for _ in range(2):
+        cands = _candidates(root, key, include_human, fit_key, gen)
+        if cands is None or cands.empty:
+            return cands
+        done = _decided_among(data.open_workspace(root), cands["sample_id"].tolist())
+        q = cands[~cands["sample_id"].isin(done)].reset_index(drop=True)
+        if len(q) >= QUEUE_LEN or len(cands) < CANDIDATES:
+            return q.head(QUEUE_LEN)
+        gen = st.session_state["adj_queue_gen"] = gen + 1   # most candidates decided: rank afresh
+    return q.head(QUEUE_LEN)
+
+
+def _decided_among(ws, ids: list[str]) -> set[str]:
+    marks = ",".join("?" * len(ids))
+    rows = ws.store.query(f"SELECT sample_id FROM votes WHERE sample_id IN ({marks}) AND {adj.HUMAN_SQL} "
+                          f"UNION SELECT sample_id FROM sample_flags WHERE sample_id IN ({marks})", (*ids, *ids))
+    return {r[0] for r in rows}
 
 
 def _default_reviewer() -> str:
@@ -74,9 +106,13 @@ def _default_reviewer() -> str:
         return ""
 
 
-def _changed() -> None:
-    _key.clear()
-    _flags_version.clear()
+def _changed(root: str) -> None:
+    """After a decision: the queue filters it out by itself; the votes' key is recomputed only where the page
+    refits on the spot (a small vote table). A large table's fit is marked stale for this session instead."""
+    if _count_votes(root) <= AUTO_COMPUTE_VOTES:
+        _key.clear()
+    else:
+        st.session_state["adj_changed_since_fit"] = st.session_state.get("adj_fit_shown")
 
 
 def _do(action: str, root: str, sample_id: str) -> None:
@@ -98,7 +134,7 @@ def _do(action: str, root: str, sample_id: str) -> None:
         st.session_state["adj_reason"] = ""
     except WorkbenchError as exc:
         st.session_state["adj_msg"] = ("error", str(exc))
-    _changed()
+    _changed(root)
 
 
 def render(root: str, ws) -> None:
@@ -111,10 +147,15 @@ def render(root: str, ws) -> None:
     c[0].text_input("Reviewer", key="adj_reviewer", help="Your votes are stored as referee human:NAME.")
     include = c[1].toggle("Include human votes", value=True, key="adj_include_human",
                           help="On: a person's vote is the true label of that sample. Off: machine referees only.")
-    key, n_votes = _key(root, include)
-    compute = n_votes <= AUTO_COMPUTE_VOTES
+    n_votes = _count_votes(root)
+    large = n_votes > AUTO_COMPUTE_VOTES
+    compute = not large
     if c[2].button("Recompute consensus", key="adj_recompute", help="Fit Dawid–Skene to the votes as they are now."):
         compute = True
+        _key.clear()
+        _key_large.clear()
+        st.session_state.pop("adj_changed_since_fit", None)
+    key = _key_large(root, include) if large else _key(root, include)
     cons = _consensus(root, key, include, compute)
     kind, msg = st.session_state.pop("adj_msg", (None, None))
     if kind:
@@ -128,7 +169,8 @@ def render(root: str, ws) -> None:
     if cons.posterior.empty:
         st.info("No valid vote on an ok sample yet: nothing to estimate.")
         return
-    if cons.key != key:
+    st.session_state["adj_fit_shown"] = cons.key
+    if cons.key != key or st.session_state.get("adj_changed_since_fit") == cons.key:
         st.warning(f"Showing the fit of {cons.computed_at}: votes changed since. Samples decided since are left "
                    "out of the queue; press “Recompute consensus” to refit.")
 
@@ -141,7 +183,7 @@ def render(root: str, ws) -> None:
     m[3].metric("decided by a person", f"{cons.gold:,}" if include else "left out")
     m[4].metric("flagged", f"{len(flagged):,}")
 
-    q = _queue_frame(root, key, include, cons.key, _flags_version(root), QUEUE_LEN)
+    q = _queue_frame(root, key, include, cons.key)
     _queue(root, ws, cons, q if q is not None else cons_mod.uncertain_queue(ws, cons, QUEUE_LEN))
     _reliability(root, cons)
     if len(flagged):
@@ -245,5 +287,8 @@ def _reliability(root: str, cons) -> None:
 
 def prewarm(root: str) -> None:
     """Load the stored fit; fit only a small vote table (a large fit is seconds of CPU the other pages need)."""
-    key, n_votes = _key(root, True)
-    _consensus(root, key, True, n_votes <= AUTO_COMPUTE_VOTES)
+    large = _count_votes(root) > AUTO_COMPUTE_VOTES
+    key = _key_large(root, True) if large else _key(root, True)
+    cons = _consensus(root, key, True, not large)
+    if cons is not None:
+        _candidates(root, key, True, cons.key, 0)
