@@ -261,3 +261,31 @@ def test_a_kill_loses_no_reply_that_reached_the_process(tmp_path):
     assert again.store.scalar("SELECT count(*) FROM llm_calls") == 20
     assert again.runs("slow")[0]["status"] == "interrupted"
     again.close()
+
+
+def test_a_long_report_list_is_bounded_in_the_stored_summary(ws):
+    """stage_runs.summary keeps the first items of a long list (e.g. every unreadable image of an embed run) and
+    how many more there were; the report the stage returns keeps them all."""
+    from dataclasses import dataclass, field
+
+    from workbench.pipeline.runs import SUMMARY_LIST_MAX
+
+    @dataclass
+    class Report:
+        problems: list = field(default_factory=list)
+        examples: list = field(default_factory=list)
+
+    class Many(Stage):
+        name = "many"
+
+        def execute(self, ws, run):
+            bad = [(f"img{i}", "unreadable") for i in range(250)]
+            run.add("problems", len(bad))
+            return Report(problems=bad, examples=["a", "b"])
+
+    rep = Many().run(ws)
+    assert len(rep.problems) == 250
+    stored = json.loads(ws.store.scalar("SELECT summary FROM stage_runs WHERE stage = 'many'"))
+    assert stored["problems"][:SUMMARY_LIST_MAX] == [[f"img{i}", "unreadable"] for i in range(SUMMARY_LIST_MAX)]
+    assert stored["problems"][SUMMARY_LIST_MAX:] == [f"... and {250 - SUMMARY_LIST_MAX} more"]
+    assert stored["examples"] == ["a", "b"] and stored["counts"] == {"problems": 250}

@@ -24,6 +24,7 @@ from workbench.clock import utcnow
 from workbench.errors import WorkbenchError
 
 STATUSES = ("running", "done", "stopped", "failed", "interrupted")
+SUMMARY_LIST_MAX = 20   # items of a list kept in stage_runs.summary (the rest: "... and N more")
 
 
 class StageBusy(WorkbenchError):
@@ -128,10 +129,18 @@ def _start(ws, stage: str, params: dict | None, *, prompt_file, prompt_hash, mod
         return int(cur.lastrowid)
 
 
+def bounded(summary: dict, limit: int = SUMMARY_LIST_MAX) -> dict:
+    """The summary as stored: a list longer than `limit` (an embed run's every unreadable image) keeps its first
+    `limit` items and a last "... and N more"; counts stay whole, and the full detail is where the stage keeps it
+    (e.g. `image_problems`, `llm_calls`) and in the report the stage returned."""
+    return {k: (list(v[:limit]) + [f"... and {len(v) - limit} more"]
+                if isinstance(v, (list, tuple)) and len(v) > limit else v) for k, v in summary.items()}
+
+
 def _finish(ws, run_id: int, status: str, summary: dict) -> None:
     with ws.store.write() as conn:
         conn.execute("UPDATE stage_runs SET finished_at=?, status=?, summary=? WHERE id=?",
-                     (utcnow(), status, json.dumps(summary, sort_keys=True, default=str), run_id))
+                     (utcnow(), status, json.dumps(bounded(summary), sort_keys=True, default=str), run_id))
 
 
 @contextlib.contextmanager
