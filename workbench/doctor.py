@@ -97,6 +97,7 @@ def check_clip(config) -> Check:
 
 
 def check_endpoints(config) -> list[Check]:
+    from workbench.llm.client import redact_url
     from workbench.llm.discovery import find_local_server, probe
 
     out = []
@@ -110,7 +111,7 @@ def check_endpoints(config) -> list[Check]:
         elif base:
             models = probe(base, timeout=2, api_key=os.environ.get("OPENAI_API_KEY"))
             out.append(Check("endpoint", "OPENAI_BASE_URL", models is not None,
-                             f"{base} {'answers' if models is not None else 'does not answer'}",
+                             f"{redact_url(base)} {'answers' if models is not None else 'does not answer'}",
                              "LLM/VLM stages"))
         else:
             key = "set" if os.environ.get("OPENAI_API_KEY") else "not set"
@@ -118,7 +119,20 @@ def check_endpoints(config) -> list[Check]:
                              f"no [endpoints.default], no local server on the usual ports; OPENAI_API_KEY {key}",
                              "taxonomy expansion, filter, Q&A and referees; configure [endpoints.default] "
                              "(base_url, model) in workbench.toml"))
+    in_pool = {m for ep in names.values() for m in (ep.pool or [])}
+    probes: dict[tuple, list[str] | None] = {}
+
+    def reach(url: str, key: str | None):
+        if (url, key) not in probes:    # a member named by two pools is asked once
+            probes[(url, key)] = probe(url, timeout=2, api_key=key)
+        return probes[(url, key)]
+
     for name, ep in names.items():
+        if ep.pool:
+            out.extend(_check_pool(config, name, reach))
+            continue
+        if name in in_pool:
+            continue        # reported under its pool, with the model the pool asks it for
         if ep.kind == "transformers":
             ok = bool(ep.local_path) and Path(ep.local_path).expanduser().exists()
             out.append(Check("endpoint", name, ok, f"local model {ep.local_path or '(no local_path)'}"
@@ -126,11 +140,35 @@ def check_endpoints(config) -> list[Check]:
             continue
         base = ep.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         key_set = bool(os.environ.get(ep.api_key_env))
-        models = probe(base, timeout=2, api_key=os.environ.get(ep.api_key_env))
-        detail = (f"{ep.model} at {base}: {'reachable' if models is not None else 'not reachable'}; "
+        models = reach(base, os.environ.get(ep.api_key_env))
+        detail = (f"{ep.model} at {redact_url(base)}: {'reachable' if models is not None else 'not reachable'}; "
                   f"{ep.api_key_env} {'set' if key_set else 'not set'}")
         out.append(Check("endpoint", name, models is not None, detail, f"stages that use endpoint {name!r}"))
     return out
+
+
+def _check_pool(config, name: str, reach) -> list[Check]:
+    """A pool (`[endpoints.X] pool = [...]`): each member probed at its own URL with its own key, for the model
+    the pool asks it for; the pool works while one member answers (PoolClient sets failing members aside)."""
+    from workbench.llm.client import redact_url, resolve_endpoint
+
+    pool = resolve_endpoint(config, name)
+    out, up = [], []
+    for m in pool.members:
+        key_env = m.config.api_key_env
+        models = reach(m.base_url, os.environ.get(key_env))
+        if models is not None:
+            up.append(m.name)
+        listed = "" if not models or m.model in models else f" (it lists {', '.join(models[:5])})"
+        detail = (f"{m.model} at {redact_url(m.base_url)}: "
+                  f"{'reachable' + listed if models is not None else 'not reachable'}; "
+                  f"{key_env} {'set' if os.environ.get(key_env) else 'not set'}")
+        out.append(Check("endpoint", f"{name}/{m.name}", models is not None, detail,
+                         f"member {m.name!r} of pool {name!r}: the pool sends its calls to the other members"))
+    down = [m.name for m in pool.members if m.name not in up]
+    detail = (f"pool of {len(pool.members)} for {pool.model}: {len(up)} answer"
+              + (f", not reachable: {', '.join(down)}" if down else ""))
+    return [Check("endpoint", name, bool(up), detail, f"stages that use endpoint {name!r} (no member answers)")] + out
 
 
 def check_browser() -> Check:
