@@ -51,3 +51,21 @@ def test_notebooks_01_02_03_on_one_workspace_to_an_export(tmp_path, monkeypatch)
     tasks = {r[0] for r in ws.store.query("SELECT DISTINCT n.origin FROM samples s JOIN nodes n ON n.id = s.node_id")}
     assert tasks <= {"seed", "generated"} and tasks
     ws.close()
+
+
+@pytest.mark.timeout(240)
+def test_notebook_01_without_an_endpoint_skips_the_model_cells_and_runs_to_the_end(tmp_path, monkeypatch):
+    """No BASE_URL, no [endpoints.*], no OPENAI_* variables: the A/B and expand cells say what to set and skip;
+    every other cell runs (nbclient raises on the first failing cell)."""
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    ws_dir = tmp_path / "ws"
+    nb = run_notebook(REPO / "notebooks" / "01_taxonomy.ipynb", tmp_path,
+                      f"WORKSPACE = {str(ws_dir)!r}\ninteractive = False")
+    text = outputs_text(nb)
+    assert "A/B skipped: no endpoint configured: set BASE_URL" in text
+    assert "level 2 not expanded: no endpoint configured" in text
+    assert "nodes: 100" in text                  # the last section ran
+    ws = Workspace.open(ws_dir)
+    assert ws.store.scalar("SELECT count(*) FROM llm_calls") == 0
+    ws.close()
