@@ -105,7 +105,8 @@ COUNT_SQL = {
     "matches": "SELECT count(*) FROM matches",
     "filter: kept labels": "SELECT count(*) FROM filter_decisions WHERE kept=1",
     "samples (ok)": "SELECT count(*) FROM samples WHERE status='ok'",
-    "votes": "SELECT count(*) FROM votes",
+    "votes": "SELECT count(*) FROM votes WHERE referee NOT LIKE 'human:%'",   # the referees' (machines')
+    "human votes": "SELECT count(*) FROM votes WHERE referee LIKE 'human:%'",   # people's decisions (adjudicate)
     "selected": "SELECT count(*) FROM selections WHERE selected=1",
     "LLM calls": "SELECT count(*) FROM llm_calls",
 }
