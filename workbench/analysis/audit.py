@@ -10,6 +10,10 @@ Reads LLaVA JSON (a list of {"id", "image", "conversations": [{"from": "human", 
 ShareGPT (the same `conversations`, or OpenAI-style `messages` with role/content), Parquet files (or a
 folder of them) and Hugging Face `datasets` folders (`save_to_disk`).
 
+Text backends (`audit_embed.py`): `onnx` (default when installed; the same MiniLM in ONNX Runtime),
+`minilm` (PyTorch, the reference), `static` (model2vec distilled locally: fastest, lower agreement);
+the backend is stored with the audit (`text_backend`) and a resume never mixes two.
+
 Scale: items are processed in chunks (`chunk_size`); each chunk's result is written to
 `arrays/audit/<dir>/chunk-NNNNNN.npz` before the next starts, so a stopped audit resumes at the first
 missing chunk. Within a chunk, repeated instructions are embedded once and texts are sorted by length
@@ -67,6 +71,7 @@ class AuditResult:
     resumed_from: int            # items already assigned by an earlier run
     seconds: float
     summary: dict = field(default_factory=dict)
+    text_backend: str = "minilm"   # audit_embed.tag(): how the vectors were made
 
 
 # -- reading datasets --------------------------------------------------------------------------------
@@ -190,20 +195,20 @@ def _tasks(ws):
     return idx, leaves
 
 
-def task_vectors(ws, idx, leaves) -> np.ndarray:
-    from workbench.textembed import embed_texts, workspace_cache_dir
+def task_vectors(ws, idx, leaves, backend: str = "minilm") -> np.ndarray:
+    from workbench.analysis import audit_embed
 
     texts = [TASK_TEXT.format(idx.nodes[i].name) for i in leaves]
-    return embed_texts(texts, ws.config.text_embedding.model, cache_dir=workspace_cache_dir(ws))
+    return audit_embed.task_vectors(ws, texts, backend, ws.config.text_embedding.model)
 
 
-def embed_unique(texts: list[str], model: str | None) -> np.ndarray:
+def embed_unique(texts: list[str], model: str | None, ws=None, backend: str = "minilm") -> np.ndarray:
     """Vectors of `texts`, each distinct text embedded once, sorted by length (less padding per batch)."""
-    from workbench.textembed import embed_texts
+    from workbench.analysis.audit_embed import embed
 
     uniq, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
     order = sorted(range(len(uniq)), key=lambda i: len(uniq[i]))
-    vecs = embed_texts([uniq[i] or "(no instruction)" for i in order], model)
+    vecs = embed(ws, [uniq[i] or "(no instruction)" for i in order], backend, model)
     out = np.empty_like(vecs)
     out[order] = vecs
     return out[inverse]
@@ -226,11 +231,14 @@ def _dir_name(name: str) -> str:
 
 def audit(ws, dataset: str | Path, *, name: str | None = None, fmt: str | None = None,
           task_field: str | None = None, top_k: int = TOP_K, chunk_size: int = CHUNK_SIZE,
-          min_score: float = MIN_SCORE, max_chunks: int | None = None,
+          min_score: float = MIN_SCORE, max_chunks: int | None = None, text_backend: str | None = None,
           on_chunk: Callable[[int, int], None] | None = None) -> AuditResult:
-    """Assign every item of `dataset` to task types (resuming a stopped audit of the same name, source and
-    tree) and store the summary. max_chunks: stop after that many new chunks (the rest on the next call)."""
+    """Assign every item of `dataset` to task types (resuming a stopped audit of the same name, source,
+    tree and text backend) and store the summary. max_chunks: stop after that many new chunks (the rest on
+    the next call). text_backend: `audit_embed.BACKENDS` (default `audit_embed.default_backend()`)."""
     import time
+
+    from workbench.analysis import audit_embed
 
     t0 = time.monotonic()
     if top_k < 1 or chunk_size < 1:
@@ -240,25 +248,32 @@ def audit(ws, dataset: str | Path, *, name: str | None = None, fmt: str | None =
     fmt, texts, tasks, field_used = read_dataset(dataset, fmt, task_field)
     idx, leaves = _tasks(ws)
     model = ws.config.text_embedding.model
+    backend = audit_embed.check_backend(text_backend or audit_embed.default_backend())
+    btag = audit_embed.tag(backend, model)
     key = hashlib.sha256(json.dumps([model, [(i, idx.paths[i]) for i in leaves]]).encode()).hexdigest()[:16]
     params = (str(dataset.resolve()), len(texts), chunk_size, top_k, key)
     d = ws.arrays_dir / "audit" / _dir_name(name)
-    row = ws.store.query("SELECT source, items, chunk_size, top_k, tasks_key FROM audit_datasets WHERE name=?",
-                         (name,))
+    row = ws.store.query("SELECT source, items, chunk_size, top_k, tasks_key, COALESCE(text_backend, 'minilm'), "
+                         "done FROM audit_datasets WHERE name=?", (name,))
+    if row and tuple(row[0][:5]) == params and row[0][5] != btag and row[0][6] > 0:
+        # never mix vectors of two backends in one audit, and never throw the stored ones away unasked
+        was = row[0][5].split("-")[0]
+        raise WorkbenchError(f"audit {name!r} was made with the text backend {row[0][5]}; resume it with "
+                             f"--text-backend {was}, or audit under another --name to compare backends")
     now = utcnow()
-    if not row or tuple(row[0]) != params:
+    if not row or tuple(row[0][:5]) != params or row[0][5] != btag:
         if d.exists():
             shutil.rmtree(d)   # a different dataset, tree or chunking under this name: start again
         with ws.store.write() as c:
             c.execute("DELETE FROM audit_datasets WHERE name=?", (name,))
             c.execute("INSERT INTO audit_datasets(name, source, format, items, done, chunk_size, top_k, model, "
-                      "tasks_key, task_field, array_dir, status, created_at, updated_at) "
-                      "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                      "tasks_key, task_field, array_dir, status, created_at, updated_at, text_backend) "
+                      "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
                       (name, params[0], fmt, len(texts), chunk_size, top_k, model, key, field_used,
-                       str(d.relative_to(ws.root)), now, now))
+                       str(d.relative_to(ws.root)), now, now, btag))
     d.mkdir(parents=True, exist_ok=True)
     (d / "tasks.json").write_text(json.dumps(leaves))
-    task_vecs = task_vectors(ws, idx, leaves)
+    task_vecs = task_vectors(ws, idx, leaves, backend)
     n_chunks = math.ceil(len(texts) / chunk_size)
     have = {i for i in range(n_chunks) if (d / f"chunk-{i:06d}.npz").exists()}
     resumed = sum(min(chunk_size, len(texts) - i * chunk_size) for i in have)
@@ -269,7 +284,7 @@ def audit(ws, dataset: str | Path, *, name: str | None = None, fmt: str | None =
         if max_chunks is not None and new >= max_chunks:
             break
         lo, hi = i * chunk_size, min(len(texts), (i + 1) * chunk_size)
-        cols, scores = assign(embed_unique(texts[lo:hi], model), task_vecs, top_k)
+        cols, scores = assign(embed_unique(texts[lo:hi], model, ws, backend), task_vecs, top_k)
         own = np.asarray(["" if t is None else t for t in tasks[lo:hi]], dtype=str) if tasks else np.zeros(0, "U1")
         tmp = d / f"chunk-{i:06d}.tmp.npz"
         np.savez(tmp, cols=cols, scores=scores.astype(np.float16), own=own)
@@ -280,7 +295,7 @@ def audit(ws, dataset: str | Path, *, name: str | None = None, fmt: str | None =
             c.execute("UPDATE audit_datasets SET done=?, updated_at=? WHERE name=?", (done, utcnow(), name))
         if on_chunk:
             on_chunk(done, len(texts))
-    result = AuditResult(name, len(texts), done, resumed, 0.0)
+    result = AuditResult(name, len(texts), done, resumed, 0.0, text_backend=btag)
     if done >= len(texts):
         result.summary = summarise(ws, name, min_score=min_score)
         with ws.store.write() as c:
@@ -293,10 +308,10 @@ def audit(ws, dataset: str | Path, *, name: str | None = None, fmt: str | None =
 # -- reading results ---------------------------------------------------------------------------------
 
 def list_audits(ws) -> pd.DataFrame:
-    rows = ws.store.query("SELECT name, source, format, items, done, status, task_field, model, updated_at "
-                          "FROM audit_datasets ORDER BY name")
+    rows = ws.store.query("SELECT name, source, format, items, done, status, task_field, model, "
+                          "COALESCE(text_backend, 'minilm'), updated_at FROM audit_datasets ORDER BY name")
     return pd.DataFrame([tuple(r) for r in rows], columns=["name", "source", "format", "items", "done", "status",
-                                                          "task_field", "model", "updated_at"])
+                                                          "task_field", "model", "text_backend", "updated_at"])
 
 
 def _meta(ws, name: str):
@@ -379,6 +394,8 @@ def summarise(ws, name: str, min_score: float = MIN_SCORE, top: int = 10) -> dic
         "by_category": {r["name"]: int(r["items"]) for _, r in cats.iterrows()},
         "median_top1_score": float(np.median(scores[:, 0])) if len(scores) else 0.0,
         "own_task_field": own is not None,
+        "text_backend": ws.store.query("SELECT COALESCE(text_backend, 'minilm') FROM audit_datasets WHERE name=?",
+                                       (name,))[0][0],
     }
 
 

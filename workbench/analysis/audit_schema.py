@@ -27,3 +27,25 @@ MIGRATIONS = [
     );
     """,
 ]
+
+# Which text backend made the vectors (analysis/audit_embed.py: minilm, onnx-<hash>, static-<hash>); NULL: an
+# audit from before backends (minilm). Label-sample choices of an LLM (analysis/audit_label.py), per item.
+MIGRATIONS.append(
+    """
+    ALTER TABLE audit_datasets ADD COLUMN text_backend TEXT;
+    CREATE TABLE audit_labels (
+        audit        TEXT NOT NULL REFERENCES audit_datasets(name) ON DELETE CASCADE,
+        item         INTEGER NOT NULL,         -- the item's position in the dataset (0-based)
+        seed         INTEGER NOT NULL,         -- the sample's seed
+        instruction  TEXT NOT NULL,
+        candidates   TEXT NOT NULL,            -- JSON: the task-type node ids offered (the item's top-k)
+        label        INTEGER,                  -- the chosen node id; NULL: "none" or unreadable
+        status       TEXT NOT NULL,            -- labelled, none, unreadable
+        reason       TEXT,
+        prompt_hash  TEXT,
+        model        TEXT,
+        created_at   TEXT NOT NULL,
+        PRIMARY KEY (audit, item)
+    );
+    """
+)
