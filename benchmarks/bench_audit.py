@@ -1,13 +1,18 @@
-"""Audit scale benchmark: items/s of `workbench audit` on synthetic LLaVA data, extrapolated to 1 M items.
+"""Audit scale benchmark: items/s of `workbench audit` per text backend, extrapolated to 1 M items, and
+the quality cost of each backend as agreement with the reference (MiniLM fp32 in PyTorch).
 
 Writes N synthetic LLaVA JSON items (instructions from templates x objects x attributes x numbers: mostly
 distinct texts, a few common ones repeated as in real SFT sets), audits them against the seed taxonomy
-(chunked, stored, summarised) and, as the baseline measured in the same run, times the bare embedding
-forward pass (`textembed.embed_texts`, batches of 64, in file order, no dedup) on a sample of the same
-texts. Printed: items/s of both, their ratio, the time a 1 M-item audit would take at this rate, and the
-time of a resumed run (all chunks stored: read + summary only).
+(chunked, stored, summarised) with each backend of `analysis/audit_embed.py` and, as the baseline
+measured in the same run, times the bare embedding forward pass (`textembed.embed_texts`, batches of 64, in
+file order, no dedup) on a sample of the same texts. Printed per backend: items/s, the ratio to the bare
+forward pass, the time a 1 M-item audit would take at this rate, one-off set-up (export / distillation,
+cached per workspace), and quality: on distinct synthetic instructions plus the hand-written
+tests/data/llava_audit_hand.json, the share of items whose top-1 task type equals the reference's, whose
+reference top-1 is in the backend's top-5, and whose first-level category equals the reference's.
+Also: the share of instructions a shorter token budget would cut (truncation evaluated, not used).
 
-    .venv/bin/python benchmarks/bench_audit.py [--items 100000] [--baseline 5000] [--chunk 8192]
+    .venv/bin/python benchmarks/bench_audit.py [--items 20000] [--backends onnx,static] [--baseline 3000]
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workbench.analysis.audit import audit  # noqa: E402
+import numpy as np  # noqa: E402
+
+from workbench.analysis import audit_embed  # noqa: E402
+from workbench.analysis.audit import TASK_TEXT, _tasks, audit, first_instruction  # noqa: E402
 from workbench.taxonomy.io import load_seed  # noqa: E402
 from workbench.textembed import embed_texts  # noqa: E402
 from workbench.workspace import Workspace  # noqa: E402
@@ -54,12 +62,30 @@ def synth(n: int, seed: int = 0) -> list[dict]:
     return out
 
 
+def quality(ws, texts: list[str], backend: str) -> dict:
+    """Agreement of `backend` with the reference (textembed, PyTorch fp32) on `texts`."""
+    idx, leaves = _tasks(ws)
+    tt = [TASK_TEXT.format(idx.nodes[i].name) for i in leaves]
+    ref = embed_texts(texts) @ embed_texts(tt).T
+    got = audit_embed.embed(ws, texts, backend, None) @ audit_embed.task_vectors(ws, tt, backend, None).T
+    r1, top5 = ref.argmax(1), np.argsort(-got, axis=1)[:, :5]
+    cat = np.array([idx.paths[i].split("~")[0] for i in leaves])
+    return {"top1": float((top5[:, 0] == r1).mean()), "in_top5": float((top5 == r1[:, None]).any(1).mean()),
+            "category": float((cat[top5[:, 0]] == cat[r1]).mean())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--items", type=int, default=100_000)
-    ap.add_argument("--baseline", type=int, default=5000, help="texts for the bare forward-pass baseline")
+    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--backends", default="onnx,static", help="comma-separated: minilm, onnx, static")
+    ap.add_argument("--baseline", type=int, default=3000, help="texts for the bare forward-pass baseline")
+    ap.add_argument("--quality", type=int, default=1500, help="distinct synthetic texts for the agreement check")
     ap.add_argument("--chunk", type=int, default=8192)
     args = ap.parse_args()
+    import os
+
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    hand = [first_instruction(r) for r in json.loads((REPO / "tests/data/llava_audit_hand.json").read_text())]
     with tempfile.TemporaryDirectory() as tmp:
         data = synth(args.items)
         f = Path(tmp) / "synthetic.json"
@@ -73,22 +99,40 @@ def main() -> None:
         t0 = time.perf_counter()
         embed_texts(sample)
         base = len(sample) / (time.perf_counter() - t0)
+        print(f"items: {args.items:,} ({distinct:,} distinct instructions, {distinct / args.items:.0%})")
+        print(f"bare forward pass (embed_texts, file order, no dedup): {base:,.0f} texts/s on {len(sample):,} texts"
+              f"; 1 M at this rate: ~{1_000_000 / base / 60:.1f} min")
+        from workbench.textembed import _load
+
+        tok, _ = _load(None)
+        lens = np.array([len(x) for x in tok(hand + texts[:5000])["input_ids"]])
+        print("instruction tokens (hand + synthetic): p50 %d, p99 %d, max %d; cut at 32: %.1f%%, at 64: %.1f%%"
+              % (np.median(lens), np.percentile(lens, 99), lens.max(), 100 * (lens > 32).mean(),
+                 100 * (lens > 64).mean()))
+        qtexts = list(dict.fromkeys(synth(args.quality * 2, seed=7)[i]["conversations"][0]["value"]
+                                    .replace("<image>\n", "") for i in range(args.quality * 2)))[: args.quality]
+        for backend in args.backends.split(","):
+            t0 = time.perf_counter()
+            audit_embed.embed(ws, ["set up"], backend, None)   # export / distil once (cached per workspace)
+            setup = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            res = audit(ws, f, name=f"bench-{backend}", chunk_size=args.chunk, text_backend=backend)
+            secs = time.perf_counter() - t0
+            rate = args.items / secs
+            q = quality(ws, qtexts, backend)
+            qh = quality(ws, hand, backend)
+            print(f"[{backend}] {res.text_backend}: {rate:,.0f} items/s ({secs:.1f} s), {rate / base:.2f}x the bare "
+                  f"forward pass; 1 M items: ~{1_000_000 / rate / 60:.1f} min; one-off set-up {setup:.0f} s")
+            for label, qq, n in (("synthetic", q, len(qtexts)), ("hand-written", qh, len(hand))):
+                print(f"    agreement with minilm fp32 on {n} {label}: top-1 {qq['top1']:.1%}, reference in top-5 "
+                      f"{qq['in_top5']:.1%}, same category {qq['category']:.1%}")
         t0 = time.perf_counter()
-        res = audit(ws, f, name="bench", chunk_size=args.chunk)
-        secs = time.perf_counter() - t0
-        rate = args.items / secs
-        t0 = time.perf_counter()
-        again = audit(ws, f, name="bench", chunk_size=args.chunk)
+        again = audit(ws, f, name=f"bench-{backend}", chunk_size=args.chunk, text_backend=backend)
         resumed = time.perf_counter() - t0
         assert again.resumed_from == args.items and res.summary["items"] == args.items
         ws.close()
-    print(f"items: {args.items:,} ({distinct:,} distinct instructions, {distinct / args.items:.0%})")
-    print(f"bare forward pass (embed_texts, file order, no dedup): {base:,.0f} texts/s on {len(sample):,} texts")
-    print(f"audit (read, dedup, length-sorted embed, top-{res.summary and 5}, store, summary): {rate:,.0f} items/s "
-          f"({secs:.1f} s); ratio to the bare forward pass: {rate / base:.2f}x")
-    print(f"1 M items at this rate: ~{1_000_000 / rate / 60:.1f} min (same distinct share); at the bare forward "
-          f"pass rate (all distinct): ~{1_000_000 / base / 60:.1f} min")
     print(f"re-run with every chunk stored (resume path: read + summary): {resumed:.1f} s")
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

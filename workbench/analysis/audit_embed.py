@@ -111,10 +111,11 @@ def _export_onnx(model: str | None, dest: Path) -> None:
 
 
 def _onnx_session(ws, model: str | None):
-    d = _models_root(ws) / tag("onnx", model)
+    t = tag("onnx", model)
+    d = _models_root(ws) / t
     f = d / "model.onnx"
-    with _LOCK:
-        if str(f) not in _SESSIONS:
+    with _LOCK:     # one session per process and tag: another workspace's export of the same model serves
+        if t not in _SESSIONS:
             if not f.exists():
                 d.mkdir(parents=True, exist_ok=True)
                 _export_onnx(model, f)
@@ -122,8 +123,8 @@ def _onnx_session(ws, model: str | None):
 
             so = ort.SessionOptions()
             so.log_severity_level = 3
-            _SESSIONS[str(f)] = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
-        return _SESSIONS[str(f)]
+            _SESSIONS[t] = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
+        return _SESSIONS[t]
 
 
 def _embed_onnx(ws, texts: list[str], model: str | None) -> np.ndarray:
@@ -142,9 +143,10 @@ def _embed_onnx(ws, texts: list[str], model: str | None) -> np.ndarray:
 # -- static (model2vec) ------------------------------------------------------------------------------
 
 def _static_model(ws, model: str | None):
-    d = _models_root(ws) / tag("static", model)
+    t = tag("static", model)
+    d = _models_root(ws) / t
     with _LOCK:
-        if str(d) not in _SESSIONS:
+        if t not in _SESSIONS:
             if not (d / "config.json").exists():
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 import logging
@@ -163,8 +165,8 @@ def _static_model(ws, model: str | None):
                 os.replace(tmp, d)       # a distilled model is either whole or absent
             from model2vec import StaticModel
 
-            _SESSIONS[str(d)] = StaticModel.from_pretrained(str(d))
-        return _SESSIONS[str(d)]
+            _SESSIONS[t] = StaticModel.from_pretrained(str(d))
+        return _SESSIONS[t]
 
 
 # -- the one entry point -----------------------------------------------------------------------------

@@ -39,7 +39,7 @@ MIGRATIONS.append(
         seed         INTEGER NOT NULL,         -- the sample's seed
         instruction  TEXT NOT NULL,
         candidates   TEXT NOT NULL,            -- JSON: the task-type node ids offered (the item's top-k)
-        label        INTEGER,                  -- the chosen node id; NULL: "none" or unreadable
+        label        TEXT,                     -- the chosen node id; NULL: "none" or unreadable
         status       TEXT NOT NULL,            -- labelled, none, unreadable
         reason       TEXT,
         prompt_hash  TEXT,

@@ -35,6 +35,17 @@ def audit_cmd(
                                                "~2x faster; the default when installed), minilm (PyTorch), or "
                                                "static (model2vec distilled locally: 100x faster, ~60% top-1 "
                                                "agreement with minilm)."),
+    label_sample: Optional[int] = typer.Option(None, "--label-sample", min=1, help="Ask the LLM to label N items "
+                                               "drawn at random (one of the item's top-k task types or none) and "
+                                               "report how often the embedding's top-1 agrees."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --label-sample draw."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="Endpoint name from workbench.toml "
+                                           "(--label-sample)."),
+    label_prompt: Optional[str] = typer.Option(None, "--label-prompt", help="Prompt file for --label-sample "
+                                               "(default prompts/audit_label.j2)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="--label-sample: estimate the calls; call nothing."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="--label-sample: stop when the spend would "
+                                           "pass this (USD)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Print progress per chunk."),
 ):
@@ -58,12 +69,27 @@ def audit_cmd(
                 min_score=min_score, text_backend=backend, on_chunk=tick)
     s = res.summary
     cmp = compare_audits(ws, res.name, compare, min_score) if compare else None
+    labels, status = None, 0
+    if label_sample:
+        from workbench.analysis.audit_label import label_agreement
+        from workbench.analysis.audit_label import label_sample as run_labels
+        from workbench.commands.report import show_run
+
+        report = run_labels(ws, res.name, label_sample, seed=seed, endpoint=endpoint, prompt=label_prompt,
+                            dry_run=dry_run, budget_usd=budget, progress=progress and not as_json)
+        if as_json:
+            labels = {"run": report.as_dict(), "agreement": None if dry_run else label_agreement(ws, res.name)}
+        else:
+            status = show_run(report, ws.config.limits.max_failure_rate)
+            labels = None if dry_run else label_agreement(ws, res.name)
     if as_json:
         out = {"name": res.name, "items": res.items, "resumed_from": res.resumed_from,
                "text_backend": res.text_backend, "summary": s}
         if cmp is not None:
             out["compare"] = cmp[cmp["level"] == 1][["path", "items_a", "items_b", "share_a", "share_b",
                                                       "diff"]].to_dict("records")
+        if labels is not None:
+            out["labels"] = labels
         typer.echo(json.dumps(out, indent=1, default=float))
         return
     typer.echo(f"{res.name}: {res.items:,} item(s) ({res.resumed_from:,} from an earlier run), {s['assigned']:,} "
@@ -90,3 +116,13 @@ def audit_cmd(
         top = cmp[cmp["level"] == 1].sort_values("diff", key=abs, ascending=False)
         for _, r in top.head(12).iterrows():
             typer.echo(f"  {r['path']:45} {r['share_a']:6.1%}  {r['share_b']:6.1%}  ({r['diff']:+.1%})")
+    if labels and labels.get("answered"):
+        pct = lambda v: "n/a" if v is None else f"{v:.0%}"   # noqa: E731
+        typer.echo(f"LLM labels of {labels['answered']} sampled item(s) (all stored for this audit): embedding top-1 = "
+                   f"label on {pct(labels['top1'])} of the {labels['labelled']} labelled; label in the top-"
+                   f"{top_k} on {pct(labels['topk_hit'])} ({pct(labels['none_share'])} none of them)")
+        for cat, f in sorted(labels["by_category"].items(), key=lambda kv: -kv[1]["answered"])[:12]:
+            typer.echo(f"  {cat:45} {f['answered']:4} item(s): top-1 {pct(f['top1'])}, in top-{top_k} "
+                       f"{pct(f['topk_hit'])}")
+    if status:
+        raise typer.Exit(status)

@@ -1,0 +1,178 @@
+"""An LLM labels a random sample of an audited dataset: the check on the embedding assignment.
+
+For N items drawn at random (seeded) from a finished audit, the model is shown the item's first
+instruction and its top-k candidate task types (the embedding's, best first) plus "none", and picks one
+(`prompts/audit_label.j2`, reply `{"choice": <number>, "reason": "..."}`; a bare number or "none" is
+accepted). One call per item through the stage seam (`AuditLabelStage`, an `LLMStage`: cached in `llm_calls`
+with the raw reply, priced, dry-run, budget and failure-rate stops). Choices are stored in `audit_labels`.
+
+`label_agreement` then says how often the embedding's top-1 equals the LLM's label (over the items the LLM
+labelled), how often the label is among the top-k at all ("none" counts as a miss), overall and per
+first-level category of the embedding's top-1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.clock import utcnow
+from workbench.errors import ParseFailure, WorkbenchError
+from workbench.llm.prompts import PromptTemplate
+from workbench.pipeline.base import LLMStage, Outcome, RunReport, StageRun
+from workbench.taxonomy.names import SEP
+
+STAGE = "audit_label"
+PROMPT = "audit_label.j2"
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    audit: str
+    item: int
+    seed: int
+    instruction: str
+    candidates: tuple[str, ...]     # node ids, the embedding's best first
+    paths: tuple[str, ...]
+
+
+def parse_choice(raw: str, k: int) -> dict:
+    """{"choice": 0..k, "reason"}; 0 = none of the candidates."""
+    text = (raw or "").strip()
+    m = re.search(r"\{.*\}", text, re.S)
+    if m:
+        try:
+            obj = json.loads(m.group(0))
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and "choice" in obj:
+            c = obj["choice"]
+            if isinstance(c, str) and c.strip().isdigit():
+                c = int(c.strip())
+            if c is None or (isinstance(c, str) and c.strip().lower() == "none"):
+                c = 0
+            if isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= k:
+                return {"choice": c, "reason": str(obj.get("reason", ""))[:500]}
+            raise ParseFailure(f"choice {c!r} is not a number from 0 to {k}")
+    word = re.match(r"\W*(\d+|none)\b", text, re.I)
+    if word:
+        c = 0 if word.group(1).lower() == "none" else int(word.group(1))
+        if 0 <= c <= k:
+            return {"choice": c, "reason": text[:500]}
+        raise ParseFailure(f"choice {c} is not a number from 0 to {k}")
+    raise ParseFailure('no {"choice": N} and no leading number in the reply')
+
+
+class AuditLabelStage(LLMStage):
+    name = STAGE
+    expected_output_tokens = 40
+    produces = "labelled"
+
+    def __init__(self, prompt: PromptTemplate, endpoint="default", params: dict | None = None):
+        self.prompt = prompt
+        self.endpoint = endpoint
+        self.params = params if params is not None else {"temperature": 0.0, "max_tokens": 120}
+
+    @property
+    def lock_key(self) -> str | None:
+        return None       # labels of different audits may be asked for at once; rows are keyed by item
+
+    def context(self, row: LabelRow) -> dict:
+        return {"instruction": row.instruction, "candidates": list(row.paths), "sep": SEP}
+
+    def parse(self, raw: str, row: LabelRow) -> dict:
+        return parse_choice(raw, len(row.candidates))
+
+    def record(self, ws, oc: Outcome, run: StageRun) -> None:
+        row: LabelRow = oc.row
+        if oc.error:
+            status, label, reason = "unreadable", None, oc.error
+        else:
+            c = oc.value["choice"]
+            status, label, reason = ("none", None, oc.value["reason"]) if c == 0 else \
+                ("labelled", row.candidates[c - 1], oc.value["reason"])
+        run.add(status)
+        rec = oc.record
+        ws.store.conn.execute(
+            "INSERT OR REPLACE INTO audit_labels(audit, item, seed, instruction, candidates, label, status, reason, "
+            "prompt_hash, model, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (row.audit, row.item, row.seed, row.instruction, json.dumps(list(row.candidates)), label, status,
+             reason, oc.prompt.hash, rec.model if rec else None, utcnow()))
+
+
+def sample_rows(ws, name: str, n: int, seed: int = 0) -> list[LabelRow]:
+    """N items of a finished audit, drawn without replacement with `seed`, with their top-k candidates."""
+    from workbench.analysis.audit import load_assignments, read_dataset
+    from workbench.taxonomy.model import LIVE
+
+    meta = ws.store.query("SELECT source, format, task_field, status, items FROM audit_datasets WHERE name=?",
+                          (name,))
+    if not meta:
+        raise WorkbenchError(f"no audit named {name!r}: run `workbench audit WORKSPACE DATASET --name {name}` first")
+    source, fmt, task_field, status, items = meta[0]
+    if status != "done":
+        raise WorkbenchError(f"audit {name!r} is not finished ({status}); run `workbench audit` again to complete "
+                             "it before labelling a sample")
+    if n < 1:
+        raise WorkbenchError("--label-sample must be at least 1")
+    _, texts, _, _ = read_dataset(Path(source), fmt, task_field)
+    if len(texts) != items:
+        raise WorkbenchError(f"{source}: now {len(texts):,} items, the audit {name!r} had {items:,}; audit it again")
+    leaves, cols, _, _ = load_assignments(ws, name)
+    paths = ws.taxonomy.index(LIVE).paths
+    picked = np.sort(np.random.default_rng(seed).choice(len(texts), size=min(n, len(texts)), replace=False))
+    rows = []
+    for i in picked.tolist():
+        cand = tuple(str(leaves[c]) for c in cols[i])
+        rows.append(LabelRow(name, i, seed, texts[i] or "(no instruction)", cand,
+                             tuple(paths.get(c, f"(removed task type {c})") for c in cand)))
+    return rows
+
+
+def label_sample(ws, name: str, n: int, *, seed: int = 0, endpoint=None, prompt: str | Path | None = None,
+                 dry_run: bool = False, budget_usd: float | None = None,
+                 progress: bool | None = None) -> RunReport:
+    tpl = PromptTemplate.load(prompt or PROMPT, workspace_root=ws.root)
+    stage = AuditLabelStage(tpl, endpoint or "default")
+    return stage.run(ws, sample_rows(ws, name, n, seed), dry_run=dry_run, budget_usd=budget_usd, progress=progress)
+
+
+def label_frame(ws, name: str) -> pd.DataFrame:
+    """The stored labels of an audit: item, label, status, top1 (the embedding's), hit (label in top-k)."""
+    rows = ws.store.query("SELECT item, candidates, label, status, reason FROM audit_labels WHERE audit=? "
+                          "ORDER BY item", (name,))
+    df = pd.DataFrame([tuple(r) for r in rows], columns=["item", "candidates", "label", "status", "reason"])
+    df["top1"] = [json.loads(c)[0] for c in df["candidates"]] if len(df) else []
+    return df
+
+
+def label_agreement(ws, name: str) -> dict:
+    """Agreement of the embedding's assignment with the LLM labels of a sample (unreadable replies left out):
+    top1 (share of labelled items where the label is the embedding's top-1), topk_hit (share of answered
+    items whose label is one of the top-k; "none" is a miss), none_share, and per first-level category of
+    the embedding's top-1 the same figures."""
+    from workbench.taxonomy.model import LIVE
+
+    df = label_frame(ws, name)
+    df = df[df["status"] != "unreadable"]
+    if df.empty:
+        return {"answered": 0}
+    paths = ws.taxonomy.index(LIVE).paths
+    df = df.assign(category=[paths.get(t, "(removed)").split(SEP)[0] for t in df["top1"]],
+                   agree=(df["label"] == df["top1"]), hit=df["status"] == "labelled")
+
+    def figures(g: pd.DataFrame) -> dict:
+        lab = g[g["hit"]]
+        return {"answered": int(len(g)), "labelled": int(len(lab)),
+                "top1": float(lab["agree"].mean()) if len(lab) else None,
+                "top1_of_answered": float(g["agree"].mean()),
+                "topk_hit": float(g["hit"].mean()), "none_share": float((~g["hit"]).mean())}
+
+    out = figures(df)
+    out["by_category"] = {c: figures(g) for c, g in df.groupby("category")}
+    return out
