@@ -156,6 +156,7 @@ def _static_model(ws, model: str | None):
                 from workbench.textembed import _load
 
                 logging.getLogger("model2vec").setLevel(logging.ERROR)
+                os.environ.setdefault("TQDM_DISABLE", "1")     # its per-token progress bar on stderr
                 tok, mdl = _load(model)
                 m = distill_from_model(mdl, tok, device="cpu", pca_dims=256)
                 tmp = d.with_name(d.name + ".tmp")

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from workbench.cli import WS_ARG, _open, app
+from workbench.errors import WorkbenchError
 
 
 @app.command("audit")
@@ -35,6 +36,11 @@ def audit_cmd(
                                                "~2x faster; the default when installed), minilm (PyTorch), or "
                                                "static (model2vec distilled locally: 100x faster, ~60% top-1 "
                                                "agreement with minilm)."),
+    images: Optional[bool] = typer.Option(None, "--images/--no-images", help="Also assign items whose image "
+                                          "file resolves with the workspace's CLIP (default: when [clip] weights "
+                                          "are on this machine and some image resolves)."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the items' image paths are "
+                                              "relative to (default: the dataset file's folder)."),
     label_sample: Optional[int] = typer.Option(None, "--label-sample", min=1, help="Ask the LLM to label N items "
                                                "drawn at random (one of the item's top-k task types or none) and "
                                                "report how often the embedding's top-1 agrees."),
@@ -68,6 +74,24 @@ def audit_cmd(
     res = audit(ws, dataset, name=name, fmt=format, task_field=task_field, top_k=top_k, chunk_size=chunk_size,
                 min_score=min_score, text_backend=backend, on_chunk=tick)
     s = res.summary
+    if images is not False and res.done >= res.items:
+        from workbench.analysis import audit_image
+
+        why = audit_image.clip_ready(ws)
+        if why and images:
+            raise WorkbenchError(f"--images: {why}")
+        if not why:
+            src = ws.store.query("SELECT source, format FROM audit_datasets WHERE name=?", (res.name,))[0]
+            found = sum(p is not None for p in audit_image.image_paths(Path(src[0]), src[1], image_root))
+            if found:
+                if progress and not as_json:
+                    typer.echo(f"images: {found:,} of {res.items:,} item(s) have an image file; assigning with "
+                               f"CLIP ({ws.config.clip.model})", err=True)
+                s["image"] = audit_image.assign_images(ws, res.name, image_root=image_root, top_k=top_k)
+                audit_image.store_summary(ws, res.name, s["image"])
+            elif images:
+                raise WorkbenchError(f"--images: no item's image file resolves (relative to "
+                                     f"{image_root or Path(src[0]).parent}); give --image-root")
     cmp = compare_audits(ws, res.name, compare, min_score) if compare else None
     labels, status = None, 0
     if label_sample:
@@ -105,6 +129,11 @@ def audit_cmd(
                                                      for o in s["over_represented"][:5]))
     typer.echo(f"long tail: the top 1% of task types ({s['top1pct_task_types']}) hold {s['top1pct_share']:.0%} "
                f"of the assigned items; gini {s['long_tail']['gini']:.2f}")
+    im = s.get("image")
+    if im and im.get("with_image"):
+        typer.echo(f"images: {im['with_image']:,} item(s) assigned by CLIP too; text and image top-1 agree on "
+                   f"{im['top1_agree']:.0%} (same category {im['category_agree']:.0%}; image top-1 in the text "
+                   f"top-{top_k} {im['image_top1_in_text_topk']:.0%})")
     ct = crosstab(ws, res.name, min_score)
     if not ct.empty:
         typer.echo("own task field x our category (top cells):")

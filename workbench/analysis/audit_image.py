@@ -1,0 +1,169 @@
+"""Image side of an audit: items whose image file resolves are also assigned by the workspace's CLIP.
+
+The item's `image` field (LLaVA; a list: the first) is looked up relative to `--image-root`, else the
+dataset file's folder. Found images are opened and preprocessed with the embed stage's own code
+(`images.register.open_rgb`, `embed.stage.bound_aspect`, the model's preprocess) and embedded with the
+configured CLIP (`embed.clip.load_clip`: the weights of `[clip]`); task types are the CLIP text embeddings of
+their rendered `[clip] template` (`embed.stage.current_task_texts`). Top-k per image is stored beside the
+text assignment as `image.npz` (item positions, columns, scores, the CLIP model key) in the audit's folder;
+`image_summary` says how many items had an image and how often the text and image top-1 agree (and
+whether the image top-1 is in the text top-k).
+
+Missing files are counted, not errors (an SFT dump often ships without its images). Resumable at the
+granularity of a whole pass: `image.npz` is written once at the end (images are the slow part only for
+large sets; run the text audit first, images after).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+
+IMAGE_FIELDS = ("image", "images", "image_path", "file_name")
+BATCH = 64
+
+
+def _image_of(rec: dict) -> str | None:
+    for k in IMAGE_FIELDS:
+        v = rec.get(k)
+        if isinstance(v, (list, tuple)) and v:
+            v = v[0]
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+    return None
+
+
+def image_paths(dataset: Path, fmt: str, image_root: Path | None) -> list[Path | None]:
+    """Per item: the resolved image file, or None (no image field, or no such file)."""
+    from workbench.analysis.audit import _records
+
+    base = Path(image_root) if image_root else (dataset if dataset.is_dir() else dataset.parent)
+    out: list[Path | None] = []
+    for rec in _records(dataset, fmt):
+        rel = _image_of(rec) if isinstance(rec, dict) else None
+        p = None
+        if rel:
+            cand = Path(os.path.expanduser(rel))
+            cand = cand if cand.is_absolute() else base / cand
+            p = cand if cand.is_file() else None
+        out.append(p)
+    return out
+
+
+def assign_images(ws, name: str, *, image_root: Path | None = None, top_k: int | None = None,
+                  clip=None) -> dict:
+    """CLIP top-k task types for every item of audit `name` whose image resolves; stored as image.npz.
+    Returns image_summary(ws, name)."""
+    import torch
+
+    from workbench.analysis.audit import _meta, assign
+    from workbench.pipeline.embed.clip import load_clip, model_key
+    from workbench.pipeline.embed.stage import _input_side, bound_aspect, current_task_texts
+    from workbench.pipeline.images.register import ImageError, open_rgb
+
+    array_dir, items, done, _ = _meta(ws, name)
+    source, fmt, k_text = ws.store.query("SELECT source, format, top_k FROM audit_datasets WHERE name=?",
+                                         (name,))[0]
+    if image_root is not None and not Path(image_root).is_dir():
+        raise WorkbenchError(f"--image-root {image_root}: no such folder")
+    paths = image_paths(Path(source), fmt, image_root)
+    if len(paths) != items:
+        raise WorkbenchError(f"{source}: now {len(paths):,} items, the audit {name!r} had {items:,}; audit it again")
+    d = ws.root / array_dir
+    leaves = json.loads((d / "tasks.json").read_text())
+    texts = {nid: text for nid, text, _ in current_task_texts(ws)}
+    missing = [n for n in leaves if n not in texts]
+    if missing:
+        raise WorkbenchError(f"the taxonomy changed since audit {name!r} ({len(missing)} task type(s) gone); "
+                             "run `workbench audit` again first")
+    clip = clip or load_clip(ws.config.clip, base_dir=ws.root)
+    tvecs, _ = clip.encode_texts([texts[n] for n in leaves])
+    todo = [(i, p) for i, p in enumerate(paths) if p is not None]
+    min_side = _input_side(clip.preprocess)
+    pos, vecs, bad = [], [], 0
+    for b in range(0, len(todo), BATCH):
+        ids, pix = [], []
+        for i, p in todo[b:b + BATCH]:
+            try:
+                pix.append(clip.preprocess(bound_aspect(open_rgb(p, min_side=min_side))))
+                ids.append(i)
+            except ImageError:
+                bad += 1
+        if pix:
+            vecs.append(clip.encode_image_batch(torch.stack(pix)))
+            pos.extend(ids)
+    k = min(top_k or k_text, len(leaves))
+    if vecs:
+        cols, scores = assign(np.concatenate(vecs), tvecs, k)
+    else:
+        cols, scores = np.zeros((0, k), np.int32), np.zeros((0, k), np.float32)
+    tmp = d / "image.tmp.npz"
+    np.savez(tmp, item=np.asarray(pos, np.int64), cols=cols, scores=scores.astype(np.float16),
+             model=np.asarray(model_key(clip, "image")), unreadable=np.asarray(bad))
+    os.replace(tmp, d / "image.npz")
+    return image_summary(ws, name)
+
+
+def load_image_assignments(ws, name: str):
+    """(item positions, columns (n, k), scores (n, k), CLIP model key, unreadable count) or None."""
+    from workbench.analysis.audit import _meta
+
+    f = ws.root / _meta(ws, name)[0] / "image.npz"
+    if not f.exists():
+        return None
+    with np.load(f) as z:
+        return z["item"], z["cols"], z["scores"].astype(np.float32), str(z["model"]), int(z["unreadable"])
+
+
+def image_summary(ws, name: str) -> dict:
+    """{"with_image", "unreadable", "top1_agree" (share of imaged items whose text and image top-1 are the
+    same task type), "image_top1_in_text_topk", "category_agree", "clip_model"}; {} without image.npz."""
+    from workbench.analysis.audit import load_assignments
+    from workbench.taxonomy.model import LIVE
+    from workbench.taxonomy.names import SEP
+
+    got = load_image_assignments(ws, name)
+    if got is None:
+        return {}
+    item, icols, _, model, bad = got
+    leaves, tcols, _, _ = load_assignments(ws, name)
+    out = {"with_image": int(len(item)), "unreadable": bad, "clip_model": model, "items": int(len(tcols))}
+    if len(item):
+        t = tcols[item]
+        paths = ws.taxonomy.index(LIVE).paths
+        cat = np.array([paths.get(n, "(removed)").split(SEP)[0] for n in leaves], dtype=object)
+        out["top1_agree"] = float((t[:, 0] == icols[:, 0]).mean())
+        out["image_top1_in_text_topk"] = float((t == icols[:, :1]).any(axis=1).mean())
+        out["category_agree"] = float((cat[t[:, 0]] == cat[icols[:, 0]]).mean())
+    return out
+
+
+def clip_ready(ws) -> str | None:
+    """None when the configured CLIP can load without a download, else why not (weights missing, no
+    open_clip)."""
+    from workbench.pipeline.embed.clip import identify
+
+    try:
+        ident = identify(ws.config.clip, base_dir=ws.root)
+    except WorkbenchError as exc:
+        return str(exc).splitlines()[0]
+    w = ident.pretrained
+    if w is None or w.startswith("local-dir:") or os.path.exists(w):   # random (configured), or on disk
+        return None
+    return f"[clip] pretrained = {w!r} would be downloaded (allow_download); images are assigned only with local weights"
+
+
+def store_summary(ws, name: str, image: dict) -> None:
+    """Put the image figures into the audit's stored summary under "image"."""
+    from workbench.clock import utcnow
+
+    row = ws.store.query("SELECT summary FROM audit_datasets WHERE name=?", (name,))
+    s = json.loads(row[0][0]) if row and row[0][0] else {}
+    s["image"] = image
+    with ws.store.write() as c:
+        c.execute("UPDATE audit_datasets SET summary=?, updated_at=? WHERE name=?", (json.dumps(s), utcnow(), name))
