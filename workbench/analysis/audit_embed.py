@@ -142,6 +142,11 @@ def _embed_onnx(ws, texts: list[str], model: str | None) -> np.ndarray:
 
 # -- static (model2vec) ------------------------------------------------------------------------------
 
+def static_cached(ws, model: str | None) -> bool:
+    """Whether this workspace already holds the distilled static model (else the first use distils it)."""
+    return (_models_root(ws) / tag("static", model) / "config.json").exists()
+
+
 def _static_model(ws, model: str | None):
     t = tag("static", model)
     d = _models_root(ws) / t
@@ -156,7 +161,6 @@ def _static_model(ws, model: str | None):
                 from workbench.textembed import _load
 
                 logging.getLogger("model2vec").setLevel(logging.ERROR)
-                os.environ.setdefault("TQDM_DISABLE", "1")     # its per-token progress bar on stderr
                 tok, mdl = _load(model)
                 m = distill_from_model(mdl, tok, device="cpu", pca_dims=256)
                 tmp = d.with_name(d.name + ".tmp")

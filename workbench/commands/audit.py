@@ -60,12 +60,15 @@ def audit_cmd(
     from workbench.analysis.audit import audit, compare as compare_audits, crosstab
     ws = _open(workspace)
 
-    from workbench.analysis.audit_embed import check_backend, default_backend
+    from workbench.analysis.audit_embed import check_backend, default_backend, static_cached
 
     backend = check_backend(text_backend or default_backend())
     if progress and not as_json:
         typer.echo(f"text backend: {backend}" + ("" if text_backend else " (default; --text-backend to choose)"),
                    err=True)
+        if backend == "static" and not static_cached(ws, ws.config.text_embedding.model):
+            typer.echo("distilling the static model from the sentence model once for this workspace (1-4 min on "
+                       "a CPU; cached in arrays/audit/models/)", err=True)
 
     def tick(done, total):
         if progress:
