@@ -52,8 +52,11 @@ def fmt(m: dict) -> str:
     return f"P {m['precision']:.2f} R {m['recall']:.2f} (tp {m['tp']} fp {m['fp']} fn {m['fn']})"
 
 
+SPLITS = ("dev", "test", None)
+
+
 def show(name: str, rows, labels) -> dict:
-    out = {s or "all": rc.evaluate(rows, labels, s) for s in ("dev", "test", None)}
+    out = {s or "all": rc.evaluate(rows, labels, s) for s in SPLITS}
     print(f"{name:14s} " + "   ".join(f"{k}: {fmt(v)}" for k, v in out.items()))
     return out
 
@@ -103,19 +106,19 @@ def design(mats, labels):
             if r not in labels["split"]:
                 continue
             y = np.array([labels["pairs"].get((r, rc.SEP.join(o)), False) for o in ours])
-            out.append((r, labels["split"][r], X[i], y, m["embedding"][i], f.stem))
+            out.append((r, labels["split"][r], X[i], y, np.maximum(m["embedding"][i], m["gloss"][i]), f.stem))
     return out
 
 
 def fit(tasks, C: float | None = None, top: int | None = None):
-    """Logistic regression on each task's `top` candidates by the embedding score (the decision is among
+    """Logistic regression on each task's `top` candidates by max(embedding, gloss) (the decision is among
     the best few: hard negatives, not the thousands of obvious ones)."""
     from sklearn.linear_model import LogisticRegression
 
     C, top = C or rc.FIT_C, top or rc.FIT_TOP
     Xs, ys = [], []
-    for _, _, X, y, emb, _ in tasks:
-        keep = np.argsort(-emb, kind="stable")[:top]
+    for _, _, X, y, pre, _ in tasks:
+        keep = np.argsort(-pre, kind="stable")[:top]
         Xs.append(X[keep])
         ys.append(y[keep])
     return LogisticRegression(C=C, max_iter=5000).fit(np.concatenate(Xs), np.concatenate(ys))
@@ -137,12 +140,15 @@ def sweep(tasks, scores, lo=0.05, hi=0.95):
     return [(round(t, 2), *decide(tasks, scores, t)) for t in np.arange(lo, hi, 0.01)]
 
 
-def best_threshold(tasks, scores):
-    """The threshold of the widest-margin best min(P, R) (ties: the middle of the plateau)."""
+def best_threshold(tasks, scores, half_window: int = 3):
+    """The threshold with the best min(P, R) averaged over +-0.03 around it (a wide plateau, not a needle
+    one reference task wide), ties broken by P + R there."""
     sw = sweep(tasks, scores)
-    best = max(min(p, r) for _, p, r in sw)
-    plateau = [t for t, p, r in sw if min(p, r) == best]
-    return plateau[len(plateau) // 2], best
+    def smooth(k):
+        near = sw[max(0, k - half_window):k + half_window + 1]
+        return (np.mean([min(p, r) for _, p, r in near]), min(sw[k][1:]), sum(sw[k][1:]))
+    k = max(range(len(sw)), key=smooth)
+    return sw[k][0], min(sw[k][1:])
 
 
 def cross_validate(tasks):
@@ -169,10 +175,11 @@ def refit(tasks):
     thr, best = best_threshold(dev, scores)
     print("dev threshold sweep (threshold: P R):")
     print("  " + "  ".join(f"{t:.2f}: {p:.2f} {r:.2f}" for t, p, r in sweep(dev, scores, 0.1, 0.8)[::3]))
-    print(f"best min(P, R) {best:.2f} at {thr:.2f} (middle of the plateau)")
+    print(f"threshold {thr:.2f}: min(P, R) {best:.2f} (best averaged over +-0.03)")
     print("# paste into workbench/analysis/reference_coverage.py:")
     print(f"COEF = ({', '.join(f'{c:.4f}' for c in model.coef_[0])})")
     print(f"INTERCEPT = {model.intercept_[0]:.4f}")
+    print(f"DEFAULT_THRESHOLD = {thr:.2f}")
 
 
 # -- confirmation with an oracle -----------------------------------------------------------------------
@@ -202,7 +209,8 @@ def confirm(ws, labels, grid: bool):
         def run(band, k):
             rows = []
             for f in sorted(REF_DIR.glob("*.txt")):
-                rows += rc.reference_coverage(ws, f, confirm="default", band=band, top_k=k, progress=False).rows
+                rows += rc.reference_coverage(ws, f, confirm="default", band=band, confirm_top_k=k,
+                                              progress=False).rows
             return rows
 
         if grid:
@@ -213,8 +221,8 @@ def confirm(ws, labels, grid: bool):
                         m = rc.evaluate(run((low, high), k), labels, "dev")
                         print(f"  [{low:.2f}, {high:.2f}) k={k}: P {m['precision']:.2f} R {m['recall']:.2f}  "
                               f"({len(calls)} calls)")
-        rows = run(rc.DEFAULT_BAND, rc.DEFAULT_TOP_K)
-        show(f"confirm {rc.DEFAULT_BAND} k={rc.DEFAULT_TOP_K}", rows, labels)
+        rows = run(rc.DEFAULT_BAND, rc.DEFAULT_CONFIRM_TOP_K)
+        show(f"confirm {rc.DEFAULT_BAND} k={rc.DEFAULT_CONFIRM_TOP_K}", rows, labels)
         print(f"  LLM calls made: {len(calls)} (cached re-asks are free)")
         misses(rows, labels)
 
@@ -228,9 +236,11 @@ def misses(rows, labels):
     why = {}
     for row in rows:
         r = row.reference_path
+        if "dev" in SPLITS and len(SPLITS) == 1 and labels["split"].get(r) != "dev":
+            continue
         if r not in yes or (row.covered and row.match_path in yes[r]):
             continue
-        cands = {c["path"] for c in row.candidates}
+        cands = {c["path"] for c in row.candidates[:rc.DEFAULT_CONFIRM_TOP_K]}
         if not cands & yes[r]:
             reason = "no yes task type among the top-k candidates"
         elif row.band == "gap":
@@ -250,8 +260,12 @@ def main() -> None:
     ap.add_argument("--refit", action="store_true")
     ap.add_argument("--confirm", action="store_true")
     ap.add_argument("--grid", action="store_true")
+    ap.add_argument("--dev-only", action="store_true", help="print no test or all figures (while tuning)")
+    ap.add_argument("--labels", type=Path, default=rc.LABELS_FILE, help="labels CSV (default: the tests' one)")
     a = ap.parse_args()
-    labels = rc.load_labels()
+    global SPLITS
+    SPLITS = ("dev",) if a.dev_only else SPLITS
+    labels = rc.load_labels(a.labels)
     with tempfile.TemporaryDirectory() as tmp:
         ws = seeded_workspace(Path(tmp))
         mats = matrices(ws)

