@@ -115,8 +115,10 @@ def _referee_figures(ws, prompt_hash: str) -> dict:
     s = ws.store
     v = _one(ws, "SELECT count(*) AS votes, coalesce(sum(valid=0),0) AS invalid_votes, avg(vote) AS pass_rate "
                  "FROM votes WHERE prompt_hash=?", (prompt_hash,))
+    # κ against the other machine referees: a person's decision is not a referee vote.
     pairs = s.query("SELECT a.vote, b.vote FROM votes a JOIN votes b ON b.sample_id = a.sample_id "
-                    "AND b.referee <> a.referee AND b.valid=1 WHERE a.prompt_hash=? AND a.valid=1", (prompt_hash,))
+                    "AND b.referee <> a.referee AND b.referee NOT LIKE 'human:%' AND b.valid=1 "
+                    "WHERE a.prompt_hash=? AND a.valid=1", (prompt_hash,))
     kappa = None
     if len(pairs) >= 2:
         k = cohen_kappa([p[0] for p in pairs], [p[1] for p in pairs])

@@ -138,11 +138,10 @@ def export_cmd(workspace: Path = WS_ARG,
                all_ok: bool = typer.Option(False, "--all-ok", help="Export every parsed sample, not only the "
                                            "selected ones.")):
     """Export the selected samples for training (same inputs give byte-identical files)."""
-    from workbench.pipeline.export.stage import export
+    from workbench.pipeline.export.stage import ExportStage
 
     ws = _open(workspace)
-    path, n = export(ws, out, fmt=format, image_root=image_root, only_selected=not all_ok)
-    typer.echo(f"wrote {n} samples to {path}")
+    typer.echo(ExportStage(out, fmt=format, image_root=image_root, only_selected=not all_ok).run(ws).summary())
 
 
 @app.command("funnel")

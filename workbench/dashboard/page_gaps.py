@@ -239,7 +239,10 @@ def prewarm(root: str) -> None:
     parent_choices(root, _nodes_v(root))
 
 
+PREWARM_MAX_TASKS = 2_000   # above this, a first reference match embeds minutes of text: only on request
+
+
 def prewarm_late(root: str) -> None:
     refs = bundled_references()
-    if refs:
+    if refs and len(parent_choices(root, _nodes_v(root))) <= PREWARM_MAX_TASKS:
         coverage(root, _nodes_v(root), refs[0])

@@ -81,7 +81,7 @@ def traces(root: str, key: str, v: tuple, colour: str, min_votes: int,
     trace the point rows it holds (kept on the server: a selection reports curve and point index)."""
     df = points(root, key, data.version(root, "nodes", "matches", "images"))
     keep = sample_mask(len(df), max_points)
-    col = (outcomes(root, key, data.version(root, "votes", "samples"), min_votes) if colour == "outcome"
+    col = (outcomes(root, key, data.version(root, *data.OUTCOME_TABLES), min_votes) if colour == "outcome"
            else df[colour].to_numpy())
     groups = pd.Series(col).value_counts()
     top = set(groups.index[:MAX_GROUPS])
@@ -154,7 +154,7 @@ def render(root: str, ws) -> None:
         return
     v = data.version(root, "nodes", "matches", "images")
     df = points(root, proj.key, v)
-    vv = v + (data.version(root, "votes", "samples") if COLOUR_BY[colour] == "outcome" else ())
+    vv = v + (data.version(root, *data.OUTCOME_TABLES) if COLOUR_BY[colour] == "outcome" else ())
     specs, rows = traces(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes, POINT_CHOICES[shown])
     fig = go.Figure()
     fig.add_traces([go.Scattergl(t) for t in specs])

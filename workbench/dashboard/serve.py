@@ -36,12 +36,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(workspace: Path | str, port: int | None = None, timeout: float = 90) -> Iterator[str]:
-    """Yield the base URL of a running dashboard; stop the server (only it) afterwards."""
+def serve(workspace: Path | str, port: int | None = None, timeout: float = 90,
+          script: Path | str | None = None) -> Iterator[str]:
+    """Yield the base URL of a running dashboard; stop the server (only it) afterwards. `script`: serve that
+    Streamlit file instead, with the dashboard's server options (the benchmark's framework floor)."""
     from workbench.commands.dashboard import streamlit_command
 
     port = port or free_port()
     cmd = streamlit_command(Path(workspace).resolve(), "127.0.0.1", port)
+    if script is not None:
+        cmd[cmd.index("run") + 1] = str(Path(script).resolve())
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"workbench-dashboard-{port}.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env={**os.environ, "WORKBENCH_WORKSPACE": str(Path(workspace).resolve())})
