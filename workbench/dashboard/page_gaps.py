@@ -119,6 +119,8 @@ def _discovered(root: str, ws) -> None:
         hide_index=True, width="stretch")
     st.caption("'now best match': of the cluster's previously unfit images, how many the node (or its subtree) "
                "takes as best match after it is accepted and `workbench match` has run.")
+    st.markdown("[See the clusters on the embedding map](?page=map&layer=clusters) (rings: a cluster's images, "
+                "stars: its exemplars)")
     labels = {r["id"]: f"#{r['id']} {r['name'] or '(unnamed)'} — {r['size']} images, {r['status']}" for r in rows}
     pick = st.selectbox("Cluster", list(labels), format_func=labels.get, key="gaps_cluster")
     r = next(x for x in rows if x["id"] == pick)

@@ -1,11 +1,13 @@
 """Embedding map: CLIP image and task-type embeddings projected together (UMAP) in one WebGL scatter.
 
 The projection is computed once and stored (`workbench.analysis.projection`); this page only
-reloads it. Colour by first-level category, referee outcome or source; selecting points shows
-the images with their task types and Q&A.
+reloads it. Colour by first-level category, referee outcome or source; the discovered clusters (`workbench
+discover`) can be drawn over it as a layer; selecting points shows the images with their task types and Q&A.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -114,6 +116,43 @@ def traces(root: str, key: str, v: tuple, colour: str, min_votes: int,
     return out, rows
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def cluster_layer(root: str, key: str, v: tuple) -> tuple[list[dict], list[np.ndarray], list[dict]]:
+    """The discovered clusters (`workbench discover`) drawn over the map: per cluster its images as open rings and
+    its exemplars (the images the VLM named it from) as stars, one legend entry per cluster. Returns (traces,
+    point rows per trace, clusters [{id, name, status, size, drawn}]). The latest discovery per cluster."""
+    ws = data.open_workspace(root)
+    df = points(root, key, data.version(root, "nodes", "matches", "images"))
+    row_of = pd.Series(np.arange(len(df)), index=df["item_id"].where(df["kind"] == "image"))
+    row_of = row_of[row_of.index.notna() & ~row_of.index.duplicated()]
+    found = ws.store.query("SELECT id, name, status, size, image_ids, exemplar_ids FROM discoveries d WHERE id = "
+                           "(SELECT max(id) FROM discoveries e WHERE e.cluster_key = d.cluster_key) ORDER BY id")
+    x, y = df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32)
+    out, rows, clusters = [], [], []
+    for i, r in enumerate(found):
+        colour = PALETTE[i % len(PALETTE)]
+        name = f"#{r['id']} {r['name'] or '(unnamed)'}"[:40]
+        members = row_of.reindex(json.loads(r["image_ids"])).dropna().to_numpy(np.int32)
+        stars = row_of.reindex(json.loads(r["exemplar_ids"])).dropna().to_numpy(np.int32)
+        clusters.append({"id": r["id"], "name": name, "status": r["status"], "size": r["size"],
+                         "drawn": int(len(members))})
+        for idx, exemplar in ((members, False), (stars, True)):
+            if not len(idx):
+                continue
+            out.append({"type": "scattergl", "mode": "markers", "x": x[idx], "y": y[idx], "name": name,
+                        "legendgroup": f"cluster{r['id']}", "showlegend": not exemplar,
+                        "legendgrouptitle": {"text": "discovered clusters ☆"} if i == 0 and not exemplar else None,
+                        "marker": {"size": 13 if exemplar else 8, "symbol": "star" if exemplar else "circle-open",
+                                   "color": colour, "line": {"width": 1.5 if not exemplar else 0.5,
+                                                             "color": colour if not exemplar else "#222222"}},
+                        "hovertemplate": f"{'exemplar of ' if exemplar else ''}{name}<extra>{r['status']}</extra>"})
+            rows.append(idx)
+    for t in out:
+        if t["legendgrouptitle"] is None:
+            del t["legendgrouptitle"]
+    return out, rows, clusters
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def stored(root: str, set_keys: tuple, method: str, v: tuple):
     """The stored projection of these sets (None if not computed yet), loaded once per data version."""
@@ -128,7 +167,7 @@ def render(root: str, ws) -> None:
     label = {s["key"]: f"{s['kind']} · {s['model']} · {s['n']:,} rows" for s in sets}
     model = sets[0]["model"]
     default = [s["key"] for s in sets if s["model"] == model][:2]
-    c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+    c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1, 1])
     chosen = c1.multiselect("Embedding sets (of one model)", list(label), default=default, format_func=label.get,
                             key="map_sets")
     method = c2.selectbox("Method", projection.METHODS, key="map_method",
@@ -138,6 +177,13 @@ def render(root: str, ws) -> None:
                          index=list(POINT_CHOICES).index(DEFAULT_POINTS),
                          help="A large map is drawn from a fixed random sample: much faster to paint. "
                               "Choose 'all' to draw every point.")
+    has_clusters = data.has_rows(root, "discoveries")
+    if has_clusters and "map_clusters" not in st.session_state:   # ?layer=clusters: opened from the Gaps page
+        st.session_state["map_clusters"] = st.query_params.get("layer") == "clusters"
+    layer = c5.toggle("Discovered clusters", key="map_clusters", disabled=not has_clusters,
+                      help="Images no task type fitted, clustered by `workbench discover`: rings per cluster, "
+                           "stars its exemplars. Select them to see the images." if has_clusters else
+                           "No discovered clusters yet: `workbench discover WORKSPACE`.")
     if not chosen:
         st.info("Choose at least one embedding set.")
         return
@@ -156,6 +202,10 @@ def render(root: str, ws) -> None:
     df = points(root, proj.key, v)
     vv = v + (data.version(root, *data.OUTCOME_TABLES) if COLOUR_BY[colour] == "outcome" else ())
     specs, rows = traces(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes, POINT_CHOICES[shown])
+    clusters = []
+    if layer and has_clusters:
+        extra, extra_rows, clusters = cluster_layer(root, proj.key, v + data.version(root, "discoveries"))
+        specs, rows = specs + extra, rows + extra_rows
     fig = go.Figure()
     fig.add_traces([go.Scattergl(t) for t in specs])
     # The legend sits right of the plot from the plot's top down, and the top margin holds the modebar: at
@@ -171,6 +221,9 @@ def render(root: str, ws) -> None:
     st.caption(f"{(df['kind'] == 'image').sum():,} images (circles) and {(df['kind'] == 'task').sum():,} task types "
                f"(diamonds); {proj.method.upper()} stored {proj.created_at[:19]}, key `{proj.key}`. "
                f"Draw a lasso or box to select.{sampled}")
+    if clusters:
+        st.caption("Discovered clusters: " + "; ".join(
+            f"{c['name']} ({c['drawn']:,} of {c['size']:,} images on the map, {c['status']})" for c in clusters))
     event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
     sel = _selected_rows(event, rows)
     if not sel:
