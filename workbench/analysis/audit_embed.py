@@ -114,7 +114,20 @@ def _onnx_session(ws, model: str | None):
     t = tag("onnx", model)
     d = _models_root(ws) / t
     f = d / "model.onnx"
-    with _LOCK:     # one session per process and tag: another workspace's export of the same model serves
+    with _LOCK:     # one session per process and tag; the file is in every workspace that used it
+        if t in _SESSIONS and not f.exists():
+            d.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_name(f.name + ".tmp")
+            src = _SESSIONS[t + ":file"]
+            try:
+                os.link(src, tmp)                          # same file system: no copy
+            except OSError:
+                if Path(src).exists():
+                    shutil.copyfile(src, tmp)
+            if tmp.exists():
+                os.replace(tmp, f)
+            else:                                          # the first workspace is gone: export again
+                _export_onnx(model, f)
         if t not in _SESSIONS:
             if not f.exists():
                 d.mkdir(parents=True, exist_ok=True)
@@ -124,6 +137,7 @@ def _onnx_session(ws, model: str | None):
             so = ort.SessionOptions()
             so.log_severity_level = 3
             _SESSIONS[t] = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
+            _SESSIONS[t + ":file"] = str(f)
         return _SESSIONS[t]
 
 
