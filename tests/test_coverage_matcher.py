@@ -111,6 +111,7 @@ def test_synonyms_gloss_and_content_words(tmp_path):
     syn = rc.load_synonyms()
     assert syn["ocr"] == "optical character recognition" and syn["instance"] == "object"
     assert rc.gloss("Instance Location", syn) == "object grounding"
+    assert rc.gloss("Scene-Classification", syn) == "Scene-Classification"   # no synonym: the text itself
     # generic words ("recognition", "understanding") say nothing; expansions count as the word's own
     assert rc.content_stems("OCR", syn) == rc.content_stems("ocr optical character", {})
     assert rc.content_stems("scene understanding", syn) == {"scene"}

@@ -200,8 +200,11 @@ def _stemmer():
 
 def gloss(text: str, synonyms: dict[str, str]) -> str:
     """The text with each word that has a synonym replaced by its expansion ("instance location" ->
-    "object grounding"); the text itself when it has no words."""
-    return " ".join(synonyms.get(w, w) for w in _words(text)) or text
+    "object grounding"); the text itself when none has (its embedding is then already cached)."""
+    words = _words(text)
+    if not any(w in synonyms for w in words):
+        return text
+    return " ".join(synonyms.get(w, w) for w in words)
 
 
 def content_stems(text: str, synonyms: dict[str, str]) -> set[str]:
@@ -253,7 +256,7 @@ def score_matrix(ref_paths: list[tuple[str, ...]], our_paths: list[tuple[str, ..
     m["embedding"] = (m["leaf"] + m["leaf_path"] + m["task"]) / 3
     r_gloss = emb([gloss(p[-1], syn) for p in ref_paths])
     o_gloss_leaf = emb([gloss(p[-1], syn) for p in our_paths])
-    o_gloss_path = emb([" > ".join(gloss(x, syn) for x in p) for p in our_paths])
+    o_gloss_path = emb([" > ".join(gloss(x, syn) for x in p) for p in our_paths])   # mostly cache hits
     m["gloss"] = (r_gloss @ o_gloss_path.T + r_gloss @ o_gloss_leaf.T) / 2
     m["overlap"] = _overlap([content_stems(p[-1], syn) for p in ref_paths],
                             [content_stems(" ".join(p), syn) for p in our_paths])
