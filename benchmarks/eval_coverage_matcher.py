@@ -1,8 +1,8 @@
-"""Reference-coverage matcher against the hand labels (about 10 s; `--confirm`: about 30 s more).
+"""Reference-coverage matcher against the hand labels (about 15 s; `--confirm`: about 30 s more).
 
 Loads the seed taxonomy into a temporary workspace, scores every bundled reference list
 (`workbench/data/reference/*.txt`) and prints precision / recall on the dev split (MMBench + SEED-Bench:
-used to tune), the held-out test split (MME + MMStar) and all of `tests/data/coverage_labels.csv`, for
+used to fit and tune), the held-out test split (MME + MMStar) and all of `tests/data/coverage_labels.csv`:
 
     v1-mean3     the mean of the leaf, leaf-vs-path and task-phrase cosines at 0.56 (the matcher before
                  the learned combination; recomputed here from the same cosines)
@@ -12,12 +12,16 @@ used to tune), the held-out test split (MME + MMStar) and all of `tests/data/cov
                  combination (refitted per fold, threshold from the pooled fold scores): what to expect
                  on lists it was not fitted on
     --refit      fit the logistic regression on the dev split and print the constants to paste into
-                 `workbench/analysis/reference_coverage.py` (COEF, INTERCEPT, and the dev threshold sweep)
+                 `workbench/analysis/reference_coverage.py` (COEF, INTERCEPT, DEFAULT_THRESHOLD) with the
+                 dev threshold sweep; `tests/test_coverage_matcher.py` checks the shipped ones are this fit
     --confirm    the LLM-confirmation path with an oracle (a scripted local server answering from the
-                 labels, `tests/openai_server.py`): measures what the band and top-k let through, not a
-                 model; `--grid` sweeps bands and top-k on dev, then prints dev/test/all for the defaults
+                 labels, `tests/openai_server.py`): measures what the band and the candidates asked let
+                 through, not a model, and why the misses were missed; `--grid` sweeps bands and numbers
+                 of candidates on dev first
+    --dev-only   print dev figures only (while tuning: the test split is looked at once, at the end)
+    --labels     another labels CSV (e.g. the 302 pairs before this matcher's additions, from git history)
 
-    .venv/bin/python benchmarks/eval_coverage_matcher.py [--cv] [--refit] [--confirm [--grid]]
+    .venv/bin/python benchmarks/eval_coverage_matcher.py [--cv] [--refit] [--confirm [--grid]] [--dev-only]
 """
 
 from __future__ import annotations
