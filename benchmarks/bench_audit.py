@@ -12,7 +12,7 @@ tests/data/llava_audit_hand.json, the share of items whose top-1 task type equal
 reference top-1 is in the backend's top-5, and whose first-level category equals the reference's.
 Also: the share of instructions a shorter token budget would cut (truncation evaluated, not used).
 
-    .venv/bin/python benchmarks/bench_audit.py [--items 20000] [--backends onnx,static] [--baseline 3000]
+    .venv/bin/python benchmarks/bench_audit.py [--items 20000] [--backends minilm,static] [--baseline 3000]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def quality(ws, texts: list[str], backend: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=20_000)
-    ap.add_argument("--backends", default="onnx,static", help="comma-separated: minilm, onnx, static")
+    ap.add_argument("--backends", default="minilm,static", help="comma-separated: minilm, static")
     ap.add_argument("--baseline", type=int, default=3000, help="texts for the bare forward-pass baseline")
     ap.add_argument("--quality", type=int, default=1500, help="distinct synthetic texts for the agreement check")
     ap.add_argument("--chunk", type=int, default=8192)

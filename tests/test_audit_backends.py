@@ -1,5 +1,5 @@
-"""Audit text backends: onnx gives the reference's assignment, static (model2vec distilled here) is
-cached per workspace and named in the stored audit; a resume never mixes two backends."""
+"""Audit text backends: static (model2vec distilled here) is cached per workspace and named in the stored
+audit; a resume never mixes two backends."""
 
 import json
 import shutil
@@ -22,24 +22,6 @@ def data(tmp_path):
     f = tmp_path / "llava.json"
     f.write_text(json.dumps(llava(ITEMS)))
     return f
-
-
-def test_onnx_matches_minilm_and_backends_do_not_mix(seeded_ws, data):
-    pytest.importorskip("onnxruntime")
-    ref = A.audit(seeded_ws, data, name="ref", min_score=0.2, text_backend="minilm")
-    onx = A.audit(seeded_ws, data, name="onx", min_score=0.2, text_backend="onnx")
-    assert ref.text_backend == "minilm" and onx.text_backend.startswith("onnx-")
-    _, c1, s1, _ = A.load_assignments(seeded_ws, "ref")
-    _, c2, s2, _ = A.load_assignments(seeded_ws, "onx")
-    assert np.array_equal(c1[:, 0], c2[:, 0]) and np.allclose(s1, s2, atol=2e-3)
-    assert list((seeded_ws.arrays_dir / "audit" / "models").glob("onnx-*/model.onnx"))     # cached export
-    listed = A.list_audits(seeded_ws).set_index("name")
-    assert listed.at["onx", "text_backend"] == onx.text_backend and onx.summary["text_backend"] == onx.text_backend
-    with pytest.raises(Exception, match="--text-backend onnx"):
-        A.audit(seeded_ws, data, name="onx", text_backend="minilm")       # stored vectors are never mixed
-    res = run_cli("audit", seeded_ws.root, data, "--name", "onx", "--text-backend", "minilm")
-    assert res.code == 2 and "another --name" in res.err
-    assert A.audit(seeded_ws, data, name="onx", text_backend="onnx").resumed_from == len(ITEMS)
 
 
 def tiny_text_model(folder):
@@ -85,3 +67,12 @@ def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path):
     E._SESSIONS.clear()                                                  # a new process: read from disk
     again = A.audit(seeded_ws, data, name="st2", min_score=0.0, text_backend="static")
     assert (d / "config.json").stat().st_mtime == mtime and again.text_backend == res.text_backend
+    listed = A.list_audits(seeded_ws).set_index("name")
+    assert listed.at["st", "text_backend"] == res.text_backend and res.summary["text_backend"] == res.text_backend
+    with pytest.raises(Exception, match="--text-backend static"):
+        A.audit(seeded_ws, data, name="st", text_backend="minilm")        # stored vectors are never mixed
+    res2 = run_cli("audit", seeded_ws.root, data, "--name", "st", "--text-backend", "minilm")
+    assert res2.code == 2 and "another --name" in res2.err
+    assert A.audit(seeded_ws, data, name="st", text_backend="static").resumed_from == len(ITEMS)
+    ref = A.audit(seeded_ws, data, name="ref", min_score=0.0)              # the default: minilm
+    assert ref.text_backend == "minilm" == A.list_audits(seeded_ws).set_index("name").at["ref", "text_backend"]

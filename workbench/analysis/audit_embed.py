@@ -1,20 +1,19 @@
 """Text backends of `workbench audit`: how instructions (and task types) become vectors.
 
-    minilm   the sentence model itself (`textembed`, PyTorch, fp32): the reference
-    onnx     the same model exported here to ONNX (torch.onnx, from the local weights, no download) and run
-             by ONNX Runtime, fp32; measured the same top-1 as `minilm` on every item we tried, about 2x
-             faster on a 2-core CPU (`benchmarks/bench_audit.py`)
+    minilm   the sentence model itself (`textembed`, PyTorch, fp32): the default and the reference
     static   a static embedding distilled here from the same model with `model2vec` (one forward pass per
-             vocabulary token, PCA 256, SIF weights; ~1-3 min once per workspace): 100x+ faster, but its
-             top-1 agrees with `minilm` on only ~60 % of items (top-5 holds it ~80 %): a quick first look
+             vocabulary token, PCA 256, SIF weights; 20 s - 4 min once per workspace, offline): 50-75x
+             faster (1 M items in ~1-2 min on 2 cores), but its top-1 agrees with `minilm` on only 43-63 %
+             of items (the reference is in its top-5 on 71-83 %): a quick first look, opt-in
 
-Left out after measuring (see the benchmark): int8 dynamic quantisation (ONNX Runtime or torch) agreed
-with fp32 on only 80-85 % of top-1s for a small speed gain; truncating instructions below the model's 128
-tokens cuts almost nothing (first turns are short) and saves little once batches are length-sorted.
+Measured and left out (`benchmarks/bench_audit.py`, numbers in the audit's ARCHITECTURE paragraph): the
+same MiniLM exported to ONNX Runtime fp32 (identical top-1, only 1.1-1.35x the PyTorch pass on 2 cores);
+int8 dynamic quantisation (ONNX Runtime: 80-85 % top-1 agreement); truncating instructions to 32/64 tokens
+(first turns are short: none of the measured ones was cut, nothing to gain once batches are length-sorted).
 
-Exported/distilled models are cached per workspace under `arrays/audit/models/<backend>-<tag>/` (tag: hash
-of the model folder and the backend version), and the backend's `tag` is stored with every audit so two
-audits are comparable only when made the same way.
+The distilled model is cached per workspace under `arrays/audit/models/static-<tag>/` (tag: hash of the
+model folder and the recipe version), and the backend's `tag` is stored with every audit so two audits are
+comparable only when made the same way.
 """
 
 from __future__ import annotations
@@ -29,9 +28,8 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 
-BACKENDS = ("minilm", "onnx", "static")
-_VERSION = {"onnx": "1", "static": "1"}      # bump when the export/distillation recipe changes
-BATCH = 256                                  # ONNX Runtime: bigger batches than textembed's 64 pay off
+BACKENDS = ("minilm", "static")
+_VERSION = {"static": "1"}                   # bump when the distillation recipe changes
 _SESSIONS: dict[str, object] = {}
 _LOCK = threading.Lock()
 
@@ -43,14 +41,14 @@ def _have(*mods: str) -> bool:
 
 
 def default_backend() -> str:
-    """`onnx` when ONNX Runtime and onnx are installed (the `analysis` extra), else `minilm`."""
-    return "onnx" if _have("onnxruntime", "onnx") else "minilm"
+    """The reference: faster backends lose assignment quality (see the module docstring)."""
+    return "minilm"
 
 
 def check_backend(name: str) -> str:
     if name not in BACKENDS:
         raise WorkbenchError(f"--text-backend {name!r}: use one of {', '.join(BACKENDS)}")
-    need = {"onnx": ("onnxruntime", "onnx"), "static": ("model2vec", "skeletoken")}.get(name, ())
+    need = {"static": ("model2vec", "skeletoken")}.get(name, ())
     if need and not _have(*need):
         raise WorkbenchError(f"--text-backend {name} needs {', '.join(need)}: pip install "
                              f"'taskgalaxy-workbench[analysis]' (or --text-backend minilm)")
@@ -73,85 +71,6 @@ def tag(name: str, model: str | None) -> str:
 
 def _models_root(ws) -> Path:
     return ws.arrays_dir / "audit" / "models"
-
-
-# -- onnx --------------------------------------------------------------------------------------------
-
-def _export_onnx(model: str | None, dest: Path) -> None:
-    """MiniLM + mean pooling + L2 norm as one ONNX graph (the exact computation of `textembed`)."""
-    import torch
-
-    from workbench.textembed import _load
-
-    tok, mdl = _load(model)
-
-    class Pooled(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask):
-            hidden = self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=1)
-
-    enc = tok(["an example", "a second, longer example text"], padding=True, return_tensors="pt")
-    tmp = dest.with_name(dest.name + ".tmp")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Pooled(mdl).eval(), (enc["input_ids"], enc["attention_mask"]), str(tmp),
-                          input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                                        "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-    os.replace(tmp, dest)
-
-
-def _onnx_session(ws, model: str | None):
-    t = tag("onnx", model)
-    d = _models_root(ws) / t
-    f = d / "model.onnx"
-    with _LOCK:     # one session per process and tag; the file is in every workspace that used it
-        if t in _SESSIONS and not f.exists():
-            d.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f.name + ".tmp")
-            src = _SESSIONS[t + ":file"]
-            try:
-                os.link(src, tmp)                          # same file system: no copy
-            except OSError:
-                if Path(src).exists():
-                    shutil.copyfile(src, tmp)
-            if tmp.exists():
-                os.replace(tmp, f)
-            else:                                          # the first workspace is gone: export again
-                _export_onnx(model, f)
-        if t not in _SESSIONS:
-            if not f.exists():
-                d.mkdir(parents=True, exist_ok=True)
-                _export_onnx(model, f)
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            _SESSIONS[t] = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
-            _SESSIONS[t + ":file"] = str(f)
-        return _SESSIONS[t]
-
-
-def _embed_onnx(ws, texts: list[str], model: str | None) -> np.ndarray:
-    from workbench.textembed import MAX_TOKENS, _load
-
-    tok, _ = _load(model)
-    sess = _onnx_session(ws, model)
-    out = []
-    for i in range(0, len(texts), BATCH):
-        enc = tok(texts[i:i + BATCH], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="np")
-        out.append(sess.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
-                                   "attention_mask": enc["attention_mask"].astype(np.int64)})[0])
-    return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, 384), np.float32)
 
 
 # -- static (model2vec) ------------------------------------------------------------------------------
@@ -197,8 +116,6 @@ def embed(ws, texts: list[str], backend: str, model: str | None) -> np.ndarray:
         from workbench.textembed import embed_texts
 
         return embed_texts(texts, model)
-    if backend == "onnx":
-        return _embed_onnx(ws, texts, model)
     if backend == "static":
         m = _static_model(ws, model)
         if not texts:
@@ -210,10 +127,14 @@ def embed(ws, texts: list[str], backend: str, model: str | None) -> np.ndarray:
 
 
 def task_vectors(ws, texts: list[str], backend: str, model: str | None) -> np.ndarray:
-    """Task-type texts: `minilm`/`onnx` share the on-disk cache of the sentence model (same vectors);
-    `static` embeds them with the static model."""
+    """Task-type texts: `minilm` uses the on-disk cache of the sentence model; `static` embeds them with the
+    static model."""
     if backend == "static":
         return embed(ws, texts, backend, model)
-    from workbench.textembed import embed_texts, workspace_cache_dir
+    from workbench.textembed import DEFAULT_MODEL, embed_texts, model_path, workspace_cache_dir
 
+    if model_path(model) != model_path(DEFAULT_MODEL):
+        # textembed's on-disk cache computes missing vectors with the default model whatever `model` is
+        # (`_cached` calls embed_texts(missing) without it): only the default model may use it
+        return embed_texts(texts, model)
     return embed_texts(texts, model, cache_dir=workspace_cache_dir(ws))

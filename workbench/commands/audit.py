@@ -32,10 +32,9 @@ def audit_cmd(
     compare: Optional[str] = typer.Option(None, "--compare", help="Compare with another stored audit, or "
                                           "`selected` (this workspace's selected samples)."),
     text_backend: Optional[str] = typer.Option(None, "--text-backend", help="How instructions become vectors: "
-                                               "onnx (the sentence model in ONNX Runtime, same top-1 as minilm, "
-                                               "~2x faster; the default when installed), minilm (PyTorch), or "
-                                               "static (model2vec distilled locally: 100x faster, ~60% top-1 "
-                                               "agreement with minilm)."),
+                                               "minilm (the sentence model; default) or static (model2vec "
+                                               "distilled locally from it: 50-75x faster, 1 M items in ~1-2 min, "
+                                               "but its top-1 agrees with minilm on only ~45-65% of items)."),
     images: Optional[bool] = typer.Option(None, "--images/--no-images", help="Also assign items whose image "
                                           "file resolves with the workspace's CLIP (default: when [clip] weights "
                                           "are on this machine and some image resolves)."),
@@ -80,12 +79,13 @@ def audit_cmd(
     if images is not False and res.done >= res.items:
         from workbench.analysis import audit_image
 
-        why = audit_image.clip_ready(ws)
+        # files first: CLIP (open_clip, torch) is only imported when some image resolves
+        src = ws.store.query("SELECT source, format FROM audit_datasets WHERE name=?", (res.name,))[0]
+        found = sum(p is not None for p in audit_image.image_paths(Path(src[0]), src[1], image_root))
+        why = audit_image.clip_ready(ws) if found or images else None
         if why and images:
             raise WorkbenchError(f"--images: {why}")
         if not why:
-            src = ws.store.query("SELECT source, format FROM audit_datasets WHERE name=?", (res.name,))[0]
-            found = sum(p is not None for p in audit_image.image_paths(Path(src[0]), src[1], image_root))
             if found:
                 if progress and not as_json:
                     typer.echo(f"images: {found:,} of {res.items:,} item(s) have an image file; assigning with "
