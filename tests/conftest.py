@@ -14,6 +14,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The dashboard's background prewarm would run in every AppTest/served workspace, competing with the tests for
+# the CPU; tests/test_dashboard_prewarm.py runs the prewarm steps themselves.
+os.environ.setdefault("WORKBENCH_DASHBOARD_PREWARM", "0")
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -81,7 +81,7 @@ def test_cli_duplicates_and_coverage(ws, tmp_path):
     assert [g.reference_path for g in rep.gaps] == ["Audio~Transcribe speech"]
     res = run_cli("taxonomy", "coverage", ws.root, ref, "--threshold", "0.5", "--gaps")
     assert res.code == 0 and "GAP" in res.out and "Audio~Transcribe speech" in res.out
-    assert "Receipt" not in res.out and "1 gap(s)" in res.out
+    assert "Read a receipt" not in res.out and "1 gap(s)" in res.out
     res = run_cli("taxonomy", "coverage", ws.root, tmp_path / "missing.txt")
     assert res.code == 2 and "no such file" in res.err
 

@@ -81,10 +81,14 @@ def _text_hash(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
+def _cache_file(model: str | None, cache_dir: Path) -> Path:
+    tag = hashlib.blake2b(str(model_path(model)).encode(), digest_size=6).hexdigest()
+    return cache_dir / f"textembed-{tag}.npz"
+
+
 def _cached(texts: list[str], model: str | None, cache_dir: Path) -> np.ndarray:
     """A per-model .npz of (text hashes, vectors) grows with every new text."""
-    tag = hashlib.blake2b(str(model_path(model)).encode(), digest_size=6).hexdigest()
-    f = cache_dir / f"textembed-{tag}.npz"
+    f = _cache_file(model, cache_dir)
     keys = np.zeros((0, 16), dtype=np.uint8)
     vecs = None
     if f.exists():
@@ -97,7 +101,7 @@ def _cached(texts: list[str], model: str | None, cache_dir: Path) -> np.ndarray:
     hashes = [_text_hash(t) for t in texts]
     missing = list(dict.fromkeys(t for t, h in zip(texts, hashes) if h not in index))
     if missing:
-        new = embed_texts(missing)
+        new = embed_texts(missing, model)
         new_keys = np.frombuffer(b"".join(_text_hash(t) for t in missing), dtype=np.uint8).reshape(-1, 16)
         keys = np.concatenate([keys, new_keys])
         vecs = new if vecs is None else np.concatenate([vecs, new])
@@ -109,6 +113,20 @@ def _cached(texts: list[str], model: str | None, cache_dir: Path) -> np.ndarray:
     if not texts:
         return np.zeros((0, vecs.shape[1] if vecs is not None else 384), dtype=np.float32)
     return vecs[[index[h] for h in hashes]].astype(np.float32, copy=False)
+
+
+def uncached(texts: list[str], model: str | None, cache_dir: Path) -> int:
+    """How many distinct texts of `texts` have no vector in the cache yet (what `embed_texts(..., cache_dir=)`
+    would compute): lets a caller ask before starting minutes of embedding."""
+    f = _cache_file(model, Path(cache_dir))
+    have: set[bytes] = set()
+    if f.exists():
+        try:
+            with np.load(f) as z:
+                have = {bytes(k) for k in z["keys"]}
+        except (OSError, ValueError, KeyError):
+            pass
+    return len({h for h in map(_text_hash, texts) if h not in have})
 
 
 def workspace_cache_dir(ws) -> Path:

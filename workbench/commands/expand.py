@@ -108,7 +108,7 @@ def coverage_cmd(
     format: Optional[str] = typer.Option(None, "--format", "-f", help="txt, folder or json (default: detected)."),
     threshold: Optional[float] = typer.Option(None, help="Score below which a reference task is a gap (default: "
                                               "text_embedding.coverage_threshold when set, else the matcher's "
-                                              "tuned 0.56)."),
+                                              "tuned 0.17; the score is a probability)."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Candidate task types kept per reference task."),
     gaps_only: bool = typer.Option(False, "--gaps", help="List only the gaps."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -116,8 +116,8 @@ def coverage_cmd(
                                  "the uncertain band (one cached call per candidate pair)."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="Endpoint name from workbench.toml for "
                                            "--confirm (default: default)."),
-    band: Tuple[float, float] = typer.Option((0.40, 0.75), "--band", help="LOW HIGH: the uncertain band "
-                                             "(--confirm only)."),
+    band: Optional[Tuple[float, float]] = typer.Option(None, "--band", help="LOW HIGH: the uncertain band "
+                                                       "(--confirm only; default: the tuned 0.05 0.90)."),
     prompt: Optional[Path] = typer.Option(None, "--prompt", "-p", help="Prompt file for --confirm (default: "
                                           "the bundled coverage_confirm.j2)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --confirm: print calls, tokens and cost; call "
@@ -127,13 +127,14 @@ def coverage_cmd(
 ):
     """Map each reference task to its best and runner-up task types; list the gaps, grouped by the reference's
     first level and by ours, and our first-level areas the reference never tests."""
-    from workbench.analysis.reference_coverage import reference_coverage
+    from workbench.analysis.reference_coverage import DEFAULT_BAND, reference_coverage
 
     ws = _open(workspace)
     if (endpoint or dry_run or prompt or budget is not None) and not confirm:
         raise WorkbenchError("--endpoint, --prompt, --dry-run and --budget apply to --confirm; add --confirm")
     rep = reference_coverage(ws, reference, fmt=format, threshold=threshold, top_k=top_k,
-                             confirm=(endpoint or "default") if confirm else None, band=band, prompt=prompt,
+                             confirm=(endpoint or "default") if confirm else None, band=band or DEFAULT_BAND,
+                             prompt=prompt,
                              dry_run=dry_run, budget_usd=budget)
     run = rep.confirm_run
     if run is not None:

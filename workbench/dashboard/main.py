@@ -7,6 +7,7 @@ opened directly (the browser test and the benchmark do) and AppTest can switch p
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -47,6 +48,32 @@ def _page_module(name: str):
 
 
 PREWARM_DELAY_S = 1.5
+PREWARM_ENV = "WORKBENCH_DASHBOARD_PREWARM"   # "0": no background prewarm (the test suite sets it)
+_STOP_PREWARM = threading.Event()
+
+
+def _stop_prewarm(thread: threading.Thread) -> None:
+    """At exit: let the prewarm thread finish its current step instead of dying inside torch (a daemon thread
+    still in a native thread pool at interpreter exit aborts the process: exit 134)."""
+    _STOP_PREWARM.set()
+    thread.join(timeout=60)
+
+
+def prewarm_all(root: str) -> float | None:
+    """Every page's `prewarm`, then every page's `prewarm_late` (slow extras, e.g. importing open_clip); returns
+    the seconds taken, or None when stopped (at exit) before the end."""
+    t0 = time.monotonic()
+    for phase in ("prewarm", "prewarm_late"):
+        for name in PAGES:
+            if _STOP_PREWARM.is_set():
+                return None
+            fn = getattr(_page_module(name), phase, None)
+            try:
+                if fn is not None:
+                    fn(root)
+            except Exception as exc:  # a page that fails to prewarm will say so when opened
+                log.warning("%s of page %s failed: %s", phase, name, exc)
+    return time.monotonic() - t0
 
 
 @st.cache_resource(show_spinner=False)
@@ -55,21 +82,16 @@ def _prewarm(root: str) -> threading.Thread:
     so the page a user opens next is already computed (the one being viewed computes its own)."""
     def work():
         time.sleep(PREWARM_DELAY_S)   # let the browser paint the first page before competing for the CPU
-        t0 = time.monotonic()
-        for phase in ("prewarm", "prewarm_late"):   # late: slow extras (e.g. importing open_clip)
-            for name in PAGES:
-                fn = getattr(_page_module(name), phase, None)
-                try:
-                    if fn is not None:
-                        fn(root)
-                except Exception as exc:  # a page that fails to prewarm will say so when opened
-                    log.warning("%s of page %s failed: %s", phase, name, exc)
-        # In the server's terminal (and the log the benchmark waits on): from here on, pages open from cache.
-        print(f"workbench: every page's data loaded in {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
+        took = prewarm_all(root)
+        if took is not None:   # in the server's terminal (and the log the benchmark waits on)
+            print(f"workbench: every page's data loaded in {took:.1f}s", file=sys.stderr, flush=True)
 
     thread = threading.Thread(target=work, name="workbench-prewarm", daemon=True)
+    if os.environ.get(PREWARM_ENV, "1") == "0":
+        return thread   # never started
     # No script-run context on purpose: cache spinners from this thread must not draw into a page.
     thread.start()
+    atexit.register(_stop_prewarm, thread)
     return thread
 
 
