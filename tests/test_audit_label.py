@@ -121,3 +121,39 @@ def test_cli_label_sample(audited, tmp_path, monkeypatch):
         assert "LLM labels of" in text.out and len(calls) == 5
     res = run_cli("audit", ws.root, f, "--name", "ds", "--text-backend", "nope")
     assert res.code == 2 and "nope" in res.err
+
+
+def test_gaps_page_shows_the_label_sample_agreement(audited, monkeypatch):
+    """The Gaps page's audit section shows how far to trust the audit: the LLM sample's agreement figures (and
+    the command to take a sample when there is none)."""
+    import os
+    from pathlib import Path
+
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    ws = audited
+    os.environ["WORKBENCH_WORKSPACE"] = str(ws.root)
+
+    def page():
+        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=90)
+        at.query_params["page"] = "gaps"
+        at.session_state["gaps_section"] = "audits"
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    at = page()
+    assert any("--label-sample" in c.value for c in at.caption)
+    with OpenAIServer(script([])) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test")
+        L.label_sample(ws, "ds", 8, seed=1)
+    ag = L.label_agreement(ws, "ds")
+    from workbench.dashboard import data
+    data.table_version.clear()   # the page re-reads table versions every 3 s; a test does not wait
+    at = page()
+    m = {x.label: x.value for x in at.metric}
+    assert m["ds: items an LLM labelled"] == str(ag["answered"])
+    assert m["embedding top-1 = LLM label"] == f"{ag['top1']:.0%}"
+    assert m["LLM said none fits"] == f"{ag['none_share']:.0%}"

@@ -99,7 +99,7 @@ def test_referee_figures_agree_with_select_on_human_votes_and_flags(filled, tmp_
     assert rep.passed_votes == 3
     assert funnel(ws).set_index("stage").at["passed referees", "count"] == 3
     assert funnel(ws, per_task=True)["passed referees"].sum() == 3
-    assert data._passing(ws) == 3
+    assert data._passing(str(ws.root), ws) == 3
     root = str(ws.root)
     counts = data.overview(root, data.version(root, *data.OVERVIEW_TABLES))["counts"]
     assert counts["votes"] == 24 and counts["human votes"] == 2     # 8 samples x 3 referees; 2 decisions

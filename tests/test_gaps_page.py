@@ -95,3 +95,24 @@ def test_reference_gaps_with_nearest_task_types_and_add(root):
 def test_audits_section_empty_state(root):
     at = run(root, {"gaps_section": "audits"})
     assert any("workbench audit" in i.value for i in at.info)
+
+
+def test_reference_section_asks_before_minutes_of_embedding(root, monkeypatch):
+    """A tree whose text embeddings are not cached yet and too many to embed on opening: the section says how
+    many and how long, and matches only when asked; afterwards the cache makes nothing pending."""
+    from workbench.analysis.reference_coverage import pending_embeddings
+    from workbench.dashboard import page_gaps
+    from workbench.workspace import Workspace
+
+    with Workspace.open(root) as ws:
+        before = pending_embeddings(ws)
+    assert before > 0
+    monkeypatch.setattr(page_gaps, "INLINE_EMBED_MAX", 0)
+    at = run(root, {"gaps_section": "reference"})
+    assert any(f"{before:,} texts" in i.value and "workbench taxonomy coverage" in i.value for i in at.info)
+    assert not at.metric and not at.get("plotly_chart")
+    at.button(key="gaps_embed_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label for m in at.metric} >= {"reference tasks", "covered", "gaps"}
+    with Workspace.open(root) as ws:
+        assert pending_embeddings(ws) == 0

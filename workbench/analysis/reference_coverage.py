@@ -237,6 +237,29 @@ def _subtree_mean(m: np.ndarray, our_paths: list[tuple[str, ...]]) -> np.ndarray
     return total / np.bincount(pairs[:, 0], minlength=len(our_paths))[None, :].clip(min=1)
 
 
+OUR_TEXTS = ("leaf", "path", "task", "gloss_leaf", "gloss_path")
+
+
+def our_texts(our_paths: list[tuple[str, ...]], synonyms: dict[str, str]) -> dict[str, list[str]]:
+    """The texts embedded per task type of ours (`OUR_TEXTS`): what a new tree costs to match the first time."""
+    return {"leaf": [p[-1] for p in our_paths], "path": [" > ".join(p) for p in our_paths],
+            "task": [TASK_TEMPLATE.format(p[-1]) for p in our_paths],
+            "gloss_leaf": [gloss(p[-1], synonyms) for p in our_paths],
+            "gloss_path": [" > ".join(gloss(x, synonyms) for x in p) for p in our_paths]}   # mostly cache hits
+
+
+def pending_embeddings(ws, statuses=LIVE) -> int:
+    """How many of our task types' texts are not yet in the workspace's text-embedding cache: 0 means matching
+    any reference takes seconds; a large number means minutes of embedding first (about 100-500 texts/s on a
+    CPU), which `reference_coverage` (or `workbench taxonomy coverage`) does once and keeps."""
+    from workbench.textembed import uncached, workspace_cache_dir
+
+    idx = ws.taxonomy.index(statuses)
+    paths = [tuple(idx.paths[i].split(SEP)) for i in idx.dfs()]
+    texts = [t for group in our_texts(paths, load_synonyms()).values() for t in group]
+    return uncached(texts, ws.config.text_embedding.model, workspace_cache_dir(ws))
+
+
 def score_matrix(ref_paths: list[tuple[str, ...]], our_paths: list[tuple[str, ...]], model: str | None = None,
                  cache_dir: Path | None = None, synonyms: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """(len(ref), len(ours)) matrices: the features (`FEATURES`), `embedding` (the mean of the three
@@ -248,15 +271,13 @@ def score_matrix(ref_paths: list[tuple[str, ...]], our_paths: list[tuple[str, ..
     def emb(texts):
         return embed_texts(texts, model, cache_dir=cache_dir)
 
-    r_leaf, o_leaf = emb([p[-1] for p in ref_paths]), emb([p[-1] for p in our_paths])
-    o_path = emb([" > ".join(p) for p in our_paths])
+    ours = our_texts(our_paths, syn)
+    o_leaf, o_path, o_task, o_gloss_leaf, o_gloss_path = (emb(ours[k]) for k in OUR_TEXTS)
+    r_leaf = emb([p[-1] for p in ref_paths])
     r_task = emb([TASK_TEMPLATE.format(p[-1]) for p in ref_paths])
-    o_task = emb([TASK_TEMPLATE.format(p[-1]) for p in our_paths])
     m = {"leaf": r_leaf @ o_leaf.T, "leaf_path": r_leaf @ o_path.T, "task": r_task @ o_task.T}
     m["embedding"] = (m["leaf"] + m["leaf_path"] + m["task"]) / 3
     r_gloss = emb([gloss(p[-1], syn) for p in ref_paths])
-    o_gloss_leaf = emb([gloss(p[-1], syn) for p in our_paths])
-    o_gloss_path = emb([" > ".join(gloss(x, syn) for x in p) for p in our_paths])   # mostly cache hits
     m["gloss"] = (r_gloss @ o_gloss_path.T + r_gloss @ o_gloss_leaf.T) / 2
     m["overlap"] = _overlap([content_stems(p[-1], syn) for p in ref_paths],
                             [content_stems(" ".join(p), syn) for p in our_paths])

@@ -127,7 +127,7 @@ def overview(root: str, v: tuple) -> dict:
         ("images matched to task types", int(s.scalar("SELECT count(DISTINCT image_id) FROM matches"))),
         ("image × task pairs kept by the filter", counts["filter: kept labels"]),
         ("Q&A samples written", counts["samples (ok)"]),
-        ("samples passing the referees", _passing(ws)),
+        ("samples passing the referees", _passing(root, ws)),
         ("samples selected", counts["selected"]),
     ]
     usage = pd.DataFrame([dict(r) for r in s.query(
@@ -143,12 +143,20 @@ def overview(root: str, v: tuple) -> dict:
     return {"counts": counts, "funnel": funnel, "usage": usage, "runs": runs}
 
 
-def _passing(ws) -> int:
+def _passing(root: str, ws) -> int:
     """Samples passing the referees as `select` counts them (k-of-N on machine votes, a person's vote decides,
     flagged samples do not pass): the same function, so the figure equals select's "passed the referees"."""
+    min_votes = ws.config.select.min_votes
+    return int(outcomes_frame(root, version(root, *OUTCOME_TABLES), min_votes)["passed"].sum())
+
+
+# cache_resource: one shared frame (400k rows at paper scale, ~5 s to compute), not a copy per caller; the
+# overview and the map's "referee outcome" colouring read the same one. Callers only read it.
+@st.cache_resource(show_spinner="Applying select's referee rule to every sample…", max_entries=2)
+def outcomes_frame(root: str, v: tuple, min_votes: int) -> pd.DataFrame:
     from workbench.pipeline.select.stage import referee_outcomes
 
-    return int(referee_outcomes(ws.store, min_votes=ws.config.select.min_votes)["passed"].sum())
+    return referee_outcomes(open_workspace(root).store, min_votes=min_votes)
 
 
 # -- referees ------------------------------------------------------------------------------------
@@ -194,9 +202,7 @@ def image_outcomes(root: str, v: tuple, min_votes: int) -> pd.Series:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _image_outcomes(root: str, v: tuple, min_votes: int) -> pd.Series:
-    from workbench.pipeline.select.stage import referee_outcomes
-
-    out = referee_outcomes(open_workspace(root).store, min_votes=min_votes)
+    out = outcomes_frame(root, version(root, *OUTCOME_TABLES), min_votes)
     out = out[out["refereed"]]
     g = out.groupby("image_id")["passed"].agg(["sum", "size"])
     label = pd.Series("some passed", index=g.index, dtype="object")

@@ -42,6 +42,23 @@ def coverage(root: str, v: tuple, reference: str) -> dict:
             "problems": [str(p) for p in rep.problems]}
 
 
+INLINE_EMBED_MAX = 3_000   # texts embedded on opening the section (seconds); above, only when asked (minutes)
+
+
+def _embed_cache_v(root: str) -> tuple:
+    from workbench.textembed import workspace_cache_dir
+
+    d = workspace_cache_dir(data.open_workspace(root))
+    return tuple(sorted((f.name, f.stat().st_mtime_ns) for f in d.glob("*.npz"))) if d.exists() else ()
+
+
+@st.cache_data(show_spinner="Checking which task types have text embeddings…", max_entries=4)
+def pending(root: str, v: tuple, cache_v: tuple) -> int:
+    from workbench.analysis.reference_coverage import pending_embeddings
+
+    return pending_embeddings(data.open_workspace(root))
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
 def discoveries(root: str, v: tuple) -> list[dict]:
     from workbench.analysis.discovery import discovery_report
@@ -163,6 +180,16 @@ def _reference(root: str, ws) -> None:
         pick = c2.text_input("Path of a task list (one `A~B` path per line, JSON or CSV)", key="gaps_ref_file")
         if not pick:
             return
+    todo = pending(root, _nodes_v(root), _embed_cache_v(root))
+    if todo > INLINE_EMBED_MAX and not st.session_state.get("gaps_embed_ok"):
+        n = len(parent_choices(root, _nodes_v(root)))
+        st.info(f"Matching against a reference first needs sentence embeddings of {todo:,} texts of your {n:,} task "
+                f"types (names, paths, phrasings): about {max(1, round(todo / 300 / 60))} minute(s) on a CPU, once — "
+                "they are kept in the workspace, and every reference is matched in seconds afterwards. "
+                f"`workbench taxonomy coverage {ws.root} REFERENCE` does the same from a terminal.", icon="ℹ️")
+        st.button("Embed and match now", key="gaps_embed_go", type="primary",
+                  on_click=lambda: st.session_state.update(gaps_embed_ok=True))
+        return
     cov = coverage(root, _nodes_v(root), pick)
     rows = cov["rows"]
     if not rows:
@@ -230,6 +257,55 @@ def _audits(root: str, ws) -> None:
     for n, f in frames.items():
         missing = f[f["items"] == 0]["path"].tolist()
         st.caption(f"{n}: first-level areas with no items: {', '.join(missing) if missing else 'none'}")
+        _audit_checks(root, v, n)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def audit_checks(root: str, v: tuple, labels_v: tuple, name: str) -> dict:
+    """What says how far to trust an audit: its text backend, the LLM label sample's agreement and the image
+    assignment's agreement with the text (when they ran)."""
+    from workbench.analysis.audit_label import label_agreement
+
+    ws = data.open_workspace(root)
+    stored = ws.store.scalar("SELECT summary FROM audit_datasets WHERE name=?", (name,))
+    summary = json.loads(stored) if stored else {}   # written when the audit finished
+    return {"backend": summary.get("text_backend") or "minilm", "long_tail": summary.get("long_tail"),
+            "labels": label_agreement(ws, name), "image": summary.get("image")}
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{x:.0%}"
+
+
+def _audit_checks(root: str, v: tuple, name: str) -> None:
+    c = audit_checks(root, v, data.version(root, "audit_labels"), name)
+    if str(c["backend"]).startswith("static"):
+        st.warning(f"{name}: assigned with the fast static text model ({c['backend']}), a quick look: its top-1 "
+                   "agrees with the sentence model on about half the items. `--text-backend minilm` for the "
+                   "reference audit.")
+    lab = c["labels"]
+    if lab.get("answered"):
+        m = st.columns(4)
+        m[0].metric(f"{name}: items an LLM labelled", f"{lab['answered']:,}")
+        m[1].metric("embedding top-1 = LLM label", _pct(lab.get("top1")))
+        m[2].metric("LLM label among the top-k", _pct(lab.get("topk_hit")))
+        m[3].metric("LLM said none fits", _pct(lab.get("none_share")))
+        per = pd.DataFrame([{"category (embedding top-1)": k, "answered": f["answered"], "top-1 agrees": f["top1"],
+                             "in top-k": f["topk_hit"], "none fits": f["none_share"]}
+                            for k, f in lab.get("by_category", {}).items()])
+        if not per.empty:
+            st.dataframe(per, hide_index=True, width="stretch", column_config={
+                k: st.column_config.NumberColumn(format="percent") for k in ("top-1 agrees", "in top-k",
+                                                                              "none fits")})
+    else:
+        st.caption(f"{name}: no LLM label sample yet — `workbench audit {data.open_workspace(root).root} DATASET "
+                   f"--name {name} --label-sample 200` checks the assignment on a sample.")
+    img = c["image"]
+    if img:
+        st.caption(f"{name}: {img.get('with_image', 0):,} items with an image (CLIP {img.get('clip_model', '?')}); "
+                   f"image and text top-1 agree on {_pct(img.get('top1_agree'))}, same first level on "
+                   f"{_pct(img.get('category_agree'))}, image top-1 in the text top-k on "
+                   f"{_pct(img.get('image_top1_in_text_topk'))}.")
 
 
 def render(root: str, ws) -> None:
@@ -241,10 +317,8 @@ def prewarm(root: str) -> None:
     parent_choices(root, _nodes_v(root))
 
 
-PREWARM_MAX_TASKS = 2_000   # above this, a first reference match embeds minutes of text: only on request
-
-
 def prewarm_late(root: str) -> None:
+    """The first bundled reference's match, unless the tree's text embeddings would take minutes (on request)."""
     refs = bundled_references()
-    if refs and len(parent_choices(root, _nodes_v(root))) <= PREWARM_MAX_TASKS:
+    if refs and pending(root, _nodes_v(root), _embed_cache_v(root)) <= INLINE_EMBED_MAX:
         coverage(root, _nodes_v(root), refs[0])

@@ -27,8 +27,8 @@ GRID = 24
 MODEBAR_MARGIN = 36   # px above the plot area: the modebar's own strip, clear of the legend
 # Points drawn by default: WebGL paint time grows with the point count (~2 s for 100k in software
 # WebGL), so a large map is drawn from a fixed random sample unless the user asks for all of it.
-POINT_CHOICES = {"40,000 (sampled)": 40_000, "80,000 (sampled)": 80_000, "all": 0}
-DEFAULT_POINTS = "40,000 (sampled)"
+POINT_CHOICES = {"20,000 (sampled)": 20_000, "50,000 (sampled)": 50_000, "all": 0}
+DEFAULT_POINTS = "20,000 (sampled)"
 
 
 # cache_resource: shared, not copied per call (119k rows); callers only read them.
