@@ -23,6 +23,8 @@ MAX_GROUPS = 48
 # One fixed colour per group, shared by its image and task-type traces (plotly's default cycle has 10).
 PALETTE = list(pc.qualitative.Dark24) + list(pc.qualitative.Light24)
 OTHER_COLOUR = "#b0b0b0"
+OUTCOME_COLOURS = {"all passed": "#2ca02c", "some passed": "#ff9f1c", "none passed": "#d62728",
+                   "not refereed": OTHER_COLOUR}
 GRID = 24
 MODEBAR_MARGIN = 36   # px above the plot area: the modebar's own strip, clear of the legend
 # Points drawn by default: WebGL paint time grows with the point count (~2 s for 100k in software
@@ -94,6 +96,8 @@ def traces(root: str, key: str, v: tuple, colour: str, min_votes: int,
     names = list(groups.index[:MAX_GROUPS]) + (["(other)"] if len(groups) > MAX_GROUPS else [])
     colour_of = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(map(str, groups.index[:MAX_GROUPS])))}
     colour_of.update({"(other)": OTHER_COLOUR, "task type": "#222222"})
+    if colour == "outcome":   # outcomes read as traffic lights, not as arbitrary categories
+        colour_of.update(OUTCOME_COLOURS)
     for name in names:
         for task in (False, True):
             idx = np.flatnonzero((grp == name) & (is_task == task) & keep).astype(np.int32)
@@ -167,7 +171,7 @@ def render(root: str, ws) -> None:
     label = {s["key"]: f"{s['kind']} · {s['model']} · {s['n']:,} rows" for s in sets}
     model = sets[0]["model"]
     default = [s["key"] for s in sets if s["model"] == model][:2]
-    c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1, 1])
+    c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1, 1.3])
     chosen = c1.multiselect("Embedding sets (of one model)", list(label), default=default, format_func=label.get,
                             key="map_sets")
     method = c2.selectbox("Method", projection.METHODS, key="map_method",
