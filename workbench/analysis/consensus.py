@@ -104,7 +104,9 @@ def fit(votes: pd.DataFrame, gold: pd.Series | None = None) -> tuple[pd.Series, 
     """crowd-kit Dawid–Skene on (sample_id, referee, vote) rows -> (posterior P(good) per sample,
     reliability per referee, prior P(good))."""
     try:
-        from crowdkit.aggregation import DawidSkene
+        from workbench.imports import locked_import
+
+        DawidSkene = locked_import("crowdkit.aggregation").DawidSkene
     except ImportError:
         raise WorkbenchError("Dawid-Skene needs crowd-kit: pip install 'taskgalaxy-workbench[analysis]' "
                              "(or use k-of-N: --consensus kofn)") from None

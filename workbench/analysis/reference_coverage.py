@@ -193,7 +193,9 @@ def _words(text: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _stemmer():
-    from nltk.stem import PorterStemmer
+    from workbench.imports import locked_import
+
+    PorterStemmer = locked_import("nltk.stem").PorterStemmer
 
     return lru_cache(maxsize=200_000)(PorterStemmer().stem)   # a taxonomy repeats its words
 
