@@ -25,6 +25,7 @@ from workbench.clock import utcnow
 from workbench.errors import ParseFailure, WorkbenchError
 from workbench.llm.prompts import PromptTemplate
 from workbench.pipeline.base import LLMStage, Outcome, RunReport, StageRun
+from workbench.pipeline.replies import first_json
 from workbench.taxonomy.names import SEP
 
 STAGE = "audit_label"
@@ -44,12 +45,8 @@ class LabelRow:
 def parse_choice(raw: str, k: int) -> dict:
     """{"choice": 0..k, "reason"}; 0 = none of the candidates."""
     text = (raw or "").strip()
-    m = re.search(r"\{.*\}", text, re.S)
-    if m:
-        try:
-            obj = json.loads(m.group(0))
-        except json.JSONDecodeError:
-            obj = None
+    obj = first_json(text)
+    if obj is not None:
         if isinstance(obj, dict) and "choice" in obj:
             c = obj["choice"]
             if isinstance(c, str) and c.strip().isdigit():

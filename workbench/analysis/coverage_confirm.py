@@ -8,7 +8,6 @@ The reply is JSON `{"match": true|false, "reason": "..."}`; a bare yes/no is acc
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from workbench.errors import ParseFailure
 from workbench.llm.prompts import PromptTemplate
 from workbench.pipeline.base import LLMStage, Outcome, RunReport, StageRun
+from workbench.pipeline.replies import first_json
 from workbench.taxonomy.names import SEP
 
 STAGE = "coverage_confirm"
@@ -30,12 +30,8 @@ class ConfirmRow:
 
 def parse_answer(raw: str) -> dict:
     text = (raw or "").strip()
-    m = re.search(r"\{.*\}", text, re.S)
-    if m:
-        try:
-            obj = json.loads(m.group(0))
-        except json.JSONDecodeError:
-            obj = None
+    obj = first_json(text)
+    if obj is not None:
         if isinstance(obj, dict) and isinstance(obj.get("match"), bool):
             return {"match": obj["match"], "reason": str(obj.get("reason", ""))[:500]}
     word = re.match(r"\W*(yes|no)\b", text, re.I)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 from workbench.errors import ParseFailure, WorkbenchError
 from workbench.llm.prompts import PromptTemplate
 from workbench.pipeline.base import LLMStage, Outcome, RunReport, StageRun
+from workbench.pipeline.replies import first_json
 from workbench.taxonomy.names import SEP
 
 STAGE = "discover_name"
@@ -151,13 +151,9 @@ def parse_name(raw: str) -> dict:
     from workbench.taxonomy.names import check_name
 
     text = (raw or "").strip()
-    m = re.search(r"\{.*\}", text, re.S)
-    if not m:
+    obj = first_json(text)
+    if obj is None:
         raise ParseFailure('no JSON object {"name": ..., "parent": ...} in the reply')
-    try:
-        obj = json.loads(m.group(0))
-    except json.JSONDecodeError as exc:
-        raise ParseFailure(f"the JSON object does not parse ({exc})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         raise ParseFailure('the reply has no "name" string')
     try:
