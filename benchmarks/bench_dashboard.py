@@ -31,14 +31,15 @@ from pathlib import Path
 from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 
 PAGES = {  # page -> selector that means "the main content is drawn"
-    "overview": "[data-testid=stPlotlyChart] .main-svg",
-    "coverage": "[data-testid=stPlotlyChart] .main-svg",
-    "images": "[data-testid=stPlotlyChart] .main-svg",
-    "map": "[data-testid=stPlotlyChart] canvas",
-    "referees": "[data-testid=stPlotlyChart] .main-svg",
-    "adjudicate": "[data-testid=stDataFrame]",
-    "prompts": "[data-testid=stDataFrame]",
-    "plan": "[data-testid=stDataFrame]",
+    "overview": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "coverage": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "images": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    # The map of a large workspace opens as a picture of every point (the interactive view is timed below).
+    "map": "[data-testid=stMain] [data-testid=stImage] img, [data-testid=stMain] [data-testid=stPlotlyChart] canvas",
+    "referees": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "adjudicate": "[data-testid=stMain] [data-testid=stDataFrame]",
+    "prompts": "[data-testid=stMain] [data-testid=stDataFrame]",
+    "plan": "[data-testid=stMain] [data-testid=stDataFrame]",
     "review": "[data-testid=stMain] [data-testid=stMetric]",
     # Gaps opens on its discovered-clusters section: a table, or a note naming `workbench discover`.
     "gaps": "[data-testid=stMain] [data-testid=stDataFrame], [data-testid=stMain] [data-testid=stAlert]",
@@ -132,23 +133,29 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path) -> dict[
     out: dict[str, list[float]] = {}
     page = _open(context, base, "images")
     _timed(out, "images: stack by category", page, lambda: page.get_by_text("Stack by category").click(),
-           fn="() => { const p = document.querySelector('.js-plotly-plot'); return p && p.data && p.data.length > 1; }")
+           fn="() => { const p = document.querySelector('[data-testid=stMain] .js-plotly-plot'); return p && p.data && p.data.length > 1; }")
     if shots:
         page.screenshot(path=str(shots / "images-stacked.png"))
     page.close()
 
     page = _open(context, base, "coverage")
     _timed(out, "coverage: chart -> node table", page, lambda: page.get_by_text("Node table", exact=True).click(),
-           done="[data-testid=stDataFrame]")
+           done="[data-testid=stMain] [data-testid=stDataFrame]")
     _timed(out, "coverage: node table -> chart", page, lambda: page.get_by_text("Chart", exact=True).click(),
            done=PAGES["coverage"])
     page.close()
 
     page = _open(context, base, "map")
     _timed(out, "map: colour by referee outcome", page, lambda: _choose(page, "Colour by", "referee outcome"),
-           fn="() => [...document.querySelectorAll('.legendtext')].some(t => /passed|not refereed/.test(t.textContent))")
+           fn="() => /all passed|not refereed/.test(document.querySelector('[data-testid=stMain]').innerText)")
     if shots:
         page.screenshot(path=str(shots / "map-outcome.png"))
+    if page.locator("[data-testid=stMain] [data-testid=stImage]").count():   # opened as the picture
+        _timed(out, "map: picture -> interactive (WebGL, 20k points)", page,
+               lambda: page.locator("[data-testid=stRadio]").get_by_text("Interactive", exact=True).click(),
+               done="[data-testid=stMain] [data-testid=stPlotlyChart] canvas")
+        if shots:
+            page.screenshot(path=str(shots / "map-interactive.png"))
     page.close()
 
     # Three votes on the Adjudicate queue as reviewer "bench" (taken back afterwards through the library).
@@ -219,7 +226,7 @@ def floor_time(context, repeat: int) -> tuple[float, float]:
     with serve(Path("/nonexistent/__no_workspace__")) as base0:
         timed_open(context, f"{base0}/", "[data-testid=stAlert]")           # first paint of the JS bundle
         shell = statistics.median(timed_open(context, f"{base0}/", "[data-testid=stAlert]") for _ in range(3))
-    floor_sel = "[data-testid=stPlotlyChart] .main-svg"
+    floor_sel = "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg"
     with serve(Path("/nonexistent/__no_workspace__"), script=Path(__file__).with_name("floor_app.py")) as base1:
         timed_open(context, f"{base1}/", floor_sel)
         floor = statistics.median(timed_open(context, f"{base1}/", floor_sel) for _ in range(max(3, repeat)))

@@ -44,16 +44,16 @@ def test_a_vote_on_a_large_table_does_not_rescan_the_votes(seeded_ws, monkeypatc
 
     decided = []
     for _ in range(5):   # more than the 8 candidates minus the 5 shown: the queue is re-ranked once
-        first = at.dataframe[0].value["sample_id"].iloc[0]
+        first = at.main.dataframe[0].value["sample_id"].iloc[0]
         decided.append(first)
         at.button(key="adj_yes").click().run()
         assert not at.exception, [e.value for e in at.exception]
-        queue = at.dataframe[0].value["sample_id"].tolist()
+        queue = at.main.dataframe[0].value["sample_id"].tolist()
         assert first not in queue and len(queue) == 5
         assert any("votes changed since" in w.value for w in at.warning)
     assert calls["votes_version"] == before["votes_version"]   # no pass over the vote table per click
     assert calls["uncertain_queue"] == 2                         # ranked at open, once more when used up
-    assert not set(decided) & set(at.dataframe[0].value["sample_id"])
+    assert not set(decided) & set(at.main.dataframe[0].value["sample_id"])
     assert ws.store.scalar("SELECT count(*) FROM votes WHERE referee = 'human:tester'") == 5
 
     at.button(key="adj_recompute").click().run()   # a refit reads the votes as they are now

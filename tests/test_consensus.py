@@ -304,18 +304,18 @@ def test_adjudicate_page_votes_and_flags(seeded_ws):
 
     at = page()
     cons = C.consensus(ws)
-    queue = at.dataframe[0].value
+    queue = at.main.dataframe[0].value
     want = C.uncertain_queue(ws, cons, len(queue))
     assert queue["sample_id"].tolist() == want["sample_id"].tolist()
     first = queue["sample_id"].iloc[0]
     assert any(first in md.value for md in at.markdown)
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1   # the thumbnail
-    votes_shown = at.dataframe[1].value
+    votes_shown = at.main.dataframe[1].value
     assert votes_shown["referee"].tolist() == ["a", "b", "c", "d"]
-    rel = at.dataframe[2].value
+    rel = at.main.dataframe[2].value
     assert rel["referee"].tolist() == ["a", "b", "c", "d"]
     assert rel["accuracy"].tolist() == pytest.approx(cons.reliability["accuracy"].tolist())
-    heat = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    heat = json.loads(at.main.get("plotly_chart")[0].proto.spec)["data"][0]
     assert heat["type"] == "heatmap" and heat["x"] == ["a", "b", "c", "d"] and len(heat["y"]) == 2
 
     # Vote "0" with the page's button: it lands in the workspace as human:tester and leaves the queue.
@@ -324,10 +324,10 @@ def test_adjudicate_page_votes_and_flags(seeded_ws):
     assert tuple(ws.store.one("SELECT vote, raw_text FROM votes WHERE sample_id = ? AND referee = 'human:tester'",
                               (first,))) == (0, "human")
     assert any("human:tester voted 0" in s.value for s in at.success)
-    assert first not in at.dataframe[0].value["sample_id"].tolist()
+    assert first not in at.main.dataframe[0].value["sample_id"].tolist()
     assert C.consensus(ws).posterior[first] == 0.0
     # Flag the next one with a reason.
-    nxt = at.dataframe[0].value["sample_id"].iloc[0]
+    nxt = at.main.dataframe[0].value["sample_id"].iloc[0]
     at.text_input(key="adj_reason").input("question does not fit the image").run()
     at.button(key="adj_flag").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -356,12 +356,12 @@ def test_adjudicate_page_on_a_large_vote_table_shows_the_stored_fit_until_recomp
     assert "Recompute consensus" in at.info[0].value and not list((ws.arrays_dir).glob("consensus/*.npz"))
     at.button(key="adj_recompute").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    first = at.dataframe[0].value["sample_id"].iloc[0]
+    first = at.main.dataframe[0].value["sample_id"].iloc[0]
     at.button(key="adj_yes").click().run()
     assert not at.exception, [e.value for e in at.exception]
     # Not refitted: the stored fit is shown as stale, and the decided sample has left the queue.
     assert any("votes changed since" in w.value for w in at.warning)
-    assert first not in at.dataframe[0].value["sample_id"].tolist()
+    assert first not in at.main.dataframe[0].value["sample_id"].tolist()
     assert len(list(ws.arrays_dir.glob("consensus/*.npz"))) == 1
     at.button(key="adj_recompute").click().run()
     assert not any("votes changed since" in w.value for w in at.warning)
@@ -397,7 +397,7 @@ def test_adjudication_session_in_chromium(tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{url}/?page=adjudicate")
-        page.wait_for_selector("[data-testid=stDataFrame]", timeout=90_000)
+        page.wait_for_selector("[data-testid=stMain] [data-testid=stDataFrame]", timeout=90_000)
         idle(page)
         page.get_by_role("textbox", name="Reviewer").fill("pat")
         page.get_by_role("textbox", name="Reviewer").press("Enter")

@@ -68,7 +68,7 @@ def metrics(at) -> dict:
 
 def spec(at, i=0) -> dict:
     assert not at.exception, [(e.value, e.stack_trace[-6:]) for e in at.exception]
-    return json.loads(at.get("plotly_chart")[i].proto.spec)
+    return json.loads(at.main.get("plotly_chart")[i].proto.spec)
 
 
 def db(root):
@@ -91,11 +91,11 @@ def test_overview_counts_funnel_and_usage(small):
     assert funnel["x"][0] == s["images"]
     assert funnel["x"][3] == s["samples"]
     assert funnel["x"][5] == store.scalar("SELECT count(*) FROM selections WHERE selected=1")
-    usage = at.dataframe[0].value
+    usage = at.main.dataframe[0].value
     assert set(usage["stage"]) == {"expand", "filter", "qa"}
     assert usage["calls"].sum() == s["llm_calls"]
     assert m["prompt tokens"] == f"{store.scalar('SELECT sum(prompt_tokens) FROM llm_calls'):,}"
-    runs = at.dataframe[1].value
+    runs = at.main.dataframe[1].value
     assert len(runs) == store.scalar("SELECT count(*) FROM stage_runs")
 
 
@@ -149,11 +149,11 @@ def test_coverage_node_table_and_quality(small):
     root, s = small
     store = db(root)
     at = run(root, "coverage", {"cov_section": "Node table"})
-    assert len(at.dataframe[0].value) == store.scalar("SELECT count(*) FROM nodes")
+    assert len(at.main.dataframe[0].value) == store.scalar("SELECT count(*) FROM nodes")
     at.selectbox(key="tbl_only").set_value("task types without samples").run()
     no_samples = store.scalar("SELECT count(*) FROM nodes n WHERE level=4 AND NOT EXISTS "
                               "(SELECT 1 FROM samples s WHERE s.node_id=n.id AND s.status='ok')")
-    assert len(at.dataframe[0].value) == no_samples
+    assert len(at.main.dataframe[0].value) == no_samples
     assert metrics(at)["task types without samples"] == str(no_samples)
 
     at = run(root, "coverage", {"cov_section": "Quality"})
@@ -161,7 +161,7 @@ def test_coverage_node_table_and_quality(small):
     assert m["max depth"] == "4" and m["context length"] == "77"
     long_paths = int(m["task paths over the context"])
     if long_paths:
-        assert len(at.dataframe[1].value) == long_paths
+        assert len(at.main.dataframe[1].value) == long_paths
 
 
 def test_coverage_duplicates_section(small):
@@ -187,7 +187,7 @@ def test_images_per_task_histogram_and_bin_list(small):
     assert sum(_values({"values": bars["y"]})) == s["task_types"]
     assert metrics(at)["total samples"] == f"{s['samples']:,}"
     at.selectbox(key="ipt_bin").set_value("1–10").run()
-    listed = at.dataframe[0].value
+    listed = at.main.dataframe[0].value
     assert len(listed) == dict(zip(bars["x"], _values({"values": bars["y"]})))["1–10"]
     assert listed["samples"].between(1, 10).all()
     # Per category: one stacked trace per first-level category.
@@ -198,7 +198,7 @@ def test_images_per_task_histogram_and_bin_list(small):
     at = run(root, "images", {"ipt_hist": {"selection": {"points": [{"x": "0"}], "point_indices": [0]}}})
     zero = db(root).scalar("SELECT count(*) FROM nodes n WHERE level=4 AND NOT EXISTS "
                            "(SELECT 1 FROM samples s WHERE s.node_id=n.id AND s.status='ok')")
-    assert len(at.dataframe[0].value) == zero
+    assert len(at.main.dataframe[0].value) == zero
 
 
 def test_embedding_map_points_colours_and_selection(small):
@@ -251,25 +251,25 @@ def test_referees_figures(small):
         assert rate == pytest.approx(got)
     heat = spec(at, 1)["data"][0]
     assert heat["type"] == "heatmap" and heat["x"] == names
-    per_cat = at.dataframe[1].value
+    per_cat = at.main.dataframe[1].value
     assert len(per_cat) == 3
     dis = store.scalar("SELECT count(*) FROM (SELECT sample_id FROM votes WHERE valid=1 GROUP BY sample_id "
                        "HAVING min(vote) <> max(vote))")
     assert any(f"{dis} disagreement(s)" in c.value for c in at.caption)
-    raw = at.dataframe[2].value
+    raw = at.main.dataframe[2].value
     assert list(raw.columns[:4]) == ["referee", "vote", "valid", "raw_text"] and len(raw) == 3
 
 
 def test_prompts_side_by_side(small):
     root, _ = small
     at = run(root, "prompts")
-    files = at.dataframe[0].value
+    files = at.main.dataframe[0].value
     from workbench.llm.prompts import DEFAULT_PROMPTS_DIR, template_hash
     bundled = sorted(DEFAULT_PROMPTS_DIR.glob("*.j2"))
     assert len(files) == len(bundled)
     for f in bundled:
         assert files.loc[files["name"] == f.name, "hash"].iloc[0] == template_hash(f.read_text(encoding="utf-8"))
-    versions = at.dataframe[-1].value
+    versions = at.main.dataframe[-1].value
     assert set(versions["prompt_hash"]) == {"3f6c1b2a9d8e7f01", "a1b2c3d4e5f60718"}
     at.selectbox(key="pr_stage").set_value("nodes").run()
     store = db(root)
@@ -394,3 +394,58 @@ def test_embedding_map_legend_leaves_the_modebar_clear(small):
     assert legend["x"] > 1 and legend["xanchor"] == "left"
     assert legend["y"] <= 1 and legend["yanchor"] == "top"
     assert layout["margin"]["t"] >= page_map.MODEBAR_MARGIN >= 30
+
+
+def test_a_large_embedding_map_opens_as_a_picture_of_every_point(small, monkeypatch):
+    """Above PICTURE_ABOVE points the map opens as a server-drawn PNG with an HTML legend (no Plotly at all), and
+    one click on the view switch brings the interactive scatter; ?view= picks the view."""
+    root, s = small
+    from workbench.dashboard import page_map
+
+    monkeypatch.setattr(page_map, "PICTURE_ABOVE", 10)   # the small workspace counts as large
+    at = run(root, "map")
+    assert at.radio(key="map_view").value == "picture"
+    assert not at.main.get("plotly_chart") and not at.sidebar.get("plotly_chart")   # no primer either
+    assert len(at.main.image) == 1
+    legend = at.main.html[0].proto.body
+    cats = {t["name"] for t in spec(run(root, "map", {"map_view": "interactive"}))["data"]}
+    assert cats and all(c in legend for c in cats)                 # the same groups as the scatter's legend
+    n = s["images"] + s["task_types"]
+    assert any(f"{s['images']:,} images" in c.value for c in at.caption)
+    png, rows = page_map.picture(str(root), *_map_args(root), None)
+    assert sum(r["images"] + r["task_types"] for r in rows) == n   # every point, none sampled
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+    at.radio(key="map_view").set_value("interactive").run()
+    assert {t["type"] for t in spec(at)["data"]} == {"scattergl"}
+    assert not at.main.image
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["page"] = "map"
+    at.query_params["view"] = "interactive"
+    at.run()
+    assert at.radio(key="map_view").value == "interactive" and at.main.get("plotly_chart")
+
+
+def test_picture_colour_by_referee_outcome_uses_the_traffic_lights(small, monkeypatch):
+    root, _ = small
+    from workbench.dashboard import page_map
+
+    monkeypatch.setattr(page_map, "PICTURE_ABOVE", 10)
+    legend = run(root, "map", {"map_colour": "referee outcome"}).main.html[0].proto.body
+    assert "referee outcome" in legend and "passed" in legend
+    for name, colour in page_map.OUTCOME_COLOURS.items():
+        if name in legend:
+            assert colour in legend                                    # traffic lights, as in the scatter
+
+
+def _map_args(root):
+    from workbench.dashboard import data, page_map
+    from workbench.analysis import projection
+    from workbench.workspace import Workspace
+
+    ws = Workspace.open(root)
+    sets = projection.embedding_sets(ws.store)
+    chosen = [x["key"] for x in sets if x["model"] == sets[0]["model"]][:2]
+    proj = page_map.stored(str(root), tuple(sorted(chosen)), "umap",
+                           data.version(str(root), "embedding_sets", "embedding_rows", "projections"))
+    return proj.key, data.version(str(root), "nodes", "matches", "images"), "category", ws.config.select.min_votes

@@ -14,12 +14,12 @@ from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 REPO = Path(__file__).resolve().parent.parent
 SHOTS = Path("/tmp/workbench-dashboard-shots")
 PAGES = {
-    "overview": "[data-testid=stPlotlyChart] .main-svg",
-    "coverage": "[data-testid=stPlotlyChart] .main-svg",
-    "images": "[data-testid=stPlotlyChart] .main-svg",
-    "map": "[data-testid=stPlotlyChart] canvas",
-    "referees": "[data-testid=stPlotlyChart] .main-svg",
-    "prompts": "[data-testid=stDataFrame]",
+    "overview": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "coverage": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "images": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "map": "[data-testid=stMain] [data-testid=stPlotlyChart] canvas",
+    "referees": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "prompts": "[data-testid=stMain] [data-testid=stDataFrame]",
 }
 
 pytestmark = [
@@ -68,15 +68,15 @@ def test_every_page_renders_in_chromium(tmp_path):
             page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
         # Charts drawn, not just placeholders: plotly put its traces into the DOM.
         page.goto(f"{url}/?page=coverage")
-        page.wait_for_selector("[data-testid=stPlotlyChart] .main-svg", timeout=90_000)
+        page.wait_for_selector("[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg", timeout=90_000)
         _idle(page)
-        n_slices = page.evaluate("() => document.querySelector('.js-plotly-plot').data[0].ids.length")
+        n_slices = page.evaluate("() => document.querySelector('[data-testid=stMain] .js-plotly-plot').data[0].ids.length")
         assert n_slices == 9   # 3 categories + their 6 children (two levels by default)
         assert page.locator("path.surface").count() >= 9   # sunburst sectors painted
         # A widget interaction: switch to the treemap.
         page.get_by_role("combobox", name="Chart", exact=True).click()
         page.get_by_role("option", name="treemap").click()
-        page.wait_for_function("() => { const p = document.querySelector('.js-plotly-plot');"
+        page.wait_for_function("() => { const p = document.querySelector('[data-testid=stMain] .js-plotly-plot');"
                                " return !!(p && p.data && p.data[0].type === 'treemap'); }", timeout=30_000)
         _idle(page)
         _no_errors(page, "coverage/treemap")
@@ -84,9 +84,9 @@ def test_every_page_renders_in_chromium(tmp_path):
         # Sidebar navigation reaches the embedding map and WebGL paints it.
         page.locator("[data-testid=stSidebar]").get_by_text("Embedding map", exact=True).click()
         page.wait_for_selector("h1:has-text('Embedding map')", timeout=30_000)
-        page.wait_for_selector("[data-testid=stPlotlyChart] canvas", timeout=60_000)
+        page.wait_for_selector("[data-testid=stMain] [data-testid=stPlotlyChart] canvas", timeout=60_000)
         _idle(page)
-        n = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullData.reduce((a, t) => a + t._length, 0)")
+        n = page.evaluate("() => document.querySelector('[data-testid=stMain] .js-plotly-plot')._fullData.reduce((a, t) => a + t._length, 0)")
         assert n == 40 + 24
         browser.close()
 

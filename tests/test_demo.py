@@ -58,9 +58,9 @@ def _every_page_in_chromium(root):
     with serve(root) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        for name, selector in [("overview", ".main-svg"), ("coverage", ".main-svg"), ("images", "[data-testid=stApp]"),
-                               ("map", "[data-testid=stPlotlyChart] canvas"), ("referees", "[data-testid=stApp]"),
-                               ("prompts", "[data-testid=stDataFrame]")]:
+        for name, selector in [("overview", "[data-testid=stMain] .main-svg"), ("coverage", "[data-testid=stMain] .main-svg"), ("images", "[data-testid=stApp]"),
+                               ("map", "[data-testid=stMain] [data-testid=stPlotlyChart] canvas"), ("referees", "[data-testid=stApp]"),
+                               ("prompts", "[data-testid=stMain] [data-testid=stDataFrame]")]:
             page.goto(f"{url}/?page={name}")
             page.wait_for_selector(selector, timeout=90_000)
             page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=90_000)
@@ -130,13 +130,13 @@ def test_demo_workspace_in_the_dashboard_shows_coverage_task_map_quality_and_new
     n_nodes = ws.taxonomy.count(("proposed", "accepted"))
     assert n_nodes > 100
     at = page("coverage", {"cov_section": "Node table"})
-    table = at.dataframe[0].value
+    table = at.main.dataframe[0].value
     assert len(table) == n_nodes
     assert any("visual question answering in the wild" in str(v) for v in table.to_numpy().ravel())
     at = page("coverage", {"cov_section": "Quality"})
     m = {x.label: x.value for x in at.metric}
     assert m["context length"] == "77" and int(m["max depth"]) == 3
     at = page("map")
-    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    traces = json.loads(at.main.get("plotly_chart")[0].proto.spec)["data"]
     n_points = sum(len(_values({"values": t["x"]})) for t in traces)
     assert n_points == len(ws.taxonomy.leaves()) > 72   # the new task types are on the map too

@@ -62,7 +62,7 @@ def _nodes(root, origin):
 def test_discovered_cluster_shows_exemplars_and_one_click_adds_a_proposed_node(root):
     at = run(root)
     assert sum(type(e).__name__ == "Image" for e in at.main) == 3     # the three exemplar thumbnails
-    table = at.dataframe[0].value
+    table = at.main.dataframe[0].value
     assert list(table["name"]) == ["Counting sheep"] and list(table["status"]) == ["duplicate"]
     at.text_input(key="gaps_disc_1_name").set_value("Counting sheep in fields")
     at.button(key="gaps_disc_1_add").click().run()
@@ -81,9 +81,9 @@ def test_reference_gaps_with_nearest_task_types_and_add(root):
     at = run(root, {"gaps_section": "reference"})
     labels = {m.label: m.value for m in at.metric}
     assert int(labels["reference tasks"]) == int(labels["covered"]) + int(labels["gaps"]) and int(labels["gaps"]) > 0
-    assert len(at.get("plotly_chart")) == 2
+    assert len(at.main.get("plotly_chart")) == 2
     gap = at.selectbox(key="gaps_gap").value
-    cands = at.dataframe[-1].value
+    cands = at.main.dataframe[-1].value
     assert "nearest task types" in cands.columns and cands["score"].is_monotonic_decreasing
     at.button(key="gaps_ref_add_add").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -110,7 +110,7 @@ def test_reference_section_asks_before_minutes_of_embedding(root, monkeypatch):
     monkeypatch.setattr(page_gaps, "INLINE_EMBED_MAX", 0)
     at = run(root, {"gaps_section": "reference"})
     assert any(f"{before:,} texts" in i.value and "workbench taxonomy coverage" in i.value for i in at.info)
-    assert not at.metric and not at.get("plotly_chart")
+    assert not at.metric and not at.main.get("plotly_chart")
     at.button(key="gaps_embed_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert {m.label for m in at.metric} >= {"reference tasks", "covered", "gaps"}

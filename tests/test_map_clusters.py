@@ -49,7 +49,7 @@ def run(root, state=None, params=None):
 
 
 def traces(at):
-    return json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    return json.loads(at.main.get("plotly_chart")[0].proto.spec)["data"]
 
 
 def test_cluster_layer_draws_members_and_exemplars(clustered):
@@ -69,3 +69,20 @@ def test_cluster_layer_draws_members_and_exemplars(clustered):
     at = run(root, {"map_clusters": True, "map_chart": {"selection": {"points": [
         {"curve_number": curve, "point_index": i} for i in range(5)]}}})
     assert any("Selection: 5 image(s)" in h.value for h in at.subheader)
+
+
+def test_cluster_layer_on_the_picture_lists_each_cluster(clustered, monkeypatch):
+    """The picture view (a large map) draws the layer too: the map faded, rings per cluster, and a legend of the
+    clusters with the images each has on the map."""
+    root, _ = clustered
+    from workbench.dashboard import page_map
+
+    monkeypatch.setattr(page_map, "PICTURE_ABOVE", 0)
+    at = run(root, params={"layer": "clusters"})
+    assert at.radio(key="map_view").value == "picture" and len(at.main.image) == 1
+    legend = at.main.html[0].proto.body
+    assert "discovered clusters" in legend
+    assert "#1 counting sheep<span style='color:#888'> 5 · 0" in legend
+    assert "#2 (unnamed)<span style='color:#888'> 2 · 0" in legend
+    plain = run(root, params={"view": "picture"}).main.html[0].proto.body
+    assert "#1 counting sheep" not in plain

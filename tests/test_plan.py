@@ -266,10 +266,10 @@ def test_dashboard_plan_page(tmp_path):
     assert not at.error, [e.value for e in at.error]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["cost (list)"] == f"${expected.total('cost_usd').value:,.2f}"
-    stages = at.dataframe[0].value
+    stages = at.main.dataframe[0].value
     assert list(stages["stage"])[:4] == ["expand", "embed:text", "embed:image", "match"]
     assert "filter" in set(stages["stage"]) and "qa" in set(stages["stage"])
-    bar = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    bar = json.loads(at.main.get("plotly_chart")[0].proto.spec)["data"][0]
     assert bar["type"] == "bar" and sorted(bar["x"]) == sorted(c.name for c in expected.categories if c.cost_usd)
     # Planning for more images rescales the figures.
     at.number_input(key="plan_images").set_value(4000).run()

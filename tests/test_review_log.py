@@ -300,7 +300,7 @@ def test_review_page_one_at_a_time_reject_rename_move_merge(tree):
     at.button(key="rv_undo").click().run()
     assert at.error and "cannot undo the merge" in at.error[0].value
     at.radio(key="rv_section").set_value("Log").run()
-    assert len(at.dataframe[0].value) == 4
+    assert len(at.main.dataframe[0].value) == 4
 
 
 def test_review_page_duplicates_need_a_confirmation_per_pair(tree):

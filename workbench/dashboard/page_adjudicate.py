@@ -16,6 +16,9 @@ from workbench.dashboard import data
 from workbench.errors import WorkbenchError
 from workbench.review import adjudication as adj
 
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+FIRST_SCREEN = ("table", "plotly")
+
 # Up to this many votes the consensus is refitted on the spot after a vote (well under a second); above it the page
 # shows the latest stored fit (marked stale) until "Recompute" is pressed or `workbench adjudicate` refits it.
 AUTO_COMPUTE_VOTES = 40_000

@@ -16,6 +16,9 @@ import streamlit as st
 from workbench.analysis import coverage
 from workbench.dashboard import data
 
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+FIRST_SCREEN = ("plotly",)
+
 CHARTS = {"sunburst": go.Sunburst, "treemap": go.Treemap, "icicle": go.Icicle}
 SIZES = {"task types": "task_types", "images": "images", "samples": "samples", "selected": "selected"}
 COLOURS = {"share of task types with samples": "cov_samples", "share of task types with images": "cov_images"}

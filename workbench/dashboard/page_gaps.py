@@ -23,6 +23,9 @@ import streamlit as st
 from workbench.dashboard import data
 from workbench.taxonomy.names import SEP
 
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+FIRST_SCREEN = ("table",)
+
 SECTIONS = {"discovered": "Discovered clusters", "reference": "Against a reference", "audits": "Audited datasets"}
 REF_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
 COLORS = {"covered": "#2ca02c", "gap": "#d62728", "untested": "#ff7f0e", "tested": "#2ca02c"}

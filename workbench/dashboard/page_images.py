@@ -11,6 +11,9 @@ import streamlit as st
 from workbench.analysis import coverage
 from workbench.dashboard import data
 
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+FIRST_SCREEN = ("plotly",)
+
 MEASURES = {"samples (Q&A written)": "samples", "images (CLIP matches)": "images", "selected samples": "selected"}
 THUMBS = 24       # thumbnails shown for a chosen task type (its best-scoring matches)
 THUMB_PX = 160

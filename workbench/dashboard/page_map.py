@@ -17,6 +17,8 @@ import streamlit as st
 
 from workbench.analysis import projection
 from workbench.dashboard import data
+from workbench.dashboard import map_picture as mp
+
 
 COLOUR_BY = {"first-level category": "category", "referee outcome": "outcome", "source": "source"}
 MAX_GROUPS = 48
@@ -31,6 +33,18 @@ MODEBAR_MARGIN = 36   # px above the plot area: the modebar's own strip, clear o
 # WebGL), so a large map is drawn from a fixed random sample unless the user asks for all of it.
 POINT_CHOICES = {"20,000 (sampled)": 20_000, "50,000 (sampled)": 50_000, "all": 0}
 DEFAULT_POINTS = "20,000 (sampled)"
+# A map with more points than this opens as a server-drawn picture of every point (map_picture): the interactive
+# scatter of a large map costs seconds of browser time without a GPU. The user switches views with one click.
+VIEWS = {"picture": "Picture", "interactive": "Interactive"}
+PICTURE_ABOVE = 20_000
+COLOUR_BY_TITLE = {"category": "first-level category", "outcome": "referee outcome", "source": "source"}
+
+
+def first_screen() -> tuple[str, ...]:
+    """Lazily loaded element kinds this run draws, for main.py to send first (see _prime_lazy_chunks): Plotly only
+    in the interactive view (a first visit of a small map opens it too, without the head start)."""
+    view = st.session_state.get("map_view") or st.query_params.get("view")
+    return ("plotly",) if view == "interactive" else ()
 
 
 # cache_resource: shared, not copied per call (119k rows); callers only read them.
@@ -79,25 +93,34 @@ def sample_mask(n: int, max_points: int, seed: int = 0) -> np.ndarray:
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)
+def groups(root: str, key: str, v: tuple, colour: str, min_votes: int) -> tuple[np.ndarray, list[str], dict]:
+    """Each point's colour group (the MAX_GROUPS largest, the rest '(other)'), the groups in legend order, and each
+    group's colour: shared by the picture and the interactive scatter, so both read alike."""
+    df = points(root, key, data.version(root, "nodes", "matches", "images"))
+    col = (outcomes(root, key, data.version(root, *data.OUTCOME_TABLES), min_votes) if colour == "outcome"
+           else df[colour].to_numpy())
+    counts = pd.Series(col).value_counts()
+    top = set(counts.index[:MAX_GROUPS])
+    grp = np.where(pd.Series(col).isin(top).to_numpy(), col, "(other)").astype(str)
+    names = [str(n) for n in counts.index[:MAX_GROUPS]] + (["(other)"] if len(counts) > MAX_GROUPS else [])
+    colour_of = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(map(str, counts.index[:MAX_GROUPS])))}
+    colour_of.update({"(other)": OTHER_COLOUR, "task type": "#222222"})
+    if colour == "outcome":   # outcomes read as traffic lights, not as arbitrary categories
+        colour_of.update(OUTCOME_COLOURS)
+    return grp, names, colour_of
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
 def traces(root: str, key: str, v: tuple, colour: str, min_votes: int,
            max_points: int = POINT_CHOICES[DEFAULT_POINTS]) -> tuple[list[dict], list[np.ndarray]]:
     """Scattergl traces (plain dicts of compact arrays), one per colour group and kind, and for each
     trace the point rows it holds (kept on the server: a selection reports curve and point index)."""
     df = points(root, key, data.version(root, "nodes", "matches", "images"))
     keep = sample_mask(len(df), max_points)
-    col = (outcomes(root, key, data.version(root, *data.OUTCOME_TABLES), min_votes) if colour == "outcome"
-           else df[colour].to_numpy())
-    groups = pd.Series(col).value_counts()
-    top = set(groups.index[:MAX_GROUPS])
-    grp = np.where(pd.Series(col).isin(top).to_numpy(), col, "(other)")
+    grp, names, colour_of = groups(root, key, v, colour, min_votes)
     is_task = (df["kind"] == "task").to_numpy()
     x, y = df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32)
     out, rows = [], []
-    names = list(groups.index[:MAX_GROUPS]) + (["(other)"] if len(groups) > MAX_GROUPS else [])
-    colour_of = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(map(str, groups.index[:MAX_GROUPS])))}
-    colour_of.update({"(other)": OTHER_COLOUR, "task type": "#222222"})
-    if colour == "outcome":   # outcomes read as traffic lights, not as arbitrary categories
-        colour_of.update(OUTCOME_COLOURS)
     for name in names:
         for task in (False, True):
             idx = np.flatnonzero((grp == name) & (is_task == task) & keep).astype(np.int32)
@@ -118,6 +141,39 @@ def traces(root: str, key: str, v: tuple, colour: str, min_votes: int,
             out.append(t)
             rows.append(idx)
     return out, rows
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def picture(root: str, key: str, v: tuple, colour: str, min_votes: int, layer_v: tuple | None
+            ) -> tuple[bytes, list[dict]]:
+    """The whole map as a PNG (map_picture) and its legend rows [{name, colour, images, task_types}]; with the
+    discovered-clusters layer (`layer_v` set) the map is faded and each cluster drawn over it as rings, its
+    exemplars as filled marks, and the legend lists the clusters."""
+    df = points(root, key, data.version(root, "nodes", "matches", "images"))
+    grp, names, colour_of = groups(root, key, v, colour, min_votes)
+    is_task = (df["kind"] == "task").to_numpy()
+    rgb_of = {n: mp.hex_rgb(colour_of[n]) for n in names}
+    rgb = np.array([rgb_of[g] for g in names], np.uint8)[pd.Series(grp).map({n: i for i, n in enumerate(names)})
+                                                         .to_numpy()]
+    images = np.flatnonzero(~is_task)
+    images = images[np.random.default_rng(0).permutation(len(images))]   # no group hides another by coming last
+    tasks = np.flatnonzero(is_task)
+    layers = [mp.Layer(images, rgb[images], 3), mp.Layer(tasks, rgb[tasks], 4, rim=1)]
+    legend = [{"name": n, "colour": colour_of[n], "images": int(((grp == n) & ~is_task).sum()),
+               "task_types": int(((grp == n) & is_task).sum())} for n in names]
+    dim = 0.0
+    if layer_v is not None:
+        specs, rows, clusters = cluster_layer(root, key, layer_v)
+        legend = []
+        for t, idx in zip(specs, rows):
+            c = mp.hex_rgb(t["marker"]["color"])
+            exemplar = t["marker"]["symbol"] == "star"
+            layers.append(mp.Layer(idx, np.tile(c, (len(idx), 1)), 7 if exemplar else 9, rim=1 if exemplar else 2,
+                                   hollow=not exemplar))
+            if not exemplar:
+                legend.append({"name": t["name"], "colour": t["marker"]["color"], "images": len(idx), "task_types": 0})
+        dim = 0.7
+    return mp.draw(df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32), layers, dim=dim), legend
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -171,22 +227,18 @@ def render(root: str, ws) -> None:
     label = {s["key"]: f"{s['kind']} · {s['model']} · {s['n']:,} rows" for s in sets}
     model = sets[0]["model"]
     default = [s["key"] for s in sets if s["model"] == model][:2]
-    c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1, 1.3])
+    c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1.3, 1.3])
     chosen = c1.multiselect("Embedding sets (of one model)", list(label), default=default, format_func=label.get,
                             key="map_sets")
     method = c2.selectbox("Method", projection.METHODS, key="map_method",
                           help="UMAP (the map to read); PCA is instant but crowds clusters.")
     colour = c3.selectbox("Colour by", list(COLOUR_BY), key="map_colour")
-    shown = c4.selectbox("Points drawn", list(POINT_CHOICES), key="map_points",
-                         index=list(POINT_CHOICES).index(DEFAULT_POINTS),
-                         help="A large map is drawn from a fixed random sample: much faster to paint. "
-                              "Choose 'all' to draw every point.")
     has_clusters = data.has_rows(root, "discoveries")
     if has_clusters and "map_clusters" not in st.session_state:   # ?layer=clusters: opened from the Gaps page
         st.session_state["map_clusters"] = st.query_params.get("layer") == "clusters"
     layer = c5.toggle("Discovered clusters", key="map_clusters", disabled=not has_clusters,
                       help="Images no task type fitted, clustered by `workbench discover`: rings per cluster, "
-                           "stars its exemplars. Select them to see the images." if has_clusters else
+                           "marks its exemplars. Select them to see the images." if has_clusters else
                            "No discovered clusters yet: `workbench discover WORKSPACE`.")
     if not chosen:
         st.info("Choose at least one embedding set.")
@@ -204,11 +256,34 @@ def render(root: str, ws) -> None:
         return
     v = data.version(root, "nodes", "matches", "images")
     df = points(root, proj.key, v)
+    if "map_view" not in st.session_state:   # ?view=interactive|picture; else by the map's size
+        asked = st.query_params.get("view")
+        st.session_state["map_view"] = asked if asked in VIEWS else (
+            "picture" if len(df) > PICTURE_ABOVE else "interactive")
+    view = c4.radio("View", list(VIEWS), format_func=VIEWS.get, key="map_view", horizontal=True,
+                    help="Picture: every point, drawn on the server (fast at any size). Interactive: hover names, "
+                         "zoom, and lasso or box select to see the images (a large map is sampled).")
     vv = v + (data.version(root, *data.OUTCOME_TABLES) if COLOUR_BY[colour] == "outcome" else ())
+    layer_v = v + data.version(root, "discoveries") if layer and has_clusters else None
+    n_img, n_task = int((df["kind"] == "image").sum()), int((df["kind"] == "task").sum())
+    about = f"{proj.method.upper()} stored {proj.created_at[:19]}, key `{proj.key}`."
+    if view == "picture":
+        png, legend = picture(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes, layer_v)
+        st.caption(f"Every point: {n_img:,} images (small squares) and {n_task:,} task types (larger, dark rim). "
+                   f"{about} Switch the view to Interactive to hover, zoom and select.")
+        left, right = st.columns([5, 1])
+        left.image(png, width="stretch")
+        with right:
+            st.html(_legend_html(legend, "discovered clusters" if layer_v else COLOUR_BY_TITLE[COLOUR_BY[colour]]))
+        return
+    shown = st.selectbox("Points drawn", list(POINT_CHOICES), key="map_points",
+                         index=list(POINT_CHOICES).index(DEFAULT_POINTS),
+                         help="A large map is drawn from a fixed random sample: much faster to paint. "
+                              "Choose 'all' to draw every point.")
     specs, rows = traces(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes, POINT_CHOICES[shown])
     clusters = []
-    if layer and has_clusters:
-        extra, extra_rows, clusters = cluster_layer(root, proj.key, v + data.version(root, "discoveries"))
+    if layer_v is not None:
+        extra, extra_rows, clusters = cluster_layer(root, proj.key, layer_v)
         specs, rows = specs + extra, rows + extra_rows
     fig = go.Figure()
     fig.add_traces([go.Scattergl(t) for t in specs])
@@ -222,8 +297,7 @@ def render(root: str, ws) -> None:
     drawn = sum(len(r) for r in rows)
     sampled = (f" Drawing a fixed random sample of {drawn:,} of {len(df):,} points ('Points drawn' shows more)."
                if drawn < len(df) else "")
-    st.caption(f"{(df['kind'] == 'image').sum():,} images (circles) and {(df['kind'] == 'task').sum():,} task types "
-               f"(diamonds); {proj.method.upper()} stored {proj.created_at[:19]}, key `{proj.key}`. "
+    st.caption(f"{n_img:,} images (circles) and {n_task:,} task types (diamonds); {about} "
                f"Draw a lasso or box to select.{sampled}")
     if clusters:
         st.caption("Discovered clusters: " + "; ".join(
@@ -242,6 +316,20 @@ def render(root: str, ws) -> None:
                      key="map_tasks")
     if img_ids:
         _grid(root, img_ids[:GRID], frame)
+
+
+def _legend_html(rows: list[dict], title: str) -> str:
+    """The picture's legend: a colour swatch, the group's name and its counts, one line each."""
+    from html import escape
+
+    items = "".join(
+        f"<div style='display:flex;gap:6px;align-items:baseline;font-size:13px;line-height:1.5'>"
+        f"<span style='flex:none;width:10px;height:10px;background:{r['colour']};display:inline-block'></span>"
+        f"<span title='{escape(r['name'])}: {r['images']:,} images, {r['task_types']:,} task types'>"
+        f"{escape(r['name'][:40])}<span style='color:#888'> {r['images']:,} · {r['task_types']:,}</span></span></div>"
+        for r in rows)
+    return (f"<div style='max-height:740px;overflow-y:auto'><div style='font-weight:600;font-size:13px'>"
+            f"{escape(title)}</div><div style='color:#888;font-size:12px'>images · task types</div>{items}</div>")
 
 
 def _selected_rows(event, rows: list[np.ndarray]) -> list[int]:
@@ -288,4 +376,6 @@ def prewarm(root: str) -> None:
                   data.version(root, "embedding_sets", "embedding_rows", "projections"))
     if proj is not None:
         v = data.version(root, "nodes", "matches", "images")
+        if len(points(root, proj.key, v)) > PICTURE_ABOVE:
+            picture(root, proj.key, v, "category", ws.config.select.min_votes, None)
         traces(root, proj.key, v, "category", ws.config.select.min_votes)

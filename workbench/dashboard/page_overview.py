@@ -7,6 +7,9 @@ import streamlit as st
 
 from workbench.dashboard import data
 
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+FIRST_SCREEN = ("plotly", "table")
+
 
 def render(root: str, ws) -> None:
     ov = data.overview(root, data.version(root, *data.OVERVIEW_TABLES))

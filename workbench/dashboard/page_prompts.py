@@ -9,6 +9,9 @@ import streamlit as st
 
 from workbench.dashboard import data
 
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+FIRST_SCREEN = ("table",)
+
 
 def render(root: str, ws) -> None:
     usage = data.prompt_usage(root, data.version(root, "prompts", "stage_runs", "llm_calls", "nodes"))

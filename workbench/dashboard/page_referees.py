@@ -13,6 +13,9 @@ import streamlit as st
 from workbench.analysis import agreement
 from workbench.dashboard import data
 
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+FIRST_SCREEN = ("plotly", "table")
+
 
 @st.cache_data(show_spinner="Summarising fully voted samples…", max_entries=4)
 def fully_voted(root: str, v: tuple, audit_fraction: float):
