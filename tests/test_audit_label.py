@@ -151,7 +151,7 @@ def test_gaps_page_shows_the_label_sample_agreement(audited, monkeypatch):
         L.label_sample(ws, "ds", 8, seed=1)
     ag = L.label_agreement(ws, "ds")
     from workbench.dashboard import data
-    data.table_version.clear()   # the page re-reads table versions every 3 s; a test does not wait
+    data.clear_versions()
     at = page()
     m = {x.label: x.value for x in at.metric}
     assert m["ds: items an LLM labelled"] == str(ag["answered"])

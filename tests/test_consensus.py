@@ -315,8 +315,12 @@ def test_adjudicate_page_votes_and_flags(seeded_ws):
     rel = at.main.dataframe[2].value
     assert rel["referee"].tolist() == ["a", "b", "c", "d"]
     assert rel["accuracy"].tolist() == pytest.approx(cons.reliability["accuracy"].tolist())
-    heat = json.loads(at.main.get("plotly_chart")[0].proto.spec)["data"][0]
-    assert heat["type"] == "heatmap" and heat["x"] == ["a", "b", "c", "d"] and len(heat["y"]) == 2
+    piv = at.main.dataframe[3].value   # accuracy per first-level category: a row per category, a column per referee
+    assert list(piv.columns) == ["category", "a", "b", "c", "d"] and len(piv) == 2
+    by_cat = cons.by_category(C.first_level(ws))
+    assert piv.set_index("category").stack().sort_index().tolist() == pytest.approx(
+        by_cat.set_index(["category", "referee"])["accuracy"].sort_index().tolist())
+    assert not at.main.get("plotly_chart")   # the page needs no Plotly
 
     # Vote "0" with the page's button: it lands in the workspace as human:tester and leaves the queue.
     at.button(key="adj_no").click().run()

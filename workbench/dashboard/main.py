@@ -16,6 +16,7 @@ import time
 
 import streamlit as st
 
+from workbench.dashboard import primer
 from workbench.errors import WorkbenchError
 
 log = logging.getLogger(__name__)
@@ -95,29 +96,6 @@ def _prewarm(root: str) -> threading.Thread:
     return thread
 
 
-PRIMER_KEY = "wb-primer"
-
-
-def _prime_lazy_chunks(kinds: tuple[str, ...]) -> None:
-    """Hidden empty elements of the lazily loaded kinds the page's first screen draws ("plotly", "table"), sent first
-    in every run. Streamlit's browser side loads Plotly (4.7 MB of JavaScript) and the data grid only when the first
-    such element arrives; sent ahead of the page's queries, that load overlaps them instead of following them
-    (measured: a page doing 0.6 s of work before its chart drew in 2.96 s without the primer and 2.57 s with it; the
-    same page with no work 2.51 s). Only kinds the page draws anyway, so it adds no work to the browser. In the
-    sidebar, so the main area holds only the page's own elements."""
-    if not kinds:
-        return
-    import pandas as pd
-    import plotly.graph_objects as go
-
-    with st.sidebar.container(key=PRIMER_KEY):
-        st.html(f"<style>.st-key-{PRIMER_KEY}{{display:none}}</style>")
-        if "plotly" in kinds:
-            st.plotly_chart(go.Figure(), key=f"{PRIMER_KEY}-plotly")
-        if "table" in kinds:
-            st.dataframe(pd.DataFrame({"-": []}), key=f"{PRIMER_KEY}-table")
-
-
 def main(argv: list[str] | None = None) -> None:
     st.set_page_config(page_title="TaskGalaxy Workbench", layout="wide")
     root = workspace_from_args(argv)
@@ -138,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         st.session_state["page"] = wanted if wanted in PAGES else "overview"
     if st.session_state["page"] in PAGES:   # the page this run draws (the radio below keeps this value)
         mod = _page_module(st.session_state["page"])
-        _prime_lazy_chunks(mod.first_screen() if hasattr(mod, "first_screen") else getattr(mod, "FIRST_SCREEN", ()))
+        primer.send(mod.first_screen() if hasattr(mod, "first_screen") else getattr(mod, "FIRST_SCREEN", ()))
     with st.sidebar:
         st.markdown("### TaskGalaxy Workbench")
         st.caption(f"workspace **{ws.config.workspace.name}**  \n`{ws.root}`")

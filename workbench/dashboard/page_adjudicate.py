@@ -8,7 +8,6 @@ import getpass
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from workbench.analysis import consensus as cons_mod
@@ -16,8 +15,8 @@ from workbench.dashboard import data
 from workbench.errors import WorkbenchError
 from workbench.review import adjudication as adj
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
-FIRST_SCREEN = ("table", "plotly")
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
+FIRST_SCREEN = ("table",)
 
 # Up to this many votes the consensus is refitted on the spot after a vote (well under a second); above it the page
 # shows the latest stored fit (marked stale) until "Recompute" is pressed or `workbench adjudicate` refits it.
@@ -280,11 +279,12 @@ def _reliability(root: str, cons) -> None:
     if per_cat.empty:
         return
     st.markdown("**Accuracy per first-level category**")
-    piv = per_cat.pivot(index="category", columns="referee", values="accuracy")
-    fig = go.Figure(go.Heatmap(z=piv.to_numpy(), x=list(piv.columns), y=list(piv.index), zmin=0.5, zmax=1,
-                               colorscale="Viridis", text=np.round(piv.to_numpy(), 3), texttemplate="%{text}"))
-    fig.update_layout(height=120 + 28 * len(piv), margin=dict(l=0, r=0, t=10, b=0))
-    st.plotly_chart(fig, key="adj_cat_heat")
+    # A table with a bar per cell rather than a heatmap: sortable by referee, and the page then needs no Plotly (its
+    # 4.7 MB of JavaScript was most of this page's first render).
+    piv = per_cat.pivot(index="category", columns="referee", values="accuracy").reset_index()
+    st.dataframe(piv, hide_index=True, key="adj_cat_piv", column_config={
+        r: st.column_config.ProgressColumn(r, min_value=0.0, max_value=1.0, format="%.3f")
+        for r in piv.columns if r != "category"})
     st.dataframe(per_cat, hide_index=True, key="adj_cat", column_config=fmt)
 
 

@@ -16,7 +16,7 @@ import streamlit as st
 from workbench.analysis import coverage
 from workbench.dashboard import data
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("plotly",)
 
 CHARTS = {"sunburst": go.Sunburst, "treemap": go.Treemap, "icicle": go.Icicle}
@@ -119,13 +119,18 @@ def _chart(root: str, frame: pd.DataFrame) -> None:
     st.caption(note + ". Red = task types without " + ("samples" if "samples" in colour_label else "images") + ".")
 
 
+ROWS_SHOWN = {"2,000": 2_000, "10,000": 10_000, "all": 0}   # the browser decodes ~180 bytes a row (1.8 MB per 10k)
+
+
 def _table(frame: pd.DataFrame) -> None:
-    c1, c2, c3, c4 = st.columns([2, 1, 1, 1.4])
+    c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1.4, 0.8])
     text = c1.text_input("Filter by path", key="tbl_text")
     levels = c2.multiselect("Level", sorted(frame["level"].unique()), key="tbl_levels")
     statuses = c3.multiselect("Status", sorted(frame["status"].unique()), key="tbl_status")
     only = c4.selectbox("Show", ["all nodes", "task types", "task types without images",
                                  "task types without samples"], key="tbl_only")
+    limit = ROWS_SHOWN[c5.selectbox("Rows shown", list(ROWS_SHOWN), key="tbl_rows",
+                                    help="The first rows of the filtered table; filter to narrow it down.")]
     f = frame
     if text:
         f = f[f["path"].str.contains(text, case=False, regex=False)]
@@ -139,9 +144,9 @@ def _table(frame: pd.DataFrame) -> None:
         f = f[f["images"] == 0]
     elif only == "task types without samples":
         f = f[f["samples"] == 0]
-    st.caption(f"{len(f):,} node(s)" + (" — first 10,000 shown" if len(f) > 10_000 else ""))
+    st.caption(f"{len(f):,} node(s)" + (f" — the first {limit:,} shown" if limit and len(f) > limit else ""))
     cols = ["path", "level", "status", "origin", "task_types", "images", "samples", "selected", "cov_samples", "id"]
-    st.dataframe(f[cols].head(10_000), hide_index=True, key="tbl", column_config={
+    st.dataframe(f[cols].head(limit) if limit else f[cols], hide_index=True, key="tbl", column_config={
         "cov_samples": st.column_config.ProgressColumn("covered (samples)", min_value=0, max_value=1, format="percent")})
 
 

@@ -23,7 +23,7 @@ import streamlit as st
 from workbench.dashboard import data
 from workbench.taxonomy.names import SEP
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("table",)
 
 SECTIONS = {"discovered": "Discovered clusters", "reference": "Against a reference", "audits": "Audited datasets"}
@@ -119,7 +119,7 @@ def _add_form(root: str, ws, key: str, name: str, default_parent: str | None, or
             return
         if on_added:
             on_added(node)
-        data.table_version.clear()
+        data.clear_versions()
         st.success(f"added {SEP.join([parent, node.name]) if parent in choices else node.name} (proposed)")
 
 

@@ -11,7 +11,7 @@ import streamlit as st
 from workbench.analysis import coverage
 from workbench.dashboard import data
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("plotly",)
 
 MEASURES = {"samples (Q&A written)": "samples", "images (CLIP matches)": "images", "selected samples": "selected"}

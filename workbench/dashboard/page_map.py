@@ -41,7 +41,7 @@ COLOUR_BY_TITLE = {"category": "first-level category", "outcome": "referee outco
 
 
 def first_screen() -> tuple[str, ...]:
-    """Lazily loaded element kinds this run draws, for main.py to send first (see _prime_lazy_chunks): Plotly only
+    """Lazily loaded element kinds this run draws, for main.py to send first (primer.py): Plotly only
     in the interactive view (a first visit of a small map opens it too, without the head start)."""
     view = st.session_state.get("map_view") or st.query_params.get("view")
     return ("plotly",) if view == "interactive" else ()
@@ -365,17 +365,35 @@ def _grid(root: str, image_ids: list[str], frame: pd.DataFrame) -> None:
                 st.markdown(f"**Q:** {r['question']}  \n**A:** {r['answer']}")
 
 
-def prewarm(root: str) -> None:
-    """The default view: the newest model's sets, UMAP, coloured by category."""
+def _default_projection(root: str):
+    """(workspace, stored projection, data version) of the default view: the newest model's sets, UMAP; None when
+    there is nothing stored to draw."""
     ws = data.open_workspace(root)
     sets = projection.embedding_sets(ws.store)
     if not sets:
-        return
+        return None
     chosen = [s["key"] for s in sets if s["model"] == sets[0]["model"]][:2]
     proj = stored(root, tuple(sorted(chosen)), "umap",
                   data.version(root, "embedding_sets", "embedding_rows", "projections"))
-    if proj is not None:
-        v = data.version(root, "nodes", "matches", "images")
+    return None if proj is None else (ws, proj, data.version(root, "nodes", "matches", "images"))
+
+
+def prewarm(root: str) -> None:
+    """The default view, coloured by category: the picture of a large map, the scatter's traces."""
+    found = _default_projection(root)
+    if found is not None:
+        ws, proj, v = found
         if len(points(root, proj.key, v)) > PICTURE_ABOVE:
             picture(root, proj.key, v, "category", ws.config.select.min_votes, None)
         traces(root, proj.key, v, "category", ws.config.select.min_votes)
+
+
+def prewarm_late(root: str) -> None:
+    """The picture's other colourings of a large map, so switching 'Colour by' only swaps an image."""
+    found = _default_projection(root)
+    if found is None or len(points(root, found[1].key, found[2])) <= PICTURE_ABOVE:
+        return
+    ws, proj, v = found
+    for colour in ("outcome", "source"):
+        vv = v + (data.version(root, *data.OUTCOME_TABLES) if colour == "outcome" else ())
+        picture(root, proj.key, vv, colour, ws.config.select.min_votes, None)

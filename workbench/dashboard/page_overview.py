@@ -7,7 +7,7 @@ import streamlit as st
 
 from workbench.dashboard import data
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("plotly", "table")
 
 

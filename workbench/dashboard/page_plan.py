@@ -11,7 +11,7 @@ import streamlit as st
 
 from workbench.dashboard import data
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("table", "plotly")
 
 PLAN_TABLES = ("nodes", "images", "matches", "filter_decisions", "samples", "votes", "llm_calls", "embedding_sets",

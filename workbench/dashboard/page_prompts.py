@@ -9,7 +9,7 @@ import streamlit as st
 
 from workbench.dashboard import data
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (see _prime_lazy_chunks).
+# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("table",)
 
 
@@ -50,7 +50,7 @@ def render(root: str, ws) -> None:
     if a == b:
         st.info("Choose two different versions.")
         return
-    pairs = data.children_by_prompt(root, a, b)
+    pairs = data.children_by_prompt(root, a, b, data.version(root, "nodes"))
     if pairs.empty:
         st.info("No parent received children from both versions; showing the raw replies of each.")
         needle = None
@@ -161,3 +161,15 @@ def playground_section(root: str, ws) -> None:
 
 def prewarm(root: str) -> None:
     data.prompt_usage(root, data.version(root, "prompts", "stage_runs", "llm_calls", "nodes"))
+
+
+def prewarm_late(root: str) -> None:
+    """The rows the playground lists when opened (its first stage and prompt): reading them takes ~1 s at paper
+    scale, which the click on the playground's toggle would otherwise pay."""
+    from workbench.analysis import prompt_history as ph
+
+    stage = ph.STAGES[0]
+    prompts = ph.stage_prompts(data.open_workspace(root), stage)
+    if prompts:
+        data.playground_rows(root, stage, next(iter(prompts)), data.version(
+            root, "nodes", "matches", "filter_decisions", "samples"))
