@@ -158,12 +158,12 @@ def picture(root: str, key: str, v: tuple, colour: str, min_votes: int, layer_v:
     images = np.flatnonzero(~is_task)
     images = images[np.random.default_rng(0).permutation(len(images))]   # no group hides another by coming last
     tasks = np.flatnonzero(is_task)
-    layers = [mp.Layer(images, rgb[images], 3), mp.Layer(tasks, rgb[tasks], 4, rim=1)]
+    layers = [mp.Layer(images, rgb[images], 3), mp.Layer(tasks, rgb[tasks], 3, rim=1)]
     legend = [{"name": n, "colour": colour_of[n], "images": int(((grp == n) & ~is_task).sum()),
                "task_types": int(((grp == n) & is_task).sum())} for n in names]
     dim = 0.0
     if layer_v is not None:
-        specs, rows, clusters = cluster_layer(root, key, layer_v)
+        specs, rows, _ = cluster_layer(root, key, layer_v)
         legend = []
         for t, idx in zip(specs, rows):
             c = mp.hex_rgb(t["marker"]["color"])
@@ -276,10 +276,10 @@ def render(root: str, ws) -> None:
         with right:
             st.html(_legend_html(legend, "discovered clusters" if layer_v else COLOUR_BY_TITLE[COLOUR_BY[colour]]))
         return
-    shown = st.selectbox("Points drawn", list(POINT_CHOICES), key="map_points",
-                         index=list(POINT_CHOICES).index(DEFAULT_POINTS),
-                         help="A large map is drawn from a fixed random sample: much faster to paint. "
-                              "Choose 'all' to draw every point.")
+    shown = st.columns([1, 4])[0].selectbox("Points drawn", list(POINT_CHOICES), key="map_points",
+                                            index=list(POINT_CHOICES).index(DEFAULT_POINTS),
+                                            help="A large map is drawn from a fixed random sample: much faster "
+                                                 "to paint. Choose 'all' to draw every point.")
     specs, rows = traces(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes, POINT_CHOICES[shown])
     clusters = []
     if layer_v is not None:

@@ -7,6 +7,7 @@ adaptive voting asks a later referee mostly where the earlier ones disagreed, wh
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -25,23 +26,39 @@ def fully_voted(root: str, v: tuple, audit_fraction: float):
             agreement.adaptive_runs(store))
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def summary(root: str, v: tuple, audit_fraction: float) -> dict:
+    """Every figure the page's first screen shows, computed once per vote-table version (~0.3 s at paper scale
+    that each view and click would otherwise repeat)."""
+    all_patterns, names = data.vote_patterns(root, v)
+    patterns, adaptive = fully_voted(root, v, audit_fraction)
+    frame = data.node_table(root)
+    cat_of = pd.Series(frame["category"].to_numpy(), index=frame["id"].to_numpy())
+    per_cat = agreement.agreement_by(
+        patterns.assign(category=patterns["node_id"].map(cat_of).fillna("(not in taxonomy)")), names, "category")
+    return {"names": names, "adaptive": adaptive, "voted": int(all_patterns["n"].sum()),
+            "fully_voted": int(patterns["n"].sum()),
+            "complete": int(agreement.complete(patterns, names)["n"].sum()),
+            "rates": agreement.pass_rates(patterns if adaptive else all_patterns, names),
+            "fleiss": agreement.fleiss_from_patterns(patterns, names),
+            "kappa": agreement.pairwise_kappa(patterns, names), "per_cat": per_cat}
+
+
 def render(root: str, ws) -> None:
     v = data.version(root, "votes", "samples", "nodes", "stage_runs")
-    all_patterns, names = data.vote_patterns(root, v)
+    _, names = data.vote_patterns(root, v)
     if not names:
         data.empty_state("No referee votes", "votes")
         return
-    patterns, adaptive = fully_voted(root, v, ws.config.referee.audit_fraction)
-    rates = agreement.pass_rates(patterns if adaptive else all_patterns, names)
-    fleiss = agreement.fleiss_from_patterns(patterns, names)
-    full = agreement.complete(patterns, names)
+    sm = summary(root, v, ws.config.referee.audit_fraction)
+    rates, fleiss, adaptive = sm["rates"], sm["fleiss"], sm["adaptive"]
     c = st.columns(5)
     c[0].metric("referees", len(names))
-    c[1].metric("samples voted", f"{int(all_patterns['n'].sum()):,}")
-    c[2].metric("fully voted samples", f"{int(patterns['n'].sum()):,}")
-    c[3].metric("samples with every vote valid", f"{int(full['n'].sum()):,}")
+    c[1].metric("samples voted", f"{sm['voted']:,}")
+    c[2].metric("fully voted samples", f"{sm['fully_voted']:,}")
+    c[3].metric("samples with every vote valid", f"{sm['complete']:,}")
     c[4].metric("Fleiss' κ", "–" if np.isnan(fleiss) else f"{fleiss:.3f}")
-    st.caption(f"κ figures use the {int(patterns['n'].sum()):,} fully voted samples"
+    st.caption(f"κ figures use the {sm['fully_voted']:,} fully voted samples"
                + (f" (adaptive voting: the audit set, [referee] audit_fraction = {ws.config.referee.audit_fraction:g}; "
                   "pass rates too)" if adaptive else "") + ".")
 
@@ -55,17 +72,14 @@ def render(root: str, ws) -> None:
         st.dataframe(rates, hide_index=True, key="ref_rates")
     with right:
         st.subheader("Pairwise Cohen's κ")
-        kappa = agreement.pairwise_kappa(patterns, names)
+        kappa = sm["kappa"]
         fig = go.Figure(go.Heatmap(z=kappa.to_numpy(), x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu",
                                    text=np.round(kappa.to_numpy(), 3), texttemplate="%{text}"))
         fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0))
         st.plotly_chart(fig, key="ref_kappa")
 
     st.subheader("Agreement per first-level category")
-    frame = data.node_table(root)
-    cat_of = dict(zip(frame["id"], frame["category"]))
-    patterns = patterns.assign(category=patterns["node_id"].map(cat_of).fillna("(not in taxonomy)"))
-    per_cat = agreement.agreement_by(patterns, names, "category")
+    per_cat = sm["per_cat"]
     st.dataframe(per_cat, hide_index=True, key="ref_cat", column_config={
         "unanimous": st.column_config.NumberColumn(format="percent"),
         "all_pass": st.column_config.NumberColumn(format="percent"),
@@ -73,12 +87,12 @@ def render(root: str, ws) -> None:
 
     st.subheader("Disagreements")
     cat = st.selectbox("Category", ["(all)"] + per_cat["category"].tolist(), key="ref_dis_cat")
+    frame = data.node_table(root)
     node_ids = None if cat == "(all)" else tuple(frame.loc[frame["category"] == cat, "id"])
     dis = data.disagreements(root, v, node_ids, 500)
     if dis.empty:
         st.success("The referees agree on every sample here.")
         return
-    path_of = dict(zip(frame["id"], frame["path"]))
     st.caption(f"{len(dis)} disagreement(s){' (first 500)' if len(dis) == 500 else ''}")
     i = st.number_input("Disagreement #", 1, len(dis), 1, key="ref_dis_i") - 1
     row = dis.iloc[int(i)]
@@ -93,14 +107,19 @@ def render(root: str, ws) -> None:
             else:
                 st.warning(f"image file missing: {p}")
     with b:
-        st.markdown(f"**Task type:** {path_of.get(row['node_id'], row['node_id'])}")
+        st.markdown(f"**Task type:** {_path(frame, row['node_id'])}")
         st.markdown(f"**Question:** {row['question']}")
         st.markdown(f"**Answer:** {row['answer']}")
         st.dataframe(agreement.votes_of(ws.store, row["sample_id"]), hide_index=True, key="ref_votes")
 
 
+def _path(frame: pd.DataFrame, node_id: str) -> str:
+    hit = frame.loc[frame["id"] == node_id, "path"]
+    return hit.iloc[0] if len(hit) else node_id
+
+
 def prewarm(root: str) -> None:
     v = data.version(root, "votes", "samples", "nodes", "stage_runs")
     data.vote_patterns(root, v)
-    fully_voted(root, v, data.open_workspace(root).config.referee.audit_fraction)
+    summary(root, v, data.open_workspace(root).config.referee.audit_fraction)
     data.disagreements(root, v, None, 500)
