@@ -30,13 +30,13 @@ from pathlib import Path
 
 from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 
-PAGES = {  # page -> selector that means "the main content is drawn"
-    "overview": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+PAGES = {  # page -> selector that means "the main content is drawn" (Streamlit's Vega-Lite draws SVG)
+    "overview": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "coverage": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
-    "images": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "images": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     # The map of a large workspace opens as a picture of every point (the interactive view is timed below).
     "map": "[data-testid=stMain] [data-testid=stImage] img, [data-testid=stMain] [data-testid=stPlotlyChart] canvas",
-    "referees": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "referees": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "adjudicate": "[data-testid=stMain] [data-testid=stDataFrame]",
     "prompts": "[data-testid=stMain] [data-testid=stDataFrame]",
     "plan": "[data-testid=stMain] [data-testid=stDataFrame]",
@@ -145,8 +145,13 @@ def _choose(page, label: str, option: str):
 def interactions(context, base: str, shots: Path | None, ws_root: Path) -> dict[str, float]:
     out: dict[str, list[float]] = {}
     page = _open(context, base, "images")
-    _timed(out, "images: stack by category", page, lambda: page.get_by_text("Stack by category").click(),
-           fn="() => { const p = document.querySelector('[data-testid=stMain] .js-plotly-plot'); return p && p.data && p.data.length > 1; }")
+    chart = "document.querySelector('[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks')"
+
+    def stack():   # remember the drawn histogram, then ask for the stacked one: done when the drawing changed
+        page.evaluate(f"() => {{ window.__before = {chart}.innerHTML; }}")
+        page.get_by_text("Stack by category").click()
+    _timed(out, "images: stack by category", page, stack,
+           fn=f"() => {{ const c = {chart}; return !!c && c.innerHTML !== window.__before; }}")
     if shots:
         page.screenshot(path=str(shots / "images-stacked.png"))
     page.close()

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
@@ -62,6 +63,15 @@ def run(root, page, state=None, widgets=None):
     return at
 
 
+def vega(at, i=0) -> tuple[dict, pd.DataFrame]:
+    """The i-th Vega-Lite chart in the main area: its spec and its data (the first dataset)."""
+    import pyarrow as pa
+
+    el = at.main.get("vega_lite_chart")[i]
+    frames = [pa.ipc.open_stream(d.data.data).read_pandas() for d in el.proto.datasets]
+    return json.loads(el.proto.spec), frames[0]
+
+
 def metrics(at) -> dict:
     return {m.label: m.value for m in at.metric}
 
@@ -85,12 +95,13 @@ def test_overview_counts_funnel_and_usage(small):
     assert m["images"] == f"{s['images']:,}"
     assert m["samples (ok)"] == f"{s['samples']:,}"
     assert m["votes"] == f"{s['votes']:,}"
-    funnel = spec(at)["data"][0]
-    assert funnel["type"] == "funnel"
+    _, funnel = vega(at)
+    counts = funnel["count"].tolist()
     store = db(root)
-    assert funnel["x"][0] == s["images"]
-    assert funnel["x"][3] == s["samples"]
-    assert funnel["x"][5] == store.scalar("SELECT count(*) FROM selections WHERE selected=1")
+    assert counts[0] == s["images"]
+    assert counts[3] == s["samples"]
+    assert counts[5] == store.scalar("SELECT count(*) FROM selections WHERE selected=1")
+    assert not at.main.get("plotly_chart")   # a Vega-Lite chart: no Plotly for the browser to load
     usage = at.main.dataframe[0].value
     assert set(usage["stage"]) == {"expand", "filter", "qa"}
     assert usage["calls"].sum() == s["llm_calls"]
@@ -200,21 +211,24 @@ def test_coverage_duplicates_section(small):
 def test_images_per_task_histogram_and_bin_list(small):
     root, s = small
     at = run(root, "images")
-    bars = spec(at)["data"][0]
-    assert bars["type"] == "bar"
-    assert list(bars["x"][:2]) == ["0", "1–10"]
-    assert sum(_values({"values": bars["y"]})) == s["task_types"]
+    sp, bars = vega(at)
+    assert sp["layer"][0]["mark"]["type"] == "bar" and not at.main.get("plotly_chart")
+    # The paper's bins as names in their own order (a numeric axis would collapse "0", "1–10", … onto bin 0).
+    assert sp["layer"][0]["encoding"]["x"]["type"] == "nominal"
+    assert sp["layer"][0]["encoding"]["x"]["sort"][:2] == ["0", "1–10"] and list(bars["bin"][:2]) == ["0", "1–10"]
+    assert bars["task_types"].sum() == s["task_types"]
     assert metrics(at)["total samples"] == f"{s['samples']:,}"
     at.selectbox(key="ipt_bin").set_value("1–10").run()
     listed = at.main.dataframe[0].value
-    assert len(listed) == dict(zip(bars["x"], _values({"values": bars["y"]})))["1–10"]
+    assert len(listed) == dict(zip(bars["bin"], bars["task_types"]))["1–10"]
     assert listed["samples"].between(1, 10).all()
-    # Per category: one stacked trace per first-level category.
+    # Per category: bars stacked by first-level category, one colour each.
     at.checkbox(key="ipt_stack").check().run()
-    sp = spec(at)
-    assert sp["layout"]["barmode"] == "stack" and len(sp["data"]) == 3
-    # A chosen bar (a chart selection) picks the bin.
-    at = run(root, "images", {"ipt_hist": {"selection": {"points": [{"x": "0"}], "point_indices": [0]}}})
+    sp, stacked = vega(at)
+    assert sp["encoding"]["color"]["field"] == "category" and stacked["category"].nunique() == 3
+    assert stacked["task_types"].sum() == s["task_types"]
+    # A chosen bar (a chart selection, as the browser reports it) picks the bin.
+    at = run(root, "images", {"ipt_hist": {"selection": {"pick": [{"bin": "0"}]}}})
     zero = db(root).scalar("SELECT count(*) FROM nodes n WHERE level=4 AND NOT EXISTS "
                            "(SELECT 1 FROM samples s WHERE s.node_id=n.id AND s.status='ok')")
     assert len(at.main.dataframe[0].value) == zero
@@ -264,12 +278,15 @@ def test_referees_figures(small):
     m = metrics(at)
     assert m["referees"] == "3"
     assert m["Fleiss' κ"] == f"{agreement.fleiss_from_patterns(pats, names):.3f}"
-    bars = spec(at, 0)["data"][0]
-    for ref, rate in zip(bars["x"], _values({"values": bars["y"]})):
+    _, bars = vega(at, 0)
+    for ref, rate in zip(bars["referee"], bars["pass_rate"]):
         got = store.one("SELECT avg(vote) FROM votes WHERE referee=? AND valid=1", (ref,))[0]
         assert rate == pytest.approx(got)
-    heat = spec(at, 1)["data"][0]
-    assert heat["type"] == "heatmap" and heat["x"] == names
+    heat_spec, heat = vega(at, 1)
+    assert heat_spec["layer"][0]["mark"]["type"] == "rect"
+    assert sorted(set(heat["a"])) == sorted(names) and len(heat) == len(names) ** 2
+    assert heat.loc[heat["a"] == heat["b"], "kappa"].tolist() == pytest.approx([1.0] * len(names))
+    assert not at.main.get("plotly_chart")
     per_cat = at.main.dataframe[1].value
     assert len(per_cat) == 3
     dis = store.scalar("SELECT count(*) FROM (SELECT sample_id FROM votes WHERE valid=1 GROUP BY sample_id "
@@ -325,12 +342,10 @@ def test_missing_workspace_is_a_clear_error(tmp_path):
 def test_images_stacked_by_category_keeps_every_bin_on_the_x_axis(small):
     root, _ = small
     at = run(root, "images", {"ipt_stack": True})
-    sp = spec(at)
-    # "0" looks numeric: without an explicit category axis plotly draws a linear one and drops "1–10" etc.
-    assert sp["layout"]["xaxis"]["type"] == "category"
-    assert sp["layout"]["xaxis"]["categoryarray"][:2] == ["0", "1–10"]
-    xs = {x for t in sp["data"] for x in t["x"]}
-    assert "1–10" in xs and len(xs) >= 2
+    sp, bars = vega(at)
+    # "0" looks numeric: the stacked chart keeps the bins as names in the paper's order, not a linear axis.
+    assert sp["encoding"]["x"]["type"] == "nominal" and sp["encoding"]["x"]["sort"][:2] == ["0", "1–10"]
+    assert "1–10" in set(bars["bin"]) and bars["bin"].nunique() >= 2
 
 
 @pytest.fixture(scope="module")
@@ -349,9 +364,9 @@ def test_images_page_defaults_to_matches_when_there_are_no_samples(matches_only)
     at = run(matches_only, "images")
     assert at.radio(key="ipt_measure").value == "images (CLIP matches)"
     assert not at.info, [i.value for i in at.info]   # not the "no samples yet" empty state
-    bars = spec(at)["data"][0]
+    _, bars = vega(at)
     matched = db(matches_only).scalar("SELECT count(DISTINCT node_id) FROM matches")
-    assert sum(_values({"values": bars["y"]})) - dict(zip(bars["x"], _values({"values": bars["y"]})))["0"] == matched
+    assert bars["task_types"].sum() - dict(zip(bars["bin"], bars["task_types"]))["0"] == matched
 
 
 def test_images_page_shows_thumbnails_of_a_chosen_task_type(small):

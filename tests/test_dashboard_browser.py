@@ -14,11 +14,11 @@ from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 REPO = Path(__file__).resolve().parent.parent
 SHOTS = Path("/tmp/workbench-dashboard-shots")
 PAGES = {
-    "overview": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "overview": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "coverage": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
-    "images": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "images": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "map": "[data-testid=stMain] [data-testid=stPlotlyChart] canvas",
-    "referees": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "referees": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "prompts": "[data-testid=stMain] [data-testid=stDataFrame]",
 }
 

@@ -269,8 +269,13 @@ def test_dashboard_plan_page(tmp_path):
     stages = at.main.dataframe[0].value
     assert list(stages["stage"])[:4] == ["expand", "embed:text", "embed:image", "match"]
     assert "filter" in set(stages["stage"]) and "qa" in set(stages["stage"])
-    bar = json.loads(at.main.get("plotly_chart")[0].proto.spec)["data"][0]
-    assert bar["type"] == "bar" and sorted(bar["x"]) == sorted(c.name for c in expected.categories if c.cost_usd)
+    import pyarrow as pa
+
+    chart = at.main.get("vega_lite_chart")[0]
+    bars = pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_pandas()
+    assert json.loads(chart.proto.spec)["layer"][0]["mark"]["type"] == "bar"
+    assert sorted(bars["category"]) == sorted(c.name for c in expected.categories if c.cost_usd)
+    assert bars["cost_usd"].sum() == pytest.approx(sum(c.cost_usd for c in expected.categories if c.cost_usd))
     # Planning for more images rescales the figures.
     at.number_input(key="plan_images").set_value(4000).run()
     assert not at.exception

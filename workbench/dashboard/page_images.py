@@ -4,19 +4,21 @@ type shows thumbnails of its matched images."""
 
 from __future__ import annotations
 
+import altair as alt
 import plotly.colors as pc
-import plotly.graph_objects as go
 import streamlit as st
 
 from workbench.analysis import coverage
 from workbench.dashboard import data
 
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("plotly",)
+FIRST_SCREEN = ("vega",)
 
 MEASURES = {"samples (Q&A written)": "samples", "images (CLIP matches)": "images", "selected samples": "selected"}
 THUMBS = 24       # thumbnails shown for a chosen task type (its best-scoring matches)
 THUMB_PX = 160
+PICK = "pick"     # the histogram's bar selection
+PALETTE = list(pc.qualitative.Dark24) + list(pc.qualitative.Light24)   # 48 distinct colours, not the default 10
 
 
 def default_measure(leaves) -> int:
@@ -60,23 +62,14 @@ def render(root: str, ws) -> None:
     by_cat = stacked and cat == "(all)"
     hist, bins = coverage.histogram(leaves, measure, by_category=by_cat)
     order = [b[2] for b in bins]
-    if by_cat:
-        palette = pc.qualitative.Dark24 + pc.qualitative.Light24   # 48 distinct colours, not the default 10
-        fig = go.Figure([go.Bar(x=g["bin"], y=g["task_types"], name=name, marker_color=palette[i % len(palette)])
-                         for i, (name, g) in enumerate(hist.groupby("category", sort=True))])
-        fig.update_layout(barmode="stack")
-        # Bin labels such as "0" look numeric: without a category axis plotly guesses a linear one from the
-        # first trace and drops every "1–10"-style label, collapsing the chart onto bin 0.
-    else:
-        fig = go.Figure(go.Bar(x=hist["bin"], y=hist["task_types"], text=hist["task_types"], textposition="outside"))
-    # A stacked chart has a legend at the top right: a top margin keeps it clear of the modebar.
-    fig.update_layout(height=420, margin=dict(l=0, r=0, t=36 if by_cat else 10, b=0), xaxis=dict(title=f"{measure} per task type",
-                      type="category", categoryorder="array", categoryarray=order), yaxis_title="task types")
-    event = st.plotly_chart(fig, key="ipt_hist", on_select="rerun", selection_mode=("points",))
+    event = st.altair_chart(_histogram(hist, order, measure, by_cat), width="stretch", key="ipt_hist",
+                            on_select="rerun", selection_mode=[PICK])
     picked = None
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) or event else []
-    if points:
-        picked = points[0].get("x")
+    try:
+        chosen = event["selection"][PICK]
+        picked = chosen[0].get("bin") if chosen else None
+    except (KeyError, TypeError, AttributeError):
+        pass
     choice = st.selectbox("Bin", order, index=order.index(picked) if picked in order else None, key="ipt_bin",
                           placeholder="choose a bin (or click a bar) to list its task types")
     if choice:
@@ -86,6 +79,25 @@ def render(root: str, ws) -> None:
         st.dataframe(sel[["path", "category", "images", "samples", "selected", "id"]].head(5000), hide_index=True,
                      key="ipt_list")
     _task_images(root, sel if choice else leaves.sort_values("images", ascending=False))
+
+
+def _histogram(hist, order: list[str], measure: str, by_cat: bool) -> alt.Chart:
+    """Task types per bin, bins in the paper's order as categories (labels such as "0" and "1–10" are names, not
+    numbers); stacked by first-level category in 48 distinct colours, else each bar labelled with its count.
+    Clicking a bar selects its bin."""
+    pick = alt.selection_point(name=PICK, fields=["bin"])
+    x = alt.X("bin:N", sort=order, title=f"{measure} per task type", axis=alt.Axis(labelAngle=0))
+    y = alt.Y("task_types:Q", title="task types")
+    base = alt.Chart(hist).encode(x=x, y=y)
+    if by_cat:
+        bars = base.mark_bar().encode(
+            color=alt.Color("category:N", scale=alt.Scale(range=PALETTE), legend=alt.Legend(columns=2, title=None)),
+            tooltip=["bin:N", "category:N", alt.Tooltip("task_types:Q", format=",")])
+        return bars.add_params(pick).properties(height=420)
+    bars = base.mark_bar().encode(tooltip=["bin:N", alt.Tooltip("task_types:Q", format=",")],
+                                  opacity=alt.condition(pick, alt.value(1.0), alt.value(0.45)))
+    text = base.mark_text(baseline="bottom", dy=-3).encode(text=alt.Text("task_types:Q", format=","))
+    return (bars.add_params(pick) + text).properties(height=420)
 
 
 def _task_images(root: str, candidates) -> None:

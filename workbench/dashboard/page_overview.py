@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
+import pandas as pd
 import streamlit as st
 
-from workbench.dashboard import data
+from workbench.dashboard import charts, data
 
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("plotly", "table")
+FIRST_SCREEN = ("vega", "table")
 
 
 def render(root: str, ws) -> None:
@@ -28,9 +28,8 @@ def render(root: str, ws) -> None:
     if not any(v for _, v in funnel):
         data.empty_state("No images have gone through the pipeline", "images")
     else:
-        fig = go.Figure(go.Funnel(y=[k for k, _ in funnel], x=[v for _, v in funnel], textinfo="value"))
-        fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10))
-        st.plotly_chart(fig, key="funnel")
+        st.altair_chart(charts.hbars(pd.DataFrame(funnel, columns=["step", "count"]), "step", "count"),
+                        width="stretch", key="funnel")
 
     st.subheader("Tokens and cost per stage and model")
     usage = ov["usage"]

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import math
 
+import altair as alt
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from workbench.dashboard import data
+from workbench.dashboard import charts, data
 
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("table", "plotly")
+FIRST_SCREEN = ("table", "vega")
 
 PLAN_TABLES = ("nodes", "images", "matches", "filter_decisions", "samples", "votes", "llm_calls", "embedding_sets",
                "stage_runs")
@@ -102,11 +102,12 @@ def render(root: str, ws) -> None:
         top = priced.sort_values("cost_usd", ascending=False).head(60)
         spd = [("free" if x == "free" else "–" if x is None or (isinstance(x, float) and math.isnan(x))
                 else f"{x:,.1f}") for x in top["samples_per_usd"]]
-        fig = go.Figure(go.Bar(x=top["name"], y=top["cost_usd"], customdata=list(zip(top["samples"], spd)),
-                               hovertemplate="%{x}<br>$%{y:,.2f}<br>%{customdata[0]:,.0f} new samples<br>"
-                                             "%{customdata[1]} samples per $<extra></extra>"))
-        fig.update_layout(height=380, margin=dict(l=0, r=0, t=10, b=0), yaxis_title="USD (list price)")
-        st.plotly_chart(fig, key="plan_categories")
+        bars = pd.DataFrame({"category": top["name"].to_numpy(), "cost_usd": top["cost_usd"].astype(float).to_numpy(),
+                             "new samples": top["samples"].to_numpy(), "samples per $": spd})
+        tips = [alt.Tooltip("category:N"), alt.Tooltip("cost_usd:Q", format="$,.2f", title="USD"),
+                alt.Tooltip("new samples:Q", format=",.0f"), alt.Tooltip("samples per $:N")]
+        st.altair_chart(charts.vbars(bars, "category", "cost_usd", fmt="$,.2f", y_title="USD (list price)",
+                                     height=380, tooltip=tips), width="stretch", key="plan_categories")
     if not cats.empty:
         st.dataframe(cats[["name", "task_types", "cost_usd", "batch_cost_usd", "samples", "samples_per_usd"]]
                      .astype({"samples_per_usd": str}), hide_index=True, key="plan_category_table")

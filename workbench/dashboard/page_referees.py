@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from workbench.analysis import agreement
-from workbench.dashboard import data
+from workbench.dashboard import charts, data
 
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("plotly", "table")
+FIRST_SCREEN = ("vega", "table")
 
 
 @st.cache_data(show_spinner="Summarising fully voted samples…", max_entries=4)
@@ -65,18 +64,15 @@ def render(root: str, ws) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Pass rate per referee")
-        fig = go.Figure(go.Bar(x=rates["referee"], y=rates["pass_rate"], text=[f"{r:.1%}" for r in rates["pass_rate"]],
-                               textposition="outside"))
-        fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0), yaxis=dict(range=[0, 1.05], tickformat=".0%"))
-        st.plotly_chart(fig, key="ref_pass")
+        st.altair_chart(charts.vbars(rates[["referee", "pass_rate"]], "referee", "pass_rate", fmt=".1%",
+                                     y_domain=(0, 1.05)), width="stretch", key="ref_pass")
         st.dataframe(rates, hide_index=True, key="ref_rates")
     with right:
         st.subheader("Pairwise Cohen's κ")
         kappa = sm["kappa"]
-        fig = go.Figure(go.Heatmap(z=kappa.to_numpy(), x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu",
-                                   text=np.round(kappa.to_numpy(), 3), texttemplate="%{text}"))
-        fig.update_layout(height=320, margin=dict(l=0, r=0, t=10, b=0))
-        st.plotly_chart(fig, key="ref_kappa")
+        cells = pd.DataFrame([{"a": a, "b": b, "kappa": float(kappa.loc[a, b])} for a in names for b in names])
+        st.altair_chart(charts.heatmap(cells, "a", "b", "kappa", domain=(-1, 1), scheme="redblue"),
+                        width="stretch", key="ref_kappa")
 
     st.subheader("Agreement per first-level category")
     per_cat = sm["per_cat"]
