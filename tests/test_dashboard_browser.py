@@ -66,6 +66,13 @@ def test_every_page_renders_in_chromium(tmp_path):
             _idle(page)
             _no_errors(page, name)
             page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        # Clicking a histogram bar (a Vega-Lite point selection) lists that bin's task types.
+        page.goto(f"{url}/?page=images")
+        page.wait_for_selector(PAGES["images"], state="visible", timeout=90_000)
+        _idle(page)
+        page.locator(f"{PAGES['images']} g.mark-rect path").nth(1).click()
+        page.wait_for_selector("text=task type(s) with 1–10 samples", timeout=60_000)
+        _no_errors(page, "images/bar click")
         # Charts drawn, not just placeholders: plotly put its traces into the DOM.
         page.goto(f"{url}/?page=coverage")
         page.wait_for_selector("[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg", timeout=90_000)

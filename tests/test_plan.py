@@ -272,7 +272,7 @@ def test_dashboard_plan_page(tmp_path):
     import pyarrow as pa
 
     chart = at.main.get("vega_lite_chart")[0]
-    bars = pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_pandas()
+    bars = pa.ipc.open_stream(chart.proto.data.data or chart.proto.datasets[0].data.data).read_pandas()
     assert json.loads(chart.proto.spec)["layer"][0]["mark"]["type"] == "bar"
     assert sorted(bars["category"]) == sorted(c.name for c in expected.categories if c.cost_usd)
     assert bars["cost_usd"].sum() == pytest.approx(sum(c.cost_usd for c in expected.categories if c.cost_usd))

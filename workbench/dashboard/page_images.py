@@ -4,12 +4,11 @@ type shows thumbnails of its matched images."""
 
 from __future__ import annotations
 
-import altair as alt
 import plotly.colors as pc
 import streamlit as st
 
 from workbench.analysis import coverage
-from workbench.dashboard import data
+from workbench.dashboard import charts, data
 
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("vega",)
@@ -62,15 +61,21 @@ def render(root: str, ws) -> None:
     by_cat = stacked and cat == "(all)"
     hist, bins = coverage.histogram(leaves, measure, by_category=by_cat)
     order = [b[2] for b in bins]
-    event = st.altair_chart(_histogram(hist, order, measure, by_cat), width="stretch", key="ipt_hist",
-                            on_select="rerun", selection_mode=[PICK])
+    event = st.vega_lite_chart(hist, charts.histogram(order, f"{measure} per task type", pick=PICK, stacked=by_cat,
+                                                      palette=PALETTE),
+                               width="stretch", key="ipt_hist", on_select="rerun", selection_mode=[PICK])
     picked = None
     try:
         chosen = event["selection"][PICK]
         picked = chosen[0].get("bin") if chosen else None
     except (KeyError, TypeError, AttributeError):
         pass
-    choice = st.selectbox("Bin", order, index=order.index(picked) if picked in order else None, key="ipt_bin",
+    # A newly clicked bar sets the bin (the box keeps its own value otherwise: a widget's index applies only when
+    # it is first drawn, so the click is written into its state before it is drawn).
+    if picked in order and picked != st.session_state.get("ipt_last_pick"):
+        st.session_state["ipt_bin"] = picked
+    st.session_state["ipt_last_pick"] = picked
+    choice = st.selectbox("Bin", order, index=None, key="ipt_bin",
                           placeholder="choose a bin (or click a bar) to list its task types")
     if choice:
         lab = coverage.bin_labels(leaves[measure].to_numpy(), bins)
@@ -79,25 +84,6 @@ def render(root: str, ws) -> None:
         st.dataframe(sel[["path", "category", "images", "samples", "selected", "id"]].head(5000), hide_index=True,
                      key="ipt_list")
     _task_images(root, sel if choice else leaves.sort_values("images", ascending=False))
-
-
-def _histogram(hist, order: list[str], measure: str, by_cat: bool) -> alt.Chart:
-    """Task types per bin, bins in the paper's order as categories (labels such as "0" and "1–10" are names, not
-    numbers); stacked by first-level category in 48 distinct colours, else each bar labelled with its count.
-    Clicking a bar selects its bin."""
-    pick = alt.selection_point(name=PICK, fields=["bin"])
-    x = alt.X("bin:N", sort=order, title=f"{measure} per task type", axis=alt.Axis(labelAngle=0))
-    y = alt.Y("task_types:Q", title="task types")
-    base = alt.Chart(hist).encode(x=x, y=y)
-    if by_cat:
-        bars = base.mark_bar().encode(
-            color=alt.Color("category:N", scale=alt.Scale(range=PALETTE), legend=alt.Legend(columns=2, title=None)),
-            tooltip=["bin:N", "category:N", alt.Tooltip("task_types:Q", format=",")])
-        return bars.add_params(pick).properties(height=420)
-    bars = base.mark_bar().encode(tooltip=["bin:N", alt.Tooltip("task_types:Q", format=",")],
-                                  opacity=alt.condition(pick, alt.value(1.0), alt.value(0.45)))
-    text = base.mark_text(baseline="bottom", dy=-3).encode(text=alt.Text("task_types:Q", format=","))
-    return (bars.add_params(pick) + text).properties(height=420)
 
 
 def _task_images(root: str, candidates) -> None:

@@ -28,8 +28,8 @@ def render(root: str, ws) -> None:
     if not any(v for _, v in funnel):
         data.empty_state("No images have gone through the pipeline", "images")
     else:
-        st.altair_chart(charts.hbars(pd.DataFrame(funnel, columns=["step", "count"]), "step", "count"),
-                        width="stretch", key="funnel")
+        st.vega_lite_chart(pd.DataFrame(funnel, columns=["step", "count"]), charts.hbars("step", "count"),
+                           width="stretch", key="funnel")
 
     st.subheader("Tokens and cost per stage and model")
     usage = ov["usage"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -104,10 +103,12 @@ def render(root: str, ws) -> None:
                 else f"{x:,.1f}") for x in top["samples_per_usd"]]
         bars = pd.DataFrame({"category": top["name"].to_numpy(), "cost_usd": top["cost_usd"].astype(float).to_numpy(),
                              "new samples": top["samples"].to_numpy(), "samples per $": spd})
-        tips = [alt.Tooltip("category:N"), alt.Tooltip("cost_usd:Q", format="$,.2f", title="USD"),
-                alt.Tooltip("new samples:Q", format=",.0f"), alt.Tooltip("samples per $:N")]
-        st.altair_chart(charts.vbars(bars, "category", "cost_usd", fmt="$,.2f", y_title="USD (list price)",
-                                     height=380, tooltip=tips), width="stretch", key="plan_categories")
+        tips = [{"field": "category", "type": "nominal"},
+                {"field": "cost_usd", "type": "quantitative", "format": "$,.2f", "title": "USD"},
+                {"field": "new samples", "type": "quantitative", "format": ",.0f"},
+                {"field": "samples per $", "type": "nominal"}]
+        st.vega_lite_chart(bars, charts.vbars("category", "cost_usd", fmt="$,.2f", y_title="USD (list price)",
+                                              height=380, tooltip=tips), width="stretch", key="plan_categories")
     if not cats.empty:
         st.dataframe(cats[["name", "task_types", "cost_usd", "batch_cost_usd", "samples", "samples_per_usd"]]
                      .astype({"samples_per_usd": str}), hide_index=True, key="plan_category_table")

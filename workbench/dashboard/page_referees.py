@@ -64,15 +64,16 @@ def render(root: str, ws) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Pass rate per referee")
-        st.altair_chart(charts.vbars(rates[["referee", "pass_rate"]], "referee", "pass_rate", fmt=".1%",
-                                     y_domain=(0, 1.05)), width="stretch", key="ref_pass")
+        st.vega_lite_chart(rates[["referee", "pass_rate"]], charts.vbars("referee", "pass_rate", fmt=".1%",
+                                                                          y_domain=(0, 1.05)),
+                           width="stretch", key="ref_pass")
         st.dataframe(rates, hide_index=True, key="ref_rates")
     with right:
         st.subheader("Pairwise Cohen's κ")
         kappa = sm["kappa"]
         cells = pd.DataFrame([{"a": a, "b": b, "kappa": float(kappa.loc[a, b])} for a in names for b in names])
-        st.altair_chart(charts.heatmap(cells, "a", "b", "kappa", domain=(-1, 1), scheme="redblue"),
-                        width="stretch", key="ref_kappa")
+        st.vega_lite_chart(cells, charts.heatmap("a", "b", "kappa", domain=(-1, 1), scheme="redblue"),
+                           width="stretch", key="ref_kappa")
 
     st.subheader("Agreement per first-level category")
     per_cat = sm["per_cat"]

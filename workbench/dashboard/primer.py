@@ -25,8 +25,6 @@ def send(kinds: tuple[str, ...]) -> None:
 
             st.plotly_chart(go.Figure(), key=f"{KEY}-plotly")
         if "vega" in kinds:
-            import altair as alt
-
-            st.altair_chart(alt.Chart(pd.DataFrame({"x": [0]})).mark_point(), key=f"{KEY}-vega")
+            st.vega_lite_chart(pd.DataFrame({"x": [0]}), {"mark": "point"}, key=f"{KEY}-vega")
         if "table" in kinds:
             st.dataframe(pd.DataFrame({"-": []}), key=f"{KEY}-table")
