@@ -169,7 +169,7 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path) -> dict[
     if shots:
         page.screenshot(path=str(shots / "map-outcome.png"))
     if page.locator("[data-testid=stMain] [data-testid=stImage]").count():   # opened as the picture
-        _timed(out, "map: picture -> interactive (WebGL, 20k points)", page,
+        _timed(out, "map: picture -> interactive (WebGL, 10k points)", page,
                lambda: page.locator("[data-testid=stRadio]").get_by_text("Interactive", exact=True).click(),
                done="[data-testid=stMain] [data-testid=stPlotlyChart] canvas")
         if shots:
