@@ -150,8 +150,6 @@ def test_gaps_page_shows_the_label_sample_agreement(audited, monkeypatch):
         monkeypatch.setenv("OPENAI_API_KEY", "test")
         L.label_sample(ws, "ds", 8, seed=1)
     ag = L.label_agreement(ws, "ds")
-    from workbench.dashboard import data
-    data.clear_versions()
     at = page()
     m = {x.label: x.value for x in at.metric}
     assert m["ds: items an LLM labelled"] == str(ag["answered"])

@@ -501,7 +501,6 @@ def test_table_versions_are_counted_again_only_after_a_commit(tmp_path, monkeypa
     with Workspace.init(root) as w:
         load_seed(w.taxonomy)
     r = str(root)
-    data.clear_versions()
     before = data.table_version(r, "nodes")
     counted = []
     real = data.open_workspace(r).store.one

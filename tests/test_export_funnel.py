@@ -107,7 +107,6 @@ def test_referee_figures_agree_with_select_on_human_votes_and_flags(filled, tmp_
     assert outcomes.to_dict() == {"img0": "some passed", "img1": "some passed", "img2": "some passed",
                                   "img3": "none passed"}
     adj.unflag(ws, ok[("img2", "1")])
-    data.clear_versions()
     outcomes = data.image_outcomes(root, data.version(root, "votes", "samples"), ws.config.select.min_votes)
     assert outcomes["img2"] == "all passed"
 

@@ -85,12 +85,6 @@ def table_version(root: str, table: str) -> tuple:
     return _db_table_version(root, table, db_version(root))
 
 
-def clear_versions() -> None:
-    """Forget every table version (the next read counts afresh)."""
-    _db_table_version.clear()
-    _prompt_files_version.clear()
-
-
 def version(root: str, *tables: str) -> tuple:
     return tuple(table_version(root, t) for t in tables)
 

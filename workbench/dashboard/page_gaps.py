@@ -119,7 +119,6 @@ def _add_form(root: str, ws, key: str, name: str, default_parent: str | None, or
             return
         if on_added:
             on_added(node)
-        data.clear_versions()
         st.success(f"added {SEP.join([parent, node.name]) if parent in choices else node.name} (proposed)")
 
 
