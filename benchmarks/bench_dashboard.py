@@ -4,7 +4,7 @@
     python benchmarks/bench_dashboard.py /tmp/ws-paper [--screenshots /tmp/shots]
 
 Headless Debian Chromium through playwright. A page counts as rendered when its main element
-is drawn (Plotly's SVG / WebGL canvas, the map's picture, or a table) and Streamlit's "running" indicator is gone.
+is drawn (a Vega-Lite SVG, a Plotly canvas, the map's picture, or a table) and Streamlit's "running" indicator is gone.
 "cold" = the first page opened after the server started (the default page: imports and SQL run while
 the browser loads Streamlit's bundle); then the benchmark waits until the dashboard has filled every
 page's caches in the background (it prints when) and opens each page in a new tab (a new session:
@@ -32,7 +32,7 @@ from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 
 PAGES = {  # page -> selector that means "the main content is drawn" (Streamlit's Vega-Lite draws SVG)
     "overview": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
-    "coverage": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "coverage": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "images": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     # The map of a large workspace opens as a picture of every point (the interactive view is timed below).
     "map": "[data-testid=stMain] [data-testid=stImage] img, [data-testid=stMain] [data-testid=stPlotlyChart] canvas",
@@ -157,6 +157,29 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path) -> dict[
     page.close()
 
     page = _open(context, base, "coverage")
+    icicle = f"document.querySelector({PAGES['coverage']!r})"
+    name = page.locator(f"{PAGES['coverage']} g.mark-text.role-mark text").first.text_content()
+
+    def focus():   # click the first category's band: done when its breadcrumb shows and the icicle was redrawn
+        page.evaluate(f"() => {{ window.__before = {icicle}.innerHTML; }}")
+        page.locator(f"{PAGES['coverage']} g.mark-rect.role-mark path").first.click()
+    _timed(out, "coverage: click a category (focus)", page, focus,
+           fn=f"() => [...document.querySelectorAll('[data-testid=stMain] button')].some(b => b.innerText === {name!r})"
+              f" && !!{icicle} && {icicle}.innerHTML !== window.__before")
+
+    page.get_by_role("button", name="⌂ All").click()   # back to the top (its breadcrumb gone), untimed
+    page.wait_for_function(f"() => ![...document.querySelectorAll('[data-testid=stMain] button')]"
+                           f".some(b => b.innerText === {name!r})", timeout=120_000)
+    for kind, mark in [("sunburst", "arc"), ("treemap", "rect"), ("icicle", "rect")]:
+        def switch(kind=kind):   # done when the chart was redrawn with this kind's marks
+            page.evaluate(f"() => {{ window.__before = {icicle}.innerHTML; }}")
+            page.get_by_role("combobox", name="Chart", exact=True).click()
+            page.get_by_role("option", name=kind, exact=True).click()
+        _timed(out, f"coverage: chart -> {kind}", page, switch,
+               fn=f"() => !!{icicle} && {icicle}.innerHTML !== window.__before"
+                  f" && !!document.querySelector({PAGES['coverage'] + f' g.mark-{mark}.role-mark'!r})")
+        if shots and kind != "icicle":
+            page.screenshot(path=str(shots / f"coverage-{kind}.png"))
     _timed(out, "coverage: chart -> node table", page, lambda: page.get_by_text("Node table", exact=True).click(),
            done="[data-testid=stMain] [data-testid=stDataFrame]")
     _timed(out, "coverage: node table -> chart", page, lambda: page.get_by_text("Chart", exact=True).click(),

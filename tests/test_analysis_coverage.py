@@ -67,6 +67,47 @@ def test_tree_slice_depth_focus_and_cap(tree):
     assert kids["value"].sum() == folded.frame.set_index("name").at["A", "value"]
 
 
+def test_partition_lays_out_an_icicle(tree):
+    f, ids, _ = tree
+    frame = f.reset_index()
+    # Whole tree, 3 levels by task types: A and B halve the height; A's children split it 2:1, biggest first.
+    lay = coverage.partition(coverage.tree_slice(frame, None, 3, "task_types", "cov_images").frame).set_index("name")
+    assert lay.loc[["A", "B"], "depth"].tolist() == [0, 0]
+    assert (lay.at["A", "y0"], lay.at["A", "y1"]) == (0.0, 0.5) and (lay.at["B", "y0"], lay.at["B", "y1"]) == (0.5, 1.0)
+    assert lay.at["A1", "depth"] == 1 and lay.at["a", "depth"] == 2
+    assert (lay.at["A1", "y0"], lay.at["A1", "y1"]) == pytest.approx((0.0, 1 / 3))
+    assert (lay.at["A2", "y0"], lay.at["A2", "y1"]) == pytest.approx((1 / 3, 0.5))
+    assert lay.at["B1", "y1"] - lay.at["B1", "y0"] == pytest.approx(1 / 3)   # B1 holds 2 of B's 3 task types
+    # Every child lies inside its parent's span, siblings do not overlap.
+    for name, row in lay.iterrows():
+        if row["parent"]:
+            parent = lay[lay["id"] == row["parent"]].iloc[0]
+            assert parent["y0"] - 1e-9 <= row["y0"] < row["y1"] <= parent["y1"] + 1e-9
+    # Focused and sized by images: a node without images takes no room; the focus is the whole height.
+    lay = coverage.partition(coverage.tree_slice(frame, ids["A"], 2, "images", "cov_images").frame).set_index("name")
+    assert "b" not in lay.index and lay.at["A", "depth"] == 0 and (lay.at["A", "y0"], lay.at["A", "y1"]) == (0, 1)
+    assert lay.at["a", "y1"] - lay.at["a", "y0"] == pytest.approx(3 / 5) and lay.at["c", "depth"] == 2
+
+
+def test_treemap_nests_children_inside_their_parents(tree):
+    f, ids, _ = tree
+    frame = f.reset_index()
+    lay = coverage.treemap(coverage.tree_slice(frame, None, 3, "task_types", "cov_images").frame, 300, 200,
+                           header=10, pad=1).set_index("name")
+    area = (lay["x1"] - lay["x0"]) * (lay["y1"] - lay["y0"])
+    assert area["A"] + area["B"] == pytest.approx(300 * 200)   # the tops fill the canvas
+    assert area["A"] == pytest.approx(area["B"])                 # 3 task types each
+    assert area["A1"] == pytest.approx(2 * area["A2"])           # siblings by value
+    assert lay.at["a", "depth"] == 2 and list(lay["depth"]) == sorted(lay["depth"])   # parents drawn first
+    for name, row in lay.iterrows():
+        if row["parent"]:
+            p = lay[lay["id"] == row["parent"]].iloc[0]
+            assert p["x0"] < row["x0"] and row["x1"] < p["x1"] and p["y0"] < row["y0"] and row["y1"] < p["y1"], name
+    kids = lay[lay["parent"] == ids["A"]]   # siblings do not overlap
+    (a, b) = kids.itertuples()
+    assert a.x1 <= b.x0 + 1e-9 or b.x1 <= a.x0 + 1e-9 or a.y1 <= b.y0 + 1e-9 or b.y1 <= a.y0 + 1e-9
+
+
 def test_paper_bins_and_labels():
     bins = coverage.paper_bins(45)
     assert [b[2] for b in bins] == ["0", "1–10", "11–20", "21–40", "41–80"]

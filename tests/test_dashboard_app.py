@@ -113,39 +113,72 @@ def test_overview_counts_funnel_and_usage(small):
 def test_coverage_chart_kinds_drill_down_search(small):
     root, s = small
     at = run(root, "coverage")
-    sp = spec(at)["data"][0]
-    assert sp["type"] == "sunburst" and sp["branchvalues"] == "total"
-    top = [i for i, p in zip(sp["ids"], sp["parents"]) if p == ""]
-    assert len(top) == 3   # first-level categories
-    # Default: two levels (3 + 3*2 nodes), sized by task types: the roots hold every task type.
-    assert len(sp["ids"]) == 9
-    vals = dict(zip(sp["ids"], _values(sp)))
-    assert sum(vals[i] for i in top) == s["task_types"]
+    assert not at.exception, [(e.value, e.stack_trace[-6:]) for e in at.exception]
+    # Default: an icicle, two levels (3 + 3*2 nodes), sized by task types; no Plotly on the page.
+    assert not at.main.get("plotly_chart")
+    sp, ice = vega(at)
+    assert sp["layer"][0]["mark"]["type"] == "rect"
+    top = ice[ice["depth"] == 0]
+    assert len(top) == 3 and len(ice) == 9   # first-level categories and their children
+    assert top["task_types"].sum() == s["task_types"]
+    assert top["y0"].min() == 0 and top["y1"].max() == pytest.approx(1)
     assert metrics(at)["task types"] == f"{s['task_types']}"
 
+    # The sunburst draws the same partition as arcs; the treemap nests rectangles in its canvas.
+    at.selectbox(key="cov_kind").set_value("sunburst").run()
+    sp, sun = vega(at)
+    assert sp["layer"][0]["mark"]["type"] == "arc"
+    assert sun[["id", "y0", "y1", "depth"]].equals(ice[["id", "y0", "y1", "depth"]])
     at.selectbox(key="cov_kind").set_value("treemap").run()
-    assert spec(at)["data"][0]["type"] == "treemap"
+    sp, tm = vega(at)
+    area = (tm["x1"] - tm["x0"]) * (tm["y1"] - tm["y0"])
+    from workbench.dashboard.page_coverage import CHART_PX, TREEMAP_W
+    assert area[tm["depth"] == 0].sum() == pytest.approx(TREEMAP_W * CHART_PX)
+    assert set(tm["id"]) == set(ice["id"])
+
     at.selectbox(key="cov_size").set_value("samples").run()
-    sp = spec(at)["data"][0]
+    _, tm = vega(at)
     store = db(root)
-    assert sum(v for v, p in zip(_values(sp), sp["parents"]) if p == "") == s["samples"]
+    assert tm.loc[tm["depth"] == 0, "samples"].sum() == s["samples"]
 
     # Drill into the first category: the chart's top is that node.
-    first = top[0]
+    first = top["id"].iloc[0]
     at.selectbox(key="cov_drill").set_value(first).run()
-    sp = spec(at)["data"][0]
-    assert [i for i, p in zip(sp["ids"], sp["parents"]) if p == ""] == [first]
+    _, tm = vega(at)
+    assert tm.loc[tm["depth"] == 0, "id"].tolist() == [first]
     assert all(store.scalar("WITH RECURSIVE up(id, p) AS (SELECT id, parent_id FROM nodes WHERE id=? UNION ALL "
                             "SELECT n.id, n.parent_id FROM nodes n JOIN up ON n.id = up.p) "
-                            "SELECT count(*) FROM up WHERE id=?", (i, first)) for i in sp["ids"])
+                            "SELECT count(*) FROM up WHERE id=?", (i, first)) for i in tm["id"])
+    # The icicle shows the same focus: the category spans the whole height, sized by samples.
+    at.selectbox(key="cov_kind").set_value("icicle").run()
+    _, ice = vega(at)
+    assert ice.loc[ice["depth"] == 0, "id"].tolist() == [first]
+    assert ice.loc[ice["depth"] == 1, "samples"].sum() == ice.loc[ice["depth"] == 0, "samples"].iloc[0]
     at.button(key="cov_home").click().run()
-    assert len([p for p in spec(at)["data"][0]["parents"] if p == ""]) == 3
+    assert (vega(at)[1]["depth"] == 0).sum() == 3
 
     # Search finds a node by part of its path and focuses it.
     leaf_id, leaf_name = store.one("SELECT id, name FROM nodes WHERE level=4 LIMIT 1")
     at.text_input(key="cov_search").input(leaf_name).run()
     at.selectbox(key="cov_hit").set_value(leaf_id).run()
-    assert spec(at)["data"][0]["ids"] == [leaf_id]
+    assert vega(at)[1]["id"].tolist() == [leaf_id]
+
+
+def test_coverage_icicle_click_focuses_and_goes_up(small):
+    from workbench.dashboard.data import node_table
+    from workbench.dashboard.page_coverage import focus_after_click
+
+    root, _ = small
+    frame = node_table(str(root))
+    cat = frame[frame["parent_id"].isna()].iloc[0]
+    child = frame[(frame["parent_id"] == cat["id"]) & ~frame["is_leaf"]].iloc[0]
+    leaf = frame[frame["is_leaf"] & (frame["category"] == cat["name"])].iloc[0]
+    assert focus_after_click(frame, "", cat["id"]) == cat["id"]            # an inner node: focus on it
+    assert focus_after_click(frame, cat["id"], child["id"]) == child["id"]
+    assert focus_after_click(frame, child["id"], child["id"]) == cat["id"]  # the focus itself: up a level
+    assert focus_after_click(frame, cat["id"], cat["id"]) == ""            # ... to the top
+    assert focus_after_click(frame, cat["id"], leaf["id"]) == cat["id"]    # a task type: stays
+    assert focus_after_click(frame, cat["id"], f"__more__{cat['id']}") == cat["id"]   # a folded band: stays
 
 
 def _values(trace):
@@ -326,7 +359,7 @@ def test_taxonomy_only_workspace_has_helpful_empty_states(taxonomy_only):
         infos = " ".join(i.value for i in at.info)
         assert command in infos, (page, infos)
     at = run(taxonomy_only, "coverage")
-    assert spec(at)["data"][0]["type"] == "sunburst"
+    assert not at.exception and len(vega(at)[1]) > 0   # the seed tree drawn (sized by task types)
 
 
 def test_missing_workspace_is_a_clear_error(tmp_path):

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHOTS = Path("/tmp/workbench-dashboard-shots")
 PAGES = {
     "overview": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
-    "coverage": "[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg",
+    "coverage": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "images": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "map": "[data-testid=stMain] [data-testid=stPlotlyChart] canvas",
     "referees": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
@@ -73,19 +73,32 @@ def test_every_page_renders_in_chromium(tmp_path):
         page.locator(f"{PAGES['images']} g.mark-rect path").nth(1).click()
         page.wait_for_selector("text=task type(s) with 1–10 samples", timeout=60_000)
         _no_errors(page, "images/bar click")
-        # Charts drawn, not just placeholders: plotly put its traces into the DOM.
+        # The coverage icicle painted; clicking a category's band focuses on it (its breadcrumb appears).
         page.goto(f"{url}/?page=coverage")
-        page.wait_for_selector("[data-testid=stMain] [data-testid=stPlotlyChart] .main-svg", timeout=90_000)
+        page.wait_for_selector(PAGES["coverage"], timeout=90_000)
         _idle(page)
-        n_slices = page.evaluate("() => document.querySelector('[data-testid=stMain] .js-plotly-plot').data[0].ids.length")
-        assert n_slices == 9   # 3 categories + their 6 children (two levels by default)
-        assert page.locator("path.surface").count() >= 9   # sunburst sectors painted
-        # A widget interaction: switch to the treemap.
+        bands = page.locator(f"{PAGES['coverage']} g.mark-rect.role-mark path")
+        assert bands.count() == 9   # 3 categories + their 6 children (two levels by default)
+        name = page.locator(f"{PAGES['coverage']} g.mark-text.role-mark text").first.text_content()
+        bands.first.click()
+        page.get_by_role("button", name=name, exact=True).wait_for(timeout=30_000)
+        _idle(page)
+        assert page.locator(f"{PAGES['coverage']} g.mark-rect.role-mark path").count() < 9
+        _no_errors(page, "coverage/icicle click")
+        page.screenshot(path=str(SHOTS / "coverage-icicle-focus.png"), full_page=True)
+        # Switch to the treemap: the same focused nodes redrawn as nested rectangles (the focus holds the rest).
+        chart = f"document.querySelector({PAGES['coverage']!r})"
+        page.evaluate(f"() => {{ window.__before = {chart}.innerHTML; }}")
+        n_focused = page.locator(f"{PAGES['coverage']} g.mark-rect.role-mark path").count()
         page.get_by_role("combobox", name="Chart", exact=True).click()
         page.get_by_role("option", name="treemap").click()
-        page.wait_for_function("() => { const p = document.querySelector('[data-testid=stMain] .js-plotly-plot');"
-                               " return !!(p && p.data && p.data[0].type === 'treemap'); }", timeout=30_000)
+        page.wait_for_function(f"() => !!{chart} && {chart}.innerHTML !== window.__before", timeout=30_000)
         _idle(page)
+        rects = page.locator(f"{PAGES['coverage']} g.mark-rect.role-mark path")
+        assert rects.count() == n_focused
+        outer, inner = rects.nth(0).bounding_box(), rects.nth(1).bounding_box()
+        assert outer["x"] <= inner["x"] and inner["x"] + inner["width"] <= outer["x"] + outer["width"]
+        assert outer["y"] < inner["y"] and inner["y"] + inner["height"] <= outer["y"] + outer["height"]
         _no_errors(page, "coverage/treemap")
         page.screenshot(path=str(SHOTS / "coverage-treemap.png"), full_page=True)
         # Sidebar navigation reaches the embedding map and WebGL paints it.

@@ -58,7 +58,7 @@ def _every_page_in_chromium(root):
     with serve(root) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        for name, selector in [("overview", "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks"), ("coverage", "[data-testid=stMain] .main-svg"), ("images", "[data-testid=stApp]"),
+        for name, selector in [("overview", "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks"), ("coverage", "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks"), ("images", "[data-testid=stApp]"),
                                ("map", "[data-testid=stMain] [data-testid=stPlotlyChart] canvas"), ("referees", "[data-testid=stApp]"),
                                ("prompts", "[data-testid=stMain] [data-testid=stDataFrame]")]:
             page.goto(f"{url}/?page={name}")

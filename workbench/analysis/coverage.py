@@ -163,6 +163,93 @@ def tree_slice(nodes: pd.DataFrame, focus: str | None, depth: int, size: str, co
     return TreeSlice(rows.reset_index(drop=True), chosen_depth, truncated)
 
 
+def _drawn_tree(slice_frame: pd.DataFrame):
+    """The nodes of a slice that take room (value > 0), siblings biggest first as plotly orders them: the frame,
+    the values, each row's child rows and the top rows (whose parent is not in the slice)."""
+    f = slice_frame[slice_frame["value"] > 0].sort_values("value", ascending=False, kind="stable")
+    row_of = {nid: i for i, nid in enumerate(f["id"].tolist())}
+    children: dict[int, list[int]] = {}
+    tops = []
+    for i, p in enumerate(f["parent"].fillna("").tolist()):
+        if p in row_of:
+            children.setdefault(row_of[p], []).append(i)
+        else:
+            tops.append(i)
+    return f, f["value"].to_numpy(dtype=float), children, tops
+
+
+def _depths(n: int, children: dict[int, list[int]], tops: list[int]) -> np.ndarray:
+    depth = np.zeros(n, dtype=int)
+    todo = list(tops)
+    while todo:
+        i = todo.pop()
+        for c in children.get(i, []):
+            depth[c] = depth[i] + 1
+            todo.append(c)
+    return depth
+
+
+def partition(slice_frame: pd.DataFrame) -> pd.DataFrame:
+    """An icicle's or a sunburst's layout of a `tree_slice` frame: one band per node, `depth` levels below the
+    slice's top (0 = the focus, or the first-level categories) and a span [y0, y1] in 0..1 inside its parent's
+    span, proportional to `value` (subtree totals, as plotly's branchvalues="total"). Nodes of value 0 take no
+    room and are left out."""
+    f, values, children, tops = _drawn_tree(slice_frame)
+    y0, y1 = np.zeros(len(f)), np.zeros(len(f))
+
+    def lay(members: list[int], lo: float, hi: float, room: float) -> None:
+        cur = lo
+        for i in members:
+            y0[i] = cur
+            cur += (hi - lo) * values[i] / room
+            y1[i] = cur
+
+    lay(tops, 0.0, 1.0, values[tops].sum() if tops else 1.0)
+    todo = list(tops)
+    while todo:   # parents before children
+        i = todo.pop()
+        kids = children.get(i, [])
+        if kids:
+            # The children's room is the parent's value (the rest is its own share) unless they add up to more.
+            lay(kids, y0[i], y1[i], max(values[i], values[kids].sum()))
+            todo.extend(kids)
+    out = f.assign(depth=_depths(len(f), children, tops), y0=y0, y1=y1)
+    return out.sort_values(["depth", "y0"], kind="stable").reset_index(drop=True)
+
+
+def treemap(slice_frame: pd.DataFrame, width: float, height: float, header: float = 16.0,
+            pad: float = 1.5) -> pd.DataFrame:
+    """A nested squarified treemap of a `tree_slice` frame in a width x height canvas: columns x0, x1, y0, y1
+    (y down) and depth. Each node's children fill its rectangle below a `header` strip for its name (when the
+    rectangle is tall enough), inset by `pad`; areas are proportional to `value` among siblings."""
+    import squarify   # the dashboard extra's; the layout itself is squarify's (Bruls et al.)
+
+    f, values, children, tops = _drawn_tree(slice_frame)
+    x0, x1, y0, y1 = (np.zeros(len(f)) for _ in range(4))
+
+    def fill(members: list[int], x: float, y: float, w: float, h: float) -> None:
+        if w <= 0 or h <= 0:   # no room left at this depth: the members stay zero-sized
+            for i in members:
+                x0[i], y0[i] = x1[i], y1[i] = max(x, 0), max(y, 0)
+            return
+        rects = squarify.squarify(squarify.normalize_sizes(values[members].tolist(), w, h), x, y, w, h)
+        for i, r in zip(members, rects):
+            x0[i], y0[i], x1[i], y1[i] = r["x"], r["y"], r["x"] + r["dx"], r["y"] + r["dy"]
+
+    fill(tops, 0.0, 0.0, width, height)
+    todo = list(tops)
+    while todo:
+        i = todo.pop()
+        kids = children.get(i, [])
+        if kids:
+            w, h = x1[i] - x0[i], y1[i] - y0[i]
+            top = header if h > 2.5 * header and w > 3 * header else pad
+            fill(kids, x0[i] + pad, y0[i] + top, w - 2 * pad, h - top - pad)
+            todo.extend(kids)
+    out = f.assign(depth=_depths(len(f), children, tops), x0=x0, x1=x1, y0=y0, y1=y1)
+    return out.sort_values("depth", kind="stable").reset_index(drop=True)   # parents drawn under their children
+
+
 # -- the paper's bins: 1-10, 11-20, 21-40, 41-80, ... (doubling), plus 0 --------------------------
 
 def paper_bins(max_value: int) -> list[tuple[int, int, str]]:

@@ -1,5 +1,5 @@
-"""Taxonomy coverage: the tree as sunburst / treemap / icicle, drill-down on the server, search,
-a filterable node table, duplicate suggestions and quality figures.
+"""Taxonomy coverage: the tree as icicle / sunburst / treemap (laid out on the server, drawn by Vega-Lite), drill-down
+by a click, a breadcrumb or a search, a filterable node table, duplicate suggestions and quality figures.
 
 A 20k-leaf tree is never shipped whole (measured: 12–16 s to ship a 21k-node figure): the
 chart shows the focused node's subtree a few levels deep, capped at MAX_CHART_NODES, and the
@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from workbench.analysis import coverage
-from workbench.dashboard import data
+from workbench.dashboard import charts, data
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("plotly",)
-
-CHARTS = {"sunburst": go.Sunburst, "treemap": go.Treemap, "icicle": go.Icicle}
+# Laid out here (coverage.partition / treemap) and drawn as Vega-Lite, whose code is in Streamlit's own bundle: a
+# Plotly sunburst made a new tab load 4.7 MB of JavaScript first (~3 s to the first chart at paper scale, 1.7 s now),
+# and switching between the kinds stays a redraw. A click on a node focuses the chart on it, in every kind.
+CHARTS = ["icicle", "sunburst", "treemap"]
+PICK = "node"        # the tree charts' click selection
+CHART_PX = 620       # the tree charts' height
+TREEMAP_W = 1000     # the treemap's canvas width: about the main column's on a laptop; the chart stretches to fit
+LABEL_PX = 12        # a band or rectangle shorter than this shows no label (its tooltip still names it)
+CHAR_PX = 6.5        # an average label character's width
 SIZES = {"task types": "task_types", "images": "images", "samples": "samples", "selected": "selected"}
 COLOURS = {"share of task types with samples": "cov_samples", "share of task types with images": "cov_images"}
 SECTIONS = ["Chart", "Node table", "Duplicates", "Quality"]
@@ -47,8 +51,35 @@ def render(root: str, ws) -> None:
         _quality(root, ws, frame)
 
 
+def first_screen() -> tuple[str, ...]:
+    """Lazily loaded element kinds this run draws first, for main.py to send ahead (primer.py)."""
+    section = st.session_state.get("cov_section", SECTIONS[0])
+    return {"Chart": ("vega",), "Node table": ("table",), "Quality": ("table", "vega")}.get(section, ())
+
+
 def _set_focus(node_id: str) -> None:
     st.session_state["cov_focus"] = node_id
+
+
+def focus_after_click(frame: pd.DataFrame, focus: str, clicked: str) -> str:
+    """The focus after a click on the icicle: an inner node becomes the focus, the focus itself goes up a
+    level; a task type or a folded "(n more)" band leaves the focus as it is."""
+    by_id = frame.set_index("id")
+    if clicked not in by_id.index:
+        return focus
+    if clicked == focus:
+        parent = by_id.at[clicked, "parent_id"]
+        return parent if isinstance(parent, str) else ""
+    return focus if bool(by_id.at[clicked, "is_leaf"]) else clicked
+
+
+def _on_pick(key: str, frame: pd.DataFrame, focus: str) -> None:
+    try:
+        chosen = st.session_state[key]["selection"][PICK]
+    except (KeyError, TypeError):
+        return
+    if chosen:
+        st.session_state["cov_focus"] = focus_after_click(frame, focus, chosen[0].get("id", ""))
 
 
 def _chart(root: str, frame: pd.DataFrame) -> None:
@@ -58,7 +89,7 @@ def _chart(root: str, frame: pd.DataFrame) -> None:
     if focus and focus not in by_id.index:
         focus = st.session_state["cov_focus"] = ""
     c1, c2, c3, c4 = st.columns([1, 1, 1.4, 1])
-    kind = c1.selectbox("Chart", list(CHARTS), key="cov_kind")
+    kind = c1.selectbox("Chart", CHARTS, key="cov_kind")
     size_label = c2.selectbox("Size by", list(SIZES), key="cov_size")
     colour_label = c3.selectbox("Colour by", list(COLOURS), key="cov_colour")
     depth = c4.slider("Levels shown", 1, 4, 2, key="cov_depth")
@@ -99,24 +130,65 @@ def _chart(root: str, frame: pd.DataFrame) -> None:
         st.info(f"Nothing to draw sized by {size_label}: every value is 0 here. "
                 "Size by task types, or fill the stage that counts them.")
         return
-    custom = np.stack([f["path"], f["task_types"], f["images"], f["samples"], (f["colour"] * 100).round(1)], axis=1)
-    trace = CHARTS[kind](
-        ids=f["id"], labels=f["name"], parents=f["parent"], values=f["value"], branchvalues="total",
-        marker=dict(colors=f["colour"], colorscale="RdYlGn", cmin=0, cmax=1, line=dict(width=0),
-                    colorbar=dict(title="coverage", tickformat=".0%")),
-        customdata=custom, maxdepth=-1,
-        hovertemplate="%{customdata[0]}<br>task types %{customdata[1]:,}<br>images %{customdata[2]:,}"
-                      "<br>samples %{customdata[3]:,}<br>coverage %{customdata[4]}%<extra></extra>",
-        textinfo="label" if len(f) <= 400 else "none")
-    fig = go.Figure(trace)
-    fig.update_layout(height=620, margin=dict(l=0, r=0, t=10, b=0))
-    st.plotly_chart(fig, key="cov_chart")
+    _tree_chart(kind, sl, frame, focus, colour_label.replace("share of ", ""))
     note = f"{len(f):,} nodes drawn, {sl.depth} level(s) below {'the focus' if focus else 'the top'}"
     if sl.depth < depth:
         note += f" (reduced from {depth} to stay under {coverage.MAX_CHART_NODES:,} nodes)"
     if sl.truncated:
         note += "; the smallest children are folded into '(n more)'"
-    st.caption(note + ". Red = task types without " + ("samples" if "samples" in colour_label else "images") + ".")
+    note += ". Red = task types without " + ("samples" if "samples" in colour_label else "images") + "."
+    where = {"icicle": "the left column", "sunburst": "the middle", "treemap": "its outer rectangle"}[kind]
+    st.caption(note + f" Click a node to focus on it; click the focus ({where}) to go up a level.")
+
+
+def _tree_chart(kind: str, sl: coverage.TreeSlice, frame: pd.DataFrame, focus: str, colour_title: str) -> None:
+    if kind == "treemap":
+        lay = coverage.treemap(sl.frame, TREEMAP_W, CHART_PX)
+        w, h = lay["x1"] - lay["x0"], lay["y1"] - lay["y0"]
+        lay["chars"] = ((w - 6) / CHAR_PX).clip(lower=0).astype(int)
+        lay["label"] = lay["name"].where((h >= LABEL_PX + 2) & (lay["chars"] >= 3), "")
+        lay["edge"] = np.where(np.minimum(w, h) >= 4, 0.5, 0.0)
+        spec = charts.treemap(TREEMAP_W, CHART_PX, pick=PICK, colour_title=colour_title)
+        cols = ["depth", "x0", "x1", "y0", "y1", "chars"]
+    else:
+        lay = coverage.partition(sl.frame)
+        cols_extra = []
+        levels = int(lay["depth"].max()) + 1
+        lay["depth_end"] = lay["depth"] + 1
+        lay["depth_mid"] = lay["depth"] + 0.5
+        lay["y_mid"] = (lay["y0"] + lay["y1"]) / 2
+        if kind == "icicle":
+            px = room = (lay["y1"] - lay["y0"]) * CHART_PX   # the band's height
+            spec = charts.icicle(levels, pick=PICK, colour_title=colour_title, height=CHART_PX)
+        else:
+            px, room = _sunburst_labels(lay, levels)
+            spec = charts.sunburst(levels, pick=PICK, colour_title=colour_title, height=CHART_PX)
+            cols_extra = ["angle", "side", "label_r"]
+        lay["label"] = lay["name"].where(room >= LABEL_PX, "")
+        lay["edge"] = np.where(px >= 4, 0.5, 0.0)   # no white edge on slivers: it would hide their colour
+        cols = ["depth", "depth_end", "depth_mid", "y0", "y1", "y_mid", *cols_extra]
+    lay["path"] = lay["path"].where(lay["path"] != "", lay["name"])   # a folded "(n more)" node has no path
+    data = lay[["id", "label", "path", "task_types", "images", "samples", "colour", "edge", *cols]]
+    # Keyed by kind and focus: a new chart starts with no selection, so clicking the same node again counts.
+    key = f"cov_{kind}_{focus}"
+    st.vega_lite_chart(data, spec, width="stretch", key=key,
+                       on_select=lambda: _on_pick(key, frame, focus), selection_mode=[PICK])
+
+
+def _sunburst_labels(lay: pd.DataFrame, levels: int) -> tuple[pd.Series, pd.Series]:
+    """Adds the sunburst's label placement to `lay` (angle, side, label_r: see charts.sunburst); returns each arc's
+    length in pixels at its ring's middle and the room its label has across (a radial label needs its font's
+    height: 10 px). A whole disc (the focus) is labelled flat in its middle."""
+    px = (lay["y1"] - lay["y0"]) * 2 * np.pi * lay["depth_mid"] * (CHART_PX - 40) / 2 / levels
+    turn = lay["y_mid"] * 360
+    right = turn < 180
+    lay["angle"] = np.where(right, turn - 90, turn + 90)
+    lay["side"] = np.where(right, "right", "left")
+    lay["label_r"] = lay["depth_end"] - 0.04
+    disc = (lay["y1"] - lay["y0"] > 0.999) & (lay["depth"] == 0)
+    lay.loc[disc, ["angle", "label_r"]] = 0
+    lay.loc[disc, "side"] = "center"
+    return px, px.where(~disc, CHART_PX) + 3
 
 
 ROWS_SHOWN = {"2,000": 2_000, "10,000": 10_000, "all": 0}   # the browser decodes ~180 bytes a row (1.8 MB per 10k)
@@ -186,9 +258,9 @@ def _quality(root: str, ws, frame: pd.DataFrame) -> None:
     levels = pd.DataFrame(stats["levels"])
     st.dataframe(levels, hide_index=True, key="q_levels")
     depths = stats["leaf_depths"]
-    fig = go.Figure(go.Bar(x=[f"depth {d}" for d in depths], y=list(depths.values())))
-    fig.update_layout(height=260, margin=dict(l=0, r=0, t=30, b=0), title="task types per depth")
-    st.plotly_chart(fig, key="q_depths")
+    st.markdown("**Task types per depth**")
+    st.vega_lite_chart(pd.DataFrame({"depth": [f"depth {d}" for d in depths], "task types": list(depths.values())}),
+                       charts.vbars("depth", "task types", height=240), width="stretch", key="q_depths")
 
     st.subheader("Paths too long for the CLIP text encoder")
     tok = data.token_lengths(root, data.version(root, "nodes"), ws.config.clip.template, ws.config.clip.model)
