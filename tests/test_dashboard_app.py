@@ -545,3 +545,39 @@ def test_table_versions_are_counted_again_only_after_a_commit(tmp_path, monkeypa
     other.close()
     after = data.table_version(r, "nodes")
     assert after[0] == before[0] - 1 and after[1] == before[1] and len(counted) == 1
+
+
+def test_a_persons_vote_recounts_only_people_and_flags(small, monkeypatch):
+    """A vote cast on the Adjudicate page changes the overview's funnel at once, without counting every referee
+    vote again (~5 s at paper scale): the referees' counts are kept per machine-vote version. A person changing
+    their vote (the same row, updated) is seen too."""
+    import time
+
+    from workbench.dashboard import data
+    from workbench.pipeline.select import stage
+    from workbench.review import adjudication as adj
+
+    root = str(small[0])
+    ws = data.open_workspace(root)
+    counted = []
+    real = stage.machine_vote_counts
+    monkeypatch.setattr(stage, "machine_vote_counts", lambda store: counted.append(1) or real(store))
+    data.machine_vote_counts.clear()
+    before = data.overview(root)
+    passing = dict(before["funnel"])[data.PASSING]
+    referees_v = data.version(root, "machine_votes")
+    oc = data.outcomes_frame(root, data.version(root, *data.OUTCOME_TABLES), ws.config.select.min_votes)
+    sid = oc.loc[oc["refereed"] & ~oc["passed"], "sample_id"].iloc[0]
+    try:
+        adj.vote(ws, sid, 1, "tester")
+        after = data.overview(root)
+        assert dict(after["funnel"])[data.PASSING] == passing + 1
+        assert after["counts"]["human votes"] == before["counts"]["human votes"] + 1
+        assert after["counts"]["votes"] == before["counts"]["votes"]
+        assert data.version(root, "machine_votes") == referees_v   # the Referees page's figures stay cached
+        time.sleep(0.01)
+        adj.vote(ws, sid, 0, "tester")   # changed their mind: an update in place
+        assert dict(data.overview(root)["funnel"])[data.PASSING] == passing
+        assert counted == [1]   # the referees' votes were counted once
+    finally:
+        adj.unvote(ws, sid, "tester")

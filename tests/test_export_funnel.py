@@ -101,7 +101,7 @@ def test_referee_figures_agree_with_select_on_human_votes_and_flags(filled, tmp_
     assert funnel(ws, per_task=True)["passed referees"].sum() == 3
     assert data._passing(str(ws.root), ws) == 3
     root = str(ws.root)
-    counts = data.overview(root, data.version(root, *data.OVERVIEW_TABLES))["counts"]
+    counts = data.overview(root)["counts"]
     assert counts["votes"] == 24 and counts["human votes"] == 2     # 8 samples x 3 referees; 2 decisions
     outcomes = data.image_outcomes(root, data.version(root, "votes", "samples"), ws.config.select.min_votes)
     assert outcomes.to_dict() == {"img0": "some passed", "img1": "some passed", "img2": "some passed",

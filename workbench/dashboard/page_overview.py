@@ -12,7 +12,7 @@ FIRST_SCREEN = ("vega", "table")
 
 
 def render(root: str, ws) -> None:
-    ov = data.overview(root, data.version(root, *data.OVERVIEW_TABLES))
+    ov = data.overview(root)
     # The funnel mixes units (images, then image×task pairs, then samples): values only, no percentages.
     counts = ov["counts"]
     if counts["task types"] == 0:
@@ -50,4 +50,4 @@ def render(root: str, ws) -> None:
 
 
 def prewarm(root: str) -> None:
-    data.overview(root, data.version(root, *data.OVERVIEW_TABLES))
+    data.overview(root)

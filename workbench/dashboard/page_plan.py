@@ -13,8 +13,9 @@ from workbench.dashboard import charts, data
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("table", "vega")
 
-PLAN_TABLES = ("nodes", "images", "matches", "filter_decisions", "samples", "votes", "llm_calls", "embedding_sets",
-               "stage_runs")
+# The plan reads the configured referees' votes only: a person's vote (Adjudicate) is not a new plan.
+PLAN_TABLES = ("nodes", "images", "matches", "filter_decisions", "samples", "machine_votes", "llm_calls",
+               "embedding_sets", "stage_runs")
 STAGES = ("expand", "embed", "match", "filter", "qa", "referee", "select", "export")
 
 

@@ -44,7 +44,7 @@ def summary(root: str, v: tuple, audit_fraction: float) -> dict:
 
 
 def render(root: str, ws) -> None:
-    v = data.version(root, "votes", "samples", "nodes", "stage_runs")
+    v = data.version(root, "machine_votes", "samples", "nodes", "stage_runs")   # figures of the referees alone
     _, names = data.vote_patterns(root, v)
     if not names:
         data.empty_state("No referee votes", "votes")
@@ -116,7 +116,7 @@ def _path(frame: pd.DataFrame, node_id: str) -> str:
 
 
 def prewarm(root: str) -> None:
-    v = data.version(root, "votes", "samples", "nodes", "stage_runs")
+    v = data.version(root, "machine_votes", "samples", "nodes", "stage_runs")   # figures of the referees alone
     data.vote_patterns(root, v)
     summary(root, v, data.open_workspace(root).config.referee.audit_fraction)
     data.disagreements(root, v, None, 500)

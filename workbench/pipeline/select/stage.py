@@ -47,9 +47,14 @@ HUMAN = "referee LIKE 'human:%'"   # review/adjudication.HUMAN_SQL
 
 def vote_table(store) -> pd.DataFrame:
     """One row per ok sample: node_id, image_id, positive / valid / cast machine votes, the people's decision (mean of
-    their valid votes, NaN if none) and whether it is flagged. One GROUP BY over the covering index for all votes,
-    then the (few) human votes, read apart and taken out of the counts: a referee test inside the big GROUP BY
-    costs 1.3x."""
+    their valid votes, NaN if none) and whether it is flagged."""
+    return with_people(machine_vote_counts(store), store)
+
+
+def machine_vote_counts(store) -> pd.DataFrame:
+    """One row per ok sample: sample_id, node_id, image_id and its positive / valid / cast machine votes. One GROUP
+    BY over the covering index for all votes, then the (few) human votes, read apart and taken out of the counts:
+    a referee test inside the big GROUP BY costs 1.3x."""
     table = pd.read_sql_query(
         "SELECT s.id AS sample_id, s.node_id, s.image_id, "
         " coalesce(sum(CASE WHEN v.vote = 1 THEN 1 ELSE 0 END), 0) AS yes,"
@@ -57,26 +62,37 @@ def vote_table(store) -> pd.DataFrame:
         " FROM samples s LEFT JOIN votes v ON v.sample_id = s.id WHERE s.status = 'ok' GROUP BY s.id",
         store.conn)
     human = pd.read_sql_query(
-        "SELECT sample_id, sum(CASE WHEN vote = 1 THEN 1 ELSE 0 END) AS yes, sum(valid) AS valid, count(*) AS cast,"
-        " avg(CASE WHEN valid = 1 THEN vote END) AS human"
+        "SELECT sample_id, sum(CASE WHEN vote = 1 THEN 1 ELSE 0 END) AS yes, sum(valid) AS valid, count(*) AS cast"
         f" FROM votes WHERE {HUMAN} GROUP BY sample_id", store.conn).set_index("sample_id")
+    if len(human):
+        rows = table["sample_id"].isin(human.index).to_numpy()   # a few rows: no map over every sample
+        sid = table.loc[rows, "sample_id"]
+        for col in ("yes", "valid", "cast"):
+            table.loc[rows, col] -= sid.map(human[col]).fillna(0).astype(table[col].dtype).to_numpy()
+    return table
+
+
+def with_people(counts: pd.DataFrame, store) -> pd.DataFrame:
+    """`machine_vote_counts` (not changed) plus the people's decision per sample (`human`: the mean of their valid
+    votes, NaN if none) and `flagged`, read now: cheap, so machine counts can be kept while people vote."""
+    table = counts.copy()
+    human = pd.read_sql_query(f"SELECT sample_id, avg(CASE WHEN valid = 1 THEN vote END) AS human FROM votes "
+                              f"WHERE {HUMAN} GROUP BY sample_id", store.conn).set_index("sample_id")["human"]
     table["human"] = np.nan
     if len(human):
-        sid = table["sample_id"]
-        for col in ("yes", "valid", "cast"):
-            table[col] -= sid.map(human[col]).fillna(0).astype(table[col].dtype)
-        table["human"] = sid.map(human["human"]).astype("float64")
+        rows = table["sample_id"].isin(human.index).to_numpy()   # a few rows: no map over every sample
+        table.loc[rows, "human"] = table.loc[rows, "sample_id"].map(human).astype("float64").to_numpy()
     flagged = {r[0] for r in store.query("SELECT sample_id FROM sample_flags")}
     table["flagged"] = table["sample_id"].isin(flagged).astype(int) if flagged else 0
     return table
 
 
-def referee_outcomes(store, *, min_votes: int = 2) -> pd.DataFrame:
+def referee_outcomes(store, *, min_votes: int = 2, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """What k-of-N selection makes of each ok sample's votes, for the figures that must agree with `select`
     (the funnel, the dashboard): sample_id, node_id, image_id, `refereed` (a machine or a person voted) and
     `passed` (`vote_reasons` gives no reason: K positive machine votes or a person's 1, no person's 0 outweighing
-    it, not flagged) -- exactly `SelectionReport.passed_votes` per sample."""
-    table = vote_table(store)
+    it, not flagged) -- exactly `SelectionReport.passed_votes` per sample. `table`: a `vote_table` already read."""
+    table = vote_table(store) if table is None else table
     out = table[["sample_id", "node_id", "image_id"]].copy()
     out["refereed"] = (table["cast"] > 0) | table["human"].notna()
     out["passed"] = vote_reasons(table, min_votes=min_votes).isna()
