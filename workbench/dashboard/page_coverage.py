@@ -62,7 +62,7 @@ def _set_focus(node_id: str) -> None:
 
 
 def focus_after_click(frame: pd.DataFrame, focus: str, clicked: str) -> str:
-    """The focus after a click on the icicle: an inner node becomes the focus, the focus itself goes up a
+    """The focus after a click on a tree chart: an inner node becomes the focus, the focus itself goes up a
     level; a task type or a folded "(n more)" band leaves the focus as it is."""
     by_id = frame.set_index("id")
     if clicked not in by_id.index:
