@@ -129,6 +129,11 @@ def test_page_playground_runs_edited_prompt_on_five_rows_and_saves(seeded_ws, se
     assert ws.store.scalar("SELECT count(*) FROM nodes") == nodes_before
     at.button(key="pg_save").click().run()
     assert (ws.prompts_dir / "expand_child_expand.j2").read_text() == "EDITED " + v1.source
+    assert any("Saved" in m.value and "expand_child_expand.j2" in m.value for m in at.success)
+    # The page's prompt files table shows the saved text's hash at once.
+    files = at.main.dataframe[0].value
+    saved_hash = PromptTemplate.load("expand_child_expand.j2", workspace_root=ws.root).hash
+    assert saved_hash in set(files["hash"]), files
     # The history section lists the stored texts and diffs two versions.
     import streamlit
 

@@ -83,6 +83,11 @@ def _prompt_files_version(root: str) -> tuple:
     return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in prompt_files_paths(ws)))
 
 
+def prompt_files_changed() -> None:
+    """After the dashboard itself wrote a prompt file: read the files' versions now, not within seconds."""
+    _prompt_files_version.clear()
+
+
 def table_version(root: str, table: str) -> tuple:
     """A key that changes when `table` does: its row count and largest rowid (after each commit). Besides the
     tables: "prompts" (the prompt files), "human_votes" (people's `human:<name>` votes) and "machine_votes" (the
