@@ -91,8 +91,8 @@ def prompt_files_changed() -> None:
 def table_version(root: str, table: str) -> tuple:
     """A key that changes when `table` does: its row count and largest rowid (after each commit). Besides the
     tables: "prompts" (the prompt files), "human_votes" (people's `human:<name>` votes) and "machine_votes" (the
-    referees'), so that a person's vote does not recompute what only the referees' votes decide (the Referees page's
-    figures, the machine part of select's rule: ~5 s and ~8 s at paper scale)."""
+    referees'), so that a person's vote does not recompute what only the referees' votes decide (at paper scale: the
+    Referees page's figures ~8 s, the machine part of select's rule ~4.5 s)."""
     if table == "prompts":
         return _prompt_files_version(root)
     db_v = db_version(root)
@@ -214,7 +214,7 @@ def _passing(root: str, ws) -> int:
 @st.cache_resource(show_spinner="Applying select's referee rule to every sample…", max_entries=2)
 def outcomes_frame(root: str, v: tuple, min_votes: int) -> pd.DataFrame:
     """select's rule per sample. The referees' vote counts (one GROUP BY over every vote: ~4.5 s at paper scale)
-    are kept per machine-vote version; people's votes and flags are read anew (~0.3 s), so a vote cast on the
+    are kept per machine-vote version; people's votes and flags are read anew (~0.15 s), so a vote cast on the
     Adjudicate page does not make the overview or the map wait for the whole count again."""
     from workbench.pipeline.select.stage import referee_outcomes, with_people
 

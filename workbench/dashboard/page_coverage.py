@@ -168,10 +168,10 @@ def _tree_chart(kind: str, sl: coverage.TreeSlice, frame: pd.DataFrame, focus: s
         lay["edge"] = np.where(px >= 4, 0.5, 0.0)   # no white edge on slivers: it would hide their colour
         cols = ["depth", "depth_end", "depth_mid", "y0", "y1", "y_mid", *cols_extra]
     lay["path"] = lay["path"].where(lay["path"] != "", lay["name"])   # a folded "(n more)" node has no path
-    data = lay[["id", "label", "path", "task_types", "images", "samples", "colour", "edge", *cols]]
+    rows = lay[["id", "label", "path", "task_types", "images", "samples", "colour", "edge", *cols]]
     # Keyed by kind and focus: a new chart starts with no selection, so clicking the same node again counts.
     key = f"cov_{kind}_{focus}"
-    st.vega_lite_chart(data, spec, width="stretch", key=key,
+    st.vega_lite_chart(rows, spec, width="stretch", key=key,
                        on_select=lambda: _on_pick(key, frame, focus), selection_mode=[PICK])
 
 
