@@ -155,6 +155,12 @@ def test_select_ds_keeps_what_the_posterior_says(seeded_ws, tmp_path):
     run = ws.store.one("SELECT params FROM stage_runs WHERE stage = 'select' ORDER BY id DESC LIMIT 1")
     params = json.loads(run[0])
     assert params["consensus"] == "ds" and params["consensus_key"] == cons.key
+    # The dashboard's funnel counts what passed this selection's rule, and gives the k-of-N figure beside it.
+    from workbench.dashboard import data
+
+    ov = data.overview(str(ws.root))
+    assert dict(ov["funnel"])[data.PASSING] == len(want)
+    assert ov["rule"]["consensus"] == "ds" and ov["kofn_passing"] == int((yes >= 2).sum())
     # A stricter threshold keeps a subset.
     select(ws, consensus="ds", min_posterior=0.99)
     strict = {r[0] for r in ws.store.query("SELECT sample_id FROM selections WHERE selected = 1")}

@@ -166,12 +166,39 @@ OUTCOME_TABLES = ("machine_votes", "human_votes", "samples", "sample_flags")
 
 def overview(root: str) -> dict:
     """The overview's counts, funnel, LLM usage and recent runs, read now (the parts that votes do not change are
-    cached per version of their tables)."""
+    cached per version of their tables). The funnel's "passing" step is select's k-of-N rule on the current votes,
+    or, when the current selection was made with Dawid–Skene consensus, what passed that run (`rule` says which;
+    `kofn_passing` is the k-of-N figure either way)."""
     ov = _overview(root, version(root, *OVERVIEW_TABLES))
     counts = dict(ov["counts"], **{"votes": table_version(root, "machine_votes")[0],
                                    "human votes": table_version(root, "human_votes")[0]})
-    funnel = [(step, _passing(root, open_workspace(root)) if step == PASSING else n) for step, n in ov["funnel"]]
-    return dict(ov, counts=counts, funnel=funnel)
+    kofn = _passing(root, open_workspace(root))
+    rule = selection_rule(root, version(root, "selections", "stage_runs"))
+    passing = rule["passed"] if rule and rule["consensus"] == "ds" else kofn
+    funnel = [(step, passing if step == PASSING else n) for step, n in ov["funnel"]]
+    return dict(ov, counts=counts, funnel=funnel, rule=rule, kofn_passing=kofn)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def selection_rule(root: str, v: tuple) -> dict | None:
+    """How the current selection was made: its select run, consensus ("kofn" / "ds") and threshold, and how many
+    samples passed the referees under that rule (from the reasons the run stored). None before any select."""
+    from workbench.pipeline.select.stage import REFEREE_REASONS
+
+    store = open_workspace(root).store
+    row = store.one("SELECT r.id, r.params FROM selections s JOIN stage_runs r ON r.id = s.stage_run_id LIMIT 1")
+    if row is None:
+        return None
+    try:
+        params = json.loads(row[1] or "{}")
+    except ValueError:
+        params = {}
+    failed = " OR ".join("reason LIKE ?" for _ in REFEREE_REASONS)
+    passed = store.scalar(f"SELECT count(*) FROM selections WHERE NOT (selected = 0 AND ({failed}))",
+                          tuple(f"{r}%" for r in REFEREE_REASONS))
+    return {"run": int(row[0]), "consensus": params.get("consensus", "kofn"),
+            "min_posterior": float(params.get("min_posterior", 0.8)), "min_votes": params.get("min_votes"),
+            "passed": int(passed)}
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

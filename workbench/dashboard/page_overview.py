@@ -30,6 +30,15 @@ def render(root: str, ws) -> None:
     else:
         st.vega_lite_chart(pd.DataFrame(funnel, columns=["step", "count"]), charts.hbars("step", "count"),
                            width="stretch", key="funnel")
+        rule = ov["rule"]
+        if rule and rule["consensus"] == "ds":
+            st.caption(f"Passing the referees: Dawid–Skene consensus, P(good) ≥ {rule['min_posterior']:g}, as the "
+                       f"current selection was made (select run #{rule['run']}). By k-of-N on the current votes "
+                       f"({ws.config.select.min_votes} positive machine votes or a person's 1): "
+                       f"{ov['kofn_passing']:,}.")
+        else:
+            st.caption(f"Passing the referees: select's k-of-N rule on the current votes "
+                       f"({ws.config.select.min_votes} positive machine votes, or a person's 1; not flagged).")
 
     st.subheader("Tokens and cost per stage and model")
     usage = ov["usage"]

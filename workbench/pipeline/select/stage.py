@@ -42,6 +42,9 @@ class SelectionReport:
 
 
 CONSENSUS = ("kofn", "ds")
+# How `vote_reasons` begins each reason a sample fails the referees (the other reasons are quotas and caps).
+REFEREE_REASONS = ("fewer than ", "rejected by a human reviewer", "no valid votes", "posterior P(good) below",
+                   "flagged by a reviewer")
 HUMAN = "referee LIKE 'human:%'"   # review/adjudication.HUMAN_SQL
 
 
