@@ -562,7 +562,7 @@ def test_a_persons_vote_recounts_only_people_and_flags(small, monkeypatch):
     counted = []
     real = stage.machine_vote_counts
     monkeypatch.setattr(stage, "machine_vote_counts", lambda store: counted.append(1) or real(store))
-    data.machine_vote_counts.clear()
+    data.forget_derived(root)   # nothing cached, in memory or on disk
     before = data.overview(root)
     passing = dict(before["funnel"])[data.PASSING]
     referees_v = data.version(root, "machine_votes")
@@ -581,3 +581,26 @@ def test_a_persons_vote_recounts_only_people_and_flags(small, monkeypatch):
         assert counted == [1]   # the referees' votes were counted once
     finally:
         adj.unvote(ws, sid, "tester")
+
+
+def test_referee_vote_counts_are_kept_on_disk_for_a_restart(small, monkeypatch):
+    """A restarted dashboard reads the per-sample machine vote counts from disk (counting them is most of a cold
+    start at paper scale); "Reload data" forgets them."""
+    from workbench.dashboard import data
+    from workbench.pipeline.select import stage
+
+    root = str(small[0])
+    folder = Path(root) / "arrays" / "dashboard"
+    data.forget_derived(root)
+    v = data.version(root, "machine_votes", "samples")
+    first = data.machine_vote_counts(root, v)
+    assert len(list(folder.glob("machine-votes-*.parquet"))) == 1
+    data.machine_vote_counts.clear()   # as a new server process
+
+    def not_again(store):
+        raise AssertionError("counted again")
+    monkeypatch.setattr(stage, "machine_vote_counts", not_again)
+    again = data.machine_vote_counts(root, v)
+    pd.testing.assert_frame_equal(again, first)
+    data.forget_derived(root)
+    assert not list(folder.glob("machine-votes-*.parquet"))

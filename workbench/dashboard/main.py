@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         st.caption(f"workspace **{ws.config.workspace.name}**  \n`{ws.root}`")
         page = st.radio("Page", keys, format_func=PAGES.get, key="page")
         if st.button("Reload data", help="Re-read the workspace now (otherwise new rows show within seconds)."):
-            st.cache_data.clear()
+            data.forget_derived(str(root))
     if st.query_params.get("page") != page:
         st.query_params["page"] = page
     st.title(PAGES[page])
