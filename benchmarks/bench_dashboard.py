@@ -325,7 +325,8 @@ def main(argv=None) -> int:
                 interactions(context, base, args.screenshots if i == 0 else None, args.workspace, passes)
             inter = {k: statistics.median(v) for k, v in passes.items()}
             for k, v in inter.items():
-                print(f"interaction {k:42s} {v:5.2f}s", flush=True)
+                print(f"interaction {k:42s} {v:5.2f}s  (min {min(passes[k]):.2f} max {max(passes[k]):.2f})",
+                      flush=True)
         browser.close()
     worst = max(rows + [(k, v) for k, v in inter.items() if "new tab" in k], key=lambda r: r[1])
     clicks = {k: v for k, v in inter.items() if "new tab" not in k}
