@@ -76,4 +76,10 @@ MIGRATIONS = [
         created_at TEXT NOT NULL
     );
     """,
+    # People's votes are a few among millions: a partial index finds them without reading every vote (the
+    # dashboard reads them after each commit: 0.14 s -> ~1 ms at 1.2 M votes). Queries name it with INDEXED BY
+    # (the planner prefers the covering index for a GROUP BY); their WHERE must be exactly this one.
+    """
+    CREATE INDEX votes_human ON votes (referee, sample_id) WHERE referee LIKE 'human:%';
+    """,
 ]

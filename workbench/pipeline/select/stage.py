@@ -66,7 +66,7 @@ def machine_vote_counts(store) -> pd.DataFrame:
         store.conn)
     human = pd.read_sql_query(
         "SELECT sample_id, sum(CASE WHEN vote = 1 THEN 1 ELSE 0 END) AS yes, sum(valid) AS valid, count(*) AS cast"
-        f" FROM votes WHERE {HUMAN} GROUP BY sample_id", store.conn).set_index("sample_id")
+        f" FROM votes INDEXED BY votes_human WHERE {HUMAN} GROUP BY sample_id", store.conn).set_index("sample_id")
     if len(human):
         rows = table["sample_id"].isin(human.index).to_numpy()   # a few rows: no map over every sample
         sid = table.loc[rows, "sample_id"]
@@ -80,7 +80,8 @@ def with_people(counts: pd.DataFrame, store) -> pd.DataFrame:
     votes, NaN if none) and `flagged`, read now: cheap, so machine counts can be kept while people vote."""
     table = counts.copy()
     human = pd.read_sql_query(f"SELECT sample_id, avg(CASE WHEN valid = 1 THEN vote END) AS human FROM votes "
-                              f"WHERE {HUMAN} GROUP BY sample_id", store.conn).set_index("sample_id")["human"]
+                              f"INDEXED BY votes_human WHERE {HUMAN} GROUP BY sample_id",
+                              store.conn).set_index("sample_id")["human"]
     table["human"] = np.nan
     if len(human):
         rows = table["sample_id"].isin(human.index).to_numpy()   # a few rows: no map over every sample
