@@ -138,6 +138,16 @@ def _timed(out: dict, label: str, page, act, done: str | None = None, fn: str | 
     out.setdefault(label, []).append(time.perf_counter() - t0)
 
 
+def _remember(page, element: str) -> None:
+    """Keep the current drawing of `element` (a JS expression) for `_redrawn`."""
+    page.evaluate(f"() => {{ window.__before = {element}.innerHTML; }}")
+
+
+def _redrawn(element: str) -> str:
+    """A JS test: `element` is drawn and differs from what `_remember` kept."""
+    return f"(!!{element} && {element}.innerHTML !== window.__before)"
+
+
 def _choose(page, label: str, option: str):
     """Open a Streamlit selectbox by its label and pick an option."""
     page.get_by_label(label).first.click()   # the combobox input
@@ -150,10 +160,9 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path, out: dic
     chart = "document.querySelector('[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks')"
 
     def stack():   # remember the drawn histogram, then ask for the stacked one: done when the drawing changed
-        page.evaluate(f"() => {{ window.__before = {chart}.innerHTML; }}")
+        _remember(page, chart)
         page.get_by_text("Stack by category").click()
-    _timed(out, "images: stack by category", page, stack,
-           fn=f"() => {{ const c = {chart}; return !!c && c.innerHTML !== window.__before; }}")
+    _timed(out, "images: stack by category", page, stack, fn=f"() => {_redrawn(chart)}")
     if shots:
         page.screenshot(path=str(shots / "images-stacked.png"))
     page.close()
@@ -163,23 +172,23 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path, out: dic
     name = page.locator(f"{PAGES['coverage']} g.mark-text.role-mark text").first.text_content()
 
     def focus():   # click the first category's band: done when its breadcrumb shows and the icicle was redrawn
-        page.evaluate(f"() => {{ window.__before = {icicle}.innerHTML; }}")
+        _remember(page, icicle)
         page.locator(f"{PAGES['coverage']} g.mark-rect.role-mark path").first.click()
     _timed(out, "coverage: click a category (focus)", page, focus,
            fn=f"() => [...document.querySelectorAll('[data-testid=stMain] button')].some(b => b.innerText === {name!r})"
-              f" && !!{icicle} && {icicle}.innerHTML !== window.__before")
+              f" && {_redrawn(icicle)}")
 
     page.get_by_role("button", name="⌂ All").click()   # back to the top (its breadcrumb gone), untimed
     page.wait_for_function(f"() => ![...document.querySelectorAll('[data-testid=stMain] button')]"
                            f".some(b => b.innerText === {name!r})", timeout=120_000)
     for kind, mark in [("sunburst", "arc"), ("treemap", "rect"), ("icicle", "rect")]:
         def switch(kind=kind):   # done when the chart was redrawn with this kind's marks
-            page.evaluate(f"() => {{ window.__before = {icicle}.innerHTML; }}")
+            _remember(page, icicle)
             page.get_by_role("combobox", name="Chart", exact=True).click()
             page.get_by_role("option", name=kind, exact=True).click()
+        marks = f"{PAGES['coverage']} g.mark-{mark}.role-mark"
         _timed(out, f"coverage: chart -> {kind}", page, switch,
-               fn=f"() => !!{icicle} && {icicle}.innerHTML !== window.__before"
-                  f" && !!document.querySelector({PAGES['coverage'] + f' g.mark-{mark}.role-mark'!r})")
+               fn=f"() => {_redrawn(icicle)} && !!document.querySelector({marks!r})")
         if shots and kind != "icicle":
             page.screenshot(path=str(shots / f"coverage-{kind}.png"))
     _timed(out, "coverage: chart -> node table", page, lambda: page.get_by_text("Node table", exact=True).click(),

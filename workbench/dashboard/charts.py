@@ -1,10 +1,11 @@
-"""Simple first-screen charts as Vega-Lite specs (plain dicts for `st.vega_lite_chart`): bars, a labelled heatmap.
+"""Dashboard charts as Vega-Lite specs (plain dicts for `st.vega_lite_chart`): bars, a labelled heatmap, the images
+histogram, and the coverage tree as icicle, sunburst or treemap (laid out by `analysis.coverage`).
 
 Streamlit draws Vega-Lite with code already in its page bundle, while a Plotly chart makes the browser load and run
 4.7 MB of JavaScript first (measured in a new tab on a 2-core machine: a page with a 3-bar chart and a small table
 renders in 1.35 s with Vega-Lite, 2.54 s with Plotly). The specs are written as dicts rather than through Altair:
-importing Altair costs 2 s on a cold server (its schema validation pulls in a grammar compiler). Plotly stays where
-Vega-Lite has no equivalent: the tree charts, the interactive embedding map, the Gaps page's trees.
+importing Altair costs 2 s on a cold server (its schema validation pulls in a grammar compiler). Plotly stays for
+the interactive embedding map (WebGL, lasso) and the Gaps page's trees.
 """
 
 from __future__ import annotations

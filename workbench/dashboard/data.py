@@ -200,8 +200,7 @@ def selection_rule(root: str, v: tuple) -> dict | None:
     passed = store.scalar(f"SELECT count(*) FROM selections WHERE NOT (selected = 0 AND ({failed}))",
                           tuple(f"{r}%" for r in REFEREE_REASONS))
     return {"run": int(row[0]), "consensus": params.get("consensus", "kofn"),
-            "min_posterior": float(params.get("min_posterior", 0.8)), "min_votes": params.get("min_votes"),
-            "passed": int(passed)}
+            "min_posterior": float(params.get("min_posterior", 0.8)), "passed": int(passed)}
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

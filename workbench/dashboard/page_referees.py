@@ -15,6 +15,8 @@ from workbench.dashboard import charts, data
 
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("vega", "table")
+# What the page's figures read: the referees' votes alone (a person's vote leaves them cached).
+TABLES = ("machine_votes", "samples", "nodes", "stage_runs")
 
 
 @st.cache_data(show_spinner="Summarising fully voted samples…", max_entries=4)
@@ -44,7 +46,7 @@ def summary(root: str, v: tuple, audit_fraction: float) -> dict:
 
 
 def render(root: str, ws) -> None:
-    v = data.version(root, "machine_votes", "samples", "nodes", "stage_runs")   # figures of the referees alone
+    v = data.version(root, *TABLES)
     _, names = data.vote_patterns(root, v)
     if not names:
         data.empty_state("No referee votes", "votes")
@@ -116,7 +118,7 @@ def _path(frame: pd.DataFrame, node_id: str) -> str:
 
 
 def prewarm(root: str) -> None:
-    v = data.version(root, "machine_votes", "samples", "nodes", "stage_runs")   # figures of the referees alone
+    v = data.version(root, *TABLES)
     data.vote_patterns(root, v)
     summary(root, v, data.open_workspace(root).config.referee.audit_fraction)
     data.disagreements(root, v, None, 500)

@@ -9,7 +9,7 @@ import streamlit as st
 KEY = "wb-primer"
 
 
-def send(kinds: tuple[str, ...], slot: str = "") -> None:
+def send(kinds: tuple[str, ...]) -> None:
     """Hidden empty elements of these kinds ("plotly", "table", "vega") in the sidebar (the main area keeps only
     the page's own elements). main.py sends the kinds a page's first screen draws before the page runs (measured:
     a page doing 0.6 s of work before its Plotly chart drew in 2.96 s without it and 2.57 s with it; the same page
@@ -18,14 +18,13 @@ def send(kinds: tuple[str, ...], slot: str = "") -> None:
         return
     import pandas as pd
 
-    key = f"{KEY}{slot}"
-    with st.sidebar.container(key=key):
-        st.html(f"<style>.st-key-{key}{{display:none}}</style>")
+    with st.sidebar.container(key=KEY):
+        st.html(f"<style>.st-key-{KEY}{{display:none}}</style>")
         if "plotly" in kinds:
             import plotly.graph_objects as go
 
-            st.plotly_chart(go.Figure(), key=f"{key}-plotly")
+            st.plotly_chart(go.Figure(), key=f"{KEY}-plotly")
         if "vega" in kinds:
-            st.vega_lite_chart(pd.DataFrame({"x": [0]}), {"mark": "point"}, key=f"{key}-vega")
+            st.vega_lite_chart(pd.DataFrame({"x": [0]}), {"mark": "point"}, key=f"{KEY}-vega")
         if "table" in kinds:
-            st.dataframe(pd.DataFrame({"-": []}), key=f"{key}-table")
+            st.dataframe(pd.DataFrame({"-": []}), key=f"{KEY}-table")
