@@ -4,7 +4,7 @@
     python benchmarks/bench_dashboard.py /tmp/ws-paper [--screenshots /tmp/shots]
 
 Headless Debian Chromium through playwright. A page counts as rendered when its main element
-is drawn (a Vega-Lite SVG, a Plotly canvas, the map's picture, or a table) and Streamlit's "running" indicator is gone.
+is drawn (a Vega-Lite SVG or canvas, a Plotly canvas, the map's picture, or a table) and Streamlit's "running" indicator is gone.
 "cold" = the first page opened after the server started (the default page: imports and SQL run while
 the browser loads Streamlit's bundle); then the benchmark waits until the dashboard has filled every
 page's caches in the background (it prints when) and opens each page in a new tab (a new session:
@@ -37,7 +37,7 @@ PAGES = {  # page -> selector that means "the main content is drawn" (Streamlit'
     "coverage": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "images": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     # The map of a large workspace opens as a picture of every point (the interactive view is timed below).
-    "map": "[data-testid=stMain] [data-testid=stImage] img, [data-testid=stMain] [data-testid=stPlotlyChart] canvas",
+    "map": "[data-testid=stMain] [data-testid=stImage] img, [data-testid=stMain] [data-testid=stVegaLiteChart] canvas",
     "referees": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "adjudicate": "[data-testid=stMain] [data-testid=stDataFrame]",
     "prompts": "[data-testid=stMain] [data-testid=stDataFrame]",
@@ -154,6 +154,38 @@ def _choose(page, label: str, option: str):
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def map_interactions(context, base: str, shots: Path | None, out: dict[str, list[float]]) -> None:
+    """The embedding map's: colour by outcome, picture -> interactive, a box selection, interactive -> lasso."""
+    page = _open(context, base, "map")
+    _timed(out, "map: colour by referee outcome", page, lambda: _choose(page, "Colour by", "referee outcome"),
+           fn="() => /all passed|not refereed/.test(document.querySelector('[data-testid=stMain]').innerText)")
+    if shots:
+        page.screenshot(path=str(shots / "map-outcome.png"))
+    canvas = "[data-testid=stMain] [data-testid=stVegaLiteChart] canvas"
+    if page.locator("[data-testid=stMain] [data-testid=stImage]").count():   # opened as the picture
+        _timed(out, "map: picture -> interactive (Vega-Lite canvas, 5k points)", page,
+               lambda: page.locator("[data-testid=stRadio]").get_by_text("Interactive", exact=True).click(),
+               done=canvas)
+        if shots:
+            page.screenshot(path=str(shots / "map-interactive.png"))
+    if page.locator(canvas).count():
+        def box():   # drag a box over the middle third of the map
+            b = page.locator(canvas).bounding_box()
+            page.mouse.move(b["x"] + b["width"] / 3, b["y"] + b["height"] / 3)
+            page.mouse.down()
+            page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=4)
+            page.mouse.move(b["x"] + 2 * b["width"] / 3, b["y"] + 2 * b["height"] / 3, steps=4)
+            page.mouse.up()
+        _timed(out, "map: box select (the selection listed)", page, box,
+               fn="() => /Selection: |No drawn points/.test(document.querySelector('[data-testid=stMain]').innerText)")
+        if shots:
+            page.screenshot(path=str(shots / "map-box.png"), full_page=True)
+        _timed(out, "map: interactive -> lasso (Plotly WebGL, 5k points)", page,
+               lambda: page.locator("[data-testid=stRadio]").get_by_text("Lasso", exact=True).click(),
+               done="[data-testid=stMain] [data-testid=stPlotlyChart] canvas")
+    page.close()
+
+
 def interactions(context, base: str, shots: Path | None, ws_root: Path, out: dict[str, list[float]]) -> None:
     """One pass over the interactions, each time appended to `out` (label -> seconds)."""
     page = _open(context, base, "images")
@@ -197,18 +229,7 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path, out: dic
            done=PAGES["coverage"])
     page.close()
 
-    page = _open(context, base, "map")
-    _timed(out, "map: colour by referee outcome", page, lambda: _choose(page, "Colour by", "referee outcome"),
-           fn="() => /all passed|not refereed/.test(document.querySelector('[data-testid=stMain]').innerText)")
-    if shots:
-        page.screenshot(path=str(shots / "map-outcome.png"))
-    if page.locator("[data-testid=stMain] [data-testid=stImage]").count():   # opened as the picture
-        _timed(out, "map: picture -> interactive (WebGL, 10k points)", page,
-               lambda: page.locator("[data-testid=stRadio]").get_by_text("Interactive", exact=True).click(),
-               done="[data-testid=stMain] [data-testid=stPlotlyChart] canvas")
-        if shots:
-            page.screenshot(path=str(shots / "map-interactive.png"))
-    page.close()
+    map_interactions(context, base, shots, out)
 
     # Three votes on the Adjudicate queue as reviewer "bench" (taken back afterwards through the library).
     page = _open(context, base, "adjudicate")

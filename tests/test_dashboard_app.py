@@ -269,23 +269,56 @@ def test_images_per_task_histogram_and_bin_list(small):
 
 def test_embedding_map_points_colours_and_selection(small):
     root, s = small
+    from workbench.dashboard import page_map
+
     at = run(root, "map")
+    assert at.radio(key="map_view").value == "interactive" and not at.main.get("plotly_chart")
+    sp, pts = vega(at)
+    assert sp["usermeta"]["embedOptions"]["renderer"] == "canvas"
+    assert {p["name"] for p in sp["params"]} == {page_map.BOX, page_map.ZOOM}
+    assert [p["name"] for p in sp["params"] if p.get("bind") == "scales"] == [page_map.ZOOM]   # the wheel zooms
+    assert (pts["kind"] == "image").sum() == s["images"] and (pts["kind"] == "task").sum() == s["task_types"]
+    assert pts["group"].nunique() == 3   # one colour per first-level category
+    legend = at.main.html[0].proto.body
+    assert all(g in legend for g in pts["group"].unique())
+    assert set(pts.loc[pts["kind"] == "image", "label"]) == {""}   # names only for task types
+    at.selectbox(key="map_colour").set_value("source").run()
+    _, pts = vega(at)
+    groups = set(pts["group"])
+    assert "task type" in groups and groups <= set(_generator().SOURCES) | {"task type"}
+    assert set(pts.loc[pts["kind"] == "task", "group"]) == {"task type"}
+    # A box (x and y ranges, as the browser reports a drag) shows every point inside it: its images with their
+    # matches and Q&A, its task types as a table.
+    x0, x1 = float(pts["x"].min()) - 1, float(pts["x"].median())
+    y0, y1 = float(pts["y"].min()) - 1, float(pts["y"].max()) + 1
+    inside = pts[(pts["x"] >= x0) & (pts["x"] <= x1)]
+    n_img, n_task = int((inside["kind"] == "image").sum()), int((inside["kind"] == "task").sum())
+    assert 0 < n_img < s["images"]
+    at = run(root, "map", {"map_colour": "source", "map_canvas": {"selection": {"box": {"x": [x1, x0], "y": [y0, y1]}}}})
+    assert any(f"Selection: {n_img} image(s), {n_task} task type(s)" in h.value for h in at.subheader)
+    assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1, at.main
+    assert any("**Q:**" in md.value for md in at.markdown)
+    if n_task:
+        assert len(at.main.dataframe[0].value) == n_task
+    # A box over empty space says so.
+    at = run(root, "map", {"map_canvas": {"selection": {"box": {"x": [x1 + 1e6, x1 + 2e6], "y": [y0, y1]}}}})
+    assert not at.subheader and any("No points in the box" in c.value for c in at.caption)
+
+
+def test_embedding_map_lasso_view_selects_plotly_points(small):
+    """The lasso view is Plotly's WebGL scatter: one trace per colour group and kind, and a lasso or box selection as
+    the browser reports it (curve and point index) shows those images."""
+    root, s = small
+    at = run(root, "map", {"map_view": "lasso", "map_colour": "source"})
     traces = spec(at)["data"]
     assert {t["type"] for t in traces} == {"scattergl"}
-    n_points = sum(len(_values({"values": t["x"]})) for t in traces)
-    assert n_points == s["images"] + s["task_types"]
-    assert len({t["name"] for t in traces}) == 3   # one colour per first-level category
-    at.selectbox(key="map_colour").set_value("source").run()
-    names = {t["name"] for t in spec(at)["data"]}
+    assert sum(len(_values({"values": t["x"]})) for t in traces) == s["images"] + s["task_types"]
+    names = {t["name"] for t in traces}
     assert "task type" in names and names <= set(_generator().SOURCES) | {"task type"}
-    # Selecting points (as the browser would report them) shows those images with their matches and Q&A.
-    traces = spec(at)["data"]
     curve = next(i for i, t in enumerate(traces) if t["name"] != "task type")
-    # A selection as the browser reports it: curve and point index within the trace.
-    at = run(root, "map", {"map_colour": "source", "map_chart": {"selection": {"points": [
+    at = run(root, "map", {"map_view": "lasso", "map_colour": "source", "map_chart": {"selection": {"points": [
         {"curve_number": curve, "point_index": 0}, {"curve_number": curve, "point_index": 1}]}}})
     assert any("Selection: 2 image(s)" in h.value for h in at.subheader)
-    assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1, at.main
     assert any("**Q:**" in md.value for md in at.markdown)
 
 
@@ -298,7 +331,8 @@ def test_embedding_map_compute_button_stores_projection(tmp_path):
     assert "No stored PCA projection" in at.info[0].value
     at.button(key="map_compute").click().run()
     assert db(root).scalar("SELECT count(*) FROM projections WHERE method='pca'") == 1
-    assert spec(at)["data"][0]["type"] == "scattergl"
+    _, pts = vega(at)
+    assert len(pts) == gen.SMALL.images + gen.SMALL.leaves   # every image and task type, drawn on the canvas
 
 
 def test_referees_figures(small):
@@ -437,24 +471,32 @@ def leaf_grew(tmp_path_factory):
 def test_embedding_map_legend_lists_task_types_and_skips_inner_nodes(leaf_grew):
     root, s, inner = leaf_grew
     at = run(root, "map")
-    sp = spec(at)
-    tasks = [t for t in sp["data"] if t.get("legendgroup") == "tasks"]
-    assert tasks and all(t["showlegend"] for t in tasks)
-    assert {t["name"] for t in tasks} == {t["name"] for t in sp["data"] if t.get("legendgroup") == "images"}
-    assert sp["layout"]["showlegend"] is True
+    _, pts = vega(at)
+    tasks = pts[pts["kind"] == "task"]
     # The grown leaf is an inner node now; its child has no embedding yet: one task type fewer is drawn.
-    n_tasks = sum(len(_values({"values": t["x"]})) for t in tasks)
-    assert n_tasks == s["task_types"] - 1
-    hover = {h for t in tasks for h in t["hovertext"]}
+    assert len(tasks) == s["task_types"] - 1
     store = db(root)
-    assert store.scalar("SELECT name FROM nodes WHERE id=?", (inner,)) not in hover
+    assert store.scalar("SELECT name FROM nodes WHERE id=?", (inner,)) not in set(tasks["label"])
+    # The legend beside the chart counts images and task types per colour group, over every point.
+    legend = at.main.html[0].proto.body
+    for group, n in tasks.groupby("group", observed=True).size().items():
+        n_img = int(((pts["kind"] == "image") & (pts["group"] == group)).sum())
+        assert f"{group}<span style='color:#888'> {n_img:,} · {n:,}" in legend
+    # The lasso view (Plotly) has the same groups in two legend groups, images and task types.
+    sp = spec(run(root, "map", {"map_view": "lasso"}))
+    lasso_tasks = [t for t in sp["data"] if t.get("legendgroup") == "tasks"]
+    assert lasso_tasks and all(t["showlegend"] for t in lasso_tasks)
+    assert {t["name"] for t in lasso_tasks} == set(tasks["group"])
+    assert sum(len(_values({"values": t["x"]})) for t in lasso_tasks) == s["task_types"] - 1
+    assert sp["layout"]["showlegend"] is True
 
 
 def test_embedding_map_legend_leaves_the_modebar_clear(small):
     root, _ = small
     from workbench.dashboard import page_map
 
-    layout = spec(run(root, "map"))["layout"]
+    # The interactive view's legend is HTML in its own column; the lasso view's is Plotly's.
+    layout = spec(run(root, "map", {"map_view": "lasso"}))["layout"]
     legend = layout["legend"]
     # Right of the plot and hanging from the plot area's top, below a top margin that holds the modebar
     # (plotly's default legend place, the top-right corner, is where the modebar is drawn).
@@ -464,21 +506,22 @@ def test_embedding_map_legend_leaves_the_modebar_clear(small):
 
 
 def test_a_large_embedding_map_opens_as_a_picture_of_every_point(small, monkeypatch):
-    """Above PICTURE_ABOVE points the map opens as a server-drawn PNG with an HTML legend (no Plotly at all), and
-    one click on the view switch brings the interactive scatter; ?view= picks the view."""
+    """Above PICTURE_ABOVE points the map opens as a server-drawn PNG with an HTML legend (no chart at all), and one
+    click on the view switch brings the interactive scatter; ?view= picks the view."""
     root, s = small
-    from workbench.dashboard import page_map, primer
+    from workbench.dashboard import page_map
 
     monkeypatch.setattr(page_map, "PICTURE_ABOVE", 10)   # the small workspace counts as large
     at = run(root, "map")
     assert at.radio(key="map_view").value == "picture"
-    assert not at.main.get("plotly_chart")
-    # Plotly's code is asked for after the picture (a hidden empty chart), so the switch to Interactive only draws.
-    assert [c.key for c in at.sidebar.get("plotly_chart")] == [f"{primer.KEY}-plotly"]
+    assert not at.main.get("plotly_chart") and not at.main.get("vega_lite_chart")
+    assert at.selectbox(key="map_points").disabled   # the picture draws every point
+    # Vega-Lite's code is asked for after the picture (a hidden empty chart), so the switch to Interactive only draws.
+    assert len(at.sidebar.get("vega_lite_chart")) == 1 and not at.sidebar.get("plotly_chart")
     assert len(at.main.image) == 1
     legend = at.main.html[0].proto.body
-    cats = {t["name"] for t in spec(run(root, "map", {"map_view": "interactive"}))["data"]}
-    assert cats and all(c in legend for c in cats)                 # the same groups as the scatter's legend
+    _, pts = vega(run(root, "map", {"map_view": "interactive"}))
+    assert all(g in legend for g in set(pts["group"]))             # the same groups as the interactive view's
     n = s["images"] + s["task_types"]
     assert any(f"{s['images']:,} images" in c.value for c in at.caption)
     png, rows = page_map.picture(str(root), *_map_args(root), None)
@@ -486,13 +529,32 @@ def test_a_large_embedding_map_opens_as_a_picture_of_every_point(small, monkeypa
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
     at.radio(key="map_view").set_value("interactive").run()
-    assert {t["type"] for t in spec(at)["data"]} == {"scattergl"}
+    assert len(vega(at)[1]) == n and not at.selectbox(key="map_points").disabled
     assert not at.main.image
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.query_params["page"] = "map"
-    at.query_params["view"] = "interactive"
-    at.run()
-    assert at.radio(key="map_view").value == "interactive" and at.main.get("plotly_chart")
+    for view, element in (("interactive", "vega_lite_chart"), ("lasso", "plotly_chart")):
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+        at.query_params["page"] = "map"
+        at.query_params["view"] = view
+        at.run()
+        assert at.radio(key="map_view").value == view and at.main.get(element)
+
+
+def test_the_interactive_map_draws_a_sample_and_selects_every_point_in_the_box(small, monkeypatch):
+    """A map larger than 'Points drawn' is drawn from a fixed random sample (the same on every rerun); a box selects
+    every point inside it, drawn or not, and says so."""
+    root, s = small
+    from workbench.dashboard import page_map
+
+    monkeypatch.setitem(page_map.POINT_CHOICES, page_map.DEFAULT_POINTS, 20)
+    at = run(root, "map", {"map_view": "interactive"})
+    _, pts = vega(at)
+    assert len(pts) == 20
+    assert any("sample of 20 of" in c.value for c in at.caption)
+    pd.testing.assert_frame_equal(vega(run(root, "map", {"map_view": "interactive"}))[1], pts)
+    box = {"x": [-1e9, 1e9], "y": [-1e9, 1e9]}
+    at = run(root, "map", {"map_view": "interactive", "map_canvas": {"selection": {"box": box}}})
+    assert any(f"Selection: {s['images']} image(s), {s['task_types']} task type(s)" in h.value for h in at.subheader)
+    assert any("drawn or not" in c.value for c in at.caption)
 
 
 def test_picture_colour_by_referee_outcome_uses_the_traffic_lights(small, monkeypatch):

@@ -17,7 +17,7 @@ PAGES = {
     "overview": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "coverage": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "images": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
-    "map": "[data-testid=stMain] [data-testid=stPlotlyChart] canvas",
+    "map": "[data-testid=stMain] [data-testid=stVegaLiteChart] canvas",
     "referees": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "prompts": "[data-testid=stMain] [data-testid=stDataFrame]",
 }
@@ -101,13 +101,47 @@ def test_every_page_renders_in_chromium(tmp_path):
         assert outer["y"] < inner["y"] and inner["y"] + inner["height"] <= outer["y"] + outer["height"]
         _no_errors(page, "coverage/treemap")
         page.screenshot(path=str(SHOTS / "coverage-treemap.png"), full_page=True)
-        # Sidebar navigation reaches the embedding map and WebGL paints it.
+        # Sidebar navigation reaches the embedding map, drawn on a canvas; a drag across it is a box selection that
+        # lists every point; the wheel zooms in (the same drag then boxes fewer points); Lasso brings Plotly's WebGL.
         page.locator("[data-testid=stSidebar]").get_by_text("Embedding map", exact=True).click()
         page.wait_for_selector("h1:has-text('Embedding map')", timeout=30_000)
+        canvas = "[data-testid=stMain] [data-testid=stVegaLiteChart] canvas"
+        page.wait_for_selector(canvas, timeout=60_000)
+        _idle(page)
+
+        def drag():
+            box = page.locator(canvas).bounding_box()
+            page.mouse.move(box["x"] + 2, box["y"] + 2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+            page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2, steps=5)
+            page.mouse.up()
+
+        drag()
+        page.wait_for_selector("h3:has-text('Selection: 40 image(s), 24 task type(s)')", timeout=60_000)
+        _idle(page)
+        _no_errors(page, "map/box")
+        page.screenshot(path=str(SHOTS / "map-box.png"), full_page=True)
+        page.dblclick(canvas)   # clears the box
+        page.wait_for_function("() => !/Selection: /.test(document.querySelector('[data-testid=stMain]').innerText)",
+                               timeout=60_000)
+        _idle(page)
+        box = page.locator(canvas).bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        for _ in range(5):
+            page.mouse.wheel(0, -300)
+            page.wait_for_timeout(100)
+        drag()
+        page.wait_for_function("() => /Selection: |No points in the box/.test("
+                               "document.querySelector('[data-testid=stMain]').innerText)", timeout=60_000)
+        _idle(page)
+        assert page.locator("h3:has-text('Selection: 40 image(s), 24 task type(s)')").count() == 0
+        page.locator("[data-testid=stRadio]").get_by_text("Lasso", exact=True).click()
         page.wait_for_selector("[data-testid=stMain] [data-testid=stPlotlyChart] canvas", timeout=60_000)
         _idle(page)
         n = page.evaluate("() => document.querySelector('[data-testid=stMain] .js-plotly-plot')._fullData.reduce((a, t) => a + t._length, 0)")
         assert n == 40 + 24
+        _no_errors(page, "map/lasso")
         browser.close()
 
 

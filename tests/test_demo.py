@@ -59,7 +59,7 @@ def _every_page_in_chromium(root):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         for name, selector in [("overview", "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks"), ("coverage", "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks"), ("images", "[data-testid=stApp]"),
-                               ("map", "[data-testid=stMain] [data-testid=stPlotlyChart] canvas"), ("referees", "[data-testid=stApp]"),
+                               ("map", "[data-testid=stMain] [data-testid=stVegaLiteChart] canvas"), ("referees", "[data-testid=stApp]"),
                                ("prompts", "[data-testid=stMain] [data-testid=stDataFrame]")]:
             page.goto(f"{url}/?page={name}")
             page.wait_for_selector(selector, timeout=90_000)
@@ -113,7 +113,7 @@ def test_doctor_reports_keys_by_name_only(tmp_path, monkeypatch):
 def test_demo_workspace_in_the_dashboard_shows_coverage_task_map_quality_and_new_nodes(tmp_path, monkeypatch):
     """The issue's 'done when': the demo's dashboard shows the seed taxonomy's coverage, the task map and the
     quality figures with no error; after an expansion the new nodes are on the coverage page."""
-    from test_dashboard_app import _values, run
+    from test_dashboard_app import run, vega
 
     monkeypatch.setenv("WORKBENCH_NO_LOCAL_PROBE", "1")
     with OpenAIServer(expand_script) as server:
@@ -137,6 +137,5 @@ def test_demo_workspace_in_the_dashboard_shows_coverage_task_map_quality_and_new
     m = {x.label: x.value for x in at.metric}
     assert m["context length"] == "77" and int(m["max depth"]) == 3
     at = page("map")
-    traces = json.loads(at.main.get("plotly_chart")[0].proto.spec)["data"]
-    n_points = sum(len(_values({"values": t["x"]})) for t in traces)
+    n_points = (vega(at)[1]["kind"] == "task").sum()
     assert n_points == len(ws.taxonomy.leaves()) > 72   # the new task types are on the map too

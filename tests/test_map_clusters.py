@@ -52,11 +52,49 @@ def traces(at):
     return json.loads(at.main.get("plotly_chart")[0].proto.spec)["data"]
 
 
-def test_cluster_layer_draws_members_and_exemplars(clustered):
+def canvas(at):
+    """The interactive view's spec and data."""
+    import pyarrow as pa
+
+    el = at.main.get("vega_lite_chart")[0]
+    raw = el.proto.data.data or el.proto.datasets[0].data.data
+    return json.loads(el.proto.spec), pa.ipc.open_stream(raw).read_pandas()
+
+
+def test_interactive_view_draws_rings_and_stars_over_faded_points(clustered):
     root, ids = clustered
-    plain = traces(run(root))
-    assert not any(t["name"].startswith("#") for t in plain)   # off unless asked
+    sp, pts = canvas(run(root))
+    assert set(pts["kind"]) == {"image", "task"} and "layer" not in sp   # off unless asked: one plain view
     at = run(root, params={"layer": "clusters"})
+    assert at.toggle(key="map_clusters").value is True
+    sp, pts = canvas(at)
+    layer = pts[pts["kind"].isin(["ring", "star"])]
+    assert layer.groupby(["group", "kind"], observed=True).size().to_dict() == {
+        ("#1 counting sheep", "ring"): 5, ("#1 counting sheep", "star"): 2,
+        ("#2 (unnamed)", "ring"): 2, ("#2 (unnamed)", "star"): 2}
+    # Three layers: the points (faded), the rings (open), the exemplars (stars); one colour scale for all.
+    filters = [lay["transform"][0]["filter"] for lay in sp["layer"]]
+    assert "'ring'" in filters[1] and "'star'" in filters[2]
+    assert sp["layer"][0]["encoding"]["opacity"]["scale"]["range"][0] < 0.5
+    assert sp["layer"][1]["mark"]["filled"] is False
+    assert {"#1 counting sheep", "#2 (unnamed)"} <= set(sp["layer"][0]["encoding"]["color"]["scale"]["domain"])
+    legend = at.main.html[0].proto.body
+    assert "discovered clusters" in legend and "#1 counting sheep<span style='color:#888'> 5 · 0" in legend
+    # A box around the first cluster's rings selects its images (and whatever else lies inside).
+    rings = layer[(layer["group"] == "#1 counting sheep") & (layer["kind"] == "ring")]
+    box = {"x": [float(rings["x"].min()), float(rings["x"].max())], "y": [float(rings["y"].min()), float(rings["y"].max())]}
+    inside = pts[(pts["kind"] != "ring") & (pts["kind"] != "star") & pts["x"].between(*box["x"]) & pts["y"].between(*box["y"])]
+    at = run(root, {"map_clusters": True, "map_canvas": {"selection": {"box": box}}})
+    n_img = int((inside["kind"] == "image").sum())
+    assert n_img >= 5 and any(f"Selection: {n_img} image(s)" in h.value for h in at.subheader)
+
+
+def test_cluster_layer_draws_members_and_exemplars(clustered):
+    """The lasso view (Plotly) draws the layer as traces of its own."""
+    root, ids = clustered
+    plain = traces(run(root, params={"view": "lasso"}))
+    assert not any(t["name"].startswith("#") for t in plain)   # off unless asked
+    at = run(root, params={"layer": "clusters", "view": "lasso"})
     assert at.toggle(key="map_clusters").value is True
     layer = [t for t in traces(at) if t["name"].startswith("#")]
     by = {(t["name"], t["marker"]["symbol"]): len(_values({"values": t["x"]})) for t in layer}
@@ -66,7 +104,7 @@ def test_cluster_layer_draws_members_and_exemplars(clustered):
     assert any("#1 counting sheep (5 of 5 images on the map, proposed)" in c.value for c in at.caption)
     # Selecting the first cluster's ring trace shows its images.
     curve = next(i for i, t in enumerate(traces(at)) if t["name"] == "#1 counting sheep")
-    at = run(root, {"map_clusters": True, "map_chart": {"selection": {"points": [
+    at = run(root, {"map_clusters": True, "map_view": "lasso", "map_chart": {"selection": {"points": [
         {"curve_number": curve, "point_index": i} for i in range(5)]}}})
     assert any("Selection: 5 image(s)" in h.value for h in at.subheader)
 

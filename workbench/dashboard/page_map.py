@@ -1,8 +1,10 @@
-"""Embedding map: CLIP image and task-type embeddings projected together (UMAP) in one WebGL scatter.
+"""Embedding map: CLIP image and task-type embeddings projected together (UMAP) in one scatter.
 
 The projection is computed once and stored (`workbench.analysis.projection`); this page only
-reloads it. Colour by first-level category, referee outcome or source; the discovered clusters (`workbench
-discover`) can be drawn over it as a layer; selecting points shows the images with their task types and Q&A.
+reloads it. Three views of it: a picture of every point drawn on the server (`map_picture`), an interactive
+Vega-Lite canvas (hover, zoom, box selection) and a Plotly WebGL scatter for lasso selection. Colour by
+first-level category, referee outcome or source; the discovered clusters (`workbench discover`) can be drawn
+over it as a layer; selecting points shows the images with their task types and Q&A.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from workbench.analysis import projection
-from workbench.dashboard import data
+from workbench.dashboard import charts, data
 from workbench.dashboard import map_picture as mp
 from workbench.dashboard import primer
 
@@ -30,22 +32,28 @@ OUTCOME_COLOURS = {"all passed": "#2ca02c", "some passed": "#ff9f1c", "none pass
                    "not refereed": OTHER_COLOUR}
 GRID = 24
 MODEBAR_MARGIN = 36   # px above the plot area: the modebar's own strip, clear of the legend
-# Points drawn by default: WebGL paint time grows with the point count (~2 s for 100k in software
-# WebGL), so a large map is drawn from a fixed random sample unless the user asks for all of it.
-POINT_CHOICES = {"10,000 (sampled)": 10_000, "20,000 (sampled)": 20_000, "50,000 (sampled)": 50_000, "all": 0}
-DEFAULT_POINTS = "10,000 (sampled)"   # the picture view shows every point; this is for hover and selection
-# A map with more points than this opens as a server-drawn picture of every point (map_picture): the interactive
-# scatter of a large map costs seconds of browser time without a GPU. The user switches views with one click.
-VIEWS = {"picture": "Picture", "interactive": "Interactive"}
-PICTURE_ABOVE = 20_000
+# Points drawn by default: the browser's time grows with the point count (Vega-Lite: ~0.36 s per 10k on a 2-core
+# machine; WebGL ~2 s for 100k in software), so a large map is drawn from a fixed random sample unless the user
+# asks for more. The picture view shows every point, and a box selects every point in it, drawn or not.
+POINT_CHOICES = {"5,000": 5_000, "10,000": 10_000, "20,000": 20_000, "50,000": 50_000, "all": 0}
+DEFAULT_POINTS = "5,000"
+# A map the interactive view would sample opens as a server-drawn picture of every point (map_picture): drawing
+# a large map in the browser costs seconds without a GPU. The user switches views with one click.
+# "Interactive" is a Vega-Lite canvas (code Streamlit ships: the switch from the picture takes 0.8-1.0 s at paper
+# scale); "Lasso" is Plotly's WebGL scatter, for free-hand selection (its first chart in a tab takes ~0.85 s to build
+# before any data, ~2.3 s with loading Plotly).
+VIEWS = {"picture": "Picture", "interactive": "Interactive", "lasso": "Lasso"}
+PICTURE_ABOVE = POINT_CHOICES[DEFAULT_POINTS]
+BOX, ZOOM = "box", "zoom"   # the interactive view's selection parameters
 COLOUR_BY_TITLE = {"category": "first-level category", "outcome": "referee outcome", "source": "source"}
 
 
 def first_screen() -> tuple[str, ...]:
-    """Lazily loaded element kinds this run draws, for main.py to send first (primer.py): Plotly only
-    in the interactive view (a first visit of a small map opens it too, without the head start)."""
+    """Lazily loaded element kinds this run draws, for main.py to send first (primer.py): Vega-Lite in the
+    interactive view, Plotly in the lasso view (a first visit of a small map opens the interactive view too, without
+    the head start)."""
     view = st.session_state.get("map_view") or st.query_params.get("view")
-    return ("plotly",) if view == "interactive" else ()
+    return {"interactive": ("vega",), "lasso": ("plotly",)}.get(view, ())
 
 
 # cache_resource: shared, not copied per call (119k rows); callers only read them.
@@ -182,21 +190,64 @@ def picture(root: str, key: str, v: tuple, colour: str, min_votes: int, layer_v:
     images = images[np.random.default_rng(0).permutation(len(images))]   # no group hides another by coming last
     tasks = np.flatnonzero(is_task)
     layers = [mp.Layer(images, rgb[images], 3), mp.Layer(tasks, rgb[tasks], 3, rim=1)]
-    legend = [{"name": n, "colour": colour_of[n], "images": int(((grp == n) & ~is_task).sum()),
-               "task_types": int(((grp == n) & is_task).sum())} for n in names]
     dim = 0.0
     if layer_v is not None:
         specs, rows, _ = cluster_layer(root, key, layer_v)
-        legend = []
         for t, idx in zip(specs, rows):
             c = mp.hex_rgb(t["marker"]["color"])
             exemplar = t["marker"]["symbol"] == "star"
             layers.append(mp.Layer(idx, np.tile(c, (len(idx), 1)), 7 if exemplar else 9, rim=1 if exemplar else 2,
                                    hollow=not exemplar))
-            if not exemplar:
-                legend.append({"name": t["name"], "colour": t["marker"]["color"], "images": len(idx), "task_types": 0})
         dim = 0.7
-    return mp.draw(df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32), layers, dim=dim), legend
+    png = mp.draw(df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32), layers, dim=dim)
+    return png, legend_rows(root, key, v, colour, min_votes, layer_v)
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def legend_rows(root: str, key: str, v: tuple, colour: str, min_votes: int, layer_v: tuple | None) -> list[dict]:
+    """The legend of the picture and the interactive view, [{name, colour, images, task_types}] over every point:
+    one row per colour group, or with the clusters layer (`layer_v` set) one per discovered cluster."""
+    if layer_v is not None:
+        specs, rows, _ = cluster_layer(root, key, layer_v)
+        return [{"name": t["name"], "colour": t["marker"]["color"], "images": len(idx), "task_types": 0}
+                for t, idx in zip(specs, rows) if t["marker"]["symbol"] != "star"]
+    df = points(root, key, data.version(root, "nodes", "matches", "images"))
+    grp, names, colour_of = groups(root, key, v, colour, min_votes)
+    is_task = (df["kind"] == "task").to_numpy()
+    return [{"name": n, "colour": colour_of[n], "images": int(((grp == n) & ~is_task).sum()),
+             "task_types": int(((grp == n) & is_task).sum())} for n in names]
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def canvas_points(root: str, key: str, v: tuple, colour: str, min_votes: int, max_points: int,
+                  layer_v: tuple | None) -> tuple[pd.DataFrame, dict, list[dict]]:
+    """The interactive view's rows (x, y, kind: image | task | ring | star, group, label; images in a random order so
+    no group hides another by coming last, then task types, then the clusters layer), the colour of each group in
+    legend order, and the clusters drawn. Callers only read them."""
+    df = points(root, key, data.version(root, "nodes", "matches", "images"))
+    grp, names, colour_of = groups(root, key, v, colour, min_votes)
+    keep = sample_mask(len(df), max_points)
+    is_task = (df["kind"] == "task").to_numpy()
+    images = np.flatnonzero(~is_task & keep)
+    rows = [images[np.random.default_rng(0).permutation(len(images))], np.flatnonzero(is_task & keep)]
+    kinds, group = ["image", "task"], [grp[rows[0]], grp[rows[1]]]
+    colours = {n: colour_of[n] for n in names}
+    clusters = []
+    if layer_v is not None:
+        specs, layer_rows, clusters = cluster_layer(root, key, layer_v)
+        for t, idx in zip(specs, layer_rows):
+            rows.append(idx)
+            kinds.append("star" if t["marker"]["symbol"] == "star" else "ring")
+            group.append(np.full(len(idx), t["name"], dtype=object))
+            colours.setdefault(t["name"], t["marker"]["color"])
+    at = np.concatenate(rows).astype(np.int64)
+    frame = pd.DataFrame({
+        "x": df["x"].to_numpy(np.float32)[at], "y": df["y"].to_numpy(np.float32)[at],
+        "kind": pd.Categorical(np.repeat(kinds, [len(r) for r in rows]), categories=["image", "task", "ring", "star"]),
+        "group": pd.Categorical(np.concatenate(group).astype(str), categories=list(colours)),
+        # Names only for task types (short leaf names): 10k image paths would triple the payload.
+        "label": np.where(df["kind"].to_numpy()[at] == "task", df["label"].to_numpy()[at], "")})
+    return frame, colours, clusters
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -250,7 +301,7 @@ def render(root: str, ws) -> None:
     label = {s["key"]: f"{s['kind']} · {s['model']} · {s['n']:,} rows" for s in sets}
     model = sets[0]["model"]
     default = [s["key"] for s in sets if s["model"] == model][:2]
-    c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1.3, 1.3])
+    c1, c2, c3, c4, c5, c6 = st.columns([1.7, 0.9, 1.1, 1.5, 0.9, 1.5])
     chosen = c1.multiselect("Embedding sets (of one model)", list(label), default=default, format_func=label.get,
                             key="map_sets")
     method = c2.selectbox("Method", projection.METHODS, key="map_method",
@@ -259,7 +310,7 @@ def render(root: str, ws) -> None:
     has_clusters = data.has_rows(root, "discoveries")
     if has_clusters and "map_clusters" not in st.session_state:   # ?layer=clusters: opened from the Gaps page
         st.session_state["map_clusters"] = st.query_params.get("layer") == "clusters"
-    layer = c5.toggle("Discovered clusters", key="map_clusters", disabled=not has_clusters,
+    layer = c6.toggle("Discovered clusters", key="map_clusters", disabled=not has_clusters,
                       help="Images no task type fitted, clustered by `workbench discover`: rings per cluster, "
                            "marks its exemplars. Select them to see the images." if has_clusters else
                            "No discovered clusters yet: `workbench discover WORKSPACE`.")
@@ -285,41 +336,69 @@ def render(root: str, ws) -> None:
             "picture" if len(df) > PICTURE_ABOVE else "interactive")
     view = c4.radio("View", list(VIEWS), format_func=VIEWS.get, key="map_view", horizontal=True,
                     help="Picture: every point, drawn on the server (fast at any size). Interactive: hover names, "
-                         "zoom, and lasso or box select to see the images (a large map is sampled).")
+                         "zoom with the wheel (shift-drag pans), drag a box to see its images. Lasso: free-hand "
+                         "selection (Plotly; slower to open). A large map is sampled in the last two.")
     vv = v + (data.version(root, *data.OUTCOME_TABLES) if COLOUR_BY[colour] == "outcome" else ())
     layer_v = v + data.version(root, "discoveries") if layer and has_clusters else None
     n_img, n_task = int((df["kind"] == "image").sum()), int((df["kind"] == "task").sum())
     about = f"{proj.method.upper()} stored {proj.created_at[:19]}, key `{proj.key}`."
+    min_votes = ws.config.select.min_votes
+    legend_title = "discovered clusters" if layer_v else COLOUR_BY_TITLE[COLOUR_BY[colour]]
+    # On every view (disabled on the picture): a widget that is already there makes the switch of views quicker.
+    shown = c5.selectbox("Points drawn", list(POINT_CHOICES), key="map_points", disabled=view == "picture",
+                         index=list(POINT_CHOICES).index(DEFAULT_POINTS),
+                         help="The interactive and lasso views draw a large map from a fixed random sample: much "
+                              "faster to paint ('all' draws every point). The picture always draws every point.")
     if view == "picture":
-        png, legend = picture(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes, layer_v)
+        png, legend = picture(root, proj.key, vv, COLOUR_BY[colour], min_votes, layer_v)
         st.caption(f"Every point: {n_img:,} images (small squares) and {n_task:,} task types (larger, dark rim). "
                    f"{about} Switch the view to Interactive to hover, zoom and select.")
         left, right = st.columns([5, 1])
         left.image(png, width="stretch")
         with right:
-            st.html(_legend_html(legend, "discovered clusters" if layer_v else COLOUR_BY_TITLE[COLOUR_BY[colour]]))
-        # After the picture: the browser loads Plotly while the picture is read, so the switch to Interactive only
-        # draws (measured: the picture's page settles 1.1 s later, the switch takes 1.2 s less).
-        primer.send(("plotly",))
+            st.html(_legend_html(legend, legend_title))
+        # After the picture: the browser loads the interactive view's chart code while the picture is read, so the
+        # switch to Interactive only draws.
+        primer.send(("vega",))
         return
-    shown = st.columns([1, 4])[0].selectbox("Points drawn", list(POINT_CHOICES), key="map_points",
-                                            index=list(POINT_CHOICES).index(DEFAULT_POINTS),
-                                            help="A large map is drawn from a fixed random sample: much faster "
-                                                 "to paint. Choose 'all' to draw every point.")
-    fig, rows, clusters = scatter(root, proj.key, vv, COLOUR_BY[colour], ws.config.select.min_votes,
-                                  POINT_CHOICES[shown], layer_v)
-    drawn = sum(len(r) for r in rows)
+    if view == "lasso":
+        fig, rows, clusters = scatter(root, proj.key, vv, COLOUR_BY[colour], min_votes, POINT_CHOICES[shown], layer_v)
+        drawn = sum(len(r) for r in rows)
+    else:
+        frame, colours, clusters = canvas_points(root, proj.key, vv, COLOUR_BY[colour], min_votes,
+                                                     POINT_CHOICES[shown], layer_v)
+        drawn = int((frame["kind"].isin(("image", "task"))).sum())
     sampled = (f" Drawing a fixed random sample of {drawn:,} of {len(df):,} points ('Points drawn' shows more)."
                if drawn < len(df) else "")
-    st.caption(f"{n_img:,} images (circles) and {n_task:,} task types (diamonds); {about} "
-               f"Draw a lasso or box to select.{sampled}")
+    how = ("Draw a lasso or box to select." if view == "lasso" else
+           "Hover for names; the wheel zooms, shift-drag pans, a drag selects a box, a double-click resets.")
+    st.caption(f"{n_img:,} images (circles) and {n_task:,} task types (diamonds); {about} {how}{sampled}")
     if clusters:
         st.caption("Discovered clusters: " + "; ".join(
             f"{c['name']} ({c['drawn']:,} of {c['size']:,} images on the map, {c['status']})" for c in clusters))
-    event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
-    sel = _selected_rows(event, rows)
-    if not sel:
-        return
+    if view == "lasso":
+        event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
+        sel = _selected_rows(event, rows)
+    else:
+        left, right = st.columns([5, 1])
+        with left:
+            event = st.vega_lite_chart(frame, charts.scatter_map(colours, box=BOX, zoom=ZOOM,
+                                                                 clusters=layer_v is not None),
+                                       key="map_canvas", width="stretch", on_select="rerun", selection_mode=(BOX,))
+        with right:
+            st.html(_legend_html(legend_rows(root, proj.key, vv, COLOUR_BY[colour], min_votes, layer_v),
+                                 legend_title))
+        sel = _boxed_rows(event, df)
+        if sel is not None and not sel:
+            st.caption("No points in the box. Drag a box over some points; a double-click clears it.")
+        elif sel and drawn < len(df):
+            st.caption("Every point in the box, drawn or not: the drawing is a sample, the selection is not.")
+    if sel:
+        _selection(root, df, sel)
+
+
+def _selection(root: str, df: pd.DataFrame, sel: list[int]) -> None:
+    """The selected points (rows of `points`): their task types as a table, their images as a grid."""
     picked = df.iloc[sel]
     img_ids = picked.loc[picked["kind"] == "image", "item_id"].tolist()
     task_ids = picked.loc[picked["kind"] == "task", "item_id"].tolist()
@@ -359,6 +438,18 @@ def _selected_rows(event, rows: list[np.ndarray]) -> list[int]:
     return sorted(out)
 
 
+def _boxed_rows(event, df: pd.DataFrame) -> list[int] | None:
+    """Every point (rows of `points`, drawn or sampled out) inside the interactive view's box selection, which the
+    browser reports as x and y ranges; None when there is no box."""
+    try:
+        box = event["selection"][BOX]
+        (x0, x1), (y0, y1) = sorted(box["x"]), sorted(box["y"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    x, y = df["x"].to_numpy(), df["y"].to_numpy()
+    return np.flatnonzero((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)).tolist()
+
+
 def _grid(root: str, image_ids: list[str], frame: pd.DataFrame) -> None:
     imgs = data.image_table(root, data.version(root, "images"))
     matches = data.matches_for_images(root, image_ids)
@@ -393,21 +484,27 @@ def _default_projection(root: str):
 
 
 def prewarm(root: str) -> None:
-    """The default view, coloured by category: the picture of a large map, the scatter's traces."""
+    """The default view, coloured by category: the picture of a large map, the interactive view's points."""
     found = _default_projection(root)
     if found is not None:
         ws, proj, v = found
         if len(points(root, proj.key, v)) > PICTURE_ABOVE:
             picture(root, proj.key, v, "category", ws.config.select.min_votes, None)
-        scatter(root, proj.key, v, "category", ws.config.select.min_votes, POINT_CHOICES[DEFAULT_POINTS], None)
+        canvas_points(root, proj.key, v, "category", ws.config.select.min_votes,
+                      POINT_CHOICES[DEFAULT_POINTS], None)
+        legend_rows(root, proj.key, v, "category", ws.config.select.min_votes, None)
 
 
 def prewarm_late(root: str) -> None:
-    """The picture's other colourings of a large map, so switching 'Colour by' only swaps an image."""
+    """The lasso view's traces; the picture's other colourings of a large map, so switching 'Colour by' only swaps
+    an image."""
     found = _default_projection(root)
-    if found is None or len(points(root, found[1].key, found[2])) <= PICTURE_ABOVE:
+    if found is None:
         return
     ws, proj, v = found
+    scatter(root, proj.key, v, "category", ws.config.select.min_votes, POINT_CHOICES[DEFAULT_POINTS], None)
+    if len(points(root, proj.key, v)) <= PICTURE_ABOVE:
+        return
     for colour in ("outcome", "source"):
         vv = v + (data.version(root, *data.OUTCOME_TABLES) if colour == "outcome" else ())
         picture(root, proj.key, vv, colour, ws.config.select.min_votes, None)
