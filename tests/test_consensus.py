@@ -328,13 +328,22 @@ def test_adjudicate_page_votes_and_flags(seeded_ws):
         by_cat.set_index(["category", "referee"])["accuracy"].sort_index().tolist())
     assert not at.main.get("plotly_chart")   # the page needs no Plotly
 
-    # Vote "0" with the page's button: it lands in the workspace as human:tester and leaves the queue.
+    # Vote "0" with the page's button: it lands in the workspace as human:tester and leaves the queue. The click
+    # does not refit (crowd-kit takes seconds even on a small table): the fit shown is marked stale until recomputed.
+    fits = sorted(ws.arrays_dir.glob("consensus/*.npz"))
     at.button(key="adj_no").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert tuple(ws.store.one("SELECT vote, raw_text FROM votes WHERE sample_id = ? AND referee = 'human:tester'",
                               (first,))) == (0, "human")
     assert any("human:tester voted 0" in s.value for s in at.success)
     assert first not in at.main.dataframe[0].value["sample_id"].tolist()
+    assert sorted(ws.arrays_dir.glob("consensus/*.npz")) == fits
+    assert any("votes changed since" in w.value for w in at.warning)
+    at.run()   # a rerun (any widget) does not refit either
+    assert sorted(ws.arrays_dir.glob("consensus/*.npz")) == fits
+    at.button(key="adj_recompute").click().run()
+    assert not any("votes changed since" in w.value for w in at.warning)
+    assert len(list(ws.arrays_dir.glob("consensus/*.npz"))) == len(fits) + 1
     assert C.consensus(ws).posterior[first] == 0.0
     # Flag the next one with a reason.
     nxt = at.main.dataframe[0].value["sample_id"].iloc[0]

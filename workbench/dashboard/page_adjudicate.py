@@ -18,8 +18,11 @@ from workbench.review import adjudication as adj
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("table",)
 
-# Up to this many votes the consensus is refitted on the spot after a vote (well under a second); above it the page
-# shows the latest stored fit (marked stale) until "Recompute" is pressed or `workbench adjudicate` refits it.
+# Up to this many votes a missing or outdated fit is computed when the page opens; above it the page shows the latest
+# stored fit (marked stale) until "Recompute" is pressed or `workbench adjudicate` refits it. A person's own decisions
+# never refit on the click path at any size: crowd-kit's EM takes 0.4-3 s even on a few hundred votes (~25 ms an
+# iteration, up to 100 iterations once people's labels are fixed), while the queue only needs the decided sample
+# left out. The fit shown is marked stale until "Recompute".
 AUTO_COMPUTE_VOTES = 40_000
 QUEUE_LEN = 50
 CANDIDATES = 4 * QUEUE_LEN   # ranked once per fit; a vote only filters them (no re-ranking on the click path)
@@ -109,12 +112,11 @@ def _default_reviewer() -> str:
 
 
 def _changed(root: str) -> None:
-    """After a decision: the queue filters it out by itself; the votes' key is recomputed only where the page
-    refits on the spot (a small vote table). A large table's fit is marked stale for this session instead."""
+    """After a decision: the queue filters it out by itself, and the fit shown is marked stale for this session (not
+    refitted). The votes' key is recomputed only on a small vote table, where it is cheap."""
     if _count_votes(root) <= AUTO_COMPUTE_VOTES:
         _key.clear()
-    else:
-        st.session_state["adj_changed_since_fit"] = st.session_state.get("adj_fit_shown")
+    st.session_state["adj_changed_since_fit"] = st.session_state.get("adj_fit_shown")
 
 
 def _do(action: str, root: str, sample_id: str) -> None:
@@ -151,7 +153,9 @@ def render(root: str, ws) -> None:
                           help="On: a person's vote is the true label of that sample. Off: machine referees only.")
     n_votes = _count_votes(root)
     large = n_votes > AUTO_COMPUTE_VOTES
-    compute = not large
+    # Not after this session's own decisions (see AUTO_COMPUTE_VOTES): those wait for "Recompute".
+    own = st.session_state.get("adj_changed_since_fit")
+    compute = not large and (own is None or own != st.session_state.get("adj_fit_shown"))
     if c[2].button("Recompute consensus", key="adj_recompute", help="Fit Dawid–Skene to the votes as they are now."):
         compute = True
         _key.clear()
@@ -159,6 +163,8 @@ def render(root: str, ws) -> None:
         st.session_state.pop("adj_changed_since_fit", None)
     key = _key_large(root, include) if large else _key(root, include)
     cons = _consensus(root, key, include, compute)
+    if cons is None and not large:   # no fit of this mode at all (e.g. just toggled): a small table fits now
+        cons = _consensus(root, key, include, True)
     kind, msg = st.session_state.pop("adj_msg", (None, None))
     if kind:
         (st.success if kind == "success" else st.error)(msg)
