@@ -388,6 +388,59 @@ def test_adjudicate_page_on_a_large_vote_table_shows_the_stored_fit_until_recomp
     assert {m.label: m.value for m in at.metric}["decided by a person"] == "1"
 
 
+def test_background_prewarm_fits_a_large_table_once_and_the_page_opens_on_its_queue(seeded_ws, monkeypatch):
+    """A new large workspace has no stored fit: the dashboard's background prewarm fits it once (the page would
+    otherwise open on "press Recompute"); once any fit is stored, stale or not, the prewarm leaves it alone."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.dashboard import page_adjudicate
+
+    ws = seeded_ws
+    simulate(ws, 120, seed=17, images=2)
+    fits = lambda: sorted(ws.arrays_dir.glob("consensus/*.npz"))   # noqa: E731
+    monkeypatch.setattr(page_adjudicate, "AUTO_COMPUTE_VOTES", 10)
+    monkeypatch.setattr(page_adjudicate, "PREWARM_FIT_VOTES", 100)   # 480 votes: too many to fit in the background
+    page_adjudicate.prewarm_late(str(ws.root))
+    assert fits() == []
+    monkeypatch.setattr(page_adjudicate, "PREWARM_FIT_VOTES", 10_000)
+    page_adjudicate.prewarm_late(str(ws.root))
+    assert len(fits()) == 1 and not page_adjudicate._BACKGROUND_FIT.is_set()
+
+    os.environ["WORKBENCH_WORKSPACE"] = str(ws.root)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["page"] = "adjudicate"
+    at.session_state["adj_reviewer"] = "tester"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = [m.value for m in (*at.info, *at.warning)]   # (the simulated images are not on disk: a warning)
+    assert not [m for m in said if "Recompute" in m or "votes changed" in m], said
+    assert len(at.main.dataframe[0].value) == page_adjudicate.QUEUE_LEN
+    at.button(key="adj_yes").click().run()        # the fit is now stale: shown, and not refitted in the background
+    page_adjudicate._key_large.clear()
+    page_adjudicate.prewarm_late(str(ws.root))
+    assert len(fits()) == 1
+
+
+def test_adjudicate_page_says_a_background_fit_is_running(seeded_ws, monkeypatch):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.dashboard import page_adjudicate
+
+    simulate(seeded_ws, 60, seed=19, images=2)
+    monkeypatch.setattr(page_adjudicate, "AUTO_COMPUTE_VOTES", 10)
+    os.environ["WORKBENCH_WORKSPACE"] = str(seeded_ws.root)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["page"] = "adjudicate"
+    page_adjudicate._BACKGROUND_FIT.set()
+    try:
+        at.run()
+    finally:
+        page_adjudicate._BACKGROUND_FIT.clear()
+    assert "in the background" in at.info[0].value and "Recompute consensus" in at.info[0].value
+
+
 @pytest.mark.slow
 def test_adjudication_session_in_chromium(tmp_path):
     """In a real browser: name the reviewer, vote on three queued samples, flag one, open a sample by URL."""
