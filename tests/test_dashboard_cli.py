@@ -21,7 +21,26 @@ def test_print_command_binds_loopback(ws):
     assert res.code == 0, res.err
     out = res.out
     assert "--server.address 127.0.0.1" in out and "--server.port 8765" in out
-    assert f"--workspace {ws.root.resolve()}" in out and "streamlit run" in out
+    assert f"--workspace {ws.root.resolve()}" in out and "-m workbench.dashboard.launch run" in out
+
+
+@pytest.mark.timeout(120)
+def test_server_reads_the_first_page_figures_before_any_browser_asks(ws, monkeypatch):
+    """launch.py: while no browser has connected yet, the server has imported the dashboard and filled the
+    overview's caches (the first script run then finds them); with the prewarm off it reads nothing early."""
+    from workbench.dashboard.serve import serve
+
+    for prewarm, expected in (("1", True), ("0", False)):
+        monkeypatch.setenv("WORKBENCH_DASHBOARD_PREWARM", prewarm)
+        with serve(ws.root) as url:
+            log = Path(os.environ.get("TMPDIR", "/tmp")) / f"workbench-dashboard-{url.rsplit(':', 1)[1]}.log"
+            deadline = time.monotonic() + 60
+            while "overview's figures read" not in log.read_text() and time.monotonic() < deadline and expected:
+                time.sleep(0.2)
+            if not expected:
+                time.sleep(3)
+            assert ("overview's figures read" in log.read_text()) is expected, log.read_text()
+            assert "head start failed" not in log.read_text()
 
 
 def test_bad_workspace_and_port_are_clear_errors(tmp_path, ws):

@@ -90,6 +90,27 @@ def test_reject_hides_subtree_from_task_types(ws):
     assert paths(ws) == ["a~b~c", "a~d"]
 
 
+def test_count_leaves_agrees_with_the_tree_index_as_statuses_change(ws):
+    """The overview counts task types in SQL: it must count exactly the index's leaves (a node whose only children
+    are rejected becomes a task type; a rejected subtree is not reachable)."""
+    t = ws.taxonomy
+    t.add_path("a~b~c")
+    t.add_path("a~b~e")
+    t.add_path("a~d")
+    t.add_path("f")
+
+    def agree(statuses=("proposed", "accepted")):
+        assert t.count_leaves(statuses) == len(t.leaves(statuses))
+        return t.count_leaves(statuses)
+    assert agree() == 4
+    t.reject("a~b~c")
+    assert agree() == 3 and agree(("rejected",)) == 0
+    t.reject("a~b~e")                      # b's children all rejected: b is now a task type
+    assert agree() == 3 and paths(ws) == ["a~b", "a~d", "f"]
+    t.reject("a")                          # the whole subtree unreachable
+    assert agree() == 1 and agree(("proposed", "accepted", "rejected")) == 4
+
+
 def _attach_match(ws, image_id, node_id, rank=1):
     with ws.store.write() as c:
         c.execute("INSERT OR IGNORE INTO images(id, path, root, source, width, height, format, added_at) "

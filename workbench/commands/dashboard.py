@@ -23,7 +23,9 @@ from workbench.errors import WorkbenchError
 
 def streamlit_command(workspace: Path, host: str, port: int) -> list[str]:
     script = Path(__file__).resolve().parent.parent / "dashboard" / "streamlit_app.py"
-    return [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
+    # Streamlit's own command line, through launch.py: it imports the first page's modules and reads its figures
+    # while the browser loads Streamlit's JavaScript.
+    return [sys.executable, "-m", "workbench.dashboard.launch", "run", str(script), "--server.headless", "true",
             "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--", "--workspace",
             str(workspace)]

