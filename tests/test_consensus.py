@@ -358,19 +358,25 @@ def test_adjudicate_page_votes_and_flags(seeded_ws):
     assert {m.label: m.value for m in at.metric}["decided by a person"] == "left out"
 
 
-def test_adjudicate_page_on_a_large_vote_table_shows_the_stored_fit_until_recomputed(seeded_ws, monkeypatch):
-    pytest.importorskip("streamlit")
+def _adjudicate_app(root):
+    """The dashboard opened on the Adjudicate page of `root`, reviewer "tester" (not yet run)."""
     from streamlit.testing.v1 import AppTest
 
+    os.environ["WORKBENCH_WORKSPACE"] = str(root)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["page"] = "adjudicate"
+    at.session_state["adj_reviewer"] = "tester"
+    return at
+
+
+def test_adjudicate_page_on_a_large_vote_table_shows_the_stored_fit_until_recomputed(seeded_ws, monkeypatch):
+    pytest.importorskip("streamlit")
     from workbench.dashboard import page_adjudicate
 
     ws = seeded_ws
     simulate(ws, 120, seed=13, images=2)
     monkeypatch.setattr(page_adjudicate, "AUTO_COMPUTE_VOTES", 10)   # as if fitting took too long to do per click
-    os.environ["WORKBENCH_WORKSPACE"] = str(ws.root)
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.query_params["page"] = "adjudicate"
-    at.session_state["adj_reviewer"] = "tester"
+    at = _adjudicate_app(ws.root)
     at.run()
     assert "Recompute consensus" in at.info[0].value and not list((ws.arrays_dir).glob("consensus/*.npz"))
     at.button(key="adj_recompute").click().run()
@@ -392,8 +398,6 @@ def test_background_prewarm_fits_a_large_table_once_and_the_page_opens_on_its_qu
     """A new large workspace has no stored fit: the dashboard's background prewarm fits it once (the page would
     otherwise open on "press Recompute"); once any fit is stored, stale or not, the prewarm leaves it alone."""
     pytest.importorskip("streamlit")
-    from streamlit.testing.v1 import AppTest
-
     from workbench.dashboard import page_adjudicate
 
     ws = seeded_ws
@@ -407,10 +411,7 @@ def test_background_prewarm_fits_a_large_table_once_and_the_page_opens_on_its_qu
     page_adjudicate.prewarm_late(str(ws.root))
     assert len(fits()) == 1 and not page_adjudicate._BACKGROUND_FIT.is_set()
 
-    os.environ["WORKBENCH_WORKSPACE"] = str(ws.root)
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.query_params["page"] = "adjudicate"
-    at.session_state["adj_reviewer"] = "tester"
+    at = _adjudicate_app(ws.root)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     said = [m.value for m in (*at.info, *at.warning)]   # (the simulated images are not on disk: a warning)
@@ -424,15 +425,11 @@ def test_background_prewarm_fits_a_large_table_once_and_the_page_opens_on_its_qu
 
 def test_adjudicate_page_says_a_background_fit_is_running(seeded_ws, monkeypatch):
     pytest.importorskip("streamlit")
-    from streamlit.testing.v1 import AppTest
-
     from workbench.dashboard import page_adjudicate
 
     simulate(seeded_ws, 60, seed=19, images=2)
     monkeypatch.setattr(page_adjudicate, "AUTO_COMPUTE_VOTES", 10)
-    os.environ["WORKBENCH_WORKSPACE"] = str(seeded_ws.root)
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.query_params["page"] = "adjudicate"
+    at = _adjudicate_app(seeded_ws.root)
     page_adjudicate._BACKGROUND_FIT.set()
     try:
         at.run()

@@ -25,9 +25,7 @@ def head_start(root: str | None, prewarm: bool) -> None:
     """Import what the first page needs; then, when `prewarm`, fill the overview's caches once the runtime is up.
     Failures are only logged: the page computes (and reports) them itself."""
     try:
-        import pandas  # noqa: F401  (most of the import time)
-
-        from workbench.dashboard import data, main, page_overview  # noqa: F401
+        from workbench.dashboard import data, main, page_overview  # noqa: F401  (pandas: most of the time)
         if not (prewarm and root):
             return
         from streamlit import runtime
