@@ -529,8 +529,11 @@ def test_a_large_embedding_map_opens_as_a_picture_of_every_point(small, monkeypa
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
     at.radio(key="map_view").set_value("interactive").run()
+    assert not at.exception, [e.value for e in at.exception]
     assert len(vega(at)[1]) == n and not at.selectbox(key="map_points").disabled
     assert not at.main.image
+    # The canvas's Vega-Lite was asked for before the page ran (main.py); no Plotly: see page_map's VIEWS note.
+    assert len(at.sidebar.get("vega_lite_chart")) == 1 and not at.sidebar.get("plotly_chart")
     for view, element in (("interactive", "vega_lite_chart"), ("lasso", "plotly_chart")):
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
         at.query_params["page"] = "map"
