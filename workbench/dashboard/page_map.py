@@ -43,7 +43,9 @@ DEFAULT_POINTS = "5,000"
 # scale); "Lasso" is Plotly's WebGL scatter, for free-hand selection (its first chart in a tab takes ~0.85 s to build
 # before any data, ~2.3 s with loading Plotly). Plotly is not loaded ahead for it (measured at paper scale, 3 passes:
 # a hidden Plotly chart under the picture took the switch to Lasso from 3.97 s to 1.62 s but the page's first render
-# from 2.81 s to 3.65 s; under the canvas, picture -> interactive from 1.21 s to 2.79 s).
+# from 2.81 s to 3.65 s; under the canvas, picture -> interactive from 1.21 s to 2.79 s). Loading Plotly dominates
+# the switch: one trace per kind with per-point colours instead of one per colour group and kind (~96) left it at
+# ~4 s.
 VIEWS = {"picture": "Picture", "interactive": "Interactive", "lasso": "Lasso"}
 PICTURE_ABOVE = POINT_CHOICES[DEFAULT_POINTS]
 BOX, ZOOM = "box", "zoom"   # the interactive view's selection parameters
