@@ -669,3 +669,20 @@ def test_referee_vote_counts_are_kept_on_disk_for_a_restart(small, monkeypatch):
     pd.testing.assert_frame_equal(again, first)
     data.forget_derived(root)
     assert not list(folder.glob("machine-votes-*.parquet"))
+
+
+def test_the_paper_scale_generator_leaves_proposals_pending_for_the_review_page(small, tmp_path):
+    """The benchmark workspace has a last expand run's proposals pending (the Review page is timed with work to
+    show); its other figures are those of a workspace without them."""
+    import dataclasses
+
+    gen = _generator()
+    root = tmp_path / "ws"
+    got = gen.build(root, dataclasses.replace(gen.SMALL, proposals=8), log=lambda *a: None)
+    _, plain = small
+    skip = {"proposals", "projection", "seconds"}
+    assert {k: v for k, v in got.items() if k not in skip} == {k: v for k, v in plain.items() if k not in skip}
+    assert got["proposals"] == 8 and plain["proposals"] == 0
+    m = metrics(run(root, "review"))
+    assert m["pending proposals"] == "8" and m["stage runs"] == "1"
+    assert db(root).scalar("SELECT count(DISTINCT parent_id) FROM nodes WHERE status='proposed'") == 2
