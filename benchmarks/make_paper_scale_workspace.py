@@ -8,7 +8,8 @@ taxonomy, images (rows point to a few dozen generated PNGs, reused), a CLIP imag
 embedding set (random vectors clustered per first-level category), top-5 matches, filter
 decisions, samples, three referees' votes, selections, LLM calls with tokens and cost, stage
 runs, two prompt versions of the expansion, and (paper scale) 3,000 task types a last expansion
-run proposed, pending review. The embedding map's projection is stored under
+run proposed, pending review (the dashboard counts proposed nodes as task types, as the pipeline
+does: it shows 22,227, of which 3,000 have no images yet; the benchmark is the stricter for it). The embedding map's projection is stored under
 the key the dashboard asks for, with *synthetic* coordinates (category blobs), because a real
 100k-point UMAP takes minutes; the benchmark measures the dashboard, not UMAP.
 """
