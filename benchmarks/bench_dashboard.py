@@ -1,7 +1,7 @@
 """Real-browser timings of the dashboard at paper scale: first render of each page and widget interactions.
 
     python benchmarks/make_paper_scale_workspace.py /tmp/ws-paper     # once (~40 s)
-    python benchmarks/bench_dashboard.py /tmp/ws-paper [--screenshots /tmp/shots]
+    python benchmarks/bench_dashboard.py /tmp/ws-paper [--screenshots /tmp/shots] [--map-only]
 
 Headless Debian Chromium through playwright. A page counts as rendered when its main element
 is drawn (a Vega-Lite SVG or canvas, a Plotly canvas, the map's picture, or a table) and Streamlit's "running" indicator is gone.
@@ -309,12 +309,27 @@ def floor_time(context, repeat: int) -> tuple[float, float]:
     return shell, floor
 
 
+def _map_only(context, base: str, args) -> int:
+    """--map-only: the map's first render (new tab) and `map_interactions`, `--repeat` times each (medians)."""
+    times = [timed_open(context, f"{base}/?page=map", PAGES["map"]) for _ in range(args.repeat)]
+    print(f"map        first render (new tab) {statistics.median(times):5.2f}s  "
+          f"(min {min(times):.2f} max {max(times):.2f})", flush=True)
+    passes: dict[str, list[float]] = {}
+    for i in range(args.repeat):
+        map_interactions(context, base, args.screenshots if i == 0 else None, passes)
+    for k, v in passes.items():
+        print(f"interaction {k:42s} {statistics.median(v):5.2f}s  (min {min(v):.2f} max {max(v):.2f})", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("workspace", type=Path)
     ap.add_argument("--screenshots", type=Path, default=None, help="folder for one screenshot per page")
     ap.add_argument("--repeat", type=int, default=3,
                     help="new-tab visits per page and passes over the interactions (medians reported)")
+    ap.add_argument("--map-only", action="store_true",
+                    help="only the embedding map: its first render and its interactions (a quick A/B of the map)")
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -337,6 +352,8 @@ def main(argv=None) -> int:
             print(f"every page's data loaded in the background in {pre}s" if pre is not None else
                   "the background prewarm did not finish in 15 minutes", flush=True)
             rows = []
+            if args.map_only:
+                return _map_only(context, base, args)
             for name in PAGES:
                 if name not in TITLES:
                     continue
