@@ -252,7 +252,11 @@ def test_review_page_renders_and_bulk_accepts_a_subtree(tree):
     text = " ".join(m.value for m in at.markdown)
     assert "Counting" in text and "Depth" in text
     at.selectbox(key="rv_group").set_value("parent").run()
+    # Nothing is chosen for a bulk decision until the curator names a target.
+    assert at.selectbox(key="rv_bulk_target").value is None
+    assert at.button(key="rv_bulk_accept").disabled and at.button(key="rv_bulk_reject").disabled
     at.selectbox(key="rv_bulk_target").set_value("subtree:Vision~Counting").run()
+    assert not at.button(key="rv_bulk_accept").disabled
     at.button(key="rv_bulk_accept").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert {_status(ws, ids[n]) for n in ("Counting", "People", "Cars")} == {"accepted"}

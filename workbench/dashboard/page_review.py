@@ -222,8 +222,9 @@ def _bulk_panel(root: str, v: tuple) -> None:
     runs_v = tuple(data.open_workspace(root).store.one("SELECT count(*), max(id) FROM stage_runs"))
     opts = _bulk_options(root, v, runs_v)
     c = st.columns([4, 1, 1])
-    target = c[0].selectbox("Bulk: every pending proposal in", list(opts), format_func=opts.get,
-                            key="rv_bulk_target")
+    # No default: a bulk decision applies to hundreds of nodes only once the curator has named them.
+    target = c[0].selectbox("Bulk: every pending proposal in", list(opts), format_func=opts.get, index=None,
+                            placeholder="choose a subtree, a stage run or an origin", key="rv_bulk_target")
     c[1].button("Accept all", key="rv_bulk_accept", on_click=_bulk, args=(root, target, "accepted"),
                 disabled=target is None)
     c[2].button("Reject all", key="rv_bulk_reject", on_click=_bulk, args=(root, target, "rejected"),
