@@ -351,9 +351,9 @@ def main(argv=None) -> int:
             pre = wait_prewarm(log)
             print(f"every page's data loaded in the background in {pre}s" if pre is not None else
                   "the background prewarm did not finish in 15 minutes", flush=True)
-            rows = []
             if args.map_only:
                 return _map_only(context, base, args)
+            rows = []
             for name in PAGES:
                 if name not in TITLES:
                     continue

@@ -9,8 +9,8 @@ embedding set (random vectors clustered per first-level category), top-5 matches
 decisions, samples, three referees' votes, selections, LLM calls with tokens and cost, stage
 runs, two prompt versions of the expansion, and (paper scale) 3,000 task types a last expansion
 run proposed, pending review (the dashboard counts proposed nodes as task types, as the pipeline
-does: it shows 22,227, of which 3,000 have no images yet; the benchmark is the stricter for it). The embedding map's projection is stored under
-the key the dashboard asks for, with *synthetic* coordinates (category blobs), because a real
+does: it shows 22,227, of which 3,000 have no images yet; the benchmark is the stricter for it).
+The embedding map's projection is stored under the key the dashboard asks for, with *synthetic* coordinates (category blobs), because a real
 100k-point UMAP takes minutes; the benchmark measures the dashboard, not UMAP.
 """
 
@@ -49,10 +49,11 @@ class Scale:
     dim: int = 32
     pngs: int = 48
     llm_calls_per_stage: int = 2000
-    proposals: int = 0   # level-4 nodes a last expand run proposed, pending review (6 per level-3 parent)
+    proposals: int = 0   # level-4 nodes a last expand run proposed, pending review (PROPOSALS_PER_PARENT each)
 
 
 PAPER = Scale(l1=40, l2=10, l3=6, leaves=19_227, images=100_000, keep=0.826, proposals=3_000)
+PROPOSALS_PER_PARENT = 6
 SMALL = Scale(l1=3, l2=2, l3=2, leaves=24, images=40, keep=0.8, k=3, dim=16, pngs=12, llm_calls_per_stage=6)
 
 
@@ -253,15 +254,16 @@ def build(root: Path | str, scale: Scale = PAPER, seed: int = 0, log=print) -> d
         with ws.stage_run("expand", {"synthetic": True, "level": 4}, prompt_file="prompts/expand.j2",
                           prompt_hash=prompt_b, model="gpt-4o-2024-05-13", lock_key=None) as run:
             run.summary["synthetic"] = True
-        parents = prng.choice(len(level3), -(-scale.proposals // 6), replace=False)
-        prop = [(_id("p", j, d), level3[j][0], _name(prng, 100 + d), 100 + d, run.id)   # no sibling's name
-                for j in parents for d in range(6)][: scale.proposals]
+        parents = prng.choice(len(level3), -(-scale.proposals // PROPOSALS_PER_PARENT), replace=False)
+        # Positions (and name suffixes) from 100: no accepted sibling has the name.
+        prop = [(_id("p", j, pos), level3[j][0], _name(prng, pos), pos)
+                for j in parents for pos in range(100, 100 + PROPOSALS_PER_PARENT)][: scale.proposals]
         with ws.store.write():
             conn.executemany(
                 "INSERT INTO nodes(id, parent_id, name, name_key, level, position, origin, status, created_at, "
                 "updated_at, stage_run_id, prompt_hash, model) VALUES (?, ?, ?, lower(?), 4, ?, 'generated', "
                 "'proposed', ?, ?, ?, ?, 'gpt-4o-2024-05-13')",
-                [(i, p, n, n, pos, now, now, r, prompt_b) for i, p, n, pos, r in prop])
+                [(i, p, n, n, pos, now, now, run.id, prompt_b) for i, p, n, pos in prop])
         n_prop = len(prop)
 
     # -- the stored projection (synthetic coordinates: category blobs) ---------------------------
@@ -276,8 +278,7 @@ def build(root: Path | str, scale: Scale = PAPER, seed: int = 0, log=print) -> d
     projection.save(ws, key, "umap", params, np.concatenate([img_xy, txt_xy]), items)
     summary = {"nodes": len(node_rows), "task_types": len(leaf_ids), "images": n_img, "matches": len(match_rows),
                "samples": len(samples), "votes": len(votes), "llm_calls": len(calls), "proposals": n_prop,
-               "projection": key,
-               "embedding_sets": sets, "seconds": round(time.perf_counter() - t0, 1)}
+               "projection": key, "embedding_sets": sets, "seconds": round(time.perf_counter() - t0, 1)}
     ws.close()
     log(f"done in {summary['seconds']}s: {summary}")
     return summary
