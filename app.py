@@ -5,6 +5,6 @@
     WORKBENCH_WORKSPACE=DIR streamlit run app.py
 """
 
-from workbench.dashboard.main import main
+from workbench.apps.dashboard.main import main
 
 main()

@@ -18,6 +18,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -25,14 +26,14 @@ sys.path.insert(0, str(REPO / "tests"))
 from PIL import Image  # noqa: E402
 
 from openai_server import OpenAIServer  # noqa: E402
-from workbench.pipeline.referee.stage import expected_calls, run_referees  # noqa: E402
-from workbench.pipeline.select.stage import select  # noqa: E402
-from workbench.workspace import Workspace  # noqa: E402
+from workbench.stages.referee.stage import expected_calls, run_referees  # noqa: E402
+from workbench.stages.select.stage import select  # noqa: E402
+from workbench.core.workspace import Workspace  # noqa: E402
 
 
 def make_workspace(root: Path, url: str, n: int, models: list[str], k: int, audit: float) -> Workspace:
     ws = Workspace.init(root)
-    node = ws.taxonomy.add_path("counting~people counting").id
+    node = Taxonomy.of(ws).add_path("counting~people counting").id
     (root / "imgs").mkdir()
     Image.new("RGB", (16, 16), (5, 5, 5)).save(root / "imgs" / "a.png")
     with ws.store.write() as c:

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -33,8 +34,8 @@ import numpy as np  # noqa: E402
 from workbench.analysis import audit_embed  # noqa: E402
 from workbench.analysis.audit import TASK_TEXT, _tasks, audit, first_instruction  # noqa: E402
 from workbench.taxonomy.io import load_seed  # noqa: E402
-from workbench.textembed import embed_texts  # noqa: E402
-from workbench.workspace import Workspace  # noqa: E402
+from workbench.models.textembed import embed_texts  # noqa: E402
+from workbench.core.workspace import Workspace  # noqa: E402
 
 TEMPLATES = ["What color is the {a} {o} near the {o2}?", "How many {o}s are there in the {p}?",
              "Read the text written on the {a} {o}.", "Describe the {p} in detail, focusing on the {o}.",
@@ -93,7 +94,7 @@ def main() -> None:
         texts = [d["conversations"][0]["value"].replace("<image>\n", "") for d in data]
         distinct = len(set(texts))
         ws = Workspace.init(Path(tmp) / "ws")
-        load_seed(ws.taxonomy)
+        load_seed(Taxonomy.of(ws))
         embed_texts(["warm up"])                       # model load is not counted on either side
         sample = texts[: args.baseline]
         t0 = time.perf_counter()
@@ -102,7 +103,7 @@ def main() -> None:
         print(f"items: {args.items:,} ({distinct:,} distinct instructions, {distinct / args.items:.0%})")
         print(f"bare forward pass (embed_texts, file order, no dedup): {base:,.0f} texts/s on {len(sample):,} texts"
               f"; 1 M at this rate: ~{1_000_000 / base / 60:.1f} min")
-        from workbench.textembed import _load
+        from workbench.models.textembed import _load
 
         tok, _ = _load(None)
         lens = np.array([len(x) for x in tok(hand + texts[:5000])["input_ids"]])

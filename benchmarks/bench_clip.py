@@ -26,6 +26,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from workbench.taxonomy.model import Taxonomy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -61,22 +62,22 @@ def _photos(folder: Path, n: int) -> None:
 def bench_images(model: str, n: int, precision: str, workers: int) -> float:
     import torch
 
-    from workbench.pipeline.embed.clip import load_clip
-    from workbench.pipeline.embed.stage import embed_images
-    from workbench.pipeline.images.register import open_rgb, register_images
-    from workbench.pipeline.match.stage import match
+    from workbench.stages.embed.clip import load_clip
+    from workbench.stages.embed.stage import embed_images
+    from workbench.stages.images.register import open_rgb, register_images
+    from workbench.stages.match.stage import match
     from workbench.taxonomy.io import load_seed
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-clip-"))
     _photos(tmp / "imgs", n)
     ws = Workspace.init(tmp / "ws")
-    load_seed(ws.taxonomy)
+    load_seed(Taxonomy.of(ws))
     _set_clip(ws, model=model, pretrained="", device="cpu", batch_size=32, num_workers=workers,
               image_precision=precision)
     register_images(ws, [tmp / "imgs"])
     clip = load_clip(ws.config.clip, base_dir=ws.root)
-    from workbench.pipeline.embed.stage import embed_texts_clip
+    from workbench.stages.embed.stage import embed_texts_clip
 
     embed_texts_clip(ws, clip=clip)   # task texts are cached; (a) is about images
 
@@ -126,22 +127,22 @@ def _task_paths(n: int) -> list[str]:
 def bench_texts(model: str, n: int, sample: int) -> float:
     import torch
 
-    from workbench.pipeline.embed.clip import load_clip
-    from workbench.pipeline.embed.stage import embed_texts_clip
+    from workbench.stages.embed.clip import load_clip
+    from workbench.stages.embed.stage import embed_texts_clip
     from workbench.taxonomy.io import import_taxonomy
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-text-"))
     ws = Workspace.init(tmp / "ws")
     paths = _task_paths(n)
     (tmp / "tasktype.txt").write_text("\n".join(paths) + "\n")
-    import_taxonomy(ws.taxonomy, tmp / "tasktype.txt", fmt="txt")
+    import_taxonomy(Taxonomy.of(ws), tmp / "tasktype.txt", fmt="txt")
     _set_clip(ws, model=model, pretrained="", device="cpu", batch_size=256)
     clip = load_clip(ws.config.clip, base_dir=ws.root)
-    n_leaves = len(ws.taxonomy.leaves())
+    n_leaves = len(Taxonomy.of(ws).leaves())
 
     # baseline: the paper's loop, one task path at a time through the stock encode_text (full context)
-    texts = [p for _, p in ws.taxonomy.leaves()]
+    texts = [p for _, p in Taxonomy.of(ws).leaves()]
     sub = random.Random(2).sample(texts, min(sample, len(texts)))
     with torch.no_grad():
         clip.model.encode_text(clip.tokenizer([sub[0]]))
@@ -193,7 +194,7 @@ class _PeakRSS:
 
 
 def bench_topk(n_img: int, n_txt: int, dim: int, k: int) -> None:
-    from workbench.pipeline.match.stage import chunk_rows, topk_cosine
+    from workbench.stages.match.stage import chunk_rows, topk_cosine
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n_img, dim), dtype=np.float32)

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_dashboard import PAGES, timed_open  # noqa: E402
 
-from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
+from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 
 PAGES = {  # page -> selector that means "the main content is drawn" (Streamlit's Vega-Lite draws SVG)
     "overview": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
@@ -74,7 +74,7 @@ def timed_open(context, url: str, selector: str | None, shot: Path | None = None
 def _titles() -> dict[str, str]:
     """Page titles as the dashboard registers them (its sidebar labels); a registered page missing from
     PAGES above is reported, not silently skipped."""
-    from workbench.dashboard.main import PAGES as registered
+    from workbench.apps.dashboard.main import PAGES as registered
 
     missing = sorted(set(registered) - set(PAGES))
     if missing:
@@ -279,7 +279,7 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path, out: dic
 
 def _take_back(ws_root: Path, samples: list[str]) -> None:
     from workbench.review import adjudication as adj
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     ws = Workspace.open(ws_root)
     for sid in samples:

@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     root = Path(argv[0]) if argv else Path("/tmp/ws-plan-paper")
     prepare(root)
     from workbench.analysis.plan import make_plan
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     def baseline():
         ws = Workspace.open(root)

@@ -27,16 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import numpy as np  # noqa: E402
 
 from clip_fixtures import make_images, set_config_section, use_tiny_clip  # noqa: E402
+from workbench.taxonomy.model import Taxonomy
 
 
 def _ws(root: Path, images: Path):
-    from workbench.pipeline.embed.stage import embed_texts_clip
-    from workbench.pipeline.images.register import register_images
+    from workbench.stages.embed.stage import embed_texts_clip
+    from workbench.stages.images.register import register_images
     from workbench.taxonomy.io import load_seed
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     ws = Workspace.init(root)
-    load_seed(ws.taxonomy)
+    load_seed(Taxonomy.of(ws))
     use_tiny_clip(ws, batch_size=64)
     set_config_section(ws, "match", k=5)
     register_images(ws, [images])
@@ -45,8 +46,8 @@ def _ws(root: Path, images: Path):
 
 
 def _job(ws, engine):
-    from workbench.pipeline.embed.stage import embed_images
-    from workbench.pipeline.match.stage import match
+    from workbench.stages.embed.stage import embed_images
+    from workbench.stages.match.stage import match
 
     t0 = time.perf_counter()
     embed_images(ws, engine=engine)

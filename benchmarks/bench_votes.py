@@ -19,15 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench.pipeline.select.stage import choose, vote_table  # noqa: E402
-from workbench.workspace import Workspace  # noqa: E402
+from workbench.stages.select.stage import choose, vote_table  # noqa: E402
+from workbench.core.workspace import Workspace  # noqa: E402
+from workbench.taxonomy.model import Taxonomy
 
 
 def build_workspace(root: Path, n_samples: int, n_tasks: int = 19_227, seed: int = 0) -> Workspace:
     ws = Workspace.init(root)
     rng = random.Random(seed)
     tasks = [f"domain {i % 60}~area {i % 900}~task {i}" for i in range(n_tasks)]
-    ids, _ = ws.taxonomy.ensure_paths([t.split("~") for t in tasks], origin="imported", status="accepted")
+    ids, _ = Taxonomy.of(ws).ensure_paths([t.split("~") for t in tasks], origin="imported", status="accepted")
     node_ids = list(ids.values())
     with ws.store.write() as c:
         c.executemany("INSERT INTO images(id, path, root, source, width, height, format, added_at) "

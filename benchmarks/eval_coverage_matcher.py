@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -45,10 +46,10 @@ V1_THRESHOLD = 0.56
 
 def seeded_workspace(root: Path):
     from workbench.taxonomy.io import load_seed
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     ws = Workspace.init(root / "ws")
-    load_seed(ws.taxonomy)
+    load_seed(Taxonomy.of(ws))
     return ws
 
 
@@ -67,9 +68,9 @@ def show(name: str, rows, labels) -> dict:
 
 def matrices(ws):
     """Per reference file: (reference leaves, our node ids in dfs order, our paths, score_matrix dict)."""
-    from workbench.textembed import workspace_cache_dir
+    from workbench.models.textembed import workspace_cache_dir
 
-    idx = ws.taxonomy.index()
+    idx = Taxonomy.of(ws).index()
     order = list(idx.dfs())
     ours = [tuple(idx.paths[i].split(rc.SEP)) for i in order]
     out = []

@@ -87,8 +87,8 @@ def _write_pngs(folder: Path, n: int, rng: np.random.Generator) -> list[str]:
 def build(root: Path | str, scale: Scale = PAPER, seed: int = 0, log=print) -> dict:
     """Create the workspace at `root` (must not exist) and fill it. Returns a summary dict."""
     from workbench.analysis import projection
-    from workbench.clock import utcnow
-    from workbench.workspace import Workspace
+    from workbench.core.clock import utcnow
+    from workbench.core.workspace import Workspace
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)

@@ -243,7 +243,7 @@ class Code:
     def argv(self, *args: str) -> list[str]:
         # -P: no script/cwd directory in front of sys.path, so PYTHONPATH decides which `workbench` loads.
         return [sys.executable, "-P", "-c",
-                "import sys; from workbench.cli import entrypoint; sys.argv[0]='workbench'; entrypoint()", *args]
+                "import sys; from workbench.apps.cli.main import entrypoint; sys.argv[0]='workbench'; entrypoint()", *args]
 
     def popen(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*args), cwd=self.cwd, env=self.env(), stdout=subprocess.PIPE,
@@ -269,8 +269,8 @@ class Code:
         if want not in where.parents:
             raise SystemExit(f"[{self.label}] workbench loads from {where}, not from {want}")
         verdict = self.python(
-            "from workbench.errors import *\n"
-            "try:\n    from workbench.taxonomy.expand.stage import parse_reply, plan, ExpandRow\n"
+            "from workbench.core.errors import *\n"
+            "try:\n    from workbench.stages.expand.stage import parse_reply, plan, ExpandRow\n"
             "except ImportError:\n    from workbench.stages.expand import parse_reply, plan, ExpandRow\n"
             f"row = ExpandRow('p', 'Task type 0001', 'Task type 0001', 2, [], {{}}, 'child_expand')\n"
             "def verdict(text):\n"

@@ -52,7 +52,7 @@ cd "$WORK/run"
 unset PYTHONPATH PYTHONHOME OPENAI_API_KEY OPENAI_BASE_URL WORKBENCH_WORKSPACE
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
 export SMOKE_PROMPTS SMOKE_DATA
-SMOKE_PROMPTS=$(cd "$ROOT/prompts" && find . -type f -not -path '*/__pycache__/*' | sed 's|^\./||' | sort)
+SMOKE_PROMPTS=$(cd "$ROOT/workbench/prompts" && find . -type f -not -path '*/__pycache__/*' | sed 's|^\./||' | sort)
 SMOKE_DATA=$(cd "$ROOT/workbench" && find data -type f -not -path '*/__pycache__/*' | sort)
 
 step "rendering every bundled prompt"
@@ -118,13 +118,13 @@ from pathlib import Path
 import streamlit.logger
 
 streamlit.logger.set_log_level("error")   # not "No runtime found" once per cached function
-import workbench.dashboard.main as main
-from workbench.dashboard.data import prompt_files_paths
+import workbench.apps.dashboard.main as main
+from workbench.apps.dashboard.data import prompt_files_paths
 from workbench.llm.prompts import DEFAULT_PROMPTS_DIR
-from workbench.workspace import Workspace
+from workbench.core.workspace import Workspace
 
 for page in main.PAGES:
-    importlib.import_module(f"workbench.dashboard.page_{page}")
+    importlib.import_module(f"workbench.apps.dashboard.page_{page}")
 ws = Workspace.open(Path("ws"))
 try:
     listed = {p.name for p in prompt_files_paths(ws) if p.parent == DEFAULT_PROMPTS_DIR}

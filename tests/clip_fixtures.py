@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.pipeline.embed.clip import TINY_MODEL_NAME, write_model_config
+from workbench.stages.embed.clip import TINY_MODEL_NAME, write_model_config
 
 
 def set_config_section(ws, section: str, **values) -> None:

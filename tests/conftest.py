@@ -1,4 +1,4 @@
-"""Shared fixtures: fresh workspaces and a CLI runner that goes through `workbench.cli.main`."""
+"""Shared fixtures: fresh workspaces and a CLI runner that goes through `workbench.apps.cli.main.main`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from workbench.taxonomy.model import Taxonomy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def ws(tmp_path):
     """An empty workspace."""
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     w = Workspace.init(tmp_path / "ws")
     yield w
@@ -35,10 +36,10 @@ def ws(tmp_path):
 def seeded_ws(tmp_path):
     """A workspace with the bundled seed task types."""
     from workbench.taxonomy.io import load_seed
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     w = Workspace.init(tmp_path / "ws")
-    load_seed(w.taxonomy)
+    load_seed(Taxonomy.of(w))
     yield w
     w.close()
 
@@ -52,7 +53,7 @@ class CliResult:
 
 def run_cli(*args: str) -> CliResult:
     """Run the CLI in-process (fast) and capture its output and exit code."""
-    from workbench.cli import main
+    from workbench.apps.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):

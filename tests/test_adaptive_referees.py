@@ -12,9 +12,10 @@ from conftest import run_cli
 from openai_server import OpenAIServer
 from workbench.analysis import agreement
 from workbench.analysis.funnel import SAVED, funnel
-from workbench.pipeline.referee.stage import decided, expected_calls, is_audit, run_referees
-from workbench.pipeline.select.stage import select
-from workbench.workspace import Workspace
+from workbench.stages.referee.stage import decided, expected_calls, is_audit, run_referees
+from workbench.stages.select.stage import select
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,7 +38,7 @@ def script(req):
 
 def make_workspace(root, base_url, *, audit_fraction=0.2, min_votes=2):
     ws = Workspace.init(root)
-    node = ws.taxonomy.add_path("counting~people counting").id
+    node = Taxonomy.of(ws).add_path("counting~people counting").id
     img_dir = root / "imgs"
     img_dir.mkdir()
     Image.new("RGB", (20, 20), (9, 9, 9)).save(img_dir / "a.png")

@@ -9,14 +9,14 @@ import os
 import pytest
 
 from tests.test_consensus import REPO, simulate
-from workbench.analysis import consensus as C
+from workbench.stages.select import consensus as C
 
 
 def test_a_vote_on_a_large_table_does_not_rescan_the_votes(seeded_ws, monkeypatch):
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
-    from workbench.dashboard import page_adjudicate
+    from workbench.apps.dashboard import page_adjudicate
 
     ws = seeded_ws
     simulate(ws, 300, seed=5, images=2)

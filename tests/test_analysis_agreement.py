@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from workbench.analysis import agreement
+from workbench.taxonomy.model import Taxonomy
 
 # Fleiss (1971) example as worked on Wikipedia: 10 subjects, 14 raters, 5 categories -> kappa 0.210.
 FLEISS_TABLE = [
@@ -39,7 +40,7 @@ def test_cohen_kappa_by_hand():
 def _insert_votes(ws, table):
     """table: {sample: {referee: vote or None}}; every sample gets a node and an image."""
     now = "2026-01-01T00:00:00"
-    leaves = [n.id for n, _ in ws.taxonomy.leaves()]
+    leaves = [n.id for n, _ in Taxonomy.of(ws).leaves()]
     with ws.store.write() as c:
         for i, (sid, votes) in enumerate(table.items()):
             c.execute("INSERT OR IGNORE INTO images(id, path, root, source, width, height, format, added_at) "

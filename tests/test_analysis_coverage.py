@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from workbench.analysis import coverage
+from workbench.taxonomy.model import Taxonomy
 
 
 @pytest.fixture
 def tree(ws):
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     for p in ["A~A1~a", "A~A1~b", "A~A2~c", "B~B1~d", "B~B1~e", "B~f"]:
         t.add_path(p)
     idx = t.index()
@@ -31,7 +32,7 @@ def test_node_frame_sums_subtrees(tree):
 
 
 def test_load_counts_reads_stage_tables(ws):
-    leaf = ws.taxonomy.add_path("X~y")
+    leaf = Taxonomy.of(ws).add_path("X~y")
     now = "2026-01-01"
     with ws.store.write() as c:
         for i in range(3):

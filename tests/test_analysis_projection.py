@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from workbench.analysis import projection
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 
 def _add_set(ws, key, kind, items, dim=8, seed=0):

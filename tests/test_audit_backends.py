@@ -28,7 +28,7 @@ def tiny_text_model(folder):
     """A tiny random BERT with MiniLM's tokenizer: the real distillation path in seconds."""
     from transformers import BertConfig, BertModel
 
-    from workbench.textembed import model_path
+    from workbench.models.textembed import model_path
 
     src = model_path(None)
     folder.mkdir()

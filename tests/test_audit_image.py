@@ -41,8 +41,8 @@ def test_images_assigned_and_compared(imaged):
     # the stored top-1 is CLIP's best task type for that image (the embed stage's preprocessing)
     from PIL import Image
 
-    from workbench.pipeline.embed.clip import load_clip
-    from workbench.pipeline.embed.stage import current_task_texts
+    from workbench.stages.embed.clip import load_clip
+    from workbench.stages.embed.stage import current_task_texts
 
     clip = load_clip(ws.config.clip, base_dir=ws.root)
     leaves = json.loads((ws.root / A._meta(ws, "ds")[0] / "tasks.json").read_text())

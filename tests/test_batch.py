@@ -16,7 +16,8 @@ from conftest import run_cli
 from fake_batch_server import EXPIRE, FakeBatchServer
 from test_vision_stages import image_index, make_workspace, script
 from workbench.llm.batch import split_lines
-from workbench.workspace import Workspace
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,14 +43,14 @@ def test_split_at_requests_and_bytes():
     lines = [(f"k{i}", b"x" * 10) for i in range(7)]
     assert [len(c) for c in split_lines(lines, 3, 1000)] == [3, 3, 1]
     assert [len(c) for c in split_lines(lines, 100, 25)] == [2, 2, 2, 1]
-    from workbench.errors import WorkbenchError
+    from workbench.core.errors import WorkbenchError
 
     with pytest.raises(WorkbenchError, match="max_bytes_per_file"):
         split_lines([("big", b"x" * 50)], 10, 20)
 
 
 def test_a_batch_run_fills_the_same_cache_rows_as_live_calls(tmp_path):
-    from workbench.pipeline.filter.stage import run_filter
+    from workbench.stages.filter.stage import run_filter
 
     with FakeBatchServer(script) as server:
         ws = batch_workspace(tmp_path, server.base_url, max_requests_per_file=4)
@@ -86,7 +87,7 @@ def test_a_batch_run_fills_the_same_cache_rows_as_live_calls(tmp_path):
 
 
 def test_expired_lines_are_sent_once_more_then_stored_as_failures(tmp_path):
-    from workbench.pipeline.filter.stage import run_filter
+    from workbench.stages.filter.stage import run_filter
 
     seen: dict[int, int] = {}
 
@@ -114,7 +115,7 @@ def test_expired_lines_are_sent_once_more_then_stored_as_failures(tmp_path):
 
 
 def test_a_batch_that_fails_validation_is_resubmitted_once(tmp_path):
-    from workbench.pipeline.filter.stage import run_filter
+    from workbench.stages.filter.stage import run_filter
 
     with FakeBatchServer(script) as server:
         ws = batch_workspace(tmp_path, server.base_url)
@@ -194,8 +195,8 @@ def test_cancel_leaves_the_rest_for_the_next_run(tmp_path):
 
 
 def test_batch_needs_a_plain_openai_endpoint(tmp_path):
-    from workbench.errors import WorkbenchError
-    from workbench.pipeline.filter.stage import run_filter
+    from workbench.core.errors import WorkbenchError
+    from workbench.stages.filter.stage import run_filter
 
     ws = batch_workspace(tmp_path, "http://127.0.0.1:9/v1")
     toml = ws.root / "workbench.toml"
@@ -207,7 +208,7 @@ def test_batch_needs_a_plain_openai_endpoint(tmp_path):
 
 def test_a_batch_created_but_never_written_down_is_found_by_its_token(tmp_path):
     """Killed between `batches.create` and storing its id: the restart adopts the batch, never pays twice."""
-    from workbench.pipeline.filter.stage import run_filter
+    from workbench.stages.filter.stage import run_filter
 
     with FakeBatchServer(script) as server:
         ws = batch_workspace(tmp_path, server.base_url)
@@ -252,7 +253,7 @@ def test_expand_batch_from_the_cli(seeded_ws, monkeypatch):
                                                 + "\n[batch]\npoll_interval_s = 0.02\n")
         r = run_cli("expand", ws.root, "--level", "1", "--batch")
         assert r.code == 0, r.err
-        assert len(server.created) == 1 and ws.taxonomy.find("Aerial Photos") is not None
+        assert len(server.created) == 1 and Taxonomy.of(ws).find("Aerial Photos") is not None
         assert "(batch price)" in r.out
         # Honest progress: the provider's states as they came.
         for state in ("submitted 1 request(s)", "validating", "in progress", "finalizing", "completed"):
@@ -262,7 +263,7 @@ def test_expand_batch_from_the_cli(seeded_ws, monkeypatch):
 
 
 def test_a_batch_over_budget_submits_what_fits_and_says_so(tmp_path):
-    from workbench.pipeline.filter.stage import run_filter
+    from workbench.stages.filter.stage import run_filter
 
     with FakeBatchServer(script) as server:
         ws = batch_workspace(tmp_path, server.base_url)
@@ -277,7 +278,7 @@ def test_adaptive_referees_in_batches(tmp_path):
     """Each referee's batch finishes before the next referee's rows are chosen: the third is asked only where
     the first two left the outcome open."""
     import test_adaptive_referees as ta
-    from workbench.pipeline.referee.stage import run_referees
+    from workbench.stages.referee.stage import run_referees
 
     with FakeBatchServer(ta.script) as server:
         ws = ta.make_workspace(tmp_path / "ws", server.base_url, audit_fraction=0.0)

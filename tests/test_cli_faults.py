@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from workbench.dashboard.serve import free_port
+from workbench.apps.dashboard.serve import free_port
 
 EXE = Path(sys.executable).with_name("workbench")
 
@@ -133,12 +133,11 @@ def test_a_too_long_file_name_is_one_error_line(tmp_path, ws, args):
 @pytest.fixture
 def path_probe():
     """A throwaway command whose path handling hits the OS with its argument unchecked (a `str`, not a typer Path)."""
-    from workbench import cli
+    from workbench.apps.cli import main as cli
 
     def probe(where: str = cli.typer.Argument(..., help="A path.")):
         os.stat(where)
 
-    cli._load_commands()
     cli.app.command("path-probe")(probe)
     yield
     cli.app.registered_commands[:] = [c for c in cli.app.registered_commands if c.name != "path-probe"]
@@ -161,12 +160,11 @@ def test_workbench_debug_keeps_the_traceback(path_probe, monkeypatch):
 
 def test_a_real_bug_is_still_a_traceback(monkeypatch):
     """Only path errors are turned into `error:` lines; a ValueError from the code itself propagates."""
-    from workbench import cli
+    from workbench.apps.cli import main as cli
 
     def broken():
         raise ValueError("a bug")
 
-    cli._load_commands()
     cli.app.command("broken-probe")(broken)
     try:
         with pytest.raises(ValueError, match="a bug"):
@@ -179,7 +177,7 @@ def test_a_real_bug_is_still_a_traceback(monkeypatch):
 LONG_COMMAND = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from workbench import cli
+    from workbench.apps.cli import main as cli
 
     marks = Path(sys.argv[1])
 

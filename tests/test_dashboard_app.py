@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(120)
@@ -43,11 +44,11 @@ def small(tmp_path_factory):
 @pytest.fixture(scope="module")
 def taxonomy_only(tmp_path_factory):
     from workbench.taxonomy.io import load_seed
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     root = tmp_path_factory.mktemp("dash_empty") / "ws"
     with Workspace.init(root) as w:
-        load_seed(w.taxonomy)
+        load_seed(Taxonomy.of(w))
     return root
 
 
@@ -82,7 +83,7 @@ def spec(at, i=0) -> dict:
 
 
 def db(root):
-    from workbench.store import Store
+    from workbench.core.store import Store
 
     return Store(Path(root) / "workbench.sqlite")
 
@@ -132,7 +133,7 @@ def test_coverage_chart_kinds_drill_down_search(small):
     at.selectbox(key="cov_kind").set_value("treemap").run()
     sp, tm = vega(at)
     area = (tm["x1"] - tm["x0"]) * (tm["y1"] - tm["y0"])
-    from workbench.dashboard.page_coverage import CHART_PX, TREEMAP_W
+    from workbench.apps.dashboard.page_coverage import CHART_PX, TREEMAP_W
     assert area[tm["depth"] == 0].sum() == pytest.approx(TREEMAP_W * CHART_PX)
     assert set(tm["id"]) == set(ice["id"])
 
@@ -165,8 +166,8 @@ def test_coverage_chart_kinds_drill_down_search(small):
 
 
 def test_coverage_icicle_click_focuses_and_goes_up(small):
-    from workbench.dashboard.data import node_table
-    from workbench.dashboard.page_coverage import focus_after_click
+    from workbench.apps.dashboard.data import node_table
+    from workbench.apps.dashboard.page_coverage import focus_after_click
 
     root, _ = small
     frame = node_table(str(root))
@@ -191,7 +192,7 @@ def _values(trace):
 
 def test_coverage_node_table_shows_the_first_rows_and_all_on_request(small, monkeypatch):
     root, _ = small
-    from workbench.dashboard import page_coverage
+    from workbench.apps.dashboard import page_coverage
 
     monkeypatch.setattr(page_coverage, "ROWS_SHOWN", {"3": 3, "all": 0})
     at = run(root, "coverage", {"cov_section": "Node table"})
@@ -269,7 +270,7 @@ def test_images_per_task_histogram_and_bin_list(small):
 
 def test_embedding_map_points_colours_and_selection(small):
     root, s = small
-    from workbench.dashboard import page_map
+    from workbench.apps.dashboard import page_map
 
     at = run(root, "map")
     assert at.radio(key="map_view").value == "interactive" and not at.main.get("plotly_chart")
@@ -438,7 +439,7 @@ def test_images_page_defaults_to_matches_when_there_are_no_samples(matches_only)
 
 def test_images_page_shows_thumbnails_of_a_chosen_task_type(small):
     root, _ = small
-    from workbench.dashboard import page_images
+    from workbench.apps.dashboard import page_images
 
     store = db(root)
     node, n = store.one("SELECT node_id, count(*) AS n FROM matches GROUP BY node_id ORDER BY n DESC LIMIT 1")
@@ -457,14 +458,14 @@ def test_images_page_shows_thumbnails_of_a_chosen_task_type(small):
 @pytest.fixture(scope="module")
 def leaf_grew(tmp_path_factory):
     """A workspace whose task type got a child after the embedding set (and projection) was computed."""
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     gen = _generator()
     root = tmp_path_factory.mktemp("dash_grew") / "ws"
     summary = gen.build(root, gen.SMALL, log=lambda *a: None)
     with Workspace.open(root) as ws:
-        leaf = next(n for n, _ in ws.taxonomy.leaves())
-        ws.taxonomy.add("a newer finer task", leaf)
+        leaf = next(n for n, _ in Taxonomy.of(ws).leaves())
+        Taxonomy.of(ws).add("a newer finer task", leaf)
     return root, summary, leaf.id
 
 
@@ -493,7 +494,7 @@ def test_embedding_map_legend_lists_task_types_and_skips_inner_nodes(leaf_grew):
 
 def test_embedding_map_legend_leaves_the_modebar_clear(small):
     root, _ = small
-    from workbench.dashboard import page_map
+    from workbench.apps.dashboard import page_map
 
     # The interactive view's legend is HTML in its own column; the lasso view's is Plotly's.
     layout = spec(run(root, "map", {"map_view": "lasso"}))["layout"]
@@ -509,7 +510,7 @@ def test_a_large_embedding_map_opens_as_a_picture_of_every_point(small, monkeypa
     """Above PICTURE_ABOVE points the map opens as a server-drawn PNG with an HTML legend (no chart at all), and one
     click on the view switch brings the interactive scatter; ?view= picks the view."""
     root, s = small
-    from workbench.dashboard import page_map
+    from workbench.apps.dashboard import page_map
 
     monkeypatch.setattr(page_map, "PICTURE_ABOVE", 10)   # the small workspace counts as large
     at = run(root, "map")
@@ -546,7 +547,7 @@ def test_the_interactive_map_draws_a_sample_and_selects_every_point_in_the_box(s
     """A map larger than 'Points drawn' is drawn from a fixed random sample (the same on every rerun); a box selects
     every point inside it, drawn or not, and says so."""
     root, s = small
-    from workbench.dashboard import page_map
+    from workbench.apps.dashboard import page_map
 
     monkeypatch.setitem(page_map.POINT_CHOICES, page_map.DEFAULT_POINTS, 20)
     at = run(root, "map", {"map_view": "interactive"})
@@ -562,7 +563,7 @@ def test_the_interactive_map_draws_a_sample_and_selects_every_point_in_the_box(s
 
 def test_picture_colour_by_referee_outcome_uses_the_traffic_lights(small, monkeypatch):
     root, _ = small
-    from workbench.dashboard import page_map
+    from workbench.apps.dashboard import page_map
 
     monkeypatch.setattr(page_map, "PICTURE_ABOVE", 10)
     legend = run(root, "map", {"map_colour": "referee outcome"}).main.html[0].proto.body
@@ -573,9 +574,9 @@ def test_picture_colour_by_referee_outcome_uses_the_traffic_lights(small, monkey
 
 
 def _map_args(root):
-    from workbench.dashboard import data, page_map
+    from workbench.apps.dashboard import data, page_map
     from workbench.analysis import projection
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     ws = Workspace.open(root)
     sets = projection.embedding_sets(ws.store)
@@ -591,13 +592,13 @@ def test_table_versions_are_counted_again_only_after_a_commit(tmp_path, monkeypa
     max(rowid) alone is still seen."""
     import sqlite3
 
-    from workbench.dashboard import data
+    from workbench.apps.dashboard import data
     from workbench.taxonomy.io import load_seed
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     root = tmp_path / "ws"
     with Workspace.init(root) as w:
-        load_seed(w.taxonomy)
+        load_seed(Taxonomy.of(w))
     r = str(root)
     before = data.table_version(r, "nodes")
     counted = []
@@ -618,8 +619,8 @@ def test_a_persons_vote_recounts_only_people_and_flags(small, monkeypatch):
     their vote (the same row, updated) is seen too."""
     import time
 
-    from workbench.dashboard import data
-    from workbench.pipeline.select import stage
+    from workbench.apps.dashboard import data
+    from workbench.stages.select import stage
     from workbench.review import adjudication as adj
 
     root = str(small[0])
@@ -651,8 +652,8 @@ def test_a_persons_vote_recounts_only_people_and_flags(small, monkeypatch):
 def test_referee_vote_counts_are_kept_on_disk_for_a_restart(small, monkeypatch):
     """A restarted dashboard reads the per-sample machine vote counts from disk (counting them is most of a cold
     start at paper scale); "Reload data" forgets them."""
-    from workbench.dashboard import data
-    from workbench.pipeline.select import stage
+    from workbench.apps.dashboard import data
+    from workbench.stages.select import stage
 
     root = str(small[0])
     folder = Path(root) / "arrays" / "dashboard"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 
 REPO = Path(__file__).resolve().parent.parent
 SHOTS = Path("/tmp/workbench-dashboard-shots")

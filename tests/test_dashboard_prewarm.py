@@ -13,12 +13,12 @@ from tests.test_dashboard_app import _generator  # noqa: E402
 
 
 def test_every_page_prewarms_and_the_thread_stops_between_steps(tmp_path, monkeypatch, caplog):
-    from workbench.dashboard import main
+    from workbench.apps.dashboard import main
 
     gen = _generator()
     root = tmp_path / "ws"
     gen.build(root, gen.SMALL, log=lambda *a: None)
-    with caplog.at_level(logging.WARNING, logger="workbench.dashboard.main"):
+    with caplog.at_level(logging.WARNING, logger="workbench.apps.dashboard.main"):
         took = main.prewarm_all(str(root))
     assert took is not None and took >= 0
     assert not [r.getMessage() for r in caplog.records if "prewarm" in r.getMessage()]   # no page failed

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import run_cli, run_cli_subprocess
 from openai_server import OpenAIServer
+from workbench.taxonomy.model import Taxonomy
 
 
 @pytest.mark.timeout(300)
@@ -31,7 +32,7 @@ def test_demo_offline_runs_what_it_can_and_says_what_it_could_not(tmp_path):
         assert re.search(rf"\[skipped\] {re.escape(step)}:", out) and f"  - {step}: {pull}" in out, step
     assert "workbench dashboard" in out
 
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "demo")
     assert ws.store.scalar("SELECT count(*) FROM images") >= 10
@@ -48,7 +49,7 @@ def _every_page_in_chromium(root):
     """What the README's first command ends with: the dashboard on the demo workspace, no error on any page."""
     from pathlib import Path
 
-    from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+    from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (scripts/setup.sh --browser)")
@@ -87,13 +88,13 @@ def test_demo_with_an_endpoint_expands_one_level(tmp_path, monkeypatch):
         assert "[done   ] expand level 2" in r.out
         assert len(server.requests) == 35        # one call per first-level category
         base_url = server.base_url
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "demo")
-    proposed = [n for n in ws.taxonomy.nodes(("proposed",))]
+    proposed = [n for n in Taxonomy.of(ws).nodes(("proposed",))]
     assert len(proposed) >= 35 and all(n.level == 2 and n.origin == "generated" for n in proposed)
     assert any(p.endswith("visual question answering~visual question answering in the wild")
-               for _, p in ws.taxonomy.leaves())
+               for _, p in Taxonomy.of(ws).leaves())
     assert 'base_url = "' + base_url in (tmp_path / "demo" / "workbench.toml").read_text()
 
 
@@ -124,10 +125,10 @@ def test_demo_workspace_in_the_dashboard_shows_coverage_task_map_quality_and_new
     def page(name, state=None):   # no exception and no error element, as run() asserts
         return run(tmp_path / "demo", name, state)
 
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "demo")
-    n_nodes = ws.taxonomy.count(("proposed", "accepted"))
+    n_nodes = Taxonomy.of(ws).count(("proposed", "accepted"))
     assert n_nodes > 100
     at = page("coverage", {"cov_section": "Node table"})
     table = at.main.dataframe[0].value
@@ -138,4 +139,4 @@ def test_demo_workspace_in_the_dashboard_shows_coverage_task_map_quality_and_new
     assert m["context length"] == "77" and int(m["max depth"]) == 3
     at = page("map")
     n_points = (vega(at)[1]["kind"] == "task").sum()
-    assert n_points == len(ws.taxonomy.leaves()) > 72   # the new task types are on the map too
+    assert n_points == len(Taxonomy.of(ws).leaves()) > 72   # the new task types are on the map too

@@ -14,9 +14,10 @@ from clip_fixtures import make_images, use_tiny_clip
 from conftest import run_cli
 from openai_server import OpenAIServer, Reply
 from workbench.analysis.discovery import candidates, discover, discovery_report
-from workbench.pipeline.embed import stage as E
-from workbench.pipeline.match.stage import match
-from workbench.workspace import Workspace
+from workbench.stages.embed import stage as E
+from workbench.stages.match.stage import match
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,19 +50,19 @@ def world(tmp_path):
     ws = Workspace.init(tmp_path / "ws")
     use_tiny_clip(ws)
     centres = _unit(rng.normal(size=(FAMILIES, D)))
-    areas = [ws.taxonomy.add(f"Area {a}", origin="seed") for a in range(AREAS)]
+    areas = [Taxonomy.of(ws).add(f"Area {a}", origin="seed") for a in range(AREAS)]
     text = {}
     for f in range(FAMILIES):
         if f in REMOVED:
             continue
         for j in range(3):
-            node = ws.taxonomy.add(f"Family {f} task {j}", areas[f % AREAS].id, origin="seed")
+            node = Taxonomy.of(ws).add(f"Family {f} task {j}", areas[f % AREAS].id, origin="seed")
             text[node.id] = _unit(centres[f] + rng.normal(scale=0.08, size=D))
     _text_rows(ws, text)
     n = FAMILIES * PER_FAMILY + NOISE
     files = make_images(tmp_path / "imgs", n, size=(24, 20))
     ws.reload_config()
-    from workbench.pipeline.images.register import register_images
+    from workbench.stages.images.register import register_images
 
     register_images(ws, files, root=tmp_path / "imgs", workers=1)
     by_path = {r["path"]: r["id"] for r in ws.store.query("SELECT id, path FROM images")}
@@ -83,7 +84,7 @@ def world(tmp_path):
 
 def naming_script(ws, family: dict, calls: list):
     """The scripted VLM names a cluster after the majority family of its exemplar images."""
-    from workbench.pipeline.vision import image_data_url
+    from workbench.stages.vision import image_data_url
 
     fam_of_url = {image_data_url(ws, i): f for i, f in family.items()}
 
@@ -121,7 +122,7 @@ def test_removed_families_are_rediscovered_and_the_loop_closes(world, monkeypatc
     assert len(calls) == len(res.clusters) and all(len(c) == 6 for c in calls)
     rows = ws.store.query("SELECT * FROM discoveries WHERE status='proposed'")
     assert len(rows) == len(res.clusters)
-    nodes = {n.id: n for n in ws.taxonomy.nodes()}
+    nodes = {n.id: n for n in Taxonomy.of(ws).nodes()}
     for r in rows:
         node = nodes[r["node_id"]]
         assert node.origin == "discovered" and node.status == "proposed" and node.prompt_hash == r["prompt_hash"]
@@ -131,7 +132,7 @@ def test_removed_families_are_rediscovered_and_the_loop_closes(world, monkeypatc
     # Not matched yet: the report says so. Accept, give the new task types text embeddings (a CLIP that knows
     # them: their family's direction), re-match incrementally, and count the unfit images they now take.
     assert all(not r["matched"] for r in discovery_report(ws))
-    ws.taxonomy.accept([r["node_id"] for r in rows])
+    Taxonomy.of(ws).accept([r["node_id"] for r in rows])
     fam_of_node = {r["node_id"]: _majority(json.loads(r["image_ids"]), family) for r in rows}
     _text_rows(ws, {n: centres[f] for n, f in fam_of_node.items()})
     rep = match(ws, 3, embed=False)
@@ -154,11 +155,11 @@ def test_pure_noise_proposes_nothing_and_a_lone_family_is_found(tmp_path, monkey
     ws = Workspace.init(tmp_path / "ws")
     use_tiny_clip(ws)
     ws.reload_config()
-    area = ws.taxonomy.add("Area", origin="seed")
-    text = {ws.taxonomy.add(f"Task {j}", area.id, origin="seed").id: _unit(rng.normal(size=D)) for j in range(6)}
+    area = Taxonomy.of(ws).add("Area", origin="seed")
+    text = {Taxonomy.of(ws).add(f"Task {j}", area.id, origin="seed").id: _unit(rng.normal(size=D)) for j in range(6)}
     _text_rows(ws, text)
     files = make_images(tmp_path / "imgs", 150, size=(24, 20))
-    from workbench.pipeline.images.register import register_images
+    from workbench.stages.images.register import register_images
 
     register_images(ws, files, root=tmp_path / "imgs", workers=1)
     ids = [r["id"] for r in ws.store.query("SELECT id FROM images ORDER BY id")]
@@ -186,7 +187,7 @@ def test_pure_noise_proposes_nothing_and_a_lone_family_is_found(tmp_path, monkey
 
 def test_duplicate_of_a_sibling_adds_no_node_and_cli_dry_run(world, monkeypatch):
     ws, family, _ = world
-    sibling = ws.taxonomy.index().kids(ws.taxonomy.index().roots()[0].id)[0].name
+    sibling = Taxonomy.of(ws).index().kids(Taxonomy.of(ws).index().roots()[0].id)[0].name
 
     def script(req):
         parent = re.search(r"parents \(the first is suggested\):\s*\n- (.+)", req.text).group(1).strip()
@@ -202,7 +203,7 @@ def test_duplicate_of_a_sibling_adds_no_node_and_cli_dry_run(world, monkeypatch)
         out = run_cli("discover", ws.root, "--min-cluster-size", "8", "--threshold", "0.4", "--json")
         assert out.code == 0, out.err
     props = json.loads(out.out)["proposals"]
-    area0 = [p for p in props if p["parent_id"] == ws.taxonomy.index().roots()[0].id]
+    area0 = [p for p in props if p["parent_id"] == Taxonomy.of(ws).index().roots()[0].id]
     assert area0 and all(p["status"] == "duplicate" and p["node_id"] is None for p in area0)
     assert ws.store.scalar("SELECT count(*) FROM nodes WHERE origin='discovered'") == \
         sum(p["status"] == "proposed" for p in props)

@@ -5,8 +5,8 @@ import re
 import pytest
 
 from openai_server import OpenAIServer
-from workbench.doctor import check_endpoints
-from workbench.workspace import Workspace
+from workbench.apps.doctor import check_endpoints
+from workbench.core.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(60)
 

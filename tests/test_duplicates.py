@@ -10,7 +10,8 @@ import pytest
 from conftest import run_cli
 from workbench.analysis.duplicates import apply_merge, loose_key, suggest_merges
 from workbench.analysis.reference_coverage import reference_coverage
-from workbench.textembed import embed_texts
+from workbench.models.textembed import embed_texts
+from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,7 +29,7 @@ def test_embed_texts_normalised_and_cached(tmp_path):
 
 
 def build(ws):
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     for p in ["Counting~Crowd counting", "Counting~Counting of crowds", "Counting~Image-Captioning",
               "Counting~image captioning!", "Counting~Read the clock",
               "OCR~Crowd counting", "OCR~Receipt reading", "Charts~Bar chart question answering"]:
@@ -54,10 +55,10 @@ def test_suggestions_siblings_tree_and_apply(ws):
     assert any({s.a_path, s.b_path} == {"Counting~Crowd counting", "OCR~Crowd counting"} and s.kind == "exact"
                for s in tree)
     # Apply: the proposed near-duplicate goes into the accepted one.
-    assert emb[0].b_id == ws.taxonomy.find("Counting~Counting of crowds").id
+    assert emb[0].b_id == Taxonomy.of(ws).find("Counting~Counting of crowds").id
     apply_merge(ws, emb[0])
-    assert ws.taxonomy.find("Counting~Counting of crowds") is None
-    assert ws.taxonomy.resolve(emb[0].b_id).id == emb[0].a_id
+    assert Taxonomy.of(ws).find("Counting~Counting of crowds") is None
+    assert Taxonomy.of(ws).resolve(emb[0].b_id).id == emb[0].a_id
 
 
 def test_cli_duplicates_and_coverage(ws, tmp_path):
@@ -68,7 +69,7 @@ def test_cli_duplicates_and_coverage(ws, tmp_path):
     assert [d["kind"] for d in data] == ["exact"] and "Image-Captioning" in data[0]["a_path"]
     res = run_cli("taxonomy", "duplicates", ws.root, "--exact-only", "--apply")
     assert res.code == 0 and "merged 1 pair(s)" in res.out
-    assert ws.taxonomy.find("Counting~image captioning!") is None
+    assert Taxonomy.of(ws).find("Counting~image captioning!") is None
     res = run_cli("taxonomy", "duplicates", ws.root, "--scope", "everything")
     assert res.code == 2 and "scope" in res.err
 
@@ -89,9 +90,9 @@ def test_cli_duplicates_and_coverage(ws, tmp_path):
 def test_apply_merges_only_the_listed_pairs(ws):
     """Two suggestions sharing a node: once the first merge absorbs it, the second is skipped, not followed."""
     from workbench.analysis.duplicates import MergeSuggestion
-    from workbench.errors import WorkbenchError
+    from workbench.core.errors import WorkbenchError
 
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     a = t.add_path("objects~a1")
     b = t.add_path("animals~b1")
     c = t.add_path("landmarks~c1")

@@ -9,9 +9,10 @@ import pytest
 
 from clip_fixtures import make_images, set_config_section, use_tiny_clip
 from conftest import run_cli, run_cli_subprocess
-from workbench.pipeline.embed.clip import ClipWeightsMissing, load_clip
-from workbench.pipeline.embed.stage import (embed_images, embed_texts_clip, get_image_embeddings, get_text_embeddings)
-from workbench.pipeline.images.register import register_images
+from workbench.stages.embed.clip import ClipWeightsMissing, load_clip
+from workbench.stages.embed.stage import (embed_images, embed_texts_clip, get_image_embeddings, get_text_embeddings)
+from workbench.stages.images.register import register_images
+from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,7 +76,7 @@ def test_text_encoding_uses_only_needed_columns_but_is_exact(ws):
 def test_texts_and_images_are_cached_and_reused(tiny_ws, tmp_path):
     t1 = embed_texts_clip(tiny_ws)
     i1 = embed_images(tiny_ws)
-    n_leaves = len(tiny_ws.taxonomy.leaves())
+    n_leaves = len(Taxonomy.of(tiny_ws).leaves())
     assert (t1.computed, i1.computed) == (n_leaves, 30)
     ids, arr = get_image_embeddings(tiny_ws)
     assert arr.shape == (30, 64) and arr.dtype == np.float32 and np.allclose(np.linalg.norm(arr, axis=1), 1, atol=1e-5)
@@ -84,9 +85,9 @@ def test_texts_and_images_are_cached_and_reused(tiny_ws, tmp_path):
     # new items add only their rows; a rename re-embeds only that task type
     make_images(tmp_path / "more", 5, seed=7)
     register_images(tiny_ws, [tmp_path / "more"])
-    leaf = tiny_ws.taxonomy.leaves()[0][0]
-    tiny_ws.taxonomy.rename(leaf.id, "A renamed task")
-    tiny_ws.taxonomy.add("A brand new task", tiny_ws.taxonomy.leaves()[1][0].parent_id)
+    leaf = Taxonomy.of(tiny_ws).leaves()[0][0]
+    Taxonomy.of(tiny_ws).rename(leaf.id, "A renamed task")
+    Taxonomy.of(tiny_ws).add("A brand new task", Taxonomy.of(tiny_ws).leaves()[1][0].parent_id)
     t3, i3 = embed_texts_clip(tiny_ws), embed_images(tiny_ws)
     assert (t3.computed, i3.computed) == (2, 5)
     ids2, arr2 = get_image_embeddings(tiny_ws)
@@ -94,7 +95,7 @@ def test_texts_and_images_are_cached_and_reused(tiny_ws, tmp_path):
     old = dict(zip(ids, arr))
     assert all(np.array_equal(old[i], a) for i, a in zip(ids2, arr2) if i in old)
     tids, tarr = get_text_embeddings(tiny_ws)
-    assert len(tids) == len(tiny_ws.taxonomy.leaves()) and leaf.id in tids
+    assert len(tids) == len(Taxonomy.of(tiny_ws).leaves()) and leaf.id in tids
     # a different template is another set: everything is recomputed, the old set stays
     set_config_section(tiny_ws, "clip", template="a photo needing the skill: {path}")
     assert embed_texts_clip(tiny_ws).computed == len(tids)
@@ -116,7 +117,7 @@ def test_interrupted_image_embedding_resumes_without_recomputing(tiny_ws, tmp_pa
     # an exception ends the stage run as 'failed' (Ctrl-C: 'interrupted'); the committed rows are kept and counted
     assert run["status"] == "failed" and '"computed": 16' in run["summary"]
     # a chunk file written but never committed (a crash between file and commit) must not be trusted
-    from workbench.pipeline.embed.stage import image_set_key, row_store
+    from workbench.stages.embed.stage import image_set_key, row_store
 
     key = image_set_key(tiny_ws)
     row_store(tiny_ws, key).append(16, np.full((8, 64), 9.0, np.float32))
@@ -125,7 +126,7 @@ def test_interrupted_image_embedding_resumes_without_recomputing(tiny_ws, tmp_pa
     ids, arr = get_image_embeddings(tiny_ws)
 
     # the same result as one uninterrupted run in a fresh workspace
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     fresh = Workspace.init(tmp_path / "fresh")
     use_tiny_clip(fresh, batch_size=8)
@@ -137,7 +138,7 @@ def test_interrupted_image_embedding_resumes_without_recomputing(tiny_ws, tmp_pa
 
 def test_long_task_paths_are_counted_as_truncated(tiny_ws):
     levels = [" ".join(f"word{i}x{j}" for j in range(12)) for i in range(4)]   # ~150 tokens in all
-    tiny_ws.taxonomy.add_path("~".join(levels))
+    Taxonomy.of(tiny_ws).add_path("~".join(levels))
     rep = embed_texts_clip(tiny_ws)
     assert rep.truncated == 1 and levels[-1] in rep.truncated_examples[0] and rep.context_length == 77
     assert "truncated" in rep.summary()
@@ -145,7 +146,7 @@ def test_long_task_paths_are_counted_as_truncated(tiny_ws):
 
 
 def test_unreadable_image_at_embed_time_is_recorded_not_fatal(tiny_ws):
-    from workbench.pipeline.images.register import image_path
+    from workbench.stages.images.register import image_path
 
     victim, other = [r["id"] for r in tiny_ws.store.query("SELECT id FROM images ORDER BY id LIMIT 2")]
     image_path(tiny_ws, victim).unlink()

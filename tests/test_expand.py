@@ -7,9 +7,10 @@ import pytest
 
 from conftest import run_cli, run_cli_subprocess
 from openai_server import OpenAIServer, Reply
-from workbench.config import EndpointConfig
-from workbench.errors import ParseFailure
-from workbench.taxonomy.expand.stage import ExpandRow, compare_prompts, expand, parse_reply, plan, preview, proposals
+from workbench.core.config import EndpointConfig
+from workbench.core.errors import ParseFailure
+from workbench.stages.expand.stage import ExpandRow, compare_prompts, expand, parse_reply, plan, preview, proposals
+from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -92,45 +93,45 @@ def test_expand_levels_with_provenance_and_skip_on_rerun(seeded_ws, server):
     ws = seeded_ws
     rep = expand(ws, level=1, progress=False)
     assert rep.added == 1 and rep.existing == 1 and rep.dropped == 1
-    node = ws.taxonomy.find("Underwater Scenes")
+    node = Taxonomy.of(ws).find("Underwater Scenes")
     assert node.status == "proposed" and node.origin == "generated" and node.level == 1
     assert node.prompt_file == "prompts/expand_level1_supplement.j2" and len(node.prompt_hash) == 16
     assert node.model == "gpt-4o-2024-05-13" and node.stage_run_id == rep.run.run_id
     run = ws.runs("expand")[0]
     assert run["status"] == "done" and run["prompt_hash"] == node.prompt_hash
 
-    level1 = [n for n in ws.taxonomy.nodes(("accepted",)) if n.level == 1]
+    level1 = [n for n in Taxonomy.of(ws).nodes(("accepted",)) if n.level == 1]
     rep = expand(ws, level=2, progress=False)
     assert rep.parents == len(level1) and rep.run.called == len(level1)
     assert rep.added == 2 * len(level1) and rep.dropped == len(level1)  # "X" repeats the parent
     calls = len(server.requests)
     # The proposed first-level node is not expanded (only accepted parents are).
-    assert ws.taxonomy.children(node.id) == []
+    assert Taxonomy.of(ws).children(node.id) == []
     rep = expand(ws, level=2, progress=False)
     assert rep.skipped == len(level1) and len(server.requests) == calls
     # Templates: a parent with children gets the supplement prompt listing them.
     kinds = {r["template"] for r in ws.store.query("SELECT template FROM expand_results")}
     assert kinds >= {"level1_supplement", "child_supplement", "child_expand"}
     # Accept, then expand level 3 under one chosen node.
-    ws.taxonomy.accept([node.id])
+    Taxonomy.of(ws).accept([node.id])
     rep = expand(ws, nodes=[node.id], progress=False)
-    assert [c.name for c in ws.taxonomy.children(node.id)] == ["Underwater Scenes basics", "Underwater Scenes advanced"]
+    assert [c.name for c in Taxonomy.of(ws).children(node.id)] == ["Underwater Scenes basics", "Underwater Scenes advanced"]
     df = proposals(ws, parent_id=node.id)
     assert list(df.outcome) == ["added", "added", "dropped"] and df.reason.iloc[2] == "repeats the parent's name"
 
 
 def test_preview_custom_prompt_and_ab_comparison(seeded_ws, server):
     ws = seeded_ws
-    parent = ws.taxonomy.nodes(("accepted",))[0]
+    parent = Taxonomy.of(ws).nodes(("accepted",))[0]
     msgs = preview(ws, parent.id)
-    assert msgs[0]["role"] == "system" and ws.taxonomy.path(parent.id) in msgs[-1]["content"]
+    assert msgs[0]["role"] == "system" and Taxonomy.of(ws).path(parent.id) in msgs[-1]["content"]
     (ws.prompts_dir / "terse.j2").write_text("Category: {{ parent_path }}\nList subtasks as JSON.\n")
     (ws.prompts_dir / "wordy.j2").write_text("Category: {{ parent_path }}\nList many subtasks, please.\n")
     table = compare_prompts(ws, "prompts/terse.j2", "prompts/wordy.j2", nodes=[parent.id])
     assert len(table) == 1 and table.attrs["hash_a"] != table.attrs["hash_b"]
     assert table.both.iloc[0] == [f"{parent.name} basics", f"{parent.name} advanced"]
     # Recorded only: no nodes were added, both prompts' proposals are kept.
-    assert ws.taxonomy.count() == ws.taxonomy.count(("accepted",))
+    assert Taxonomy.of(ws).count() == Taxonomy.of(ws).count(("accepted",))
     df = proposals(ws, parent_id=parent.id)
     assert set(df.prompt_hash) == {table.attrs["hash_a"], table.attrs["hash_b"]} and set(df.outcome) == {"new",
                                                                                                          "dropped"}

@@ -14,7 +14,8 @@ import pytest
 
 from openai_server import OpenAIServer, Reply
 from workbench.taxonomy.io import import_taxonomy
-from workbench.workspace import Workspace
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 N = 1000
 
@@ -28,7 +29,7 @@ def test_kill_halfway_and_resume(tmp_path):
     ws = Workspace.init(tmp_path / "ws")
     src = tmp_path / "parents.txt"
     src.write_text("".join(f"Domain {i:04d}\n" for i in range(N)))
-    import_taxonomy(ws.taxonomy, src)
+    import_taxonomy(Taxonomy.of(ws), src)
     ws.close()
 
     def script(req):

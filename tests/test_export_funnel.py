@@ -4,9 +4,10 @@ import json
 import pytest
 
 from workbench.analysis.funnel import funnel, rejections
-from workbench.errors import WorkbenchError
-from workbench.pipeline.export.stage import export
-from workbench.pipeline.select.stage import select
+from workbench.core.errors import WorkbenchError
+from workbench.stages.export.stage import export
+from workbench.stages.select.stage import select
+from workbench.taxonomy.model import Taxonomy
 
 
 def sid(*parts):
@@ -17,7 +18,7 @@ def sid(*parts):
 def filled(seeded_ws, tmp_path):
     """Images, matches, filter decisions, samples and votes written straight into the tables."""
     ws = seeded_ws
-    leaves = [n.id for n, _ in ws.taxonomy.leaves()][:3]
+    leaves = [n.id for n, _ in Taxonomy.of(ws).leaves()][:3]
     root = tmp_path / "imgs"
     with ws.store.write() as c:
         for i in range(4):
@@ -86,7 +87,7 @@ def test_exports_are_deterministic_and_well_formed(filled, tmp_path):
 def test_referee_figures_agree_with_select_on_human_votes_and_flags(filled, tmp_path):
     """The funnel and the dashboard's figures count "passing the referees" by select's rule: a person's vote
     decides its sample (not one more vote toward k-of-N) and a flagged sample does not pass."""
-    from workbench.dashboard import data
+    from workbench.apps.dashboard import data
     from workbench.review import adjudication as adj
 
     ws = filled
@@ -112,7 +113,7 @@ def test_referee_figures_agree_with_select_on_human_votes_and_flags(filled, tmp_
 
 
 def test_export_reports_the_flagged_samples_it_left_out(filled, tmp_path):
-    from workbench.pipeline.export.stage import ExportStage
+    from workbench.stages.export.stage import ExportStage
     from workbench.review import adjudication as adj
 
     ws = filled

@@ -13,6 +13,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from clip_fixtures import make_images  # noqa: E402
+from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(180)
@@ -20,17 +21,17 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 def root(tmp_path):
-    from workbench.pipeline.images.register import register_images
+    from workbench.stages.images.register import register_images
     from workbench.taxonomy.io import load_seed
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     root = tmp_path / "ws"
     with Workspace.init(root) as ws:
-        load_seed(ws.taxonomy)
+        load_seed(Taxonomy.of(ws))
         files = make_images(tmp_path / "imgs", 4, size=(24, 20))
         register_images(ws, files, root=tmp_path / "imgs", workers=1)
         ids = [r["id"] for r in ws.store.query("SELECT id FROM images ORDER BY id")]
-        leaf, path = ws.taxonomy.leaves()[0]
+        leaf, path = Taxonomy.of(ws).leaves()[0]
         with ws.store.write() as c:
             c.execute("INSERT INTO discoveries(cluster, cluster_key, size, cohesion, image_ids, exemplar_ids, nearest, "
                       "parent_id, name, status, duplicate_of, note, created_at) VALUES (0, 'k', 4, 0.8, ?, ?, ?, ?, "
@@ -53,10 +54,10 @@ def run(root, state=None):
 
 
 def _nodes(root, origin):
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     with Workspace.open(root) as ws:
-        return [(n.name, n.status, n.parent_id, n.note) for n in ws.taxonomy.nodes() if n.origin == origin]
+        return [(n.name, n.status, n.parent_id, n.note) for n in Taxonomy.of(ws).nodes() if n.origin == origin]
 
 
 def test_discovered_cluster_shows_exemplars_and_one_click_adds_a_proposed_node(root):
@@ -70,7 +71,7 @@ def test_discovered_cluster_shows_exemplars_and_one_click_adds_a_proposed_node(r
     added = _nodes(root, "discovered")
     assert [(n, s) for n, s, _, _ in added] == [("Counting sheep in fields", "proposed")]
     assert "cluster #1" in added[0][3]
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     with Workspace.open(root) as ws:
         assert ws.store.scalar("SELECT status FROM discoveries") == "proposed"
@@ -101,8 +102,8 @@ def test_reference_section_asks_before_minutes_of_embedding(root, monkeypatch):
     """A tree whose text embeddings are not cached yet and too many to embed on opening: the section says how
     many and how long, and matches only when asked; afterwards the cache makes nothing pending."""
     from workbench.analysis.reference_coverage import pending_embeddings
-    from workbench.dashboard import page_gaps
-    from workbench.workspace import Workspace
+    from workbench.apps.dashboard import page_gaps
+    from workbench.core.workspace import Workspace
 
     with Workspace.open(root) as ws:
         before = pending_embeddings(ws)

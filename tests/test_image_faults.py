@@ -13,8 +13,9 @@ import pytest
 
 from clip_fixtures import make_images, use_tiny_clip
 from conftest import run_cli, run_cli_subprocess
-from workbench.pipeline.embed.stage import embed_images, embed_texts_clip, get_image_embeddings
-from workbench.pipeline.images.register import ImageError, images_report, register_images
+from workbench.stages.embed.stage import embed_images, embed_texts_clip, get_image_embeddings
+from workbench.stages.images.register import ImageError, images_report, register_images
+from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,13 +34,13 @@ def _problems(ws):
 
 # -- 1. embedding on the stage contract -----------------------------------------------------------
 def test_embedding_stages_write_one_run_record_only_when_there_is_work(tiny_ws):
-    from workbench.pipeline.base import Stage
-    from workbench.pipeline.embed.stage import EmbedImageStage, EmbedTextStage
+    from workbench.stages.base import Stage
+    from workbench.stages.embed.stage import EmbedImageStage, EmbedTextStage
 
     assert issubclass(EmbedTextStage, Stage) and issubclass(EmbedImageStage, Stage)
     assert (EmbedTextStage.name, EmbedImageStage.name) == ("embed_text", "embed_image")
     t, i = embed_texts_clip(tiny_ws), embed_images(tiny_ws)
-    assert i.computed == 6 and t.computed == len(tiny_ws.taxonomy.leaves())
+    assert i.computed == 6 and t.computed == len(Taxonomy.of(tiny_ws).leaves())
     runs = {r["stage"]: r for r in tiny_ws.runs()}
     assert runs["embed_image"]["status"] == "done" and runs["embed_text"]["status"] == "done"
     summary = json.loads(runs["embed_image"]["summary"])
@@ -95,9 +96,9 @@ def test_embedding_preprocessing_of_a_sliver_stays_bounded(ws, tmp_path):
     """A 1x40000 image registered before the check (or any image) must not reach the model's resize whole:
     resizing its short side to the input size would make a 64 x 2,560,000 image here (224 x 8,960,000 at
     224 px: 9.4 GB). The preprocessing is spied on: the test fails before any large allocation."""
-    from workbench.pipeline.embed.clip import load_clip
-    from workbench.pipeline.embed.stage import _ImageDataset
-    from workbench.pipeline.images.register import MAX_ASPECT_RATIO
+    from workbench.stages.embed.clip import load_clip
+    from workbench.stages.embed.stage import _ImageDataset
+    from workbench.stages.images.register import MAX_ASPECT_RATIO
 
     use_tiny_clip(ws)
     clip = load_clip(ws.config.clip, base_dir=ws.root)
@@ -171,7 +172,7 @@ def test_fifo_is_a_problem_and_never_opened(ws, tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
 def test_fifo_in_place_of_a_registered_image_does_not_hang_reading(tiny_ws, tmp_path):
-    from workbench.pipeline.images.register import image_path, load_image_rgb
+    from workbench.stages.images.register import image_path, load_image_rgb
 
     victim = tiny_ws.store.scalar("SELECT id FROM images ORDER BY id LIMIT 1")
     path = image_path(tiny_ws, victim)
@@ -237,7 +238,7 @@ def test_registration_records_size_and_mtime(ws, tmp_path):
 
 
 def test_changed_file_is_reported_and_never_embedded_under_its_old_id(tiny_ws, tmp_path):
-    from workbench.pipeline.images.register import image_path
+    from workbench.stages.images.register import image_path
 
     old = tiny_ws.store.one("SELECT id, path FROM images ORDER BY path LIMIT 1")
     target = image_path(tiny_ws, old["id"])
@@ -308,7 +309,7 @@ def test_random_weight_warning_prints_once_per_command(tiny_ws):
 def test_random_weight_warning_once_per_process_and_config(ws, caplog):
     import logging
 
-    from workbench.pipeline.embed import clip as C
+    from workbench.stages.embed import clip as C
 
     use_tiny_clip(ws)
     C._WARNED.clear()

@@ -9,8 +9,8 @@ import pytest
 
 from clip_fixtures import make_bad_images, make_images
 from conftest import run_cli, run_cli_subprocess
-from workbench.errors import WorkbenchError
-from workbench.pipeline.images.register import (ImageError, image_path, load_image_rgb, register_images)
+from workbench.core.errors import WorkbenchError
+from workbench.stages.images.register import (ImageError, image_path, load_image_rgb, register_images)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -139,7 +139,7 @@ def test_cli_images_subprocess_refuses_escape(ws, tmp_path):
 def test_large_jpeg_may_decode_at_reduced_scale_keeping_min_side(tmp_path):
     from PIL import Image
 
-    from workbench.pipeline.images.register import open_rgb
+    from workbench.stages.images.register import open_rgb
 
     rng = np.random.default_rng(3)
     big = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), "RGB").resize((640, 480))

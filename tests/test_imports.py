@@ -1,6 +1,6 @@
 """nltk's package import is circular, and crowd-kit imports it: the dashboard's prewarm thread (Dawid–Skene) and a
 page request (the coverage matcher's stemmer) importing at once failed with "partially initialized module
-'nltk.corpus'" (3 of 3 tries with plain imports). Through `workbench.imports.locked_import` both complete."""
+'nltk.corpus'" (3 of 3 tries with plain imports). Through `workbench.core.imports.locked_import` both complete."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytest.importorskip("nltk")
 
 RACE = """
 import threading, sys
-from workbench.imports import locked_import
+from workbench.core.imports import locked_import
 from workbench.analysis.reference_coverage import content_stems
 errs = []
 def consensus_side():

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from openai_server import OpenAIServer, Reply
-from workbench.config import Config, EndpointConfig
+from workbench.core.config import Config, EndpointConfig
 from workbench.llm.client import Endpoint, make_client, redact_url, resolve_endpoint, scrub_secrets
 from workbench.llm.cost import PRICES, cost_usd, is_local_url, price_for
 

@@ -9,13 +9,13 @@ import time
 import pytest
 
 from openai_server import OpenAIServer, Reply
-from workbench.config import EndpointConfig
-from workbench.errors import WorkbenchError
+from workbench.core.config import EndpointConfig
+from workbench.core.errors import WorkbenchError
 from workbench.llm.cache import call_key, storable_messages
 from workbench.llm.client import Endpoint, image_data_url, resolve_endpoint
 from workbench.llm.prompts import PromptError, PromptTemplate, split_messages
-from workbench.errors import ParseFailure
-from workbench.pipeline.base import LLMStage, reparse
+from workbench.core.errors import ParseFailure
+from workbench.stages.base import LLMStage, reparse
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,7 +3,8 @@
 import pytest
 
 from tiny_models import make_tiny_vlm
-from workbench.workspace import Workspace
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def _workspace_with_samples(tmp_path, model_dir, max_tokens):
     from PIL import Image
 
     ws = Workspace.init(tmp_path / "ws")
-    leaf = ws.taxonomy.add_path("ocr~sign reading")
+    leaf = Taxonomy.of(ws).add_path("ocr~sign reading")
     (tmp_path / "im.png").parent.mkdir(exist_ok=True)
     Image.new("RGB", (48, 36), (200, 30, 30)).save(tmp_path / "im.png")
     with ws.store.write() as c:
@@ -42,7 +43,7 @@ max_tokens = {max_tokens}
 @pytest.mark.timeout(180)
 def test_local_transformers_referee_votes_through_the_seam(tmp_path, tiny_vlm):
     from workbench.llm.local import load_local_model
-    from workbench.pipeline.referee.stage import run_referees
+    from workbench.stages.referee.stage import run_referees
 
     ws = _workspace_with_samples(tmp_path, tiny_vlm, max_tokens=2)
     # Random weights: bias the tiny model towards "1" and force EOS at the end, so its vote is deterministic.
@@ -65,7 +66,7 @@ def test_local_transformers_referee_votes_through_the_seam(tmp_path, tiny_vlm):
 @pytest.mark.timeout(180)
 def test_local_model_cut_at_max_tokens_is_a_recorded_failure(tmp_path, tiny_vlm):
     from workbench.llm.local import load_local_model
-    from workbench.pipeline.referee.stage import run_referees
+    from workbench.stages.referee.stage import run_referees
 
     ws = _workspace_with_samples(tmp_path, tiny_vlm, max_tokens=3)
     proc, model, _ = load_local_model(tiny_vlm)
@@ -78,7 +79,7 @@ def test_local_model_cut_at_max_tokens_is_a_recorded_failure(tmp_path, tiny_vlm)
 
 
 def test_missing_local_model_is_a_clear_error(tmp_path):
-    from workbench.errors import ConfigError
+    from workbench.core.errors import ConfigError
     from workbench.llm.local import load_local_model
 
     with pytest.raises(ConfigError, match="not found.*nothing is downloaded"):

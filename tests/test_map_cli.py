@@ -4,7 +4,7 @@ from conftest import run_cli
 
 
 def test_map_computes_once_then_reloads(seeded_ws):
-    from workbench.demo import TEXT_SET_KEY, build_task_map
+    from workbench.apps.demo import TEXT_SET_KEY, build_task_map
 
     r = run_cli("map", seeded_ws.root)
     assert r.code == 2 and "no embeddings yet" in r.err

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def clustered(tmp_path_factory):
-    from workbench.store import Store
+    from workbench.core.store import Store
 
     gen = _generator()
     root = tmp_path_factory.mktemp("map_clusters") / "ws"
@@ -113,7 +113,7 @@ def test_cluster_layer_on_the_picture_lists_each_cluster(clustered, monkeypatch)
     """The picture view (a large map) draws the layer too: the map faded, rings per cluster, and a legend of the
     clusters with the images each has on the map."""
     root, _ = clustered
-    from workbench.dashboard import page_map
+    from workbench.apps.dashboard import page_map
 
     monkeypatch.setattr(page_map, "PICTURE_ABOVE", 0)
     at = run(root, params={"layer": "clusters"})

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from workbench.dashboard import map_picture as mp
+from workbench.apps.dashboard import map_picture as mp
 
 
 def _decode(png: bytes) -> np.ndarray:

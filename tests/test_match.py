@@ -7,9 +7,10 @@ import pytest
 
 from clip_fixtures import make_images, set_config_section, use_tiny_clip
 from conftest import run_cli, run_cli_subprocess
-from workbench.pipeline.embed.stage import get_image_embeddings, get_text_embeddings
-from workbench.pipeline.images.register import register_images
-from workbench.pipeline.match.stage import (chunk_rows, image_matches, images_for_task, low_score_images, match,
+from workbench.stages.embed.stage import get_image_embeddings, get_text_embeddings
+from workbench.stages.images.register import register_images
+from workbench.stages.match.stage import (chunk_rows, image_matches, images_for_task, low_score_images, match,
+from workbench.taxonomy.model import Taxonomy
                                     match_counts, tasks_without_images, topk_cosine)
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,10 +83,10 @@ def test_workspace_match_equals_bruteforce_and_is_incremental(matched_ws, tmp_pa
     # edit the taxonomy: rename a matched task, add one, delete a matched one; add images
     rare = [r["node_id"] for r in ws.store.query(
         "SELECT node_id FROM matches GROUP BY node_id ORDER BY count(*), node_id")]
-    ws.taxonomy.rename(rare[0], "Renamed task")
-    leaves = [n for n, _ in ws.taxonomy.leaves()]
-    ws.taxonomy.add("Freshly added task", leaves[3].parent_id)
-    ws.taxonomy.delete(rare[1])
+    Taxonomy.of(ws).rename(rare[0], "Renamed task")
+    leaves = [n for n, _ in Taxonomy.of(ws).leaves()]
+    Taxonomy.of(ws).add("Freshly added task", leaves[3].parent_id)
+    Taxonomy.of(ws).delete(rare[1])
     make_images(tmp_path / "more", 3, seed=9)
     register_images(ws, [tmp_path / "more"])
     inc = match(ws)
@@ -94,11 +95,11 @@ def test_workspace_match_equals_bruteforce_and_is_incremental(matched_ws, tmp_pa
     _same(_stored(ws), _bruteforce(ws, 4))
 
     # merging one task into another is detected through the stale text hash
-    leaves = [n for n, _ in ws.taxonomy.leaves()]
+    leaves = [n for n, _ in Taxonomy.of(ws).leaves()]
     used = [r["node_id"] for r in ws.store.query("SELECT DISTINCT node_id FROM matches")]
     victim = next(n for n in leaves if n.id in used)
     survivor = next(n for n in leaves if n.id != victim.id)
-    ws.taxonomy.merge(victim.id, survivor.id)
+    Taxonomy.of(ws).merge(victim.id, survivor.id)
     match(ws)
     _same(_stored(ws), _bruteforce(ws, 4))
 

@@ -112,7 +112,7 @@ def test_a_model_too_large_for_memory_is_refused_with_its_size(repos):
 
 @pytest.mark.timeout(120)
 def test_concurrent_calls_are_generated_as_one_batch_with_the_same_replies(repos):
-    from workbench.config import parse_config
+    from workbench.core.config import parse_config
     from workbench.llm.client import resolve_endpoint
     from workbench.llm.local import LocalTransformersClient
 
@@ -153,7 +153,7 @@ def test_demo_pulls_the_small_profile_and_runs_every_stage_locally(hub, tmp_path
     toml = (root / "workbench.toml").read_text()
     assert toml.count('kind = "transformers"') == 2 and 'answer_aware = true' in toml
     assert str(tmp_path / "hf" / "hub" / "models--laion--CLIP-ViT-B-32") in toml   # the pulled weights
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
     ws = Workspace.open(root)
     assert ws.store.scalar("SELECT count(*) FROM matches") == 17 * ws.config.match.k

@@ -19,8 +19,9 @@ import pytest
 from conftest import REPO
 from openai_server import OpenAIServer
 from test_notebook_taxonomy import script
-from workbench.dashboard.serve import CHROMIUM
-from workbench.workspace import Workspace
+from workbench.apps.dashboard.serve import CHROMIUM
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 SHOTS = Path("/tmp/workbench-notebook-shots")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -160,15 +161,15 @@ def test_notebook_01_review_in_jupyterlab(tmp_path):
                 lab.kill()
 
     ws = Workspace.open(ws_dir)
-    ocr = ws.taxonomy.find("optical character recognition")          # the first parent of level 2
-    kids = {c.name: c for c in ws.taxonomy.children(ocr.id)}
+    ocr = Taxonomy.of(ws).find("optical character recognition")          # the first parent of level 2
+    kids = {c.name: c for c in Taxonomy.of(ws).children(ocr.id)}
     assert kids["optical character recognition alpha"].status == "accepted"
     assert kids["optical character recognition beta"].status == "rejected"
     renamed = kids["Renamed in the browser"]
     assert renamed.status == "proposed"                                # a rename alone stays pending
     assert ws.store.scalar("SELECT count(*) FROM nodes WHERE status='proposed' AND level=2") == proposed_before - 2
     # Level 3 ran under the accepted generated node only.
-    assert [c.name for c in ws.taxonomy.children(kids["optical character recognition alpha"].id)][:1] == \
+    assert [c.name for c in Taxonomy.of(ws).children(kids["optical character recognition alpha"].id)][:1] == \
         ["optical character recognition alpha alpha"]
-    assert ws.taxonomy.children(renamed.id) == []
+    assert Taxonomy.of(ws).children(renamed.id) == []
     ws.close()

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import REPO
 from test_notebook_taxonomy import outputs_text, run_notebook
-from workbench.workspace import Workspace
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 
 @pytest.mark.timeout(240)
@@ -21,7 +22,7 @@ def test_images_notebook_runs_headless(tmp_path, monkeypatch):
     ws = Workspace.open(ws_dir)
     n = ws.store.scalar("SELECT count(*) FROM images")
     assert n >= 5 and f"{n} image(s) added" in text
-    assert ws.taxonomy.count() > 0                                    # created with the seed task types
+    assert Taxonomy.of(ws).count() > 0                                    # created with the seed task types
     assert f"{n} image(s) matched to their top-5 task types" in text
     assert "Next: 03_vision_stages.ipynb" in text
     # No real CLIP weights: one line says so and what to set; no red warning from the library as well.

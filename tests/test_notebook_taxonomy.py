@@ -1,5 +1,5 @@
 """notebooks/01_taxonomy.ipynb headless (nbclient) against the local test server, and the prompt loop's library
-helpers (workbench.notebook_support): versions, preview with the real template, A/B without side effects, promote."""
+helpers (workbench.apps.notebooks): versions, preview with the real template, A/B without side effects, promote."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from nbclient import NotebookClient
 
 from conftest import REPO
 from openai_server import OpenAIServer, Reply
-from workbench import notebook_support as nbs
-from workbench.errors import WorkbenchError
-from workbench.workspace import Workspace
+from workbench.apps import notebooks as nbs
+from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 SECRET = "sk-notebook-SECRET-777"
 EDIT = "Prefer concrete tasks whose answers can be checked against the image."
@@ -72,8 +73,8 @@ def test_taxonomy_notebook_headless(tmp_path, monkeypatch):
     assert "taxonomy unchanged" in text and "promoted version" in text
     # The preview rendered the real template for a parent with children (no "no subcategories yet").
     assert "It already has these subcategories" in text
-    ocr = ws.taxonomy.find("optical character recognition")
-    kids = {c.name: c for c in ws.taxonomy.children(ocr.id)}
+    ocr = Taxonomy.of(ws).find("optical character recognition")
+    kids = {c.name: c for c in Taxonomy.of(ws).children(ocr.id)}
     assert "optical character recognition checkable" in kids                    # the promoted version's proposal
     assert kids["optical character recognition alpha"].prompt_file == str(copy.resolve())
     # Review: the scripted clicks on this run's first three proposals.
@@ -83,7 +84,7 @@ def test_taxonomy_notebook_headless(tmp_path, monkeypatch):
     assert reviewed.status == "accepted"
     # Level 3 under the two accepted generated nodes, with the default child_expand prompt (no children yet).
     for name in ("optical character recognition alpha", "optical character recognition gamma (reviewed)"):
-        grand = ws.taxonomy.children(kids[name].id)
+        grand = Taxonomy.of(ws).children(kids[name].id)
         assert [g.name for g in grand][:3] == [f"{name} alpha", f"{name} beta", f"{name} gamma"]
         assert grand[0].prompt_file == "prompts/expand_child_expand.j2"
     # Every call paid once: the A/B's version and level 2 share the cache for the same parents.
@@ -101,16 +102,16 @@ def test_ab_leaves_the_taxonomy_unchanged_and_shows_drops_and_cost(seeded):
     ws = seeded
     name = "expand_child_supplement.j2"
     parents = nbs.parents_using(ws, name, n=5)
-    assert len(parents) == 5 and all(ws.taxonomy.children(p) for p in parents)
+    assert len(parents) == 5 and all(Taxonomy.of(ws).children(p) for p in parents)
     current = nbs.current_prompt(ws, name)
     version = nbs.save_draft(ws, name, current.source.replace("Name each one", EDIT + " Name each one"))
-    before = ws.taxonomy.count(None)
+    before = Taxonomy.of(ws).count(None)
     with OpenAIServer(script) as server:
         ab = nbs.ab_test(ws, name, version, parents, base_url=server.base_url, model="m")
         assert len(server.requests) == 10
         again = nbs.ab_test(ws, name, version, parents, base_url=server.base_url, model="m")
         assert len(server.requests) == 10                         # cached: a re-run is free
-    assert ws.taxonomy.count(None) == before == ab.nodes_after == again.nodes_after
+    assert Taxonomy.of(ws).count(None) == before == ab.nodes_after == again.nodes_after
     assert ws.store.scalar("SELECT count(*) FROM nodes WHERE status='proposed'") == 0
     row = ab.table.iloc[0]
     parent = row.parent.split("~")[-1]
@@ -119,7 +120,7 @@ def test_ab_leaves_the_taxonomy_unchanged_and_shows_drops_and_cost(seeded):
     assert ab.cost["current"]["calls"] == 5 and ab.cost["version"]["prompt_tokens"] > 0
     assert "taxonomy unchanged" in ab.summary() and "USD 0.0000" in ab.summary()    # a loopback endpoint is free
     # A parent whose template is another one is refused, naming it.
-    leafy = next(n for n, _ in ws.taxonomy.leaves() if n.level == 1)
+    leafy = next(n for n, _ in Taxonomy.of(ws).leaves() if n.level == 1)
     with pytest.raises(WorkbenchError, match="not the template the stage uses"):
         nbs.ab_test(ws, name, version, [leafy.id], base_url="http://127.0.0.1:9/v1", model="m")
 
@@ -128,7 +129,7 @@ def test_versions_preview_and_promote(seeded):
     ws = seeded
     name = "expand_child_supplement.j2"
     parents = nbs.parents_using(ws, name, n=2)
-    leaf1 = next(n for n, _ in ws.taxonomy.leaves() if n.level == 1)          # a level-1 node without children
+    leaf1 = next(n for n, _ in Taxonomy.of(ws).leaves() if n.level == 1)          # a level-1 node without children
     v1 = nbs.save_draft(ws, name, nbs.current_prompt(ws, name).source + "\nVersion one.")
     assert nbs.save_draft(ws, name, v1.source).path == v1.path                 # same text, same version
     text = nbs.preview_version(ws, name, v1, [parents[0], leaf1.id])
@@ -176,7 +177,7 @@ def test_review_gate_stops_until_apply(seeded):
     from workbench.review.widgets import ReviewPending
 
     ws = seeded
-    ws.taxonomy.add("Proposed one", ws.taxonomy.find("object recognition"), status="proposed")
+    Taxonomy.of(ws).add("Proposed one", Taxonomy.of(ws).find("object recognition"), status="proposed")
     table = ReviewTable(ws)
     with pytest.raises(ReviewPending, match="press Apply") as info:
         table.require_apply()
@@ -184,4 +185,4 @@ def test_review_gate_stops_until_apply(seeded):
     assert "re-run this cell" in table._repr_mimebundle_()["text/plain"]
     table.apply_button.click()                                         # every row on keep is a choice too
     table.require_apply()
-    assert ws.taxonomy.find("object recognition~Proposed one").status == "proposed"
+    assert Taxonomy.of(ws).find("object recognition~Proposed one").status == "proposed"

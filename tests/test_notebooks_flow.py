@@ -12,7 +12,7 @@ from conftest import REPO
 from openai_server import OpenAIServer, Reply
 from test_notebook_taxonomy import outputs_text, run_notebook
 from test_notebook_taxonomy import script as expand_script
-from workbench.workspace import Workspace
+from workbench.core.workspace import Workspace
 
 
 def script(req):

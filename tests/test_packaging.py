@@ -1,6 +1,6 @@
 """The built wheel holds everything the package reads at run time, not only what a checkout has.
 
-The bundled prompts are edited in the top-level prompts/ folder and ship as workbench/prompts/;
+The bundled prompts live in workbench/prompts/ (the top-level prompts/ links to it) and ship with the package;
 scripts/wheel_smoke.sh goes further and runs the installed wheel from outside the checkout.
 """
 
@@ -41,24 +41,19 @@ def _source_files() -> list[Path]:
     return [Path(f) for f in out.split("\0") if f and (REPO / f).is_file()]
 
 
-def _packages_on_disk() -> set[str]:
-    """Every folder under workbench/ with files in it: Python packages and data-only folders."""
-    return {".".join(("workbench",) + p.parent.parts) for p in _files(REPO / "workbench")}
-
-
-def test_pyproject_lists_every_package():
-    cfg = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
-    listed, on_disk = set(cfg["packages"]), _packages_on_disk()
-    assert not on_disk - listed, f"add these to [tool.setuptools] packages in pyproject.toml: {sorted(on_disk - listed)}"
-    assert listed - on_disk == {"workbench.prompts"}, f"listed but gone: {sorted(listed - on_disk - {'workbench.prompts'})}"
-    assert cfg["package-dir"]["workbench.prompts"] == "prompts"
+def test_pyproject_finds_packages_and_reads_one_version():
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    find = cfg["tool"]["setuptools"]["packages"]["find"]
+    assert find["include"] == ["workbench*"] and find["namespaces"] is True
+    assert "version" not in cfg["project"] and "version" in cfg["project"]["dynamic"]
+    assert cfg["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "workbench.__version__"}
 
 
 def test_bundled_prompts_resolve_in_a_checkout():
-    # A checkout or `pip install -e .`: the package is ./workbench, the prompts are ./prompts.
+    # A checkout or `pip install -e .`: the package is ./workbench, the prompts are ./workbench/prompts.
     if not Path(workbench.__file__).resolve().is_relative_to(REPO):
         pytest.skip("workbench is imported from an installed wheel, not this checkout")
-    assert isinstance(DEFAULT_PROMPTS_DIR, Path) and DEFAULT_PROMPTS_DIR == (REPO / "prompts").resolve()
+    assert isinstance(DEFAULT_PROMPTS_DIR, Path) and DEFAULT_PROMPTS_DIR == (REPO / "workbench" / "prompts").resolve()
     for path in sorted(DEFAULT_PROMPTS_DIR.glob("*.j2")):
         tpl = PromptTemplate.load(path.name)
         assert tpl.path == path and tpl.display_path == f"prompts/{path.name}"
@@ -83,13 +78,13 @@ def test_the_wheel_ships_prompts_data_and_every_module(tmp_path):
         names = set(zf.namelist())
         entry_points = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
 
-    prompts = [f"workbench/prompts/{p.as_posix()}" for p in _files(REPO / "prompts")]
+    prompts = [f"workbench/prompts/{p.as_posix()}" for p in _files(REPO / "workbench" / "prompts")]
     data = [f"workbench/data/{p.as_posix()}" for p in _files(REPO / "workbench" / "data")]
     modules = [f"workbench/{p.as_posix()}" for p in _files(REPO / "workbench") if p.suffix == ".py"]
-    assert any(p.endswith(".j2") for p in prompts) and data and "workbench/dashboard/streamlit_app.py" in modules
+    assert any(p.endswith(".j2") for p in prompts) and data and "workbench/apps/dashboard/streamlit_app.py" in modules
     for kind, expected in (("prompts", prompts), ("data files", data), ("modules", modules)):
         missing = sorted(set(expected) - names)
         assert not missing, f"{kind} missing from {wheel.name}: {missing}"
     strays = sorted(n for n in names if not n.startswith(("workbench/", "taskgalaxy_workbench-")))
     assert not strays, f"files outside the workbench package in the wheel: {strays}"
-    assert "workbench = workbench.cli:entrypoint" in entry_points
+    assert "workbench = workbench.apps.cli.main:entrypoint" in entry_points

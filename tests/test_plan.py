@@ -17,7 +17,8 @@ from clip_fixtures import set_config_section, use_tiny_clip
 from conftest import run_cli
 from openai_server import OpenAIServer, Reply
 from workbench.analysis.plan import image_tokens, make_plan
-from workbench.workspace import Workspace
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 N_PILOT, N_ALL = 50, 500
 LLM_STAGES = ("filter", "qa", "referee:a", "referee:b")
@@ -56,7 +57,7 @@ def make_workspace(tmp_path, base_url):
     ws = Workspace.init(tmp_path / "ws")
     for a in range(4):
         for b in range(3):
-            ws.taxonomy.add_path(f"category {a}~task type {a}-{b}")
+            Taxonomy.of(ws).add_path(f"category {a}~task type {a}-{b}")
     use_tiny_clip(ws)
     set_config_section(ws, "match", k=3)
     cfg = (ws.root / "workbench.toml").read_text()
@@ -97,10 +98,10 @@ endpoint = "judge_b"
 
 
 def run_all(ws):
-    from workbench.pipeline.filter.stage import run_filter
-    from workbench.pipeline.match.stage import match
-    from workbench.pipeline.qa.stage import run_qa
-    from workbench.pipeline.referee.stage import run_referees
+    from workbench.stages.filter.stage import run_filter
+    from workbench.stages.match.stage import match
+    from workbench.stages.qa.stage import run_qa
+    from workbench.stages.referee.stage import run_referees
 
     match(ws)
     run_filter(ws, progress=False)
@@ -126,7 +127,7 @@ def by_stage(plan):
 
 @pytest.mark.timeout(240)
 def test_pilot_plan_predicts_the_full_run(tmp_path):
-    from workbench.pipeline.images.register import register_images
+    from workbench.stages.images.register import register_images
 
     with OpenAIServer(script, models=("vlm", "judge-a", "judge-b")) as server:
         ws = make_workspace(tmp_path, server.base_url)
@@ -180,8 +181,8 @@ def test_pilot_plan_predicts_the_full_run(tmp_path):
 
 def test_no_pilot_unknown_price_and_assumptions(tmp_path):
     ws = Workspace.init(tmp_path / "ws")
-    ws.taxonomy.add_path("ocr~sign reading")
-    ws.taxonomy.add_path("counting~people")
+    Taxonomy.of(ws).add_path("ocr~sign reading")
+    Taxonomy.of(ws).add_path("counting~people")
     (ws.root / "workbench.toml").write_text((ws.root / "workbench.toml").read_text() + """
 [endpoints.default]
 base_url = "https://vlm.example.invalid/v1"

@@ -8,7 +8,7 @@ import pytest
 from openai_server import OpenAIServer, Reply
 from workbench.analysis import prompt_history as ph
 from workbench.llm.prompts import PromptTemplate
-from workbench.taxonomy.expand.stage import expand
+from workbench.stages.expand.stage import expand
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pytest
+from workbench.taxonomy.model import Taxonomy
 
 pytestmark = [pytest.mark.timeout(240),
               pytest.mark.skipif(os.environ.get("WORKBENCH_TEST_RAY") != "1",
@@ -21,11 +22,11 @@ from openai_server import OpenAIServer  # noqa: E402
 from test_vision_stages import make_workspace, script  # noqa: E402
 from workbench.engine import make_engine, using  # noqa: E402
 from workbench.engine.ray_engine import RayEngine  # noqa: E402
-from workbench.errors import WorkbenchError  # noqa: E402
-from workbench.pipeline.embed.stage import embed_images, embed_texts_clip, get_image_embeddings  # noqa: E402
-from workbench.pipeline.images.register import register_images  # noqa: E402
-from workbench.pipeline.match.stage import match  # noqa: E402
-from workbench.workspace import Workspace  # noqa: E402
+from workbench.core.errors import WorkbenchError  # noqa: E402
+from workbench.stages.embed.stage import embed_images, embed_texts_clip, get_image_embeddings  # noqa: E402
+from workbench.stages.images.register import register_images  # noqa: E402
+from workbench.stages.match.stage import match  # noqa: E402
+from workbench.core.workspace import Workspace  # noqa: E402
 
 N_IMAGES = 120
 
@@ -50,7 +51,7 @@ def _ws(root, images):
     from workbench.taxonomy.io import load_seed
 
     ws = Workspace.init(root)
-    load_seed(ws.taxonomy)
+    load_seed(Taxonomy.of(ws))
     use_tiny_clip(ws, batch_size=16)
     set_config_section(ws, "match", k=5, memory_mb=16, chunk_size=32)
     register_images(ws, [images])
@@ -110,9 +111,9 @@ def test_embed_and_match_on_ray_equal_local_and_a_killed_run_resumes(tmp_path, e
 
 
 def _vision(ws, engine=None, **kw):
-    from workbench.pipeline.filter.stage import run_filter
-    from workbench.pipeline.qa.stage import run_qa
-    from workbench.pipeline.referee.stage import run_referees
+    from workbench.stages.filter.stage import run_filter
+    from workbench.stages.qa.stage import run_qa
+    from workbench.stages.referee.stage import run_referees
 
     with using(engine):
         return [run_filter(ws, progress=False, **kw), run_qa(ws, progress=False, **kw),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.review import Decision, apply_decisions, count_outcomes, pending_proposals
-from workbench.taxonomy.model import Provenance
+from workbench.taxonomy.model import Provenance, Taxonomy
 
 
 def _run(ws, prompt_hash: str) -> int:
@@ -20,7 +20,7 @@ def _run(ws, prompt_hash: str) -> int:
 @pytest.fixture
 def two_runs(ws):
     """Branch 'Vision' (accepted) with proposals from two expand runs (different prompts) and one by hand."""
-    tax = ws.taxonomy
+    tax = Taxonomy.of(ws)
     root = tax.add("Vision")
     r1, r2 = _run(ws, "a" * 64), _run(ws, "b" * 64)
     p1 = Provenance(stage_run_id=r1, prompt_file="prompts/x.j2", prompt_hash="a" * 64, model="m")
@@ -35,7 +35,7 @@ def two_runs(ws):
 
 
 def _status(ws, nid):
-    return ws.taxonomy.get(nid).status
+    return Taxonomy.of(ws).get(nid).status
 
 
 def _updated(ws):
@@ -64,9 +64,9 @@ def test_pending_proposals_from_every_run_and_filters(two_runs):
     assert list(pending_proposals(ws, stage_run_id=r1 + r2 + 5).columns) == list(df.columns)
 
     # A decided node is no longer pending; one under a rejected parent is flagged.
-    ws.taxonomy.accept(ids["Depth"])
-    ws.taxonomy.add("Sub", ids["OCR"], status="proposed")
-    ws.taxonomy.reject(ids["OCR"])
+    Taxonomy.of(ws).accept(ids["Depth"])
+    Taxonomy.of(ws).add("Sub", ids["OCR"], status="proposed")
+    Taxonomy.of(ws).reject(ids["OCR"])
     df = pending_proposals(ws).set_index("name")
     assert "Depth" not in df.index and "OCR" not in df.index
     assert df.loc["Sub"].under_rejected and df.loc["Sub"].path == "Vision~OCR~Sub"
@@ -84,11 +84,11 @@ def test_apply_accept_reject_rename_keep(two_runs):
     assert [r.outcome for r in results] == ["applied", "applied", "applied", "skipped (keep)", "applied"]
     assert _status(ws, ids["Counting"]) == "accepted"
     assert _status(ws, ids["Colour naming"]) == "rejected"
-    ocr = ws.taxonomy.get(ids["OCR"])
+    ocr = Taxonomy.of(ws).get(ids["OCR"])
     assert (ocr.name, ocr.status) == ("Text reading", "proposed")   # rename only: still pending
     assert results[2].path == "Vision~Text reading"
     assert _status(ws, ids["Depth"]) == "proposed"
-    charts = ws.taxonomy.get(ids["Reading charts"])
+    charts = Taxonomy.of(ws).get(ids["Reading charts"])
     assert (charts.name, charts.status) == ("Chart reading", "accepted")
     assert results[4].detail == "renamed to 'Chart reading' and accepted"
     assert count_outcomes(results) == {"applied": 4, "skipped": 1}
@@ -113,7 +113,7 @@ def test_apply_twice_is_idempotent_and_reported_unchanged(two_runs):
 
 def test_a_clash_fails_alone_and_the_other_rows_apply(two_runs):
     ws, _, _, ids = two_runs
-    ws.taxonomy.delete(ids["Hand"])
+    Taxonomy.of(ws).delete(ids["Hand"])
     results = apply_decisions(ws, [
         Decision(ids["Counting"], "accept"),
         Decision(ids["Colour naming"], "rename", new_name="ocr"),          # a sibling is called OCR
@@ -133,15 +133,15 @@ def test_a_clash_fails_alone_and_the_other_rows_apply(two_runs):
     assert outcomes[5] == "failed: rename needs a new name"
     assert _status(ws, ids["Counting"]) == "accepted"
     assert _status(ws, ids["Reading charts"]) == "rejected"
-    depth = ws.taxonomy.get(ids["Depth"])
+    depth = Taxonomy.of(ws).get(ids["Depth"])
     assert (depth.name, depth.status) == ("Depth", "proposed")        # the failed rename undid nothing else
-    assert ws.taxonomy.get(ids["Colour naming"]).name == "Colour naming"
+    assert Taxonomy.of(ws).get(ids["Colour naming"]).name == "Colour naming"
     assert count_outcomes(results) == {"applied": 2, "failed": 5}
 
 
 def test_merged_away_node_is_not_decided_through_its_alias(two_runs):
     ws, _, _, ids = two_runs
-    ws.taxonomy.merge(ids["Colour naming"], ids["Counting"])
+    Taxonomy.of(ws).merge(ids["Colour naming"], ids["Counting"])
     [res] = apply_decisions(ws, [Decision(ids["Colour naming"], "reject")])
     assert res.status == "failed" and "merged into 'Vision~Counting'" in res.detail
     assert _status(ws, ids["Counting"]) == "proposed"
@@ -151,7 +151,7 @@ def test_reject_with_a_new_name_says_the_name_was_not_applied(two_runs):
     ws, _, _, ids = two_runs
     [res] = apply_decisions(ws, [Decision(ids["OCR"], "reject", new_name="Optical")])
     assert res.outcome == "applied" and "new name was not applied" in res.detail
-    assert ws.taxonomy.get(ids["OCR"]).name == "OCR"
+    assert Taxonomy.of(ws).get(ids["OCR"]).name == "OCR"
 
 
 def test_unknown_action_is_an_error():
@@ -182,7 +182,7 @@ def test_review_table_shows_every_run_and_filters(two_runs):
     assert [r.node_id for r in ReviewTable(ws, pending_proposals(ws, stage_run_id=r1).head(1)).rows] == \
         [ids["Counting"]]
     # Names are escaped (an LLM may propose anything).
-    ws.taxonomy.rename(ids["Hand"], "<script>x<script>")
+    Taxonomy.of(ws).rename(ids["Hand"], "<script>x<script>")
     table = ReviewTable(ws)
     assert all("<script>" not in r.label.value for r in table.rows)
     assert any("&lt;script&gt;" in r.label.value for r in table.rows)
@@ -211,8 +211,8 @@ def test_review_table_apply_click_writes_and_reports_per_row(two_runs):
     assert by_id[ids["Depth"]].startswith("failed: a node named 'Counting' already exists")
     assert by_id[ids["Hand"]] == "skipped (keep)"
     assert _status(ws, ids["Counting"]) == "accepted" and _status(ws, ids["Colour naming"]) == "rejected"
-    assert ws.taxonomy.get(ids["OCR"]).name == "Text reading"
-    assert ws.taxonomy.get(ids["Reading charts"]).status == "accepted"
+    assert Taxonomy.of(ws).get(ids["OCR"]).name == "Text reading"
+    assert Taxonomy.of(ws).get(ids["Reading charts"]).status == "accepted"
     html = table.result_html.value
     assert "4 applied, 1 skipped, 1 failed" in html and "already exists" in html
     assert "Text reading" in html
@@ -235,7 +235,7 @@ def test_review_table_apply_click_writes_and_reports_per_row(two_runs):
     before = _updated(ws)
     results = table.apply()
     assert [r.outcome for r in results if r.node_id == ids["Depth"]] == ["applied"]
-    assert ws.taxonomy.get(ids["Depth"]).name == "Depth estimation"
+    assert Taxonomy.of(ws).get(ids["Depth"]).name == "Depth estimation"
     assert "already exists" not in table.rows[0].message.value
     changed = {k for k in before if before[k] != _updated(ws)[k]}
     assert changed == {ids["Depth"]}

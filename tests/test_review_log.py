@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.review.decisions import (Decision, apply_decisions, bulk_status, review_log,
                                         select_proposals, undo)
-from workbench.taxonomy.model import Provenance
+from workbench.taxonomy.model import Provenance, Taxonomy
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def _run(ws) -> int:
 def tree(ws):
     """Vision (accepted) > Counting (proposed, run 1) > {People, Cars} (run 1); Depth (run 2);
     Found (discovered); Ref (reference); Text (accepted) > Old (rejected) > Hidden (proposed, run 2)."""
-    tax = ws.taxonomy
+    tax = Taxonomy.of(ws)
     vision = tax.add("Vision")
     r1, r2 = _run(ws), _run(ws)
     p1, p2 = Provenance(stage_run_id=r1), Provenance(stage_run_id=r2)
@@ -49,7 +49,7 @@ def tree(ws):
 
 
 def _status(ws, nid):
-    return ws.taxonomy.get(nid).status
+    return Taxonomy.of(ws).get(nid).status
 
 
 def test_select_by_subtree_run_origin(tree):
@@ -110,15 +110,15 @@ def test_log_and_undo_of_accept_reject_rename_move(tree):
         ("Depth", "Depth estimation")]
     assert list(log.reviewer) == ["bob", "bob", "bob", "ann", "ann"] and log.source.iloc[2] == "dashboard"
     assert log.path.iloc[1] == "Vision~Ref" and log.batch.nunique() == 4
-    assert ws.taxonomy.path(ids["Ref"]) == "Text~Ref"
+    assert Taxonomy.of(ws).path(ids["Ref"]) == "Text~Ref"
 
     undo(ws, 2)                                               # rename and move back
-    assert ws.taxonomy.get(ids["People"]).name == "People" and ws.taxonomy.path(ids["Ref"]) == "Vision~Ref"
+    assert Taxonomy.of(ws).get(ids["People"]).name == "People" and Taxonomy.of(ws).path(ids["Ref"]) == "Vision~Ref"
     undo(ws)
     assert _status(ws, ids["Found"]) == "proposed"
     rows = undo(ws)                                           # accept then rename reversed, newest first
     assert [r["action"] for r in rows] == ["accept", "rename"]
-    d = ws.taxonomy.get(ids["Depth"])
+    d = Taxonomy.of(ws).get(ids["Depth"])
     assert (d.name, d.status) == ("Depth", "proposed")
     assert review_log(ws, include_undone=False).empty
 
@@ -137,7 +137,7 @@ def test_undo_refuses_a_merge_and_a_node_changed_since(tree):
     # A change outside the log: undo refuses rather than overwrite it.
     with ws.store.write() as conn:
         conn.execute("UPDATE review_log SET undone_at='x', undone_by='t' WHERE action='merge'")
-    ws.taxonomy.reject(ids["Cars"])
+    Taxonomy.of(ws).reject(ids["Cars"])
     with pytest.raises(WorkbenchError, match="changed since outside the review log"):
         undo(ws)
     assert _status(ws, ids["Cars"]) == "rejected"
@@ -179,8 +179,8 @@ def test_expand_and_decisions_at_the_same_time_lose_nothing(seeded_ws, monkeypat
     server while decisions are applied through the page's library calls; afterwards every proposal the expansion
     recorded is a node and every decision is in the workspace and the log."""
     from openai_server import OpenAIServer, Reply
-    from workbench.taxonomy.expand.stage import expand
-    from workbench.workspace import Workspace
+    from workbench.stages.expand.stage import expand
+    from workbench.core.workspace import Workspace
 
     ws = seeded_ws
 
@@ -188,8 +188,8 @@ def test_expand_and_decisions_at_the_same_time_lose_nothing(seeded_ws, monkeypat
         parent = req.text.split("Category: ", 1)[1].splitlines()[0].split("~")[-1]
         return Reply(f'["{parent} alpha", "{parent} beta"]', latency=0.05)
 
-    level1 = [n for n in ws.taxonomy.nodes(("accepted",)) if n.level == 1]
-    extra = [ws.taxonomy.add(f"Extra {i}", level1[0], status="proposed").id for i in range(30)]
+    level1 = [n for n in Taxonomy.of(ws).nodes(("accepted",)) if n.level == 1]
+    extra = [Taxonomy.of(ws).add(f"Extra {i}", level1[0], status="proposed").id for i in range(30)]
     with OpenAIServer(script) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
         errors = []
@@ -221,7 +221,7 @@ def test_expand_and_decisions_at_the_same_time_lose_nothing(seeded_ws, monkeypat
     assert len(added) == 2 * len(level1)
     assert all(ws.store.scalar("SELECT count(*) FROM nodes WHERE id=?", (r[0],)) == 1 for r in added)
     for i, d in enumerate(decided):
-        node = ws.taxonomy.get(d.node_id)
+        node = Taxonomy.of(ws).get(d.node_id)
         want = {"accept": ("accepted", f"Extra {i}"), "reject": ("rejected", f"Extra {i}"),
                 "rename": ("proposed", f"Renamed {i}")}[d.action]
         assert (node.status, node.name) == want
@@ -281,12 +281,12 @@ def test_review_page_one_at_a_time_reject_rename_move_merge(tree):
     at.selectbox(key="rv_node").set_value(ids["Found"]).run()
     at.text_input(key="rv_new_name").input("Found it").run()
     at.button(key="rv_rename").click().run()
-    assert ws.taxonomy.get(ids["Found"]).name == "Found it"
+    assert Taxonomy.of(ws).get(ids["Found"]).name == "Found it"
     at.selectbox(key="rv_group_value_origin").set_value("reference").run()
     at.selectbox(key="rv_node").set_value(ids["Ref"]).run()
     at.text_input(key="rv_new_parent").input("Text").run()
     at.button(key="rv_move").click().run()
-    assert ws.taxonomy.path(ids["Ref"]) == "Text~Ref"
+    assert Taxonomy.of(ws).path(ids["Ref"]) == "Text~Ref"
     # A merge without the confirmation does nothing; with it, it merges.
     at.selectbox(key="rv_group_value_origin").set_value("generated").run()
     at.selectbox(key="rv_node").set_value(ids["Depth"]).run()
@@ -310,7 +310,7 @@ def test_review_page_one_at_a_time_reject_rename_move_merge(tree):
 def test_review_page_duplicates_need_a_confirmation_per_pair(tree):
     pytest.importorskip("streamlit")
     ws, r1, r2, ids = tree
-    dup = ws.taxonomy.add("counting!", ids["Vision"], origin="generated", status="proposed").id
+    dup = Taxonomy.of(ws).add("counting!", ids["Vision"], origin="generated", status="proposed").id
     at = _app(ws.root, {"reviewer": "pat", "rv_section": "Duplicates"})
     at.checkbox(key="rv_dup_embed").uncheck().run()
     at.button(key="rv_dup_go").click().run()
@@ -327,7 +327,7 @@ def test_review_page_duplicates_need_a_confirmation_per_pair(tree):
 
 
 def test_word_diff_highlights_only_the_words_that_differ():
-    from workbench.dashboard.page_review import word_diff
+    from workbench.apps.dashboard.page_review import word_diff
 
     a, b = word_diff("Depth~depth estimation from rgb", "Depth~depth estimation from rgbd")
     assert a == "Depth~depth estimation from <mark>rgb</mark>"
@@ -339,7 +339,7 @@ def test_word_diff_highlights_only_the_words_that_differ():
 
 # -- a real browser ----------------------------------------------------------------------------------
 def _browser_ready():
-    from workbench.dashboard.serve import CHROMIUM
+    from workbench.apps.dashboard.serve import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (scripts/setup.sh --browser)")
@@ -354,12 +354,12 @@ def test_review_session_in_chromium(tree, monkeypatch):
     reviewer and every expansion proposal is there."""
     playwright = _browser_ready()
     from openai_server import OpenAIServer, Reply
-    from workbench.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
-    from workbench.taxonomy.expand.stage import expand
-    from workbench.workspace import Workspace
+    from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+    from workbench.stages.expand.stage import expand
+    from workbench.core.workspace import Workspace
 
     ws, r1, r2, ids = tree
-    dup = ws.taxonomy.add("found!", ids["Vision"], origin="generated", status="proposed").id
+    dup = Taxonomy.of(ws).add("found!", ids["Vision"], origin="generated", status="proposed").id
 
     def script(req):
         parent = req.text.split("Category: ", 1)[1].splitlines()[0].split("~")[-1]
@@ -449,7 +449,7 @@ def test_review_session_in_chromium(tree, monkeypatch):
     assert set(log.reviewer) == {"robin"}
     assert list(log.action[:4]) == ["merge", "rename", "reject", "reject"]
     assert log.undone_by.iloc[3] == "robin" and not isinstance(log.undone_at.iloc[2], str)
-    assert ws.taxonomy.get(ids["Depth"]).name == "Depth estimation" and _status(ws, ids["Ref"]) == "rejected"
+    assert Taxonomy.of(ws).get(ids["Depth"]).name == "Depth estimation" and _status(ws, ids["Ref"]) == "rejected"
     assert {_status(ws, ids[n]) for n in ("Counting", "People", "Cars")} == {"accepted"}
     added = ws.store.query("SELECT node_id FROM expand_proposals WHERE outcome='added'")
     assert len(added) == 2 * done[0].run.called

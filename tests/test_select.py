@@ -1,6 +1,6 @@
 import pandas as pd
 
-from workbench.pipeline.select.stage import choose, water_fill
+from workbench.stages.select.stage import choose, water_fill
 
 
 def table(spec):

@@ -15,13 +15,14 @@ import pytest
 
 from conftest import run_cli
 from openai_server import OpenAIServer, Reply
-from workbench.config import EndpointConfig
-from workbench.errors import ParseFailure
+from workbench.core.config import EndpointConfig
+from workbench.core.errors import ParseFailure
 from workbench.llm.client import Endpoint
 from workbench.llm.prompts import PromptTemplate
-from workbench.pipeline.base import LLMStage, Stage
-from workbench.pipeline.runs import StageBusy
-from workbench.workspace import Workspace
+from workbench.stages.base import LLMStage, Stage
+from workbench.core.runs import StageBusy
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -148,7 +149,7 @@ def test_two_expand_processes_do_not_pay_twice(seeded_ws, tmp_path):
 def test_killed_run_is_marked_interrupted_on_the_next_open(ws):
     code = textwrap.dedent(f"""
         import os, signal
-        from workbench.workspace import Workspace
+        from workbench.core.workspace import Workspace
         ws = Workspace.open({str(ws.root)!r})
         with ws.stage_run("echo"):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -186,8 +187,8 @@ def test_expand_skips_a_parent_deleted_while_it_runs(seeded_ws):
     def script(req):
         if not done.is_set():       # a curator edits the tree while the first reply is being written
             other = Workspace.open(ws.root)
-            other.taxonomy.delete(doomed)
-            other.taxonomy.set_status([rejected], "rejected")
+            Taxonomy.of(other).delete(doomed)
+            Taxonomy.of(other).set_status([rejected], "rejected")
             other.close()
             done.set()
         return Reply('["alpha", "beta"]')
@@ -235,11 +236,11 @@ def test_a_kill_loses_no_reply_that_reached_the_process(tmp_path):
     with OpenAIServer(lambda req: Reply("answer")) as server:
         code = textwrap.dedent(f"""
             import os, signal, time
-            from workbench.config import EndpointConfig
+            from workbench.core.config import EndpointConfig
             from workbench.llm.client import Endpoint
             from workbench.llm.prompts import PromptTemplate
-            from workbench.pipeline.base import LLMStage
-            from workbench.workspace import Workspace
+            from workbench.stages.base import LLMStage
+            from workbench.core.workspace import Workspace
 
             class Slow(LLMStage):
                 name = "slow"
@@ -268,7 +269,7 @@ def test_a_long_report_list_is_bounded_in_the_stored_summary(ws):
     how many more there were; the report the stage returns keeps them all."""
     from dataclasses import dataclass, field
 
-    from workbench.pipeline.runs import SUMMARY_LIST_MAX
+    from workbench.core.runs import SUMMARY_LIST_MAX
 
     @dataclass
     class Report:

@@ -5,9 +5,10 @@ import textwrap
 
 import pytest
 
-from workbench.errors import ConfigError, SchemaError, WorkbenchError
-from workbench.store import registered_schemas
-from workbench.workspace import Workspace
+from workbench.core.errors import ConfigError, SchemaError, WorkbenchError
+from workbench.core.store import registered_schemas
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 
 def test_init_creates_config_database_and_folders(tmp_path):
@@ -62,10 +63,10 @@ def test_older_schema_is_migrated_after_a_backup(tmp_path):
 def test_write_transaction_is_all_or_nothing(ws):
     with pytest.raises(RuntimeError):
         with ws.store.write() as conn:
-            ws.taxonomy.add("ocr")
+            Taxonomy.of(ws).add("ocr")
             conn.execute("INSERT INTO meta(key, value) VALUES ('x', '1')")
             raise RuntimeError("boom")
-    assert ws.taxonomy.count() == 0
+    assert Taxonomy.of(ws).count() == 0
     assert ws.store.scalar("SELECT count(*) FROM meta WHERE key='x'") == 0
 
 
@@ -85,23 +86,23 @@ def test_bad_config_names_the_field(tmp_path, toml, field):
 
 WRITER = textwrap.dedent("""
     import sys
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
     ws = Workspace.open(sys.argv[1])
     tag = sys.argv[2]
     for i in range(150):
-        ws.taxonomy.add_path(f"{tag}~branch {i % 10}~leaf {i}")
+        Taxonomy.of(ws).add_path(f"{tag}~branch {i % 10}~leaf {i}")
     print("done", tag)
 """)
 
 READER = textwrap.dedent("""
     import sys, time
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
     ws = Workspace.open(sys.argv[1])
     seen = []
     deadline = time.time() + 60
     while time.time() < deadline:
-        n = ws.taxonomy.count()
-        leaves = len(ws.taxonomy.leaves())
+        n = Taxonomy.of(ws).count()
+        leaves = len(Taxonomy.of(ws).leaves())
         seen.append(n)
         if n >= 2 * (1 + 10 + 150):
             break
@@ -125,8 +126,8 @@ def test_two_writers_and_a_reader_share_one_workspace(tmp_path):
     lo, hi, leaves = map(int, out.split())
     assert hi == 2 * 161 and leaves == 300
     ws = Workspace.open(tmp_path / "w")
-    assert ws.taxonomy.count() == 322
-    assert len(ws.taxonomy.leaves()) == 300
+    assert Taxonomy.of(ws).count() == 322
+    assert len(Taxonomy.of(ws).leaves()) == 300
 
 
 def test_non_integer_schema_version_is_a_schema_error_naming_file_and_key(tmp_path):
@@ -178,7 +179,7 @@ def test_a_file_that_is_not_sqlite_is_a_one_line_error_naming_it(tmp_path):
 
 
 def test_migration_scripts_split_with_comments_after_semicolons():
-    from workbench.store import _split_sql
+    from workbench.core.store import _split_sql
 
     script = """
     ALTER TABLE t ADD COLUMN a TEXT;    -- the process's start time
@@ -205,7 +206,7 @@ def _fill(con, table, **values):
 def test_nodes_rebuild_migration_keeps_rows_indexes_and_references(tmp_path, monkeypatch):
     """Core migration 3 rebuilds `nodes` (wider origin CHECK) with foreign keys off: a workspace made before it
     keeps every node, match and sample pointing at nodes; nothing cascades; the indexes are back."""
-    import workbench.store as store_mod
+    import workbench.core.store as store_mod
 
     full = registered_schemas()
     old = {c: (m[:2] if c == "core" else m) for c, m in full.items()}
@@ -236,7 +237,7 @@ def test_nodes_rebuild_migration_keeps_rows_indexes_and_references(tmp_path, mon
     assert ws.store.scalar("PRAGMA foreign_keys") == 1
     assert ws.store.query("PRAGMA foreign_key_check") == []
     # the wider CHECK, and the foreign keys still act: deleting a node cascades to what references it
-    ws.taxonomy.add("Found", "b", origin="discovered", status="proposed")
+    Taxonomy.of(ws).add("Found", "b", origin="discovered", status="proposed")
     with ws.store.write() as c:
         c.execute("DELETE FROM nodes WHERE id='b'")
     assert ws.store.scalar("SELECT count(*) FROM nodes") == 1
@@ -245,7 +246,7 @@ def test_nodes_rebuild_migration_keeps_rows_indexes_and_references(tmp_path, mon
 
 
 def test_fk_off_migration_refuses_when_references_would_break(tmp_path, monkeypatch):
-    import workbench.store as store_mod
+    import workbench.core.store as store_mod
 
     full = registered_schemas()
     ws = Workspace.init(tmp_path / "w")

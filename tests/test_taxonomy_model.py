@@ -1,15 +1,15 @@
 import pytest
 
-from workbench.errors import TaxonomyError
-from workbench.taxonomy.model import Provenance
+from workbench.core.errors import TaxonomyError
+from workbench.taxonomy.model import Provenance, Taxonomy
 
 
 def paths(ws, statuses=("proposed", "accepted")):
-    return sorted(p for _, p in ws.taxonomy.leaves(statuses))
+    return sorted(p for _, p in Taxonomy.of(ws).leaves(statuses))
 
 
 def test_add_builds_levels_paths_and_provenance(ws):
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     with ws.stage_run("expand", {"level": 2}) as r:
         run = r.id
     ocr = t.add("OCR")
@@ -25,7 +25,7 @@ def test_add_builds_levels_paths_and_provenance(ws):
 
 
 def test_sibling_names_are_unique_case_insensitively(ws):
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     ocr = t.add("OCR")
     t.add("Scene Text", ocr)
     with pytest.raises(TaxonomyError, match="already exists under 'OCR'"):
@@ -38,9 +38,9 @@ def test_sibling_names_are_unique_case_insensitively(ws):
 
 
 def test_ids_are_stable_across_rename_and_move_and_deterministic(ws, tmp_path):
-    from workbench.workspace import Workspace
+    from workbench.core.workspace import Workspace
 
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     a = t.add_path("ocr~scene text")
     other = Workspace.init(tmp_path / "other").taxonomy.add_path("OCR~Scene Text")
     assert other.id == a.id  # derived from the path at creation
@@ -55,7 +55,7 @@ def test_ids_are_stable_across_rename_and_move_and_deterministic(ws, tmp_path):
 
 
 def test_move_updates_levels_of_the_subtree_and_refuses_cycles(ws):
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     leaf = t.add_path("a~b~c~d")
     b = t.find("a~b")
     t.move(b.id, None)
@@ -69,7 +69,7 @@ def test_move_updates_levels_of_the_subtree_and_refuses_cycles(ws):
 
 
 def test_delete_removes_subtree_and_attached_rows(ws):
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     leaf = t.add_path("a~b~c")
     t.add_path("a~x")
     _attach_match(ws, "img1", leaf.id)
@@ -80,7 +80,7 @@ def test_delete_removes_subtree_and_attached_rows(ws):
 
 
 def test_reject_hides_subtree_from_task_types(ws):
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     t.add_path("a~b~c")
     t.add_path("a~d")
     t.reject("a~b")
@@ -93,7 +93,7 @@ def test_reject_hides_subtree_from_task_types(ws):
 def test_count_leaves_agrees_with_the_tree_index_as_statuses_change(ws):
     """The overview counts task types in SQL: it must count exactly the index's leaves (a node whose only children
     are rejected becomes a task type; a rejected subtree is not reachable)."""
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     t.add_path("a~b~c")
     t.add_path("a~b~e")
     t.add_path("a~d")
@@ -120,7 +120,7 @@ def _attach_match(ws, image_id, node_id, rank=1):
 
 
 def test_merge_moves_children_and_attached_rows_and_keeps_alias(ws):
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     keep = t.add_path("ocr~scene text~signs")
     t.add_path("ocr~scene text~menus")
     gone_leaf = t.add_path("ocr~street text~signs")     # same name as a survivor child: merged recursively
@@ -146,15 +146,15 @@ def test_merge_moves_children_and_attached_rows_and_keeps_alias(ws):
 
 def test_unknown_node_is_a_clear_error(ws):
     with pytest.raises(TaxonomyError, match="no node with id or path 'nope'"):
-        ws.taxonomy.rename("nope", "x")
+        Taxonomy.of(ws).rename("nope", "x")
     with pytest.raises(TaxonomyError, match="status must be one of"):
-        ws.taxonomy.set_status([], "maybe")
+        Taxonomy.of(ws).set_status([], "maybe")
 
 
 def test_stats_figures(ws):
     from workbench.taxonomy.stats import compute_stats
 
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     for p in ["a~a1~x", "a~a1~y", "a~a2", "b~b1", "c"]:
         t.add_path(p)
     st = compute_stats(t)

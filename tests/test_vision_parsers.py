@@ -1,8 +1,8 @@
 import pytest
 
-from workbench.pipeline.filter.parse import FilterParseError, parse_filter_reply
-from workbench.pipeline.qa.parse import QAParseError, parse_qa_reply
-from workbench.pipeline.referee.parse import parse_vote
+from workbench.stages.filter.parse import FilterParseError, parse_filter_reply
+from workbench.stages.qa.parse import QAParseError, parse_qa_reply
+from workbench.stages.referee.parse import parse_vote
 
 CANDS = ["ocr~scene text~street sign reading", "object recognition~object counting", "image captioning"]
 

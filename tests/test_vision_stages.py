@@ -10,12 +10,13 @@ from PIL import Image
 from conftest import run_cli
 from openai_server import OpenAIServer
 from workbench.analysis.funnel import funnel, rejections
-from workbench.workspace import Workspace
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
 
 
 def make_workspace(tmp_path, base_url, *, n_images=6):
     ws = Workspace.init(tmp_path / "ws")
-    t = ws.taxonomy
+    t = Taxonomy.of(ws)
     paths = ["ocr~street sign reading", "counting~people counting", "captioning~brief caption",
              "charts~bar chart reading"]
     ids = [t.add_path(p).id for p in paths]
@@ -106,9 +107,9 @@ def script(req):
 def test_full_vision_pipeline(tmp_path):
     with OpenAIServer(script, models=("vlm", "judge-a", "judge-b", "judge-c")) as server:
         ws = make_workspace(tmp_path, server.base_url)
-        from workbench.pipeline.filter.stage import run_filter
-        from workbench.pipeline.qa.stage import run_qa
-        from workbench.pipeline.referee.stage import run_referees
+        from workbench.stages.filter.stage import run_filter
+        from workbench.stages.qa.stage import run_qa
+        from workbench.stages.referee.stage import run_referees
 
         dry = run_filter(ws, dry_run=True)
         assert dry.to_call == 6 and dry.est_prompt_tokens > 0 and len(server.requests) == 0
@@ -170,7 +171,7 @@ def test_full_vision_pipeline(tmp_path):
 def test_image_data_urls_resend_files_only_when_vlm_safe(tmp_path):
     import io
 
-    from workbench.pipeline.vision import image_data_url
+    from workbench.stages.vision import image_data_url
 
     ws = Workspace.init(tmp_path / "ws")
     Image.new("RGB", (30, 20), (10, 20, 30)).save(tmp_path / "rgb.jpg")
@@ -251,7 +252,7 @@ def test_help_shows_config_section_names():
 
 def test_a_prompt_copied_into_the_workspace_overrides_the_bundled_one(tmp_path):
     from workbench.llm.prompts import DEFAULT_PROMPTS_DIR
-    from workbench.pipeline.filter.stage import FilterStage
+    from workbench.stages.filter.stage import FilterStage
 
     ws = Workspace.init(tmp_path / "ws")
     bundled = FilterStage(ws).prompt

@@ -113,7 +113,7 @@ def make_tiny_open_clip_repo(folder: Path, seed: int = 0) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from workbench.pipeline.embed.clip import TINY_MODEL_CONFIG
+    from workbench.stages.embed.clip import TINY_MODEL_CONFIG
 
     torch.manual_seed(seed)
     folder = Path(folder)

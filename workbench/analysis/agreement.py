@@ -45,7 +45,7 @@ def referees(store, include_human: bool = False) -> list[str]:
 
 def _audit_sql_function(store, fraction: float) -> str:
     """Register the audit-set test (pipeline/referee/stage.is_audit) on this connection; its SQL name."""
-    from workbench.pipeline.referee.stage import is_audit
+    from workbench.stages.referee.stage import is_audit
 
     store.conn.create_function("wb_is_audit", 1, lambda sid: int(is_audit(sid, fraction)), deterministic=True)
     return "wb_is_audit"

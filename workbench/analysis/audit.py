@@ -45,9 +45,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from workbench.clock import utcnow
-from workbench.errors import WorkbenchError
-from workbench.taxonomy.model import LIVE
+from workbench.core.clock import utcnow
+from workbench.core.errors import WorkbenchError
+from workbench.taxonomy.model import LIVE, Taxonomy
 from workbench.taxonomy.names import SEP
 
 TOP_K = 5
@@ -187,7 +187,7 @@ def read_dataset(path: str | Path, fmt: str | None = None, task_field: str | Non
 # -- assigning ---------------------------------------------------------------------------------------
 
 def _tasks(ws):
-    idx = ws.taxonomy.index(LIVE)
+    idx = Taxonomy.of(ws).index(LIVE)
     leaves = [n.id for n in idx.leaves()]
     if not leaves:
         raise WorkbenchError("the workspace has no task types to audit against: import a taxonomy first "
@@ -353,7 +353,7 @@ def item_counts(ws, name: str, min_score: float = MIN_SCORE) -> pd.Series:
 def _frame_from_counts(ws, counts: pd.Series) -> pd.DataFrame:
     from workbench.analysis.coverage import node_frame
 
-    idx = ws.taxonomy.index(LIVE)
+    idx = Taxonomy.of(ws).index(LIVE)
     df = node_frame(idx, pd.DataFrame({"samples": counts}))
     return df.rename(columns={"samples": "items", "with_samples": "with_items", "cov_samples": "cov_items"})
 
@@ -405,7 +405,7 @@ def crosstab(ws, name: str, min_score: float = MIN_SCORE) -> pd.DataFrame:
     leaves, cols, scores, own = load_assignments(ws, name)
     if own is None or not len(cols):
         return pd.DataFrame()
-    idx = ws.taxonomy.index(LIVE)
+    idx = Taxonomy.of(ws).index(LIVE)
     cat = np.array([idx.paths[i].split(SEP)[0] if i in idx.paths else "(removed)" for i in leaves], dtype=object)
     ours = np.where(scores[:, 0] >= min_score, cat[cols[:, 0]], "(unassigned)")
     return pd.crosstab(pd.Series(own, name="own_task"), pd.Series(ours, name="our_category"))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 BACKENDS = ("minilm", "static")
 _VERSION = {"static": "1"}                   # bump when the distillation recipe changes
@@ -56,7 +56,7 @@ def check_backend(name: str) -> str:
 
 
 def _model_dir(model: str | None) -> Path:
-    from workbench.textembed import model_path
+    from workbench.models.textembed import model_path
 
     return model_path(model)
 
@@ -91,7 +91,7 @@ def _static_model(ws, model: str | None):
 
                 from model2vec.distill import distill_from_model
 
-                from workbench.textembed import _load
+                from workbench.models.textembed import _load
 
                 logging.getLogger("model2vec").setLevel(logging.ERROR)
                 tok, mdl = _load(model)
@@ -113,7 +113,7 @@ def embed(ws, texts: list[str], backend: str, model: str | None) -> np.ndarray:
     """(len(texts), dim) float32, rows L2-normalised, made with `backend`."""
     texts = list(texts)
     if backend == "minilm":
-        from workbench.textembed import embed_texts
+        from workbench.models.textembed import embed_texts
 
         return embed_texts(texts, model)
     if backend == "static":
@@ -131,7 +131,7 @@ def task_vectors(ws, texts: list[str], backend: str, model: str | None) -> np.nd
     static model."""
     if backend == "static":
         return embed(ws, texts, backend, model)
-    from workbench.textembed import DEFAULT_MODEL, embed_texts, model_path, workspace_cache_dir
+    from workbench.models.textembed import DEFAULT_MODEL, embed_texts, model_path, workspace_cache_dir
 
     if model_path(model) != model_path(DEFAULT_MODEL):
         # textembed's on-disk cache computes missing vectors with the default model whatever `model` is

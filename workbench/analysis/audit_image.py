@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
+from workbench.taxonomy.model import Taxonomy
 
 IMAGE_FIELDS = ("image", "images", "image_path", "file_name")
 BATCH = 64
@@ -62,9 +63,9 @@ def assign_images(ws, name: str, *, image_root: Path | None = None, top_k: int |
     import torch
 
     from workbench.analysis.audit import _meta, assign
-    from workbench.pipeline.embed.clip import load_clip, model_key
-    from workbench.pipeline.embed.stage import _input_side, bound_aspect, current_task_texts
-    from workbench.pipeline.images.register import ImageError, open_rgb
+    from workbench.stages.embed.clip import load_clip, model_key
+    from workbench.stages.embed.stage import _input_side, bound_aspect, current_task_texts
+    from workbench.stages.images.register import ImageError, open_rgb
 
     array_dir, items, done, _ = _meta(ws, name)
     source, fmt, k_text = ws.store.query("SELECT source, format, top_k FROM audit_datasets WHERE name=?",
@@ -135,7 +136,7 @@ def image_summary(ws, name: str) -> dict:
     out = {"with_image": int(len(item)), "unreadable": bad, "clip_model": model, "items": int(len(tcols))}
     if len(item):
         t = tcols[item]
-        paths = ws.taxonomy.index(LIVE).paths
+        paths = Taxonomy.of(ws).index(LIVE).paths
         cat = np.array([paths.get(n, "(removed)").split(SEP)[0] for n in leaves], dtype=object)
         out["top1_agree"] = float((t[:, 0] == icols[:, 0]).mean())
         out["image_top1_in_text_topk"] = float((t == icols[:, :1]).any(axis=1).mean())
@@ -146,7 +147,7 @@ def image_summary(ws, name: str) -> dict:
 def clip_ready(ws) -> str | None:
     """None when the configured CLIP can load without a download, else why not (weights missing, no
     open_clip)."""
-    from workbench.pipeline.embed.clip import identify
+    from workbench.stages.embed.clip import identify
 
     try:
         ident = identify(ws.config.clip, base_dir=ws.root)
@@ -160,7 +161,7 @@ def clip_ready(ws) -> str | None:
 
 def store_summary(ws, name: str, image: dict) -> None:
     """Put the image figures into the audit's stored summary under "image"."""
-    from workbench.clock import utcnow
+    from workbench.core.clock import utcnow
 
     row = ws.store.query("SELECT summary FROM audit_datasets WHERE name=?", (name,))
     s = json.loads(row[0][0]) if row and row[0][0] else {}

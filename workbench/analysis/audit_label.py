@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.clock import utcnow
-from workbench.errors import ParseFailure, WorkbenchError
+from workbench.core.clock import utcnow
+from workbench.core.errors import ParseFailure, WorkbenchError
 from workbench.llm.prompts import PromptTemplate
-from workbench.pipeline.base import LLMStage, Outcome, RunReport, StageRun
-from workbench.pipeline.replies import first_json
+from workbench.stages.base import LLMStage, Outcome, RunReport, StageRun
+from workbench.stages.replies import first_json
 from workbench.taxonomy.names import SEP
+from workbench.taxonomy.model import Taxonomy
 
 STAGE = "audit_label"
 PROMPT = "audit_label.j2"
@@ -121,7 +122,7 @@ def sample_rows(ws, name: str, n: int, seed: int = 0) -> list[LabelRow]:
     if len(texts) != items:
         raise WorkbenchError(f"{source}: now {len(texts):,} items, the audit {name!r} had {items:,}; audit it again")
     leaves, cols, _, _ = load_assignments(ws, name)
-    paths = ws.taxonomy.index(LIVE).paths
+    paths = Taxonomy.of(ws).index(LIVE).paths
     picked = np.sort(np.random.default_rng(seed).choice(len(texts), size=min(n, len(texts)), replace=False))
     rows = []
     for i in picked.tolist():
@@ -159,7 +160,7 @@ def label_agreement(ws, name: str) -> dict:
     df = df[df["status"] != "unreadable"]
     if df.empty:
         return {"answered": 0}
-    paths = ws.taxonomy.index(LIVE).paths
+    paths = Taxonomy.of(ws).index(LIVE).paths
     df = df.assign(category=[paths.get(t, "(removed)").split(SEP)[0] for t in df["top1"]],
                    agree=(df["label"] == df["top1"]), hit=df["status"] == "labelled")
 

@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.errors import ParseFailure, WorkbenchError
+from workbench.core.errors import ParseFailure, WorkbenchError
 from workbench.llm.prompts import PromptTemplate
-from workbench.pipeline.base import LLMStage, Outcome, RunReport, StageRun
-from workbench.pipeline.replies import first_json
+from workbench.stages.base import LLMStage, Outcome, RunReport, StageRun
+from workbench.stages.replies import first_json
 from workbench.taxonomy.names import SEP
+from workbench.taxonomy.model import Taxonomy
 
 STAGE = "discover_name"
 PROMPT = "discover_name.j2"
@@ -66,7 +67,7 @@ class DiscoveryResult:
 # -- 1. candidates ------------------------------------------------------------------------------
 def candidates(ws, threshold: float | None = None) -> dict[str, str]:
     """{image_id: why}: 'filter_rejected' (the VLM kept none of its candidates) or 'low_score'."""
-    from workbench.pipeline.match.stage import low_score_images
+    from workbench.stages.match.stage import low_score_images
 
     out = {r["image_id"]: "filter_rejected" for r in ws.store.query(
         "SELECT image_id FROM filter_decisions GROUP BY image_id HAVING max(kept) = 0")}
@@ -96,7 +97,7 @@ def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size
         raise WorkbenchError("discovery clusters with scikit-learn's HDBSCAN (>= 1.3): pip install "
                              "'taskgalaxy-workbench[analysis]'") from None
 
-    from workbench.pipeline.embed.stage import get_text_embeddings
+    from workbench.stages.embed.stage import get_text_embeddings
 
     if len(image_ids) < max(2, min_cluster_size):
         return [], 0
@@ -107,7 +108,7 @@ def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size
         # elsewhere): when the candidates may all be one missing family, the cohesion test below decides.
         labels = np.zeros_like(labels)
     node_ids, text = get_text_embeddings(ws)
-    idx = ws.taxonomy.index()
+    idx = Taxonomy.of(ws).index()
     keep = [i for i, n in enumerate(node_ids) if n in idx.nodes and idx.is_leaf(n)]
     node_ids, text = [node_ids[i] for i in keep], text[keep]
     parent_ids = sorted({idx.nodes[n].parent_id for n in node_ids if idx.nodes[n].parent_id})
@@ -173,7 +174,7 @@ class DiscoverNameStage(LLMStage):
 
     def __init__(self, ws, prompt: PromptTemplate, endpoint="default", params: dict | None = None,
                  dup_threshold: float | None = None):
-        from workbench.pipeline.vision import UrlCache
+        from workbench.stages.vision import UrlCache
 
         self.prompt, self.endpoint = prompt, endpoint
         self.params = params if params is not None else {"temperature": 0.0, "max_tokens": 200}
@@ -196,9 +197,9 @@ class DiscoverNameStage(LLMStage):
     def _duplicate(self, ws, name: str, parent_id: str | None) -> tuple[str | None, str]:
         """The sibling the name repeats (loose key, then sentence-embedding cosine), if any."""
         from workbench.analysis.duplicates import loose_key
-        from workbench.textembed import embed_texts, workspace_cache_dir
+        from workbench.models.textembed import embed_texts, workspace_cache_dir
 
-        idx = ws.taxonomy.index()
+        idx = Taxonomy.of(ws).index()
         kids = idx.kids(parent_id) if parent_id else idx.roots()
         for k in kids:
             if loose_key(k.name) == loose_key(name):
@@ -213,7 +214,7 @@ class DiscoverNameStage(LLMStage):
         return None, ""
 
     def record(self, ws, oc: Outcome, run: StageRun) -> None:
-        from workbench.clock import utcnow
+        from workbench.core.clock import utcnow
         from workbench.taxonomy.model import Provenance
 
         c: Cluster = oc.row
@@ -236,7 +237,7 @@ class DiscoverNameStage(LLMStage):
                 run.add("duplicate")
                 entry.update(status="duplicate", duplicate_of=dup, note=f"repeats a sibling ({why})")
             else:
-                node = ws.taxonomy.add(oc.value["name"], parent_id, origin="discovered", status="proposed",
+                node = Taxonomy.of(ws).add(oc.value["name"], parent_id, origin="discovered", status="proposed",
                                        provenance=Provenance(run.id, prov["prompt_file"], prov["prompt_hash"],
                                                              prov["model"]),
                                        note=f"discovered from {len(c.image_ids)} unfit image(s), cluster {c.key}")
@@ -252,7 +253,7 @@ def discover(ws, *, min_cluster_size: int = 10, threshold: float | None = None, 
              min_gain: float = 0.1, endpoint=None, prompt: str | Path | None = None, dry_run: bool = False,
              budget_usd: float | None = None, progress: bool | None = None) -> DiscoveryResult:
     """Candidates -> clusters -> one VLM-named `proposed` node per cohesive cluster (see the module doc)."""
-    from workbench.pipeline.embed.stage import get_image_embeddings
+    from workbench.stages.embed.stage import get_image_embeddings
 
     if min_cluster_size < 2:
         raise WorkbenchError(f"--min-cluster-size must be at least 2; got {min_cluster_size}")
@@ -284,7 +285,7 @@ def discovery_report(ws) -> list[dict]:
     """Per discovery: its node's status and how many of its previously unfit images the node (or its subtree)
     now takes, as the best match (`top1`) and anywhere in the stored top-k (`topk`). `matched` is False until
     `workbench match` has scored the node (its row in `match_targets`)."""
-    idx = ws.taxonomy.index(None)
+    idx = Taxonomy.of(ws).index(None)
     out = []
     for r in ws.store.query("SELECT * FROM discoveries ORDER BY id"):
         images = json.loads(r["image_ids"])

@@ -2,7 +2,7 @@
 
 Two kinds: 'exact' — the same name once case, punctuation, hyphens and spacing are ignored
 ("Image-captioning" vs "image captioning"; across the tree also plain equal names under
-different parents); 'embedding' — cosine similarity of sentence embeddings (workbench.textembed)
+different parents); 'embedding' — cosine similarity of sentence embeddings (workbench.models.textembed)
 at or above a threshold (config `text_embedding.duplicate_threshold`). Scope 'siblings'
 compares children of the same parent; 'tree' compares every pair of live nodes that are not
 ancestor and descendant. Applying a suggestion merges b into a via `Taxonomy.merge`.
@@ -17,8 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
-from workbench.taxonomy.model import LIVE
+from workbench.core.errors import WorkbenchError
+from workbench.taxonomy.model import LIVE, Taxonomy
 
 CHUNK = 2048
 
@@ -54,7 +54,7 @@ def suggest_merges(ws, *, scope: str = "siblings", threshold: float | None = Non
     threshold = cfg.duplicate_threshold if threshold is None else float(threshold)
     if not 0 < threshold <= 1:
         raise WorkbenchError(f"threshold must be in (0, 1]; got {threshold}")
-    idx = ws.taxonomy.index(statuses)
+    idx = Taxonomy.of(ws).index(statuses)
     ids = idx.dfs()
     nodes = [idx.nodes[i] for i in ids]
     pos = {n.id: i for i, n in enumerate(nodes)}
@@ -83,7 +83,7 @@ def suggest_merges(ws, *, scope: str = "siblings", threshold: float | None = Non
                 add(members[i], members[j], 1.0, "exact")
 
     if embed and len(nodes) > 1:
-        from workbench.textembed import embed_texts, workspace_cache_dir
+        from workbench.models.textembed import embed_texts, workspace_cache_dir
 
         vecs = embed_texts([n.name for n in nodes], cfg.model, cache_dir=workspace_cache_dir(ws))
         if scope == "siblings":
@@ -117,4 +117,4 @@ def apply_merge(ws, suggestion: MergeSuggestion, *, survivor: str | None = None)
     if gone:
         raise WorkbenchError(f"{', '.join(gone)} was already merged away; review the suggestions again "
                              "(`workbench taxonomy duplicates`)")
-    return ws.taxonomy.merge(victim, keep)
+    return Taxonomy.of(ws).merge(victim, keep)

@@ -11,6 +11,7 @@ the votes full voting would have cast on the voted samples, minus the votes cast
 from __future__ import annotations
 
 import pandas as pd
+from workbench.taxonomy.model import Taxonomy
 
 STAGES = ["matched", "kept by filter", "Q&A parsed", "passed referees", "selected"]
 SAVED = "referee calls saved (adaptive)"
@@ -46,7 +47,7 @@ def funnel(ws, *, min_votes: int | None = None, per_task: bool = False) -> pd.Da
     frames = {}
     for stage, sql in q.items():
         frames[stage] = pd.read_sql_query(sql, ws.store.conn).set_index("node_id")["n"]
-    from workbench.pipeline.select.stage import referee_outcomes
+    from workbench.stages.select.stage import referee_outcomes
 
     oc = referee_outcomes(ws.store, min_votes=int(k))
     frames["passed referees"] = oc[oc["passed"]].groupby("node_id", dropna=False)["sample_id"].size()
@@ -62,7 +63,7 @@ def funnel(ws, *, min_votes: int | None = None, per_task: bool = False) -> pd.Da
     if adaptive:
         frames[SAVED] = referee_calls_saved(ws, per_task=True)
     df = pd.DataFrame(frames).fillna(0).astype(int)
-    idx = ws.taxonomy.index(None)
+    idx = Taxonomy.of(ws).index(None)
     df.insert(0, "task_type", [idx.paths.get(n, "") for n in df.index])
     return df.reset_index().sort_values("task_type").reset_index(drop=True)
 

@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
+from workbench.taxonomy.model import Taxonomy
 
 STAGES = ("expand", "embed", "match", "filter", "qa", "referee", "select", "export")
 Z90 = 1.645                      # two-sided 90 % interval
@@ -282,7 +283,7 @@ class _Planner:
         # The vote patterns are the longest read (1.2M votes at paper scale): a thread with its own connection
         # reads them while the rest is measured (sqlite releases the GIL).
         self._patterns = _Background(self._read_patterns)
-        idx = ws.taxonomy.index()
+        idx = Taxonomy.of(ws).index()
         self.idx = idx
         self.leaf_cat: dict[str, str] = {}       # live task type -> its first-level category id
         for root in idx.roots():
@@ -529,7 +530,7 @@ class _Planner:
     def plan_expand(self) -> list[StagePlan]:
         from workbench.llm.cache import CallCache, request_json
         from workbench.llm.cost import estimate_prompt_tokens
-        from workbench.taxonomy.expand.stage import ExpandStage, _done_parents, load_prompts, plan
+        from workbench.stages.expand.stage import ExpandStage, _done_parents, load_prompts, plan
 
         cfg = self.cfg.expand
         ep = self._endpoint(cfg.endpoint)
@@ -571,7 +572,7 @@ class _Planner:
         return [sp]
 
     def plan_embed(self) -> list[StagePlan]:
-        from workbench.pipeline.embed.stage import current_task_texts
+        from workbench.stages.embed.stage import current_task_texts
 
         cfg = self.cfg.clip
         s = self.s
@@ -657,7 +658,7 @@ class _Planner:
     def plan_filter(self) -> list[StagePlan]:
         s = self.s
         ep = self._endpoint(self.cfg.filter.endpoint)
-        from workbench.pipeline.vision import load_prompt
+        from workbench.stages.vision import load_prompt
 
         prompt = load_prompt(self.ws, self.cfg.filter.prompt, "filter.j2")
         done = self._done_sql("filter_decisions", "image_id", "filter", ep.model, prompt.hash)
@@ -699,7 +700,7 @@ class _Planner:
     def plan_qa(self) -> list[StagePlan]:
         s = self.s
         ep = self._endpoint(self.cfg.qa.endpoint)
-        from workbench.pipeline.vision import load_prompt
+        from workbench.stages.vision import load_prompt
 
         prompt = load_prompt(self.ws, self.cfg.qa.prompt, "qa.j2")
         if not hasattr(self, "filter_done_sql"):
@@ -733,7 +734,7 @@ class _Planner:
                                                 kept.high * sp_cat[c].high)
         k_img = max(1, round(self.rates["candidates_per_image"].value * self.rates["keep_rate"].value))
         txt = self._qa_prompt_tokens(prompt, ep.model, k_img)
-        from workbench.pipeline.qa.stage import QAStage
+        from workbench.stages.qa.stage import QAStage
 
         stats = self.call_stats("qa", ep.model, prompt.hash, txt, QAStage.expected_output_tokens)
         sp = self.llm_stage("qa", ep, stats, calls, calls, n_done, "images with a kept task type")
@@ -754,8 +755,8 @@ class _Planner:
                               skipped="no [[referees]] configured")]
         if not hasattr(self, "qa_done_sql"):
             self.plan_qa()
-        from workbench.pipeline.referee.stage import RefereeStage, decided, is_audit
-        from workbench.pipeline.vision import load_prompt
+        from workbench.stages.referee.stage import RefereeStage, decided, is_audit
+        from workbench.stages.vision import load_prompt
 
         qdone = self.qa_done_sql
         vcfg = getattr(self.cfg, "referee", None)

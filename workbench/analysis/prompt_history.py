@@ -16,29 +16,12 @@ from typing import Iterable
 
 import pandas as pd
 
-from workbench.clock import utcnow
-from workbench.errors import WorkbenchError
+from workbench.core.clock import utcnow
+from workbench.core.errors import WorkbenchError
+from workbench.llm.prompt_store import names, remember, text_of  # re-exported: the history's own API
 from workbench.llm.prompts import PromptTemplate
 
 STAGES = ("expand", "filter", "qa", "referee")
-
-
-# -- texts ----------------------------------------------------------------------------------------
-def remember(ws, prompts: Iterable[PromptTemplate]) -> None:
-    """Store each template's text once (first sighting wins); called when a stage run starts."""
-    rows = [(p.hash, p.path.name, p.display_path, p.source, utcnow()) for p in prompts if p is not None]
-    if rows:
-        with ws.store.write() as conn:
-            conn.executemany("INSERT OR IGNORE INTO prompt_texts(hash, name, path, text, first_seen) "
-                             "VALUES (?, ?, ?, ?, ?)", rows)
-
-
-def text_of(ws, prompt_hash: str) -> str | None:
-    return ws.store.scalar("SELECT text FROM prompt_texts WHERE hash=?", (prompt_hash,))
-
-
-def names(ws) -> list[str]:
-    return [r[0] for r in ws.store.query("SELECT DISTINCT name FROM prompt_texts ORDER BY name")]
 
 
 def history(ws, name: str) -> pd.DataFrame:
@@ -135,11 +118,11 @@ def compare(ws, hashes: list[str]) -> pd.DataFrame:
 def stage_prompts(ws, stage: str) -> dict[str, PromptTemplate]:
     """The templates a stage uses now (workspace copies preferred), by template kind or referee name."""
     if stage == "expand":
-        from workbench.taxonomy.expand.stage import load_prompts
+        from workbench.stages.expand.stage import load_prompts
 
         return load_prompts(ws)
     if stage == "referee":
-        from workbench.pipeline.referee.stage import RefereeStage
+        from workbench.stages.referee.stage import RefereeStage
 
         if not ws.config.referees:
             raise WorkbenchError("no referees configured: add [[referees]] to workbench.toml (README, "
@@ -150,9 +133,9 @@ def stage_prompts(ws, stage: str) -> dict[str, PromptTemplate]:
 
 def _image_stage(ws, stage: str):
     if stage == "filter":
-        from workbench.pipeline.filter.stage import FilterStage as cls
+        from workbench.stages.filter.stage import FilterStage as cls
     elif stage == "qa":
-        from workbench.pipeline.qa.stage import QAStage as cls
+        from workbench.stages.qa.stage import QAStage as cls
     else:
         raise WorkbenchError(f"playground: unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     return cls
@@ -162,7 +145,7 @@ def candidate_rows(ws, stage: str, which: str | None = None, *, limit: int | Non
     """The rows a stage could run on with prompt `which` (expand: the first level and the accepted parents that
     template is for; others: the stage's rows), the first `limit` of them."""
     if stage == "expand":
-        from workbench.taxonomy.expand.stage import plan
+        from workbench.stages.expand.stage import plan
 
         # Level by level (one pass over the taxonomy each), stopping once `limit` rows fit the template: only
         # the parents this template is for (a custom prompt is for every parent).
@@ -199,7 +182,7 @@ def pick_rows(rows: list, n: int, *, seed: int | None = None, labels: list[str] 
 def _make_stage(ws, stage: str, which: str | None, prompt: PromptTemplate | None):
     """The stage class with `record` writing nothing: outcomes are collected in memory."""
     if stage == "referee":
-        from workbench.pipeline.referee.stage import RefereeStage as base
+        from workbench.stages.referee.stage import RefereeStage as base
 
         ref = next((r for r in ws.config.referees if r.name == which), None) or ws.config.referees[0]
         args = (ws, ref)
@@ -226,7 +209,7 @@ def _edited(ws, stage: str, which: str, text: str) -> PromptTemplate:
 
 
 def _expand_stage(ws, which: str, prompt: PromptTemplate, rows: list, endpoint=None):
-    from workbench.taxonomy.expand.stage import ExpandStage, load_prompts
+    from workbench.stages.expand.stage import ExpandStage, load_prompts
 
     prompts = dict(load_prompts(ws))
     prompts[which] = prompt

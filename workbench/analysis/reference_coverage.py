@@ -50,8 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
-from workbench.taxonomy.model import LIVE
+from workbench.core.errors import WorkbenchError
+from workbench.core.resources import DATA_DIR, PACKAGE_DIR
+from workbench.taxonomy.model import LIVE, Taxonomy
 from workbench.taxonomy.names import SEP
 
 # The learned combination: a logistic regression over FEATURES of each (reference task, task type) pair,
@@ -66,12 +67,12 @@ DEFAULT_BAND = (0.05, 0.90)     # scores in [low, high) are sent to the LLM when
 DEFAULT_TOP_K = 3               # candidates kept per reference task
 DEFAULT_CONFIRM_TOP_K = 5       # candidates asked about (best first) when confirming: tuned on dev
 TASK_TEMPLATE = "the vision task of {}"
-SYNONYMS_FILE = Path(__file__).resolve().parents[1] / "data" / "coverage_synonyms.txt"
+SYNONYMS_FILE = DATA_DIR / "coverage_synonyms.txt"
 # Words every task name uses: a shared one says nothing about the ability tested.
 GENERIC_WORDS = frozenset("a an the of and or in on for with to from by as at its their image images visual "
                           "vision task tasks understanding recognition reasoning perception analysis fine "
                           "grained coarse single cross level".split())
-LABELS_FILE = Path(__file__).resolve().parents[2] / "tests" / "data" / "coverage_labels.csv"
+LABELS_FILE = PACKAGE_DIR.parent / "tests" / "data" / "coverage_labels.csv"
 
 
 @dataclass
@@ -193,7 +194,7 @@ def _words(text: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _stemmer():
-    from workbench.imports import locked_import
+    from workbench.core.imports import locked_import
 
     PorterStemmer = locked_import("nltk.stem").PorterStemmer
 
@@ -254,9 +255,9 @@ def pending_embeddings(ws, statuses=LIVE) -> int:
     """How many of our task types' texts are not yet in the workspace's text-embedding cache: 0 means matching
     any reference takes seconds; a large number means minutes of embedding first (about 100-500 texts/s on a
     CPU), which `reference_coverage` (or `workbench taxonomy coverage`) does once and keeps."""
-    from workbench.textembed import uncached, workspace_cache_dir
+    from workbench.models.textembed import uncached, workspace_cache_dir
 
-    idx = ws.taxonomy.index(statuses)
+    idx = Taxonomy.of(ws).index(statuses)
     paths = [tuple(idx.paths[i].split(SEP)) for i in idx.dfs()]
     texts = [t for group in our_texts(paths, load_synonyms()).values() for t in group]
     return uncached(texts, ws.config.text_embedding.model, workspace_cache_dir(ws))
@@ -266,7 +267,7 @@ def score_matrix(ref_paths: list[tuple[str, ...]], our_paths: list[tuple[str, ..
                  cache_dir: Path | None = None, synonyms: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """(len(ref), len(ours)) matrices: the features (`FEATURES`), `embedding` (the mean of the three
     cosines) and `score` (the learned combination, a probability)."""
-    from workbench.textembed import embed_texts
+    from workbench.models.textembed import embed_texts
 
     syn = load_synonyms() if synonyms is None else synonyms
 
@@ -313,11 +314,11 @@ def reference_coverage(ws, reference_path: str | Path, fmt: str | None = None, t
     """Map every reference task to its best and runner-up task types; `confirm`: an endpoint (name or
     `Endpoint`) that decides the uncertain band, asking about the best `confirm_top_k` candidates (rows
     then keep max(top_k, confirm_top_k) candidates; see the module docstring)."""
-    from workbench.textembed import workspace_cache_dir
+    from workbench.models.textembed import workspace_cache_dir
 
     threshold = default_threshold(ws) if threshold is None else float(threshold)
     ref_leaves, problems = read_reference(reference_path, fmt)
-    idx = ws.taxonomy.index(statuses)
+    idx = Taxonomy.of(ws).index(statuses)
     order = list(idx.dfs())
     report = CoverageReport(str(reference_path), threshold, problems=problems,
                             our_areas=[idx.nodes[i].name for i in order if SEP not in idx.paths[i]])
@@ -356,7 +357,7 @@ def reference_coverage(ws, reference_path: str | Path, fmt: str | None = None, t
 
 
 def _confirm(ws, report: CoverageReport, endpoint, band, n_ask, prompt, dry_run, budget_usd, progress) -> None:
-    from workbench.analysis.coverage_confirm import ConfirmRow, run_confirm
+    from workbench.stages.coverage_confirm.stage import ConfirmRow, run_confirm
 
     low, high = float(band[0]), float(band[1])
     if not 0 <= low <= high <= 1:

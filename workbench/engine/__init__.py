@@ -4,20 +4,20 @@ The engine only computes; the driver (this process) still owns the workspace: wo
 (embeddings keyed by image id, top-k blocks, CallRecords) and the stage commits them through the same
 code paths the local engine uses, so resumability and the call cache behave identically.
 
-`current()` is the engine in effect (a context variable): the CLI sets it with `using(engine)` around a
-command, so stages reached through helper functions (run_filter, run_referees, ...) pick it up without
-every signature growing a parameter.
+`current()` is the engine in effect (a context variable of `stages.dispatch`, the seam engines plug into):
+the CLI sets it with `session(...)` / `using(engine)` around a command.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
+from workbench.stages.dispatch import current, using
+
+__all__ = ["ENGINES", "current", "make_engine", "session", "using"]
 
 ENGINES = ("local", "ray")
-_current: contextvars.ContextVar = contextvars.ContextVar("workbench_engine", default=None)
 
 
 def make_engine(name: str = "local", address: str | None = None):
@@ -32,20 +32,6 @@ def make_engine(name: str = "local", address: str | None = None):
     from workbench.engine.ray_engine import RayEngine
 
     return RayEngine(address=address)
-
-
-def current():
-    """The engine set by `using` (None: local)."""
-    return _current.get()
-
-
-@contextlib.contextmanager
-def using(engine):
-    token = _current.set(engine)
-    try:
-        yield engine
-    finally:
-        _current.reset(token)
 
 
 @contextlib.contextmanager

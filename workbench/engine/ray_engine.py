@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 INSTALL_HINT = "pip install 'taskgalaxy-workbench[ray]'  (or: pip install 'ray[data]')"
 WINDOW_PER_CPU = 2          # remote tasks in flight per cluster CPU (bounded memory, steady pipeline)
@@ -150,7 +150,7 @@ class RayEngine:
     def call_all(self, ws, stage, ep, params, pending, requests, est, out_tokens, cache, report, deliver, stats,
                  budget_usd, max_failure_rate, progress, run_id) -> None:
         """The local `_call_all`'s contract (pipeline/base.py), with the calls made on Ray workers."""
-        from workbench.clock import utcnow
+        from workbench.core.clock import utcnow
         from workbench.llm.cost import cost_usd
 
         self.start()
@@ -223,7 +223,7 @@ class RayEngine:
 # -- what runs on the workers (module-level: importable by every worker) ----------------------------
 def _decode(batch: dict, preprocess) -> dict:
     """Read, check (content hash = id) and preprocess a batch of images; a bad file keeps its reason."""
-    from workbench.pipeline.embed.stage import _ImageDataset
+    from workbench.stages.embed.stage import _ImageDataset
 
     items = list(zip((str(i) for i in batch["id"]), (str(p) for p in batch["path"])))
     data = _ImageDataset(items, preprocess)
@@ -270,7 +270,7 @@ class _Embedder:
 
 
 def _topk(targets: np.ndarray, x: np.ndarray, k: int):
-    from workbench.pipeline.match.stage import topk_cosine
+    from workbench.stages.match.stage import topk_cosine
 
     idx, vals = [], []
     for _, i, v in topk_cosine(x, targets, k, chunk=max(1, len(x))):

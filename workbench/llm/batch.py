@@ -27,8 +27,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from workbench.clock import utcnow
-from workbench.errors import WorkbenchError
+from workbench.core.clock import utcnow
+from workbench.core.errors import WorkbenchError
 from workbench.llm.cache import CallRecord
 
 CHAT_URL = "/v1/chat/completions"

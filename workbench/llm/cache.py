@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from workbench.store import Store
+from workbench.core.store import Store
 
 IMAGE_REF_PREFIX = "sha256:"
 

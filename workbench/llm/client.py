@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from workbench.config import Config, EndpointConfig
-from workbench.errors import ConfigError, WorkbenchError
+from workbench.core.config import Config, EndpointConfig
+from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.llm.cache import CallRecord
 from workbench.llm.cost import Price, cost_usd, estimate_prompt_tokens, price_for
 from workbench.llm.limits import Limiter

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.errors import ConfigError, WorkbenchError
+from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.llm.cache import CallRecord
 from workbench.llm.cost import cost_usd
 

@@ -4,9 +4,8 @@ A template renders to text; lines that are exactly `[system]`, `[user]` or `[ass
 new message of that role (text before the first marker is a user message). Templates use
 StrictUndefined, so a misspelt variable is an error naming the file, not an empty string.
 
-Default (bundled) prompts are edited in the repository's top-level `prompts/` folder; a wheel ships
-them inside the package as `workbench/prompts/` (pyproject.toml maps the package `workbench.prompts`
-to that folder). A stage config may name a workspace-relative or absolute file instead. The hash of
+Default (bundled) prompts live inside the package, `workbench/prompts/` (the checkout's top-level
+`prompts/` is a link to it), so a checkout, an editable install and a wheel read the same files. A stage config may name a workspace-relative or absolute file instead. The hash of
 the template *source* is the prompt's identity in provenance (nodes.prompt_hash,
 stage_runs.prompt_hash, llm_calls.prompt_hash), so it is the same from a checkout and a wheel.
 """
@@ -14,31 +13,17 @@ stage_runs.prompt_hash, llm_calls.prompt_hash), so it is the same from a checkou
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
-import workbench
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
+from workbench.core.resources import PROMPTS_DIR
 
 
-def bundled_prompts_dir() -> Path:
-    """The folder of the bundled prompts, as a filesystem path.
-
-    Installed from a wheel (or a strict editable install) they sit inside the package,
-    `workbench/prompts/`; in a checkout, or the editable install `pip install -e .` makes, the
-    package is the checkout's `workbench/` and they are the top-level `prompts/` beside it.
-    """
-    packaged = importlib.resources.files(workbench) / "prompts"
-    if isinstance(packaged, Path) and packaged.is_dir():
-        return packaged.resolve()
-    return Path(workbench.__file__).resolve().parents[1] / "prompts"
-
-
-DEFAULT_PROMPTS_DIR = bundled_prompts_dir()
+DEFAULT_PROMPTS_DIR = PROMPTS_DIR
 _ROLE_LINE = re.compile(r"^\[(system|user|assistant)\]\s*$", re.MULTILINE)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import re
 
 import pandas as pd
 
-from workbench.clock import utcnow
-from workbench.errors import WorkbenchError
+from workbench.core.clock import utcnow
+from workbench.core.errors import WorkbenchError
 
 HUMAN_PREFIX = "human:"
 # The same test in SQL (referee names of machines come from `[[referees]] name`, which never holds ':').

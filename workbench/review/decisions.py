@@ -33,9 +33,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Iterable
 
-from workbench.clock import utcnow
-from workbench.errors import WorkbenchError
+from workbench.core.clock import utcnow
+from workbench.core.errors import WorkbenchError
 from workbench.taxonomy.names import SEP, normalize_name
+from workbench.taxonomy.model import Taxonomy
 
 # What the notebook table offers; the dashboard adds move and merge.
 ACTIONS = ("keep", "accept", "reject", "rename")
@@ -116,7 +117,7 @@ def pending_proposals(ws, *, stage_run_id: int | None = None, prompt_hash: str |
         params.extend([len(prompt_hash), prompt_hash])
     if parent is not None:
         conds.append("n.parent_id = ?")
-        params.append(ws.taxonomy.resolve(parent).id)
+        params.append(Taxonomy.of(ws).resolve(parent).id)
     rows = ws.store.query(
         "SELECT n.id AS node_id, n.name, n.parent_id, n.level, n.origin, n.stage_run_id, r.stage, n.prompt_hash,"
         " n.prompt_file, n.model, n.created_at FROM nodes n LEFT JOIN stage_runs r ON r.id = n.stage_run_id"
@@ -187,14 +188,14 @@ def _apply_one(ws, d: Decision, log: _Log) -> DecisionResult:
             if status == "failed" or d.action == "merge":
                 path = _path_or_none(ws, d.node_id)
             else:
-                path = ws.taxonomy.path(d.node_id)
+                path = Taxonomy.of(ws).path(d.node_id)
     except (WorkbenchError, sqlite3.Error) as exc:
         return DecisionResult(d, "failed", str(exc), _path_or_none(ws, d.node_id))
     return DecisionResult(d, status, detail, path)
 
 
 def _apply_in_transaction(ws, conn, d: Decision, log: _Log) -> tuple[str, str]:
-    tax = ws.taxonomy
+    tax = Taxonomy.of(ws)
     row = conn.execute("SELECT name, status, parent_id FROM nodes WHERE id=?", (d.node_id,)).fetchone()
     if row is None:
         # Not `tax.get`: that follows a merge alias, and a decision about the victim is not one about the survivor.
@@ -273,7 +274,7 @@ def select_proposals(ws, *, under: str | None = None, stage_run_id: int | None =
     if origin is not None:
         df = df[df.origin == origin]
     if under is not None:
-        top = ws.taxonomy.resolve(under)
+        top = Taxonomy.of(ws).resolve(under)
         inside = {r[0] for r in ws.store.query(
             "WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL SELECT n.id FROM nodes n JOIN sub ON n.parent_id = sub.id)"
             " SELECT id FROM sub", (top.id,))}
@@ -285,9 +286,9 @@ def select_proposals(ws, *, under: str | None = None, stage_run_id: int | None =
 
 
 def _hidden(ws, node_id: str) -> bool:
-    node = ws.taxonomy.get(node_id)
+    node = Taxonomy.of(ws).get(node_id)
     while node.parent_id is not None:
-        node = ws.taxonomy.get(node.parent_id)
+        node = Taxonomy.of(ws).get(node.parent_id)
         if node.status == "rejected":
             return True
     return False
@@ -312,7 +313,7 @@ def bulk_status(ws, node_ids: Iterable[str], status: str, *, reviewer: str | Non
         if todo:
             chains = _chains(ws.store, todo)
             paths = {k: SEP.join(c["names"]) for k, c in chains.items()}
-            ws.taxonomy.set_status(todo, status)
+            Taxonomy.of(ws).set_status(todo, status)
             action = {"accepted": "accept", "rejected": "reject"}[status]
             log.many(conn, [(action, i, paths.get(i), current[i], status) for i in todo])
     return {"applied": len(todo), "unchanged": len(current) - len(todo), "gone": len(ids) - len(current)}
@@ -350,7 +351,7 @@ def undo(ws, n: int = 1, *, reviewer: str | None = None) -> list[dict]:
     if n < 1:
         raise WorkbenchError(f"undo needs n >= 1; got {n}")
     who = reviewer_name(reviewer)
-    tax = ws.taxonomy
+    tax = Taxonomy.of(ws)
     with ws.store.write() as conn:
         rows = undoable(ws, n)
         if not rows:
@@ -414,7 +415,7 @@ def _chains(store, ids: list[str]) -> dict[str, dict]:
 def _path_or_none(ws, node_id: str) -> str | None:
     if ws.store.scalar("SELECT 1 FROM nodes WHERE id=?", (node_id,)) is None:
         return None
-    return ws.taxonomy.path(node_id)
+    return Taxonomy.of(ws).path(node_id)
 
 
 def count_outcomes(results: Iterable[DecisionResult]) -> dict[str, int]:

@@ -23,7 +23,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.review.decisions import (ACTIONS, Decision, DecisionResult, apply_decisions, count_outcomes,
                                         pending_proposals)
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from workbench.errors import ImportProblemsError, WorkbenchError
+from workbench.core.errors import ImportProblemsError, WorkbenchError
+from workbench.core.resources import DATA_DIR
 from workbench.taxonomy.model import LIVE, Provenance, Taxonomy, TreeIndex
 from workbench.taxonomy.names import SEP, NameProblem, check_name, name_key, replace_lookalikes, split_path
 
@@ -391,7 +392,7 @@ def _atomic_write(dest: Path, text: str) -> None:
 
 
 def seed_file() -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "seed_tasks.txt"
+    return DATA_DIR / "seed_tasks.txt"
 
 
 def load_seed(taxonomy: Taxonomy) -> ImportReport:

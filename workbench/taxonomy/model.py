@@ -18,9 +18,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from workbench.clock import utcnow
-from workbench.errors import TaxonomyError
-from workbench.store import Store
+from workbench.core.clock import utcnow
+from workbench.core.errors import TaxonomyError
+from workbench.core.store import Store
+from workbench.core.workspace import Workspace
 from workbench.taxonomy.names import SEP, NameProblem, check_name, name_key, replace_lookalikes, split_path
 
 ORIGINS = ("seed", "generated", "imported", "manual", "discovered", "reference")
@@ -140,6 +141,11 @@ _COLUMNS = ", ".join(Node.__dataclass_fields__)
 class Taxonomy:
     def __init__(self, store: Store):
         self.store = store
+
+    @classmethod
+    def of(cls, ws: Workspace) -> Taxonomy:
+        """The workspace's taxonomy (a light view over its store: make one wherever it is needed)."""
+        return cls(ws.store)
 
     # -- reading -----------------------------------------------------------------------------
     def count(self, statuses: Sequence[str] | None = None) -> int:

@@ -1,0 +1,120 @@
+"""`workbench dashboard DIR`: the Streamlit dashboard on 127.0.0.1 (a thin launcher of `streamlit run`).
+
+The dashboard has no authentication, so another --host than a loopback address gets a warning. The
+launcher waits for the streamlit process and stops it when it is stopped itself: Ctrl-C, or SIGTERM
+(which the console script turns into `cli.Terminated`), reaches the child as SIGTERM.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from workbench.apps.cli.app import WS_ARG, app
+from workbench.apps.dashboard.serve import stop, streamlit_command
+from workbench.core.errors import WorkbenchError
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` is a loopback address or a name that resolves only to loopback addresses."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+def exposure_warning(host: str, port: int) -> str:
+    where = "every network interface" if host in ("0.0.0.0", "::", "") else f"{host}"
+    return (f"warning: --host {host} serves the dashboard on {where}, and the dashboard has no authentication: "
+            f"anyone who can reach port {port} there can read and edit this workspace. To use it from another "
+            f"machine, keep --host 127.0.0.1 and open an SSH tunnel from that machine "
+            f"(ssh -L {port}:127.0.0.1:{port} THIS-HOST, then browse http://127.0.0.1:{port}), or put it behind "
+            "a reverse proxy that authenticates users.")
+
+
+def run_until_stopped(cmd: list[str], env: dict[str, str]) -> int:
+    """Run the streamlit server and wait for it. However the wait ends (Ctrl-C, SIGTERM raised as
+    `cli.Terminated`, any error), the server is stopped and reaped before the exception goes on."""
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    try:
+        return proc.wait()
+    except BaseException:
+        stop(proc)
+        raise
+
+
+@app.command()
+def dashboard(
+    workspace: Path = WS_ARG,
+    port: int = typer.Option(8501, "--port", help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
+    print_command: bool = typer.Option(False, "--print-command", help="Print the streamlit command and exit."),
+):
+    """Open the dashboard (overview, coverage, images per task, embedding map, referees, prompts)."""
+    from workbench.core.workspace import Workspace
+
+    if not 0 < port < 65536:
+        raise WorkbenchError(f"--port must be between 1 and 65535; got {port}")
+    Workspace.open(workspace).close()   # a bad folder is an error here, not a red page in the browser
+    cmd = streamlit_command(workspace.resolve(), host, port)
+    if not is_loopback(host):
+        typer.echo(exposure_warning(host, port), err=True)
+    if print_command:
+        typer.echo(" ".join(cmd))
+        return
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        raise WorkbenchError("streamlit is not installed; pip install 'taskgalaxy-workbench[dashboard]'") from None
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"dashboard of {workspace} on http://{shown}:{port} (Ctrl-C stops it)")
+    try:
+        code = run_until_stopped(cmd, {**os.environ, "WORKBENCH_WORKSPACE": str(workspace.resolve())})
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+@app.command("map")
+def map_cmd(
+    workspace: Path = WS_ARG,
+    method: str = typer.Option("umap", "--method", help="umap (the map to read) or pca (instant, crowded)."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Embedding set key to project (repeatable; "
+                                             "default: the image and text sets of the newest model)."),
+):
+    """Compute and store the embedding map's projection headless, so the dashboard only loads it."""
+    import time
+
+    from workbench.analysis import projection
+    from workbench.core.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    available = projection.embedding_sets(ws.store)
+    if not available:
+        raise WorkbenchError("no embeddings yet; run `workbench embed WORKSPACE` (or `workbench demo`) first")
+    if not sets:
+        newest = available[0]["model"]
+        sets = [s["key"] for s in available if s["model"] == newest][:2]
+    known = {s["key"] for s in available}
+    unknown = [k for k in sets if k not in known]
+    if unknown:
+        raise WorkbenchError(f"unknown embedding set(s) {unknown}; available: {sorted(known)}")
+    t0 = time.perf_counter()
+    found = projection.get_or_compute(ws, sets, method, compute=False)
+    proj = found or projection.get_or_compute(ws, sets, method, compute=True)
+    what = "already stored" if found else f"computed in {time.perf_counter() - t0:.1f}s"
+    typer.echo(f"{method} projection of {len(proj.items):,} points ({', '.join(sets)}): {what}; key {proj.key}")

@@ -1,0 +1,507 @@
+"""Data access for the dashboard: every heavy read is cached and keyed on the data it depends on.
+
+A cached function takes the workspace root and a *version* of the tables it reads (row count
+and max rowid per table, plus the latest node edit), so a widget interaction reuses the
+cached frame and a new stage run (new rows) invalidates exactly what it changed. The versions
+are counted again only after something committed to the database (SQLite's `PRAGMA data_version`,
+asked on a connection kept for that); prompt files' versions are re-read every few seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from workbench.analysis import agreement, coverage
+from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.model import Taxonomy
+
+VERSION_TTL_S = 3
+
+# Which command fills each table (shown in empty states).
+FILLED_BY = {
+    "nodes": "workbench taxonomy import WORKSPACE tasktype.txt (or `workbench init WORKSPACE --seed`)",
+    "images": "workbench images add WORKSPACE FOLDER",
+    "embedding_sets": "workbench embed WORKSPACE",
+    "matches": "workbench match WORKSPACE",
+    "filter_decisions": "workbench filter WORKSPACE",
+    "samples": "workbench qa WORKSPACE",
+    "votes": "workbench referee WORKSPACE",
+    "selections": "workbench select WORKSPACE",
+    "llm_calls": "workbench expand WORKSPACE (or any LLM stage)",
+    "stage_runs": "workbench expand WORKSPACE (or any other stage)",
+}
+
+
+def empty_state(what: str, table: str) -> None:
+    st.info(f"{what} — nothing here yet. Fill it with `{FILLED_BY[table]}`.", icon="ℹ️")
+
+
+@st.cache_resource(show_spinner=False)
+def open_workspace(root: str) -> Workspace:
+    return Workspace.open(root)
+
+
+@st.cache_resource(show_spinner=False)
+def _change_watch(root: str) -> tuple[sqlite3.Connection, threading.Lock]:
+    """A connection of the dashboard's own, kept for the server's life, that only asks `PRAGMA data_version`: the
+    number changes whenever any other connection (a stage run, the CLI, this dashboard's writes) commits."""
+    conn = sqlite3.connect(open_workspace(root).store.path, check_same_thread=False, isolation_level=None)
+    return conn, threading.Lock()
+
+
+def db_version(root: str) -> int:
+    conn, lock = _change_watch(root)
+    with lock:
+        return conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _db_table_version(root: str, table: str, db_v: int) -> tuple:
+    """Counted again only after a commit (`db_v` changed). Each aggregate is its own subquery: a bare `count(*)`
+    walks the smallest index's pages without reading rows and `max(rowid)` is one b-tree descent, while
+    `SELECT count(*), max(rowid)` together reads every row (votes at 1.24 M: 0.13 s against 0.017 s; every table a
+    page keys on, after each commit: ~0.37 s against ~0.035 s)."""
+    store = open_workspace(root).store
+    if table == "human_votes":   # a person's changed vote is an upsert (same rowid): voted_at tells it
+        from workbench.review.adjudication import HUMAN_SQL
+
+        return tuple(store.one(f"SELECT count(*), max(rowid), max(voted_at) FROM votes INDEXED BY votes_human "
+                               f"WHERE {HUMAN_SQL}"))
+    parts = [f"(SELECT count(*) FROM {table})", f"(SELECT max(rowid) FROM {table})"]
+    if table in ("nodes", "embedding_sets"):
+        parts.append(f"(SELECT max(updated_at) FROM {table})")
+    elif table == "stage_runs":   # a run's upserts keep rowids; its end (finished_at) tells they are done
+        parts.append("(SELECT max(finished_at) FROM stage_runs)")
+    return tuple(store.one(f"SELECT {', '.join(parts)}"))
+
+
+@st.cache_data(ttl=VERSION_TTL_S, show_spinner=False)
+def _prompt_files_version(root: str) -> tuple:
+    """Prompt files live outside the database: their paths and modification times, re-read every few seconds."""
+    ws = open_workspace(root)
+    return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in prompt_files_paths(ws)))
+
+
+def prompt_files_changed() -> None:
+    """After the dashboard itself wrote a prompt file: read the files' versions now, not within seconds."""
+    _prompt_files_version.clear()
+
+
+def table_version(root: str, table: str) -> tuple:
+    """A key that changes when `table` does: its row count and largest rowid (after each commit). Besides the
+    tables: "prompts" (the prompt files), "human_votes" (people's `human:<name>` votes) and "machine_votes" (the
+    referees'), so that a person's vote does not recompute what only the referees' votes decide (at paper scale: the
+    Referees page's figures ~8 s, the machine part of select's rule ~4.5 s)."""
+    if table == "prompts":
+        return _prompt_files_version(root)
+    db_v = db_version(root)
+    if table == "machine_votes":
+        # Only referee stage runs write them (a rerun's upsert keeps rowids, but the run is a new stage_runs row).
+        votes, people = _db_table_version(root, "votes", db_v), _db_table_version(root, "human_votes", db_v)
+        return votes[0] - people[0], _db_table_version(root, "stage_runs", db_v)
+    return _db_table_version(root, table, db_v)
+
+
+def version(root: str, *tables: str) -> tuple:
+    return tuple(table_version(root, t) for t in tables)
+
+
+def has_rows(root: str, table: str) -> bool:
+    return bool(table_version(root, table)[0])
+
+
+# -- taxonomy ------------------------------------------------------------------------------------
+
+@st.cache_data(show_spinner="Reading the taxonomy…", max_entries=4)
+def nodes(root: str, v: tuple) -> pd.DataFrame:
+    ws = open_workspace(root)
+    idx = Taxonomy.of(ws).index()
+    counts = coverage.load_counts(ws.store)
+    return coverage.node_frame(idx, counts)
+
+
+def node_table(root: str) -> pd.DataFrame:
+    return nodes(root, version(root, "nodes", "matches", "samples", "selections"))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def taxonomy_stats(root: str, v: tuple) -> dict:
+    from workbench.taxonomy.stats import compute_stats
+
+    return compute_stats(open_workspace(root).taxonomy).as_dict()
+
+
+@st.cache_data(show_spinner="Counting CLIP tokens per task path…", max_entries=4)
+def token_lengths(root: str, v: tuple, template: str, model: str) -> dict:
+    frame = node_table(root)
+    leaves = frame[frame["is_leaf"]]
+    rep = coverage.clip_token_lengths(coverage.template_texts(leaves["path"].tolist(), template), model)
+    return {"tokenizer": rep.tokenizer, "context_length": rep.context_length,
+            "ids": leaves["id"].to_numpy(), "lengths": rep.lengths, "too_long": rep.too_long}
+
+
+# -- overview ------------------------------------------------------------------------------------
+
+COUNT_SQL = {
+    "task types": None,
+    "images": "SELECT count(*) FROM images",
+    "embedded items": "SELECT count(*) FROM embedding_rows",
+    "matches": "SELECT count(*) FROM matches",
+    "filter: kept labels": "SELECT count(*) FROM filter_decisions WHERE kept=1",
+    "samples (ok)": "SELECT count(*) FROM samples WHERE status='ok'",
+    "votes": None,         # the referees' (machines'): from the table version, as people's decisions below
+    "human votes": None,
+    "selected": "SELECT count(*) FROM selections WHERE selected=1",
+    "LLM calls": "SELECT count(*) FROM llm_calls",
+}
+# What the overview's other figures depend on: not votes, so that a person's vote (Adjudicate) recounts only the
+# vote figures and the funnel's "passing" step (~0.3 s at paper scale instead of ~1 s).
+OVERVIEW_TABLES = ("nodes", "images", "embedding_rows", "matches", "filter_decisions", "samples", "selections",
+                   "llm_calls", "stage_runs")
+PASSING = "samples passing the referees"
+# What a referee outcome depends on (select's rule: the referees' votes, people's votes, flags).
+OUTCOME_TABLES = ("machine_votes", "human_votes", "samples", "sample_flags")
+
+
+def overview(root: str) -> dict:
+    """The overview's counts, funnel, LLM usage and recent runs, read now (the parts that votes do not change are
+    cached per version of their tables). The funnel's "passing" step is select's k-of-N rule on the current votes,
+    or, when the current selection was made with Dawid–Skene consensus, what passed that run (`rule` says which;
+    `kofn_passing` is the k-of-N figure either way)."""
+    ov = _overview(root, version(root, *OVERVIEW_TABLES))
+    counts = dict(ov["counts"], **{"votes": table_version(root, "machine_votes")[0],
+                                   "human votes": table_version(root, "human_votes")[0]})
+    kofn = _passing(root, open_workspace(root))
+    rule = selection_rule(root, version(root, "selections", "stage_runs"))
+    passing = rule["passed"] if rule and rule["consensus"] == "ds" else kofn
+    funnel = [(step, passing if step == PASSING else n) for step, n in ov["funnel"]]
+    return dict(ov, counts=counts, funnel=funnel, rule=rule, kofn_passing=kofn)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def selection_rule(root: str, v: tuple) -> dict | None:
+    """How the current selection was made: its select run, consensus ("kofn" / "ds") and threshold, and how many
+    samples passed the referees under that rule (from the reasons the run stored). None before any select."""
+    from workbench.stages.select.stage import REFEREE_REASONS
+
+    store = open_workspace(root).store
+    row = store.one("SELECT r.id, r.params FROM selections s JOIN stage_runs r ON r.id = s.stage_run_id LIMIT 1")
+    if row is None:
+        return None
+    try:
+        params = json.loads(row[1] or "{}")
+    except ValueError:
+        params = {}
+    failed = " OR ".join("reason LIKE ?" for _ in REFEREE_REASONS)
+    passed = store.scalar(f"SELECT count(*) FROM selections WHERE NOT (selected = 0 AND ({failed}))",
+                          tuple(f"{r}%" for r in REFEREE_REASONS))
+    return {"run": int(row[0]), "consensus": params.get("consensus", "kofn"),
+            "min_posterior": float(params.get("min_posterior", 0.8)), "passed": int(passed)}
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _overview(root: str, v: tuple) -> dict:
+    ws = open_workspace(root)
+    s = ws.store
+    # Task types counted in SQL (~0.09 s at 22k nodes; building the tree index for it took 0.6-0.8 s of a cold start).
+    counts = {k: 0 if k in ("votes", "human votes") else int(s.scalar(q)) if q else Taxonomy.of(ws).count_leaves()
+              for k, q in COUNT_SQL.items()}
+    funnel = [
+        ("images registered", counts["images"]),
+        ("images matched to task types", int(s.scalar("SELECT count(DISTINCT image_id) FROM matches"))),
+        ("image × task pairs kept by the filter", counts["filter: kept labels"]),
+        ("Q&A samples written", counts["samples (ok)"]),
+        (PASSING, None),
+        ("samples selected", counts["selected"]),
+    ]
+    usage = pd.DataFrame([dict(r) for r in s.query(
+        "SELECT stage, model, count(*) AS calls, sum(status='error') AS errors, "
+        "coalesce(sum(prompt_tokens),0) AS prompt_tokens, coalesce(sum(completion_tokens),0) AS completion_tokens, "
+        "coalesce(sum(cost_usd),0) AS cost_usd FROM llm_calls GROUP BY stage, model ORDER BY stage, model")],
+        columns=["stage", "model", "calls", "errors", "prompt_tokens", "completion_tokens", "cost_usd"])
+    runs = pd.DataFrame([dict(r) for r in s.query(
+        "SELECT id, stage, status, started_at, finished_at, model, prompt_file, prompt_hash, summary "
+        "FROM stage_runs ORDER BY id DESC LIMIT 30")],
+        columns=["id", "stage", "status", "started_at", "finished_at", "model", "prompt_file", "prompt_hash",
+                 "summary"])
+    return {"counts": counts, "funnel": funnel, "usage": usage, "runs": runs}
+
+
+def _passing(root: str, ws) -> int:
+    """Samples passing the referees as `select` counts them (k-of-N on machine votes, a person's vote decides,
+    flagged samples do not pass): the same function, so the figure equals select's "passed the referees"."""
+    min_votes = ws.config.select.min_votes
+    return int(outcomes_frame(root, version(root, *OUTCOME_TABLES), min_votes)["passed"].sum())
+
+
+# cache_resource: one shared frame (400k rows at paper scale), not a copy per caller; the overview and the map's
+# "referee outcome" colouring read the same one. Callers only read it.
+@st.cache_resource(show_spinner="Applying select's referee rule to every sample…", max_entries=2)
+def outcomes_frame(root: str, v: tuple, min_votes: int) -> pd.DataFrame:
+    """select's rule per sample. The referees' vote counts (one GROUP BY over every vote: ~4.5 s at paper scale)
+    are kept per machine-vote version; people's votes and flags are read anew (~15 ms), so a vote cast on the
+    Adjudicate page does not make the overview or the map wait for the whole count again."""
+    from workbench.stages.select.stage import referee_outcomes, with_people
+
+    store = open_workspace(root).store
+    counts = machine_vote_counts(root, version(root, "machine_votes", "samples"))
+    return referee_outcomes(store, min_votes=min_votes, table=with_people(counts, store))
+
+
+@st.cache_resource(show_spinner="Counting the referees' votes…", max_entries=2)
+def machine_vote_counts(root: str, v: tuple) -> pd.DataFrame:
+    """Per ok sample, its machine votes: kept on disk too (`arrays/dashboard/`), keyed by `v`, so a restarted
+    dashboard reads them (~0.2 s) instead of counting every vote again (~4 s at paper scale, most of a cold start).
+    The key changes with every referee or Q&A run (their stage_runs row, counted and finished) and every count of
+    samples or votes; "Reload data" forgets it."""
+    from workbench.stages.select.stage import machine_vote_counts as count
+
+    folder = open_workspace(root).arrays_dir / "dashboard"
+    path = folder / f"machine-votes-{hashlib.sha1(repr(v).encode()).hexdigest()[:16]}.parquet"
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, ImportError):
+        pass
+    frame = count(open_workspace(root).store)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        for old in sorted(folder.glob("machine-votes-*.parquet"), key=lambda p: p.stat().st_mtime)[:-2]:
+            old.unlink(missing_ok=True)   # the two newest are kept
+    except (OSError, ValueError, ImportError):
+        pass   # a read-only workspace: counted again next start
+    return frame
+
+
+def forget_derived(root: str) -> None:
+    """"Reload data": every cached read, and the vote counts kept on disk, are read anew."""
+    st.cache_data.clear()
+    machine_vote_counts.clear()
+    outcomes_frame.clear()
+    for path in (open_workspace(root).arrays_dir / "dashboard").glob("machine-votes-*.parquet"):
+        path.unlink(missing_ok=True)
+
+
+# -- referees ------------------------------------------------------------------------------------
+
+@st.cache_data(show_spinner="Summarising referee votes…", max_entries=4)
+def vote_patterns(root: str, v: tuple) -> tuple[pd.DataFrame, list[str]]:
+    """Machine referees' vote patterns (people's `human:<name>` decisions are not referees: see
+    `agreement.load_patterns(include_human=True)` for figures that want them)."""
+    return agreement.load_patterns(open_workspace(root).store, by_node=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def disagreements(root: str, v: tuple, node_ids: tuple | None, limit: int) -> pd.DataFrame:
+    return agreement.disagreements(open_workspace(root).store, limit=limit,
+                                   node_ids=list(node_ids) if node_ids is not None else None)
+
+
+# -- images --------------------------------------------------------------------------------------
+
+def image_path(root_dir: str, rel: str) -> Path:
+    return Path(root_dir) / rel
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def image_table(root: str, v: tuple) -> pd.DataFrame:
+    s = open_workspace(root).store
+    rows = s.query("SELECT id, path, root, source FROM images")
+    return pd.DataFrame([tuple(r) for r in rows], columns=["id", "path", "root", "source"]).set_index("id")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def image_best_match(root: str, v: tuple) -> pd.Series:
+    s = open_workspace(root).store
+    rows = s.query("SELECT image_id, node_id FROM matches WHERE rank = 1")
+    return pd.Series({r[0]: r[1] for r in rows}, dtype="object")
+
+
+def image_outcomes(root: str, v: tuple, min_votes: int) -> pd.Series:
+    """Per image: referee outcome of its refereed samples (all passed / some / none; images without a vote are
+    left out: "not refereed"), by select's rule. `v` is the caller's version; flags are versioned here."""
+    return _image_outcomes(root, (v, version(root, "sample_flags")), min_votes)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _image_outcomes(root: str, v: tuple, min_votes: int) -> pd.Series:
+    out = outcomes_frame(root, version(root, *OUTCOME_TABLES), min_votes)
+    out = out[out["refereed"]]
+    g = out.groupby("image_id")["passed"].agg(["sum", "size"])
+    label = pd.Series("some passed", index=g.index, dtype="object")
+    label[g["sum"] == g["size"]] = "all passed"
+    label[g["sum"] == 0] = "none passed"
+    return label
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def task_images(root: str, v: tuple, node_id: str, limit: int) -> list[dict]:
+    """A task type's matched images (best score first) with their paths."""
+    from workbench.stages.match.stage import images_for_task
+
+    ws = open_workspace(root)
+    rows = images_for_task(ws, node_id, limit=limit)
+    imgs = image_table(root, version(root, "images"))
+    return [{**r, "path": imgs.at[r["image_id"], "path"] if r["image_id"] in imgs.index else r["image_id"]}
+            for r in rows]
+
+
+def thumbnail(root: str, image_id: str, px: int) -> bytes | None:
+    """A small JPEG of a registered image (None if its file is gone or unreadable), cached per file state."""
+    from workbench.stages.images.register import image_path as registered_path
+
+    try:
+        path = registered_path(open_workspace(root), image_id)
+        stamp = path.stat().st_mtime_ns
+    except (OSError, WorkbenchError):
+        return None
+    return _thumbnail(str(path), stamp, px)
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def _thumbnail(path: str, mtime_ns: int, px: int) -> bytes | None:
+    # A preview: decoded at reduced scale and not re-hashed (the file's mtime keys the cache).
+    import io
+
+    from workbench.stages.images.register import open_rgb
+
+    try:
+        img = open_rgb(Path(path), min_side=px)
+    except WorkbenchError:
+        return None
+    img.thumbnail((px, px))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def samples_for_images(root: str, image_ids: list[str], limit: int = 200) -> pd.DataFrame:
+    if not image_ids:
+        return pd.DataFrame(columns=["image_id", "node_id", "question", "answer", "status"])
+    s = open_workspace(root).store
+    q = ",".join("?" * len(image_ids))
+    rows = s.query(f"SELECT image_id, node_id, question, answer, status FROM samples WHERE image_id IN ({q}) "
+                   f"LIMIT {int(limit)}", tuple(image_ids))
+    return pd.DataFrame([dict(r) for r in rows], columns=["image_id", "node_id", "question", "answer", "status"])
+
+
+def matches_for_images(root: str, image_ids: list[str]) -> pd.DataFrame:
+    if not image_ids:
+        return pd.DataFrame(columns=["image_id", "node_id", "rank", "score"])
+    s = open_workspace(root).store
+    q = ",".join("?" * len(image_ids))
+    rows = s.query(f"SELECT image_id, node_id, rank, score FROM matches WHERE image_id IN ({q}) "
+                   "ORDER BY image_id, rank", tuple(image_ids))
+    return pd.DataFrame([dict(r) for r in rows], columns=["image_id", "node_id", "rank", "score"])
+
+
+# -- prompts -------------------------------------------------------------------------------------
+
+def prompt_files_paths(ws) -> list[Path]:
+    out = []
+    from workbench.llm.prompts import DEFAULT_PROMPTS_DIR   # the bundled prompts, checkout or installed
+    for folder in (ws.prompts_dir, DEFAULT_PROMPTS_DIR):
+        if Path(folder).is_dir():
+            out.extend(sorted(Path(folder).glob("*.j2")))
+    return out
+
+
+def source_hash(text: str) -> str:
+    """The prompt identity used in provenance: sha256 of the template source, 16 hex (llm/prompts.py)."""
+    try:
+        from workbench.llm.prompts import template_hash
+    except ImportError:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return template_hash(text)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def prompt_usage(root: str, v: tuple) -> dict:
+    ws = open_workspace(root)
+    s = ws.store
+    files = []
+    for p in prompt_files_paths(ws):
+        text = p.read_text(encoding="utf-8", errors="replace")
+        files.append({"file": str(p), "name": p.name, "hash": source_hash(text),
+                      "where": "workspace" if p.parent.resolve() == ws.prompts_dir.resolve() else "default",
+                      "chars": len(text)})
+    # Credit per call (llm_calls.prompt_hash is exact), not the run's first prompt: one expand run uses a
+    # template per parent kind, so a run appears once for each template its calls used.
+    runs = pd.DataFrame([dict(r) for r in s.query(
+        "SELECT c.stage_run_id AS id, coalesce(r.stage, c.stage) AS stage, r.status, r.started_at, "
+        "min(c.model) AS model, min(c.prompt_file) AS prompt_file, c.prompt_hash, count(*) AS calls "
+        "FROM llm_calls c LEFT JOIN stage_runs r ON r.id = c.stage_run_id WHERE c.prompt_hash IS NOT NULL "
+        "GROUP BY c.stage_run_id, c.prompt_hash ORDER BY c.stage_run_id DESC")],
+        columns=["id", "stage", "status", "started_at", "model", "prompt_file", "prompt_hash", "calls"])
+    versions = pd.DataFrame([dict(r) for r in s.query(
+        "SELECT stage, prompt_hash, min(prompt_file) AS prompt_file, count(*) AS calls, "
+        "min(created_at) AS first_used FROM llm_calls WHERE prompt_hash IS NOT NULL "
+        "GROUP BY stage, prompt_hash UNION ALL "
+        "SELECT 'nodes' AS stage, prompt_hash, min(prompt_file), count(*), min(created_at) FROM nodes "
+        "WHERE prompt_hash IS NOT NULL GROUP BY prompt_hash")],
+        columns=["stage", "prompt_hash", "prompt_file", "calls", "first_used"])
+    return {"files": pd.DataFrame(files, columns=["name", "hash", "where", "chars", "file"]), "runs": runs,
+            "versions": versions}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def children_by_prompt(root: str, hash_a: str, hash_b: str, v: tuple) -> pd.DataFrame:
+    """Parents that got children from both prompt versions: parent path, children of A, children of B (cached: the
+    path lookup walks every node, 0.14 s of each Prompts-page rerun at paper scale)."""
+    frame = node_table(root)
+    s = open_workspace(root).store
+    rows = s.query("SELECT parent_id, name, prompt_hash FROM nodes WHERE prompt_hash IN (?, ?)", (hash_a, hash_b))
+    by = {}
+    for r in rows:
+        by.setdefault(r["parent_id"], {hash_a: [], hash_b: []})[r["prompt_hash"]].append(r["name"])
+    path_of = dict(zip(frame["id"], frame["path"]))
+    out = [{"parent_id": pid, "parent": path_of.get(pid, "(top level)") if pid else "(top level)",
+            "a": sorted(v[hash_a]), "b": sorted(v[hash_b])}
+           for pid, v in by.items() if v[hash_a] and v[hash_b]]
+    return pd.DataFrame(out, columns=["parent_id", "parent", "a", "b"])
+
+
+def calls_for(root: str, prompt_hash: str, needle: str | None, limit: int = 5) -> pd.DataFrame:
+    s = open_workspace(root).store
+    sql = ("SELECT key, stage, model, status, raw_text, request, created_at FROM llm_calls WHERE prompt_hash=?")
+    params: list = [prompt_hash]
+    if needle:
+        sql += " AND instr(request, ?) > 0"
+        params.append(json.dumps(needle)[1:-1])
+    rows = s.query(sql + f" ORDER BY created_at LIMIT {int(limit)}", tuple(params))
+    return pd.DataFrame([dict(r) for r in rows],
+                        columns=["key", "stage", "model", "status", "raw_text", "request", "created_at"])
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def prompt_history(root: str, name: str, v: tuple) -> pd.DataFrame:
+    """The stored versions of one prompt name (analysis/prompt_history.py)."""
+    from workbench.analysis import prompt_history as ph
+
+    return ph.history(open_workspace(root), name)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def prompt_outcomes(root: str, hashes: tuple, v: tuple) -> pd.DataFrame:
+    """Outcome figures of prompt versions side by side, one column per hash."""
+    from workbench.analysis import prompt_history as ph
+
+    return ph.compare(open_workspace(root), list(hashes)).astype(str)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def playground_rows(root: str, stage: str, which: str, v: tuple, limit: int = 500) -> list:
+    """The rows the playground may pick from (listing them reads whole tables at paper scale: cached)."""
+    from workbench.analysis import prompt_history as ph
+
+    return ph.candidate_rows(open_workspace(root), stage, which, limit=limit)

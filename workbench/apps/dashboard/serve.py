@@ -1,0 +1,84 @@
+"""Start the dashboard as a `streamlit run` subprocess on 127.0.0.1 and wait until it is healthy
+(used by the browser test and the benchmark; `workbench dashboard` runs the same command)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> int:
+    """Stop a server process: SIGTERM (streamlit shuts down cleanly), then SIGKILL after `timeout` seconds.
+    Returns its exit status; waits for it, so no zombie is left."""
+    if proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        except BaseException:   # a second Ctrl-C while waiting: no more patience, but no orphan either
+            proc.kill()
+            proc.wait()
+            raise
+    return proc.wait()
+
+
+def streamlit_command(workspace: Path, host: str, port: int) -> list[str]:
+    script = Path(__file__).resolve().parent / "streamlit_app.py"
+    # Streamlit's own command line, through launch.py: it imports the first page's modules and reads its figures
+    # while the browser loads Streamlit's JavaScript.
+    return [sys.executable, "-m", "workbench.apps.dashboard.launch", "run", str(script), "--server.headless", "true",
+            "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--", "--workspace",
+            str(workspace)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(workspace: Path | str, port: int | None = None, timeout: float = 90,
+          script: Path | str | None = None) -> Iterator[str]:
+    """Yield the base URL of a running dashboard; stop the server (only it) afterwards. `script`: serve that
+    Streamlit file instead, with the dashboard's server options (the benchmark's framework floor)."""
+    port = port or free_port()
+    cmd = streamlit_command(Path(workspace).resolve(), "127.0.0.1", port)
+    if script is not None:
+        cmd[cmd.index("run") + 1] = str(Path(script).resolve())
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"workbench-dashboard-{port}.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "WORKBENCH_WORKSPACE": str(Path(workspace).resolve())})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}; see {log.name}")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dashboard not healthy after {timeout}s; see {log.name}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        stop(proc)
+        log.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]

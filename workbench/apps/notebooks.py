@@ -1,0 +1,479 @@
+"""Library helpers behind the notebooks (the cells stay thin): one tutorial workspace, endpoint parameters,
+the prompt loop (draft, preview, A/B, promote) and CLIP without weights.
+
+    ws = tutorial_workspace("tutorial-workspace", base_url=..., model=...)   # init + seeds + endpoints
+    draft = save_draft(ws, "expand_child_supplement.j2", text)   # prompts/drafts/<stem>.<hash>.j2
+    print(preview_version(ws, "expand_child_supplement.j2", draft, parents))   # the stage's real template per parent
+    ab = ab_test(ws, "expand_child_supplement.j2", draft, parents)   # apply=False: the taxonomy does not change
+    print(promote(ws, "expand_child_supplement.j2", draft))     # WORKSPACE/prompts/<name>: every level uses it
+
+Prompt versions are files named by their content hash, so saving the same text twice is one version and a
+re-run notebook finds its drafts again. The workspace's copy (`WORKSPACE/prompts/<name>`) is what the expand
+stage uses (llm/prompts.py); promoting first keeps the replaced text as a draft, so no version is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.core.errors import WorkbenchError
+from workbench.llm.prompts import PromptTemplate, template_hash
+from workbench.taxonomy.model import Taxonomy
+
+DEFAULT_WORKSPACE = "tutorial-workspace"    # relative to the notebooks' folder; .gitignore ignores it
+DRAFTS = "drafts"                           # WORKSPACE/prompts/drafts/: every saved prompt version
+_BLOCK_START = "# >>> notebook parameters (workbench.apps.notebooks.configure_endpoints) >>>"
+_BLOCK_END = "# <<< notebook parameters <<<"
+
+
+# -- the workspace --------------------------------------------------------------------------------
+def tutorial_workspace(path: str | Path = DEFAULT_WORKSPACE, *, base_url: str | None = None,
+                       model: str | None = None, referee_models: list[str] | None = None, seed: bool = True):
+    """Open (or create) the workspace the notebooks share; load the seed task types into an empty taxonomy;
+    write the endpoint parameters (`configure_endpoints`) when given. Prints one line per thing it did."""
+    from workbench.taxonomy.io import load_seed
+    from workbench.core.workspace import Workspace
+
+    path = Path(path).expanduser()
+    created = not (path / "workbench.sqlite").exists()
+    ws = Workspace.init(path, exist_ok=True)
+    if seed and Taxonomy.of(ws).count(None) == 0:
+        print(f"seed task types: {load_seed(Taxonomy.of(ws)).summary()}")
+    said = configure_endpoints(ws, base_url=base_url, model=model, referee_models=referee_models)
+    if said:
+        print(said)
+    print(f"workspace {ws.root.resolve()} ({'created' if created else 'opened'}): "
+          f"{Taxonomy.of(ws).count(('proposed', 'accepted'))} live node(s), {len(Taxonomy.of(ws).leaves())} task type(s)")
+    return ws
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)    # a JSON string is a valid TOML basic string
+
+
+def configure_endpoints(ws, *, base_url: str | None = None, model: str | None = None,
+                        referee_models: list[str] | None = None) -> str:
+    """Write the notebook's endpoint parameters into a marked block at the end of workbench.toml.
+
+    `[endpoints.default]` (base_url, model) and, with `referee_models`, one `[endpoints.referee_<i>]` +
+    `[[referees]]` entry per model on the same base URL. None leaves that part of the block as it is; the
+    rest of the file is never touched: a section the user wrote there is an error naming its line.
+    Returns what changed ('' when nothing did).
+    """
+    if base_url is None and model is None and referee_models is None:
+        return ""
+    cfg_path = ws.root / "workbench.toml"
+    text = cfg_path.read_text(encoding="utf-8")
+    outside, block = _split_block(text)
+    old = tomllib.loads(block) if block else {}
+    old_default = old.get("endpoints", {}).get("default", {})
+    base_url = base_url if base_url is not None else old_default.get("base_url")
+    model = model if model is not None else old_default.get("model")
+    if referee_models is None:
+        referee_models = [old["endpoints"][r["endpoint"]]["model"] for r in old.get("referees", [])]
+    if isinstance(referee_models, str):
+        referee_models = [referee_models]
+    _refuse_clash(cfg_path, outside, "endpoints.default", r"^\s*\[\s*endpoints\s*\.\s*default\s*\]")
+    if referee_models:
+        _refuse_clash(cfg_path, outside, "[[referees]]", r"^\s*\[\[\s*referees\s*\]\]")
+
+    lines = [_BLOCK_START, "# Written from the notebooks' parameter cells; re-running one with other values "
+             "rewrites this block.", "[endpoints.default]"]
+    if base_url:
+        lines.append(f"base_url = {_toml_str(base_url)}")
+    if model:
+        lines.append(f"model = {_toml_str(model)}")
+    for i, m in enumerate(referee_models or [], 1):
+        lines += ["", f"[endpoints.referee_{i}]"]
+        if base_url:
+            lines.append(f"base_url = {_toml_str(base_url)}")
+        lines += [f"model = {_toml_str(m)}", "", "[[referees]]", f"name = {_toml_str(f'{i}-{m}')}",
+                  f'endpoint = "referee_{i}"']
+    lines.append(_BLOCK_END)
+    new_block = "\n".join(lines) + "\n"
+    if block and new_block.strip() == _block_text(text).strip():
+        return ""
+    new_text = outside.rstrip("\n") + "\n\n" + new_block
+    from workbench.core.config import parse_config
+
+    parse_config(tomllib.loads(new_text), source=str(cfg_path))    # refuse to write a config that will not load
+    cfg_path.write_text(new_text, encoding="utf-8")
+    ws.reload_config()
+    refs = f"; referees: {', '.join(r.name for r in ws.config.referees)}" if referee_models else ""
+    return f"endpoint: {model or '(the endpoint default model)'} at {base_url or 'OPENAI_BASE_URL'}{refs} " \
+           f"(written to {cfg_path})"
+
+
+def _block_text(text: str) -> str:
+    start, end = text.find(_BLOCK_START), text.find(_BLOCK_END)
+    return text[start:end + len(_BLOCK_END)] if start >= 0 and end > start else ""
+
+
+def _split_block(text: str) -> tuple[str, str]:
+    block = _block_text(text)
+    if not block:
+        return text, ""
+    return text.replace(block, ""), block.replace(_BLOCK_START, "").replace(_BLOCK_END, "")
+
+
+def _refuse_clash(cfg_path: Path, outside: str, what: str, pattern: str) -> None:
+    for n, line in enumerate(outside.splitlines(), 1):
+        if re.match(pattern, line):
+            raise WorkbenchError(
+                f"{cfg_path}: line {n} already configures {what}; set the notebook's endpoint parameters to None "
+                f"to use it, or delete that section and re-run the cell")
+
+
+# -- prompt versions ------------------------------------------------------------------------------
+def _template_key(name: str) -> str:
+    from workbench.stages.expand.stage import TEMPLATES
+
+    key = Path(name).name.removeprefix("expand_").removesuffix(".j2")
+    if key not in TEMPLATES:
+        raise WorkbenchError(f"prompt {name!r} is not an expansion prompt; use one of "
+                             + ", ".join(f"expand_{t}.j2" for t in TEMPLATES))
+    return key
+
+
+def current_prompt(ws, name: str) -> PromptTemplate:
+    """The file the expand stage uses for `name` now (the workspace's copy if there is one, else bundled)."""
+    from workbench.stages.expand.stage import load_prompts
+
+    key = _template_key(name)
+    prompts = load_prompts(ws)
+    if "custom" in prompts:
+        raise WorkbenchError(f"{ws.root / 'workbench.toml'}: [expand] prompt names one file for every parent; "
+                             "remove that line to work on the three expansion prompts one by one")
+    return prompts[key]
+
+
+def describe_prompt(ws, name: str) -> str:
+    tpl = current_prompt(ws, name)
+    copy = ws.prompts_dir / Path(name).name
+    where = ("the workspace's copy" if tpl.path == copy.resolve()
+             else f"the bundled prompt (a copy saved as {copy} would override it)")
+    return f"{name}: the expand stage uses {tpl.path} — {where}; version {tpl.hash[:8]}"
+
+
+def drafts_dir(ws) -> Path:
+    return ws.prompts_dir / DRAFTS
+
+
+def save_draft(ws, name: str, text: str) -> PromptTemplate:
+    """Save `text` as a version of prompt `name` (checked: it must parse as a template); returns it loaded."""
+    _template_key(name)
+    PromptTemplate.from_text(text, path=f"{name} (draft)")    # a syntax error names its line; nothing written
+    stem = Path(name).name.removesuffix(".j2")
+    path = drafts_dir(ws) / f"{stem}.{template_hash(text)[:8]}.j2"
+    if path.exists():
+        path.touch()                 # the latest saved version is the newest file
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return PromptTemplate.load(path)
+
+
+def latest_draft(ws, name: str) -> Path | None:
+    stem = Path(name).name.removesuffix(".j2")
+    found = sorted(drafts_dir(ws).glob(f"{stem}.*.j2"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def promote(ws, name: str, version: PromptTemplate | str | Path) -> str:
+    """Make `version` the workspace's copy of `name`: the expand stage uses it at every level until changed.
+    The text it replaces is kept as a draft first. Returns what happened."""
+    current = current_prompt(ws, name)
+    tpl = version if isinstance(version, PromptTemplate) else PromptTemplate.load(version, workspace_root=ws.root)
+    if tpl.hash == current.hash:
+        return f"{name}: version {tpl.hash[:8]} is already what the stage uses ({current.path})"
+    save_draft(ws, name, current.source)
+    copy = ws.prompts_dir / Path(name).name
+    copy.write_text(tpl.source, encoding="utf-8")
+    return (f"{name}: promoted version {tpl.hash[:8]} to {copy} (was {current.hash[:8]}, kept in "
+            f"{drafts_dir(ws)}); expansion uses it at every level until changed")
+
+
+# -- choosing parents, preview ------------------------------------------------------------------
+def parents_using(ws, name: str, n: int = 5) -> list[str]:
+    """Up to n accepted parents (shallowest level first) whose expansion uses template `name` now."""
+    from workbench.stages.expand.stage import plan
+
+    key = _template_key(name)
+    if key == "level1_supplement":
+        return []                                    # one call: the first level (nodes=None)
+    idx = Taxonomy.of(ws).index(("accepted",))
+    order = sorted(idx.dfs(), key=lambda i: idx.nodes[i].level)
+    out = []
+    for row in plan(ws, nodes=order) if order else []:
+        if row.template == key:
+            out.append(row.parent_id)
+            if len(out) == n:
+                break
+    return out
+
+
+def _prompts_with(ws, name: str, version: PromptTemplate | None) -> dict:
+    from workbench.stages.expand.stage import load_prompts
+
+    prompts = load_prompts(ws)
+    if version is not None:
+        prompts[_template_key(name)] = version
+    return prompts
+
+
+def preview_version(ws, name: str, version: PromptTemplate | None, parents: list[str] | None) -> str:
+    """The messages each parent's call would send, with the template the stage would really use for it: the
+    version of `name` where that is its template, the current file of its own template otherwise."""
+    from workbench.stages.expand.stage import ExpandStage, plan
+
+    prompts = _prompts_with(ws, name, version)
+    stage = ExpandStage(ws, prompts, {})
+    rows = plan(ws, nodes=parents) if parents else plan(ws, level=1)
+    out = []
+    for row in rows:
+        tpl = prompts[row.template]
+        note = "" if row.template == _template_key(name) else f" (not {name}: this parent has " + (
+            "children" if row.existing else "no children") + ")"
+        out.append(f"=== {row.parent_path or '(first level)'} — template expand_{row.template}.j2{note}, "
+                   f"file {tpl.path.name}, version {tpl.hash[:8]} ===")
+        for m in stage.render(row):
+            out.append(f"--- {m['role']} ---\n{m['content']}")
+    return "\n".join(out)
+
+
+# -- A/B ------------------------------------------------------------------------------------------
+@dataclass
+class ABResult:
+    """A/B of two versions of one prompt on the same parents (`apply=False`: proposals kept as 'new')."""
+
+    name: str
+    hash_current: str
+    hash_version: str
+    table: object                                  # pandas DataFrame, one row per parent
+    cost: dict = field(default_factory=dict)       # 'current'/'version' -> {'usd', 'prompt_tokens', ...}
+    nodes_before: int = 0
+    nodes_after: int = 0
+
+    def summary(self) -> str:
+        def cost(c):
+            # "USD", not "$": JupyterLab typesets text between two dollar signs as LaTeX.
+            usd = "cost unknown" if c["usd"] is None else f"USD {c['usd']:.4f}"
+            return f"{c['calls']} call(s), {c['prompt_tokens']:,} in + {c['completion_tokens']:,} out tokens, {usd}"
+
+        same = "unchanged" if self.nodes_before == self.nodes_after else "CHANGED"
+        return (f"A/B of {self.name}: current {self.hash_current[:8]} — {cost(self.cost['current'])}; "
+                f"version {self.hash_version[:8]} — {cost(self.cost['version'])}; "
+                f"taxonomy {same} ({self.nodes_after} node(s))")
+
+    def _repr_html_(self):
+        import html
+
+        return f"<p><b>{html.escape(self.summary())}</b></p>" + self.table.to_html(index=False)
+
+
+def _latest_results(ws, prompt_hash: str, parents: list[str | None]) -> dict:
+    out = {}
+    for r in ws.store.query(
+            "SELECT r.id, r.parent_id, c.cost_usd, c.prompt_tokens, c.completion_tokens FROM expand_results r"
+            " LEFT JOIN llm_calls c ON c.key = r.call_key WHERE r.prompt_hash=? AND r.applied=0 ORDER BY r.id",
+            (prompt_hash,)):
+        if r["parent_id"] in parents:
+            out[r["parent_id"]] = dict(r)
+    return out
+
+
+def _dropped(ws, result_id: int | None) -> list[str]:
+    if result_id is None:
+        return []
+    return [f"{r['line']!r}: {r['reason']}" for r in ws.store.query(
+        "SELECT line, reason FROM expand_proposals WHERE result_id=? AND outcome='dropped' ORDER BY position",
+        (result_id,))]
+
+
+def ab_test(ws, name: str, version: PromptTemplate, parents: list[str] | None, *, base_url: str | None = None,
+            model: str | None = None, progress: bool | None = False) -> ABResult:
+    """Run the current file of `name` and `version` on `parents` (None: the first level) without changing the
+    taxonomy; names side by side with the dropped lines and why, and what each version's calls cost."""
+    from workbench.stages.expand.stage import compare_prompts
+
+    current = current_prompt(ws, name)
+    if parents:
+        from workbench.stages.expand.stage import plan
+
+        wrong = [r.parent_path for r in plan(ws, nodes=parents) if r.template != _template_key(name)]
+        if wrong:
+            raise WorkbenchError(f"{name} is not the template the stage uses for {', '.join(wrong)}; pick parents "
+                                 f"with parents_using(ws, {name!r})")
+    before = Taxonomy.of(ws).count(None)
+    table = compare_prompts(ws, current.path, version.path, nodes=parents or None,
+                            level=None if parents else 1, base_url=base_url, model=model, progress=progress)
+    after = Taxonomy.of(ws).count(None)
+    keys = list(parents) if parents else [None]
+    res = {"current": _latest_results(ws, current.hash, keys), "version": _latest_results(ws, version.hash, keys)}
+    cost = {}
+    for label, rows in res.items():
+        usd = [r["cost_usd"] for r in rows.values()]
+        cost[label] = {"calls": len(rows), "usd": None if any(u is None for u in usd) else sum(usd),
+                       "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in rows.values()),
+                       "completion_tokens": sum(r["completion_tokens"] or 0 for r in rows.values())}
+    table = table.rename(columns={"a": "current", "b": "version", "only_a": "only_current",
+                                  "only_b": "only_version"})
+    table["dropped_current"] = [_dropped(ws, res["current"].get(k, {}).get("id")) for k in keys]
+    table["dropped_version"] = [_dropped(ws, res["version"].get(k, {}).get("id")) for k in keys]
+    out = ABResult(name, current.hash, version.hash, table, cost, before, after)
+    if before != after:    # compare_prompts runs with apply=False; a change here is a bug to report
+        raise WorkbenchError(f"A/B changed the taxonomy ({before} -> {after} nodes); please report this")
+    return out
+
+
+# -- CLIP without weights -------------------------------------------------------------------------
+class _DropRandomWeightsWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CLIP weights: random" not in record.getMessage()
+
+
+def clip_or_tiny(ws, *, model: str | None = None, pretrained: str | None = None) -> str:
+    """Use the configured CLIP (or `model`/`pretrained`) when its weights are on this machine; otherwise the
+    tiny random-weight model, for this session only (workbench.toml is not changed). Returns one line saying
+    which, and what to set for real matches; the library's own random-weights warning is not repeated."""
+    from workbench.apps.doctor import check_clip
+    from workbench.stages.embed.clip import TINY_MODEL_NAME, write_model_config
+
+    clip = ws.config.clip
+    if model is not None or pretrained is not None:
+        clip = clip.model_copy(update={k: v for k, v in (("model", model), ("pretrained", pretrained))
+                                       if v is not None})
+        ws.config.clip = clip
+    check = check_clip(ws.config)
+    if check.ok:
+        return f"CLIP: {clip.model} with {check.detail}"
+    wanted = f"{clip.model} / {clip.pretrained or 'random weights'}"
+    cfg_file = write_model_config(ws.root / f"{TINY_MODEL_NAME}.json")
+    ws.config.clip = clip.model_copy(update={"model": cfg_file.name, "pretrained": ""})
+    logging.getLogger("workbench.clip").addFilter(_DropRandomWeightsWarning())
+    return (f"CLIP: no weights for {wanted} on this machine ({check.detail}), so this run uses a tiny "
+            f"random-weight model: matches are meaningless. For real ones set CLIP_PRETRAINED (or [clip] "
+            f"pretrained in {ws.root / 'workbench.toml'}) to a local checkpoint file.")
+
+
+# -- the prompt editor widget ---------------------------------------------------------------------
+class PromptEditor:
+    """A text area holding a version of prompt `name`; every edit is saved as a version when the box loses
+    focus. It opens on your latest saved version when that is newer than the workspace's copy, else on the
+    file the stage uses now."""
+
+    def __init__(self, ws, name: str):
+        import ipywidgets as W
+
+        self.ws, self.name = ws, name
+        current = current_prompt(ws, name)
+        text = current.source
+        draft = latest_draft(ws, name)
+        if draft is not None and draft.stat().st_mtime > current.path.stat().st_mtime:
+            text = draft.read_text(encoding="utf-8")
+            self._origin = f"your latest version ({draft.name})"
+        else:
+            self._origin = f"the file the stage uses ({current.path.name}, {current.hash[:8]})"
+        self.text = W.Textarea(value=text, continuous_update=False,
+                               layout=W.Layout(width="100%", height="320px"))
+        self.status = W.HTML()
+        self.box = W.VBox([W.HTML(f"<b>{name}</b> — opened on {self._origin}"), self.text, self.status])
+        self.text.observe(lambda _change: self._save_quietly(), names="value")
+
+    @property
+    def value(self) -> str:
+        return self.text.value
+
+    def replace(self, old: str, new: str) -> None:
+        """An edit from code: replace `old` by `new` unless `new` is already in the text."""
+        if new not in self.text.value and old in self.text.value:
+            self.text.value = self.text.value.replace(old, new)
+
+    def save(self) -> PromptTemplate:
+        tpl = save_draft(self.ws, self.name, self.text.value)
+        self.status.value = f"saved as version <code>{tpl.hash[:8]}</code> ({tpl.path.name})"
+        return tpl
+
+    def _save_quietly(self) -> None:
+        try:
+            self.save()
+        except WorkbenchError as exc:     # a template error: say so beside the box; nothing is written
+            import html
+
+            self.status.value = f"<span style='color:#b00'>not saved: {html.escape(str(exc))}</span>"
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.box._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = (f"Prompt editor for {self.name}: a live widget, not saved with the notebook; "
+                                "re-run this cell to show it (your versions are in WORKSPACE/prompts/drafts/).")
+        return bundle
+
+
+# -- what a session did -------------------------------------------------------------------------
+def session_note(ws) -> str:
+    """A closing note for notebook 01: nodes by status and origin, the workspace's prompt copies, A/B runs."""
+    counts = {(r[0], r[1]): r[2] for r in ws.store.query(
+        "SELECT origin, status, count(*) FROM nodes GROUP BY origin, status")}
+    gen = {s: n for (o, s), n in counts.items() if o == "generated"}
+    copies = sorted(p.name for p in ws.prompts_dir.glob("*.j2"))
+    versions = len(list(drafts_dir(ws).glob("*.j2"))) if drafts_dir(ws).is_dir() else 0
+    ab = ws.store.scalar("SELECT count(*) FROM expand_results WHERE applied=0") or 0
+    applied = ws.store.scalar("SELECT count(*) FROM expand_results WHERE applied=1") or 0
+    return (f"{Taxonomy.of(ws).count(('proposed', 'accepted'))} live node(s), {len(Taxonomy.of(ws).leaves())} task type(s); generated: "
+            f"{gen.get('accepted', 0)} accepted, {gen.get('proposed', 0)} still proposed, {gen.get('rejected', 0)} "
+            f"rejected. {applied} expansion call(s) applied, {ab} A/B result(s) kept aside (no nodes). "
+            f"Workspace prompt copies: {', '.join(copies) or 'none (bundled prompts)'}; {versions} saved version(s) "
+            f"in {drafts_dir(ws)}. Next: 02_images_and_matching.ipynb on the same WORKSPACE.")
+
+
+def expand_runs(ws):
+    """The expand stage runs as a table: A/B (no nodes) or applied, parents, prompt versions, calls, cost."""
+    import pandas as pd
+
+    rows = []
+    for r in ws.runs("expand"):
+        p, s = json.loads(r["params"] or "{}"), json.loads(r["summary"] or "{}")
+        prompts = p.get("prompts") or {}
+        rows.append({"run": r["id"], "status": r["status"], "kind": "applied" if p.get("apply", True) else "A/B (no nodes)",
+                     "parents": f"level {p['level']}" if p.get("level") else f"{len(p.get('nodes') or [])} node(s)",
+                     "prompts": ", ".join(f"{Path(f).name} {h[:8]}" for f, h in prompts.values()),
+                     "calls": s.get("called"), "cached": s.get("cached"), "cost_usd": s.get("cost_usd"),
+                     "started_at": r["started_at"]})
+    return pd.DataFrame(rows, columns=["run", "status", "kind", "parents", "prompts", "calls", "cached", "cost_usd",
+                                       "started_at"])
+
+
+# -- notebook 03 ----------------------------------------------------------------------------------
+def vision_inputs_line(ws) -> str:
+    """One line: what 03 starts from (images, matches, which CLIP made them, endpoint, referees)."""
+    n_img = ws.store.scalar("SELECT count(*) FROM images") or 0
+    n_match = ws.store.scalar("SELECT count(DISTINCT image_id) FROM matches") or 0
+    tiny = ws.store.scalar("SELECT count(*) FROM embedding_sets WHERE model LIKE 'wb-tiny-clip%'") or 0
+    clip = " (made by the tiny random-weight CLIP: meaningless; set CLIP_PRETRAINED in 02)" if tiny else ""
+    ep = ws.config.endpoints.get("default")
+    where = f"{ep.model} at {ep.base_url or 'OPENAI_BASE_URL'}" if ep else "no [endpoints.default] (set BASE_URL/MODEL)"
+    return (f"{n_img} image(s), {n_match} with CLIP matches{clip}; endpoint: {where}; "
+            f"{len(ws.config.referees)} referee(s)")
+
+
+def nothing_selected_reason(ws) -> str:
+    """Why no sample is selected, naming the first stage that handed nothing on and what to do."""
+    q = ws.store.scalar
+    if not q("SELECT count(*) FROM matches"):
+        return "no image has CLIP matches: run 02_images_and_matching.ipynb on this WORKSPACE first"
+    if not q("SELECT count(*) FROM filter_decisions"):
+        return "the filter has not run (no endpoint: set BASE_URL and MODEL in the parameters)"
+    if not q("SELECT count(*) FROM filter_decisions WHERE kept=1"):
+        return "the filter kept no candidate for these images (see the rejections above)"
+    if not q("SELECT count(*) FROM samples WHERE status='ok'"):
+        return "Q&A wrote no usable sample (see the rejections above)"
+    if not ws.config.referees:
+        return "no referee is configured: set REFEREE_MODELS (or add [[referees]] to workbench.toml)"
+    if not q("SELECT count(*) FROM votes"):
+        return "the referees have not voted yet"
+    return "no sample reached the minimum number of positive votes (lower MIN_VOTES, or see the votes above)"

@@ -1,5 +1,0 @@
-"""The file `workbench dashboard` hands to `streamlit run` (the same as the repository's app.py)."""
-
-from workbench.dashboard.main import main
-
-main()

@@ -1,0 +1,147 @@
+"""Export selected samples for training: LLaVA JSON, ShareGPT JSON, Parquet.
+
+Deterministic: rows sorted by sample id (a hash of image, task type and question), no timestamps in
+the files, so the same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.core.errors import WorkbenchError
+from workbench.stages.base import Stage
+from workbench.taxonomy.model import Taxonomy
+
+FORMATS = ("llava", "sharegpt", "parquet")
+
+
+def _chosen_sql(only_selected: bool) -> str:
+    sel = "JOIN selections x ON x.sample_id = s.id AND x.selected = 1" if only_selected else ""
+    return f"FROM samples s {sel} JOIN images i ON i.id = s.image_id WHERE s.status = 'ok'"
+
+
+def flagged_left_out(ws, *, only_selected: bool = True) -> int:
+    """How many samples export would have written but leaves out because a reviewer flagged them."""
+    return int(ws.store.scalar(f"SELECT count(*) {_chosen_sql(only_selected)} "
+                               "AND EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id)") or 0)
+
+
+def selected_rows(ws, *, only_selected: bool = True) -> pd.DataFrame:
+    """The samples to export; a flagged sample (`sample_flags`) never is, even if it was selected before the flag."""
+    df = pd.read_sql_query(
+        f"SELECT s.id, s.image_id, s.node_id, s.question, s.answer, i.root, i.path AS image_path "
+        f"{_chosen_sql(only_selected)} AND NOT EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id) ORDER BY s.id",
+        ws.store.conn)
+    idx = Taxonomy.of(ws).index(None)
+    df["task_type"] = [idx.paths.get(n, "") for n in df["node_id"]]
+    return df
+
+
+def _image_field(df: pd.DataFrame, image_root: Path | None) -> list[str]:
+    if image_root is None:
+        return df["image_path"].tolist()
+    root = Path(image_root).resolve()
+    out = []
+    for r, p in zip(df["root"], df["image_path"]):
+        rel = os.path.relpath(Path(r) / p, root)
+        if rel.startswith(".."):
+            raise WorkbenchError(f"image {Path(r) / p} is outside --image-root {root}; choose a root that holds "
+                                 "every image, or omit --image-root to write paths relative to where each was "
+                                 "registered")
+        out.append(rel)
+    return out
+
+
+def to_records(df: pd.DataFrame, fmt: str, images: list[str]) -> list[dict]:
+    recs = []
+    for row, image in zip(df.itertuples(index=False), images):
+        human = "<image>\n" + row.question
+        if fmt == "llava":
+            recs.append({"id": row.id, "image": image, "task_type": row.task_type,
+                         "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": row.answer}]})
+        else:  # sharegpt (LLaMA-Factory's multimodal layout)
+            recs.append({"id": row.id, "images": [image], "task_type": row.task_type,
+                         "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": row.answer}]})
+    return recs
+
+
+@dataclass
+class ExportReport:
+    path: str
+    samples: int
+    format: str
+    flagged_left_out: int = 0    # selected (or, with --all-ok, ok) samples not written: flagged by a reviewer
+
+    def summary(self) -> str:
+        return (f"wrote {self.samples} samples to {self.path}"
+                + (f"; left out {self.flagged_left_out} flagged sample(s) (`workbench adjudicate WORKSPACE "
+                   "--unflag SAMPLE` to lift a flag)" if self.flagged_left_out else ""))
+
+
+class ExportStage(Stage):
+    name = "export"
+
+    def __init__(self, dest: Path | str | None = None, *, fmt: str = "llava", image_root: Path | str | None = None,
+                 only_selected: bool = True, overwrite: bool = True):
+        self.dest, self.fmt, self.image_root = dest, fmt, image_root
+        self.only_selected, self.overwrite = only_selected, overwrite
+
+    @property
+    def lock_key(self) -> str | None:
+        return None    # a read of the store into a file of its own
+
+    def run_params(self) -> dict:
+        return {"dest": str(self.dest) if self.dest else None, "format": self.fmt,
+                "image_root": str(self.image_root) if self.image_root else None, "only_selected": self.only_selected}
+
+    def check(self, ws) -> None:
+        if self.fmt not in FORMATS:
+            raise WorkbenchError(f"export format must be one of {', '.join(FORMATS)}; got {self.fmt!r}")
+        self.df = selected_rows(ws, only_selected=self.only_selected)
+        self.flagged = flagged_left_out(ws, only_selected=self.only_selected)
+        if self.df.empty:
+            what = ("selected samples (run `workbench select`)" if self.only_selected
+                    else "Q&A samples (run `workbench qa`)")
+            flagged = (f" that are not flagged ({self.flagged} flagged by a reviewer: see `workbench adjudicate`)"
+                       if self.flagged else "")
+            raise WorkbenchError(f"export: no {what}{flagged}")
+        name = {"llava": "llava.json", "sharegpt": "sharegpt.json", "parquet": "samples.parquet"}[self.fmt]
+        self.path = Path(self.dest) if self.dest else ws.exports_dir / name
+        if self.path.exists() and not self.overwrite:
+            raise WorkbenchError(f"{self.path}: exists; pass --overwrite or choose another name")
+
+    def execute(self, ws, run) -> ExportReport:
+        df, dest, fmt = self.df, self.path, self.fmt
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        images = _image_field(df, Path(self.image_root) if self.image_root else None)
+        tmp = dest.with_name(dest.name + ".tmp")
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            recs = to_records(df, "llava", images)
+            table = pa.Table.from_pylist([
+                {"id": r["id"], "image": r["image"], "task_type": r["task_type"],
+                 "question": q, "answer": a, "conversations": r["conversations"]}
+                for r, q, a in zip(recs, df["question"], df["answer"])])
+            pq.write_table(table, tmp, compression="zstd")
+        else:
+            text = json.dumps(to_records(df, fmt, images), ensure_ascii=False, indent=1)
+            tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, dest)
+        if self.flagged:
+            run.add("flagged_left_out", self.flagged)
+        return ExportReport(str(dest), len(df), fmt, self.flagged)
+
+
+def export(ws, dest: Path | str | None = None, *, fmt: str = "llava", image_root: Path | str | None = None,
+           only_selected: bool = True, overwrite: bool = True) -> tuple[Path, int]:
+    """Write the selected (or all ok) samples; same inputs give byte-identical files. Returns (path, count)."""
+    rep = ExportStage(dest, fmt=fmt, image_root=image_root, only_selected=only_selected,
+                      overwrite=overwrite).run(ws)
+    return Path(rep.path), rep.samples
