@@ -18,17 +18,18 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+
 from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from openai_server import OpenAIServer  # noqa: E402
-from workbench.stages.referee.stage import expected_calls, run_referees  # noqa: E402
-from workbench.stages.select.stage import select  # noqa: E402
-from workbench.core.workspace import Workspace  # noqa: E402
+from openai_server import OpenAIServer
+from workbench.core.workspace import Workspace
+from workbench.stages.referee.stage import expected_calls, run_referees
+from workbench.stages.select.stage import select
 
 
 def make_workspace(root: Path, url: str, n: int, models: list[str], k: int, audit: float) -> Workspace:

@@ -24,18 +24,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from workbench.analysis import audit_embed  # noqa: E402
-from workbench.analysis.audit import TASK_TEXT, _tasks, audit, first_instruction  # noqa: E402
-from workbench.taxonomy.io import load_seed  # noqa: E402
-from workbench.models.textembed import embed_texts  # noqa: E402
-from workbench.core.workspace import Workspace  # noqa: E402
+from workbench.analysis import audit_embed
+from workbench.analysis.audit import TASK_TEXT, _tasks, audit, first_instruction
+from workbench.core.workspace import Workspace
+from workbench.models.textembed import embed_texts
+from workbench.taxonomy.io import load_seed
 
 TEMPLATES = ["What color is the {a} {o} near the {o2}?", "How many {o}s are there in the {p}?",
              "Read the text written on the {a} {o}.", "Describe the {p} in detail, focusing on the {o}.",
@@ -107,9 +108,8 @@ def main() -> None:
 
         tok, _ = _load(None)
         lens = np.array([len(x) for x in tok(hand + texts[:5000])["input_ids"]])
-        print("instruction tokens (hand + synthetic): p50 %d, p99 %d, max %d; cut at 32: %.1f%%, at 64: %.1f%%"
-              % (np.median(lens), np.percentile(lens, 99), lens.max(), 100 * (lens > 32).mean(),
-                 100 * (lens > 64).mean()))
+        print(f"instruction tokens (hand + synthetic): p50 {np.median(lens):.0f}, p99 {np.percentile(lens, 99):.0f}, "
+              f"max {lens.max()}; cut at 32: {100 * (lens > 32).mean():.1f}%, at 64: {100 * (lens > 64).mean():.1f}%")
         qtexts = list(dict.fromkeys(synth(args.quality * 2, seed=7)[i]["conversations"][0]["value"]
                                     .replace("<image>\n", "") for i in range(args.quality * 2)))[: args.quality]
         for backend in args.backends.split(","):

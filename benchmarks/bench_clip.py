@@ -25,7 +25,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
+
 from workbench.taxonomy.model import Taxonomy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -62,12 +63,12 @@ def _photos(folder: Path, n: int) -> None:
 def bench_images(model: str, n: int, precision: str, workers: int) -> float:
     import torch
 
+    from workbench.core.workspace import Workspace
     from workbench.stages.embed.clip import load_clip
     from workbench.stages.embed.stage import embed_images
     from workbench.stages.images.register import open_rgb, register_images
     from workbench.stages.match.stage import match
     from workbench.taxonomy.io import load_seed
-    from workbench.core.workspace import Workspace
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-clip-"))
     _photos(tmp / "imgs", n)
@@ -127,10 +128,10 @@ def _task_paths(n: int) -> list[str]:
 def bench_texts(model: str, n: int, sample: int) -> float:
     import torch
 
+    from workbench.core.workspace import Workspace
     from workbench.stages.embed.clip import load_clip
     from workbench.stages.embed.stage import embed_texts_clip
     from workbench.taxonomy.io import import_taxonomy
-    from workbench.core.workspace import Workspace
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-text-"))
     ws = Workspace.init(tmp / "ws")
@@ -205,7 +206,7 @@ def bench_topk(n_img: int, n_txt: int, dim: int, k: int) -> None:
     idx_all = np.empty((n_img, k), np.int64)
     with _PeakRSS() as mem:
         t0 = time.perf_counter()
-        for start, idx, vals in topk_cosine(x, t, k, chunk=chunk):
+        for start, idx, _vals in topk_cosine(x, t, k, chunk=chunk):
             idx_all[start:start + len(idx)] = idx
         secs = time.perf_counter() - t0
     sample = rng.choice(n_img, 200, replace=False)

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dashboard import PAGES, timed_open  # noqa: E402
+from bench_dashboard import PAGES, timed_open
 
-from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
+from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 
 
 def main(argv=None) -> int:

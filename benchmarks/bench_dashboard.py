@@ -278,8 +278,8 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path, out: dic
 
 
 def _take_back(ws_root: Path, samples: list[str]) -> None:
-    from workbench.review import adjudication as adj
     from workbench.core.workspace import Workspace
+    from workbench.review import adjudication as adj
 
     ws = Workspace.open(ws_root)
     for sid in samples:

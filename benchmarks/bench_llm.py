@@ -24,13 +24,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from workbench.core.config import EndpointConfig  # noqa: E402
-from workbench.llm.cache import CallCache, CallRecord, call_key, request_json  # noqa: E402
-from workbench.llm.client import Endpoint  # noqa: E402
-from workbench.llm.prompts import PromptTemplate  # noqa: E402
-from workbench.stages.base import LLMStage  # noqa: E402
-from workbench.core.clock import utcnow  # noqa: E402
-from workbench.core.workspace import Workspace  # noqa: E402
+from workbench.core.clock import utcnow
+from workbench.core.config import EndpointConfig
+from workbench.core.workspace import Workspace
+from workbench.llm.cache import CallCache, CallRecord, call_key, request_json
+from workbench.llm.client import Endpoint
+from workbench.llm.prompts import PromptTemplate
+from workbench.stages.base import LLMStage
 
 PROMPT = PromptTemplate.from_text("[system]\nYou are terse.\n[user]\nName three subtasks of task {{ i }}.",
                                   path="bench.j2")

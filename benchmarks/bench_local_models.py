@@ -89,12 +89,12 @@ def bench_qwen2vl(new_tokens):
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     cfg = Qwen2VLConfig(
-        text_config=dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                         num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
-                         rope_theta=1000000.0, tie_word_embeddings=True, rope_scaling={"type": "mrope",
-                                                                                       "mrope_section": [16, 24, 24]}),
-        vision_config=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, patch_size=14,
-                           spatial_merge_size=2, in_chans=3, temporal_patch_size=2),
+        text_config={"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+                         "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 32768,
+                         "rope_theta": 1000000.0, "tie_word_embeddings": True, "rope_scaling": {"type": "mrope",
+                                                                                       "mrope_section": [16, 24, 24]}},
+        vision_config={"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "patch_size": 14,
+                           "spatial_merge_size": 2, "in_chans": 3, "temporal_patch_size": 2},
         image_token_id=151655, vision_start_token_id=151652, vision_end_token_id=151653)
     model = Qwen2VLForConditionalGeneration(cfg).eval()
     grid = 448 // 14

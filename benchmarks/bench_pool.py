@@ -19,9 +19,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from workbench.llm.prompts import PromptTemplate  # noqa: E402
-from workbench.stages.base import LLMStage  # noqa: E402
-from workbench.core.workspace import Workspace  # noqa: E402
+from workbench.core.workspace import Workspace
+from workbench.llm.prompts import PromptTemplate
+from workbench.stages.base import LLMStage
 
 PROMPT = PromptTemplate.from_text("[user]\nItem {{ i }} of run {{ run }}", path="bench.j2")
 

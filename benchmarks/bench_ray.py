@@ -24,17 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from clip_fixtures import make_images, set_config_section, use_tiny_clip  # noqa: E402
+from clip_fixtures import make_images, set_config_section, use_tiny_clip
 from workbench.taxonomy.model import Taxonomy
 
 
 def _ws(root: Path, images: Path):
+    from workbench.core.workspace import Workspace
     from workbench.stages.embed.stage import embed_texts_clip
     from workbench.stages.images.register import register_images
     from workbench.taxonomy.io import load_seed
-    from workbench.core.workspace import Workspace
 
     ws = Workspace.init(root)
     load_seed(Taxonomy.of(ws))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench.stages.select.stage import choose, vote_table  # noqa: E402
-from workbench.core.workspace import Workspace  # noqa: E402
+from workbench.core.workspace import Workspace
+from workbench.stages.select.stage import choose, vote_table
 from workbench.taxonomy.model import Taxonomy
 
 

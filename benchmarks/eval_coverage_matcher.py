@@ -33,20 +33,21 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from workbench.analysis import reference_coverage as rc  # noqa: E402
+from workbench.analysis import reference_coverage as rc
 
 REF_DIR = REPO / "workbench" / "data" / "reference"
 V1_THRESHOLD = 0.56
 
 
 def seeded_workspace(root: Path):
-    from workbench.taxonomy.io import load_seed
     from workbench.core.workspace import Workspace
+    from workbench.taxonomy.io import load_seed
 
     ws = Workspace.init(root / "ws")
     load_seed(Taxonomy.of(ws))
@@ -104,7 +105,7 @@ def v1_rows(mats):
 def design(mats, labels):
     """Per reference task: (reference path, split, feature block (n_ours, n_features), label vector)."""
     out = []
-    for (leaves, order, ours, m), f in zip(mats, sorted(REF_DIR.glob("*.txt"))):
+    for (leaves, _order, ours, m), f in zip(mats, sorted(REF_DIR.glob("*.txt"))):
         X = np.stack([m[f] for f in rc.FEATURES], -1)
         for i, p in enumerate(leaves):
             r = rc.SEP.join(p)

@@ -39,7 +39,7 @@ def set_config_section(ws, section: str, **values) -> None:
     for key, value in values.items():
         line = f"{key} = {lit(value)}"
         if re.search(rf"^{re.escape(key)}\s*=.*$", body, flags=re.M):
-            body = re.sub(rf"^{re.escape(key)}\s*=.*$", lambda _m: line, body, flags=re.M)
+            body = re.sub(rf"^{re.escape(key)}\s*=.*$", lambda _m, line=line: line, body, flags=re.M)
         else:
             body = body.rstrip("\n") + "\n" + line + "\n"
     if not body.endswith("\n\n") and nxt:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from workbench.taxonomy.model import Taxonomy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,8 +36,8 @@ def ws(tmp_path):
 @pytest.fixture
 def seeded_ws(tmp_path):
     """A workspace with the bundled seed task types."""
-    from workbench.taxonomy.io import load_seed
     from workbench.core.workspace import Workspace
+    from workbench.taxonomy.io import load_seed
 
     w = Workspace.init(tmp_path / "ws")
     load_seed(Taxonomy.of(w))

@@ -114,7 +114,7 @@ class FakeBatchServer:
         b["completed_at"] = int(time.time())
 
     # -- HTTP ------------------------------------------------------------------------------------
-    def start(self) -> "FakeBatchServer":
+    def start(self) -> FakeBatchServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -216,7 +216,7 @@ class FakeBatchServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "FakeBatchServer":
+    def __enter__(self) -> FakeBatchServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -38,9 +38,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -114,7 +115,7 @@ class OpenAIServer:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> "OpenAIServer":
+    def start(self) -> OpenAIServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -230,7 +231,7 @@ class OpenAIServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -12,9 +12,9 @@ from conftest import run_cli
 from openai_server import OpenAIServer
 from workbench.analysis import agreement
 from workbench.analysis.funnel import SAVED, funnel
+from workbench.core.workspace import Workspace
 from workbench.stages.referee.stage import decided, expected_calls, is_audit, run_referees
 from workbench.stages.select.stage import select
-from workbench.core.workspace import Workspace
 from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(120)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from tests.test_consensus import REPO, simulate
+
 from workbench.stages.select import consensus as C
 
 

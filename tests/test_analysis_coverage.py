@@ -80,7 +80,7 @@ def test_partition_lays_out_an_icicle(tree):
     assert (lay.at["A2", "y0"], lay.at["A2", "y1"]) == pytest.approx((1 / 3, 0.5))
     assert lay.at["B1", "y1"] - lay.at["B1", "y0"] == pytest.approx(1 / 3)   # B1 holds 2 of B's 3 task types
     # Every child lies inside its parent's span, siblings do not overlap.
-    for name, row in lay.iterrows():
+    for _name, row in lay.iterrows():
         if row["parent"]:
             parent = lay[lay["id"] == row["parent"]].iloc[0]
             assert parent["y0"] - 1e-9 <= row["y0"] < row["y1"] <= parent["y1"] + 1e-9

@@ -60,7 +60,7 @@ def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path):
     idx, leaves = A._tasks(seeded_ws)
     tv = m.encode([A.TASK_TEXT.format(idx.nodes[i].name) for i in leaves])
     iv = m.encode([A.first_instruction(r) for r in llava(ITEMS)])
-    norm = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)   # noqa: E731
+    norm = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
     _, cols, _, _ = A.load_assignments(seeded_ws, "st")
     assert np.array_equal(cols[:, 0], (norm(iv) @ norm(tv).T).argmax(1))
     mtime = (d / "config.json").stat().st_mtime

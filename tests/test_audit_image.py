@@ -46,7 +46,7 @@ def test_images_assigned_and_compared(imaged):
 
     clip = load_clip(ws.config.clip, base_dir=ws.root)
     leaves = json.loads((ws.root / A._meta(ws, "ds")[0] / "tasks.json").read_text())
-    texts = dict((n, t) for n, t, _ in current_task_texts(ws))
+    texts = {n: t for n, t, _ in current_task_texts(ws)}
     tv, _ = clip.encode_texts([texts[n] for n in leaves])
     import torch
 

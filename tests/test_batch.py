@@ -15,8 +15,8 @@ import pytest
 from conftest import run_cli
 from fake_batch_server import EXPIRE, FakeBatchServer
 from test_vision_stages import image_index, make_workspace, script
-from workbench.llm.batch import split_lines
 from workbench.core.workspace import Workspace
+from workbench.llm.batch import split_lines
 from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(90)

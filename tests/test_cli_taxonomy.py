@@ -17,7 +17,7 @@ def test_init_with_seed_then_stats_show_export(tmp_path):
     out = tmp_path / "tasktype.txt"
     r = run_cli("taxonomy", "export", ws, out)
     assert r.code == 0 and "wrote 72 task types" in r.out
-    seed_lines = [line for line in (tmp_path / "tasktype.txt").read_text().splitlines()]
+    seed_lines = list((tmp_path / "tasktype.txt").read_text().splitlines())
     assert "ocr" not in seed_lines and "optical character recognition~handwriting recognition" in seed_lines
     r = run_cli("taxonomy", "stats", ws, "--json")
     assert r.code == 0 and '"leaves": 72' in r.out
@@ -80,8 +80,9 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path, args, needle):
 
 
 def test_every_command_has_help():
-    from workbench.apps.cli.main import app
     import typer.main
+
+    from workbench.apps.cli.main import app
 
     root = typer.main.get_command(app)
 
@@ -156,7 +157,7 @@ def test_concurrent_imports_report_what_each_inserted(tmp_path):
         time.sleep(0.02)    # both have imported the workbench and wait on `go`
     go.touch()
     created = []
-    for p, f in zip(procs, files):
+    for p, _f in zip(procs, files):
         out, err = p.communicate(timeout=150)
         assert p.returncode == 0, err
         m = re.search(r"read (\d+) path\(s\) as txt; created (-?\d+) node\(s\), (-?\d+) already present", out)

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from tests.conftest import run_cli
-from workbench.stages.select import consensus as C
+
 from workbench.core.errors import WorkbenchError
-from workbench.stages.export.stage import export
-from workbench.stages.select.stage import select
 from workbench.review import adjudication as adj
+from workbench.stages.export.stage import export
+from workbench.stages.select import consensus as C
+from workbench.stages.select.stage import select
 from workbench.taxonomy.model import Taxonomy
 
 pytest.importorskip("crowdkit")
@@ -104,7 +104,7 @@ def test_dawid_skene_recovers_simulated_referees(seeded_ws):
     per = cons.by_category(C.first_level(ws)).set_index(["referee", "category"])
     names = {k: Taxonomy.of(ws).index(None).paths[v[0]].split("~")[0] for k, v in two_categories(ws).items()}
     for which in ("A", "B"):
-        for r, (sens, spec, acc) in empirical(truth, votes, cat, which).items():
+        for r, (sens, _spec, acc) in empirical(truth, votes, cat, which).items():
             got = per.loc[(r, names[which])]
             assert got["accuracy"] == pytest.approx(acc, abs=0.05), (r, which)
             assert got["sensitivity"] == pytest.approx(sens, abs=0.05), (r, which)
@@ -403,7 +403,7 @@ def test_background_prewarm_fits_a_large_table_once_and_the_page_opens_on_its_qu
 
     ws = seeded_ws
     simulate(ws, 120, seed=17, images=2)
-    fits = lambda: sorted(ws.arrays_dir.glob("consensus/*.npz"))   # noqa: E731
+    fits = lambda: sorted(ws.arrays_dir.glob("consensus/*.npz"))
     monkeypatch.setattr(page_adjudicate, "AUTO_COMPUTE_VOTES", 10)
     monkeypatch.setattr(page_adjudicate, "PREWARM_FIT_VOTES", 100)   # 480 votes: too many to fit in the background
     page_adjudicate.prewarm_late(str(ws.root))
@@ -448,6 +448,7 @@ def test_adjudication_session_in_chromium(tmp_path):
         pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (scripts/setup.sh --browser)")
     playwright = pytest.importorskip("playwright.sync_api")
     from tests.test_dashboard_app import _generator
+
     from workbench.core.store import Store
 
     gen = _generator()

@@ -10,11 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 import pytest
-from openai_server import OpenAIServer, Reply
 
 from conftest import run_cli
+from openai_server import OpenAIServer, Reply
 from workbench.analysis import reference_coverage as rc
 from workbench.analysis.reference_coverage import evaluate, load_labels, reference_coverage
 from workbench.core.errors import WorkbenchError
@@ -35,8 +34,8 @@ def labels():
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
-    from workbench.taxonomy.io import load_seed
     from workbench.core.workspace import Workspace
+    from workbench.taxonomy.io import load_seed
 
     w = Workspace.init(tmp_path_factory.mktemp("cov") / "ws")
     load_seed(Taxonomy.of(w))

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
+
 from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,8 +44,8 @@ def small(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def taxonomy_only(tmp_path_factory):
-    from workbench.taxonomy.io import load_seed
     from workbench.core.workspace import Workspace
+    from workbench.taxonomy.io import load_seed
 
     root = tmp_path_factory.mktemp("dash_empty") / "ws"
     with Workspace.init(root) as w:
@@ -574,8 +575,8 @@ def test_picture_colour_by_referee_outcome_uses_the_traffic_lights(small, monkey
 
 
 def _map_args(root):
-    from workbench.apps.dashboard import data, page_map
     from workbench.analysis import projection
+    from workbench.apps.dashboard import data, page_map
     from workbench.core.workspace import Workspace
 
     ws = Workspace.open(root)
@@ -593,8 +594,8 @@ def test_table_versions_are_counted_again_only_after_a_commit(tmp_path, monkeypa
     import sqlite3
 
     from workbench.apps.dashboard import data
-    from workbench.taxonomy.io import load_seed
     from workbench.core.workspace import Workspace
+    from workbench.taxonomy.io import load_seed
 
     root = tmp_path / "ws"
     with Workspace.init(root) as w:
@@ -620,8 +621,8 @@ def test_a_persons_vote_recounts_only_people_and_flags(small, monkeypatch):
     import time
 
     from workbench.apps.dashboard import data
-    from workbench.stages.select import stage
     from workbench.review import adjudication as adj
+    from workbench.stages.select import stage
 
     root = str(small[0])
     ws = data.open_workspace(root)

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from tests.test_dashboard_app import _generator  # noqa: E402
+from tests.test_dashboard_app import _generator
 
 
 def test_every_page_prewarms_and_the_thread_stops_between_steps(tmp_path, monkeypatch, caplog):

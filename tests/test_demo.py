@@ -91,7 +91,7 @@ def test_demo_with_an_endpoint_expands_one_level(tmp_path, monkeypatch):
     from workbench.core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "demo")
-    proposed = [n for n in Taxonomy.of(ws).nodes(("proposed",))]
+    proposed = list(Taxonomy.of(ws).nodes(("proposed",)))
     assert len(proposed) >= 35 and all(n.level == 2 and n.origin == "generated" for n in proposed)
     assert any(p.endswith("visual question answering~visual question answering in the wild")
                for _, p in Taxonomy.of(ws).leaves())

@@ -14,9 +14,9 @@ from clip_fixtures import make_images, use_tiny_clip
 from conftest import run_cli
 from openai_server import OpenAIServer, Reply
 from workbench.analysis.discovery import candidates, discover, discovery_report
+from workbench.core.workspace import Workspace
 from workbench.stages.embed import stage as E
 from workbench.stages.match.stage import match
-from workbench.core.workspace import Workspace
 from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(120)

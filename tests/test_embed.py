@@ -10,7 +10,7 @@ import pytest
 from clip_fixtures import make_images, set_config_section, use_tiny_clip
 from conftest import run_cli, run_cli_subprocess
 from workbench.stages.embed.clip import ClipWeightsMissing, load_clip
-from workbench.stages.embed.stage import (embed_images, embed_texts_clip, get_image_embeddings, get_text_embeddings)
+from workbench.stages.embed.stage import embed_images, embed_texts_clip, get_image_embeddings, get_text_embeddings
 from workbench.stages.images.register import register_images
 from workbench.taxonomy.model import Taxonomy
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from conftest import run_cli, run_cli_subprocess
@@ -135,7 +134,7 @@ def test_preview_custom_prompt_and_ab_comparison(seeded_ws, server):
     df = proposals(ws, parent_id=parent.id)
     assert set(df.prompt_hash) == {table.attrs["hash_a"], table.attrs["hash_b"]} and set(df.outcome) == {"new",
                                                                                                          "dropped"}
-    assert set(r["prompt_hash"] for r in ws.store.query("SELECT prompt_hash FROM llm_calls")) == set(df.prompt_hash)
+    assert {r["prompt_hash"] for r in ws.store.query("SELECT prompt_hash FROM llm_calls")} == set(df.prompt_hash)
     with pytest.raises(Exception, match="not found"):
         expand(ws, nodes=[parent.id], prompt="prompts/missing.j2")
 

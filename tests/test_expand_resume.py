@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from openai_server import OpenAIServer, Reply
-from workbench.taxonomy.io import import_taxonomy
 from workbench.core.workspace import Workspace
+from workbench.taxonomy.io import import_taxonomy
 from workbench.taxonomy.model import Taxonomy
 
 N = 1000

@@ -113,8 +113,8 @@ def test_referee_figures_agree_with_select_on_human_votes_and_flags(filled, tmp_
 
 
 def test_export_reports_the_flagged_samples_it_left_out(filled, tmp_path):
-    from workbench.stages.export.stage import ExportStage
     from workbench.review import adjudication as adj
+    from workbench.stages.export.stage import ExportStage
 
     ws = filled
     select(ws)

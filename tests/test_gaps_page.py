@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
-from clip_fixtures import make_images  # noqa: E402
+from clip_fixtures import make_images
 from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 def root(tmp_path):
+    from workbench.core.workspace import Workspace
     from workbench.stages.images.register import register_images
     from workbench.taxonomy.io import load_seed
-    from workbench.core.workspace import Workspace
 
     root = tmp_path / "ws"
     with Workspace.init(root) as ws:

@@ -134,7 +134,7 @@ def _call_releasing_fifos(fn, fifos, timeout=20.0):
     def target():
         try:
             out["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             out["error"] = exc
 
     th = threading.Thread(target=target, daemon=True)

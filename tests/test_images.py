@@ -10,7 +10,7 @@ import pytest
 from clip_fixtures import make_bad_images, make_images
 from conftest import run_cli, run_cli_subprocess
 from workbench.core.errors import WorkbenchError
-from workbench.stages.images.register import (ImageError, image_path, load_image_rgb, register_images)
+from workbench.stages.images.register import ImageError, image_path, load_image_rgb, register_images
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,11 +10,10 @@ import pytest
 
 from openai_server import OpenAIServer, Reply
 from workbench.core.config import EndpointConfig
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import ParseFailure, WorkbenchError
 from workbench.llm.cache import call_key, storable_messages
 from workbench.llm.client import Endpoint, image_data_url, resolve_endpoint
 from workbench.llm.prompts import PromptError, PromptTemplate, split_messages
-from workbench.core.errors import ParseFailure
 from workbench.stages.base import LLMStage, reparse
 
 pytestmark = pytest.mark.timeout(60)

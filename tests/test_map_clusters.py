@@ -9,9 +9,8 @@ import os
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-from tests.test_dashboard_app import REPO, _generator, _values  # noqa: E402
+from streamlit.testing.v1 import AppTest
+from tests.test_dashboard_app import REPO, _generator, _values
 
 pytestmark = pytest.mark.timeout(180)
 

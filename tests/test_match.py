@@ -9,8 +9,16 @@ from clip_fixtures import make_images, set_config_section, use_tiny_clip
 from conftest import run_cli, run_cli_subprocess
 from workbench.stages.embed.stage import get_image_embeddings, get_text_embeddings
 from workbench.stages.images.register import register_images
-from workbench.stages.match.stage import (chunk_rows, image_matches, images_for_task, low_score_images, match,
-                                    match_counts, tasks_without_images, topk_cosine)
+from workbench.stages.match.stage import (
+    chunk_rows,
+    image_matches,
+    images_for_task,
+    low_score_images,
+    match,
+    match_counts,
+    tasks_without_images,
+    topk_cosine,
+)
 from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,7 +1,7 @@
 """notebooks/03_vision_stages.ipynb headless against the local test server: to an export with a configured
 workspace, and a last cell that says why nothing was selected when nothing could be."""
 
-import nbformat  # noqa: F401  (nbclient's notebooks)
+import nbformat
 import pytest
 
 from conftest import REPO

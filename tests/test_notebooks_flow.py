@@ -46,7 +46,7 @@ def test_notebooks_01_02_03_on_one_workspace_to_an_export(tmp_path, monkeypatch)
     ws = Workspace.open(ws_dir)
     assert [r.name for r in ws.config.referees] == ["1-vlm"]           # from the parameters, no TOML by hand
     exported = json.loads((ws.exports_dir / "llava.json").read_text())
-    assert len(exported) == 3 and f"exported 3 selected sample(s)" in text
+    assert len(exported) == 3 and "exported 3 selected sample(s)" in text
     # The samples are about task types of the taxonomy 01 grew (generated nodes are task types too).
     tasks = {r[0] for r in ws.store.query("SELECT DISTINCT n.origin FROM samples s JOIN nodes n ON n.id = s.node_id")}
     assert tasks <= {"seed", "generated"} and tasks

@@ -9,11 +9,11 @@ import pytest
 from openai_server import OpenAIServer, Reply
 from workbench.core.config import parse_config
 from workbench.core.errors import ConfigError
+from workbench.core.workspace import Workspace
 from workbench.llm.cache import call_key
 from workbench.llm.client import PoolClient, make_client, resolve_endpoint
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import LLMStage
-from workbench.core.workspace import Workspace
 
 pytestmark = pytest.mark.timeout(60)
 

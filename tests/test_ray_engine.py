@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pytest
+
 from workbench.taxonomy.model import Taxonomy
 
 pytestmark = [pytest.mark.timeout(240),
@@ -17,16 +18,16 @@ pytestmark = [pytest.mark.timeout(240),
                                  reason="opt-in: Ray start-up costs ~20 s; run with WORKBENCH_TEST_RAY=1")]
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -c .venv/constraints.txt 'ray[data]'")
 
-from clip_fixtures import make_images, set_config_section, use_tiny_clip  # noqa: E402
-from openai_server import OpenAIServer  # noqa: E402
-from test_vision_stages import make_workspace, script  # noqa: E402
-from workbench.engine import make_engine, using  # noqa: E402
-from workbench.engine.ray_engine import RayEngine  # noqa: E402
-from workbench.core.errors import WorkbenchError  # noqa: E402
-from workbench.stages.embed.stage import embed_images, embed_texts_clip, get_image_embeddings  # noqa: E402
-from workbench.stages.images.register import register_images  # noqa: E402
-from workbench.stages.match.stage import match  # noqa: E402
-from workbench.core.workspace import Workspace  # noqa: E402
+from clip_fixtures import make_images, set_config_section, use_tiny_clip
+from openai_server import OpenAIServer
+from test_vision_stages import make_workspace, script
+from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
+from workbench.engine import make_engine, using
+from workbench.engine.ray_engine import RayEngine
+from workbench.stages.embed.stage import embed_images, embed_texts_clip, get_image_embeddings
+from workbench.stages.images.register import register_images
+from workbench.stages.match.stage import match
 
 N_IMAGES = 120
 

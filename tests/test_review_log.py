@@ -12,8 +12,7 @@ import pytest
 
 from conftest import run_cli
 from workbench.core.errors import WorkbenchError
-from workbench.review.decisions import (Decision, apply_decisions, bulk_status, review_log,
-                                        select_proposals, undo)
+from workbench.review.decisions import Decision, apply_decisions, bulk_status, review_log, select_proposals, undo
 from workbench.taxonomy.model import Provenance, Taxonomy
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,7 +54,7 @@ def _status(ws, nid):
 def test_select_by_subtree_run_origin(tree):
     ws, r1, r2, ids = tree
     names = {v: k for k, v in ids.items()}
-    sel = lambda **kw: sorted(names[i] for i in select_proposals(ws, **kw))  # noqa: E731
+    sel = lambda **kw: sorted(names[i] for i in select_proposals(ws, **kw))
     assert sel(under="Vision~Counting") == ["Cars", "Counting", "People"]      # the node itself and below
     assert sel(stage_run_id=r1) == ["Cars", "Counting", "People"]
     assert sel(stage_run_id=r2) == ["Depth"]                                  # Hidden is under a rejected node
@@ -179,8 +178,8 @@ def test_expand_and_decisions_at_the_same_time_lose_nothing(seeded_ws, monkeypat
     server while decisions are applied through the page's library calls; afterwards every proposal the expansion
     recorded is a node and every decision is in the workspace and the log."""
     from openai_server import OpenAIServer, Reply
-    from workbench.stages.expand.stage import expand
     from workbench.core.workspace import Workspace
+    from workbench.stages.expand.stage import expand
 
     ws = seeded_ws
 
@@ -198,7 +197,7 @@ def test_expand_and_decisions_at_the_same_time_lose_nothing(seeded_ws, monkeypat
             try:
                 with Workspace.open(ws.root) as w2:
                     errors.append(expand(w2, level=2, progress=False))
-            except Exception as exc:   # noqa: BLE001 - reported below
+            except Exception as exc:
                 errors.append(exc)
 
         t = threading.Thread(target=work)
@@ -355,8 +354,8 @@ def test_review_session_in_chromium(tree, monkeypatch):
     playwright = _browser_ready()
     from openai_server import OpenAIServer, Reply
     from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
-    from workbench.stages.expand.stage import expand
     from workbench.core.workspace import Workspace
+    from workbench.stages.expand.stage import expand
 
     ws, r1, r2, ids = tree
     dup = Taxonomy.of(ws).add("found!", ids["Vision"], origin="generated", status="proposed").id

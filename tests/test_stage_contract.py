@@ -17,11 +17,11 @@ from conftest import run_cli
 from openai_server import OpenAIServer, Reply
 from workbench.core.config import EndpointConfig
 from workbench.core.errors import ParseFailure
+from workbench.core.runs import StageBusy
+from workbench.core.workspace import Workspace
 from workbench.llm.client import Endpoint
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import LLMStage, Stage
-from workbench.core.runs import StageBusy
-from workbench.core.workspace import Workspace
 from workbench.taxonomy.model import Taxonomy
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,11 +54,11 @@ def item_of(req) -> str:
 
 def test_the_loop_and_the_run_record_belong_to_the_base():
     with pytest.raises(TypeError, match="overrides run"):
-        class Bad(LLMStage):  # noqa: F841
+        class Bad(LLMStage):
             def run(self, ws, rows=None, **kw):
                 return None
     with pytest.raises(TypeError, match="overrides run"):
-        class BadToo(Stage):  # noqa: F841
+        class BadToo(Stage):
             def run(self, ws):
                 return None
 

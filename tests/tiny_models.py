@@ -35,8 +35,14 @@ def _tokenizer(extra_specials=()):
 
 def make_tiny_vlm(folder: Path, seed: int = 0) -> Path:
     import torch
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     torch.manual_seed(seed)
     tok = _tokenizer()
@@ -65,8 +71,13 @@ def make_tiny_smolvlm(folder: Path, seed: int = 0) -> Path:
     """SmolVLM's architecture (Idefics3: SigLIP vision tower, pixel-shuffle connector, Llama text model) at a
     tiny size: a 32-px image is 16 patches, 4 image tokens after the 2x pixel shuffle."""
     import torch
-    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor,
-                              Idefics3Processor, LlamaConfig)
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        LlamaConfig,
+    )
     from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
 
     torch.manual_seed(seed)

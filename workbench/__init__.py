@@ -3,5 +3,5 @@ the image-Q&A instruction data generated from them."""
 
 __version__ = "0.1.0"
 
-from workbench.core.errors import WorkbenchError  # noqa: E402,F401
-from workbench.core.workspace import Workspace  # noqa: E402,F401
+from workbench.core.errors import WorkbenchError  # noqa: F401
+from workbench.core.workspace import Workspace  # noqa: F401

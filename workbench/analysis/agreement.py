@@ -24,6 +24,8 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from workbench.stages.referee.people import MACHINE_SQL
+
 INVALID = -1
 _ADAPTIVE_RUNS = ("SELECT count(*) FROM stage_runs WHERE stage LIKE 'referee:%' "
                   "AND json_extract(params, '$.adaptive') = 1")
@@ -34,7 +36,7 @@ def adaptive_runs(store) -> int:
     return int(store.scalar(_ADAPTIVE_RUNS) or 0)
 
 
-_MACHINE = "referee NOT LIKE 'human:%'"   # review/adjudication.HUMAN_SQL, negated
+_MACHINE = MACHINE_SQL
 
 
 def referees(store, include_human: bool = False) -> list[str]:

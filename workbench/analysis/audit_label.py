@@ -26,8 +26,8 @@ from workbench.core.errors import ParseFailure, WorkbenchError
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import LLMStage, Outcome, RunReport, StageRun
 from workbench.stages.replies import first_json
-from workbench.taxonomy.names import SEP
 from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.names import SEP
 
 STAGE = "audit_label"
 PROMPT = "audit_label.j2"

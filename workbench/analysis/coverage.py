@@ -222,7 +222,7 @@ def treemap(slice_frame: pd.DataFrame, width: float, height: float, header: floa
     """A nested squarified treemap of a `tree_slice` frame in a width x height canvas: columns x0, x1, y0, y1
     (y down) and depth. Each node's children fill its rectangle below a `header` strip for its name (when the
     rectangle is tall enough), inset by `pad`; areas are proportional to `value` among siblings."""
-    import squarify   # the dashboard extra's; the layout itself is squarify's (Bruls et al.)
+    import squarify  # the dashboard extra's; the layout itself is squarify's (Bruls et al.)
 
     f, values, children, tops = _drawn_tree(slice_frame)
     x0, x1, y0, y1 = (np.zeros(len(f)) for _ in range(4))

@@ -31,8 +31,8 @@ from workbench.core.errors import ParseFailure, WorkbenchError
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import LLMStage, Outcome, RunReport, StageRun
 from workbench.stages.replies import first_json
-from workbench.taxonomy.names import SEP
 from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.names import SEP
 
 STAGE = "discover_name"
 PROMPT = "discover_name.j2"
@@ -220,8 +220,8 @@ class DiscoverNameStage(LLMStage):
         c: Cluster = oc.row
         rec = oc.record
         raw = rec.raw_text if rec else None
-        prov = dict(call_key=oc.key, raw=raw, prompt_file=str(oc.prompt.path.name), prompt_hash=oc.prompt.hash,
-                    model=rec.model if rec else None)
+        prov = {"call_key": oc.key, "raw": raw, "prompt_file": str(oc.prompt.path.name), "prompt_hash": oc.prompt.hash,
+                    "model": rec.model if rec else None}
         entry = dict(cluster=c.label, cluster_key=c.key, size=len(c.image_ids), cohesion=c.cohesion,
                      image_ids=json.dumps(c.image_ids), exemplar_ids=json.dumps(c.exemplar_ids),
                      nearest=json.dumps(c.nearest), stage_run_id=run.id, created_at=utcnow(), **prov)

@@ -87,7 +87,7 @@ def suggest_merges(ws, *, scope: str = "siblings", threshold: float | None = Non
 
         vecs = embed_texts([n.name for n in nodes], cfg.model, cache_dir=workspace_cache_dir(ws))
         if scope == "siblings":
-            for pid, kids in idx.children.items():
+            for kids in idx.children.values():
                 if len(kids) < 2:
                     continue
                 rows = [pos[k] for k in kids]

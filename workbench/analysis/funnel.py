@@ -11,6 +11,7 @@ the votes full voting would have cast on the voted samples, minus the votes cast
 from __future__ import annotations
 
 import pandas as pd
+
 from workbench.taxonomy.model import Taxonomy
 
 STAGES = ["matched", "kept by filter", "Q&A parsed", "passed referees", "selected"]

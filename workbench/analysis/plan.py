@@ -115,11 +115,11 @@ class Rate:
     source: str = "assumed"
 
     @classmethod
-    def assumed(cls, value, low, high) -> "Rate":
+    def assumed(cls, value, low, high) -> Rate:
         return cls(float(value), float(low), float(high), 0, "assumed")
 
     @classmethod
-    def proportion(cls, hits: float, n: float, default: tuple) -> "Rate":
+    def proportion(cls, hits: float, n: float, default: tuple) -> Rate:
         if n <= 0:
             return cls.assumed(*default)
         p = hits / n
@@ -127,7 +127,7 @@ class Rate:
         return cls(p, max(0.0, p - Z90 * se), min(1.0, p + Z90 * se), int(n), "measured")
 
     @classmethod
-    def mean(cls, values, default: tuple, *, lower: float = 0.0) -> "Rate":
+    def mean(cls, values, default: tuple, *, lower: float = 0.0) -> Rate:
         v = np.asarray(values, dtype=float)
         if v.size == 0:
             return cls.assumed(*default)
@@ -161,10 +161,10 @@ class Range:
     low: float = 0.0
     high: float = 0.0
 
-    def __add__(self, o: "Range") -> "Range":
+    def __add__(self, o: Range) -> Range:
         return Range(self.value + o.value, self.low + o.low, self.high + o.high)
 
-    def scale(self, f: float) -> "Range":
+    def scale(self, f: float) -> Range:
         return Range(self.value * f, self.low * f, self.high * f)
 
 
@@ -492,7 +492,7 @@ class _Planner:
             sp.notes.append(f"no price for {ep.model}: set price_input_per_mtok/price_output_per_mtok on "
                             f"[endpoints.{ep.name}] or [prices]")
         else:
-            cost = lambda a, b: (a * ep.price[0] + b * ep.price[1]) / 1e6   # noqa: E731
+            cost = lambda a, b: (a * ep.price[0] + b * ep.price[1]) / 1e6
             sp.cost_usd = Range(cost(pt.value, ct.value), cost(pt.low, ct.low), cost(pt.high, ct.high))
             sp.batch_cost_usd, sp.batch_note = self._batch(ep, sp.cost_usd)
         # wall time: concurrency x latency, requests/min, tokens/min (whichever binds)
@@ -870,8 +870,8 @@ class _Planner:
             if k:
                 tot[sp.stage] = sum(f.get(k, Range()).value for f in self.flow.values())
         passing = self.rates.get("samples_passing")
-        pass_cat = self._ratio_by_cat({c: v for c, v in self.pass_by_cat.items()},
-                                      {c: v for c, v in self.pass_by_cat.items()}, 0, 1,
+        pass_cat = self._ratio_by_cat(dict(self.pass_by_cat.items()),
+                                      dict(self.pass_by_cat.items()), 0, 1,
                                       passing) if passing else {}
         tasks = {}
         for cat in self.leaf_cat.values():

@@ -12,13 +12,11 @@ from __future__ import annotations
 import difflib
 import random
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
-from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
-from workbench.llm.prompt_store import names, remember, text_of  # re-exported: the history's own API
+from workbench.llm.prompt_store import remember, text_of  # noqa: F401 (the history's own API too)
 from workbench.llm.prompts import PromptTemplate
 
 STAGES = ("expand", "filter", "qa", "referee")

@@ -67,7 +67,7 @@ def write_demo_images(folder: Path) -> list[Path]:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         Image.fromarray(getattr(skd, name)()).save(dest)
-                except Exception:  # noqa: BLE001 - some datasets are fetched on demand: skip those
+                except Exception:
                     continue
             written.append(dest)
     except ImportError:
@@ -107,9 +107,9 @@ def build_task_map(ws) -> int:
     without CLIP weights. Returns the number of task types embedded."""
     import numpy as np
 
-    from workbench.stages.embed.stage import RowStore
-    from workbench.models.textembed import embed_texts, workspace_cache_dir
     from workbench.core.clock import utcnow
+    from workbench.models.textembed import embed_texts, workspace_cache_dir
+    from workbench.stages.embed.stage import RowStore
 
     leaves = Taxonomy.of(ws).leaves()
     have = [r[0] for r in ws.store.query("SELECT item_id FROM embedding_rows WHERE set_key=? ORDER BY row",
@@ -141,9 +141,9 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
     import shutil
 
     from workbench.apps.doctor import check_clip
+    from workbench.core.workspace import DB_NAME, Workspace
     from workbench.llm.discovery import find_local_server
     from workbench.taxonomy.io import load_seed
-    from workbench.core.workspace import DB_NAME, Workspace
 
     root = Path(root)
     if fresh and (root / DB_NAME).exists():
@@ -258,7 +258,7 @@ def run_demo(root: Path, *, base_url: str | None = None, model: str | None = Non
                 warnings.simplefilter("ignore")   # umap's note that a seed makes it single-threaded
                 proj, s = _timed(lambda: get_or_compute(ws, [TEXT_SET_KEY], "umap", {"random_state": 0}))
             step(Step("task map projection", True, f"UMAP of {len(proj.items)} task types stored", seconds=s))
-        except Exception as exc:  # noqa: BLE001 - the dashboard can still compute it
+        except Exception as exc:
             step(Step("task map projection", False, f"{type(exc).__name__}: {exc}", "pip install umap-learn"))
         from workbench.analysis.duplicates import suggest_merges
 
@@ -432,7 +432,7 @@ def configure_local_models(ws) -> list[str]:
     return done
 
 
-def run_vision_stages(ws, image_ids: list[str], report: "DemoReport", echo) -> None:
+def run_vision_stages(ws, image_ids: list[str], report: DemoReport, echo) -> None:
     """Filter, Q&A, two referees, selection and export with the local VLM; each says what it did or why not.
     A stage with nothing to work on (random or weak replies kept nothing) is reported, not faked."""
     from workbench.stages.export.stage import export

@@ -36,8 +36,8 @@ def tutorial_workspace(path: str | Path = DEFAULT_WORKSPACE, *, base_url: str | 
                        model: str | None = None, referee_models: list[str] | None = None, seed: bool = True):
     """Open (or create) the workspace the notebooks share; load the seed task types into an empty taxonomy;
     write the endpoint parameters (`configure_endpoints`) when given. Prints one line per thing it did."""
-    from workbench.taxonomy.io import load_seed
     from workbench.core.workspace import Workspace
+    from workbench.taxonomy.io import load_seed
 
     path = Path(path).expanduser()
     created = not (path / "workbench.sqlite").exists()

@@ -17,8 +17,8 @@ import contextlib
 import json
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError

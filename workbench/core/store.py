@@ -18,8 +18,8 @@ import importlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from workbench.core.errors import SchemaError
 

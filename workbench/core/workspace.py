@@ -27,7 +27,7 @@ class Workspace:
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
-    def init(cls, root: Path | str, *, name: str | None = None, exist_ok: bool = False) -> "Workspace":
+    def init(cls, root: Path | str, *, name: str | None = None, exist_ok: bool = False) -> Workspace:
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise WorkbenchError(f"{root}: exists and is not a folder; choose another path")
@@ -47,7 +47,7 @@ class Workspace:
         return cls(root, store, config)
 
     @classmethod
-    def open(cls, root: Path | str) -> "Workspace":
+    def open(cls, root: Path | str) -> Workspace:
         root = Path(root)
         if not root.is_dir():
             raise WorkbenchError(f"{root}: no such workspace folder; create one with `workbench init {root}`")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class RayEngine:
                     ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
                              num_cpus=self.num_cpus, log_to_driver=False, configure_logging=False, **kw)
                     break
-                except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on a slow start
+                except Exception as exc:
                     ray.shutdown()
                     if attempt == START_ATTEMPTS - 1:
                         raise WorkbenchError(f"could not start a local Ray ({exc}); on a busy machine try again, "
@@ -101,7 +101,7 @@ class RayEngine:
         """Yield (ids, L2-normalised rows, problems) per block, as blocks finish."""
         self.start()
         ray = _ray()
-        import ray.data
+        import ray.data  # noqa: F811 (the submodule, on the module _ray() set up)
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -193,7 +193,7 @@ class RayEngine:
             reserved.pop(ref, None)
             try:
                 got = ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - a lost worker: these calls stay missing, the next run makes them
+            except Exception as exc:
                 report.errors.append(f"ray task failed: {type(exc).__name__}: {exc}"[:300])
                 report.not_run += len(chunk)
                 submit()
@@ -291,7 +291,7 @@ def _call_chunk(ep, params: dict, items: list) -> list:
             async with sem:
                 try:
                     rec = await client.complete(messages, params, est_tokens=est_tokens)
-                except Exception as exc:  # noqa: BLE001 - recorded like the local loop does
+                except Exception as exc:
                     rec = client._record("error", error=f"{type(exc).__name__}: {exc}")
                 return key, rec
 

@@ -24,8 +24,8 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
@@ -219,7 +219,7 @@ class BatchRunner:
                 if resp.get("status_code") == 200 and isinstance(body, dict) and "choices" in body:
                     try:
                         rec = self._reader._from_response(ChatCompletion.model_validate(body), 1, None)
-                    except Exception as exc:  # noqa: BLE001 - an unreadable line is a failed call, not a crash
+                    except Exception as exc:
                         why[key] = f"unreadable batch result: {type(exc).__name__}: {str(exc)[:200]}"
                         continue
                     rec.cost_usd = _cost(self.price, rec.prompt_tokens, rec.completion_tokens)

@@ -144,7 +144,7 @@ class Endpoint:
     name: str
     config: EndpointConfig
     price: Price | None     # (input, output) USD per million tokens; None: unknown (see llm/cost.py)
-    members: list["Endpoint"] | None = None   # a pool: the endpoints that serve this model (PoolClient)
+    members: list[Endpoint] | None = None   # a pool: the endpoints that serve this model (PoolClient)
 
     @property
     def model(self) -> str:
@@ -286,7 +286,7 @@ class LLMClient:
                                                                            **params),
                     timeout=cfg.timeout_s)
                 resp, last_error = self._parse(raw)
-            except (oa.APITimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, oa.APITimeoutError):
                 last_error = f"timeout: no complete reply within the total deadline of {cfg.timeout_s:g}s"
             except oa.APIConnectionError as exc:
                 cause = f" ({exc.__cause__})" if exc.__cause__ is not None and str(exc.__cause__) else ""
@@ -316,7 +316,7 @@ class LLMClient:
         http = raw.http_response
         try:
             body = http.text
-        except Exception as exc:  # noqa: BLE001 - undecodable bytes
+        except Exception as exc:
             body = f"<unreadable body: {type(exc).__name__}>"
         try:
             data = json.loads(body)
@@ -325,7 +325,7 @@ class LLMClient:
         if isinstance(data, dict) and "choices" in data:
             try:
                 resp = raw.parse()
-            except Exception:  # noqa: BLE001 - whatever the SDK trips on, the reply is unusable
+            except Exception:
                 resp = None
             if resp is not None and hasattr(resp, "model_dump_json"):
                 return resp, ""

@@ -68,7 +68,7 @@ def cpu_has_native_bf16() -> bool:
         try:
             if fn is not None and fn():
                 return True
-        except Exception:  # noqa: BLE001 - a private probe missing or failing means "not known to be there"
+        except Exception:
             pass
     return False
 
@@ -209,7 +209,7 @@ class _Request:
 class _Batcher:
     """One worker thread per model: takes the calls waiting, groups those with the same settings, generates."""
 
-    def __init__(self, client: "LocalTransformersClient"):
+    def __init__(self, client: LocalTransformersClient):
         self.client = client
         self.q: queue.Queue[_Request] = queue.Queue()
         self.pending: list[_Request] = []
@@ -238,13 +238,13 @@ class _Batcher:
             batch = self._take()
             try:
                 results = self.client._generate_batch(batch)
-            except Exception as exc:  # noqa: BLE001 - recorded per row, like an HTTP error
+            except Exception as exc:
                 if len(batch) > 1:    # some models refuse padded batches: fall back to one row at a time
                     results = []
                     for r in batch:
                         try:
                             results += self.client._generate_batch([r])
-                        except Exception as one:  # noqa: BLE001
+                        except Exception as one:
                             results.append(one)
                 else:
                     results = [exc]
@@ -314,7 +314,7 @@ class LocalTransformersClient:
         max_new = int(params.get("max_tokens") or DEFAULT_MAX_NEW_TOKENS)
         temperature = float(params.get("temperature") or 0.0)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        gen_kwargs = dict(max_new_tokens=max_new, do_sample=temperature > 0, pad_token_id=pad)
+        gen_kwargs = {"max_new_tokens": max_new, "do_sample": temperature > 0, "pad_token_id": pad}
         if temperature > 0:
             gen_kwargs["temperature"] = temperature
             if params.get("top_p"):

@@ -3,7 +3,7 @@ run starts, so any past version can be read back, diffed and credited with the c
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from workbench.core.clock import utcnow
 from workbench.core.workspace import Workspace

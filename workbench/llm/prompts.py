@@ -22,7 +22,6 @@ import jinja2
 from workbench.core.errors import WorkbenchError
 from workbench.core.resources import PROMPTS_DIR
 
-
 DEFAULT_PROMPTS_DIR = PROMPTS_DIR
 _ROLE_LINE = re.compile(r"^\[(system|user|assistant)\]\s*$", re.MULTILINE)
 
@@ -62,7 +61,7 @@ class PromptTemplate:
     _template: jinja2.Template = field(repr=False, default=None)
 
     @classmethod
-    def load(cls, name_or_path: str | Path, *, workspace_root: Path | None = None) -> "PromptTemplate":
+    def load(cls, name_or_path: str | Path, *, workspace_root: Path | None = None) -> PromptTemplate:
         path = resolve_prompt_path(name_or_path, workspace_root=workspace_root)
         try:
             source = path.read_text(encoding="utf-8")
@@ -71,7 +70,7 @@ class PromptTemplate:
         return cls.from_text(source, path=path)
 
     @classmethod
-    def from_text(cls, source: str, *, path: Path | str = "<string>") -> "PromptTemplate":
+    def from_text(cls, source: str, *, path: Path | str = "<string>") -> PromptTemplate:
         try:
             tpl = _ENV.from_string(source)
         except jinja2.TemplateSyntaxError as exc:

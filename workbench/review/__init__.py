@@ -4,8 +4,14 @@
 `widgets`: `ReviewTable`, the notebooks' ipywidgets table (ipywidgets is imported only when it is used).
 """
 
-from workbench.review.decisions import (ACTIONS, Decision, DecisionResult, apply_decisions,  # noqa: F401
-                                        count_outcomes, pending_proposals)
+from workbench.review.decisions import (  # noqa: F401
+    ACTIONS,
+    Decision,
+    DecisionResult,
+    apply_decisions,
+    count_outcomes,
+    pending_proposals,
+)
 
 
 def __getattr__(name):

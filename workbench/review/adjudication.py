@@ -15,10 +15,8 @@ import pandas as pd
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.stages.referee.people import HUMAN_PREFIX, HUMAN_SQL, decided_samples  # noqa: F401 (re-exported)
 
-HUMAN_PREFIX = "human:"
-# The same test in SQL (referee names of machines come from `[[referees]] name`, which never holds ':').
-HUMAN_SQL = "referee LIKE 'human:%'"
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f:]")
 
 
@@ -37,10 +35,6 @@ def reviewer_name(name: str | None = None) -> str:
 
 def human_referee(reviewer: str | None = None) -> str:
     return HUMAN_PREFIX + reviewer_name(reviewer)
-
-
-def is_human(referee: str) -> bool:
-    return referee.startswith(HUMAN_PREFIX)
 
 
 def resolve_sample(ws, text: str) -> tuple[str, str]:
@@ -117,12 +111,6 @@ def human_votes(ws) -> pd.DataFrame:
     rows = ws.store.query(f"SELECT sample_id, referee, vote, raw_text AS reason, voted_at FROM votes "
                           f"WHERE {HUMAN_SQL} ORDER BY voted_at")
     return pd.DataFrame([dict(r) for r in rows], columns=["sample_id", "referee", "vote", "reason", "voted_at"])
-
-
-def decided_samples(ws) -> set[str]:
-    """Samples a person has voted on or flagged (taken out of the uncertainty queue)."""
-    rows = ws.store.query(f"SELECT sample_id FROM votes WHERE {HUMAN_SQL} UNION SELECT sample_id FROM sample_flags")
-    return {r[0] for r in rows}
 
 
 def sample_votes(ws, sample_id: str) -> pd.DataFrame:

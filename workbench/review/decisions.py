@@ -30,13 +30,13 @@ is already in the workspace writes nothing (not even `updated_at`) and is report
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
-from workbench.taxonomy.names import SEP, normalize_name
 from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.names import SEP, normalize_name
 
 # What the notebook table offers; the dashboard adds move and merge.
 ACTIONS = ("keep", "accept", "reject", "rename")

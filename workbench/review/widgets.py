@@ -24,8 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.core.errors import WorkbenchError
-from workbench.review.decisions import (ACTIONS, Decision, DecisionResult, apply_decisions, count_outcomes,
-                                        pending_proposals)
+from workbench.review.decisions import (
+    ACTIONS,
+    Decision,
+    DecisionResult,
+    apply_decisions,
+    count_outcomes,
+    pending_proposals,
+)
 
 ALL = "all"            # filter value: no filter
 NO_RUN = "none"        # run filter value: proposals made by no stage run (added by hand)

@@ -27,17 +27,18 @@ import hashlib
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import ParseFailure, WorkbenchError
+from workbench.core.runs import StageRun
 from workbench.llm.cache import CallCache, CallRecord, request_json
 from workbench.llm.client import Endpoint, make_client, redact_url, resolve_endpoint
 from workbench.llm.cost import cost_usd, estimate_prompt_tokens
 from workbench.llm.prompt_store import remember
 from workbench.llm.prompts import PromptTemplate
-from workbench.core.runs import StageRun
 
 __all__ = ["Stage", "LLMStage", "ParseFailure", "Outcome", "RunReport", "StageRun"]
 
@@ -281,7 +282,7 @@ class LLMStage(Stage):
                 if rec is not None and self.parse_or_reason(rec.raw_text or "", row)[1] is not None:
                     del found[key]
         pending: dict[str, tuple] = {}
-        for row, prompt, messages, key in items:
+        for _row, prompt, messages, key in items:
             if key not in found and key not in pending:
                 pending[key] = (prompt, messages)
         report.cached = sum(1 for *_, k in items if k in found)

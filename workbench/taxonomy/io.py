@@ -181,7 +181,7 @@ def parse_json(path: Path) -> tuple[list[_Entry], list[Problem]]:
         raise WorkbenchError(f"{path}: not UTF-8; save the file as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise ImportProblemsError(ImportReport(source, "json", problems=[
-            Problem("error", source, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}")]))
+            Problem("error", source, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}")])) from exc
     if isinstance(doc, dict) and "nodes" in doc and isinstance(doc.get("nodes"), list):
         nodes, base = doc["nodes"], "$.nodes"
     else:

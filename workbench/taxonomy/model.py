@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import TaxonomyError
@@ -56,7 +56,7 @@ class Node:
     note: str | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "Node":
+    def from_row(cls, row: sqlite3.Row) -> Node:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
 
@@ -69,7 +69,7 @@ class TreeIndex:
     paths: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, nodes: Iterable[Node]) -> "TreeIndex":
+    def build(cls, nodes: Iterable[Node]) -> TreeIndex:
         by_id = {n.id: n for n in nodes}
         children: dict[str | None, list[str]] = {}
         for n in sorted(by_id.values(), key=lambda n: (n.level, n.position, n.name)):

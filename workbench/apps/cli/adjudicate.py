@@ -4,11 +4,10 @@ referees' Dawid–Skene consensus is least sure about."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
 
 import typer
 
-from workbench.apps.cli.app import WS_ARG, open_ws, app
+from workbench.apps.cli.app import WS_ARG, app, open_ws
 
 
 def _vote_value(text: str) -> int:
@@ -22,17 +21,17 @@ def _vote_value(text: str) -> int:
 @app.command("adjudicate")
 def adjudicate_cmd(
     workspace: Path = WS_ARG,
-    queue: Optional[int] = typer.Option(None, "--queue", min=0, metavar="N",
+    queue: int | None = typer.Option(None, "--queue", min=0, metavar="N",
                                         help="Show the N samples whose consensus P(good) is closest to 0.5 that no "
                                         "person has voted on or flagged (the default action, N=20)."),
-    vote: Optional[Tuple[str, str]] = typer.Option(None, "--vote", metavar="SAMPLE 1|0",
+    vote: tuple[str, str] | None = typer.Option(None, "--vote", metavar="SAMPLE 1|0",
                                                    help="Record your vote on a sample (an id or a unique prefix of "
                                                    "at least 4 characters); it replaces your earlier vote."),
-    flag: Optional[str] = typer.Option(None, "--flag", metavar="SAMPLE",
+    flag: str | None = typer.Option(None, "--flag", metavar="SAMPLE",
                                        help="Flag a sample (needs --reason): it is never selected nor exported."),
-    unflag: Optional[str] = typer.Option(None, "--unflag", metavar="SAMPLE", help="Lift a sample's flag."),
-    reason: Optional[str] = typer.Option(None, "--reason", help="Why (required with --flag; kept with --vote)."),
-    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Your name; votes are stored as referee "
+    unflag: str | None = typer.Option(None, "--unflag", metavar="SAMPLE", help="Lift a sample's flag."),
+    reason: str | None = typer.Option(None, "--reason", help="Why (required with --flag; kept with --vote)."),
+    reviewer: str | None = typer.Option(None, "--reviewer", help="Your name; votes are stored as referee "
                                            "human:NAME (default: the OS user)."),
     exclude_human: bool = typer.Option(False, "--exclude-human", help="Compute the consensus from the machine "
                                        "referees only (default: people's votes are the true label of their "

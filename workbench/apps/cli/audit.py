@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from workbench.apps.cli.app import WS_ARG, open_ws, app
+from workbench.apps.cli.app import WS_ARG, app, open_ws
 from workbench.core.errors import WorkbenchError
 
 
@@ -17,11 +16,11 @@ def audit_cmd(
     workspace: Path = WS_ARG,
     dataset: Path = typer.Argument(..., help="LLaVA JSON, JSONL / ShareGPT, a Parquet file or folder, or a "
                                    "Hugging Face `datasets` folder.", show_default=False),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Store the audit under this name (default: "
+    name: str | None = typer.Option(None, "--name", "-n", help="Store the audit under this name (default: "
                                        "the file name without its suffix)."),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="llava-json, jsonl, parquet or "
+    format: str | None = typer.Option(None, "--format", "-f", help="llava-json, jsonl, parquet or "
                                          "hf-datasets (default: detected)."),
-    task_field: Optional[str] = typer.Option(None, "--task-field", help="The dataset's own task field, "
+    task_field: str | None = typer.Option(None, "--task-field", help="The dataset's own task field, "
                                              "cross-tabulated with ours (default: task, task_type, category, "
                                              "ability or type when present)."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Task types kept per item, with scores."),
@@ -29,34 +28,35 @@ def audit_cmd(
                                    "finishes; a stopped audit resumes)."),
     min_score: float = typer.Option(0.25, "--min-score", min=0, max=1, help="Top-1 score below which an item "
                                     "counts as unassigned."),
-    compare: Optional[str] = typer.Option(None, "--compare", help="Compare with another stored audit, or "
+    compare: str | None = typer.Option(None, "--compare", help="Compare with another stored audit, or "
                                           "`selected` (this workspace's selected samples)."),
-    text_backend: Optional[str] = typer.Option(None, "--text-backend", help="How instructions become vectors: "
+    text_backend: str | None = typer.Option(None, "--text-backend", help="How instructions become vectors: "
                                                "minilm (the sentence model; default) or static (model2vec "
                                                "distilled locally from it: 50-75x faster, 1 M items in ~1-2 min, "
                                                "but its top-1 agrees with minilm on only ~45-65% of items)."),
-    images: Optional[bool] = typer.Option(None, "--images/--no-images", help="Also assign items whose image "
+    images: bool | None = typer.Option(None, "--images/--no-images", help="Also assign items whose image "
                                           "file resolves with the workspace's CLIP (default: when [clip] weights "
                                           "are on this machine and some image resolves)."),
-    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the items' image paths are "
+    image_root: Path | None = typer.Option(None, "--image-root", help="Folder the items' image paths are "
                                               "relative to (default: the dataset file's folder)."),
-    label_sample: Optional[int] = typer.Option(None, "--label-sample", min=1, help="Ask the LLM to label N items "
+    label_sample: int | None = typer.Option(None, "--label-sample", min=1, help="Ask the LLM to label N items "
                                                "drawn at random (one of the item's top-k task types or none) and "
                                                "report how often the embedding's top-1 agrees."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --label-sample draw."),
-    endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="Endpoint name from workbench.toml "
+    endpoint: str | None = typer.Option(None, "--endpoint", "-e", help="Endpoint name from workbench.toml "
                                            "(--label-sample)."),
-    label_prompt: Optional[str] = typer.Option(None, "--label-prompt", help="Prompt file for --label-sample "
+    label_prompt: str | None = typer.Option(None, "--label-prompt", help="Prompt file for --label-sample "
                                                "(default prompts/audit_label.j2)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="--label-sample: estimate the calls; call nothing."),
-    budget: Optional[float] = typer.Option(None, "--budget", help="--label-sample: stop when the spend would "
+    budget: float | None = typer.Option(None, "--budget", help="--label-sample: stop when the spend would "
                                            "pass this (USD)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Print progress per chunk."),
 ):
     """Assign every item's first instruction to our task types (sentence embeddings, top-k with scores);
     store per-task-type counts, the task types with none, the most over-represented and the long tail."""
-    from workbench.analysis.audit import audit, compare as compare_audits, crosstab
+    from workbench.analysis.audit import audit, crosstab
+    from workbench.analysis.audit import compare as compare_audits
     ws = open_ws(workspace)
 
     from workbench.analysis.audit_embed import check_backend, default_backend, static_cached
@@ -149,7 +149,7 @@ def audit_cmd(
         for _, r in top.head(12).iterrows():
             typer.echo(f"  {r['path']:45} {r['share_a']:6.1%}  {r['share_b']:6.1%}  ({r['diff']:+.1%})")
     if labels and labels.get("answered"):
-        pct = lambda v: "n/a" if v is None else f"{v:.0%}"   # noqa: E731
+        pct = lambda v: "n/a" if v is None else f"{v:.0%}"
         typer.echo(f"LLM labels of {labels['answered']} sampled item(s) (all stored for this audit): embedding top-1 = "
                    f"label on {pct(labels['top1'])} of the {labels['labelled']} labelled; label in the top-"
                    f"{top_k} on {pct(labels['topk_hit'])} ({pct(labels['none_share'])} none of them)")

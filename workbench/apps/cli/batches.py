@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from workbench.apps.cli.app import WS_ARG, open_ws, app
+from workbench.apps.cli.app import WS_ARG, app, open_ws
 
 
 @app.command("batches")
 def batches_cmd(workspace: Path = WS_ARG,
-                cancel: Optional[str] = typer.Option(None, "--cancel", help="Cancel this batch (the provider's id "
+                cancel: str | None = typer.Option(None, "--cancel", help="Cancel this batch (the provider's id "
                                                      "or the # shown here); its finished lines are still ingested, "
                                                      "the rest are asked by the next run."),
                 refresh: bool = typer.Option(False, "--refresh", help="Ask the provider for the current state of "

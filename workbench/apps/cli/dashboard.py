@@ -11,9 +11,7 @@ import ipaddress
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -93,7 +91,7 @@ def dashboard(
 def map_cmd(
     workspace: Path = WS_ARG,
     method: str = typer.Option("umap", "--method", help="umap (the map to read) or pca (instant, crowded)."),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Embedding set key to project (repeatable; "
+    sets: list[str] | None = typer.Option(None, "--set", help="Embedding set key to project (repeatable; "
                                              "default: the image and text sets of the newest model)."),
 ):
     """Compute and store the embedding map's projection headless, so the dashboard only loads it."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,10 +16,10 @@ def demo(
                                      "reused)."),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not start the dashboard; print the command "
                                     "that does."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="An OpenAI-compatible endpoint to expand the "
+    base_url: str | None = typer.Option(None, "--base-url", help="An OpenAI-compatible endpoint to expand the "
                                            "taxonomy with (default: [endpoints.default], OPENAI_BASE_URL, or a local "
                                            "server on the usual ports)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model name at --base-url."),
+    model: str | None = typer.Option(None, "--model", help="Model name at --base-url."),
     budget: float = typer.Option(0.5, "--budget", help="Most USD the demo may spend on LLM calls."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete DIRECTORY's workspace first and start over."),
     port: int = typer.Option(8501, "--port", help="Dashboard port."),
@@ -29,9 +28,9 @@ def demo(
     no_models: bool = typer.Option(False, "--no-models", help="Never pull models; run what runs without them."),
 ):
     """Build a workspace from the seed tasks and real photographs, run what runs offline, open the dashboard."""
-    from workbench.apps.demo import run_demo
-
     import sys
+
+    from workbench.apps.demo import run_demo
 
     t0 = time.perf_counter()
     # Ask before a download only where someone can answer; with no terminal the demo does not pull and says how.
@@ -56,12 +55,12 @@ def demo(
 
 @app.command()
 def doctor(
-    workspace: Optional[Path] = typer.Argument(None, help="Check this workspace's settings (default: the "
+    workspace: Path | None = typer.Argument(None, help="Check this workspace's settings (default: the "
                                                "defaults of a new workspace)."),
 ):
     """Check packages, CLIP weights, endpoints and keys (by name only); say what each missing piece disables."""
-    from workbench.core.config import Config
     from workbench.apps.doctor import run_checks
+    from workbench.core.config import Config
     from workbench.core.workspace import Workspace
 
     config = Workspace.open(workspace).config if workspace else Config()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from workbench.apps.cli.app import WS_ARG, open_ws, app
+from workbench.apps.cli.app import WS_ARG, app, open_ws
 
 
 @app.command("discover")
@@ -16,13 +15,13 @@ def discover_cmd(
     workspace: Path = WS_ARG,
     min_cluster_size: int = typer.Option(10, "--min-cluster-size", min=2, help="HDBSCAN's smallest cluster of "
                                          "unfit images worth a task type."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Best-match score below which an image "
+    threshold: float | None = typer.Option(None, "--threshold", help="Best-match score below which an image "
                                               "is unfit (default: [match] low_score_threshold)."),
     exemplars: int = typer.Option(6, "--exemplars", min=1, help="Images per cluster sent to the VLM."),
-    endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="Endpoint name from workbench.toml."),
-    prompt: Optional[Path] = typer.Option(None, "--prompt", help="Prompt file (default: discover_name.j2)."),
+    endpoint: str | None = typer.Option(None, "--endpoint", "-e", help="Endpoint name from workbench.toml."),
+    prompt: Path | None = typer.Option(None, "--prompt", help="Prompt file (default: discover_name.j2)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Cluster and estimate the calls; call and add nothing."),
-    budget: Optional[float] = typer.Option(None, "--budget", help="Stop when the spend would pass this (USD)."),
+    budget: float | None = typer.Option(None, "--budget", help="Stop when the spend would pass this (USD)."),
     report: bool = typer.Option(False, "--report", help="Only show, per discovered node, how many of its "
                                 "previously unfit images it now takes (after accepting it and `workbench match`)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import typer
 
-from workbench.apps.cli.app import WS_ARG, open_ws, app, taxonomy_app
+from workbench.apps.cli.app import WS_ARG, app, open_ws, taxonomy_app
 from workbench.apps.cli.report import show_run
 from workbench.core.errors import WorkbenchError
 
@@ -16,22 +15,22 @@ from workbench.core.errors import WorkbenchError
 @app.command("expand")
 def expand_cmd(
     workspace: Path = WS_ARG,
-    level: Optional[int] = typer.Option(None, "--level", "-l", min=1,
+    level: int | None = typer.Option(None, "--level", "-l", min=1,
                                         help="Generate nodes of this level: children of every accepted node of "
                                         "level N-1 (--level 1 supplements the first level)."),
-    node: Optional[List[str]] = typer.Option(None, "--node", "-n",
+    node: list[str] | None = typer.Option(None, "--node", "-n",
                                              help="Expand these nodes (id or `~` path); repeat for several."),
-    prompt: Optional[Path] = typer.Option(None, "--prompt", "-p",
+    prompt: Path | None = typer.Option(None, "--prompt", "-p",
                                           help="A Jinja2 prompt file used for every parent (default: the three "
                                           "prompts configured in [expand], or the bundled ones)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print calls, estimated tokens and cost; call nothing."),
-    budget: Optional[float] = typer.Option(None, "--budget", min=0,
+    budget: float | None = typer.Option(None, "--budget", min=0,
                                            help="Stop cleanly once this many USD are spent (default: "
                                            "limits.budget_usd)."),
-    endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e",
+    endpoint: str | None = typer.Option(None, "--endpoint", "-e",
                                            help="Endpoint name from workbench.toml (default: expand.endpoint)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Override the endpoint's model."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="Override the endpoint's base URL."),
+    model: str | None = typer.Option(None, "--model", help="Override the endpoint's model."),
+    base_url: str | None = typer.Option(None, "--base-url", help="Override the endpoint's base URL."),
     again: bool = typer.Option(False, "--again", help="Ask again for parents already expanded with this prompt "
                                "and model (the prompt then lists their current children)."),
     record_only: bool = typer.Option(False, "--record-only", help="Record the proposals without adding nodes "
@@ -70,7 +69,7 @@ def expand_cmd(
 def duplicates_cmd(
     workspace: Path = WS_ARG,
     scope: str = typer.Option("siblings", help="siblings (children of one parent) or tree (any two nodes)."),
-    threshold: Optional[float] = typer.Option(None, help="Cosine similarity at or above which names are "
+    threshold: float | None = typer.Option(None, help="Cosine similarity at or above which names are "
                                               "near-duplicates (default: text_embedding.duplicate_threshold)."),
     no_embed: bool = typer.Option(False, "--exact-only", help="Only exact matches (no embedding model)."),
     apply: bool = typer.Option(False, "--apply", help="Merge every suggestion (second into first)."),
@@ -105,8 +104,8 @@ def coverage_cmd(
     workspace: Path = WS_ARG,
     reference: Path = typer.Argument(..., help="A reference taxonomy: tasktype.txt, JSON or folder tree "
                                      "(bundled: workbench/data/reference/*.txt).", show_default=False),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="txt, folder or json (default: detected)."),
-    threshold: Optional[float] = typer.Option(None, help="Score below which a reference task is a gap (default: "
+    format: str | None = typer.Option(None, "--format", "-f", help="txt, folder or json (default: detected)."),
+    threshold: float | None = typer.Option(None, help="Score below which a reference task is a gap (default: "
                                               "text_embedding.coverage_threshold when set, else the matcher's "
                                               "tuned 0.17; the score is a probability)."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Candidate task types kept per reference task."),
@@ -114,15 +113,15 @@ def coverage_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     confirm: bool = typer.Option(False, "--confirm", help="Let an LLM decide reference tasks whose score lies in "
                                  "the uncertain band (one cached call per candidate pair)."),
-    endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="Endpoint name from workbench.toml for "
+    endpoint: str | None = typer.Option(None, "--endpoint", "-e", help="Endpoint name from workbench.toml for "
                                            "--confirm (default: default)."),
-    band: Optional[Tuple[float, float]] = typer.Option(None, "--band", help="LOW HIGH: the uncertain band "
+    band: tuple[float, float] | None = typer.Option(None, "--band", help="LOW HIGH: the uncertain band "
                                                        "(--confirm only; default: the tuned 0.05 0.90)."),
-    prompt: Optional[Path] = typer.Option(None, "--prompt", "-p", help="Prompt file for --confirm (default: "
+    prompt: Path | None = typer.Option(None, "--prompt", "-p", help="Prompt file for --confirm (default: "
                                           "the bundled coverage_confirm.j2)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --confirm: print calls, tokens and cost; call "
                                  "nothing."),
-    budget: Optional[float] = typer.Option(None, "--budget", min=0, help="With --confirm: stop once this many "
+    budget: float | None = typer.Option(None, "--budget", min=0, help="With --confirm: stop once this many "
                                            "USD are spent (default: limits.budget_usd)."),
 ):
     """Map each reference task to its best and runner-up task types; list the gaps, grouped by the reference's

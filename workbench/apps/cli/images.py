@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-from workbench.apps.cli.app import WS_ARG, open_ws, app
+from workbench.apps.cli.app import WS_ARG, app, open_ws
 
 images_app = typer.Typer(help="Register images and list the files that could not be used.", no_args_is_help=True,
                          rich_markup_mode=None)
@@ -17,12 +16,12 @@ app.add_typer(images_app, name="images")
 @images_app.command("add")
 def images_add(
     workspace: Path = WS_ARG,
-    paths: List[Path] = typer.Argument(..., help="Image folders (searched recursively), image files, or LLaVA "
+    paths: list[Path] = typer.Argument(..., help="Image folders (searched recursively), image files, or LLaVA "
                                        "JSON/JSONL manifests.", show_default=False),
-    root: Optional[Path] = typer.Option(None, "--root", help="Folder that manifest image paths are relative to "
+    root: Path | None = typer.Option(None, "--root", help="Folder that manifest image paths are relative to "
                                         "(default: the manifest's folder; for folders: the folder itself). "
                                         "Paths escaping it are refused."),
-    source: Optional[str] = typer.Option(None, "--source", help="Name recorded as the images' source "
+    source: str | None = typer.Option(None, "--source", help="Name recorded as the images' source "
                                          "(default: the folder name or the manifest's file name)."),
     refresh: bool = typer.Option(False, "--refresh", help="Register the new content of files changed since "
                                  "registration under new ids (ids are content hashes); their old ids, and the "
@@ -87,7 +86,7 @@ def embed_cmd(
     texts: bool = typer.Option(True, "--texts/--no-texts", help="Embed the task types' texts."),
     images: bool = typer.Option(True, "--images/--no-images", help="Embed the registered images."),
     engine: str = ENGINE,
-    address: Optional[str] = ADDRESS,
+    address: str | None = ADDRESS,
 ):
     """CLIP-embed task types and images with the model in workbench.toml [clip] (cached; resumable)."""
     from workbench.engine import session
@@ -104,9 +103,9 @@ def embed_cmd(
 @app.command("match")
 def match_cmd(
     workspace: Path = WS_ARG,
-    k: Optional[int] = typer.Option(None, "--k", help="Task types kept per image (default: [match] k)."),
+    k: int | None = typer.Option(None, "--k", help="Task types kept per image (default: [match] k)."),
     engine: str = ENGINE,
-    address: Optional[str] = ADDRESS,
+    address: str | None = ADDRESS,
 ):
     """Top-k task types per image by cosine similarity (embeds what is missing first; incremental)."""
     from workbench.engine import session

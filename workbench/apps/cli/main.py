@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import sys
 import threading
+
 import typer
 
 # Every command module registers its commands on `app` when imported (one module per area).
@@ -38,6 +39,7 @@ from workbench.apps.cli import (  # noqa: F401
 )
 from workbench.apps.cli.app import app
 from workbench.core.errors import WorkbenchError
+
 
 class Terminated(SystemExit):
     """SIGTERM arrived (see `install_signal_handlers`). A SystemExit, so `except Exception` does not swallow it

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from workbench.apps.cli.app import WS_ARG, open_ws, app
+from workbench.apps.cli.app import WS_ARG, app, open_ws
 
 
 @app.command("plan")
 def plan_cmd(workspace: Path = WS_ARG,
-             images: Optional[int] = typer.Option(None, "--images", min=0, help="Plan for this many images "
+             images: int | None = typer.Option(None, "--images", min=0, help="Plan for this many images "
                                                   "(default: the registered ones); rates come from the pilot."),
              through: str = typer.Option("export", "--through", help="Last stage to plan: expand, embed, match, "
                                          "filter, qa, referee, select or export."),

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from workbench.apps.cli.app import WS_ARG, open_ws, taxonomy_app
-
 from workbench.core.errors import WorkbenchError
 from workbench.review import decisions as dec
 from workbench.taxonomy.model import Taxonomy
@@ -53,9 +51,9 @@ DECIDE_REVIEWER = typer.Option(None, "--reviewer", help="Name in the review log 
 @taxonomy_app.command("accept")
 def taxonomy_accept(
     workspace: Path = WS_ARG,
-    nodes: Optional[List[str]] = DECIDE_NODES, proposed: bool = DECIDE_PROPOSED,
-    under: Optional[str] = DECIDE_UNDER, run: Optional[int] = DECIDE_RUN, origin: Optional[str] = DECIDE_ORIGIN,
-    reviewer: Optional[str] = DECIDE_REVIEWER,
+    nodes: list[str] | None = DECIDE_NODES, proposed: bool = DECIDE_PROPOSED,
+    under: str | None = DECIDE_UNDER, run: int | None = DECIDE_RUN, origin: str | None = DECIDE_ORIGIN,
+    reviewer: str | None = DECIDE_REVIEWER,
 ):
     """Mark nodes accepted (logged with the reviewer; `workbench taxonomy undo` reverses it)."""
     bulk_decide(workspace, "accepted", nodes, proposed, under, run, origin, reviewer)
@@ -64,9 +62,9 @@ def taxonomy_accept(
 @taxonomy_app.command("reject")
 def taxonomy_reject(
     workspace: Path = WS_ARG,
-    nodes: Optional[List[str]] = DECIDE_NODES, proposed: bool = DECIDE_PROPOSED,
-    under: Optional[str] = DECIDE_UNDER, run: Optional[int] = DECIDE_RUN, origin: Optional[str] = DECIDE_ORIGIN,
-    reviewer: Optional[str] = DECIDE_REVIEWER,
+    nodes: list[str] | None = DECIDE_NODES, proposed: bool = DECIDE_PROPOSED,
+    under: str | None = DECIDE_UNDER, run: int | None = DECIDE_RUN, origin: str | None = DECIDE_ORIGIN,
+    reviewer: str | None = DECIDE_REVIEWER,
 ):
     """Mark nodes rejected (kept for the record, left out of task types and exports; logged with the reviewer)."""
     bulk_decide(workspace, "rejected", nodes, proposed, under, run, origin, reviewer)
@@ -75,7 +73,7 @@ def taxonomy_reject(
 @taxonomy_app.command("undo")
 def undo_cmd(workspace: Path = WS_ARG,
              n: int = typer.Option(1, "--n", "-n", min=1, help="How many of the last decisions (batches) to undo."),
-             reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Who undoes (default: OS user).")):
+             reviewer: str | None = typer.Option(None, "--reviewer", help="Who undoes (default: OS user).")):
     """Undo the last N logged decisions (a bulk accept is one): status, name and parent back, newest first."""
     ws = open_ws(workspace)
     rows = dec.undo(ws, n, reviewer=reviewer)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from workbench.apps.cli.app import WS_ARG, open_ws, app
+from workbench.apps.cli.app import WS_ARG, app, open_ws
 
 
 @app.command("runs")
 def runs_cmd(workspace: Path = WS_ARG,
-             stage: Optional[str] = typer.Option(None, "--stage", help="Only this stage (e.g. expand, filter, "
+             stage: str | None = typer.Option(None, "--stage", help="Only this stage (e.g. expand, filter, "
                                                  "referee:glm)."),
              limit: int = typer.Option(20, "--limit", min=1, help="The newest N runs."),
-             interrupted: Optional[int] = typer.Option(None, "--interrupted", metavar="RUN_ID",
+             interrupted: int | None = typer.Option(None, "--interrupted", metavar="RUN_ID",
                                                        help="Mark this 'running' run as interrupted: for a run on "
                                                        "another machine whose process is known to be gone.")):
     """Stage runs, newest first: status (running, done, stopped, failed, interrupted), who ran it, what it did.

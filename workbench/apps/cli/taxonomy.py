@@ -6,25 +6,24 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from workbench.apps.cli.app import WS_ARG, app, open_ws, statuses, taxonomy_app
-
 from workbench.core.errors import ImportProblemsError, WorkbenchError
 from workbench.taxonomy.model import Taxonomy
+
 
 @app.command()
 def init(
     directory: Path = typer.Argument(..., help="Folder for the new workspace (created if missing).",
                                      show_default=False),
     seed: bool = typer.Option(False, "--seed", help="Load the bundled hand-written seed task types."),
-    name: Optional[str] = typer.Option(None, help="Workspace name written to workbench.toml (default: folder name)."),
+    name: str | None = typer.Option(None, help="Workspace name written to workbench.toml (default: folder name)."),
 ):
     """Create a workspace: workbench.toml, workbench.sqlite (WAL) and its folders."""
-    from workbench.taxonomy.io import load_seed
     from workbench.core.workspace import Workspace
+    from workbench.taxonomy.io import load_seed
 
     ws = Workspace.init(directory, name=name)
     typer.echo(f"created workspace {directory} (edit {directory / 'workbench.toml'} to configure endpoints and CLIP)")
@@ -38,7 +37,7 @@ def taxonomy_import(
     workspace: Path = WS_ARG,
     source: Path = typer.Argument(..., help="A tasktype.txt (one `~` path per line), a folder tree (one folder per "
                                   "node) or a JSON file.", show_default=False),
-    format: Optional[str] = typer.Option(None, "--format", "-f",
+    format: str | None = typer.Option(None, "--format", "-f",
                                          help="txt, folder or json (default: detected from the path)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Import the good entries and skip bad ones "
                                   "(default: any error imports nothing)."),
@@ -72,7 +71,7 @@ def taxonomy_export(
     workspace: Path = WS_ARG,
     dest: Path = typer.Argument(..., help="Output: NAME.txt (one `~` path per task type), NAME.json (nested) "
                                 "or a folder (one folder per node).", show_default=False),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="txt, folder or json (default: from DEST)."),
+    format: str | None = typer.Option(None, "--format", "-f", help="txt, folder or json (default: from DEST)."),
     status: str = typer.Option("live", help="Which nodes: live (proposed+accepted), accepted, all, proposed, "
                                "rejected."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DEST if it exists."),
@@ -105,14 +104,13 @@ def taxonomy_stats(
 @taxonomy_app.command("show")
 def taxonomy_show(
     workspace: Path = WS_ARG,
-    node: Optional[str] = typer.Option(None, "--node", "-n", help="Show only this node's subtree (id or `~` path)."),
-    depth: Optional[int] = typer.Option(None, "--depth", "-d", min=1, help="Show at most this many levels."),
+    node: str | None = typer.Option(None, "--node", "-n", help="Show only this node's subtree (id or `~` path)."),
+    depth: int | None = typer.Option(None, "--depth", "-d", min=1, help="Show at most this many levels."),
     status: str = typer.Option("all", help="Which nodes: all, live, accepted, proposed, rejected."),
     ids: bool = typer.Option(True, "--ids/--no-ids", help="Print node ids in the first column."),
 ):
     """Print the tree, indented, with node ids and statuses."""
     from workbench.taxonomy.io import tree_lines
-
     from workbench.taxonomy.model import TreeIndex
 
     ws = open_ws(workspace)
@@ -163,7 +161,7 @@ def taxonomy_rename(workspace: Path = WS_ARG,
 @taxonomy_app.command("move")
 def taxonomy_move(workspace: Path = WS_ARG,
                   node: str = typer.Argument(..., help="Node id or `~` path.", show_default=False),
-                  new_parent: Optional[str] = typer.Argument(None, help="New parent id or path; omit to make it "
+                  new_parent: str | None = typer.Argument(None, help="New parent id or path; omit to make it "
                                                              "first-level."),
                   ):
     """Move a node (with its subtree) under another parent."""

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-from workbench.apps.cli.app import WS_ARG, open_ws, app
+from workbench.apps.cli.app import WS_ARG, app, open_ws
 from workbench.apps.cli.report import show_run as _show
 
 DRY = typer.Option(False, "--dry-run", help="Report calls, estimated tokens and cost; call nothing.")
@@ -26,12 +25,12 @@ ADDRESS = typer.Option(None, "--address", help="With --engine ray: join this Ray
 
 
 @app.command("filter")
-def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
-               limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
-               engine: str = ENGINE, address: Optional[str] = ADDRESS,
-               prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt file (default: [filter] prompt "
+def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: float | None = BUDGET,
+               limit: int | None = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
+               engine: str = ENGINE, address: str | None = ADDRESS,
+               prompt: str | None = typer.Option(None, "--prompt", help="Prompt file (default: [filter] prompt "
                                                     "or prompts/filter.j2)."),
-               endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name from workbench.toml "
+               endpoint: str | None = typer.Option(None, "--endpoint", help="Endpoint name from workbench.toml "
                                                       "(default: [filter] endpoint).")):
     """The VLM keeps the CLIP candidate task types that fit each image."""
     from workbench.engine import session
@@ -45,12 +44,12 @@ def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[f
 
 
 @app.command("qa")
-def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
-           limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
-           engine: str = ENGINE, address: Optional[str] = ADDRESS,
-           prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt file (default: [qa] prompt or "
+def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: float | None = BUDGET,
+           limit: int | None = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
+           engine: str = ENGINE, address: str | None = ADDRESS,
+           prompt: str | None = typer.Option(None, "--prompt", help="Prompt file (default: [qa] prompt or "
                                                 "prompts/qa.j2)."),
-           endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Endpoint name (default: [qa] endpoint).")):
+           endpoint: str | None = typer.Option(None, "--endpoint", help="Endpoint name (default: [qa] endpoint).")):
     """The VLM writes one question-answer pair per kept (image, task type)."""
     from workbench.engine import session
     from workbench.stages.qa.stage import run_qa
@@ -63,10 +62,10 @@ def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float
 
 
 @app.command("referee")
-def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[float] = BUDGET,
-                limit: Optional[int] = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
-                engine: str = ENGINE, address: Optional[str] = ADDRESS,
-                name: Optional[List[str]] = typer.Option(None, "--name", help="Only this referee (repeatable; "
+def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: float | None = BUDGET,
+                limit: int | None = LIMIT, refresh_failed: bool = REFRESH, batch: bool = BATCH,
+                engine: str = ENGINE, address: str | None = ADDRESS,
+                name: list[str] | None = typer.Option(None, "--name", help="Only this referee (repeatable; "
                                                          "default: every [[referees]] entry)."),
                 full: bool = typer.Option(False, "--full", help="Ask every referee about every sample (default: "
                                           "adaptive k-of-N, in [[referees]] order, stopping once a sample's "
@@ -97,17 +96,17 @@ def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: Optional[
 
 @app.command("select")
 def select_cmd(workspace: Path = WS_ARG,
-               min_votes: Optional[int] = typer.Option(None, help="Positive votes needed (default: [select] "
+               min_votes: int | None = typer.Option(None, help="Positive votes needed (default: [select] "
                                                        "min_votes, 2)."),
-               max_per_task: Optional[int] = typer.Option(None, help="At most this many samples per task type."),
-               min_per_task: Optional[int] = typer.Option(None, help="Drop task types with fewer passing samples."),
-               budget: Optional[int] = typer.Option(None, "--total", help="Total samples to keep, spread over task "
+               max_per_task: int | None = typer.Option(None, help="At most this many samples per task type."),
+               min_per_task: int | None = typer.Option(None, help="Drop task types with fewer passing samples."),
+               budget: int | None = typer.Option(None, "--total", help="Total samples to keep, spread over task "
                                                     "types (many tasks × few samples)."),
-               seed: Optional[int] = typer.Option(None, help="Seed for which samples a cap or budget keeps."),
+               seed: int | None = typer.Option(None, help="Seed for which samples a cap or budget keeps."),
                consensus: str = typer.Option("kofn", "--consensus", help="kofn: at least --min-votes positive "
                                              "votes; ds: Dawid-Skene posterior P(good) >= --min-posterior (each "
                                              "referee's reliability estimated from the votes)."),
-               min_posterior: Optional[float] = typer.Option(None, "--min-posterior", help="With --consensus ds: "
+               min_posterior: float | None = typer.Option(None, "--min-posterior", help="With --consensus ds: "
                                                              "the posterior P(good) a sample needs (default 0.8).")):
     """Keep samples the referees pass (k-of-N votes or Dawid-Skene posterior), with per-task caps/floors and a
     total budget. A reviewer's vote (`workbench adjudicate`) decides its sample; a flagged sample is never kept."""
@@ -131,9 +130,9 @@ def select_cmd(workspace: Path = WS_ARG,
 @app.command("export")
 def export_cmd(workspace: Path = WS_ARG,
                format: str = typer.Option("llava", "--format", "-f", help="llava (JSON array), sharegpt or parquet."),
-               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default: "
+               out: Path | None = typer.Option(None, "--out", "-o", help="Output file (default: "
                                                   "WORKSPACE/exports/llava.json, sharegpt.json or samples.parquet)."),
-               image_root: Optional[Path] = typer.Option(None, "--image-root", help="Write image paths relative to "
+               image_root: Path | None = typer.Option(None, "--image-root", help="Write image paths relative to "
                                                          "this folder (default: as registered)."),
                all_ok: bool = typer.Option(False, "--all-ok", help="Export every parsed sample, not only the "
                                            "selected ones.")):
@@ -156,8 +155,8 @@ def funnel_cmd(workspace: Path = WS_ARG,
 
 @app.command("rejections")
 def rejections_cmd(workspace: Path = WS_ARG,
-                   stage: Optional[str] = typer.Option(None, help="filter, qa, referee or select (default: all)."),
-                   out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write CSV here instead of printing.")):
+                   stage: str | None = typer.Option(None, help="filter, qa, referee or select (default: all)."),
+                   out: Path | None = typer.Option(None, "--out", "-o", help="Write CSV here instead of printing.")):
     """Every row a stage dropped, with its reason."""
     from workbench.analysis.funnel import rejections
     from workbench.core.errors import WorkbenchError

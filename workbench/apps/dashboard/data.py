@@ -409,7 +409,7 @@ def matches_for_images(root: str, image_ids: list[str]) -> pd.DataFrame:
 
 def prompt_files_paths(ws) -> list[Path]:
     out = []
-    from workbench.llm.prompts import DEFAULT_PROMPTS_DIR   # the bundled prompts, checkout or installed
+    from workbench.llm.prompts import DEFAULT_PROMPTS_DIR  # the bundled prompts, checkout or installed
     for folder in (ws.prompts_dir, DEFAULT_PROMPTS_DIR):
         if Path(folder).is_dir():
             out.extend(sorted(Path(folder).glob("*.j2")))

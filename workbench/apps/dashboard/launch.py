@@ -40,7 +40,7 @@ def head_start(root: str | None, prewarm: bool) -> None:
         page_overview.prewarm(root)
         print(f"workbench: the overview's figures read in {time.monotonic() - t0:.1f}s", file=sys.stderr,
               flush=True)
-    except Exception as exc:  # noqa: BLE001 — a head start must never stop the server
+    except Exception as exc:
         log.warning("dashboard head start failed: %s", exc)
 
 

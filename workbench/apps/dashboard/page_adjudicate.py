@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from workbench.stages.select import consensus as cons_mod
 from workbench.apps.dashboard import data
 from workbench.core.errors import WorkbenchError
 from workbench.review import adjudication as adj
+from workbench.stages.select import consensus as cons_mod
 
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("table",)

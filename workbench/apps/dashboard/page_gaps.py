@@ -22,8 +22,8 @@ import streamlit as st
 
 from workbench.apps.dashboard import data
 from workbench.core.resources import REFERENCE_DIR
-from workbench.taxonomy.names import SEP
 from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.names import SEP
 
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("table",)
@@ -170,10 +170,10 @@ def _discovered(root: str, ws) -> None:
 
 def _tree_figure(labels, parents, colors, title) -> go.Figure:
     # Boxes show the last level only (a whole path is unreadable at box size); the hover names the path.
-    fig = go.Figure(go.Treemap(labels=labels, parents=parents, ids=labels, marker=dict(colors=colors),
+    fig = go.Figure(go.Treemap(labels=labels, parents=parents, ids=labels, marker={"colors": colors},
                                text=[str(x).split(SEP)[-1] for x in labels], textinfo="text",
                                branchvalues="remainder", hoverinfo="label"))
-    fig.update_layout(title=title, margin=dict(l=0, r=0, t=30, b=0), height=420)
+    fig.update_layout(title=title, margin={"l": 0, "r": 0, "t": 30, "b": 0}, height=420)
     return fig
 
 
@@ -258,8 +258,8 @@ def _audits(root: str, ws) -> None:
     for n in chosen:
         frames[n] = audit_areas(root, v, n)
         fig.add_bar(name=n, x=frames[n]["path"], y=frames[n]["items"])
-    fig.update_layout(barmode="group", height=400, margin=dict(l=0, r=0, t=40, b=0), yaxis_title="items",
-                      legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"))   # clear of the modebar
+    fig.update_layout(barmode="group", height=400, margin={"l": 0, "r": 0, "t": 40, "b": 0}, yaxis_title="items",
+                      legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"})   # clear of the modebar
     st.plotly_chart(fig, width="stretch", key="gaps_audit_chart")
     for n, f in frames.items():
         missing = f[f["items"] == 0]["path"].tolist()

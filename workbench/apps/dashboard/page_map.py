@@ -18,10 +18,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from workbench.analysis import projection
-from workbench.apps.dashboard import charts, data
+from workbench.apps.dashboard import charts, data, primer
 from workbench.apps.dashboard import map_picture as mp
-from workbench.apps.dashboard import primer
-
 
 COLOUR_BY = {"first-level category": "category", "referee outcome": "outcome", "source": "source"}
 MAX_GROUPS = 48
@@ -171,10 +169,10 @@ def scatter(root: str, key: str, v: tuple, colour: str, min_votes: int, max_poin
     # The legend sits right of the plot from the plot's top down, and the top margin holds the modebar: at
     # plotly's default place the legend covers the modebar. (Below the plot, plotly stacks each legend group
     # in a column that squeezes the plot.) showlegend is explicit: plotly hides a legend of one trace.
-    fig.update_layout(height=640, margin=dict(l=0, r=0, t=MODEBAR_MARGIN, b=0), dragmode="lasso", showlegend=True,
-                      legend=dict(itemsizing="constant", orientation="v", x=1.01, xanchor="left", y=1,
-                                  yanchor="top", groupclick="toggleitem"),
-                      xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
+    fig.update_layout(height=640, margin={"l": 0, "r": 0, "t": MODEBAR_MARGIN, "b": 0}, dragmode="lasso", showlegend=True,
+                      legend={"itemsizing": "constant", "orientation": "v", "x": 1.01, "xanchor": "left", "y": 1,
+                                  "yanchor": "top", "groupclick": "toggleitem"},
+                      xaxis={"showticklabels": False}, yaxis={"showticklabels": False})
     return fig, rows, clusters
 
 

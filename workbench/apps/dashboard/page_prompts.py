@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench.apps.dashboard import data
+from workbench.llm import prompt_store
 
 # Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
 FIRST_SCREEN = ("table",)
@@ -76,7 +77,7 @@ def history_section(root: str) -> None:
 
     st.subheader("History")
     ws = data.open_workspace(root)
-    names = ph.names(ws)
+    names = prompt_store.names(ws)
     if not names:
         st.caption("No prompt text stored yet: each template's text is stored when a stage run first uses it.")
         return

@@ -24,9 +24,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -361,7 +361,7 @@ def _context_length_hint(ws) -> int | None:
         import open_clip
 
         return int(open_clip.get_model_config(model)["text_cfg"].get("context_length", 77))
-    except Exception:  # noqa: BLE001 - only a hint for the report
+    except Exception:
         return None
 
 
@@ -396,7 +396,7 @@ class _ImageDataset:
             return image_id, self.preprocess(img), None
         except ImageError as exc:
             return image_id, None, str(exc)
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
+        except Exception as exc:
             return image_id, None, f"{path}: {exc}"
 
 

@@ -166,7 +166,7 @@ def parse_reply(raw: str, row: ExpandRow) -> Parsed:
                 continue
             lines.append(it)
     else:
-        lines = [ln for ln in raw.splitlines()]
+        lines = list(raw.splitlines())
     parent_key = name_key(row.parent_name) if row.parent_name else None
     parent_keys = [name_key(p) for p in row.parent_path.split(SEP)] if row.parent_path else []
     seen: set[str] = set()

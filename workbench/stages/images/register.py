@@ -31,10 +31,10 @@ import os
 import sqlite3
 import stat as stat_mod
 import warnings
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from workbench.core.errors import WorkbenchError
 
@@ -234,7 +234,7 @@ def _inspect(abs_path: Path) -> tuple[dict | None, str | None]:
                       "CLIP would see only a small middle part of it; skipped")
     try:
         to_rgb(img)  # prove the conversion works now, not in a later stage
-    except Exception as exc:  # noqa: BLE001 - any Pillow failure is this file's problem
+    except Exception as exc:
         return None, f"cannot convert {img.mode} to RGB: {exc}"
     return {"id": hashlib.sha256(data).hexdigest(), "width": w, "height": h,
             "format": (img.format or abs_path.suffix.lstrip(".")).upper(), "mode": img.mode,

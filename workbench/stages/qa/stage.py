@@ -64,7 +64,7 @@ class QAStage(ImageStage):
                 new.append((sample_id(row.image_id, nid or p.task_type, p.question or ""), nid,
                             None if nid else p.task_type, p.question, p.answer,
                             "ok" if p.reason is None else "rejected", p.reason))
-            for nid, path in row.task_types:
+            for nid, _path in row.task_types:
                 if nid not in answered and not any(n == nid for _, n, *_ in new):
                     new.append((sample_id(row.image_id, nid, ""), nid, None, None, None, "rejected",
                                 "no Q&A returned for this task type"))

@@ -29,7 +29,7 @@ import pandas as pd
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
-from workbench.review.adjudication import HUMAN_SQL, decided_samples
+from workbench.stages.referee.people import HUMAN_SQL, decided_samples
 from workbench.taxonomy.model import Taxonomy
 
 DS_PARAMS = {"n_iter": 100, "tol": 1e-5}

@@ -23,6 +23,7 @@ import pandas as pd
 
 from workbench.core.errors import WorkbenchError
 from workbench.stages.base import Stage, StageRun
+from workbench.stages.referee.people import HUMAN_SQL
 
 
 @dataclass
@@ -45,7 +46,7 @@ CONSENSUS = ("kofn", "ds")
 # How `vote_reasons` begins each reason a sample fails the referees (the other reasons are quotas and caps).
 REFEREE_REASONS = ("fewer than ", "rejected by a human reviewer", "no valid votes", "posterior P(good) below",
                    "flagged by a reviewer")
-HUMAN = "referee LIKE 'human:%'"   # review/adjudication.HUMAN_SQL
+HUMAN = HUMAN_SQL
 
 
 def vote_table(store) -> pd.DataFrame:
@@ -234,10 +235,10 @@ def select(ws, *, min_votes: int | None = None, max_per_task: int | None = None,
            min_posterior: float = 0.8) -> SelectionReport:
     """consensus="kofn": at least `min_votes` positive votes; "ds": Dawid–Skene posterior >= `min_posterior`."""
     cfg = ws.config.select
-    params = dict(min_votes=cfg.min_votes if min_votes is None else min_votes,
-                  max_per_task=cfg.max_per_task if max_per_task is None else max_per_task,
-                  min_per_task=cfg.min_per_task if min_per_task is None else min_per_task,
-                  budget=cfg.budget if budget is None else budget, seed=cfg.seed if seed is None else seed,
-                  consensus=consensus, min_posterior=min_posterior)
+    params = {"min_votes": cfg.min_votes if min_votes is None else min_votes,
+                  "max_per_task": cfg.max_per_task if max_per_task is None else max_per_task,
+                  "min_per_task": cfg.min_per_task if min_per_task is None else min_per_task,
+                  "budget": cfg.budget if budget is None else budget, "seed": cfg.seed if seed is None else seed,
+                  "consensus": consensus, "min_posterior": min_posterior}
     check_params(params["min_votes"], consensus, min_posterior)   # before a run record is opened
     return SelectStage(**params).run(ws)
