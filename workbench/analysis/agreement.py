@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.stages.referee.people import MACHINE_SQL
+from workbench.stages.referee.stage import is_audit
 
 INVALID = -1
 _ADAPTIVE_RUNS = ("SELECT count(*) FROM stage_runs WHERE stage LIKE 'referee:%' "
@@ -47,8 +48,6 @@ def referees(store, include_human: bool = False) -> list[str]:
 
 def _audit_sql_function(store, fraction: float) -> str:
     """Register the audit-set test (pipeline/referee/stage.is_audit) on this connection; its SQL name."""
-    from workbench.stages.referee.stage import is_audit
-
     store.conn.create_function("wb_is_audit", 1, lambda sid: int(is_audit(sid, fraction)), deterministic=True)
     return "wb_is_audit"
 

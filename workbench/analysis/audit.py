@@ -45,6 +45,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.analysis import audit_embed
+from workbench.analysis.audit_embed import embed
+from workbench.analysis.coverage import load_counts, long_tail, node_frame
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 from workbench.taxonomy.model import LIVE, Taxonomy
@@ -196,16 +199,12 @@ def _tasks(ws):
 
 
 def task_vectors(ws, idx, leaves, backend: str = "minilm") -> np.ndarray:
-    from workbench.analysis import audit_embed
-
     texts = [TASK_TEXT.format(idx.nodes[i].name) for i in leaves]
     return audit_embed.task_vectors(ws, texts, backend, ws.config.text_embedding.model)
 
 
 def embed_unique(texts: list[str], model: str | None, ws=None, backend: str = "minilm") -> np.ndarray:
     """Vectors of `texts`, each distinct text embedded once, sorted by length (less padding per batch)."""
-    from workbench.analysis.audit_embed import embed
-
     uniq, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
     order = sorted(range(len(uniq)), key=lambda i: len(uniq[i]))
     vecs = embed(ws, [uniq[i] or "(no instruction)" for i in order], backend, model)
@@ -238,7 +237,6 @@ def audit(ws, dataset: str | Path, *, name: str | None = None, fmt: str | None =
     the next call). text_backend: `audit_embed.BACKENDS` (default `audit_embed.default_backend()`)."""
     import time
 
-    from workbench.analysis import audit_embed
 
     t0 = time.monotonic()
     if top_k < 1 or chunk_size < 1:
@@ -351,8 +349,6 @@ def item_counts(ws, name: str, min_score: float = MIN_SCORE) -> pd.Series:
 
 
 def _frame_from_counts(ws, counts: pd.Series) -> pd.DataFrame:
-    from workbench.analysis.coverage import node_frame
-
     idx = Taxonomy.of(ws).index(LIVE)
     df = node_frame(idx, pd.DataFrame({"samples": counts}))
     return df.rename(columns={"samples": "items", "with_samples": "with_items", "cov_samples": "cov_items"})
@@ -365,8 +361,6 @@ def audit_frame(ws, name: str, min_score: float = MIN_SCORE) -> pd.DataFrame:
 
 
 def summarise(ws, name: str, min_score: float = MIN_SCORE, top: int = 10) -> dict:
-    from workbench.analysis.coverage import long_tail
-
     _, cols, scores, own = load_assignments(ws, name)
     counts = item_counts(ws, name, min_score)
     frame = _frame_from_counts(ws, counts)
@@ -413,8 +407,6 @@ def crosstab(ws, name: str, min_score: float = MIN_SCORE) -> pd.DataFrame:
 
 def selected_counts(ws) -> pd.Series:
     """This workspace's selected samples per task type (node id)."""
-    from workbench.analysis.coverage import load_counts
-
     c = load_counts(ws.store)
     return c["selected"].rename("items") if "selected" in c else pd.Series(dtype="int64", name="items")
 

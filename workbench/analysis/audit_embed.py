@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.models.textembed import DEFAULT_MODEL, _load, embed_texts, model_path, workspace_cache_dir
 
 BACKENDS = ("minilm", "static")
 _VERSION = {"static": "1"}                   # bump when the distillation recipe changes
@@ -56,8 +57,6 @@ def check_backend(name: str) -> str:
 
 
 def _model_dir(model: str | None) -> Path:
-    from workbench.models.textembed import model_path
-
     return model_path(model)
 
 
@@ -91,7 +90,6 @@ def _static_model(ws, model: str | None):
 
                 from model2vec.distill import distill_from_model
 
-                from workbench.models.textembed import _load
 
                 logging.getLogger("model2vec").setLevel(logging.ERROR)
                 tok, mdl = _load(model)
@@ -113,8 +111,6 @@ def embed(ws, texts: list[str], backend: str, model: str | None) -> np.ndarray:
     """(len(texts), dim) float32, rows L2-normalised, made with `backend`."""
     texts = list(texts)
     if backend == "minilm":
-        from workbench.models.textembed import embed_texts
-
         return embed_texts(texts, model)
     if backend == "static":
         m = _static_model(ws, model)
@@ -131,7 +127,6 @@ def task_vectors(ws, texts: list[str], backend: str, model: str | None) -> np.nd
     static model."""
     if backend == "static":
         return embed(ws, texts, backend, model)
-    from workbench.models.textembed import DEFAULT_MODEL, embed_texts, model_path, workspace_cache_dir
 
     if model_path(model) != model_path(DEFAULT_MODEL):
         # textembed's on-disk cache computes missing vectors with the default model whatever `model` is

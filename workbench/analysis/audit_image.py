@@ -22,8 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.analysis.audit import _meta, _records, assign, load_assignments
+from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
-from workbench.taxonomy.model import Taxonomy
+from workbench.stages.embed.clip import identify, load_clip, model_key
+from workbench.stages.embed.stage import _input_side, bound_aspect, current_task_texts
+from workbench.stages.images.register import ImageError, open_rgb
+from workbench.taxonomy.model import LIVE, Taxonomy
+from workbench.taxonomy.names import SEP
 
 IMAGE_FIELDS = ("image", "images", "image_path", "file_name")
 BATCH = 64
@@ -41,8 +47,6 @@ def _image_of(rec: dict) -> str | None:
 
 def image_paths(dataset: Path, fmt: str, image_root: Path | None) -> list[Path | None]:
     """Per item: the resolved image file, or None (no image field, or no such file)."""
-    from workbench.analysis.audit import _records
-
     base = Path(image_root) if image_root else (dataset if dataset.is_dir() else dataset.parent)
     out: list[Path | None] = []
     for rec in _records(dataset, fmt):
@@ -62,10 +66,6 @@ def assign_images(ws, name: str, *, image_root: Path | None = None, top_k: int |
     Returns image_summary(ws, name)."""
     import torch
 
-    from workbench.analysis.audit import _meta, assign
-    from workbench.stages.embed.clip import load_clip, model_key
-    from workbench.stages.embed.stage import _input_side, bound_aspect, current_task_texts
-    from workbench.stages.images.register import ImageError, open_rgb
 
     array_dir, items, done, _ = _meta(ws, name)
     source, fmt, k_text = ws.store.query("SELECT source, format, top_k FROM audit_datasets WHERE name=?",
@@ -112,8 +112,6 @@ def assign_images(ws, name: str, *, image_root: Path | None = None, top_k: int |
 
 def load_image_assignments(ws, name: str):
     """(item positions, columns (n, k), scores (n, k), CLIP model key, unreadable count) or None."""
-    from workbench.analysis.audit import _meta
-
     f = ws.root / _meta(ws, name)[0] / "image.npz"
     if not f.exists():
         return None
@@ -124,10 +122,6 @@ def load_image_assignments(ws, name: str):
 def image_summary(ws, name: str) -> dict:
     """{"with_image", "unreadable", "top1_agree" (share of imaged items whose text and image top-1 are the
     same task type), "image_top1_in_text_topk", "category_agree", "clip_model"}; {} without image.npz."""
-    from workbench.analysis.audit import load_assignments
-    from workbench.taxonomy.model import LIVE
-    from workbench.taxonomy.names import SEP
-
     got = load_image_assignments(ws, name)
     if got is None:
         return {}
@@ -147,8 +141,6 @@ def image_summary(ws, name: str) -> dict:
 def clip_ready(ws) -> str | None:
     """None when the configured CLIP can load without a download, else why not (weights missing, no
     open_clip)."""
-    from workbench.stages.embed.clip import identify
-
     try:
         ident = identify(ws.config.clip, base_dir=ws.root)
     except WorkbenchError as exc:
@@ -161,8 +153,6 @@ def clip_ready(ws) -> str | None:
 
 def store_summary(ws, name: str, image: dict) -> None:
     """Put the image figures into the audit's stored summary under "image"."""
-    from workbench.core.clock import utcnow
-
     row = ws.store.query("SELECT summary FROM audit_datasets WHERE name=?", (name,))
     s = json.loads(row[0][0]) if row and row[0][0] else {}
     s["image"] = image

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.analysis.audit import load_assignments, read_dataset
 from workbench.core.clock import utcnow
 from workbench.core.errors import ParseFailure, WorkbenchError
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import LLMStage, Outcome, RunReport, StageRun
 from workbench.stages.replies import first_json
-from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.model import LIVE, Taxonomy
 from workbench.taxonomy.names import SEP
 
 STAGE = "audit_label"
@@ -105,9 +106,6 @@ class AuditLabelStage(LLMStage):
 
 def sample_rows(ws, name: str, n: int, seed: int = 0) -> list[LabelRow]:
     """N items of a finished audit, drawn without replacement with `seed`, with their top-k candidates."""
-    from workbench.analysis.audit import load_assignments, read_dataset
-    from workbench.taxonomy.model import LIVE
-
     meta = ws.store.query("SELECT source, format, task_field, status, items FROM audit_datasets WHERE name=?",
                           (name,))
     if not meta:
@@ -154,8 +152,6 @@ def label_agreement(ws, name: str) -> dict:
     top1 (share of labelled items where the label is the embedding's top-1), topk_hit (share of answered
     items whose label is one of the top-k; "none" is a miss), none_share, and per first-level category of
     the embedding's top-1 the same figures."""
-    from workbench.taxonomy.model import LIVE
-
     df = label_frame(ws, name)
     df = df[df["status"] != "unreadable"]
     if df.empty:

@@ -27,12 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.analysis.duplicates import loose_key
+from workbench.core.clock import utcnow
 from workbench.core.errors import ParseFailure, WorkbenchError
 from workbench.llm.prompts import PromptTemplate
+from workbench.models.textembed import embed_texts, workspace_cache_dir
 from workbench.stages.base import LLMStage, Outcome, RunReport, StageRun
+from workbench.stages.embed.stage import get_image_embeddings, get_text_embeddings
+from workbench.stages.match.stage import low_score_images
 from workbench.stages.replies import first_json
-from workbench.taxonomy.model import Taxonomy
-from workbench.taxonomy.names import SEP
+from workbench.stages.vision import UrlCache
+from workbench.taxonomy.model import Provenance, Taxonomy
+from workbench.taxonomy.names import SEP, check_name
 
 STAGE = "discover_name"
 PROMPT = "discover_name.j2"
@@ -67,8 +73,6 @@ class DiscoveryResult:
 # -- 1. candidates ------------------------------------------------------------------------------
 def candidates(ws, threshold: float | None = None) -> dict[str, str]:
     """{image_id: why}: 'filter_rejected' (the VLM kept none of its candidates) or 'low_score'."""
-    from workbench.stages.match.stage import low_score_images
-
     out = {r["image_id"]: "filter_rejected" for r in ws.store.query(
         "SELECT image_id FROM filter_decisions GROUP BY image_id HAVING max(kept) = 0")}
     for r in low_score_images(ws, threshold):
@@ -97,7 +101,6 @@ def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size
         raise WorkbenchError("discovery clusters with scikit-learn's HDBSCAN (>= 1.3): pip install "
                              "'taskgalaxy-workbench[analysis]'") from None
 
-    from workbench.stages.embed.stage import get_text_embeddings
 
     if len(image_ids) < max(2, min_cluster_size):
         return [], 0
@@ -149,8 +152,6 @@ def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size
 
 # -- 4./5. naming and storing -----------------------------------------------------------------------
 def parse_name(raw: str) -> dict:
-    from workbench.taxonomy.names import check_name
-
     text = (raw or "").strip()
     obj = first_json(text)
     if obj is None:
@@ -174,8 +175,6 @@ class DiscoverNameStage(LLMStage):
 
     def __init__(self, ws, prompt: PromptTemplate, endpoint="default", params: dict | None = None,
                  dup_threshold: float | None = None):
-        from workbench.stages.vision import UrlCache
-
         self.prompt, self.endpoint = prompt, endpoint
         self.params = params if params is not None else {"temperature": 0.0, "max_tokens": 200}
         self.urls = UrlCache(ws)
@@ -196,9 +195,6 @@ class DiscoverNameStage(LLMStage):
 
     def _duplicate(self, ws, name: str, parent_id: str | None) -> tuple[str | None, str]:
         """The sibling the name repeats (loose key, then sentence-embedding cosine), if any."""
-        from workbench.analysis.duplicates import loose_key
-        from workbench.models.textembed import embed_texts, workspace_cache_dir
-
         idx = Taxonomy.of(ws).index()
         kids = idx.kids(parent_id) if parent_id else idx.roots()
         for k in kids:
@@ -214,9 +210,6 @@ class DiscoverNameStage(LLMStage):
         return None, ""
 
     def record(self, ws, oc: Outcome, run: StageRun) -> None:
-        from workbench.core.clock import utcnow
-        from workbench.taxonomy.model import Provenance
-
         c: Cluster = oc.row
         rec = oc.record
         raw = rec.raw_text if rec else None
@@ -253,8 +246,6 @@ def discover(ws, *, min_cluster_size: int = 10, threshold: float | None = None, 
              min_gain: float = 0.1, endpoint=None, prompt: str | Path | None = None, dry_run: bool = False,
              budget_usd: float | None = None, progress: bool | None = None) -> DiscoveryResult:
     """Candidates -> clusters -> one VLM-named `proposed` node per cohesive cluster (see the module doc)."""
-    from workbench.stages.embed.stage import get_image_embeddings
-
     if min_cluster_size < 2:
         raise WorkbenchError(f"--min-cluster-size must be at least 2; got {min_cluster_size}")
     why = candidates(ws, threshold)

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.models.textembed import embed_texts, workspace_cache_dir
 from workbench.taxonomy.model import LIVE, Taxonomy
 
 CHUNK = 2048
@@ -83,8 +84,6 @@ def suggest_merges(ws, *, scope: str = "siblings", threshold: float | None = Non
                 add(members[i], members[j], 1.0, "exact")
 
     if embed and len(nodes) > 1:
-        from workbench.models.textembed import embed_texts, workspace_cache_dir
-
         vecs = embed_texts([n.name for n in nodes], cfg.model, cache_dir=workspace_cache_dir(ws))
         if scope == "siblings":
             for kids in idx.children.values():

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from workbench.analysis.agreement import adaptive_runs
+from workbench.stages.select.stage import referee_outcomes
 from workbench.taxonomy.model import Taxonomy
 
 STAGES = ["matched", "kept by filter", "Q&A parsed", "passed referees", "selected"]
@@ -48,12 +50,10 @@ def funnel(ws, *, min_votes: int | None = None, per_task: bool = False) -> pd.Da
     frames = {}
     for stage, sql in q.items():
         frames[stage] = pd.read_sql_query(sql, ws.store.conn).set_index("node_id")["n"]
-    from workbench.stages.select.stage import referee_outcomes
 
     oc = referee_outcomes(ws.store, min_votes=int(k))
     frames["passed referees"] = oc[oc["passed"]].groupby("node_id", dropna=False)["sample_id"].size()
     frames = {s: frames[s] for s in STAGES}
-    from workbench.analysis.agreement import adaptive_runs
 
     adaptive = adaptive_runs(ws.store) > 0
     if not per_task:

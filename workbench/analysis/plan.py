@@ -37,7 +37,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.llm.cache import CallCache, request_json
+from workbench.llm.client import resolve_endpoint
+from workbench.llm.cost import estimate_prompt_tokens, is_local_endpoint
+from workbench.stages.embed.stage import current_task_texts
+from workbench.stages.expand.stage import ExpandStage, _done_parents, load_prompts, plan
+from workbench.stages.qa.stage import QAStage
+from workbench.stages.referee.stage import RefereeStage, decided, is_audit
+from workbench.stages.vision import load_prompt
 from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.names import SEP
 
 STAGES = ("expand", "embed", "match", "filter", "qa", "referee", "select", "export")
 Z90 = 1.645                      # two-sided 90 % interval
@@ -514,24 +523,16 @@ class _Planner:
         return sp
 
     def _batch(self, ep, cost: Range) -> tuple[Range | None, str]:
-        from workbench.llm.cost import is_local_endpoint
-
         if is_local_endpoint(ep.config, ep.base_url):
             return None, "local endpoint: no batch API"
         factor = getattr(getattr(self.cfg, "batch", None), "price_factor", 0.5)
         return cost.scale(factor), f"batch price = list x {factor:g} ([batch] price_factor)"
 
     def _endpoint(self, name: str):
-        from workbench.llm.client import resolve_endpoint
-
         return resolve_endpoint(self.cfg, name)
 
     # ---- stages ------------------------------------------------------------------------------------------------
     def plan_expand(self) -> list[StagePlan]:
-        from workbench.llm.cache import CallCache, request_json
-        from workbench.llm.cost import estimate_prompt_tokens
-        from workbench.stages.expand.stage import ExpandStage, _done_parents, load_prompts, plan
-
         cfg = self.cfg.expand
         ep = self._endpoint(cfg.endpoint)
         levels = [n.level for n in self.idx.nodes.values() if n.status == "accepted"]
@@ -572,8 +573,6 @@ class _Planner:
         return [sp]
 
     def plan_embed(self) -> list[StagePlan]:
-        from workbench.stages.embed.stage import current_task_texts
-
         cfg = self.cfg.clip
         s = self.s
         texts = current_task_texts(self.ws)
@@ -658,7 +657,6 @@ class _Planner:
     def plan_filter(self) -> list[StagePlan]:
         s = self.s
         ep = self._endpoint(self.cfg.filter.endpoint)
-        from workbench.stages.vision import load_prompt
 
         prompt = load_prompt(self.ws, self.cfg.filter.prompt, "filter.j2")
         done = self._done_sql("filter_decisions", "image_id", "filter", ep.model, prompt.hash)
@@ -689,9 +687,6 @@ class _Planner:
         return [sp]
 
     def _filter_prompt_tokens(self, prompt, model: str) -> float:
-        from workbench.llm.cost import estimate_prompt_tokens
-        from workbench.taxonomy.names import SEP
-
         k = max(1, round(self.rates["candidates_per_image"].value))
         paths = [self.idx.paths[n] for n in list(self.leaf_cat)[:k]] or ["task"] * k
         msgs = prompt.render(images=[], candidates=paths, sep=SEP)
@@ -700,7 +695,6 @@ class _Planner:
     def plan_qa(self) -> list[StagePlan]:
         s = self.s
         ep = self._endpoint(self.cfg.qa.endpoint)
-        from workbench.stages.vision import load_prompt
 
         prompt = load_prompt(self.ws, self.cfg.qa.prompt, "qa.j2")
         if not hasattr(self, "filter_done_sql"):
@@ -734,16 +728,12 @@ class _Planner:
                                                 kept.high * sp_cat[c].high)
         k_img = max(1, round(self.rates["candidates_per_image"].value * self.rates["keep_rate"].value))
         txt = self._qa_prompt_tokens(prompt, ep.model, k_img)
-        from workbench.stages.qa.stage import QAStage
 
         stats = self.call_stats("qa", ep.model, prompt.hash, txt, QAStage.expected_output_tokens)
         sp = self.llm_stage("qa", ep, stats, calls, calls, n_done, "images with a kept task type")
         return [sp]
 
     def _qa_prompt_tokens(self, prompt, model: str, k: int) -> float:
-        from workbench.llm.cost import estimate_prompt_tokens
-        from workbench.taxonomy.names import SEP
-
         paths = [self.idx.paths[n] for n in list(self.leaf_cat)[:k]] or ["task"] * k
         return estimate_prompt_tokens(prompt.render(images=[], task_types=paths, sep=SEP)) + \
             self.image_token_mean(model)
@@ -755,8 +745,6 @@ class _Planner:
                               skipped="no [[referees]] configured")]
         if not hasattr(self, "qa_done_sql"):
             self.plan_qa()
-        from workbench.stages.referee.stage import RefereeStage, decided, is_audit
-        from workbench.stages.vision import load_prompt
 
         qdone = self.qa_done_sql
         vcfg = getattr(self.cfg, "referee", None)
@@ -830,8 +818,6 @@ class _Planner:
         return out
 
     def _referee_prompt_tokens(self, prompt, model: str) -> float:
-        from workbench.llm.cost import estimate_prompt_tokens
-
         if not hasattr(self, "_qa_lengths"):
             self._qa_lengths = self.s.one("SELECT avg(length(question)), avg(length(answer)) FROM samples "
                                           "WHERE status='ok'")

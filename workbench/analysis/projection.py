@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.stages.embed.stage import RowStore
 
 DEFAULT_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 0}
 METHODS = ("umap", "pca")
@@ -66,7 +68,6 @@ def _load_set(ws, set_key: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
     kind = "image" if row["kind"] == "image" else "task"
     items = [(kind, r["item_id"]) for r in rows]
     if path.is_dir():  # the embedding stage's chunked row store (pipeline/embed/stage.py)
-        from workbench.stages.embed.stage import RowStore
 
         n_rows = row["n_rows"] if "n_rows" in row.keys() and row["n_rows"] is not None else int(idx.max() + 1)
         return RowStore(path).read(idx, int(n_rows)), items
@@ -90,8 +91,6 @@ def load(ws, key: str) -> Projection | None:
 
 def save(ws, key: str, method: str, params: dict, coords: np.ndarray, items: list[tuple[str, str]]) -> Projection:
     """Store coordinates under `key` (file first, then the row: a crash leaves no row without a file)."""
-    from workbench.core.clock import utcnow
-
     coords = np.asarray(coords, dtype=np.float32)
     if coords.shape != (len(items), 2):
         raise ValueError(f"coords shape {coords.shape} does not match {len(items)} items")

@@ -15,9 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.analysis.agreement import cohen_kappa
 from workbench.core.errors import WorkbenchError
+from workbench.llm.cache import CallCache, request_json
+from workbench.llm.client import Endpoint, resolve_endpoint
 from workbench.llm.prompt_store import remember, text_of  # noqa: F401 (the history's own API too)
 from workbench.llm.prompts import PromptTemplate
+from workbench.stages.expand.stage import ExpandStage, load_prompts, plan
+from workbench.stages.filter.stage import FilterStage
+from workbench.stages.qa.stage import QAStage
+from workbench.stages.referee.stage import RefereeStage
 
 STAGES = ("expand", "filter", "qa", "referee")
 
@@ -91,8 +98,6 @@ def outcomes(ws, prompt_hash: str) -> dict:
 
 
 def _referee_figures(ws, prompt_hash: str) -> dict:
-    from workbench.analysis.agreement import cohen_kappa
-
     s = ws.store
     v = _one(ws, "SELECT count(*) AS votes, coalesce(sum(valid=0),0) AS invalid_votes, avg(vote) AS pass_rate "
                  "FROM votes WHERE prompt_hash=?", (prompt_hash,))
@@ -116,12 +121,8 @@ def compare(ws, hashes: list[str]) -> pd.DataFrame:
 def stage_prompts(ws, stage: str) -> dict[str, PromptTemplate]:
     """The templates a stage uses now (workspace copies preferred), by template kind or referee name."""
     if stage == "expand":
-        from workbench.stages.expand.stage import load_prompts
-
         return load_prompts(ws)
     if stage == "referee":
-        from workbench.stages.referee.stage import RefereeStage
-
         if not ws.config.referees:
             raise WorkbenchError("no referees configured: add [[referees]] to workbench.toml (README, "
                                  "\"Referees\") to try a referee prompt")
@@ -131,20 +132,16 @@ def stage_prompts(ws, stage: str) -> dict[str, PromptTemplate]:
 
 def _image_stage(ws, stage: str):
     if stage == "filter":
-        from workbench.stages.filter.stage import FilterStage as cls
-    elif stage == "qa":
-        from workbench.stages.qa.stage import QAStage as cls
-    else:
-        raise WorkbenchError(f"playground: unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    return cls
+        return FilterStage
+    if stage == "qa":
+        return QAStage
+    raise WorkbenchError(f"playground: unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
 
 
 def candidate_rows(ws, stage: str, which: str | None = None, *, limit: int | None = None) -> list:
     """The rows a stage could run on with prompt `which` (expand: the first level and the accepted parents that
     template is for; others: the stage's rows), the first `limit` of them."""
     if stage == "expand":
-        from workbench.stages.expand.stage import plan
-
         # Level by level (one pass over the taxonomy each), stopping once `limit` rows fit the template: only
         # the parents this template is for (a custom prompt is for every parent).
         rows, level = [], 1 if which in (None, "custom", "level1_supplement") else 2
@@ -180,8 +177,7 @@ def pick_rows(rows: list, n: int, *, seed: int | None = None, labels: list[str] 
 def _make_stage(ws, stage: str, which: str | None, prompt: PromptTemplate | None):
     """The stage class with `record` writing nothing: outcomes are collected in memory."""
     if stage == "referee":
-        from workbench.stages.referee.stage import RefereeStage as base
-
+        base = RefereeStage
         ref = next((r for r in ws.config.referees if r.name == which), None) or ws.config.referees[0]
         args = (ws, ref)
     else:
@@ -207,8 +203,6 @@ def _edited(ws, stage: str, which: str, text: str) -> PromptTemplate:
 
 
 def _expand_stage(ws, which: str, prompt: PromptTemplate, rows: list, endpoint=None):
-    from workbench.stages.expand.stage import ExpandStage, load_prompts
-
     prompts = dict(load_prompts(ws))
     prompts[which] = prompt
     cfg = ws.config.expand
@@ -269,8 +263,6 @@ def _cached_replies(ws, stage, rows: list, endpoint=None) -> list[str | None]:
     """The stored raw reply for each row under `stage`'s prompt (None: never asked), keyed as the seam keys."""
     import hashlib
 
-    from workbench.llm.cache import CallCache, request_json
-    from workbench.llm.client import Endpoint, resolve_endpoint
 
     ep = endpoint or stage.endpoint
     ep = ep if isinstance(ep, Endpoint) else resolve_endpoint(ws.config, ep or "default")

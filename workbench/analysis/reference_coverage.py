@@ -51,7 +51,11 @@ from pathlib import Path
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.imports import locked_import
 from workbench.core.resources import DATA_DIR, PACKAGE_DIR
+from workbench.models.textembed import embed_texts, uncached, workspace_cache_dir
+from workbench.stages.coverage_confirm.stage import ConfirmRow, run_confirm
+from workbench.taxonomy.io import parse_source
 from workbench.taxonomy.model import LIVE, Taxonomy
 from workbench.taxonomy.names import SEP
 
@@ -194,8 +198,6 @@ def _words(text: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _stemmer():
-    from workbench.core.imports import locked_import
-
     PorterStemmer = locked_import("nltk.stem").PorterStemmer
 
     return lru_cache(maxsize=200_000)(PorterStemmer().stem)   # a taxonomy repeats its words
@@ -255,8 +257,6 @@ def pending_embeddings(ws, statuses=LIVE) -> int:
     """How many of our task types' texts are not yet in the workspace's text-embedding cache: 0 means matching
     any reference takes seconds; a large number means minutes of embedding first (about 100-500 texts/s on a
     CPU), which `reference_coverage` (or `workbench taxonomy coverage`) does once and keeps."""
-    from workbench.models.textembed import uncached, workspace_cache_dir
-
     idx = Taxonomy.of(ws).index(statuses)
     paths = [tuple(idx.paths[i].split(SEP)) for i in idx.dfs()]
     texts = [t for group in our_texts(paths, load_synonyms()).values() for t in group]
@@ -267,8 +267,6 @@ def score_matrix(ref_paths: list[tuple[str, ...]], our_paths: list[tuple[str, ..
                  cache_dir: Path | None = None, synonyms: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """(len(ref), len(ours)) matrices: the features (`FEATURES`), `embedding` (the mean of the three
     cosines) and `score` (the learned combination, a probability)."""
-    from workbench.models.textembed import embed_texts
-
     syn = load_synonyms() if synonyms is None else synonyms
 
     def emb(texts):
@@ -293,8 +291,6 @@ def score_matrix(ref_paths: list[tuple[str, ...]], our_paths: list[tuple[str, ..
 
 def read_reference(reference_path: str | Path, fmt: str | None = None):
     """(reference leaves as name tuples, problems) of a reference file."""
-    from workbench.taxonomy.io import parse_source
-
     _, entries, problems = parse_source(Path(reference_path), fmt)
     paths = list(dict.fromkeys(tuple(e.names) for e in entries if e.names))
     prefixes = {p[:i] for p in paths for i in range(1, len(p))}
@@ -314,8 +310,6 @@ def reference_coverage(ws, reference_path: str | Path, fmt: str | None = None, t
     """Map every reference task to its best and runner-up task types; `confirm`: an endpoint (name or
     `Endpoint`) that decides the uncertain band, asking about the best `confirm_top_k` candidates (rows
     then keep max(top_k, confirm_top_k) candidates; see the module docstring)."""
-    from workbench.models.textembed import workspace_cache_dir
-
     threshold = default_threshold(ws) if threshold is None else float(threshold)
     ref_leaves, problems = read_reference(reference_path, fmt)
     idx = Taxonomy.of(ws).index(statuses)
@@ -357,8 +351,6 @@ def reference_coverage(ws, reference_path: str | Path, fmt: str | None = None, t
 
 
 def _confirm(ws, report: CoverageReport, endpoint, band, n_ask, prompt, dry_run, budget_usd, progress) -> None:
-    from workbench.stages.coverage_confirm.stage import ConfirmRow, run_confirm
-
     low, high = float(band[0]), float(band[1])
     if not 0 <= low <= high <= 1:
         raise WorkbenchError(f"--band {low} {high}: need 0 <= low <= high <= 1")

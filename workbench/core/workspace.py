@@ -13,6 +13,7 @@ from pathlib import Path
 
 from workbench.core.config import CONFIG_NAME, DEFAULT_CONFIG_TOML, Config, load_config
 from workbench.core.errors import WorkbenchError
+from workbench.core.runs import mark_interrupted, runs, stage_run
 from workbench.core.store import Store
 
 DB_NAME = "workbench.sqlite"
@@ -59,7 +60,6 @@ class Workspace:
         for sub in FOLDERS:
             (root / sub).mkdir(exist_ok=True)
         ws = cls(root, store, config)
-        from workbench.core.runs import mark_interrupted
 
         mark_interrupted(ws)   # runs whose process died (SIGKILL, crash) stop looking 'running'
         return ws
@@ -93,11 +93,7 @@ class Workspace:
     # -- stage runs (pipeline/runs.py) ------------------------------------------------------
     def stage_run(self, stage: str, params: dict | None = None, **kw):
         """A stage-run record for a `with` block; see `workbench.core.runs.stage_run`."""
-        from workbench.core.runs import stage_run
-
         return stage_run(self, stage, params, **kw)
 
     def runs(self, stage: str | None = None) -> list[dict]:
-        from workbench.core.runs import runs
-
         return runs(self, stage)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 
 from workbench.core.errors import WorkbenchError
+from workbench.engine.ray_engine import RayEngine
 from workbench.stages.dispatch import current, using
 
 __all__ = ["ENGINES", "current", "make_engine", "session", "using"]
@@ -29,7 +30,6 @@ def make_engine(name: str = "local", address: str | None = None):
         if address:
             raise WorkbenchError("--address joins a Ray cluster: add --engine ray (or drop --address)")
         return None
-    from workbench.engine.ray_engine import RayEngine
 
     return RayEngine(address=address)
 

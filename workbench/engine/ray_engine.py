@@ -28,7 +28,12 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.llm.client import make_client
+from workbench.llm.cost import cost_usd
+from workbench.stages.embed.stage import _ImageDataset
+from workbench.stages.match.stage import topk_cosine
 
 INSTALL_HINT = "pip install 'taskgalaxy-workbench[ray]'  (or: pip install 'ray[data]')"
 WINDOW_PER_CPU = 2          # remote tasks in flight per cluster CPU (bounded memory, steady pipeline)
@@ -150,9 +155,6 @@ class RayEngine:
     def call_all(self, ws, stage, ep, params, pending, requests, est, out_tokens, cache, report, deliver, stats,
                  budget_usd, max_failure_rate, progress, run_id) -> None:
         """The local `_call_all`'s contract (pipeline/base.py), with the calls made on Ray workers."""
-        from workbench.core.clock import utcnow
-        from workbench.llm.cost import cost_usd
-
         self.start()
         ray = _ray()
         task = ray.remote(num_cpus=0.25)(_call_chunk)
@@ -223,8 +225,6 @@ class RayEngine:
 # -- what runs on the workers (module-level: importable by every worker) ----------------------------
 def _decode(batch: dict, preprocess) -> dict:
     """Read, check (content hash = id) and preprocess a batch of images; a bad file keeps its reason."""
-    from workbench.stages.embed.stage import _ImageDataset
-
     items = list(zip((str(i) for i in batch["id"]), (str(p) for p in batch["path"])))
     data = _ImageDataset(items, preprocess)
     out = [data[j] for j in range(len(items))]
@@ -270,8 +270,6 @@ class _Embedder:
 
 
 def _topk(targets: np.ndarray, x: np.ndarray, k: int):
-    from workbench.stages.match.stage import topk_cosine
-
     idx, vals = [], []
     for _, i, v in topk_cosine(x, targets, k, chunk=max(1, len(x))):
         idx.append(i)
@@ -281,8 +279,6 @@ def _topk(targets: np.ndarray, x: np.ndarray, k: int):
 
 def _call_chunk(ep, params: dict, items: list) -> list:
     """Call the endpoint (or pool) for (key, messages, est_tokens) items; (key, CallRecord) for each."""
-    from workbench.llm.client import make_client
-
     async def main():
         client = make_client(ep)
         sem = asyncio.Semaphore(max(1, ep.config.max_concurrency))

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
-from workbench.llm.cache import CallRecord
+from workbench.llm.cache import CallCache, CallRecord
+from workbench.llm.client import LLMClient, resolve_endpoint
+from workbench.llm.cost import cost_usd
 
 CHAT_URL = "/v1/chat/completions"
 LIVE = ("submitting", "validating", "in_progress", "finalizing", "cancelling")
@@ -100,8 +102,6 @@ class BatchRunner:
 
     def __init__(self, ws, stage_name: str, ep, run_id: int | None, *, progress: bool = False,
                  say: Callable[[str], None] | None = None, client=None):
-        from workbench.llm.client import LLMClient
-
         check_endpoint(ep)
         self.ws, self.store, self.ep, self.stage, self.run_id = ws, ws.store, ep, stage_name, run_id
         self.cfg = ws.config.batch
@@ -271,7 +271,6 @@ class BatchRunner:
                 except (ValueError, KeyError, TypeError):
                     continue
             lines = [(k, src[k], *keys[k]) for k in again if k in src]
-        from workbench.llm.cache import CallCache
 
         with self.store.write() as c:
             # One transaction: results, outcomes, the retry's plan and "ingested" stand or fall together.
@@ -351,8 +350,6 @@ class BatchRunner:
 
 
 def _cost(price, pt, ct):
-    from workbench.llm.cost import cost_usd
-
     return cost_usd(price, pt, ct)
 
 
@@ -362,8 +359,6 @@ def list_batches(ws, *, refresh: bool = False) -> list[dict]:
         "SELECT id, batch_id, stage, endpoint, model, attempt, status, n_requests, n_completed, n_failed, "
         "created_at, updated_at, ingested_at, error FROM llm_batches ORDER BY id")]
     if refresh:
-        from workbench.llm.client import resolve_endpoint
-
         clients = {}
         for r in rows:
             if r["batch_id"] and r["status"] not in DONE:
@@ -381,8 +376,6 @@ def list_batches(ws, *, refresh: bool = False) -> list[dict]:
 def cancel_batch(ws, ident: str) -> dict:
     """Cancel a live batch by the provider's id or the workspace's number; its finished lines are still
     ingested by the run polling it (or the next one), the rest are left for the next run."""
-    from workbench.llm.client import resolve_endpoint
-
     row = ws.store.one("SELECT * FROM llm_batches WHERE batch_id=? OR CAST(id AS TEXT)=?", (ident, ident))
     if row is None:
         known = [r[0] or f"#{r[1]}" for r in ws.store.query("SELECT batch_id, id FROM llm_batches ORDER BY id")]

@@ -34,6 +34,7 @@ from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.llm.cache import CallRecord
 from workbench.llm.cost import Price, cost_usd, estimate_prompt_tokens, price_for
 from workbench.llm.limits import Limiter
+from workbench.llm.local import LocalTransformersClient
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -241,8 +242,6 @@ def _retry_after(exc) -> float | None:
 def make_client(endpoint: Endpoint):
     """The client for an endpoint's kind: OpenAI-compatible HTTP, or a local transformers model (llm/local.py)."""
     if endpoint.config.kind == "transformers":
-        from workbench.llm.local import LocalTransformersClient
-
         return LocalTransformersClient(endpoint)
     if endpoint.members:
         return PoolClient(endpoint)

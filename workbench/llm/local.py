@@ -37,6 +37,7 @@ from pathlib import Path
 from workbench.core.errors import ConfigError, WorkbenchError
 from workbench.llm.cache import CallRecord
 from workbench.llm.cost import cost_usd
+from workbench.models.profiles import spec_for_path
 
 _MODELS: dict[str, tuple] = {}
 _LOAD_LOCK = threading.Lock()
@@ -267,7 +268,6 @@ class LocalTransformersClient:
             raise ConfigError(f"workbench.toml: [endpoints.{endpoint.name}] kind = \"transformers\" needs local_path")
         self.path = endpoint.config.local_path
         self.batch_size = max(1, int(getattr(endpoint.config, "max_concurrency", 1) or 1))
-        from workbench.models.profiles import spec_for_path
 
         spec = spec_for_path(self.path)
         self.processor_kwargs = dict(spec.processor_kwargs) if spec else {}

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.review.adjudication import reviewer_name
 from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP, normalize_name
 
@@ -158,8 +159,6 @@ class _Log:
     """Writes `review_log` rows for one batch (its number is taken by the first row, inside its transaction)."""
 
     def __init__(self, ws, reviewer: str | None, source: str):
-        from workbench.review.adjudication import reviewer_name
-
         if source not in SOURCES:
             raise WorkbenchError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
         self.ws, self.reviewer, self.source, self.batch = ws, reviewer_name(reviewer), source, None
@@ -346,8 +345,6 @@ def undo(ws, n: int = 1, *, reviewer: str | None = None) -> list[dict]:
     parent back (the node goes to the end of its old siblings). Returns the reversed log rows (newest first).
 
     Refuses, changing nothing, when a batch holds a merge or a node changed since outside the log."""
-    from workbench.review.adjudication import reviewer_name
-
     if n < 1:
         raise WorkbenchError(f"undo needs n >= 1; got {n}")
     who = reviewer_name(reviewer)

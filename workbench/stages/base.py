@@ -34,11 +34,13 @@ from typing import Any
 from workbench.core.clock import utcnow
 from workbench.core.errors import ParseFailure, WorkbenchError
 from workbench.core.runs import StageRun
+from workbench.llm.batch import BatchRunner, batch_price, check_endpoint
 from workbench.llm.cache import CallCache, CallRecord, request_json
 from workbench.llm.client import Endpoint, make_client, redact_url, resolve_endpoint
 from workbench.llm.cost import cost_usd, estimate_prompt_tokens
 from workbench.llm.prompt_store import remember
 from workbench.llm.prompts import PromptTemplate
+from workbench.stages.dispatch import current
 
 __all__ = ["Stage", "LLMStage", "ParseFailure", "Outcome", "RunReport", "StageRun"]
 
@@ -247,12 +249,8 @@ class LLMStage(Stage):
         progress = limits.progress if progress is None else progress
         batch = ws.config.batch.enabled if batch is None else batch
         if batch and not cache_only:
-            from workbench.llm.batch import check_endpoint
-
             check_endpoint(ep)
         if engine is None:
-            from workbench.stages.dispatch import current
-
             engine = current()
         params = dict(self.params)
         cache = CallCache(ws.store)
@@ -272,8 +270,6 @@ class LLMStage(Stage):
                            produces=self.produces, batch=bool(batch and not cache_only))
         price = ep.price
         if report.batch:
-            from workbench.llm.batch import batch_price
-
             price = batch_price(ep.price, ws.config.batch.price_factor)
         found = cache.get_many(k for *_, k in items)
         if refresh_failed:
@@ -520,8 +516,6 @@ def _batch_all(ws, stage, ep, params, pending, requests, est, out_tokens, report
                run_id) -> None:
     """The Batch API instead of live calls: results arrive per finished batch, already committed to
     `llm_calls` (llm/batch.py), then go through the same parse -> record as live replies."""
-    from workbench.llm.batch import BatchRunner, batch_price
-
     runner = BatchRunner(ws, stage.name, ep, run_id, progress=progress)
     price = batch_price(ep.price, ws.config.batch.price_factor)
 

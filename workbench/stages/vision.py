@@ -9,6 +9,7 @@ from pathlib import Path
 
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import LLMStage
+from workbench.stages.images.register import image_path, open_rgb
 from workbench.taxonomy.model import Taxonomy
 
 SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -18,8 +19,6 @@ SAFE_MODES = {"RGB", "L", "RGBA", "LA", "P"}
 def image_data_url(ws, image_id: str) -> str:
     """The image as a data URL: the file itself when a VLM can read it and it is small enough,
     otherwise 8-bit RGB re-encoded (JPEG), downscaled to `[vision] image_max_side`."""
-    from workbench.stages.images.register import image_path, open_rgb
-
     row = ws.store.one("SELECT format, mode, width, height FROM images WHERE id=?", (image_id,))
     path = image_path(ws, image_id)
     max_side = ws.config.vision.image_max_side

@@ -30,8 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 from workbench.stages.base import Stage, StageRun
+from workbench.stages.dispatch import current
+from workbench.stages.embed.clip import identify, load_clip, model_key
+from workbench.stages.images.register import CHANGED, MAX_ASPECT_RATIO, ImageError, open_rgb, refresh_hint
 from workbench.taxonomy.model import Taxonomy
 
 Progress = Callable[[int, int], None]   # (rows done in this run, rows to do)
@@ -179,8 +183,6 @@ def _atomic_save(final: Path, arr: np.ndarray) -> None:
 
 # -- sets --------------------------------------------------------------------------------------
 def _identity(ws):
-    from workbench.stages.embed.clip import identify
-
     return identify(ws.config.clip, base_dir=ws.root)
 
 
@@ -199,8 +201,6 @@ def _set_row(ws, key: str):
 
 
 def _ensure_set(ws, key: str, kind: str, dim: int, template: str | None) -> None:
-    from workbench.core.clock import utcnow
-
     cfg = ws.config.clip
     now = utcnow()
     with ws.store.write() as conn:
@@ -218,8 +218,6 @@ def row_store(ws, key: str) -> RowStore:
 
 def _commit_batch(ws, key: str, store: RowStore, item_ids: list[str], hashes: list[str | None],
                   truncated: list[bool], emb: np.ndarray, replace_ids: list[str] = ()) -> None:
-    from workbench.core.clock import utcnow
-
     start = int(ws.store.scalar("SELECT n_rows FROM embedding_sets WHERE key=?", (key,)))
     store.append(start, emb)   # durable before the rows that point into it are committed
     with ws.store.write() as conn:
@@ -288,7 +286,6 @@ class EmbedTextStage(Stage):
 
     def check(self, ws) -> None:
         if self.clip is None:    # a missing model or weights is a WorkbenchError before any run record
-            from workbench.stages.embed.clip import load_clip
 
             self.clip = load_clip(ws.config.clip, base_dir=ws.root)
 
@@ -366,8 +363,6 @@ def _context_length_hint(ws) -> int | None:
 
 
 def _key_from_clip(clip, *parts: str) -> str:
-    from workbench.stages.embed.clip import model_key
-
     return model_key(clip, *parts)
 
 
@@ -387,8 +382,6 @@ class _ImageDataset:
         return len(self.items)
 
     def __getitem__(self, i):
-        from workbench.stages.images.register import ImageError, open_rgb
-
         image_id, path = self.items[i]
         try:
             # expect_id: the bytes must still hash to the id (a changed file is never embedded under it)
@@ -408,8 +401,6 @@ def bound_aspect(img, max_ratio: float | None = None):
     which this crop keeps, so images within the ratio (all that registration accepts) are untouched and
     the rest give the same picture at bounded memory (at most ratio x side^2 pixels after the resize).
     """
-    from workbench.stages.images.register import MAX_ASPECT_RATIO
-
     r = MAX_ASPECT_RATIO if max_ratio is None else max_ratio
     w, h = img.size
     if w > r * h:
@@ -476,8 +467,6 @@ class EmbedImageStage(Stage):
 
     def check(self, ws) -> None:
         if self.clip is None:
-            from workbench.stages.embed.clip import load_clip
-
             self.clip = load_clip(ws.config.clip, base_dir=ws.root)
 
     def run_params(self) -> dict:
@@ -521,9 +510,6 @@ class EmbedImageStage(Stage):
 
 
 def _record_problems(ws, bad: list[tuple[str, str]]) -> None:
-    from workbench.core.clock import utcnow
-    from workbench.stages.images.register import CHANGED, refresh_hint
-
     now = utcnow()
     with ws.store.write() as conn:
         for image_id, reason in bad:
@@ -541,8 +527,6 @@ def _record_problems(ws, bad: list[tuple[str, str]]) -> None:
 def embed_images(ws, *, clip=None, progress: Progress | None = None, engine=None) -> EmbedReport:
     """Embed every registered image not yet in the current image set (a stage run only if any).
     engine: see EmbedImageStage (default: `workbench.engine.current()`, local unless set)."""
-    from workbench.stages.dispatch import current
-
     t0 = time.perf_counter()
     stage = EmbedImageStage(clip=clip, progress=progress, engine=engine if engine is not None else current())
     report = stage.plan(ws)

@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -340,8 +341,6 @@ def register_images(ws, paths: Iterable[str | Path], *, root: str | Path | None 
     refresh: a registered path whose content changed is registered under its new content's id and the old
     id is retired (see the module docstring); without it such a path is reported and left as it was.
     """
-    from workbench.core.clock import utcnow
-
     if isinstance(paths, (str, Path)):
         paths = [paths]
     report = RegisterReport()

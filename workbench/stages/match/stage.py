@@ -27,6 +27,10 @@ import numpy as np
 
 from workbench.core.errors import WorkbenchError
 from workbench.stages.base import Stage, StageRun
+from workbench.stages.dispatch import current
+from workbench.stages.embed import stage as E
+from workbench.stages.embed.clip import resolve_device
+from workbench.stages.embed.stage import _read_set
 from workbench.taxonomy.model import Taxonomy
 
 
@@ -79,9 +83,6 @@ def _key(*parts) -> str:
 def match(ws, k: int | None = None, *, embed: bool = True, progress=None, engine=None) -> MatchReport:
     """Top-k task types for every image; computes missing embeddings first unless embed=False.
     engine: where full scoring runs (see MatchStage; default `workbench.engine.current()`, local unless set)."""
-    from workbench.stages.dispatch import current
-    from workbench.stages.embed import stage as E
-
     engine = engine if engine is not None else current()
     t0 = time.perf_counter()
     cfg = ws.config.match
@@ -112,8 +113,6 @@ class MatchStage(Stage):
         return {"k": self.k, **({"engine": self.engine.name} if self.engine is not None else {})}
 
     def execute(self, ws, run: StageRun) -> MatchReport:
-        from workbench.stages.embed import stage as E
-
         k, progress, cfg = self.k, self.progress, ws.config.match
         ident = E._identity(ws)
         text_key, image_key = E.text_set_key(ws, ident), E.image_set_key(ws, ident)
@@ -183,8 +182,6 @@ class MatchStage(Stage):
 
 
 def _device(ws) -> str:
-    from workbench.stages.embed.clip import resolve_device
-
     return resolve_device(ws.config.clip.device)
 
 
@@ -196,8 +193,6 @@ def _image_rows(ws, image_key: str) -> tuple[list[str], dict[str, int]]:
 
 
 def _image_vectors(ws, image_key: str, ids: list[str]) -> np.ndarray:
-    from workbench.stages.embed.stage import _read_set
-
     got, arr = _read_set(ws, image_key, ids)
     if got != list(ids):
         raise WorkbenchError("image embeddings changed during matching; run `workbench match` again")

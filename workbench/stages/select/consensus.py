@@ -29,6 +29,7 @@ import pandas as pd
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.imports import locked_import
 from workbench.stages.referee.people import HUMAN_SQL, decided_samples
 from workbench.taxonomy.model import Taxonomy
 
@@ -105,8 +106,6 @@ def fit(votes: pd.DataFrame, gold: pd.Series | None = None) -> tuple[pd.Series, 
     """crowd-kit Dawid–Skene on (sample_id, referee, vote) rows -> (posterior P(good) per sample,
     reliability per referee, prior P(good))."""
     try:
-        from workbench.core.imports import locked_import
-
         DawidSkene = locked_import("crowdkit.aggregation").DawidSkene
     except ImportError:
         raise WorkbenchError("Dawid-Skene needs crowd-kit: pip install 'taskgalaxy-workbench[analysis]' "

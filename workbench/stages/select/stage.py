@@ -24,6 +24,8 @@ import pandas as pd
 from workbench.core.errors import WorkbenchError
 from workbench.stages.base import Stage, StageRun
 from workbench.stages.referee.people import HUMAN_SQL
+from workbench.stages.referee.stage import no_samples_message
+from workbench.stages.select.consensus import require
 
 
 @dataclass
@@ -201,12 +203,8 @@ class SelectStage(Stage):
     def check(self, ws) -> None:
         self.table = vote_table(ws.store)
         if self.table.empty:
-            from workbench.stages.referee.stage import no_samples_message
-
             raise WorkbenchError(no_samples_message(ws, "select"))
         if self.params.get("consensus") == "ds":
-            from workbench.stages.select.consensus import require
-
             cons = require(ws, include_human=True)
             self.table["p_good"] = self.table["sample_id"].map(cons.posterior)
             self.params = {**self.params, "consensus_key": cons.key}
