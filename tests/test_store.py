@@ -87,6 +87,7 @@ def test_bad_config_names_the_field(tmp_path, toml, field):
 WRITER = textwrap.dedent("""
     import sys
     from workbench.core.workspace import Workspace
+    from workbench.taxonomy.model import Taxonomy
     ws = Workspace.open(sys.argv[1])
     tag = sys.argv[2]
     for i in range(150):
@@ -97,6 +98,7 @@ WRITER = textwrap.dedent("""
 READER = textwrap.dedent("""
     import sys, time
     from workbench.core.workspace import Workspace
+    from workbench.taxonomy.model import Taxonomy
     ws = Workspace.open(sys.argv[1])
     seen = []
     deadline = time.time() + 60
