@@ -161,7 +161,7 @@ def test_empty_database_file_is_refused_on_open_not_recreated(tmp_path):
     assert db.stat().st_size == 0            # left as it was: nothing recreated over it
     # `init` of a new folder still creates its database from nothing.
     Workspace.init(tmp_path / "fresh").close()
-    assert Workspace.open(tmp_path / "fresh").taxonomy.count() == 0
+    assert Taxonomy.of(Workspace.open(tmp_path / "fresh")).count() == 0
 
 
 def test_a_file_that_is_not_sqlite_is_a_one_line_error_naming_it(tmp_path):

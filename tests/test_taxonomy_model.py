@@ -42,7 +42,7 @@ def test_ids_are_stable_across_rename_and_move_and_deterministic(ws, tmp_path):
 
     t = Taxonomy.of(ws)
     a = t.add_path("ocr~scene text")
-    other = Workspace.init(tmp_path / "other").taxonomy.add_path("OCR~Scene Text")
+    other = Taxonomy.of(Workspace.init(tmp_path / "other")).add_path("OCR~Scene Text")
     assert other.id == a.id  # derived from the path at creation
     renamed = t.rename(a.id, "street text")
     assert renamed.id == a.id and t.path(a.id) == "ocr~street text"

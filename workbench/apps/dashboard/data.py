@@ -136,7 +136,7 @@ def node_table(root: str) -> pd.DataFrame:
 def taxonomy_stats(root: str, v: tuple) -> dict:
     from workbench.taxonomy.stats import compute_stats
 
-    return compute_stats(open_workspace(root).taxonomy).as_dict()
+    return compute_stats(Taxonomy.of(open_workspace(root))).as_dict()
 
 
 @st.cache_data(show_spinner="Counting CLIP tokens per task path…", max_entries=4)

@@ -94,7 +94,7 @@ def audit_areas(root: str, v: tuple, name: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=4)
 def parent_choices(root: str, v: tuple) -> dict[str, str]:
     """{path: node id} of live nodes, for 'add under'."""
-    idx = data.open_workspace(root).taxonomy.index()
+    idx = Taxonomy.of(data.open_workspace(root)).index()
     return {idx.paths[i]: i for i in idx.dfs()}
 
 
