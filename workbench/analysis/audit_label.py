@@ -3,8 +3,8 @@
 For N items drawn at random (seeded) from a finished audit, the model is shown the item's first
 instruction and its top-k candidate task types (the embedding's, best first) plus "none", and picks one
 (`prompts/audit_label.j2`, reply `{"choice": <number>, "reason": "..."}`; a bare number or "none" is
-accepted). One call per item through the stage seam (`AuditLabelStage`, an `LLMStage`: cached in `llm_calls`
-with the raw reply, priced, dry-run, budget and failure-rate stops). Choices are stored in `audit_labels`.
+accepted). One call per item through the stage seam (`stages/audit_label/`: `AuditLabelStage`, an `LLMStage`, cached in
+`llm_calls` with the raw reply, priced, dry-run, budget and failure-rate stops). Choices are stored in `audit_labels`.
 
 `label_agreement` then says how often the embedding's top-1 equals the LLM's label (over the items the LLM
 labelled), how often the label is among the top-k at all ("none" counts as a miss), overall and per
@@ -14,94 +14,18 @@ first-level category of the embedding's top-1.
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from workbench.analysis.audit import load_assignments, read_dataset
-from workbench.core.clock import utcnow
-from workbench.core.errors import ParseFailure, WorkbenchError
+from workbench.core.errors import WorkbenchError
 from workbench.llm.prompts import PromptTemplate
-from workbench.stages.base import LLMStage, Outcome, RunReport, StageRun
-from workbench.stages.replies import first_json
+from workbench.stages.audit_label.stage import PROMPT, AuditLabelStage, LabelRow
+from workbench.stages.base import RunReport
 from workbench.taxonomy.model import LIVE, Taxonomy
 from workbench.taxonomy.names import SEP
-
-STAGE = "audit_label"
-PROMPT = "audit_label.j2"
-
-
-@dataclass(frozen=True)
-class LabelRow:
-    audit: str
-    item: int
-    seed: int
-    instruction: str
-    candidates: tuple[str, ...]     # node ids, the embedding's best first
-    paths: tuple[str, ...]
-
-
-def parse_choice(raw: str, k: int) -> dict:
-    """{"choice": 0..k, "reason"}; 0 = none of the candidates."""
-    text = (raw or "").strip()
-    obj = first_json(text)
-    if obj is not None:
-        if isinstance(obj, dict) and "choice" in obj:
-            c = obj["choice"]
-            if isinstance(c, str) and c.strip().isdigit():
-                c = int(c.strip())
-            if c is None or (isinstance(c, str) and c.strip().lower() == "none"):
-                c = 0
-            if isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= k:
-                return {"choice": c, "reason": str(obj.get("reason", ""))[:500]}
-            raise ParseFailure(f"choice {c!r} is not a number from 0 to {k}")
-    word = re.match(r"\W*(\d+|none)\b", text, re.I)
-    if word:
-        c = 0 if word.group(1).lower() == "none" else int(word.group(1))
-        if 0 <= c <= k:
-            return {"choice": c, "reason": text[:500]}
-        raise ParseFailure(f"choice {c} is not a number from 0 to {k}")
-    raise ParseFailure('no {"choice": N} and no leading number in the reply')
-
-
-class AuditLabelStage(LLMStage):
-    name = STAGE
-    expected_output_tokens = 40
-    produces = "labelled"
-
-    def __init__(self, prompt: PromptTemplate, endpoint="default", params: dict | None = None):
-        self.prompt = prompt
-        self.endpoint = endpoint
-        self.params = params if params is not None else {"temperature": 0.0, "max_tokens": 120}
-
-    @property
-    def lock_key(self) -> str | None:
-        return None       # labels of different audits may be asked for at once; rows are keyed by item
-
-    def context(self, row: LabelRow) -> dict:
-        return {"instruction": row.instruction, "candidates": list(row.paths), "sep": SEP}
-
-    def parse(self, raw: str, row: LabelRow) -> dict:
-        return parse_choice(raw, len(row.candidates))
-
-    def record(self, ws, oc: Outcome, run: StageRun) -> None:
-        row: LabelRow = oc.row
-        if oc.error:
-            status, label, reason = "unreadable", None, oc.error
-        else:
-            c = oc.value["choice"]
-            status, label, reason = ("none", None, oc.value["reason"]) if c == 0 else \
-                ("labelled", row.candidates[c - 1], oc.value["reason"])
-        run.add(status)
-        rec = oc.record
-        ws.store.conn.execute(
-            "INSERT OR REPLACE INTO audit_labels(audit, item, seed, instruction, candidates, label, status, reason, "
-            "prompt_hash, model, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (row.audit, row.item, row.seed, row.instruction, json.dumps(list(row.candidates)), label, status,
-             reason, oc.prompt.hash, rec.model if rec else None, utcnow()))
 
 
 def sample_rows(ws, name: str, n: int, seed: int = 0) -> list[LabelRow]:

@@ -10,8 +10,6 @@ ancestor and descendant. Applying a suggestion merges b into a via `Taxonomy.mer
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +18,7 @@ import numpy as np
 from workbench.core.errors import WorkbenchError
 from workbench.models.textembed import embed_texts, workspace_cache_dir
 from workbench.taxonomy.model import LIVE, Taxonomy
+from workbench.taxonomy.names import loose_key
 
 CHUNK = 2048
 
@@ -32,12 +31,6 @@ class MergeSuggestion:
     b_path: str
     score: float       # 1.0 for 'exact'; cosine similarity for 'embedding'
     kind: Literal["exact", "embedding"]
-
-
-def loose_key(name: str) -> str:
-    """Case, accents' width forms, punctuation, hyphens and spacing ignored."""
-    s = unicodedata.normalize("NFKC", name).casefold()
-    return re.sub(r"[\W_]+", "", s)
 
 
 def _order(a, b):

@@ -54,6 +54,12 @@ def check_name(raw: str) -> str:
     return name
 
 
+def loose_key(name: str) -> str:
+    """Case, accents' width forms, punctuation, hyphens and spacing ignored (near-duplicate names compare equal)."""
+    s = unicodedata.normalize("NFKC", name).casefold()
+    return re.sub(r"[\W_]+", "", s)
+
+
 def replace_lookalikes(text: str) -> tuple[str, list[str]]:
     """Read look-alike separators as '~'. Returns the text and descriptions of what was replaced."""
     found = [desc for ch, desc in LOOKALIKE_SEPARATORS.items() if ch in text]
