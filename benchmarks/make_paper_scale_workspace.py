@@ -10,8 +10,8 @@ decisions, samples, three referees' votes, selections, LLM calls with tokens and
 runs, two prompt versions of the expansion, and (paper scale) 3,000 task types a last expansion
 run proposed, pending review (the dashboard counts proposed nodes as task types, as the pipeline
 does: it shows 22,227, of which 3,000 have no images yet; the benchmark is the stricter for it).
-The embedding map's projection is stored under the key the dashboard asks for, with *synthetic* coordinates (category blobs), because a real
-100k-point UMAP takes minutes; the benchmark measures the dashboard, not UMAP.
+The embedding map's projection is stored under the key the dashboard asks for, with *synthetic* coordinates
+(category blobs), because a real 100k-point UMAP takes minutes; the benchmark measures the dashboard, not UMAP.
 """
 
 from __future__ import annotations

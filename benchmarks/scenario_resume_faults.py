@@ -243,7 +243,8 @@ class Code:
     def argv(self, *args: str) -> list[str]:
         # -P: no script/cwd directory in front of sys.path, so PYTHONPATH decides which `workbench` loads.
         return [sys.executable, "-P", "-c",
-                "import sys; from workbench.apps.cli.main import entrypoint; sys.argv[0]='workbench'; entrypoint()", *args]
+                "import sys; from workbench.apps.cli.main import entrypoint; sys.argv[0]='workbench'; entrypoint()",
+                *args]
 
     def popen(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*args), cwd=self.cwd, env=self.env(), stdout=subprocess.PIPE,

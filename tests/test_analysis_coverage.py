@@ -36,11 +36,14 @@ def test_load_counts_reads_stage_tables(ws):
     now = "2026-01-01"
     with ws.store.write() as c:
         for i in range(3):
-            c.execute("INSERT INTO images(id, path, root, source, width, height, format, added_at) VALUES (?, 'p', '/r', 's', 1, 1, 'PNG', ?)", (f"i{i}", now))
-            c.execute("INSERT INTO matches(image_id, node_id, rank, score, match_key) VALUES (?, ?, 1, 0.3, 'k')", (f"i{i}", leaf.id))
+            c.execute("INSERT INTO images(id, path, root, source, width, height, format, added_at) "
+                      "VALUES (?, 'p', '/r', 's', 1, 1, 'PNG', ?)", (f"i{i}", now))
+            c.execute("INSERT INTO matches(image_id, node_id, rank, score, match_key) VALUES (?, ?, 1, 0.3, 'k')",
+                      (f"i{i}", leaf.id))
         c.execute("INSERT INTO samples(id, image_id, node_id, status, created_at) VALUES ('s1', 'i0', ?, 'ok', ?)",
                   (leaf.id, now))
-        c.execute("INSERT INTO samples(id, image_id, node_id, status, created_at) VALUES ('s2', 'i1', ?, 'rejected', ?)",
+        c.execute("INSERT INTO samples(id, image_id, node_id, status, created_at) "
+                  "VALUES ('s2', 'i1', ?, 'rejected', ?)",
                   (leaf.id, now))
         c.execute("INSERT INTO selections(sample_id, selected, reason) VALUES ('s1', 1, 'ok')")
     counts = coverage.load_counts(ws.store)

@@ -114,7 +114,8 @@ def test_expand_levels_with_provenance_and_skip_on_rerun(seeded_ws, server):
     # Accept, then expand level 3 under one chosen node.
     Taxonomy.of(ws).accept([node.id])
     rep = expand(ws, nodes=[node.id], progress=False)
-    assert [c.name for c in Taxonomy.of(ws).children(node.id)] == ["Underwater Scenes basics", "Underwater Scenes advanced"]
+    names = [c.name for c in Taxonomy.of(ws).children(node.id)]
+    assert names == ["Underwater Scenes basics", "Underwater Scenes advanced"]
     df = proposals(ws, parent_id=node.id)
     assert list(df.outcome) == ["added", "added", "dropped"] and df.reason.iloc[2] == "repeats the parent's name"
 

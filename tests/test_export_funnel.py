@@ -25,7 +25,8 @@ def filled(seeded_ws, tmp_path):
             c.execute("INSERT INTO images(id, path, root, source, width, height, format, added_at) VALUES "
                       "(?, ?, ?, 'test', 8, 8, 'PNG', 'now')", (f"img{i}", f"sub/img{i}.png", str(root)))
             for r, n in enumerate(leaves, 1):
-                c.execute("INSERT INTO matches(image_id, node_id, rank, score, match_key) VALUES (?,?,?,?, 'k')", (f"img{i}", n, r, 0.3 - r / 100))
+                c.execute("INSERT INTO matches(image_id, node_id, rank, score, match_key) VALUES (?,?,?,?, 'k')",
+                          (f"img{i}", n, r, 0.3 - r / 100))
                 kept = int(r != 3)
                 c.execute("INSERT INTO filter_decisions(image_id, node_id, label, kept, reason) VALUES (?,?,?,?,?)",
                           (f"img{i}", n, n, kept, None if kept else "not chosen"))

@@ -28,7 +28,8 @@ def make_workspace(tmp_path, base_url, *, n_images=6):
             c.execute("INSERT INTO images(id, path, root, source, width, height, format, added_at) "
                       "VALUES (?, ?, ?, 'test', ?, 30, 'PNG', 'now')", (f"img{i}", f"im{i}.png", str(img_dir), 40 + i))
             for r, nid in enumerate(ids[:3], 1):
-                c.execute("INSERT INTO matches(image_id, node_id, rank, score, match_key) VALUES (?,?,?,?, 'k')", (f"img{i}", nid, r, 0.3))
+                c.execute("INSERT INTO matches(image_id, node_id, rank, score, match_key) VALUES (?,?,?,?, 'k')",
+                          (f"img{i}", nid, r, 0.3))
     cfg = (ws.root / "workbench.toml").read_text()
     cfg += f"""
 [endpoints.default]
@@ -94,7 +95,8 @@ def script(req):
             items.append({"task_type": "weather recognition", "question": "Is it sunny?", "answer": "Yes"})
         return json.dumps(items)
     # referees
-    votes = {"judge-a": ["1", "Score: 1", "yes", "0", "1", "1"], "judge-b": ["1", "0", "The score is 1", "maybe", "", "perhaps"],
+    votes = {"judge-a": ["1", "Score: 1", "yes", "0", "1", "1"],
+             "judge-b": ["1", "0", "The score is 1", "maybe", "", "perhaps"],
              "judge-c": ["1", "1", "0", "0", "no", "1"]}
     if req.model == "judge-c":
         assert "Answer:" in req.text  # the answer-aware referee sees the answer
@@ -118,7 +120,8 @@ def test_full_vision_pipeline(tmp_path):
         kept = ws.store.query("SELECT image_id, label FROM filter_decisions WHERE kept=1 ORDER BY image_id, label")
         assert [(r[0], r[1]) for r in kept] == [
             ("img0", "counting~people counting"), ("img0", "ocr~street sign reading"),
-            ("img1", "counting~people counting"), ("img4", "captioning~brief caption"), ("img4", "ocr~street sign reading"),
+            ("img1", "counting~people counting"), ("img4", "captioning~brief caption"),
+            ("img4", "ocr~street sign reading"),
             ("img5", "captioning~brief caption")]
         reasons = {(r[0], r[1]): r[2] for r in ws.store.query("SELECT image_id, label, reason FROM filter_decisions")}
         assert reasons[("img1", "made-up task")] == "not a candidate"

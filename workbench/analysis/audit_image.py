@@ -148,7 +148,8 @@ def clip_ready(ws) -> str | None:
     w = ident.pretrained
     if w is None or w.startswith("local-dir:") or os.path.exists(w):   # random (configured), or on disk
         return None
-    return f"[clip] pretrained = {w!r} would be downloaded (allow_download); images are assigned only with local weights"
+    return (f"[clip] pretrained = {w!r} would be downloaded (allow_download); images are assigned only with "
+            "local weights")
 
 
 def store_summary(ws, name: str, image: dict) -> None:

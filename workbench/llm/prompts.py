@@ -5,7 +5,8 @@ new message of that role (text before the first marker is a user message). Templ
 StrictUndefined, so a misspelt variable is an error naming the file, not an empty string.
 
 Default (bundled) prompts live inside the package, `workbench/prompts/` (the checkout's top-level
-`prompts/` is a link to it), so a checkout, an editable install and a wheel read the same files. A stage config may name a workspace-relative or absolute file instead. The hash of
+`prompts/` is a link to it), so a checkout, an editable install and a wheel read the same files. A stage config
+may name a workspace-relative or absolute file instead. The hash of
 the template *source* is the prompt's identity in provenance (nodes.prompt_hash,
 stage_runs.prompt_hash, llm_calls.prompt_hash), so it is the same from a checkout and a wheel.
 """

@@ -97,7 +97,8 @@ PAPER = Profile(
         "# then in workbench.toml:",
         "[endpoints.glm4v]  base_url = \"http://GPU-BOX:8001/v1\"  model = \"glm-4v-9b\"",
         "[endpoints.internvl]  base_url = \"http://GPU-BOX:8002/v1\"  model = \"internvl2\"",
-        "[[referees]] name = \"glm4v\" endpoint = \"glm4v\"     [[referees]] name = \"internvl\" endpoint = \"internvl\"",
+        "[[referees]] name = \"glm4v\" endpoint = \"glm4v\"     "
+        "[[referees]] name = \"internvl\" endpoint = \"internvl\"",
     ),
 )
 

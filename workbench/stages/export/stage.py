@@ -35,7 +35,8 @@ def selected_rows(ws, *, only_selected: bool = True) -> pd.DataFrame:
     """The samples to export; a flagged sample (`sample_flags`) never is, even if it was selected before the flag."""
     df = pd.read_sql_query(
         f"SELECT s.id, s.image_id, s.node_id, s.question, s.answer, i.root, i.path AS image_path "
-        f"{_chosen_sql(only_selected)} AND NOT EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id) ORDER BY s.id",
+        f"{_chosen_sql(only_selected)} AND NOT EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id) "
+        "ORDER BY s.id",
         ws.store.conn)
     idx = Taxonomy.of(ws).index(None)
     df["task_type"] = [idx.paths.get(n, "") for n in df["node_id"]]

@@ -48,7 +48,8 @@ _KEYS = {
 }
 _BLOCK = re.compile(
     r"(?:task[ _]?type|task|label)\s*[:：]\s*(?P<t>.+?)\s*\n+\s*(?:\*\*)?q(?:uestion)?(?:\*\*)?\s*[:：]\s*(?P<q>.+?)"
-    r"\s*\n+\s*(?:\*\*)?a(?:nswer)?(?:\*\*)?\s*[:：]\s*(?P<a>.*?)(?=\n\s*(?:\*\*)?(?:task[ _]?type|task|label)\s*[:：]|\Z)",
+    r"\s*\n+\s*(?:\*\*)?a(?:nswer)?(?:\*\*)?\s*[:：]\s*(?P<a>.*?)"
+    r"(?=\n\s*(?:\*\*)?(?:task[ _]?type|task|label)\s*[:：]|\Z)",
     re.IGNORECASE | re.DOTALL)
 
 

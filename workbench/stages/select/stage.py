@@ -39,9 +39,9 @@ class SelectionReport:
 
     def summary(self) -> str:
         rs = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items()))
+        quota = f" (at most {self.per_task_quota} per task to fit the budget)" if self.per_task_quota else ""
         return (f"{self.samples} samples, {self.passed_votes} passed the referees, {self.selected} selected over "
-                f"{self.tasks_selected} task types" + (f" (at most {self.per_task_quota} per task to fit the budget)"
-                                                       if self.per_task_quota else "") + (f"; dropped: {rs}" if rs else ""))
+                f"{self.tasks_selected} task types" + quota + (f"; dropped: {rs}" if rs else ""))
 
 
 CONSENSUS = ("kofn", "ds")
