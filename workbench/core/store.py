@@ -23,17 +23,15 @@ from pathlib import Path
 
 from workbench.core.errors import SchemaError
 
-# Modules that define `COMPONENT: str` and `MIGRATIONS: list[str]` (SQL scripts).
+# Modules that define `COMPONENT: str` and `MIGRATIONS: list[str]` (SQL scripts), or `COMPONENTS: {name: migrations}`.
 SCHEMA_MODULES = [
     "workbench.core.schema",
     "workbench.llm.schema",
     "workbench.stages.images.schema",
     "workbench.stages.embed.schema",
-    "workbench.stages.vision_schema",
+    "workbench.stages.schema",
     "workbench.analysis.schema",
-    "workbench.analysis.audit_schema",
     "workbench.review.schema",
-    "workbench.analysis.discovery_schema",
 ]
 
 BUSY_TIMEOUT_MS = 60_000
@@ -43,7 +41,8 @@ def registered_schemas() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for mod_name in SCHEMA_MODULES:
         mod = importlib.import_module(mod_name)
-        out[mod.COMPONENT] = list(mod.MIGRATIONS)
+        components = getattr(mod, "COMPONENTS", None) or {mod.COMPONENT: mod.MIGRATIONS}
+        out.update((name, list(migrations)) for name, migrations in components.items())
     return out
 
 

@@ -1,7 +1,7 @@
 """The audit label stage: an LLM picks one of an audited item's top-k candidate task types, or none.
 
 One call per item through the stage seam (cached in `llm_calls` with the raw reply, priced, dry-run, budget and
-failure-rate stops); each choice is stored in `audit_labels` (the table of `analysis/audit_schema.py`).
+failure-rate stops); each choice is stored in `audit_labels` (component `audit` of `analysis/schema.py`).
 Which items are asked and what their labels say about the embedding assignment is `analysis/audit_label.py`.
 """
 

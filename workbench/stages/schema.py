@@ -1,4 +1,5 @@
-"""Component `vision`: filter decisions, Q&A samples, referee votes and the selection."""
+"""Component `vision`: the tables the vision stages share — filter decisions, Q&A samples, referee votes, flags
+and the selection."""
 
 COMPONENT = "vision"
 
