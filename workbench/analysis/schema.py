@@ -3,8 +3,9 @@ applied, kept in `meta`; `core/store.py` registers this module).
 
 - `analysis`: stored projections (UMAP etc.), reloaded instead of recomputed.
 - `audit`: audits of existing SFT datasets (`analysis/audit.py`), one row per audited dataset, and the LLM labels of
-  a sample of their items (`audit_labels`). The per-item assignments live under `arrays/audit/<name>/` (one .npz per chunk: top-k task-type columns
-  and scores, resumable); this table holds what was audited, how far it got, and the summary figures.
+  a sample of their items (`audit_labels`). The per-item assignments live under `arrays/audit/<name>/` (one .npz
+  per chunk: top-k task-type columns and scores, resumable); the table holds what was audited, how far it got, and
+  the summary figures.
 - `discovery`: bottom-up discovery (analysis/discovery.py): one row per cluster of unfit images that was named.
 """
 
@@ -45,7 +46,7 @@ _AUDIT = [
 
 # Which text backend made the vectors (analysis/audit_embed.py: minilm, onnx-<hash>, static-<hash>); NULL: an
 # audit from before backends (minilm). Label-sample choices of an LLM (analysis/audit_label.py), per item.
-MIGRATIONS.append(
+_AUDIT.append(
     """
     ALTER TABLE audit_datasets ADD COLUMN text_backend TEXT;
     CREATE TABLE audit_labels (
