@@ -16,7 +16,7 @@ from workbench.review.decisions import (  # noqa: F401
 
 def __getattr__(name):
     if name in ("ReviewTable", "ReviewRow"):
-        from workbench.review import widgets
+        from workbench.review import widgets  # lazy: ipywidgets, only for notebooks
 
         return getattr(widgets, name)
     raise AttributeError(f"module 'workbench.review' has no attribute {name!r}")
