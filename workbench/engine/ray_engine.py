@@ -6,7 +6,7 @@ resumes exactly as a local one (committed embedding blocks are skipped, cached c
 and a stage run on Ray and then locally calls nothing twice.
 
 - `embed_images`: Ray Data reads the (image id, path) list, decodes + preprocesses in parallel tasks
-  (the local `_ImageDataset`), and an actor pool holds the CLIP model (`map_batches`): GPU actors when the
+  (the local `ImageDataset`), and an actor pool holds the CLIP model (`map_batches`): GPU actors when the
   cluster has GPUs, else fractional-CPU actors (on 2 CPUs, whole-CPU actors starve the read tasks).
   Blocks stream back to the driver, which commits each one (durable chunk file, then its rows).
 - `topk_blocks`: the task-type matrix is broadcast once (`ray.put`); image blocks are scored in remote
@@ -32,7 +32,7 @@ from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 from workbench.llm.client import make_client
 from workbench.llm.cost import cost_usd
-from workbench.stages.embed.stage import _ImageDataset
+from workbench.stages.embed.stage import ImageDataset
 from workbench.stages.match.stage import topk_cosine
 
 INSTALL_HINT = "pip install 'taskgalaxy-workbench[ray]'  (or: pip install 'ray[data]')"
@@ -226,7 +226,7 @@ class RayEngine:
 def _decode(batch: dict, preprocess) -> dict:
     """Read, check (content hash = id) and preprocess a batch of images; a bad file keeps its reason."""
     items = list(zip((str(i) for i in batch["id"]), (str(p) for p in batch["path"])))
-    data = _ImageDataset(items, preprocess)
+    data = ImageDataset(items, preprocess)
     out = [data[j] for j in range(len(items))]
     shape = next((tuple(x.shape) for _, x, e in out if e is None), (3, 1, 1))
     pixels = np.zeros((len(out), *shape), np.float32)
