@@ -114,9 +114,10 @@ def main() -> None:
     t_key = time.perf_counter() - t0
     now = utcnow()
     CallCache(ws.store).put_many(
-        CallRecord(key=k, stage="bench", endpoint="bench", model=ep.model, request=request_json(ep.model, m, Bench.params),
-                   status="ok", raw_text="a, b, c", raw_response="{}", finish_reason="stop", prompt_tokens=20,
-                   completion_tokens=5, cost_usd=0.0, latency_s=0.2, created_at=now) for k, m in keyed)
+        CallRecord(key=k, stage="bench", endpoint="bench", model=ep.model,
+                   request=request_json(ep.model, m, Bench.params), status="ok", raw_text="a, b, c",
+                   raw_response="{}", finish_reason="stop", prompt_tokens=20, completion_tokens=5, cost_usd=0.0,
+                   latency_s=0.2, created_at=now) for k, m in keyed)
     got = []
     t0 = time.perf_counter()
     rep = Bench().run(ws, rows, endpoint=ep, progress=False, on_result=got.append)

@@ -27,15 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import numpy as np
 
 from clip_fixtures import make_images, set_config_section, use_tiny_clip
+from workbench.core.workspace import Workspace
+from workbench.engine.ray_engine import RayEngine
+from workbench.stages.embed.stage import embed_images, embed_texts_clip
+from workbench.stages.images.register import register_images
+from workbench.stages.match.stage import match
+from workbench.taxonomy.io import load_seed
 from workbench.taxonomy.model import Taxonomy
 
 
-def _ws(root: Path, images: Path):
-    from workbench.core.workspace import Workspace
-    from workbench.stages.embed.stage import embed_texts_clip
-    from workbench.stages.images.register import register_images
-    from workbench.taxonomy.io import load_seed
-
+def _ws(root: Path, images: Path) -> Workspace:
     ws = Workspace.init(root)
     load_seed(Taxonomy.of(ws))
     use_tiny_clip(ws, batch_size=64)
@@ -45,10 +46,7 @@ def _ws(root: Path, images: Path):
     return ws
 
 
-def _job(ws, engine):
-    from workbench.stages.embed.stage import embed_images
-    from workbench.stages.match.stage import match
-
+def _job(ws: Workspace, engine: RayEngine | None) -> tuple[float, float]:
     t0 = time.perf_counter()
     embed_images(ws, engine=engine)
     t1 = time.perf_counter()
@@ -61,8 +59,6 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--address", default=None)
     args = ap.parse_args()
-    from workbench.engine.ray_engine import RayEngine
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_images(tmp / "imgs", args.images)

@@ -97,7 +97,7 @@ def test_embedding_preprocessing_of_a_sliver_stays_bounded(ws, tmp_path):
     resizing its short side to the input size would make a 64 x 2,560,000 image here (224 x 8,960,000 at
     224 px: 9.4 GB). The preprocessing is spied on: the test fails before any large allocation."""
     from workbench.stages.embed.clip import load_clip
-    from workbench.stages.embed.stage import _ImageDataset
+    from workbench.stages.embed.stage import ImageDataset
     from workbench.stages.images.register import MAX_ASPECT_RATIO
 
     use_tiny_clip(ws)
@@ -117,7 +117,7 @@ def test_embedding_preprocessing_of_a_sliver_stays_bounded(ws, tmp_path):
     for name, size in (("tall.png", (1, 40000)), ("wide.png", (40000, 1)), ("ok.png", (60, 40))):
         p = _sliver(tmp_path / name, size)
         items.append((hashlib.sha256(p.read_bytes()).hexdigest(), str(p)))
-    ds = _ImageDataset(items, spy)
+    ds = ImageDataset(items, spy)
     for i in range(len(items)):
         image_id, pixels, err = ds[i]
         assert err is None, err

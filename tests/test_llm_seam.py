@@ -11,10 +11,19 @@ import pytest
 from openai_server import OpenAIServer, Reply
 from workbench.core.config import EndpointConfig
 from workbench.core.errors import ParseFailure, WorkbenchError
-from workbench.llm.cache import call_key, storable_messages
+from workbench.llm.cache import CallRecord, call_key, storable_messages
 from workbench.llm.client import Endpoint, image_data_url, resolve_endpoint
 from workbench.llm.prompts import PromptError, PromptTemplate, split_messages
 from workbench.stages.base import LLMStage, reparse
+from workbench.stages.dispatch import (
+    BatchDispatcher,
+    CacheOnly,
+    CallPlan,
+    LocalDispatcher,
+    RunGuard,
+    pick,
+    using,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -219,3 +228,74 @@ def test_api_key_never_reaches_the_workspace(ws, monkeypatch):
     for f in ws.root.rglob("*"):
         if f.is_file():
             assert secret.encode() not in f.read_bytes(), f
+
+
+class Canned:
+    """An engine without Ray: answers every planned call itself, then hands the records back through the plan."""
+
+    name = "canned"
+
+    def __init__(self):
+        self.plans = []
+
+    def dispatch(self, plan: CallPlan) -> None:
+        self.plans.append(plan)
+        got = [(key, CallRecord(key="", stage="", endpoint=plan.endpoint.name, model=plan.endpoint.model, request="",
+                                status="ok", raw_text=f"answer {i}", cost_usd=0.0))
+               for i, key in enumerate(plan.pending)]
+        plan.commit(got)
+        for key, rec in got:
+            plan.arrived(key, rec)
+
+
+def test_an_engine_is_a_dispatcher_and_the_driver_stamps_and_commits(ws):
+    ep = Endpoint("test", EndpointConfig(base_url="http://127.0.0.1:9/v1", model="test-model"), (1.0, 2.0))
+    rows = [{"item": str(i)} for i in range(5)] + [{"item": "0"}]
+    engine = Canned()
+    with using(engine):
+        rep = EchoStage().run(ws, rows, endpoint=ep, progress=False)
+    assert (rep.called, rep.ok, rep.stopped) == (5, 6, None) and len(engine.plans) == 1
+    run = ws.runs("echo")[0]
+    assert json.loads(run["params"])["engine"] == "canned"
+    calls = ws.store.query("SELECT * FROM llm_calls")
+    keys = {call_key("test-model", ECHO.render(**r), EchoStage.params) for r in rows}   # the local keys
+    assert {r["key"] for r in calls} == keys == set(engine.plans[0].pending)
+    for r in calls:   # the one stamp: the fields a local call's record gets
+        assert (r["stage"], r["stage_run_id"], r["prompt_file"], r["prompt_hash"]) == ("echo", run["id"], "echo.j2",
+                                                                                       ECHO.hash)
+        assert r["request"] == engine.plans[0].requests[r["key"]] and r["created_at"]
+    again = EchoStage().run(ws, rows, endpoint=ep, progress=False)     # local: everything is in the cache
+    assert (again.called, again.cached) == (0, 6)
+
+
+def test_the_run_guard_words_each_stop_once_and_the_first_stop_wins():
+    guard = RunGuard(0.01, 0.5, 2)
+    assert guard.reserve(0.006) == 0.006 and guard.reserve(0.006) is None and guard.stopped
+    guard.settle(0.006, 0.005)
+    assert guard.reason() == ("budget $0.0100: spent $0.0050, and the next call (estimated $0.0060) would go over "
+                              "it; raise --budget or limits.budget_usd and run again to go on")
+    guard.count(True)
+    guard.count(True)
+    assert not guard.check_failure_rate(["x"])         # already stopped: the budget stop stays
+    ray = RunGuard(0.01, 0.5, 2)
+    assert ray.reserve(0.02, calls=16, mean_floor=False) is None
+    assert "the next 16 call(s) (estimated $0.0200)" in ray.reason()
+    failing = RunGuard(None, 0.5, 2)
+    failing.count(True)
+    assert not failing.check_failure_rate(["e1"])      # under min_calls
+    failing.count(False)
+    failing.count(True)
+    assert failing.check_failure_rate(["e1", "e2", "e3", "e4"]) and failing.stopped
+    assert failing.reason() == "failure rate 2/3 of this run's calls is over 50%; first errors: ['e1', 'e2', 'e3']"
+    batch = RunGuard(0.01, 0.5, 2)
+    assert batch.fits(0.004) and batch.fits(0.004) and not batch.fits(0.004)
+    assert batch.reason() == ("budget $0.0100: submitted the requests estimated to fit (~$0.0080 at batch price); "
+                              "raise --budget and run again for the rest")
+
+
+def test_pick_chooses_one_dispatcher():
+    engine = Canned()
+    assert isinstance(pick(cache_only=True, batch=True, engine=engine), CacheOnly)
+    assert isinstance(pick(cache_only=False, batch=True, engine=engine), BatchDispatcher)
+    assert pick(cache_only=False, batch=False, engine=engine) is engine
+    assert isinstance(pick(cache_only=False, batch=False, engine=None), LocalDispatcher)

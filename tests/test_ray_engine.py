@@ -26,8 +26,12 @@ from workbench.core.workspace import Workspace
 from workbench.engine import make_engine, using
 from workbench.engine.ray_engine import RayEngine
 from workbench.stages.embed.stage import embed_images, embed_texts_clip, get_image_embeddings
+from workbench.stages.filter.stage import run_filter
 from workbench.stages.images.register import register_images
 from workbench.stages.match.stage import match
+from workbench.stages.qa.stage import run_qa
+from workbench.stages.referee.stage import run_referees
+from workbench.taxonomy.io import load_seed
 
 N_IMAGES = 120
 
@@ -49,8 +53,6 @@ def images(tmp_path_factory):
 
 
 def _ws(root, images):
-    from workbench.taxonomy.io import load_seed
-
     ws = Workspace.init(root)
     load_seed(Taxonomy.of(ws))
     use_tiny_clip(ws, batch_size=16)
@@ -112,10 +114,6 @@ def test_embed_and_match_on_ray_equal_local_and_a_killed_run_resumes(tmp_path, e
 
 
 def _vision(ws, engine=None, **kw):
-    from workbench.stages.filter.stage import run_filter
-    from workbench.stages.qa.stage import run_qa
-    from workbench.stages.referee.stage import run_referees
-
     with using(engine):
         return [run_filter(ws, progress=False, **kw), run_qa(ws, progress=False, **kw),
                 *run_referees(ws, progress=False, **kw)]

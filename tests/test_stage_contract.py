@@ -126,19 +126,24 @@ def test_a_second_writer_of_the_same_stage_is_refused(ws):
 
 def test_two_expand_processes_do_not_pay_twice(seeded_ws, tmp_path):
     ws = seeded_ws
-    started = threading.Event()
+    started, tried = threading.Event(), threading.Event()
 
     def script(req):
         started.set()
-        return Reply('["alpha", "beta"]', latency=0.3)
+        tried.wait(60)      # the first process stays in its run until the second has tried (a slow start-up
+        return Reply('["alpha", "beta"]')   # on a loaded machine used to find the first one finished)
 
     with OpenAIServer(script) as server:
         env = {**os.environ, "WORKBENCH_NO_LOCAL_PROBE": "1", "OPENAI_BASE_URL": server.base_url,
                "OPENAI_API_KEY": "x"}
-        cmd = [str(Path(sys.executable).with_name("workbench")), "expand", str(ws.root), "--level", "2", "--no-progress"]
+        cmd = [str(Path(sys.executable).with_name("workbench")), "expand", str(ws.root), "--level", "2",
+               "--no-progress"]
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert started.wait(60)
-        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        try:
+            second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        finally:
+            tried.set()
         out, err = first.communicate(timeout=90)
     assert first.returncode == 0, err
     assert second.returncode == 2 and "expand is already running" in second.stderr

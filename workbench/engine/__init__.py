@@ -5,12 +5,14 @@ The engine only computes; the driver (this process) still owns the workspace: wo
 code paths the local engine uses, so resumability and the call cache behave identically.
 
 `current()` is the engine in effect (a context variable of `stages.dispatch`, the seam engines plug into):
-the CLI sets it with `session(...)` / `using(engine)` around a command.
+the CLI sets it with `session(...)` / `using(engine)` around a command. For LLM calls an engine is a
+`stages.dispatch.Dispatcher` (`RayEngine.dispatch(plan)`); `None` leaves them to the local dispatcher.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 from workbench.core.errors import WorkbenchError
 from workbench.engine.ray_engine import RayEngine
@@ -21,7 +23,7 @@ __all__ = ["ENGINES", "current", "make_engine", "session", "using"]
 ENGINES = ("local", "ray")
 
 
-def make_engine(name: str = "local", address: str | None = None):
+def make_engine(name: str = "local", address: str | None = None) -> RayEngine | None:
     """An engine by name: None for `local` (today's code paths), a RayEngine for `ray`."""
     name = (name or "local").lower()
     if name not in ENGINES:
@@ -35,7 +37,7 @@ def make_engine(name: str = "local", address: str | None = None):
 
 
 @contextlib.contextmanager
-def session(name: str = "local", address: str | None = None):
+def session(name: str = "local", address: str | None = None) -> Iterator[RayEngine | None]:
     """`--engine NAME [--address ADDR]` for one command: the engine in effect inside, disconnected after."""
     engine = make_engine(name, address)
     try:

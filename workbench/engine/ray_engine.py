@@ -6,14 +6,15 @@ resumes exactly as a local one (committed embedding blocks are skipped, cached c
 and a stage run on Ray and then locally calls nothing twice.
 
 - `embed_images`: Ray Data reads the (image id, path) list, decodes + preprocesses in parallel tasks
-  (the local `_ImageDataset`), and an actor pool holds the CLIP model (`map_batches`): GPU actors when the
+  (the local `ImageDataset`), and an actor pool holds the CLIP model (`map_batches`): GPU actors when the
   cluster has GPUs, else fractional-CPU actors (on 2 CPUs, whole-CPU actors starve the read tasks).
   Blocks stream back to the driver, which commits each one (durable chunk file, then its rows).
 - `topk_blocks`: the task-type matrix is broadcast once (`ray.put`); image blocks are scored in remote
   tasks (`topk_cosine`, the local function) with a bounded window in flight; results come back in order.
-- `call_all`: the rendered requests (key, messages) fan out to remote tasks that call the endpoint (or
-  pool) with the workbench's own client and return CallRecords; the driver commits them to the cache
-  (`cache.put_many`) and hands each to the stage's `record`, like the local loop.
+- `dispatch`: the engine is the stage seam's `Dispatcher` (stages/dispatch.py) for LLM calls: the plan's
+  rendered requests (key, messages) fan out to remote tasks that call the endpoint (or pool) with the
+  workbench's own client and return CallRecords; the driver stamps and commits them to the cache
+  (`plan.commit`) and delivers each to the stage's `record`, under the same `RunGuard` as the local loop.
 
 Images must be readable from the workers at their registered paths (a shared mount); endpoints must be
 reachable from the workers, with their API key variables set in the workers' environment.
@@ -25,14 +26,14 @@ import asyncio
 import collections
 import os
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
-from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 from workbench.llm.client import make_client
-from workbench.llm.cost import cost_usd
-from workbench.stages.embed.stage import _ImageDataset
+from workbench.stages.dispatch import CallPlan, Dispatcher
+from workbench.stages.embed.stage import ImageDataset
 from workbench.stages.match.stage import topk_cosine
 
 INSTALL_HINT = "pip install 'taskgalaxy-workbench[ray]'  (or: pip install 'ray[data]')"
@@ -49,7 +50,7 @@ def _ray():
     return ray
 
 
-class RayEngine:
+class RayEngine(Dispatcher):
     """A connection to Ray: a private local Ray bound to loopback (no address) or an existing cluster."""
 
     name = "ray"
@@ -152,81 +153,68 @@ class RayEngine:
             yield (ids0, *ray.get(ref))
 
     # -- LLM calls -------------------------------------------------------------------------------
-    def call_all(self, ws, stage, ep, params, pending, requests, est, out_tokens, cache, report, deliver, stats,
-                 budget_usd, max_failure_rate, progress, run_id) -> None:
-        """The local `_call_all`'s contract (pipeline/base.py), with the calls made on Ray workers."""
+    def dispatch(self, plan: CallPlan) -> None:
+        """The stage seam's `Dispatcher` (stages/dispatch.py): the plan's calls made on Ray workers."""
         self.start()
-        ray = _ray()
-        task = ray.remote(num_cpus=0.25)(_call_chunk)
-        keys = list(pending)
-        chunks = [keys[i:i + CALLS_PER_TASK] for i in range(0, len(keys), CALLS_PER_TASK)]
-        window = max(2, int(self.cpus() * WINDOW_PER_CPU))
-        ep_ref = ray.put(ep)
-        min_calls = ws.config.limits.min_calls_before_failure_check
-        spent, reserved = 0.0, {}
-        inflight: dict = {}
-        stopped = False
+        _RayCalls(self, plan).run()
 
-        def chunk_cost(chunk) -> float:
-            return sum(cost_usd(ep.price, est[k], out_tokens) or 0.0 for k in chunk)
 
-        def submit() -> None:
-            nonlocal stopped
-            while chunks and len(inflight) < window and not stopped:
-                chunk = chunks[0]
-                want = chunk_cost(chunk)
-                if budget_usd is not None and spent + sum(reserved.values()) + want > budget_usd:
-                    stopped = True
-                    report.stopped = (f"budget ${budget_usd:.4f}: spent ${spent:.4f}, and the next {len(chunk)} "
-                                      f"call(s) (estimated ${want:.4f}) would go over it; raise --budget or "
-                                      "limits.budget_usd and run again to go on")
-                    break
-                chunks.pop(0)
-                msgs = [(k, pending[k][1], est[k] + out_tokens) for k in chunk]
-                ref = task.remote(ep_ref, params, msgs)
-                inflight[ref] = chunk
-                reserved[ref] = want
+class _RayCalls:
+    """One plan's calls on Ray: tasks of CALLS_PER_TASK requests, a bounded window in flight, each task's budget
+    reserved (as one estimate) before it is submitted. Each finished task's CallRecords are stamped and committed
+    by this process before any is delivered, as the local dispatcher does; a stop submits nothing more."""
 
-        submit()
-        while inflight:
-            done, _ = ray.wait(list(inflight), num_returns=1)
-            ref = done[0]
-            chunk = inflight.pop(ref)
-            reserved.pop(ref, None)
+    def __init__(self, engine: RayEngine, plan: CallPlan) -> None:
+        self.ray, self.plan = _ray(), plan
+        self.task = self.ray.remote(num_cpus=0.25)(_call_chunk)
+        keys = list(plan.pending)
+        self.chunks = [keys[i:i + CALLS_PER_TASK] for i in range(0, len(keys), CALLS_PER_TASK)]
+        self.window = max(2, int(engine.cpus() * WINDOW_PER_CPU))
+        self.ep_ref = self.ray.put(plan.endpoint)
+        self.inflight: dict[Any, tuple[list[str], float]] = {}     # task ref -> (its keys, the budget reserved)
+
+    def submit(self) -> None:
+        plan, guard = self.plan, self.plan.guard
+        while self.chunks and len(self.inflight) < self.window and not guard.stopped:
+            chunk = self.chunks[0]
+            want = sum(plan.est_cost(k) for k in chunk)
+            reserved = guard.reserve(want, calls=len(chunk), mean_floor=False)
+            if reserved is None:
+                guard.reason()      # worded now, with what was spent when the budget refused
+                break
+            self.chunks.pop(0)
+            items = [(k, plan.pending[k][1], plan.call_tokens(k)) for k in chunk]
+            self.inflight[self.task.remote(self.ep_ref, plan.params, items)] = (chunk, reserved)
+
+    def run(self) -> None:
+        plan = self.plan
+        self.submit()
+        while self.inflight:
+            done, _ = self.ray.wait(list(self.inflight), num_returns=1)
+            chunk, reserved = self.inflight.pop(done[0])
             try:
-                got = ray.get(ref)
+                got = self.ray.get(done[0])
             except Exception as exc:
-                report.errors.append(f"ray task failed: {type(exc).__name__}: {exc}"[:300])
-                report.not_run += len(chunk)
-                submit()
+                plan.guard.settle(reserved, 0.0, calls=0)
+                plan.report.errors.append(f"ray task failed: {type(exc).__name__}: {exc}"[:300])
+                plan.report.not_run += len(chunk)
+                self.submit()
                 continue
-            now = utcnow()
+            plan.guard.settle(reserved, sum(rec.cost_usd or 0.0 for _, rec in got), calls=len(got))
+            plan.commit(got)          # committed before anything is parsed
             for key, rec in got:
-                prompt = pending[key][0]
-                rec.key, rec.stage, rec.stage_run_id = key, stage.name, run_id
-                rec.prompt_file, rec.prompt_hash = prompt.display_path, prompt.hash
-                rec.request = requests[key]
-                rec.created_at = now
-            cache.put_many([rec for _, rec in got])   # committed before anything is parsed
-            for key, rec in got:
-                spent += rec.cost_usd or 0.0
-                report.tally(rec)
-                deliver(key, rec, True)
-            if (not stopped and stats["done"] >= min_calls and stats["failed"] / stats["done"] > max_failure_rate):
-                stopped = True
-                report.stopped = (f"failure rate {stats['failed']}/{stats['done']} of this run's calls is over "
-                                  f"{max_failure_rate:.0%}; first errors: {report.errors[:3]}")
-            submit()
-        for chunk in chunks:          # never submitted (a stop): not run
-            for key in chunk:
-                deliver(key, None, False)
+                plan.arrived(key, rec)
+            plan.check_failure_rate()
+            self.submit()
+        for chunk in self.chunks:     # never submitted (a stop): not run
+            plan.not_run(chunk)
 
 
 # -- what runs on the workers (module-level: importable by every worker) ----------------------------
 def _decode(batch: dict, preprocess) -> dict:
     """Read, check (content hash = id) and preprocess a batch of images; a bad file keeps its reason."""
     items = list(zip((str(i) for i in batch["id"]), (str(p) for p in batch["path"])))
-    data = _ImageDataset(items, preprocess)
+    data = ImageDataset(items, preprocess)
     out = [data[j] for j in range(len(items))]
     shape = next((tuple(x.shape) for _, x, e in out if e is None), (3, 1, 1))
     pixels = np.zeros((len(out), *shape), np.float32)

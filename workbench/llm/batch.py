@@ -100,10 +100,12 @@ class BatchRunner:
     """Submits, polls and ingests the batches of one stage run. `run(pending)` returns when every key it was
     given has a result (or is left for later: cancelled, over budget)."""
 
-    def __init__(self, ws, stage_name: str, ep, run_id: int | None, *, progress: bool = False,
-                 say: Callable[[str], None] | None = None, client=None):
+    def __init__(self, ws, stage_name: str, ep, run_id: int | None, *, stamp: Callable[..., CallRecord],
+                 progress: bool = False, say: Callable[[str], None] | None = None, client=None):
         check_endpoint(ep)
         self.ws, self.store, self.ep, self.stage, self.run_id = ws, ws.store, ep, stage_name, run_id
+        # The stage seam's one record stamp (stages/dispatch.py `stamp`), passed in: this layer cannot import it.
+        self.stamp = stamp
         self.cfg = ws.config.batch
         self.price = batch_price(ep.price, self.cfg.price_factor)
         self.client = client or openai_client(ep)
@@ -257,8 +259,8 @@ class BatchRunner:
                 reason = why.get(key) or (f"batch {b.status}" + (f": {batch_error}" if batch_error else "")
                                           + " with no reply for this request")
                 rec = self._reader._record("error", error=f"{reason} (sent twice in a batch; the next run asks again)")
-            rec.key, rec.stage, rec.stage_run_id, rec.request = key, self.stage, self.run_id, req
-            rec.prompt_file, rec.prompt_hash, rec.created_at = pf, ph, now
+            self.stamp(rec, key=key, stage=self.stage, run_id=self.run_id, request=req, prompt_file=pf,
+                       prompt_hash=ph, at=now)
             records.append(rec)
             outcomes.append(("ok" if rec.ok else "error", row.id, key))
             out[key] = rec
@@ -288,28 +290,22 @@ class BatchRunner:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, pending: dict[str, tuple], requests: dict[str, str], params: dict,
-            deliver: Callable[[str, CallRecord | None], None], *, budget_usd: float | None = None,
-            est_cost: Callable[[str], float] | None = None) -> str | None:
+            deliver: Callable[[str, CallRecord | None], None], *, fits: Callable[[str], bool] | None = None) -> None:
         """Submit what is not already in a batch, poll, ingest, deliver each key's result (None: no result in
-        this run). Returns why some keys were not sent (budget), or None."""
+        this run). `fits(key)` is asked before each new request is submitted (the stage's budget): the first
+        False leaves that request and the rest unsent."""
         self._pending_lines: dict[int, bytes] = {}
         self.recover()
-        stopped = None
         waiting = self.live_batches_for(pending)
         if waiting:
             self.say(f"{len(waiting):,} request(s) already in {len(set(waiting.values()))} submitted batch(es): "
                      "polling them, not submitting again")
-        new, spent = [], 0.0
+        new = []
         for key, (prompt, messages) in pending.items():
             if key in waiting:
                 continue
-            if budget_usd is not None and est_cost is not None:
-                c = est_cost(key)
-                if spent + c > budget_usd:
-                    stopped = (f"budget ${budget_usd:.4f}: submitted the requests estimated to fit (~${spent:.4f} "
-                               "at batch price); raise --budget and run again for the rest")
-                    break
-                spent += c
+            if fits is not None and not fits(key):
+                break
             new.append((key, jsonl_line(key, self.ep.model, messages, params), requests[key], prompt.display_path,
                         prompt.hash))
         self.plan(new)
@@ -332,7 +328,8 @@ class BatchRunner:
                 self._update(row.id, b)
                 if b.status != status.get(row.id):
                     rc = b.request_counts
-                    counts = f" ({rc.completed:,} done, {rc.failed:,} failed of {rc.total:,})" if rc and rc.total else ""
+                    counts = (f" ({rc.completed:,} done, {rc.failed:,} failed of {rc.total:,})" if rc and rc.total
+                              else "")
                     self.say(f"batch {b.id}: {b.status.replace('_', ' ')}{counts}")
                     status[row.id] = b.status
                 if b.status in DONE:
@@ -342,7 +339,6 @@ class BatchRunner:
                             left.discard(key)
             if left and not any(r.status == "submitting" for r in self._active_for(left)):
                 time.sleep(self.cfg.poll_interval_s)
-        return stopped
 
     def _active_for(self, keys: set[str]) -> list[BatchRow]:
         ids = set(self.live_batches_for(keys).values())

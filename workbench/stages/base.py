@@ -5,12 +5,13 @@
                       parse(raw, row) [raise ParseFailure], record(ws, outcome, run)
 
 `Stage.run(ws)` and `LLMStage.run(ws, ...)` are the base's and cannot be overridden (`__init_subclass__`
-refuses): they open the stage-run record (`pipeline/runs.py`: one writer per stage, final status done /
+refuses): they open the stage-run record (`core/runs.py`: one writer per stage, final status done /
 stopped / failed / interrupted), and for LLM stages run the loop
 
     rows → render → key → one batched cache lookup → (dry run: calls, tokens, cost) → cached replies parsed →
-    missing keys called (bounded concurrency, rate limits, retries) → each reply committed to `llm_calls` the
-    moment it arrives → parse → record(outcome) in its own transaction → failure-rate and budget stops.
+    a `CallPlan` of the missing keys → one dispatcher calls them (`stages/dispatch.py`: local asyncio, the
+    Batch API or the engine in effect, e.g. Ray) → each reply committed to `llm_calls` the moment it reaches
+    this process → parse → record(outcome) in its own transaction → the `RunGuard`'s failure-rate and budget stops.
 
 A parse failure is one exception, `ParseFailure(reason)`; the base counts it and passes the outcome to
 `record` with `outcome.error` set, so the stage keeps the dropped row and its reason beside the kept ones
@@ -21,26 +22,22 @@ that do not parse are reported, not held against the endpoint (`--refresh-failed
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import hashlib
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
-from workbench.core.clock import utcnow
 from workbench.core.errors import ParseFailure, WorkbenchError
 from workbench.core.runs import StageRun
-from workbench.llm.batch import BatchRunner, batch_price, check_endpoint
+from workbench.core.workspace import Workspace
+from workbench.llm.batch import batch_price, check_endpoint
 from workbench.llm.cache import CallCache, CallRecord, request_json
-from workbench.llm.client import Endpoint, make_client, redact_url, resolve_endpoint
+from workbench.llm.client import Endpoint, redact_url, resolve_endpoint
 from workbench.llm.cost import cost_usd, estimate_prompt_tokens
 from workbench.llm.prompt_store import remember
 from workbench.llm.prompts import PromptTemplate
-from workbench.stages.dispatch import current
+from workbench.stages.dispatch import CallPlan, Dispatcher, RunGuard, current, pick
 
 __all__ = ["Stage", "LLMStage", "ParseFailure", "Outcome", "RunReport", "StageRun"]
 
@@ -58,7 +55,7 @@ class Stage:
 
     name: str = ""
 
-    def __init_subclass__(cls, **kw):
+    def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         if cls.__module__ != __name__:
             for attr in _FINAL:
@@ -79,17 +76,17 @@ class Stage:
         """prompt_file, prompt_hash, model for the run record."""
         return {}
 
-    def check(self, ws) -> None:
+    def check(self, ws: Workspace) -> None:
         """Raise a WorkbenchError if the stage cannot run (missing inputs); called before any run record."""
 
-    def execute(self, ws, run: StageRun):
+    def execute(self, ws: Workspace, run: StageRun) -> Any:
         raise NotImplementedError
 
-    def run(self, ws):
+    def run(self, ws: Workspace) -> Any:
         self.check(ws)
         with ws.stage_run(self.name, self.run_params(), lock_key=self.lock_key, **self.provenance()) as run:
             report = self.execute(ws, run)
-            summary = asdict(report) if is_dataclass(report) else dict(report or {})
+            summary = asdict(report) if is_dataclass(report) and not isinstance(report, type) else dict(report or {})
             run.summary.update({k: v for k, v in summary.items() if not k.startswith("_")})
             if getattr(report, "stopped", None):
                 run.stop(report.stopped)
@@ -191,44 +188,44 @@ class LLMStage(Stage):
     produces: str | None = None        # the `run.counts` entry that measures what the stage hands on
 
     # -- what a stage supplies ---------------------------------------------------------------------
-    def rows(self, ws) -> list:
+    def rows(self, ws: Workspace) -> list:
         raise WorkbenchError(f"stage {self.name!r}: no rows given")
 
-    def prompt_for(self, row) -> PromptTemplate:
+    def prompt_for(self, row: Any) -> PromptTemplate:
         if self.prompt is None:
             raise WorkbenchError(f"stage {self.name!r} has no prompt template")
         return self.prompt
 
-    def context(self, row) -> dict:
+    def context(self, row: Any) -> dict:
         return dict(row) if isinstance(row, dict) else {"row": row}
 
-    def images(self, row) -> list[str]:
+    def images(self, row: Any) -> list[str]:
         return []
 
-    def parse(self, raw: str, row) -> Any:
+    def parse(self, raw: str, row: Any) -> Any:
         """The fields a reply gives, or `raise ParseFailure(reason)`."""
         return raw
 
-    def record(self, ws, outcome: Outcome, run: StageRun) -> None:
+    def record(self, ws: Workspace, outcome: Outcome, run: StageRun) -> None:
         """Write what one reply decided (parsed or not: `outcome.error` holds a parse failure's reason).
         Runs inside a write transaction; count things with `run.counts`."""
 
     # -- helpers -----------------------------------------------------------------------------------
-    def render(self, row) -> list[dict]:
+    def render(self, row: Any) -> list[dict]:
         return self.prompt_for(row).render(images=self.images(row), **self.context(row))
 
-    def parse_or_reason(self, raw: str, row) -> tuple[Any, str | None]:
+    def parse_or_reason(self, raw: str, row: Any) -> tuple[Any, str | None]:
         try:
             return self.parse(raw, row), None
         except ParseFailure as exc:
             return None, exc.reason or "unreadable reply"
 
     # -- the loop (the base's) ---------------------------------------------------------------------
-    def run(self, ws, rows: Iterable | None = None, *, endpoint: str | Endpoint | None = None,
+    def run(self, ws: Workspace, rows: Iterable | None = None, *, endpoint: str | Endpoint | None = None,
             on_result: Callable[[Outcome], None] | None = None, dry_run: bool = False,
             budget_usd: float | None = None, max_failure_rate: float | None = None, cache_only: bool = False,
             progress: bool | None = None, refresh_failed: bool = False, batch: bool | None = None,
-            engine=None) -> RunReport:
+            engine: Dispatcher | None = None) -> RunReport:
         """Run the stage over `rows` (default: `self.rows(ws)`).
 
         on_result: also called with every outcome (after `record`), e.g. by a notebook.
@@ -244,19 +241,61 @@ class LLMStage(Stage):
         ep = endpoint or self.endpoint
         ep = ep if isinstance(ep, Endpoint) else resolve_endpoint(ws.config, ep or "default")
         limits = ws.config.limits
-        budget_usd = limits.budget_usd if budget_usd is None else budget_usd
-        max_failure_rate = limits.max_failure_rate if max_failure_rate is None else max_failure_rate
         progress = limits.progress if progress is None else progress
-        batch = ws.config.batch.enabled if batch is None else batch
-        if batch and not cache_only:
+        batch = bool(ws.config.batch.enabled if batch is None else batch) and not cache_only
+        if batch:
             check_endpoint(ep)
         if engine is None:
             engine = current()
         params = dict(self.params)
-        cache = CallCache(ws.store)
-        rows = list(self.rows(ws) if rows is None else rows)
+        keyed = self._key_rows(ws, ep, params, self.rows(ws) if rows is None else rows, refresh_failed)
+        report = RunReport(stage=self.name, endpoint=ep.name, model=ep.model, rows=len(keyed.items), dry_run=dry_run,
+                           produces=self.produces, batch=batch)
+        report.cached = sum(1 for *_, k in keyed.items if k in keyed.found)
+        report.to_call = 0 if cache_only else len(keyed.pending)
+        price = batch_price(ep.price, ws.config.batch.price_factor) if batch else ep.price
+        # Expected reply length (the stage's estimate, capped by max_tokens): dry-run figures and budget.
+        out_tokens = min(params.get("max_tokens") or self.expected_output_tokens, self.expected_output_tokens)
+        est = {k: estimate_prompt_tokens(m) for k, (_, m) in keyed.pending.items()}
+        report.est_prompt_tokens = sum(est.values())
+        report.est_completion_tokens = out_tokens * len(keyed.pending)
+        report.est_cost_usd = cost_usd(price, report.est_prompt_tokens, report.est_completion_tokens)
+        if dry_run:
+            report.seconds = time.monotonic() - t0
+            return report
 
-        # 1. Render and key every row (one call per distinct key).
+        used = {p.hash: p for _, p, _, _ in keyed.items}    # every template the rows use (expand: one per kind)
+        first = keyed.items[0][1] if keyed.items else self.prompt
+        with ws.stage_run(self.name, self._call_params(ep, params, keyed, report, engine), lock_key=self.lock_key,
+                          model=ep.model, prompt_file=first.display_path if first else None,
+                          prompt_hash=first.hash if first else None) as run:
+            report.run_id = run.id
+            remember(ws, used.values())   # each template's text, once by hash
+            guard = RunGuard(limits.budget_usd if budget_usd is None else budget_usd,
+                             limits.max_failure_rate if max_failure_rate is None else max_failure_rate,
+                             limits.min_calls_before_failure_check)
+            deliver = _Delivery(stage=self, ws=ws, run=run, report=report, guard=guard, on_result=on_result,
+                                asked=keyed.asked())
+            plan = CallPlan(ws=ws, stage=self.name, endpoint=ep, params=params, pending=keyed.pending,
+                            requests=keyed.requests, est_tokens=est, out_tokens=out_tokens, price=price,
+                            run_id=run.id, guard=guard, report=report, deliver=deliver, progress=progress)
+            try:
+                for key in dict.fromkeys(k for *_, k in keyed.items):
+                    if key in keyed.found:
+                        deliver(key, keyed.found[key], False)
+                if plan.pending:
+                    pick(cache_only=cache_only, batch=batch, engine=engine).dispatch(plan)
+            finally:
+                report.stopped = guard.reason()
+                report.counts = dict(run.counts)
+                report.seconds = time.monotonic() - t0
+                if report.stopped:
+                    run.stop(report.stopped)
+                run.summary.update(report.as_dict())
+        return report
+
+    def _key_rows(self, ws: Workspace, ep: Endpoint, params: dict, rows: Iterable, refresh_failed: bool) -> _Keyed:
+        """Render and key every row (one call per distinct key), and look every key up in the cache at once."""
         items = []
         requests: dict[str, str] = {}      # key -> stored request JSON (computed once: it is also the key's input)
         for row in rows:
@@ -266,271 +305,89 @@ class LLMStage(Stage):
             key = hashlib.sha256(req.encode()).hexdigest()
             items.append((row, prompt, messages, key))
             requests[key] = req
-        report = RunReport(stage=self.name, endpoint=ep.name, model=ep.model, rows=len(items), dry_run=dry_run,
-                           produces=self.produces, batch=bool(batch and not cache_only))
-        price = ep.price
-        if report.batch:
-            price = batch_price(ep.price, ws.config.batch.price_factor)
-        found = cache.get_many(k for *_, k in items)
+        found = CallCache(ws.store).get_many(k for *_, k in items)
         if refresh_failed:
             for row, _, _, key in items:
                 rec = found.get(key)
                 if rec is not None and self.parse_or_reason(rec.raw_text or "", row)[1] is not None:
                     del found[key]
-        pending: dict[str, tuple] = {}
+        pending: dict[str, tuple[PromptTemplate, list[dict]]] = {}
         for _row, prompt, messages, key in items:
             if key not in found and key not in pending:
                 pending[key] = (prompt, messages)
-        report.cached = sum(1 for *_, k in items if k in found)
-        report.to_call = 0 if cache_only else len(pending)
-        # Expected reply length (the stage's estimate, capped by max_tokens): dry-run figures and budget.
-        out_tokens = min(params.get("max_tokens") or self.expected_output_tokens, self.expected_output_tokens)
-        est = {k: estimate_prompt_tokens(m) for k, (_, m) in pending.items()}
-        report.est_prompt_tokens = sum(est.values())
-        report.est_completion_tokens = out_tokens * len(pending)
-        report.est_cost_usd = cost_usd(price, report.est_prompt_tokens, report.est_completion_tokens)
-        if dry_run:
-            report.seconds = time.monotonic() - t0
-            return report
+        return _Keyed(items=items, requests=requests, found=found, pending=pending)
 
-        first = items[0][1] if items else self.prompt
-        run_params = {"endpoint": ep.name, "base_url": _public_url(ep.base_url), "params": params,
-                      **({"pool": ep.public_urls} if ep.members else {}), **({"batch": True} if report.batch else {}),
-                      "rows": len(items), **({"engine": engine.name} if engine is not None else {}),
-                      **self.run_params()}
-        used = {p.hash: p for _, p, _, _ in items}    # every template the rows use (expand: one per kind)
-        run_params["prompts_used"] = {h: p.display_path for h, p in used.items()}
-        with ws.stage_run(self.name, run_params, lock_key=self.lock_key, model=ep.model,
-                          prompt_file=first.display_path if first else None,
-                          prompt_hash=first.hash if first else None) as run:
-            report.run_id = run.id
-            remember(ws, used.values())   # each template's text, once by hash
-            try:
-                self._loop(ws, run, ep, params, items, found, pending, requests, est, out_tokens, cache, report,
-                           on_result, cache_only, budget_usd, max_failure_rate, progress, engine)
-            finally:
-                report.counts = dict(run.counts)
-                report.seconds = time.monotonic() - t0
-                if report.stopped:
-                    run.stop(report.stopped)
-                run.summary.update(report.as_dict())
-        return report
+    def _call_params(self, ep: Endpoint, params: dict, keyed: _Keyed, report: RunReport,
+                     engine: Dispatcher | None) -> dict:
+        """What `stage_runs.params` records of a run that may call (credentials in URLs are never written)."""
+        used = {p.hash: p.display_path for _, p, _, _ in keyed.items}
+        return {"endpoint": ep.name, "base_url": _public_url(ep.base_url), "params": params,
+                **({"pool": ep.public_urls} if ep.members else {}), **({"batch": True} if report.batch else {}),
+                "rows": len(keyed.items), **({"engine": engine.name} if engine is not None else {}),
+                **self.run_params(), "prompts_used": used}
 
-    def _loop(self, ws, run, ep, params, items, found, pending, requests, est, out_tokens, cache, report,
-              on_result, cache_only, budget_usd, max_failure_rate, progress, engine=None) -> None:
-        by_key: dict[str, list[tuple]] = {}
-        for row, prompt, _, key in items:
+
+@dataclass
+class _Keyed:
+    """One run's rows rendered and keyed: what the cache already holds and what is still to call."""
+
+    items: list[tuple[Any, PromptTemplate, list[dict], str]]    # row, prompt, messages, key (in row order)
+    requests: dict[str, str]                                    # key -> stored request JSON
+    found: dict[str, CallRecord]                                # key -> stored reply
+    pending: dict[str, tuple[PromptTemplate, list[dict]]]      # key -> (prompt, messages): the calls to make
+
+    def asked(self) -> dict[str, list[tuple[Any, PromptTemplate]]]:
+        """key -> (row, prompt) of every row that asked it (a repeated row is one call, several outcomes)."""
+        by_key: dict[str, list[tuple[Any, PromptTemplate]]] = {}
+        for row, prompt, _, key in self.items:
             by_key.setdefault(key, []).append((row, prompt))
-        fresh_stats = {"done": 0, "failed": 0}     # calls made in this run: the failure-rate stop's input
+        return by_key
 
-        def note_error(msg: str) -> None:
-            if len(report.errors) < 10:
-                report.errors.append(msg)
 
-        def deliver(key: str, rec: CallRecord | None, fresh: bool) -> None:
-            for row, prompt in by_key[key]:
-                oc = Outcome(row=row, key=key, prompt=prompt, record=rec, fresh=fresh)
-                if rec is None:
-                    report.not_run += 1
-                elif not rec.ok:
-                    oc.error = rec.error or "call failed"
-                    report.call_failed += 1
-                    note_error(oc.error)
+@dataclass
+class _Delivery:
+    """The plan's `deliver(key, record, fresh)`: the result to every row that asked for it: parse -> the stage's
+    `record` (its own write transaction) -> the report's counts -> `on_result`. Outcomes of calls made in this
+    run (`fresh`) are counted for the guard's failure-rate stop; stored replies never are."""
+
+    stage: LLMStage
+    ws: Workspace
+    run: StageRun
+    report: RunReport
+    guard: RunGuard
+    on_result: Callable[[Outcome], None] | None
+    asked: dict[str, list[tuple[Any, PromptTemplate]]]
+
+    def _note(self, msg: str) -> None:
+        if len(self.report.errors) < 10:
+            self.report.errors.append(msg)
+
+    def __call__(self, key: str, rec: CallRecord | None, fresh: bool) -> None:
+        report = self.report
+        for row, prompt in self.asked[key]:
+            oc = Outcome(row=row, key=key, prompt=prompt, record=rec, fresh=fresh)
+            if rec is None:
+                report.not_run += 1
+            elif not rec.ok:
+                oc.error = rec.error or "call failed"
+                report.call_failed += 1
+                self._note(oc.error)
+            else:
+                oc.value, oc.error = self.stage.parse_or_reason(rec.raw_text or "", row)
+                if oc.error is None:
+                    report.ok += 1
                 else:
-                    oc.value, oc.error = self.parse_or_reason(rec.raw_text or "", row)
-                    if oc.error is None:
-                        report.ok += 1
-                    else:
-                        report.parse_failed += 1
-                        note_error(f"parse: {oc.error}")
-                    with ws.store.write():
-                        self.record(ws, oc, run)
-                if fresh and rec is not None:
-                    fresh_stats["done"] += 1
-                    fresh_stats["failed"] += oc.error is not None
-                if on_result is not None:
-                    on_result(oc)
-
-        for key in dict.fromkeys(k for *_, k in items):
-            if key in found:
-                deliver(key, found[key], False)
-        if cache_only:
-            for key in pending:
-                deliver(key, None, False)
-        elif pending and report.batch:
-            _batch_all(ws, self, ep, params, pending, requests, est, out_tokens, report, deliver, budget_usd,
-                       progress, run.id)
-        elif pending and engine is not None:     # e.g. Ray workers call; this process commits and records
-            engine.call_all(ws, self, ep, params, pending, requests, est, out_tokens, cache, report, deliver,
-                            fresh_stats, budget_usd, max_failure_rate, progress, run.id)
-        elif pending:
-            _call_all(ws, self, ep, params, pending, requests, est, out_tokens, cache, report, deliver, fresh_stats,
-                      budget_usd, max_failure_rate, progress, run.id)
+                    report.parse_failed += 1
+                    self._note(f"parse: {oc.error}")
+                with self.ws.store.write():
+                    self.stage.record(self.ws, oc, self.run)
+            if fresh and rec is not None:
+                self.guard.count(oc.error is not None)
+            if self.on_result is not None:
+                self.on_result(oc)
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled or total == 0, leave=False, unit="call")
-
-
-_BUDGET_STOP = "budget"
-
-
-class _Budget:
-    """Reserve an estimate before each call; settle with the real cost. Thread-safe. Unknown prices cost 0."""
-
-    def __init__(self, limit: float | None):
-        self.limit = limit
-        self.spent = 0.0
-        self.reserved = 0.0
-        self.lock = threading.Lock()
-        self.calls = 0
-        self.refused: float | None = None   # the estimate of the first call that did not fit
-
-    def try_reserve(self, est: float) -> float | None:
-        """The amount reserved (the estimate, or the mean real cost so far if higher), or None: over budget."""
-        with self.lock:
-            if self.calls:
-                est = max(est, self.spent / self.calls)
-            if self.limit is not None and self.spent + self.reserved + est > self.limit:
-                return None
-            self.reserved += est
-            return est
-
-    def settle(self, reserved: float, actual: float) -> None:
-        with self.lock:
-            self.reserved -= reserved
-            self.spent += actual
-            self.calls += 1
-
-
-def _call_all(ws, stage, ep, params, pending, requests, est, out_tokens, cache, report, deliver, stats, budget_usd,
-              max_failure_rate, progress, run_id) -> None:
-    results: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    budget = _Budget(budget_usd)
-    min_calls = ws.config.limits.min_calls_before_failure_check
-    DONE = object()
-
-    async def main():
-        client = make_client(ep)
-        sem = asyncio.Semaphore(ep.config.max_concurrency)
-
-        async def one(key, prompt, messages):
-            async with sem:
-                if stop.is_set():
-                    results.put((key, None, 0.0))
-                    return
-                wanted = cost_usd(ep.price, est[key], out_tokens) or 0.0
-                est_cost = budget.try_reserve(wanted)
-                if est_cost is None:
-                    stop.set()
-                    budget.refused = budget.refused or wanted
-                    report.stopped = report.stopped or _BUDGET_STOP   # worded once the calls in flight settle
-                    results.put((key, None, 0.0))
-                    return
-                try:
-                    rec = await client.complete(messages, params, est_tokens=est[key] + out_tokens)
-                except Exception as exc:  # a bug or an unexpected client error: record it, keep going
-                    rec = client._record("error", error=f"{type(exc).__name__}: {exc}")
-                rec.key, rec.stage, rec.stage_run_id = key, stage.name, run_id
-                rec.prompt_file, rec.prompt_hash = prompt.display_path, prompt.hash
-                rec.request = requests[key]
-                budget.settle(est_cost, rec.cost_usd or 0.0)
-                results.put((key, rec, est_cost))
-
-        try:
-            await asyncio.gather(*(one(k, p, m) for k, (p, m) in pending.items()))
-        finally:
-            await client.close()
-
-    def runner():
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # surfaced in the main thread
-            results.put(("__error__", exc, 0.0))
-        finally:
-            results.put(DONE)
-
-    thread = threading.Thread(target=runner, daemon=True, name=f"llm-{stage.name}")
-    thread.start()
-    bar = _progress(len(pending), f"{stage.name} ({ep.model})", progress)
-    try:
-        finished = False
-        waiting: collections.deque = collections.deque()    # committed, not yet parsed and recorded
-
-        def absorb(block: bool) -> None:
-            """Commit every reply that has arrived, in one transaction, before anything is parsed: a kill loses
-            only calls still in flight, never a reply that reached this process."""
-            nonlocal finished
-            got = []
-            if block:
-                got.append(results.get())
-            while True:
-                try:
-                    got.append(results.get_nowait())
-                except queue.Empty:
-                    break
-            if got and got[-1] is DONE:
-                finished = True
-                got.pop()
-            for key, rec, _ in got:
-                if key == "__error__":
-                    raise rec
-            answered = [rec for _, rec, _ in got if rec is not None]
-            now = utcnow()
-            for rec in answered:
-                rec.created_at = now
-            if answered:
-                cache.put_many(answered)
-                bar.update(len(answered))
-            waiting.extend(got)
-
-        while not finished or waiting:
-            absorb(block=not waiting and not finished)
-            if not waiting:
-                continue
-            key, rec, _ = waiting.popleft()
-            if rec is not None:
-                report.tally(rec)
-            deliver(key, rec, True)
-            if (not stop.is_set() and stats["done"] >= min_calls
-                    and stats["failed"] / stats["done"] > max_failure_rate):
-                stop.set()
-                report.stopped = (f"failure rate {stats['failed']}/{stats['done']} of this run's calls is over "
-                                  f"{max_failure_rate:.0%}; first errors: {report.errors[:3]}")
-    except BaseException:
-        stop.set()
-        raise
-    finally:
-        bar.close()
-        thread.join(timeout=5)
-        if report.stopped == _BUDGET_STOP:
-            report.stopped = (f"budget ${budget_usd:.4f}: spent ${budget.spent:.4f}, and the next call (estimated "
-                              f"${budget.refused or 0:.4f}) would go over it; raise --budget or limits.budget_usd "
-                              "and run again to go on")
-
-
-def _batch_all(ws, stage, ep, params, pending, requests, est, out_tokens, report, deliver, budget_usd, progress,
-               run_id) -> None:
-    """The Batch API instead of live calls: results arrive per finished batch, already committed to
-    `llm_calls` (llm/batch.py), then go through the same parse -> record as live replies."""
-    runner = BatchRunner(ws, stage.name, ep, run_id, progress=progress)
-    price = batch_price(ep.price, ws.config.batch.price_factor)
-
-    def got(key: str, rec: CallRecord | None) -> None:
-        if rec is not None:
-            report.tally(rec)
-        deliver(key, rec, rec is not None)
-
-    stopped = runner.run(pending, requests, params, got, budget_usd=budget_usd,
-                         est_cost=lambda k: cost_usd(price, est[k], out_tokens) or 0.0)
-    if stopped:
-        report.stopped = stopped
-
-
-def reparse(ws, stage: LLMStage, rows: Iterable | None = None, *, endpoint: str | Endpoint | None = None,
+def reparse(ws: Workspace, stage: LLMStage, rows: Iterable | None = None, *, endpoint: str | Endpoint | None = None,
             on_result: Callable[[Outcome], None] | None = None) -> RunReport:
     """Parse stored raw replies again (after a parser change) and record them; calls nothing."""
     return stage.run(ws, rows, endpoint=endpoint, on_result=on_result, cache_only=True, progress=False)

@@ -367,7 +367,7 @@ def _key_from_clip(clip, *parts: str) -> str:
 
 
 # -- images ------------------------------------------------------------------------------------
-class _ImageDataset:
+class ImageDataset:
     """Decodes and preprocesses images in DataLoader workers; a bad file yields its reason."""
 
     def __init__(self, items: list[tuple[str, str]], preprocess):
@@ -437,7 +437,7 @@ def image_loader(items: list[tuple[str, str]], preprocess, batch_size: int, num_
     """A DataLoader over (image id, absolute path) yielding (ids, pixels, problems)."""
     from torch.utils.data import DataLoader
 
-    return DataLoader(_ImageDataset(items, preprocess), batch_size=batch_size, shuffle=False,
+    return DataLoader(ImageDataset(items, preprocess), batch_size=batch_size, shuffle=False,
                       num_workers=num_workers, collate_fn=_collate,
                       prefetch_factor=4 if num_workers else None, persistent_workers=False)
 
