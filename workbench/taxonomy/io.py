@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from workbench.core.errors import ImportProblemsError, WorkbenchError
 from workbench.core.resources import DATA_DIR
@@ -234,7 +234,7 @@ def parse_json(path: Path) -> tuple[list[_Entry], list[Problem]]:
     return entries, problems
 
 
-def parse_source(path: Path, fmt: Format | None = None) -> tuple[str, list[_Entry], list[Problem]]:
+def parse_source(path: Path, fmt: Format | None = None) -> tuple[Format, list[_Entry], list[Problem]]:
     path = Path(path)
     if not path.exists():
         raise WorkbenchError(f"{path}: no such file or folder")
@@ -364,7 +364,7 @@ def export_taxonomy(taxonomy: Taxonomy, dest: Path | str, *, fmt: Format | None 
 
         def node_json(nid: str) -> dict:
             n = idx.nodes[nid]
-            d = {"id": n.id, "name": n.name, "status": n.status, "origin": n.origin}
+            d: dict[str, Any] = {"id": n.id, "name": n.name, "status": n.status, "origin": n.origin}
             kids = idx.children.get(nid, [])
             if kids:
                 d["children"] = [node_json(k) for k in kids]

@@ -289,9 +289,9 @@ class Taxonomy:
             for row in conn.execute("SELECT parent_id, max(position) AS p FROM nodes GROUP BY parent_id"):
                 next_pos[row["parent_id"]] = row["p"] + 1
             out: dict[tuple[str, ...], str] = {}
-            new_rows = []
+            new_rows: list[tuple[str, str | None, str, int, int, str]] = []   # id, parent, name, level, pos, key
             for names in paths:
-                pid = None
+                pid: str | None = None
                 keys: list[str] = []
                 for depth, name in enumerate(names):
                     k = name_key(name)
@@ -309,6 +309,7 @@ class Taxonomy:
                         next_pos[pid] = pos + 1
                         new_rows.append((nid, pid, name, depth + 1, pos, k))
                     pid = nid
+                assert pid is not None   # a path has at least one name
                 out[tuple(names)] = pid
             now = utcnow()
             p = provenance or Provenance()

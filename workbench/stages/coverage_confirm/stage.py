@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.core.errors import ParseFailure
+from workbench.core.workspace import Workspace
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import LLMStage, Outcome, RunReport, StageRun
 from workbench.stages.replies import first_json
@@ -58,7 +59,7 @@ class CoverageConfirmStage(LLMStage):
     def parse(self, raw: str, row: ConfirmRow) -> dict:
         return parse_answer(raw)
 
-    def record(self, ws, oc: Outcome, run: StageRun) -> None:
+    def record(self, ws: Workspace, oc: Outcome, run: StageRun) -> None:
         raw = oc.record.raw_text if oc.record else None
         if oc.error:
             run.add("unreadable")
@@ -69,7 +70,7 @@ class CoverageConfirmStage(LLMStage):
         self.answers[(oc.row.reference_path, oc.row.task_path)] = {**oc.value, "raw": raw}
 
 
-def run_confirm(ws, pairs: list[ConfirmRow], *, endpoint=None, prompt: str | Path | None = None,
+def run_confirm(ws: Workspace, pairs: list[ConfirmRow], *, endpoint=None, prompt: str | Path | None = None,
                 dry_run: bool = False, budget_usd: float | None = None,
                 progress: bool | None = None) -> tuple[RunReport, dict]:
     tpl = PromptTemplate.load(prompt or PROMPT, workspace_root=ws.root)

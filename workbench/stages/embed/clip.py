@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,15 +120,16 @@ def _cached_pretrained_file(model_name: str, tag: str) -> str | None:
         return cfg["file"] if os.path.isfile(cfg["file"]) else None
     hub = cfg.get("hf_hub", "")
     if hub:
+        cached_file: Callable[[str, str], object] | None
         try:
-            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub import try_to_load_from_cache as cached_file
         except ImportError:  # pragma: no cover - huggingface_hub ships with open_clip
-            try_to_load_from_cache = None
-        if try_to_load_from_cache is not None:
+            cached_file = None
+        if cached_file is not None:
             repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
             names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
             for name in names:
-                hit = try_to_load_from_cache(repo, name)
+                hit = cached_file(repo, name)
                 if isinstance(hit, str) and os.path.isfile(hit):
                     return hit
     url = cfg.get("url", "")
@@ -343,7 +344,7 @@ def load_clip(cfg, *, base_dir: Path | str | None = None) -> ClipModel:
         # The image tower gains ~4x on CPUs with AMX and on GPUs; the text tower stays fp32.
         model.visual.to(torch.bfloat16)
         image_dtype = torch.bfloat16
-    ctx = int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", 77))
+    ctx = int(getattr(tokenizer, "context_length", 0) or getattr(model, "context_length", 77))   # 0: unset
     return ClipModel(model=model, preprocess=preprocess, tokenizer=tokenizer, device=device, model_name=name,
                      pretrained=pretrained, image_precision=cfg.image_precision, context_length=ctx,
                      arch_id=arch_id, _image_dtype=image_dtype)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import numpy as np
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.stages.base import Stage, StageRun
 from workbench.stages.dispatch import current
 from workbench.stages.embed.clip import identify, load_clip, model_key
@@ -182,25 +183,25 @@ def _atomic_save(final: Path, arr: np.ndarray) -> None:
 
 
 # -- sets --------------------------------------------------------------------------------------
-def _identity(ws):
+def _identity(ws: Workspace):
     return identify(ws.config.clip, base_dir=ws.root)
 
 
-def text_set_key(ws, ident=None) -> str:
+def text_set_key(ws: Workspace, ident=None) -> str:
     ident = ident or _identity(ws)
     return ident.key("text", ws.config.clip.template)
 
 
-def image_set_key(ws, ident=None) -> str:
+def image_set_key(ws: Workspace, ident=None) -> str:
     ident = ident or _identity(ws)
     return ident.key("image", ws.config.clip.image_precision)
 
 
-def _set_row(ws, key: str):
+def _set_row(ws: Workspace, key: str):
     return ws.store.one("SELECT * FROM embedding_sets WHERE key=?", (key,))
 
 
-def _ensure_set(ws, key: str, kind: str, dim: int, template: str | None) -> None:
+def _ensure_set(ws: Workspace, key: str, kind: str, dim: int, template: str | None) -> None:
     cfg = ws.config.clip
     now = utcnow()
     with ws.store.write() as conn:
@@ -210,14 +211,14 @@ def _ensure_set(ws, key: str, kind: str, dim: int, template: str | None) -> None
             (key, kind, cfg.model, cfg.pretrained, template, dim, f"clip-{kind}-{key}", now, now))
 
 
-def row_store(ws, key: str) -> RowStore:
+def row_store(ws: Workspace, key: str) -> RowStore:
     row = _set_row(ws, key)
     name = row["array_file"] if row is not None else f"clip-unknown-{key}"
     return RowStore(ws.arrays_dir / name)
 
 
-def _commit_batch(ws, key: str, store: RowStore, item_ids: list[str], hashes: list[str | None],
-                  truncated: list[bool], emb: np.ndarray, replace_ids: list[str] = ()) -> None:
+def _commit_batch(ws: Workspace, key: str, store: RowStore, item_ids: list[str], hashes: list[str | None],
+                  truncated: list[bool], emb: np.ndarray, replace_ids: Sequence[str] = ()) -> None:
     start = int(ws.store.scalar("SELECT n_rows FROM embedding_sets WHERE key=?", (key,)))
     store.append(start, emb)   # durable before the rows that point into it are committed
     with ws.store.write() as conn:
@@ -231,7 +232,7 @@ def _commit_batch(ws, key: str, store: RowStore, item_ids: list[str], hashes: li
                      (start + len(item_ids), utcnow(), key))
 
 
-def _prepare(ws, key: str) -> RowStore:
+def _prepare(ws: Workspace, key: str) -> RowStore:
     row = _set_row(ws, key)
     store = row_store(ws, key)
     if row is not None:
@@ -253,7 +254,7 @@ def _text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def current_task_texts(ws) -> list[tuple[str, str, str]]:
+def current_task_texts(ws: Workspace) -> list[tuple[str, str, str]]:
     """(node id, rendered text, text hash) for every live task type, in taxonomy order."""
     template = ws.config.clip.template
     out = []
@@ -273,7 +274,7 @@ class EmbedTextStage(Stage):
         self.key = ""
         self.todo: list[tuple[str, str, str]] = []
 
-    def plan(self, ws) -> EmbedReport:
+    def plan(self, ws: Workspace) -> EmbedReport:
         """What is to be embedded (no model load): sets `todo`; the report counts what is reused."""
         cfg = ws.config.clip
         self.key = text_set_key(ws) if self.clip is None else _key_from_clip(self.clip, "text", cfg.template)
@@ -284,7 +285,7 @@ class EmbedTextStage(Stage):
         self.todo = [(nid, text, h) for nid, text, h in items if self.have.get(nid) != h]
         return EmbedReport("text", self.key, items=len(items), reused=len(items) - len(self.todo))
 
-    def check(self, ws) -> None:
+    def check(self, ws: Workspace) -> None:
         if self.clip is None:    # a missing model or weights is a WorkbenchError before any run record
 
             self.clip = load_clip(ws.config.clip, base_dir=ws.root)
@@ -295,7 +296,7 @@ class EmbedTextStage(Stage):
     def provenance(self) -> dict:
         return {"model": self.clip.model_name} if self.clip is not None else {}
 
-    def execute(self, ws, run: StageRun) -> EmbedReport:
+    def execute(self, ws: Workspace, run: StageRun) -> EmbedReport:
         t0 = time.perf_counter()
         report = self.plan(ws)        # again, under the stage lock: another process may have done some
         clip, key, todo, have = self.clip, self.key, self.todo, self.have
@@ -324,7 +325,7 @@ class EmbedTextStage(Stage):
         return report
 
 
-def embed_texts_clip(ws, *, clip=None, progress: Progress | None = None) -> EmbedReport:
+def embed_texts_clip(ws: Workspace, *, clip=None, progress: Progress | None = None) -> EmbedReport:
     """Embed every live task type's text; reuse rows whose text is unchanged (a stage run only if any)."""
     t0 = time.perf_counter()
     stage = EmbedTextStage(clip=clip, progress=progress)
@@ -337,7 +338,7 @@ def embed_texts_clip(ws, *, clip=None, progress: Progress | None = None) -> Embe
     return report
 
 
-def _truncation(ws, key: str, items, report: EmbedReport) -> None:
+def _truncation(ws: Workspace, key: str, items, report: EmbedReport) -> None:
     rows = ws.store.query("SELECT item_id FROM embedding_rows WHERE set_key=? AND truncated=1", (key,))
     cut = {r["item_id"] for r in rows}
     texts = [text for nid, text, _ in items if nid in cut]
@@ -347,7 +348,7 @@ def _truncation(ws, key: str, items, report: EmbedReport) -> None:
         report.context_length = _context_length_hint(ws)
 
 
-def _context_length_hint(ws) -> int | None:
+def _context_length_hint(ws: Workspace) -> int | None:
     model = ws.config.clip.model
     try:
         if model.endswith(".json"):
@@ -437,8 +438,9 @@ def image_loader(items: list[tuple[str, str]], preprocess, batch_size: int, num_
     """A DataLoader over (image id, absolute path) yielding (ids, pixels, problems)."""
     from torch.utils.data import DataLoader
 
-    return DataLoader(ImageDataset(items, preprocess), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, collate_fn=_collate,
+    # The dataset is map-style by duck typing (torch is imported lazily, so it has no Dataset base class)
+    return DataLoader(ImageDataset(items, preprocess),  # type: ignore[arg-type]  # the stub wants a Dataset
+                      batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate,
                       prefetch_factor=4 if num_workers else None, persistent_workers=False)
 
 
@@ -455,7 +457,7 @@ class EmbedImageStage(Stage):
         self.key = ""
         self.todo: list[tuple[str, str]] = []
 
-    def plan(self, ws) -> EmbedReport:
+    def plan(self, ws: Workspace) -> EmbedReport:
         cfg = ws.config.clip
         self.key = image_set_key(ws) if self.clip is None else _key_from_clip(self.clip, "image", cfg.image_precision)
         total = int(ws.store.scalar("SELECT count(*) FROM images"))
@@ -465,7 +467,7 @@ class EmbedImageStage(Stage):
         self.todo = [(r["id"], str(Path(r["root"]) / r["path"])) for r in rows]
         return EmbedReport("image", self.key, items=total, reused=total - len(self.todo))
 
-    def check(self, ws) -> None:
+    def check(self, ws: Workspace) -> None:
         if self.clip is None:
             self.clip = load_clip(ws.config.clip, base_dir=ws.root)
 
@@ -476,7 +478,7 @@ class EmbedImageStage(Stage):
     def provenance(self) -> dict:
         return {"model": self.clip.model_name} if self.clip is not None else {}
 
-    def execute(self, ws, run: StageRun) -> EmbedReport:
+    def execute(self, ws: Workspace, run: StageRun) -> EmbedReport:
         t0 = time.perf_counter()
         cfg = ws.config.clip
         report = self.plan(ws)        # again, under the stage lock
@@ -494,6 +496,7 @@ class EmbedImageStage(Stage):
                 _record_problems(ws, bad)
                 run.add("problems", len(bad))
             if ids:
+                assert emb is not None   # a block with ids carries their rows
                 if _set_row(ws, key) is None:
                     _ensure_set(ws, key, "image", emb.shape[1], None)
                     store = row_store(ws, key)
@@ -509,7 +512,7 @@ class EmbedImageStage(Stage):
         return report
 
 
-def _record_problems(ws, bad: list[tuple[str, str]]) -> None:
+def _record_problems(ws: Workspace, bad: list[tuple[str, str]]) -> None:
     now = utcnow()
     with ws.store.write() as conn:
         for image_id, reason in bad:
@@ -524,7 +527,7 @@ def _record_problems(ws, bad: list[tuple[str, str]]) -> None:
                          "VALUES (?, ?, ?, ?, ?)", (row["root"], row["path"], row["source"], text, now))
 
 
-def embed_images(ws, *, clip=None, progress: Progress | None = None, engine=None) -> EmbedReport:
+def embed_images(ws: Workspace, *, clip=None, progress: Progress | None = None, engine=None) -> EmbedReport:
     """Embed every registered image not yet in the current image set (a stage run only if any).
     engine: see EmbedImageStage (default: `workbench.engine.current()`, local unless set)."""
     t0 = time.perf_counter()
@@ -537,7 +540,7 @@ def embed_images(ws, *, clip=None, progress: Progress | None = None, engine=None
 
 
 # -- reading -----------------------------------------------------------------------------------
-def _read_set(ws, key: str, item_ids: list[str]) -> tuple[list[str], np.ndarray]:
+def _read_set(ws: Workspace, key: str, item_ids: list[str]) -> tuple[list[str], np.ndarray]:
     row = _set_row(ws, key)
     if row is None:
         return [], np.zeros((0, 0), np.float32)
@@ -549,7 +552,7 @@ def _read_set(ws, key: str, item_ids: list[str]) -> tuple[list[str], np.ndarray]
     return ids, arr
 
 
-def get_text_embeddings(ws) -> tuple[list[str], np.ndarray]:
+def get_text_embeddings(ws: Workspace) -> tuple[list[str], np.ndarray]:
     """(node ids, L2-normalised float32 rows) for live task types embedded with the current config and text."""
     key = text_set_key(ws)
     items = current_task_texts(ws)
@@ -560,7 +563,7 @@ def get_text_embeddings(ws) -> tuple[list[str], np.ndarray]:
     return _read_set(ws, key, [n for n, _, _ in items if n in good])
 
 
-def get_image_embeddings(ws) -> tuple[list[str], np.ndarray]:
+def get_image_embeddings(ws: Workspace) -> tuple[list[str], np.ndarray]:
     """(image ids, L2-normalised float32 rows) for registered images embedded with the current config."""
     key = image_set_key(ws)
     ids = [r["id"] for r in ws.store.query("SELECT id FROM images ORDER BY id")]

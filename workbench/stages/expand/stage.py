@@ -22,6 +22,7 @@ from typing import Any
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import ParseFailure, WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.llm.client import Endpoint, resolve_endpoint
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import LLMStage, Outcome, RunReport, StageRun
@@ -45,7 +46,7 @@ class ExpandRow:
     template: str                   # one of TEMPLATES, or 'custom'
 
 
-def plan(ws, *, level: int | None = None, nodes: list[str] | None = None) -> list[ExpandRow]:
+def plan(ws: Workspace, *, level: int | None = None, nodes: list[str] | None = None) -> list[ExpandRow]:
     """The parents to expand: every accepted node of level N-1 (`level`=N), or the given nodes."""
     if (level is None) == (not nodes):
         raise WorkbenchError("give either a level (--level N) or node ids (--node ID), not both or neither")
@@ -75,6 +76,7 @@ def plan(ws, *, level: int | None = None, nodes: list[str] | None = None) -> lis
             raise WorkbenchError(f"no accepted nodes at level {level - 1} to expand; accept some first "
                                  f"(`workbench taxonomy accept`) or expand level {level - 1}")
         return [row_for(p.id, p.name, idx.paths[p.id], level) for p in parents]
+    assert nodes   # no level: the check above requires nodes
     rows = []
     for ref in dict.fromkeys(nodes):
         n = tax.resolve(ref)
@@ -101,7 +103,7 @@ class Parsed:
 
     @property
     def names(self) -> list[str]:
-        return [p.name for p in self.proposals if p.outcome == "new"]
+        return [p.name for p in self.proposals if p.outcome == "new" and p.name is not None]   # new: named
 
     @property
     def dropped(self) -> list[Proposal]:
@@ -228,7 +230,7 @@ class ExpandStage(LLMStage):
     name = STAGE
     expected_output_tokens = 200
 
-    def __init__(self, ws, prompts: dict[str, PromptTemplate], params: dict, *, level: int | None = None,
+    def __init__(self, ws: Workspace, prompts: dict[str, PromptTemplate], params: dict, *, level: int | None = None,
                  nodes: list[str] | None = None, apply: bool = True, again: bool = False,
                  endpoint: str | Endpoint = "default"):
         self.prompts, self.params = prompts, params
@@ -242,7 +244,7 @@ class ExpandStage(LLMStage):
         return {"level": self.level, "nodes": self.nodes, "apply": self.apply, "again": self.again,
                 "prompts": {k: [p.display_path, p.hash] for k, p in self.prompts.items()}}
 
-    def rows(self, ws) -> list[ExpandRow]:
+    def rows(self, ws: Workspace) -> list[ExpandRow]:
         rows = plan(ws, level=self.level, nodes=self.nodes)
         self.parents = len(rows)
         if not self.again and self.apply:
@@ -262,14 +264,15 @@ class ExpandStage(LLMStage):
     def parse(self, raw: str, row: ExpandRow):
         return parse_reply(raw, row)
 
-    def record(self, ws, oc: Outcome, run: StageRun) -> None:
+    def record(self, ws: Workspace, oc: Outcome, run: StageRun) -> None:
+        assert oc.record is not None   # the base records answered calls only
         gone = _write_result(ws, oc, oc.record.model, run, self.apply)
         if gone:
             self.gone.append(gone)
             run.summary["parents_gone"] = self.gone
 
 
-def load_prompts(ws, prompt: str | Path | None = None) -> dict[str, PromptTemplate]:
+def load_prompts(ws: Workspace, prompt: str | Path | None = None) -> dict[str, PromptTemplate]:
     """`prompt` (one file for every parent) or the three configured/default prompt files."""
     if prompt is not None:
         return {"custom": PromptTemplate.load(prompt, workspace_root=ws.root)}
@@ -280,7 +283,7 @@ def load_prompts(ws, prompt: str | Path | None = None) -> dict[str, PromptTempla
             for t in TEMPLATES}
 
 
-def preview(ws, node: str | None = None, *, prompt: str | Path | None = None) -> list[dict]:
+def preview(ws: Workspace, node: str | None = None, *, prompt: str | Path | None = None) -> list[dict]:
     """The messages one parent's call would send (node None: the first-level supplement)."""
     row = plan(ws, level=1)[0] if node is None else plan(ws, nodes=[node])[0]
     return ExpandStage(ws, load_prompts(ws, prompt), {}).render(row)
@@ -315,14 +318,14 @@ class ExpandReport:
                 + self.run.summary())
 
 
-def _done_parents(ws, prompt_hashes: set[str], model: str | None) -> set[str | None]:
+def _done_parents(ws: Workspace, prompt_hashes: set[str], model: str | None) -> set[str | None]:
     q = ",".join("?" * len(prompt_hashes))
     rows = ws.store.query(f"SELECT DISTINCT parent_id FROM expand_results WHERE applied=1 AND status='ok' "
                           f"AND model=? AND prompt_hash IN ({q})", (model, *prompt_hashes))
     return {r[0] for r in rows}
 
 
-def expand(ws, *, level: int | None = None, nodes: list[str] | None = None, prompt: str | Path | None = None,
+def expand(ws: Workspace, *, level: int | None = None, nodes: list[str] | None = None, prompt: str | Path | None = None,
            endpoint: str | Endpoint | None = None, base_url: str | None = None, model: str | None = None,
            dry_run: bool = False, budget_usd: float | None = None, apply: bool = True, again: bool = False,
            progress: bool | None = None, refresh_failed: bool = False, on_result=None) -> ExpandReport:
@@ -349,7 +352,7 @@ def expand(ws, *, level: int | None = None, nodes: list[str] | None = None, prom
                         prompt_hashes={k: p.hash for k, p in prompts.items()})
 
 
-def _write_result(ws, oc: Outcome, model: str, run: StageRun, apply: bool) -> str | None:
+def _write_result(ws: Workspace, oc: Outcome, model: str, run: StageRun, apply: bool) -> str | None:
     """Runs inside the base's write transaction: the result row and its nodes land together.
     Returns why the parent was skipped when it is gone (deleted or rejected meanwhile)."""
     row: ExpandRow = oc.row
@@ -375,7 +378,7 @@ def _write_result(ws, oc: Outcome, model: str, run: StageRun, apply: bool) -> st
             (row.parent_id, oc.key, run.id, _template_name(oc), oc.prompt.display_path, oc.prompt.hash, model,
              int(apply), "parse_error", oc.error, utcnow()))
         run.add("unparseable")
-        return
+        return None
     # Re-check siblings inside the transaction: the tree may have changed since the plan.
     taken = {r["name_key"]: r["id"] for r in conn.execute(
         "SELECT id, name_key FROM nodes WHERE coalesce(parent_id,'')=?", (row.parent_id or "",))}
@@ -406,6 +409,7 @@ def _write_result(ws, oc: Outcome, model: str, run: StageRun, apply: bool) -> st
     run.add("added", n_added)
     run.add("existing", sum(p.outcome == "existing" for p in parsed.proposals))
     run.add("dropped", n_dropped)
+    return None
 
 
 def _template_name(oc: Outcome) -> str:
@@ -413,7 +417,7 @@ def _template_name(oc: Outcome) -> str:
 
 
 # -- review and comparison ------------------------------------------------------------------------
-def proposals(ws, *, stage_run_id: int | None = None, parent_id: str | None = None,
+def proposals(ws: Workspace, *, stage_run_id: int | None = None, parent_id: str | None = None,
               prompt_hash: str | None = None, outcomes: tuple[str, ...] | None = None):
     """Proposals as a pandas DataFrame (one row per reply line), newest results first."""
     import pandas as pd
@@ -437,7 +441,7 @@ def proposals(ws, *, stage_run_id: int | None = None, parent_id: str | None = No
         "line", "name", "outcome", "reason", "node_id", "node_status"])
 
 
-def compare_prompts(ws, prompt_a: str | Path, prompt_b: str | Path, *, nodes: list[str] | None = None,
+def compare_prompts(ws: Workspace, prompt_a: str | Path, prompt_b: str | Path, *, nodes: list[str] | None = None,
                     level: int | None = None, endpoint: str | Endpoint | None = None, base_url: str | None = None,
                     model: str | None = None, progress: bool | None = None):
     """Prompt A/B: both prompts on the same parents (proposals recorded, no nodes added); a side-by-side table."""

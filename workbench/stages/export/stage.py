@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.stages.base import Stage
 from workbench.taxonomy.model import Taxonomy
 
@@ -25,13 +26,13 @@ def _chosen_sql(only_selected: bool) -> str:
     return f"FROM samples s {sel} JOIN images i ON i.id = s.image_id WHERE s.status = 'ok'"
 
 
-def flagged_left_out(ws, *, only_selected: bool = True) -> int:
+def flagged_left_out(ws: Workspace, *, only_selected: bool = True) -> int:
     """How many samples export would have written but leaves out because a reviewer flagged them."""
     return int(ws.store.scalar(f"SELECT count(*) {_chosen_sql(only_selected)} "
                                "AND EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id)") or 0)
 
 
-def selected_rows(ws, *, only_selected: bool = True) -> pd.DataFrame:
+def selected_rows(ws: Workspace, *, only_selected: bool = True) -> pd.DataFrame:
     """The samples to export; a flagged sample (`sample_flags`) never is, even if it was selected before the flag."""
     df = pd.read_sql_query(
         f"SELECT s.id, s.image_id, s.node_id, s.question, s.answer, i.root, i.path AS image_path "
@@ -100,7 +101,7 @@ class ExportStage(Stage):
         return {"dest": str(self.dest) if self.dest else None, "format": self.fmt,
                 "image_root": str(self.image_root) if self.image_root else None, "only_selected": self.only_selected}
 
-    def check(self, ws) -> None:
+    def check(self, ws: Workspace) -> None:
         if self.fmt not in FORMATS:
             raise WorkbenchError(f"export format must be one of {', '.join(FORMATS)}; got {self.fmt!r}")
         self.df = selected_rows(ws, only_selected=self.only_selected)
@@ -116,7 +117,7 @@ class ExportStage(Stage):
         if self.path.exists() and not self.overwrite:
             raise WorkbenchError(f"{self.path}: exists; pass --overwrite or choose another name")
 
-    def execute(self, ws, run) -> ExportReport:
+    def execute(self, ws: Workspace, run) -> ExportReport:
         df, dest, fmt = self.df, self.path, self.fmt
         dest.parent.mkdir(parents=True, exist_ok=True)
         images = _image_field(df, Path(self.image_root) if self.image_root else None)
@@ -140,7 +141,7 @@ class ExportStage(Stage):
         return ExportReport(str(dest), len(df), fmt, self.flagged)
 
 
-def export(ws, dest: Path | str | None = None, *, fmt: str = "llava", image_root: Path | str | None = None,
+def export(ws: Workspace, dest: Path | str | None = None, *, fmt: str = "llava", image_root: Path | str | None = None,
            only_selected: bool = True, overwrite: bool = True) -> tuple[Path, int]:
     """Write the selected (or all ok) samples; same inputs give byte-identical files. Returns (path, count)."""
     rep = ExportStage(dest, fmt=fmt, image_root=image_root, only_selected=only_selected,

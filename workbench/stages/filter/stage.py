@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.stages.base import Outcome, RunReport, StageRun
 from workbench.stages.filter.parse import parse_filter_reply
 from workbench.stages.vision import ImageStage, task_types_per_image
@@ -29,10 +30,10 @@ class FilterStage(ImageStage):
     produces = "kept"
     default_prompt = "filter.j2"
 
-    def __init__(self, ws, prompt: str | None = None, **kw):
+    def __init__(self, ws: Workspace, prompt: str | None = None, **kw):
         super().__init__(ws, ws.config.filter, prompt, **kw)
 
-    def rows(self, ws) -> list[FilterRow]:
+    def rows(self, ws: Workspace) -> list[FilterRow]:
         rows = filter_rows(ws, image_ids=self.image_ids, limit=self.limit)
         if not rows:
             raise WorkbenchError("filter: no images with CLIP matches; run `workbench images add`, `workbench embed` "
@@ -45,8 +46,9 @@ class FilterStage(ImageStage):
     def parse(self, raw: str, row: FilterRow):
         return parse_filter_reply(raw, [p for _, p in row.candidates])   # raises FilterParseError (a ParseFailure)
 
-    def record(self, ws, oc: Outcome, run: StageRun) -> None:
+    def record(self, ws: Workspace, oc: Outcome, run: StageRun) -> None:
         row: FilterRow = oc.row
+        decisions: list[tuple[str | None, str, int, str | None]]   # (node_id, label, kept, reason)
         if oc.error is not None:
             decisions = [(nid, path, 0, f"parse error: {oc.error}") for nid, path in row.candidates]
         else:
@@ -66,13 +68,13 @@ class FilterStage(ImageStage):
         run.add("not_kept", sum(1 for n, _, k, _ in decisions if n is not None and not k))
 
 
-def filter_rows(ws, *, image_ids: list[str] | None = None, limit: int | None = None) -> list[FilterRow]:
+def filter_rows(ws: Workspace, *, image_ids: list[str] | None = None, limit: int | None = None) -> list[FilterRow]:
     """Images with CLIP matches and their live candidates, in rank order."""
     sql = "SELECT image_id, node_id FROM matches ORDER BY image_id, rank"
     return [FilterRow(i, c) for i, c in task_types_per_image(ws, sql, image_ids=image_ids, limit=limit)]
 
 
-def run_filter(ws, *, image_ids: list[str] | None = None, limit: int | None = None, prompt: str | None = None,
-               endpoint: str | None = None, **run_opts) -> RunReport:
+def run_filter(ws: Workspace, *, image_ids: list[str] | None = None, limit: int | None = None,
+               prompt: str | None = None, endpoint: str | None = None, **run_opts) -> RunReport:
     """run_opts: dry_run, budget_usd, progress, refresh_failed, on_result (see LLMStage.run)."""
     return FilterStage(ws, prompt, endpoint=endpoint, image_ids=image_ids, limit=limit).run(ws, **run_opts)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.stages.base import Stage, StageRun
 from workbench.stages.dispatch import current
 from workbench.stages.embed import stage as E
@@ -80,7 +81,7 @@ def _key(*parts) -> str:
     return hashlib.sha256("\x00".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-def match(ws, k: int | None = None, *, embed: bool = True, progress=None, engine=None) -> MatchReport:
+def match(ws: Workspace, k: int | None = None, *, embed: bool = True, progress=None, engine=None) -> MatchReport:
     """Top-k task types for every image; computes missing embeddings first unless embed=False.
     engine: where full scoring runs (see MatchStage; default `workbench.engine.current()`, local unless set)."""
     engine = engine if engine is not None else current()
@@ -112,7 +113,7 @@ class MatchStage(Stage):
     def run_params(self) -> dict:
         return {"k": self.k, **({"engine": self.engine.name} if self.engine is not None else {})}
 
-    def execute(self, ws, run: StageRun) -> MatchReport:
+    def execute(self, ws: Workspace, run: StageRun) -> MatchReport:
         k, progress, cfg = self.k, self.progress, ws.config.match
         ident = E._identity(ws)
         text_key, image_key = E.text_set_key(ws, ident), E.image_set_key(ws, ident)
@@ -181,25 +182,26 @@ class MatchStage(Stage):
         return report
 
 
-def _device(ws) -> str:
+def _device(ws: Workspace) -> str:
     return resolve_device(ws.config.clip.device)
 
 
-def _image_rows(ws, image_key: str) -> tuple[list[str], dict[str, int]]:
+def _image_rows(ws: Workspace, image_key: str) -> tuple[list[str], dict[str, int]]:
     rows = ws.store.query(
         "SELECT e.item_id, e.row FROM embedding_rows e JOIN images i ON i.id = e.item_id "
         "WHERE e.set_key=? ORDER BY e.row", (image_key,))
     return [r["item_id"] for r in rows], {r["item_id"]: r["row"] for r in rows}
 
 
-def _image_vectors(ws, image_key: str, ids: list[str]) -> np.ndarray:
+def _image_vectors(ws: Workspace, image_key: str, ids: list[str]) -> np.ndarray:
     got, arr = _read_set(ws, image_key, ids)
     if got != list(ids):
         raise WorkbenchError("image embeddings changed during matching; run `workbench match` again")
     return arr
 
 
-def _classify(ws, match_key: str, image_ids: list[str], current: dict[str, str], expected: int):
+def _classify(ws: Workspace, match_key: str, image_ids: list[str], current: dict[str, str],
+              expected: int) -> tuple[list[str], list[str]]:
     """Split images into (recompute fully, keep and merge new targets)."""
     rows = ws.store.query("SELECT image_id, node_id, target_hash FROM matches WHERE match_key=?", (match_key,))
     count: dict[str, int] = {}
@@ -208,13 +210,14 @@ def _classify(ws, match_key: str, image_ids: list[str], current: dict[str, str],
         count[r["image_id"]] = count.get(r["image_id"], 0) + 1
         if current.get(r["node_id"]) != r["target_hash"]:
             stale.add(r["image_id"])
-    full, keep = [], []
+    full: list[str] = []
+    keep: list[str] = []
     for i in image_ids:
         (full if i in stale or count.get(i, 0) < expected else keep).append(i)
     return full, keep
 
 
-def _write(ws, match_key, image_ids, idx, vals, node_ids, current) -> None:
+def _write(ws: Workspace, match_key, image_ids, idx, vals, node_ids, current) -> None:
     rows = []
     for r, image_id in enumerate(image_ids):
         for rank in range(idx.shape[1]):
@@ -226,14 +229,14 @@ def _write(ws, match_key, image_ids, idx, vals, node_ids, current) -> None:
                          "VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
-def _merge(ws, match_key, image_ids, x, sub, sub_ids, current, k, device) -> None:
+def _merge(ws: Workspace, match_key, image_ids, x, sub, sub_ids, current, k, device) -> None:
     q = ",".join("?" * len(image_ids))
     old: dict[str, dict[str, float]] = {i: {} for i in image_ids}
-    for r in ws.store.query(f"SELECT image_id, node_id, score FROM matches WHERE match_key=? AND image_id IN ({q})",
-                            (match_key, *image_ids)):
-        old[r["image_id"]][r["node_id"]] = r["score"]
+    for row in ws.store.query(f"SELECT image_id, node_id, score FROM matches WHERE match_key=? AND image_id IN ({q})",
+                              (match_key, *image_ids)):
+        old[row["image_id"]][row["node_id"]] = row["score"]
     kk = min(k, len(sub_ids))
-    out = []
+    out: list[tuple[str, str, int, float, str, str]] = []   # the rows of `matches`
     for _, idx, vals in topk_cosine(x, sub, kk, chunk=len(image_ids), device=device):
         for r, image_id in enumerate(image_ids):
             cand = dict(old[image_id])
@@ -248,7 +251,7 @@ def _merge(ws, match_key, image_ids, x, sub, sub_ids, current, k, device) -> Non
 
 
 # -- queries for the dashboard -----------------------------------------------------------------
-def image_matches(ws, image_id: str) -> list[dict]:
+def image_matches(ws: Workspace, image_id: str) -> list[dict]:
     """An image's stored top-k: rank, node id, task path, score."""
     idx = Taxonomy.of(ws).index()
     rows = ws.store.query("SELECT node_id, rank, score FROM matches WHERE image_id=? ORDER BY rank", (image_id,))
@@ -256,7 +259,8 @@ def image_matches(ws, image_id: str) -> list[dict]:
              "score": r["score"]} for r in rows]
 
 
-def images_for_task(ws, node_id: str, *, max_rank: int | None = None, limit: int | None = None) -> list[dict]:
+def images_for_task(ws: Workspace, node_id: str, *, max_rank: int | None = None,
+                    limit: int | None = None) -> list[dict]:
     """Images matched to a task type (best score first)."""
     nid = Taxonomy.of(ws).resolve(node_id).id
     sql = "SELECT image_id, rank, score FROM matches WHERE node_id=?"
@@ -271,20 +275,20 @@ def images_for_task(ws, node_id: str, *, max_rank: int | None = None, limit: int
     return [dict(r) for r in ws.store.query(sql, params)]
 
 
-def match_counts(ws, *, max_rank: int | None = None) -> dict[str, int]:
+def match_counts(ws: Workspace, *, max_rank: int | None = None) -> dict[str, int]:
     """Images per task type (node id → count) among live task types; 0 for those with none."""
     sql = "SELECT node_id, count(*) AS n FROM matches" + (" WHERE rank <= ?" if max_rank else "") + " GROUP BY node_id"
     got = {r["node_id"]: r["n"] for r in ws.store.query(sql, (max_rank,) if max_rank else ())}
     return {n.id: got.get(n.id, 0) for n, _ in Taxonomy.of(ws).leaves()}
 
 
-def tasks_without_images(ws, *, max_rank: int | None = None) -> list[tuple[str, str]]:
+def tasks_without_images(ws: Workspace, *, max_rank: int | None = None) -> list[tuple[str, str]]:
     """(node id, path) of live task types that no image was matched to."""
     counts = match_counts(ws, max_rank=max_rank)
     return [(n.id, p) for n, p in Taxonomy.of(ws).leaves() if counts.get(n.id, 0) == 0]
 
 
-def low_score_images(ws, threshold: float | None = None) -> list[dict]:
+def low_score_images(ws: Workspace, threshold: float | None = None) -> list[dict]:
     """Images whose best match scores below the threshold (default `[match] low_score_threshold`)."""
     th = ws.config.match.low_score_threshold if threshold is None else float(threshold)
     rows = ws.store.query("SELECT image_id, node_id, score FROM matches WHERE rank=1 AND score < ? ORDER BY score",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.stages.base import Outcome, RunReport, StageRun
 from workbench.stages.qa.parse import parse_qa_reply
 from workbench.stages.vision import ImageStage, sample_id, task_types_per_image
@@ -31,10 +32,10 @@ class QAStage(ImageStage):
     expected_output_tokens = 600
     default_prompt = "qa.j2"
 
-    def __init__(self, ws, prompt: str | None = None, **kw):
+    def __init__(self, ws: Workspace, prompt: str | None = None, **kw):
         super().__init__(ws, ws.config.qa, prompt, **kw)
 
-    def rows(self, ws) -> list[QARow]:
+    def rows(self, ws: Workspace) -> list[QARow]:
         rows = qa_rows(ws, image_ids=self.image_ids, limit=self.limit)
         if not rows:
             raise WorkbenchError("qa: no image has a kept task type yet; run `workbench filter` first")
@@ -46,11 +47,13 @@ class QAStage(ImageStage):
     def parse(self, raw: str, row: QARow):
         return parse_qa_reply(raw, [p for _, p in row.task_types])   # raises QAParseError (a ParseFailure)
 
-    def record(self, ws, oc: Outcome, run: StageRun) -> None:
+    def record(self, ws: Workspace, oc: Outcome, run: StageRun) -> None:
         row: QARow = oc.row
         now = utcnow()
         node_of = {p: n for n, p in row.task_types}
-        new = []
+        # (sample id, node_id, label, question, answer, status, reason)
+        new: list[tuple[str, str | None, str | None, str | None, str | None, str, str | None]] = []
+        nid: str | None   # None: a reply pair whose task type is none of the row's
         if oc.error is not None:
             for nid, _ in row.task_types:
                 new.append((sample_id(row.image_id, nid, ""), nid, None, None, None, "rejected",
@@ -84,13 +87,13 @@ class QAStage(ImageStage):
         run.add("rejected", sum(s[5] != "ok" for s in new))
 
 
-def qa_rows(ws, *, image_ids: list[str] | None = None, limit: int | None = None) -> list[QARow]:
+def qa_rows(ws: Workspace, *, image_ids: list[str] | None = None, limit: int | None = None) -> list[QARow]:
     sql = ("SELECT d.image_id, d.node_id FROM filter_decisions d LEFT JOIN matches m "
            "ON m.image_id = d.image_id AND m.node_id = d.node_id WHERE d.kept = 1 ORDER BY d.image_id, m.rank")
     return [QARow(i, t) for i, t in task_types_per_image(ws, sql, image_ids=image_ids, limit=limit)]
 
 
-def run_qa(ws, *, image_ids: list[str] | None = None, limit: int | None = None, prompt: str | None = None,
+def run_qa(ws: Workspace, *, image_ids: list[str] | None = None, limit: int | None = None, prompt: str | None = None,
            endpoint: str | None = None, **run_opts) -> RunReport:
     """run_opts: dry_run, budget_usd, progress, refresh_failed, on_result (see LLMStage.run)."""
     return QAStage(ws, prompt, endpoint=endpoint, image_ids=image_ids, limit=limit).run(ws, **run_opts)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from workbench.core.config import RefereeConfig
 from workbench.core.errors import ConfigError, ParseFailure, WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.stages.base import Outcome, RunReport, StageRun
 from workbench.stages.referee.parse import parse_vote
 from workbench.stages.vision import ImageStage
@@ -39,7 +40,8 @@ class VoteRow:
 class RefereeStage(ImageStage):
     expected_output_tokens = 4
 
-    def __init__(self, ws, referee: RefereeConfig, *, limit: int | None = None, adaptive: dict | None = None):
+    def __init__(self, ws: Workspace, referee: RefereeConfig, *, limit: int | None = None,
+                 adaptive: dict | None = None):
         """adaptive: recorded in the run's params (min_votes, referees, audit_fraction, asked, decided)."""
         self.referee = referee
         self.name = f"referee:{referee.name}"
@@ -51,7 +53,7 @@ class RefereeStage(ImageStage):
         extra = {"adaptive": True, **self.adaptive} if self.adaptive else {"adaptive": False}
         return {"referee": self.referee.name, **extra}
 
-    def rows(self, ws) -> list[VoteRow]:
+    def rows(self, ws: Workspace) -> list[VoteRow]:
         rows = vote_rows(ws, limit=self.limit)
         if not rows:
             raise WorkbenchError(no_samples_message(ws, "referee"))
@@ -66,9 +68,10 @@ class RefereeStage(ImageStage):
             raise ParseFailure(f"ambiguous vote {raw.strip()[:60]!r}")
         return vote
 
-    def record(self, ws, oc: Outcome, run: StageRun) -> None:
+    def record(self, ws: Workspace, oc: Outcome, run: StageRun) -> None:
         # An ambiguous reply is vote NULL / valid 0 with its raw text, never a 0.
         vote = oc.value if oc.error is None else None
+        assert oc.record is not None   # the base records answered calls only
         ws.store.conn.execute(
             "INSERT INTO votes(sample_id, referee, vote, valid, raw_text, call_key, prompt_hash, stage_run_id) "
             "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sample_id, referee) DO UPDATE SET vote=excluded.vote, "
@@ -79,7 +82,7 @@ class RefereeStage(ImageStage):
         run.add("votes_1" if vote == 1 else "votes_0" if vote == 0 else "ambiguous")
 
 
-def no_samples_message(ws, stage: str) -> str:
+def no_samples_message(ws: Workspace, stage: str) -> str:
     rejected = int(ws.store.scalar("SELECT count(*) FROM samples WHERE status='rejected'"))
     if rejected:
         return (f"{stage}: no usable Q&A samples: all {rejected} were rejected (see `workbench rejections "
@@ -87,7 +90,7 @@ def no_samples_message(ws, stage: str) -> str:
     return f"{stage}: no Q&A samples yet; run `workbench qa` first"
 
 
-def vote_rows(ws, *, limit: int | None = None) -> list[VoteRow]:
+def vote_rows(ws: Workspace, *, limit: int | None = None) -> list[VoteRow]:
     idx = Taxonomy.of(ws).index(None)
     rows = ws.store.query("SELECT id, image_id, node_id, question, answer FROM samples WHERE status='ok' "
                           "ORDER BY image_id, id")
@@ -96,7 +99,7 @@ def vote_rows(ws, *, limit: int | None = None) -> list[VoteRow]:
     return out[:limit] if limit is not None else out
 
 
-def referees(ws, names: list[str] | None = None) -> list[RefereeConfig]:
+def referees(ws: Workspace, names: list[str] | None = None) -> list[RefereeConfig]:
     refs = ws.config.referees
     if not refs:
         raise ConfigError(f"{ws.root / 'workbench.toml'}: no [[referees]] configured; add one per referee "
@@ -155,7 +158,7 @@ class AdaptivePlan:
     params: dict = field(default_factory=dict)
 
 
-def adaptive_rows(ws, referee: str, rows: list[VoteRow], *, order: list[str], k: int,
+def adaptive_rows(ws: Workspace, referee: str, rows: list[VoteRow], *, order: list[str], k: int,
                   audit_fraction: float) -> AdaptivePlan:
     """The rows `referee` must vote on given the votes stored now (one grouped query)."""
     q = ",".join("?" * len(order))
@@ -181,7 +184,7 @@ def adaptive_rows(ws, referee: str, rows: list[VoteRow], *, order: list[str], k:
     return plan
 
 
-def run_referees(ws, *, names: list[str] | None = None, limit: int | None = None, adaptive: bool = False,
+def run_referees(ws: Workspace, *, names: list[str] | None = None, limit: int | None = None, adaptive: bool = False,
                  on_plan=None, **run_opts) -> list[RunReport]:
     """The configured referees (or `names`) vote on the ok samples; one stage run per referee.
 

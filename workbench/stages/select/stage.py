@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.stages.base import Stage, StageRun
 from workbench.stages.referee.people import HUMAN_SQL
 from workbench.stages.referee.stage import no_samples_message
@@ -200,7 +202,7 @@ class SelectStage(Stage):
     def run_params(self) -> dict:
         return self.params
 
-    def check(self, ws) -> None:
+    def check(self, ws: Workspace) -> None:
         self.table = vote_table(ws.store)
         if self.table.empty:
             raise WorkbenchError(no_samples_message(ws, "select"))
@@ -209,7 +211,7 @@ class SelectStage(Stage):
             self.table["p_good"] = self.table["sample_id"].map(cons.posterior)
             self.params = {**self.params, "consensus_key": cons.key}
 
-    def execute(self, ws, run: StageRun) -> SelectionReport:
+    def execute(self, ws: Workspace, run: StageRun) -> SelectionReport:
         table = self.table
         params = {k: v for k, v in self.params.items() if k != "consensus_key"}
         chosen, quota = choose(table, **params)
@@ -228,12 +230,12 @@ class SelectStage(Stage):
             reasons={k: int(v) for k, v in chosen["reason"].value_counts().items()}, per_task_quota=quota)
 
 
-def select(ws, *, min_votes: int | None = None, max_per_task: int | None = None, min_per_task: int | None = None,
-           budget: int | None = None, seed: int | None = None, consensus: str = "kofn",
+def select(ws: Workspace, *, min_votes: int | None = None, max_per_task: int | None = None,
+           min_per_task: int | None = None, budget: int | None = None, seed: int | None = None, consensus: str = "kofn",
            min_posterior: float = 0.8) -> SelectionReport:
     """consensus="kofn": at least `min_votes` positive votes; "ds": Dawid–Skene posterior >= `min_posterior`."""
     cfg = ws.config.select
-    params = {"min_votes": cfg.min_votes if min_votes is None else min_votes,
+    params: dict[str, Any] = {"min_votes": cfg.min_votes if min_votes is None else min_votes,
                   "max_per_task": cfg.max_per_task if max_per_task is None else max_per_task,
                   "min_per_task": cfg.min_per_task if min_per_task is None else min_per_task,
                   "budget": cfg.budget if budget is None else budget, "seed": cfg.seed if seed is None else seed,
