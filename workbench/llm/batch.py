@@ -64,7 +64,9 @@ def jsonl_line(key: str, model: str, messages: list[dict], params: dict) -> byte
 
 def split_lines(lines: list[tuple[str, bytes]], max_requests: int, max_bytes: int) -> list[list[tuple[str, bytes]]]:
     """Consecutive chunks of (key, line) within both limits; a single line over the byte limit is an error."""
-    chunks, cur, size = [], [], 0
+    chunks: list[list[tuple[str, bytes]]] = []
+    cur: list[tuple[str, bytes]] = []
+    size = 0
     for key, line in lines:
         if len(line) > max_bytes:
             raise WorkbenchError(f"one request ({len(line):,} bytes, key {key[:12]}) is over [batch] "
