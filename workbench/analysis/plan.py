@@ -226,10 +226,6 @@ class Plan:
     assumptions: list[str]
     seconds: float = 0.0
 
-    @property
-    def llm_stages(self) -> list[StagePlan]:
-        return [s for s in self.stages if s.kind == "llm"]
-
     def total(self, what: str) -> Range | None:
         """Sum over LLM stages of calls / prompt_tokens / completion_tokens / cost_usd / batch_cost_usd / wall_s;
         None for a cost when some stage's price is unknown."""

@@ -16,29 +16,35 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.apps.doctor import check_clip
+from workbench.core.config import CONFIG_NAME, MarkedBlock, edit_sections, read_block
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.llm.prompts import PromptTemplate, template_hash
+from workbench.stages.embed.clip import TINY_MODEL_NAME, write_model_config
+from workbench.stages.expand.stage import TEMPLATES, ExpandStage, compare_prompts, load_prompts, plan
+from workbench.taxonomy.io import load_seed
 from workbench.taxonomy.model import Taxonomy
 
 DEFAULT_WORKSPACE = "tutorial-workspace"    # relative to the notebooks' folder; .gitignore ignores it
 DRAFTS = "drafts"                           # WORKSPACE/prompts/drafts/: every saved prompt version
-_BLOCK_START = "# >>> notebook parameters (workbench.apps.notebooks.configure_endpoints) >>>"
-_BLOCK_END = "# <<< notebook parameters <<<"
+# The endpoint parameters live in this block of workbench.toml (the markers are those earlier versions wrote).
+PARAMETERS_BLOCK = MarkedBlock(
+    start="# >>> notebook parameters (workbench.apps.notebooks.configure_endpoints) >>>",
+    end="# <<< notebook parameters <<<",
+    note="Written from the notebooks' parameter cells; re-running one with other values rewrites this block.",
+    hint="set the notebook's endpoint parameters to None to use it, or delete that section and re-run the cell")
 
 
 # -- the workspace --------------------------------------------------------------------------------
 def tutorial_workspace(path: str | Path = DEFAULT_WORKSPACE, *, base_url: str | None = None,
-                       model: str | None = None, referee_models: list[str] | None = None, seed: bool = True):
+                       model: str | None = None, referee_models: list[str] | None = None,
+                       seed: bool = True) -> Workspace:
     """Open (or create) the workspace the notebooks share; load the seed task types into an empty taxonomy;
     write the endpoint parameters (`configure_endpoints`) when given. Prints one line per thing it did."""
-    from workbench.core.workspace import Workspace
-    from workbench.taxonomy.io import load_seed
-
     path = Path(path).expanduser()
     created = not (path / "workbench.sqlite").exists()
     ws = Workspace.init(path, exist_ok=True)
@@ -48,15 +54,12 @@ def tutorial_workspace(path: str | Path = DEFAULT_WORKSPACE, *, base_url: str | 
     if said:
         print(said)
     print(f"workspace {ws.root.resolve()} ({'created' if created else 'opened'}): "
-          f"{Taxonomy.of(ws).count(('proposed', 'accepted'))} live node(s), {len(Taxonomy.of(ws).leaves())} task type(s)")
+          f"{Taxonomy.of(ws).count(('proposed', 'accepted'))} live node(s), "
+          f"{len(Taxonomy.of(ws).leaves())} task type(s)")
     return ws
 
 
-def _toml_str(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)    # a JSON string is a valid TOML basic string
-
-
-def configure_endpoints(ws, *, base_url: str | None = None, model: str | None = None,
+def configure_endpoints(ws: Workspace, *, base_url: str | None = None, model: str | None = None,
                         referee_models: list[str] | None = None) -> str:
     """Write the notebook's endpoint parameters into a marked block at the end of workbench.toml.
 
@@ -67,72 +70,33 @@ def configure_endpoints(ws, *, base_url: str | None = None, model: str | None = 
     """
     if base_url is None and model is None and referee_models is None:
         return ""
-    cfg_path = ws.root / "workbench.toml"
-    text = cfg_path.read_text(encoding="utf-8")
-    outside, block = _split_block(text)
-    old = tomllib.loads(block) if block else {}
-    old_default = old.get("endpoints", {}).get("default", {})
-    base_url = base_url if base_url is not None else old_default.get("base_url")
-    model = model if model is not None else old_default.get("model")
+    cfg_path = ws.root / CONFIG_NAME
+    old = read_block(cfg_path, PARAMETERS_BLOCK)
+    old_endpoints = old.get("endpoints", {})
+    base_url = base_url if base_url is not None else old_endpoints.get("default", {}).get("base_url")
+    model = model if model is not None else old_endpoints.get("default", {}).get("model")
     if referee_models is None:
-        referee_models = [old["endpoints"][r["endpoint"]]["model"] for r in old.get("referees", [])]
+        referee_models = [old_endpoints[r["endpoint"]]["model"] for r in old.get("referees", [])]
     if isinstance(referee_models, str):
         referee_models = [referee_models]
-    _refuse_clash(cfg_path, outside, "endpoints.default", r"^\s*\[\s*endpoints\s*\.\s*default\s*\]")
-    if referee_models:
-        _refuse_clash(cfg_path, outside, "[[referees]]", r"^\s*\[\[\s*referees\s*\]\]")
-
-    lines = [_BLOCK_START, "# Written from the notebooks' parameter cells; re-running one with other values "
-             "rewrites this block.", "[endpoints.default]"]
-    if base_url:
-        lines.append(f"base_url = {_toml_str(base_url)}")
-    if model:
-        lines.append(f"model = {_toml_str(model)}")
-    for i, m in enumerate(referee_models or [], 1):
-        lines += ["", f"[endpoints.referee_{i}]"]
-        if base_url:
-            lines.append(f"base_url = {_toml_str(base_url)}")
-        lines += [f"model = {_toml_str(m)}", "", "[[referees]]", f"name = {_toml_str(f'{i}-{m}')}",
-                  f'endpoint = "referee_{i}"']
-    lines.append(_BLOCK_END)
-    new_block = "\n".join(lines) + "\n"
-    if block and new_block.strip() == _block_text(text).strip():
+    # An empty value is left out, as None is: the endpoint's default model, OPENAI_BASE_URL.
+    edits: dict = {"endpoints.default": {"base_url": base_url or None, "model": model or None}}
+    for i, m in enumerate(referee_models, 1):
+        edits[f"endpoints.referee_{i}"] = {"base_url": base_url or None, "model": m}
+    for name in old_endpoints:                  # referees of an earlier run that are no longer asked for
+        if name != "default" and f"endpoints.{name}" not in edits:
+            edits[f"endpoints.{name}"] = None
+    edits["referees"] = [{"name": f"{i}-{m}", "endpoint": f"referee_{i}"} for i, m in enumerate(referee_models, 1)]
+    if not edit_sections(cfg_path, edits, block=PARAMETERS_BLOCK):
         return ""
-    new_text = outside.rstrip("\n") + "\n\n" + new_block
-    from workbench.core.config import parse_config
-
-    parse_config(tomllib.loads(new_text), source=str(cfg_path))    # refuse to write a config that will not load
-    cfg_path.write_text(new_text, encoding="utf-8")
     ws.reload_config()
     refs = f"; referees: {', '.join(r.name for r in ws.config.referees)}" if referee_models else ""
     return f"endpoint: {model or '(the endpoint default model)'} at {base_url or 'OPENAI_BASE_URL'}{refs} " \
            f"(written to {cfg_path})"
 
 
-def _block_text(text: str) -> str:
-    start, end = text.find(_BLOCK_START), text.find(_BLOCK_END)
-    return text[start:end + len(_BLOCK_END)] if start >= 0 and end > start else ""
-
-
-def _split_block(text: str) -> tuple[str, str]:
-    block = _block_text(text)
-    if not block:
-        return text, ""
-    return text.replace(block, ""), block.replace(_BLOCK_START, "").replace(_BLOCK_END, "")
-
-
-def _refuse_clash(cfg_path: Path, outside: str, what: str, pattern: str) -> None:
-    for n, line in enumerate(outside.splitlines(), 1):
-        if re.match(pattern, line):
-            raise WorkbenchError(
-                f"{cfg_path}: line {n} already configures {what}; set the notebook's endpoint parameters to None "
-                f"to use it, or delete that section and re-run the cell")
-
-
 # -- prompt versions ------------------------------------------------------------------------------
 def _template_key(name: str) -> str:
-    from workbench.stages.expand.stage import TEMPLATES
-
     key = Path(name).name.removeprefix("expand_").removesuffix(".j2")
     if key not in TEMPLATES:
         raise WorkbenchError(f"prompt {name!r} is not an expansion prompt; use one of "
@@ -142,8 +106,6 @@ def _template_key(name: str) -> str:
 
 def current_prompt(ws, name: str) -> PromptTemplate:
     """The file the expand stage uses for `name` now (the workspace's copy if there is one, else bundled)."""
-    from workbench.stages.expand.stage import load_prompts
-
     key = _template_key(name)
     prompts = load_prompts(ws)
     if "custom" in prompts:
@@ -201,8 +163,6 @@ def promote(ws, name: str, version: PromptTemplate | str | Path) -> str:
 # -- choosing parents, preview ------------------------------------------------------------------
 def parents_using(ws, name: str, n: int = 5) -> list[str]:
     """Up to n accepted parents (shallowest level first) whose expansion uses template `name` now."""
-    from workbench.stages.expand.stage import plan
-
     key = _template_key(name)
     if key == "level1_supplement":
         return []                                    # one call: the first level (nodes=None)
@@ -218,8 +178,6 @@ def parents_using(ws, name: str, n: int = 5) -> list[str]:
 
 
 def _prompts_with(ws, name: str, version: PromptTemplate | None) -> dict:
-    from workbench.stages.expand.stage import load_prompts
-
     prompts = load_prompts(ws)
     if version is not None:
         prompts[_template_key(name)] = version
@@ -229,8 +187,6 @@ def _prompts_with(ws, name: str, version: PromptTemplate | None) -> dict:
 def preview_version(ws, name: str, version: PromptTemplate | None, parents: list[str] | None) -> str:
     """The messages each parent's call would send, with the template the stage would really use for it: the
     version of `name` where that is its template, the current file of its own template otherwise."""
-    from workbench.stages.expand.stage import ExpandStage, plan
-
     prompts = _prompts_with(ws, name, version)
     stage = ExpandStage(ws, prompts, {})
     rows = plan(ws, nodes=parents) if parents else plan(ws, level=1)
@@ -299,12 +255,8 @@ def ab_test(ws, name: str, version: PromptTemplate, parents: list[str] | None, *
             model: str | None = None, progress: bool | None = False) -> ABResult:
     """Run the current file of `name` and `version` on `parents` (None: the first level) without changing the
     taxonomy; names side by side with the dropped lines and why, and what each version's calls cost."""
-    from workbench.stages.expand.stage import compare_prompts
-
     current = current_prompt(ws, name)
     if parents:
-        from workbench.stages.expand.stage import plan
-
         wrong = [r.parent_path for r in plan(ws, nodes=parents) if r.template != _template_key(name)]
         if wrong:
             raise WorkbenchError(f"{name} is not the template the stage uses for {', '.join(wrong)}; pick parents "
@@ -341,9 +293,6 @@ def clip_or_tiny(ws, *, model: str | None = None, pretrained: str | None = None)
     """Use the configured CLIP (or `model`/`pretrained`) when its weights are on this machine; otherwise the
     tiny random-weight model, for this session only (workbench.toml is not changed). Returns one line saying
     which, and what to set for real matches; the library's own random-weights warning is not repeated."""
-    from workbench.apps.doctor import check_clip
-    from workbench.stages.embed.clip import TINY_MODEL_NAME, write_model_config
-
     clip = ws.config.clip
     if model is not None or pretrained is not None:
         clip = clip.model_copy(update={k: v for k, v in (("model", model), ("pretrained", pretrained))
@@ -424,7 +373,8 @@ def session_note(ws) -> str:
     versions = len(list(drafts_dir(ws).glob("*.j2"))) if drafts_dir(ws).is_dir() else 0
     ab = ws.store.scalar("SELECT count(*) FROM expand_results WHERE applied=0") or 0
     applied = ws.store.scalar("SELECT count(*) FROM expand_results WHERE applied=1") or 0
-    return (f"{Taxonomy.of(ws).count(('proposed', 'accepted'))} live node(s), {len(Taxonomy.of(ws).leaves())} task type(s); generated: "
+    return (f"{Taxonomy.of(ws).count(('proposed', 'accepted'))} live node(s), "
+            f"{len(Taxonomy.of(ws).leaves())} task type(s); generated: "
             f"{gen.get('accepted', 0)} accepted, {gen.get('proposed', 0)} still proposed, {gen.get('rejected', 0)} "
             f"rejected. {applied} expansion call(s) applied, {ab} A/B result(s) kept aside (no nodes). "
             f"Workspace prompt copies: {', '.join(copies) or 'none (bundled prompts)'}; {versions} saved version(s) "
@@ -439,7 +389,8 @@ def expand_runs(ws):
     for r in ws.runs("expand"):
         p, s = json.loads(r["params"] or "{}"), json.loads(r["summary"] or "{}")
         prompts = p.get("prompts") or {}
-        rows.append({"run": r["id"], "status": r["status"], "kind": "applied" if p.get("apply", True) else "A/B (no nodes)",
+        rows.append({"run": r["id"], "status": r["status"],
+                     "kind": "applied" if p.get("apply", True) else "A/B (no nodes)",
                      "parents": f"level {p['level']}" if p.get("level") else f"{len(p.get('nodes') or [])} node(s)",
                      "prompts": ", ".join(f"{Path(f).name} {h[:8]}" for f, h in prompts.values()),
                      "calls": s.get("called"), "cached": s.get("cached"), "cost_usd": s.get("cost_usd"),

@@ -13,7 +13,6 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from workbench.core.store import Store
 
@@ -131,7 +130,3 @@ class CallCache:
         where = (" WHERE " + " AND ".join(conds)) if conds else ""
         rows = self.store.query(f"SELECT {', '.join(_COLS)} FROM llm_calls{where} ORDER BY created_at", params)
         return [CallRecord(**{c: r[c] for c in _COLS}, cached=True) for r in rows]
-
-
-def stored_request(rec: CallRecord) -> dict[str, Any]:
-    return json.loads(rec.request)

@@ -87,14 +87,6 @@ def cost_usd(price: Price | None, prompt_tokens: int | None, completion_tokens: 
     return ((prompt_tokens or 0) * price[0] + (completion_tokens or 0) * price[1]) / 1e6
 
 
-def format_cost(usd: float | None, *, model: str | None = None, estimate: bool = False) -> str:
-    """A cost for people: `~$0.0123` (an estimate), `$0.0123`, or why it is unknown."""
-    if usd is None:
-        what = f"model {model}" if model else "this model"
-        return f"cost unknown (no price for {what}; set price_input_per_mtok/price_output_per_mtok)"
-    return f"{'~' if estimate else ''}${usd:.4f}"
-
-
 def estimate_prompt_tokens(messages: list[dict]) -> int:
     chars, images = 0, 0
     for m in messages:

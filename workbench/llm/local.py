@@ -287,11 +287,6 @@ class LocalTransformersClient:
         self._batcher().submit(_Request(messages, params, time.monotonic(), fut))
         return await asyncio.wrap_future(fut)
 
-    def _generate(self, messages, params, t0) -> CallRecord:
-        """One call, unbatched (kept for callers that generate synchronously)."""
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        return self._generate_batch([_Request(messages, params, t0, fut)])[0]
-
     def _generate_batch(self, batch: list[_Request]) -> list[CallRecord]:
         import torch
 

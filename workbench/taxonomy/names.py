@@ -81,7 +81,3 @@ def split_path(path: str) -> list[str]:
             raise NameProblem(f"empty level ({where}) in path {path.strip()!r}")
         names.append(check_name(part))
     return names
-
-
-def join_path(names: list[str]) -> str:
-    return SEP.join(names)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MANIFEST_EXTENSIONS = {".json", ".jsonl"}
@@ -332,7 +333,17 @@ def _first_turns(conversations) -> tuple[str | None, str | None]:
 
 
 # -- registering -------------------------------------------------------------------------------
-def register_images(ws, paths: Iterable[str | Path], *, root: str | Path | None = None,
+@dataclass
+class _Item:
+    """A manifest entry kept as a dataset item (its first image stands for it)."""
+
+    source: str
+    item_id: str
+    entry: _Entry | None
+    fields: dict
+
+
+def register_images(ws: Workspace, paths: Iterable[str | Path], *, root: str | Path | None = None,
                     source: str | None = None, workers: int | None = None, refresh: bool = False) -> RegisterReport:
     """Register image folders (recursive), single image files and LLaVA JSON/JSONL manifests.
 
@@ -344,139 +355,179 @@ def register_images(ws, paths: Iterable[str | Path], *, root: str | Path | None 
     if isinstance(paths, (str, Path)):
         paths = [paths]
     report = RegisterReport()
-    entries: list[_Entry] = []
-    items: list[tuple[str, str, _Entry | None, dict]] = []   # (source, item_id, entry, fields)
     if root is not None and "\x00" in str(root):
         raise WorkbenchError(f"--root {_printable(root)!r}: the path contains a NUL byte")
     root_path = Path(os.path.realpath(root)) if root is not None else None
     if root_path is not None and not root_path.is_dir():
         raise WorkbenchError(f"--root {root}: no such folder")
-    for raw in paths:
-        p = Path(raw)
-        if "\x00" in str(raw):
-            raise WorkbenchError(f"{_printable(raw)!r}: the path contains a NUL byte; nothing was registered")
-        if not p.exists():
-            raise WorkbenchError(f"{p}: no such file or folder; nothing was registered")
-        if p.is_dir():
-            base = root_path or Path(os.path.realpath(p))
-            src = source or p.resolve().name or "images"
-            for f in _walk_folder(p):
-                full = Path(os.path.realpath(f))
-                if not full.is_relative_to(base):
-                    entries.append(_Entry(base, str(f), src, f"{f} is not under the root {base}; refused"))
-                    continue
-                entries.append(_Entry(base, full.relative_to(base).as_posix(), src))
-        elif p.suffix.lower() in MANIFEST_EXTENSIONS:
-            base = root_path or Path(os.path.realpath(p.parent))
-            src = source or p.stem
-            seen_ids: dict[str, int] = {}
-            for n, obj in _read_manifest(p):
-                imgs = obj.get("image", obj.get("images"))
-                if imgs is None:
-                    report.skipped_items += 1
-                    continue
-                imgs = imgs if isinstance(imgs, list) else [imgs]
-                item_id = str(obj.get("id", n))
-                if item_id in seen_ids:  # ids repeat in some released datasets
-                    seen_ids[item_id] += 1
-                    item_id = f"{item_id}#{seen_ids[item_id]}"
-                else:
-                    seen_ids[item_id] = 0
-                q, a = _first_turns(obj.get("conversations"))
-                task = next((str(obj[k]) for k in TASK_KEYS if obj.get(k)), None)
-                fields = {"task_name": task, "question": q, "answer": a,
-                          "conversations": json.dumps(obj.get("conversations"), ensure_ascii=False)}
-                first_entry = None
-                for rel in imgs:
-                    resolved, why = _within(base, rel) if isinstance(rel, str) else (None, "image is not a string")
-                    if why:
-                        e = _Entry(base, _printable(rel), src, f"{p.name}:{n}: {why}")
-                    else:
-                        e = _Entry(base, resolved.relative_to(base).as_posix(), src)
-                    entries.append(e)
-                    first_entry = first_entry or e
-                items.append((src, item_id, first_entry, fields))
-        else:   # an image file, or anything else that is not a folder: read (or refused) as one file
-            full = Path(os.path.realpath(p))
-            base = root_path or full.parent
-            src = source or full.parent.name or "images"
-            if not full.is_relative_to(base):
-                raise WorkbenchError(f"{p}: not under --root {base}")
-            entries.append(_Entry(base, full.relative_to(base).as_posix(), src))
+    entries: list[_Entry] = []
+    items: list[_Item] = []
+    for raw in paths:     # every input is read (and a bad one refused) before anything is written
+        src, found, found_items = _collect(raw, root_path, source, report)
+        entries += found
+        items += found_items
         if src not in report.sources:
             report.sources.append(src)
-
-    # Decode in threads: Pillow releases the GIL while decoding and hashlib while hashing.
-    todo = [e for e in entries if e.refused is None]
-    n_workers = workers or min(8, (os.cpu_count() or 2))
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        results = list(pool.map(lambda e: _inspect(e.root / e.rel), todo, chunksize=16))
-    by_entry = {id(e): r for e, r in zip(todo, results)}
-
+    inspected = _inspect_all(entries, workers)
     now = utcnow()
-    image_of: dict[int, str] = {}
-    where_seen: dict[str, set[tuple[str, str]]] = {}     # id -> (root, path) that hold it in this run
-    retire: dict[str, str] = {}                           # old id -> the new id of its changed path
     with ws.store.write() as conn:
-        for e in entries:
-            key = (str(e.root), e.rel)
-            if e.refused is not None:
-                reason = e.refused
-                rec = None
-            else:
-                rec, reason = by_entry[id(e)]
-            if rec is None:
-                report.problems.append(Problem(str(e.root / e.rel) if e.refused is None else e.rel, reason))
-                conn.execute("INSERT OR REPLACE INTO image_problems(root, path, source, reason, created_at) "
-                             "VALUES (?, ?, ?, ?, ?)", (*key, e.source, reason, now))
-                continue
-            where_seen.setdefault(rec["id"], set()).add(key)
-            registered = conn.execute("SELECT id, source FROM images WHERE root=? AND path=?", key).fetchall()
-            src = e.source
-            if registered and rec["id"] not in {r["id"] for r in registered}:
-                old = registered[0]
-                if not refresh:
-                    reason = (f"{CHANGED}: the file is no longer the content registered as image {old['id'][:12]} "
-                              f"(it is {rec['id'][:12]} now); the old id and its embeddings are kept until you "
-                              "re-register it: run the same `workbench images add` with --refresh")
-                    report.changed += 1
-                    report.problems.append(Problem(str(e.root / e.rel), reason))
-                    conn.execute("INSERT OR REPLACE INTO image_problems(root, path, source, reason, created_at) "
-                                 "VALUES (?, ?, ?, ?, ?)", (*key, old["source"], reason, now))
-                    image_of[id(e)] = old["id"]
-                    continue
-                report.refreshed += 1
-                src = source if source is not None else old["source"]
-            if refresh:
-                # every other id this path was registered under is stale (older versions left duplicates)
-                for r in registered:
-                    if r["id"] != rec["id"]:
-                        retire.setdefault(r["id"], rec["id"])
-            conn.execute("DELETE FROM image_problems WHERE root=? AND path=?", key)
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO images(id, path, root, source, width, height, format, mode, bytes, "
-                "mtime_ns, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rec["id"], e.rel, str(e.root), src, rec["width"], rec["height"], rec["format"],
-                 rec["mode"], rec["bytes"], rec["mtime_ns"], now))
-            if cur.rowcount:
-                report.added += 1
-            else:
-                report.already += 1
-                # the same file again (perhaps touched): keep its size and mtime current
-                conn.execute("UPDATE images SET bytes=?, mtime_ns=? WHERE id=? AND root=? AND path=?",
-                             (rec["bytes"], rec["mtime_ns"], rec["id"], *key))
-            image_of[id(e)] = rec["id"]
-        if retire:
-            _retire(conn, retire, where_seen, report)
-        for src, item_id, entry, fields in items:
-            image_id = image_of.get(id(entry)) if entry is not None else None
+        writer = _Writer(conn, report, source, refresh, now)
+        for e, (rec, reason) in zip(entries, inspected):
+            writer.entry(e, rec, reason)
+        if writer.retire:
+            _retire(conn, writer.retire, writer.where_seen, report)
+        for item in items:
+            image_id = writer.image_of.get(id(item.entry)) if item.entry is not None else None
             conn.execute(
                 "INSERT OR REPLACE INTO dataset_items(source, item_id, image_id, task_name, question, answer, "
                 "conversations) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (src, item_id, image_id, fields["task_name"], fields["question"], fields["answer"],
-                 fields["conversations"]))
+                (item.source, item.item_id, image_id, item.fields["task_name"], item.fields["question"],
+                 item.fields["answer"], item.fields["conversations"]))
             report.dataset_items += 1
     return report
+
+
+def _collect(raw: str | Path, root_path: Path | None, source: str | None,
+             report: RegisterReport) -> tuple[str, list[_Entry], list[_Item]]:
+    """(source name, files to read, dataset items) of one input: a folder, a manifest or one file."""
+    p = Path(raw)
+    if "\x00" in str(raw):
+        raise WorkbenchError(f"{_printable(raw)!r}: the path contains a NUL byte; nothing was registered")
+    if not p.exists():
+        raise WorkbenchError(f"{p}: no such file or folder; nothing was registered")
+    if p.is_dir():
+        base = root_path or Path(os.path.realpath(p))
+        src = source or p.resolve().name or "images"
+        entries = []
+        for f in _walk_folder(p):
+            full = Path(os.path.realpath(f))
+            if not full.is_relative_to(base):      # a symlink out of the root
+                entries.append(_Entry(base, str(f), src, f"{f} is not under the root {base}; refused"))
+                continue
+            entries.append(_Entry(base, full.relative_to(base).as_posix(), src))
+        return src, entries, []
+    if p.suffix.lower() in MANIFEST_EXTENSIONS:
+        src = source or p.stem
+        return (src, *_manifest_entries(p, root_path or Path(os.path.realpath(p.parent)), src, report))
+    # an image file, or anything else that is not a folder: read (or refused) as one file
+    full = Path(os.path.realpath(p))
+    base = root_path or full.parent
+    src = source or full.parent.name or "images"
+    if not full.is_relative_to(base):
+        raise WorkbenchError(f"{p}: not under --root {base}")
+    return src, [_Entry(base, full.relative_to(base).as_posix(), src)], []
+
+
+def _manifest_entries(path: Path, base: Path, src: str,
+                      report: RegisterReport) -> tuple[list[_Entry], list[_Item]]:
+    """The image files a manifest names (each resolved against `base`, or refused) and its dataset items."""
+    entries: list[_Entry] = []
+    items: list[_Item] = []
+    seen_ids: dict[str, int] = {}
+    for n, obj in _read_manifest(path):
+        imgs = obj.get("image", obj.get("images"))
+        if imgs is None:
+            report.skipped_items += 1
+            continue
+        item_id = str(obj.get("id", n))
+        if item_id in seen_ids:  # ids repeat in some released datasets
+            seen_ids[item_id] += 1
+            item_id = f"{item_id}#{seen_ids[item_id]}"
+        else:
+            seen_ids[item_id] = 0
+        first_entry = None
+        for rel in imgs if isinstance(imgs, list) else [imgs]:
+            resolved, why = _within(base, rel) if isinstance(rel, str) else (None, "image is not a string")
+            if why:
+                e = _Entry(base, _printable(rel), src, f"{path.name}:{n}: {why}")
+            else:
+                e = _Entry(base, resolved.relative_to(base).as_posix(), src)
+            entries.append(e)
+            first_entry = first_entry or e
+        items.append(_Item(src, item_id, first_entry, _item_fields(obj)))
+    return entries, items
+
+
+def _item_fields(obj: dict) -> dict:
+    q, a = _first_turns(obj.get("conversations"))
+    task = next((str(obj[k]) for k in TASK_KEYS if obj.get(k)), None)
+    return {"task_name": task, "question": q, "answer": a,
+            "conversations": json.dumps(obj.get("conversations"), ensure_ascii=False)}
+
+
+def _inspect_all(entries: list[_Entry], workers: int | None) -> list[tuple[dict | None, str | None]]:
+    """(record, None) or (None, reason) per entry; a refused entry is not read."""
+    todo = [e for e in entries if e.refused is None]
+    # Threads: Pillow releases the GIL while decoding and hashlib while hashing.
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2))) as pool:
+        results = iter(list(pool.map(lambda e: _inspect(e.root / e.rel), todo, chunksize=16)))
+    return [(None, e.refused) if e.refused is not None else next(results) for e in entries]
+
+
+@dataclass
+class _Writer:
+    """Writes one run's files into `images` / `image_problems`, remembering what the run saw."""
+
+    conn: sqlite3.Connection
+    report: RegisterReport
+    source: str | None              # the caller's source name (None: each input's own)
+    refresh: bool
+    now: str
+    image_of: dict[int, str] = field(default_factory=dict)                    # id(entry) -> image id
+    where_seen: dict[str, set[tuple[str, str]]] = field(default_factory=dict)   # id -> (root, path) holding it
+    retire: dict[str, str] = field(default_factory=dict)                      # old id -> its path's new id
+
+    def entry(self, e: _Entry, rec: dict | None, reason: str | None) -> None:
+        key = (str(e.root), e.rel)
+        if rec is None:
+            self._problem(str(e.root / e.rel) if e.refused is None else e.rel, key, e.source, reason)
+            return
+        self.where_seen.setdefault(rec["id"], set()).add(key)
+        registered = self.conn.execute("SELECT id, source FROM images WHERE root=? AND path=?", key).fetchall()
+        src = e.source
+        if registered and rec["id"] not in {r["id"] for r in registered}:
+            old = registered[0]
+            if not self.refresh:
+                self._changed(e, key, old, rec)
+                return
+            self.report.refreshed += 1
+            src = self.source if self.source is not None else old["source"]
+        if self.refresh:
+            # every other id this path was registered under is stale (older versions left duplicates)
+            for r in registered:
+                if r["id"] != rec["id"]:
+                    self.retire.setdefault(r["id"], rec["id"])
+        self._register(e, key, rec, src)
+
+    def _problem(self, where: str, key: tuple[str, str], source: str, reason: str) -> None:
+        self.report.problems.append(Problem(where, reason))
+        self.conn.execute("INSERT OR REPLACE INTO image_problems(root, path, source, reason, created_at) "
+                          "VALUES (?, ?, ?, ?, ?)", (*key, source, reason, self.now))
+
+    def _changed(self, e: _Entry, key: tuple[str, str], old, rec: dict) -> None:
+        """A registered path with other content now, without refresh: reported; the old id stays."""
+        reason = (f"{CHANGED}: the file is no longer the content registered as image {old['id'][:12]} "
+                  f"(it is {rec['id'][:12]} now); the old id and its embeddings are kept until you "
+                  "re-register it: run the same `workbench images add` with --refresh")
+        self.report.changed += 1
+        self._problem(str(e.root / e.rel), key, old["source"], reason)
+        self.image_of[id(e)] = old["id"]
+
+    def _register(self, e: _Entry, key: tuple[str, str], rec: dict, src: str) -> None:
+        self.conn.execute("DELETE FROM image_problems WHERE root=? AND path=?", key)
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO images(id, path, root, source, width, height, format, mode, bytes, "
+            "mtime_ns, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rec["id"], e.rel, str(e.root), src, rec["width"], rec["height"], rec["format"],
+             rec["mode"], rec["bytes"], rec["mtime_ns"], self.now))
+        if cur.rowcount:
+            self.report.added += 1
+        else:
+            self.report.already += 1
+            # the same file again (perhaps touched): keep its size and mtime current
+            self.conn.execute("UPDATE images SET bytes=?, mtime_ns=? WHERE id=? AND root=? AND path=?",
+                              (rec["bytes"], rec["mtime_ns"], rec["id"], *key))
+        self.image_of[id(e)] = rec["id"]
 
 
 DERIVED_TABLES = ("matches", "filter_decisions", "samples")   # rows made from an image's content
