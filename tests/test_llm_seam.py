@@ -12,7 +12,7 @@ from openai_server import OpenAIServer, Reply
 from workbench.core.config import EndpointConfig
 from workbench.core.errors import ParseFailure, WorkbenchError
 from workbench.llm.cache import CallRecord, call_key, storable_messages
-from workbench.llm.client import Endpoint, image_data_url, resolve_endpoint
+from workbench.llm.client import Endpoint, resolve_endpoint
 from workbench.llm.prompts import PromptError, PromptTemplate, split_messages
 from workbench.stages.base import LLMStage, reparse
 from workbench.stages.dispatch import (
@@ -66,19 +66,23 @@ def test_prompt_roles_and_strict_variables():
         PromptTemplate.from_text("{% for x in %}", path="bad.j2")
 
 
+def _png_url(path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
 def test_image_parts_key_by_content_not_base64(tmp_path):
     a = tmp_path / "a.png"
     a.write_bytes(b"\x89PNG fake image bytes A")
     b = tmp_path / "b.png"
     b.write_bytes(b"\x89PNG fake image bytes B")
-    url_a = image_data_url(a)
+    url_a = _png_url(a)
     assert url_a.startswith("data:image/png;base64,")
     msgs_a = ECHO.render(images=[url_a], item="1")
     assert msgs_a[-1]["content"][1]["image_url"]["url"] == url_a
     # Same bytes under another MIME label: same content, same key.
     same = "data:image/x-png;base64," + base64.b64encode(a.read_bytes()).decode()
     assert call_key("m", msgs_a, {}) == call_key("m", ECHO.render(images=[same], item="1"), {})
-    assert call_key("m", msgs_a, {}) != call_key("m", ECHO.render(images=[image_data_url(b)], item="1"), {})
+    assert call_key("m", msgs_a, {}) != call_key("m", ECHO.render(images=[_png_url(b)], item="1"), {})
     stored = json.dumps(storable_messages(msgs_a))
     assert "base64" not in stored and "sha256:" in stored
 

@@ -18,15 +18,12 @@ and sk-... tokens), and an endpoint is only ever shown through `redact_url`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import mimetypes
 import os
 import random
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from workbench.core.config import Config, EndpointConfig
@@ -207,17 +204,6 @@ def resolve_endpoint(config: Config, name: str = "default", *, base_url: str | N
     return ep
 
 
-def image_data_url(path: str | Path, mime: str | None = None) -> str:
-    """A data URL for an image file (what chat messages carry); the cache keys it by content."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise WorkbenchError(f"{p}: cannot read image ({exc})") from None
-    mime = mime or mimetypes.guess_type(p.name)[0] or "image/jpeg"
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
 def _retry_after(exc) -> float | None:
     resp = getattr(exc, "response", None)
     if resp is None:
@@ -334,7 +320,7 @@ class LLMClient:
         prefix = clean[:BODY_PREFIX_CHARS] + ("..." if len(clean) > BODY_PREFIX_CHARS else "")
         return None, f"unreadable reply (HTTP {http.status_code}, {ctype}, {len(body)} chars): {prefix!r}"
 
-    def _from_response(self, resp, attempts: int, latency: float) -> CallRecord:
+    def _from_response(self, resp, attempts: int, latency: float | None) -> CallRecord:
         raw_response = resp.model_dump_json(exclude_unset=True)
         usage = resp.usage
         pt = usage.prompt_tokens if usage else None
