@@ -264,3 +264,11 @@ def test_fk_off_migration_refuses_when_references_would_break(tmp_path, monkeypa
     assert ws.store.scalar("SELECT count(*) FROM sqlite_master WHERE name='t'") == 0
     assert ws.store.scalar("PRAGMA foreign_keys") == 1
     ws.close()
+
+
+def test_init_writes_a_folder_name_with_a_quote_and_a_backslash_as_valid_toml(tmp_path):
+    folder = tmp_path / 'tax "v2" \\ draft'
+    ws = Workspace.init(folder)
+    assert ws.config.workspace.name == 'tax "v2" \\ draft'
+    ws.close()
+    assert Workspace.open(folder).config.workspace.name == 'tax "v2" \\ draft'

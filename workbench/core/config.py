@@ -245,7 +245,7 @@ DEFAULT_CONFIG_TOML = """\
 # environment variables named by `api_key_env`.
 
 [workspace]
-name = "{name}"
+name = {name}
 description = ""
 
 # Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama (http://localhost:11434/v1),

@@ -13,7 +13,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from workbench.core.config import CONFIG_NAME, DEFAULT_CONFIG_TOML, Config, load_config
+from workbench.core.config import CONFIG_NAME, DEFAULT_CONFIG_TOML, Config, load_config, toml_literal
 from workbench.core.errors import WorkbenchError
 from workbench.core.runs import StageRun, mark_interrupted, runs, stage_run
 from workbench.core.store import Store
@@ -43,7 +43,7 @@ class Workspace:
             (root / sub).mkdir(exist_ok=True)
         cfg_path = root / CONFIG_NAME
         if not cfg_path.exists():
-            ws_name = (name or root.resolve().name or "taxonomy").replace('"', "'")
+            ws_name = toml_literal(name or root.resolve().name or "taxonomy")   # a quote or backslash is escaped
             cfg_path.write_text(DEFAULT_CONFIG_TOML.format(name=ws_name), encoding="utf-8")
         config = load_config(cfg_path)
         store = Store(root / DB_NAME, create=True)
