@@ -1,10 +1,12 @@
 """The CLI starts without importing what its commands drive: `--help` lists the commands from the table in
-workbench/apps/cli/app.py (`COMMANDS`), and a command imports only its own module. What is asserted is which
-modules get imported, in a fresh interpreter each time, not how long it takes."""
+workbench/apps/cli/app.py (`COMMANDS`), a command imports only its own module, and `doctor` imports none of the
+heavy packages it checks. What is asserted is which modules get imported, in a fresh interpreter each time, not
+how long it takes."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -58,12 +60,21 @@ def test_help_imports_no_command_module_nor_the_library(args, code):
     (["taxonomy", "coverage", "--help"], {"expand"}),
     (["images", "--help"], {"images"}),
     (["funnel", "--help"], {"vision"}),
-    (["doctor", "--help"], {"demo", "dashboard"}),   # demo.py starts the dashboard
+    (["doctor", "--help"], {"doctor"}),
 ])
 def test_a_command_imports_its_own_module_only(args, loaded):
     code, modules = _run(*args)
     assert code == 0
     assert _loaded_command_modules(modules) == loaded
+
+
+def test_doctor_imports_none_of_the_packages_it_checks():
+    env = {**os.environ, "WORKBENCH_NO_LOCAL_PROBE": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("OPENAI_BASE_URL", None)
+    code, modules = _run("doctor", env=env)
+    assert code == 0
+    assert not [m for m in modules if m.split(".")[0] in ("torch", "torchvision", "open_clip", "transformers",
+                                                           "umap", "streamlit", "jupyterlab", "sklearn", "ray")]
 
 
 OWNERS = """

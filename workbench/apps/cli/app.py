@@ -44,7 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "it."),
     "demo": ("demo", "Build a workspace from the seed tasks and real photographs, run what runs offline, open the "
              "dashboard."),
-    "doctor": ("demo", "Check packages, CLIP weights, endpoints and keys (by name only); say what each missing "
+    "doctor": ("doctor", "Check packages, CLIP weights, endpoints and keys (by name only); say what each missing "
                "piece disables."),
     "discover": ("discover", "Cluster the images no task type fits (filter rejected every candidate, or a low best "
                  "match) and ask the VLM to name one task type per cluster; each becomes a `proposed` node with "

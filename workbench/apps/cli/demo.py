@@ -1,4 +1,4 @@
-"""`workbench demo` and `workbench doctor`."""
+"""CLI: `workbench demo` — a workspace from the seed tasks and real photographs, opened in the dashboard."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ import typer
 from workbench.apps.cli.app import app
 from workbench.apps.cli.dashboard import dashboard
 from workbench.apps.demo import run_demo
-from workbench.apps.doctor import run_checks
-from workbench.core.config import Config
-from workbench.core.workspace import Workspace
 
 
 @app.command()
@@ -51,17 +48,3 @@ def demo(
         typer.echo(f"open the dashboard with:  {cmd}   (then http://127.0.0.1:{port})")
         return
     dashboard(directory, port=port, host="127.0.0.1", print_command=False)
-
-
-@app.command()
-def doctor(
-    workspace: Path | None = typer.Argument(None, help="Check this workspace's settings (default: the "
-                                               "defaults of a new workspace)."),
-):
-    """Check packages, CLIP weights, endpoints and keys (by name only); say what each missing piece disables."""
-    config = Workspace.open(workspace).config if workspace else Config()
-    checks = run_checks(config)
-    for c in checks:
-        typer.echo(c.line())
-    missing = [c for c in checks if not c.ok]
-    typer.echo(f"\n{len(checks) - len(missing)} ok, {len(missing)} missing")
