@@ -9,6 +9,7 @@ import typer
 
 from workbench.apps.cli.app import WS_ARG, app, open_ws
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.review import adjudication as adj
 from workbench.stages.select.consensus import consensus_key, require, stored_path, uncertain_queue
 
@@ -63,7 +64,7 @@ def adjudicate_cmd(
     _show_queue(ws, 20 if queue is None else queue, include_human=not exclude_human)
 
 
-def _show_queue(ws, n: int, *, include_human: bool) -> None:
+def _show_queue(ws: Workspace, n: int, *, include_human: bool) -> None:
     if stored_path(ws, consensus_key(ws.store, include_human), include_human) is None:
         n_votes = ws.store.scalar("SELECT count(*) FROM votes")
         typer.echo(f"fitting Dawid-Skene to {n_votes:,} votes (about 10 s per 100k; stored for the next time)…",

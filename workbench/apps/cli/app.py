@@ -101,7 +101,7 @@ class NotLoaded(TyperCommand):
     """Stands in a group for a command of `COMMANDS` whose module is not imported yet: it carries the table's
     help, so the group's help, its order and its "Did you mean" suggestions work without the module."""
 
-    def __init__(self, name: str, module: str, help: str):
+    def __init__(self, name: str, module: str, help: str) -> None:
         super().__init__(name, help=help)
         self.module = module
 
@@ -114,7 +114,7 @@ class LazyGroup(TyperGroup):
     calls to run a command or show its help) swaps a stand-in for the real command by importing its module and
     building `app` again. Commands registered on `app` some other way (tests' probe commands) work as usual."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         prefix = f"{self.name} " if self.name else ""
         mine = {path.removeprefix(prefix): entry for path, entry in COMMANDS.items()
