@@ -80,23 +80,30 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path, args, needle):
 
 
 def test_every_command_has_help():
+    """Walks the commands as click does (list_commands, then get_command, which imports a lazily loaded command's
+    module), so every command of every module is reached, loaded or not."""
     import typer.main
 
+    from workbench.apps.cli.app import click
     from workbench.apps.cli.main import app
 
     root = typer.main.get_command(app)
 
-    def walk(cmd, path):
+    def walk(cmd, path, ctx):
         yield path, cmd
-        for name, sub in getattr(cmd, "commands", {}).items():
-            yield from walk(sub, path + [name])
+        for name in cmd.list_commands(ctx) if hasattr(cmd, "list_commands") else []:
+            sub = cmd.get_command(ctx, name)
+            yield from walk(sub, path + [name], click.Context(sub, parent=ctx, info_name=name))
 
-    for path, cmd in walk(root, []):
+    seen = 0
+    for path, cmd in walk(root, [], click.Context(root, info_name="workbench")):
+        seen += 1
         r = run_cli(*path, "--help")
         assert r.code == 0, path
         for param in cmd.params:
             if param.name != "help" and getattr(param, "param_type_name", "") == "option":
                 assert param.help, f"{' '.join(path)} --{param.name} has no help text"
+    assert seen > 40   # every command, not only those whose module happened to be imported
 
 
 def test_console_script_in_a_subprocess(tmp_path):

@@ -8,11 +8,13 @@ from pathlib import Path
 import typer
 
 from workbench.apps.cli.app import WS_ARG, app, open_ws
+from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
+from workbench.review import adjudication as adj
+from workbench.stages.select.consensus import consensus_key, require, stored_path, uncertain_queue
 
 
 def _vote_value(text: str) -> int:
-    from workbench.core.errors import WorkbenchError
-
     if text.strip() not in ("0", "1"):
         raise WorkbenchError(f"--vote SAMPLE VALUE: VALUE must be 1 (good) or 0 (bad); got {text!r}")
     return int(text)
@@ -38,9 +40,6 @@ def adjudicate_cmd(
                                        "samples)."),
 ):
     """Vote on or flag samples by hand, and list the samples a person should decide first."""
-    from workbench.core.errors import WorkbenchError
-    from workbench.review import adjudication as adj
-
     if reason is not None and flag is None and vote is None:
         raise WorkbenchError("--reason goes with --flag SAMPLE or --vote SAMPLE 1|0")
     ws = open_ws(workspace)
@@ -65,9 +64,7 @@ def adjudicate_cmd(
     _show_queue(ws, 20 if queue is None else queue, include_human=not exclude_human)
 
 
-def _show_queue(ws, n: int, *, include_human: bool) -> None:
-    from workbench.stages.select.consensus import consensus_key, require, stored_path, uncertain_queue
-
+def _show_queue(ws: Workspace, n: int, *, include_human: bool) -> None:
     if stored_path(ws, consensus_key(ws.store, include_human), include_human) is None:
         n_votes = ws.store.scalar("SELECT count(*) FROM votes")
         typer.echo(f"fitting Dawid-Skene to {n_votes:,} votes (about 10 s per 100k; stored for the next time)…",

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from workbench.apps.cli.app import WS_ARG, app, open_ws
+from workbench.llm.batch import cancel_batch, list_batches
 
 
 @app.command("batches")
@@ -18,8 +19,6 @@ def batches_cmd(workspace: Path = WS_ARG,
                                              "every live batch first.")):
     """Batches submitted by `--batch` runs: state (validating, in progress, finalizing, completed, expired,
     failed, cancelled), requests done and failed, and whether their results are in the workspace."""
-    from workbench.llm.batch import cancel_batch, list_batches
-
     ws = open_ws(workspace)
     if cancel:
         b = cancel_batch(ws, cancel)

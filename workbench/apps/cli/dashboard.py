@@ -11,13 +11,16 @@ import ipaddress
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import typer
 
+from workbench.analysis import projection
 from workbench.apps.cli.app import WS_ARG, app
 from workbench.apps.dashboard.serve import stop, streamlit_command
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 
 
 def is_loopback(host: str) -> bool:
@@ -63,8 +66,6 @@ def dashboard(
     print_command: bool = typer.Option(False, "--print-command", help="Print the streamlit command and exit."),
 ):
     """Open the dashboard (overview, coverage, images per task, embedding map, referees, prompts)."""
-    from workbench.core.workspace import Workspace
-
     if not 0 < port < 65536:
         raise WorkbenchError(f"--port must be between 1 and 65535; got {port}")
     Workspace.open(workspace).close()   # a bad folder is an error here, not a red page in the browser
@@ -95,11 +96,6 @@ def map_cmd(
                                              "default: the image and text sets of the newest model)."),
 ):
     """Compute and store the embedding map's projection headless, so the dashboard only loads it."""
-    import time
-
-    from workbench.analysis import projection
-    from workbench.core.workspace import Workspace
-
     ws = Workspace.open(workspace)
     available = projection.embedding_sets(ws.store)
     if not available:

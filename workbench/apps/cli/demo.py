@@ -1,13 +1,16 @@
-"""`workbench demo` and `workbench doctor`."""
+"""CLI: `workbench demo` — a workspace from the seed tasks and real photographs, opened in the dashboard."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import typer
 
 from workbench.apps.cli.app import app
+from workbench.apps.cli.dashboard import dashboard
+from workbench.apps.demo import run_demo
 
 
 @app.command()
@@ -28,10 +31,6 @@ def demo(
     no_models: bool = typer.Option(False, "--no-models", help="Never pull models; run what runs without them."),
 ):
     """Build a workspace from the seed tasks and real photographs, run what runs offline, open the dashboard."""
-    import sys
-
-    from workbench.apps.demo import run_demo
-
     t0 = time.perf_counter()
     # Ask before a download only where someone can answer; with no terminal the demo does not pull and says how.
     confirm = (lambda q: typer.confirm(q, default=True)) if sys.stdin.isatty() else None
@@ -48,24 +47,4 @@ def demo(
     if no_browser:
         typer.echo(f"open the dashboard with:  {cmd}   (then http://127.0.0.1:{port})")
         return
-    from workbench.apps.cli.dashboard import dashboard
-
     dashboard(directory, port=port, host="127.0.0.1", print_command=False)
-
-
-@app.command()
-def doctor(
-    workspace: Path | None = typer.Argument(None, help="Check this workspace's settings (default: the "
-                                               "defaults of a new workspace)."),
-):
-    """Check packages, CLIP weights, endpoints and keys (by name only); say what each missing piece disables."""
-    from workbench.apps.doctor import run_checks
-    from workbench.core.config import Config
-    from workbench.core.workspace import Workspace
-
-    config = Workspace.open(workspace).config if workspace else Config()
-    checks = run_checks(config)
-    for c in checks:
-        typer.echo(c.line())
-    missing = [c for c in checks if not c.ok]
-    typer.echo(f"\n{len(checks) - len(missing)} ok, {len(missing)} missing")

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import typer
 
+from workbench.analysis.discovery import discover, discovery_report
 from workbench.apps.cli.app import WS_ARG, app, open_ws
+
+PROPOSAL_KEYS = ("id", "name", "status", "node_id", "parent_id", "duplicate_of", "note")   # of --json's proposals
 
 
 @app.command("discover")
@@ -28,8 +31,6 @@ def discover_cmd(
 ):
     """Cluster the images no task type fits (filter rejected every candidate, or a low best match) and ask the
     VLM to name one task type per cluster; each becomes a `proposed` node with origin 'discovered'."""
-    from workbench.analysis.discovery import discover, discovery_report
-
     ws = open_ws(workspace)
     if report:
         rows = discovery_report(ws)
@@ -57,8 +58,7 @@ def discover_cmd(
             "clusters": [{"label": c.label, "key": c.key, "size": len(c.image_ids), "cohesion": c.cohesion,
                           "exemplar_ids": c.exemplar_ids, "nearest": c.nearest,
                           "parents": [p for _, p in c.parents]} for c in res.clusters],
-            "proposals": [{k: p.get(k) for k in ("id", "name", "status", "node_id", "parent_id", "duplicate_of", "note")}
-                          for p in res.proposals],
+            "proposals": [{k: p.get(k) for k in PROPOSAL_KEYS} for p in res.proposals],
             "run": res.report.as_dict() if res.report else None}, indent=1, default=str))
         return
     typer.echo(f"{res.candidates} unfit image(s) ({res.filter_rejected} with every filter candidate rejected, "

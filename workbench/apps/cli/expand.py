@@ -7,9 +7,12 @@ from pathlib import Path
 
 import typer
 
+from workbench.analysis.duplicates import apply_merge, suggest_merges
+from workbench.analysis.reference_coverage import DEFAULT_BAND, reference_coverage
 from workbench.apps.cli.app import WS_ARG, app, open_ws, taxonomy_app
 from workbench.apps.cli.report import show_run
 from workbench.core.errors import WorkbenchError
+from workbench.stages.expand.stage import expand
 
 
 @app.command("expand")
@@ -48,8 +51,6 @@ def expand_cmd(
     OPENAI_API_KEY are used exactly as the openai client does. Answers are cached in the
     workspace: an interrupted run continues where it stopped.
     """
-    from workbench.stages.expand.stage import expand
-
     ws = open_ws(workspace)
     if batch:
         ws.config.batch.enabled = True   # this run only: the stage loop reads it (expand() passes no batch option)
@@ -76,8 +77,6 @@ def duplicates_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """List near-duplicate task names as merge suggestions (exact after normalisation, or by embeddings)."""
-    from workbench.analysis.duplicates import apply_merge, suggest_merges
-
     ws = open_ws(workspace)
     sugg = suggest_merges(ws, scope=scope, threshold=threshold, embed=not no_embed)
     if as_json:
@@ -126,8 +125,6 @@ def coverage_cmd(
 ):
     """Map each reference task to its best and runner-up task types; list the gaps, grouped by the reference's
     first level and by ours, and our first-level areas the reference never tests."""
-    from workbench.analysis.reference_coverage import DEFAULT_BAND, reference_coverage
-
     ws = open_ws(workspace)
     if (endpoint or dry_run or prompt or budget is not None) and not confirm:
         raise WorkbenchError("--endpoint, --prompt, --dry-run and --budget apply to --confirm; add --confirm")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
 from workbench.apps.cli.app import WS_ARG, app, open_ws
+from workbench.engine import session
+from workbench.stages.embed.stage import embed_images, embed_texts_clip
+from workbench.stages.images.register import images_report, register_images
+from workbench.stages.match.stage import low_score_images, match, tasks_without_images
 
 images_app = typer.Typer(help="Register images and list the files that could not be used.", no_args_is_help=True,
                          rich_markup_mode=None)
@@ -29,8 +34,6 @@ def images_add(
                                  "Without it a changed file is reported and left as it was registered."),
 ):
     """Register images; bad files are recorded with their reason and skipped."""
-    from workbench.stages.images.register import register_images
-
     ws = open_ws(workspace)
     report = register_images(ws, paths, root=root, source=source, refresh=refresh)
     typer.echo(report.summary())
@@ -50,8 +53,6 @@ def images_report_cmd(
 ):
     """Images per source, imported datasets, every file that could not be registered (with why), and
     registered files changed or missing since registration."""
-    from workbench.stages.images.register import images_report
-
     ws = open_ws(workspace)
     rep = images_report(ws, check_files=check)
     typer.echo(f"{rep['images']} image(s)")
@@ -89,9 +90,6 @@ def embed_cmd(
     address: str | None = ADDRESS,
 ):
     """CLIP-embed task types and images with the model in workbench.toml [clip] (cached; resumable)."""
-    from workbench.engine import session
-    from workbench.stages.embed.stage import embed_images, embed_texts_clip
-
     ws = open_ws(workspace)
     with session(engine, address):
         if texts:
@@ -108,10 +106,6 @@ def match_cmd(
     address: str | None = ADDRESS,
 ):
     """Top-k task types per image by cosine similarity (embeds what is missing first; incremental)."""
-    from workbench.engine import session
-    from workbench.stages.embed.stage import embed_images, embed_texts_clip
-    from workbench.stages.match.stage import low_score_images, match, tasks_without_images
-
     ws = open_ws(workspace)
     with session(engine, address):
         t = embed_texts_clip(ws, progress=_progress("texts"))
@@ -128,8 +122,6 @@ def match_cmd(
 
 
 def _progress(what: str):
-    import sys
-
     if not sys.stderr.isatty():
         return None
 

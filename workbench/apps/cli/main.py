@@ -1,5 +1,8 @@
 """The `workbench` command line: headless runs of the same library functions the notebooks use.
 
+Commands load when they run: `app.py` lists which module registers each one (see `LazyGroup` there), so
+`workbench --help` imports none of the library the commands drive.
+
 A user mistake (WorkbenchError) prints one `error: ...` line on stderr and exits with
 status 2; set WORKBENCH_DEBUG=1 to see the traceback as well. So does a path the operating
 system cannot take (a NUL byte, a name too long, no permission...).
@@ -17,28 +20,17 @@ import signal
 import sqlite3
 import sys
 import threading
+import traceback
 
 import typer
 
-# Every command module registers its commands on `app` when imported (one module per area).
-from workbench.apps.cli import (  # noqa: F401
-    adjudicate,
-    audit,
-    batches,
-    dashboard,
-    demo,
-    discover,
-    expand,
-    images,
-    models,
-    plan,
-    review,
-    runs,
-    taxonomy,
-    vision,
-)
 from workbench.apps.cli.app import app
 from workbench.core.errors import WorkbenchError
+
+try:  # typer >= 0.20 vendors its own copy of click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
 
 
 class Terminated(SystemExit):
@@ -82,11 +74,6 @@ def _stopped_message(signum: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:  # typer >= 0.20 vendors its own copy of click
-        from typer._click import exceptions as click_exc
-    except ImportError:  # pragma: no cover
-        from click import exceptions as click_exc
-
     args = list(sys.argv[1:] if argv is None else argv)
     del _signals_seen[:]
     try:
@@ -133,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
             raise   # not about a file the user named (a socket, a bug): keep the traceback
         _fail(_os_error_message(exc))
         return 2
-    return 0
 
 
 def _short(value, limit: int = 80) -> str:
@@ -159,8 +145,6 @@ def _os_error_message(exc: OSError) -> str:
 
 def _fail(message: str) -> None:
     if os.environ.get("WORKBENCH_DEBUG"):
-        import traceback
-
         traceback.print_exc()
     typer.echo(f"error: {message}", err=True)
 

@@ -7,6 +7,8 @@ import sys
 import typer
 
 from workbench.apps.cli.app import app
+from workbench.models import hub
+from workbench.models.profiles import PROFILES, get_profile
 
 models_app = typer.Typer(help="Pull, list and verify the models of a profile (small: CPU, paper: the paper's).",
                          no_args_is_help=True)
@@ -22,9 +24,6 @@ def _mb(n: int) -> str:
 @models_app.command("list")
 def models_list(profile: str = typer.Option(None, "--profile", help="Only this profile (default: all).")):
     """What each profile holds, what is in the hub cache, its size and the stages it enables."""
-    from workbench.models import hub
-    from workbench.models.profiles import PROFILES, get_profile
-
     profiles = [get_profile(profile)] if profile else list(PROFILES.values())
     typer.echo(f"hub cache: {hub.hub_cache_dir()}   hub: {hub.hub_endpoint()}")
     for prof in profiles:
@@ -43,9 +42,6 @@ def models_list(profile: str = typer.Option(None, "--profile", help="Only this p
 def models_pull(profile: str = PROFILE_OPT,
                 yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before downloading.")):
     """Download (or resume) a profile's models into the hub cache and check every file's hash."""
-    from workbench.models import hub
-    from workbench.models.profiles import get_profile
-
     prof = get_profile(profile)
     todo = [m for m in prof.models if not hub.verify(m).ok]
     if not todo:
@@ -71,9 +67,6 @@ def models_pull(profile: str = PROFILE_OPT,
 @models_app.command("verify")
 def models_verify(profile: str = PROFILE_OPT):
     """Recompute the hash of every pulled file and compare it with the hub's (offline). Exit 1 on a mismatch."""
-    from workbench.models import hub
-    from workbench.models.profiles import get_profile
-
     prof = get_profile(profile)
     bad = False
     for m in prof.models:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from workbench.analysis.plan import make_plan
 from workbench.apps.cli.app import WS_ARG, app, open_ws
 
 
@@ -19,8 +20,6 @@ def plan_cmd(workspace: Path = WS_ARG,
              as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.")):
     """Estimate calls, tokens, cost (list and batch price) and wall time for every stage, from what this
     workspace has measured (a pilot run); calls already answered are not counted again."""
-    from workbench.analysis.plan import make_plan
-
     plan = make_plan(open_ws(workspace), images=images, through=through)
     if as_json:
         typer.echo(json.dumps(plan.as_dict(), indent=1, default=str))

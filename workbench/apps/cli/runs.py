@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from workbench.apps.cli.app import WS_ARG, app, open_ws
+from workbench.core.runs import mark_run_interrupted
 
 
 @app.command("runs")
@@ -22,8 +23,6 @@ def runs_cmd(workspace: Path = WS_ARG,
 
     A run whose process died on this machine (killed, crashed) is marked interrupted whenever the workspace is
     opened; while a stage is running, a second process that starts the same stage is refused."""
-    from workbench.core.runs import mark_run_interrupted
-
     ws = open_ws(workspace)
     if interrupted is not None:
         mark_run_interrupted(ws, interrupted)

@@ -11,7 +11,10 @@ import typer
 
 from workbench.apps.cli.app import WS_ARG, app, open_ws, statuses, taxonomy_app
 from workbench.core.errors import ImportProblemsError, WorkbenchError
-from workbench.taxonomy.model import Taxonomy
+from workbench.core.workspace import Workspace
+from workbench.taxonomy.io import export_taxonomy, import_taxonomy, load_seed, tree_lines
+from workbench.taxonomy.model import Taxonomy, TreeIndex
+from workbench.taxonomy.stats import compute_stats
 
 
 @app.command()
@@ -22,9 +25,6 @@ def init(
     name: str | None = typer.Option(None, help="Workspace name written to workbench.toml (default: folder name)."),
 ):
     """Create a workspace: workbench.toml, workbench.sqlite (WAL) and its folders."""
-    from workbench.core.workspace import Workspace
-    from workbench.taxonomy.io import load_seed
-
     ws = Workspace.init(directory, name=name)
     typer.echo(f"created workspace {directory} (edit {directory / 'workbench.toml'} to configure endpoints and CLIP)")
     if seed:
@@ -46,8 +46,6 @@ def taxonomy_import(
     origin: str = typer.Option("imported", help="Origin of new nodes: imported, seed, manual or generated."),
 ):
     """Import task types into a workspace. Problems are reported with file and line; on any error nothing changes."""
-    from workbench.taxonomy.io import import_taxonomy
-
     ws = open_ws(workspace)
     try:
         report = import_taxonomy(Taxonomy.of(ws), source, fmt=format, skip_bad=skip_bad, dry_run=dry_run,
@@ -77,8 +75,6 @@ def taxonomy_export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DEST if it exists."),
 ):
     """Export the taxonomy as tasktype.txt, a folder tree or JSON."""
-    from workbench.taxonomy.io import export_taxonomy
-
     ws = open_ws(workspace)
     n = export_taxonomy(Taxonomy.of(ws), dest, fmt=format, statuses=statuses(status), overwrite=overwrite)
     typer.echo(f"wrote {n} task types to {dest}")
@@ -91,8 +87,6 @@ def taxonomy_stats(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """Nodes per level, leaves, depth histogram, branching per level, largest subtree share."""
-    from workbench.taxonomy.stats import compute_stats
-
     ws = open_ws(workspace)
     st = compute_stats(Taxonomy.of(ws), statuses(status))
     if as_json:
@@ -110,9 +104,6 @@ def taxonomy_show(
     ids: bool = typer.Option(True, "--ids/--no-ids", help="Print node ids in the first column."),
 ):
     """Print the tree, indented, with node ids and statuses."""
-    from workbench.taxonomy.io import tree_lines
-    from workbench.taxonomy.model import TreeIndex
-
     ws = open_ws(workspace)
     wanted = statuses(status)
     full = Taxonomy.of(ws).index(None)

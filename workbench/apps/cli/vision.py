@@ -6,8 +6,16 @@ from pathlib import Path
 
 import typer
 
+from workbench.analysis.funnel import funnel, rejections
 from workbench.apps.cli.app import WS_ARG, app, open_ws
 from workbench.apps.cli.report import show_run as _show
+from workbench.core.errors import WorkbenchError
+from workbench.engine import session
+from workbench.stages.export.stage import ExportStage
+from workbench.stages.filter.stage import run_filter
+from workbench.stages.qa.stage import run_qa
+from workbench.stages.referee.stage import run_referees
+from workbench.stages.select.stage import select
 
 DRY = typer.Option(False, "--dry-run", help="Report calls, estimated tokens and cost; call nothing.")
 BUDGET = typer.Option(None, "--budget", min=0, help="Stop cleanly before spending more than this many USD "
@@ -33,9 +41,6 @@ def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: float | No
                endpoint: str | None = typer.Option(None, "--endpoint", help="Endpoint name from workbench.toml "
                                                       "(default: [filter] endpoint).")):
     """The VLM keeps the CLIP candidate task types that fit each image."""
-    from workbench.engine import session
-    from workbench.stages.filter.stage import run_filter
-
     ws = open_ws(workspace)
     with session(engine, address):
         rep = run_filter(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
@@ -51,9 +56,6 @@ def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: float | None =
                                                 "prompts/qa.j2)."),
            endpoint: str | None = typer.Option(None, "--endpoint", help="Endpoint name (default: [qa] endpoint).")):
     """The VLM writes one question-answer pair per kept (image, task type)."""
-    from workbench.engine import session
-    from workbench.stages.qa.stage import run_qa
-
     ws = open_ws(workspace)
     with session(engine, address):
         rep = run_qa(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
@@ -72,8 +74,6 @@ def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: float | N
                                           "outcome is decided; [referee] audit_fraction is always fully voted; "
                                           "[referee] adaptive = false makes --full the default).")):
     """The configured referees vote 1/0 on the Q&A samples (adaptively unless --full)."""
-    from workbench.stages.referee.stage import run_referees
-
     ws = open_ws(workspace)
     adaptive = ws.config.referee.adaptive and not full
 
@@ -82,8 +82,6 @@ def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: float | N
                    f"voted, {plan.audit:,} audit); {plan.decided:,} already decided by the other referees' votes"
                    + (" (a dry run cannot know the votes still to come: later referees' figures are upper bounds)"
                       if dry_run else ""))
-
-    from workbench.engine import session
 
     status = 0
     with session(engine, address):
@@ -110,9 +108,6 @@ def select_cmd(workspace: Path = WS_ARG,
                                                              "the posterior P(good) a sample needs (default 0.8).")):
     """Keep samples the referees pass (k-of-N votes or Dawid-Skene posterior), with per-task caps/floors and a
     total budget. A reviewer's vote (`workbench adjudicate`) decides its sample; a flagged sample is never kept."""
-    from workbench.core.errors import WorkbenchError
-    from workbench.stages.select.stage import select
-
     if consensus == "ds" and min_votes is not None:
         raise WorkbenchError("--min-votes applies to --consensus kofn; with --consensus ds use --min-posterior")
     if consensus != "ds" and min_posterior is not None:
@@ -137,8 +132,6 @@ def export_cmd(workspace: Path = WS_ARG,
                all_ok: bool = typer.Option(False, "--all-ok", help="Export every parsed sample, not only the "
                                            "selected ones.")):
     """Export the selected samples for training (same inputs give byte-identical files)."""
-    from workbench.stages.export.stage import ExportStage
-
     ws = open_ws(workspace)
     typer.echo(ExportStage(out, fmt=format, image_root=image_root, only_selected=not all_ok).run(ws).summary())
 
@@ -147,8 +140,6 @@ def export_cmd(workspace: Path = WS_ARG,
 def funnel_cmd(workspace: Path = WS_ARG,
                per_task: bool = typer.Option(False, "--per-task", help="One row per task type.")):
     """How many (image, task type) pairs and samples survive each stage."""
-    from workbench.analysis.funnel import funnel
-
     ws = open_ws(workspace)
     typer.echo(funnel(ws, per_task=per_task).to_string(index=False))
 
@@ -158,9 +149,6 @@ def rejections_cmd(workspace: Path = WS_ARG,
                    stage: str | None = typer.Option(None, help="filter, qa, referee or select (default: all)."),
                    out: Path | None = typer.Option(None, "--out", "-o", help="Write CSV here instead of printing.")):
     """Every row a stage dropped, with its reason."""
-    from workbench.analysis.funnel import rejections
-    from workbench.core.errors import WorkbenchError
-
     if stage not in (None, "filter", "qa", "referee", "select"):
         raise WorkbenchError(f"--stage must be filter, qa, referee or select; got {stage!r}")
     ws = open_ws(workspace)
