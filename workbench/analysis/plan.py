@@ -371,8 +371,8 @@ class _Planner:
         rc = ", ".join(f"p.r{i}" for i in range(len(names)))
         try:
             rows = self.s.query(f"SELECT s.node_id, {rc}, count(*) FROM (SELECT v.sample_id, {cols} FROM votes v "
-                                f"WHERE v.referee IN ({q}) GROUP BY v.sample_id) p JOIN samples s ON s.id = p.sample_id "
-                                f"GROUP BY s.node_id, {rc}", tuple(names))
+                                f"WHERE v.referee IN ({q}) GROUP BY v.sample_id) p "
+                                f"JOIN samples s ON s.id = p.sample_id GROUP BY s.node_id, {rc}", tuple(names))
         finally:
             self.s.close()      # this thread's connection
         nodes = [r[0] for r in rows]
@@ -971,10 +971,11 @@ def format_plan(plan: Plan) -> str:
                 t.append(f"CPU ~{_dur(s.cpu_s)}, GPU ~{_dur(s.gpu_s)}")
             lines.append(f"{head} {_num(s.rows)} {s.items} to do, {s.done:,} done" + (f"; {'; '.join(t)}" if t else ""))
         else:
+            batch_gap = "unknown" if s.cost_usd is None else "n/a"
             lines.append(
                 f"{head} {_num(s.calls)} calls ({s.done:,} {s.items} already answered) on {s.endpoint} ({s.model}); "
                 f"tokens in {_num(s.prompt_tokens)}, out {_num(s.completion_tokens)}; cost {_usd(s.cost_usd)}, batch "
-                f"{_usd(s.batch_cost_usd) if s.batch_cost_usd is not None else ('unknown' if s.cost_usd is None else 'n/a')}"
+                f"{_usd(s.batch_cost_usd) if s.batch_cost_usd is not None else batch_gap}"
                 f"; wall ~{_dur(s.wall_s.value)} ({_dur(s.wall_s.low)}..{_dur(s.wall_s.high)}, {s.wall_bound})")
             pc = s.per_call
             if pc:
