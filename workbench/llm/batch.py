@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.llm.cache import CallCache, CallRecord
 from workbench.llm.client import LLMClient, resolve_endpoint
 from workbench.llm.cost import cost_usd
@@ -102,7 +103,7 @@ class BatchRunner:
     """Submits, polls and ingests the batches of one stage run. `run(pending)` returns when every key it was
     given has a result (or is left for later: cancelled, over budget)."""
 
-    def __init__(self, ws, stage_name: str, ep, run_id: int | None, *, stamp: Callable[..., CallRecord],
+    def __init__(self, ws: Workspace, stage_name: str, ep, run_id: int | None, *, stamp: Callable[..., CallRecord],
                  progress: bool = False, say: Callable[[str], None] | None = None, client=None):
         check_endpoint(ep)
         self.ws, self.store, self.ep, self.stage, self.run_id = ws, ws.store, ep, stage_name, run_id
@@ -142,6 +143,7 @@ class BatchRunner:
                     (uuid.uuid4().hex, self.ep.name, self.ep.model, self.stage, self.run_id, attempt, len(chunk),
                      sum(len(line) for _, line in chunk), now, now))
                 bid = cur.lastrowid
+                assert bid is not None  # sqlite3 sets lastrowid after a successful INSERT
                 c.executemany("INSERT INTO llm_batch_requests(batch, key, request, prompt_file, prompt_hash) "
                               "VALUES (?,?,?,?,?)", [(bid, k, *meta[k]) for k, _ in chunk])
             self._pending_lines[bid] = b"".join(line for _, line in chunk)
@@ -352,7 +354,7 @@ def _cost(price, pt, ct):
 
 
 # -- listing and cancelling (workbench batches) ------------------------------------------------
-def list_batches(ws, *, refresh: bool = False) -> list[dict]:
+def list_batches(ws: Workspace, *, refresh: bool = False) -> list[dict]:
     rows = [dict(r) for r in ws.store.query(
         "SELECT id, batch_id, stage, endpoint, model, attempt, status, n_requests, n_completed, n_failed, "
         "created_at, updated_at, ingested_at, error FROM llm_batches ORDER BY id")]
@@ -371,7 +373,7 @@ def list_batches(ws, *, refresh: bool = False) -> list[dict]:
     return rows
 
 
-def cancel_batch(ws, ident: str) -> dict:
+def cancel_batch(ws: Workspace, ident: str) -> dict:
     """Cancel a live batch by the provider's id or the workspace's number; its finished lines are still
     ingested by the run polling it (or the next one), the rest are left for the next run."""
     row = ws.store.one("SELECT * FROM llm_batches WHERE batch_id=? OR CAST(id AS TEXT)=?", (ident, ident))

@@ -24,6 +24,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from typing import overload
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from workbench.core.config import Config, EndpointConfig
@@ -62,6 +63,10 @@ def _redact_field(m: re.Match) -> str:
     return m.group("name") + m.group("sep") + value
 
 
+@overload
+def scrub_secrets(text: str, secrets=(), *, patterns: bool = True) -> str: ...
+@overload
+def scrub_secrets(text: str | None, secrets=(), *, patterns: bool = True) -> str | None: ...
 def scrub_secrets(text: str | None, secrets=(), *, patterns: bool = True) -> str | None:
     """`text` with every exact secret in `secrets` (of at least MIN_SECRET_CHARS) replaced by ***; with
     `patterns`, also the values of Authorization/api-key/x-api-key fields and sk-... tokens. None stays None.
@@ -267,8 +272,11 @@ class LLMClient:
             wait = None
             try:
                 raw = await asyncio.wait_for(
-                    self._client.chat.completions.with_raw_response.create(model=cfg.model, messages=messages,
-                                                                           **params),
+                    self._client.chat.completions.with_raw_response.create(
+                        model=cfg.model,
+                        # openai's stubs want its TypedDicts; these are plain dicts of the same shape
+                        messages=messages,  # type: ignore[arg-type]
+                        **params),
                     timeout=cfg.timeout_s)
                 resp, last_error = self._parse(raw)
             except (TimeoutError, oa.APITimeoutError):
@@ -445,6 +453,8 @@ class PoolClient:
                 member.failures = 0
             tried.add(id(member))
             rec.error = f"{rec.error} [pool member {member.endpoint.name}]"
+        # A pool has members (make_client builds one only then; the config refuses an empty pool): the loop ran.
+        assert rec is not None
         # The pool's identity, whichever member answered: same key, same stored endpoint and model, pool price.
         rec.endpoint, rec.model = self.endpoint.name, self.endpoint.model
         if rec.prompt_tokens is not None or rec.completion_tokens is not None:

@@ -31,6 +31,7 @@ import queue
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,16 +238,18 @@ class _Batcher:
     def _loop(self) -> None:
         while True:
             batch = self._take()
+            results: Sequence[CallRecord | Exception]
             try:
                 results = self.client._generate_batch(batch)
             except Exception as exc:
                 if len(batch) > 1:    # some models refuse padded batches: fall back to one row at a time
-                    results = []
+                    rows: list[CallRecord | Exception] = []
                     for r in batch:
                         try:
-                            results += self.client._generate_batch([r])
+                            rows += self.client._generate_batch([r])
                         except Exception as one:
-                            results.append(one)
+                            rows.append(one)
+                    results = rows
                 else:
                     results = [exc]
             for r, res in zip(batch, results):
@@ -327,7 +330,7 @@ class LocalTransformersClient:
             new = [int(t) for t in out[i, width:]]
             cut = next((j for j, t in enumerate(new) if t in eos_ids), None)
             hit_eos = cut is not None
-            new = new[: cut + 1] if hit_eos else new
+            new = new[: cut + 1] if cut is not None else new
             finish = "length" if (len(new) >= max_new and not hit_eos) else "stop"
             text = tok.decode(new, skip_special_tokens=True)
             raw = {"object": "chat.completion", "model": self.endpoint.model, "backend": "transformers",

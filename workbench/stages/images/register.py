@@ -146,7 +146,7 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int | None = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))   # exif_transpose below gives a plain Image
             w, h = img.size
             if w * h > max_pixels:
                 return None, (f"decompression bomb: {w}x{h} = {w * h:,} pixels is over the limit of "
@@ -227,6 +227,7 @@ def _inspect(abs_path: Path) -> tuple[dict | None, str | None]:
     data, st, reason = read_regular(abs_path)
     if data is None:
         return None, reason
+    assert st is not None  # read_regular returns the stat with the bytes
     img, reason = decode(data)
     if img is None:
         return None, reason
@@ -304,15 +305,15 @@ def _read_manifest(path: Path) -> list[tuple[int, dict]]:
             entries.append((n, obj))
         return entries
     try:
-        data = json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise WorkbenchError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); nothing was registered") from None
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list) or not all(isinstance(x, dict) for x in doc):
         raise WorkbenchError(f"{path}: expected a LLaVA JSON array of {{id, image, conversations}} objects; "
                              "nothing was registered")
-    return list(enumerate(data, 1))
+    return list(enumerate(doc, 1))
 
 
 def _first_turns(conversations) -> tuple[str | None, str | None]:
@@ -441,6 +442,7 @@ def _manifest_entries(path: Path, base: Path, src: str,
             if why:
                 e = _Entry(base, _printable(rel), src, f"{path.name}:{n}: {why}")
             else:
+                assert resolved is not None  # _within gives a path whenever it gives no reason
                 e = _Entry(base, resolved.relative_to(base).as_posix(), src)
             entries.append(e)
             first_entry = first_entry or e
@@ -480,6 +482,7 @@ class _Writer:
     def entry(self, e: _Entry, rec: dict | None, reason: str | None) -> None:
         key = (str(e.root), e.rel)
         if rec is None:
+            assert reason is not None  # no record always comes with a reason (refused entry or _inspect's why)
             self._problem(str(e.root / e.rel) if e.refused is None else e.rel, key, e.source, reason)
             return
         self.where_seen.setdefault(rec["id"], set()).add(key)
@@ -557,7 +560,7 @@ def _retire(conn, retire: dict[str, str], where_seen: dict[str, set], report: Re
 
 
 # -- reading -----------------------------------------------------------------------------------
-def image_path(ws, image_id: str) -> Path:
+def image_path(ws: Workspace, image_id: str) -> Path:
     """The absolute path of a registered image."""
     row = ws.store.one("SELECT root, path FROM images WHERE id=?", (image_id,))
     if row is None:
@@ -565,7 +568,7 @@ def image_path(ws, image_id: str) -> Path:
     return Path(row["root"]) / row["path"]
 
 
-def load_image_rgb(ws, image_id: str):
+def load_image_rgb(ws: Workspace, image_id: str):
     """A registered image as 8-bit RGB (EXIF orientation applied, transparency on white). Raises
     `ImageChanged` if the file no longer holds the content registered under `image_id`."""
     try:
@@ -575,7 +578,7 @@ def load_image_rgb(ws, image_id: str):
         raise ImageChanged(f"{exc}; {refresh_hint(ws, row['root'], row['path'])}") from None
 
 
-def refresh_hint(ws, root: str, path: str) -> str:
+def refresh_hint(ws: Workspace, root: str, path: str) -> str:
     """What to run to register a changed file's new content."""
     return (f"re-register it with `workbench images add {ws.root} {Path(root) / path} --root {root} --refresh` "
             "(or the same `images add` as before with --refresh)")
@@ -586,6 +589,7 @@ def open_rgb(path: Path, *, min_side: int | None = None, expect_id: str | None =
     expect_id: the content's registered id; a file whose bytes hash otherwise raises `ImageChanged`."""
     data, _, why = read_regular(Path(path))
     if data is None:
+        assert why is not None  # read_regular gives a reason whenever it gives no bytes
         if why in ("file not found",) or why.startswith("cannot read"):
             raise ImageError(f"{path}: cannot read the image ({why}); was it moved? Register it again with "
                              "`workbench images add`")
@@ -598,11 +602,11 @@ def open_rgb(path: Path, *, min_side: int | None = None, expect_id: str | None =
     return to_rgb(img)
 
 
-def image_count(ws) -> int:
+def image_count(ws: Workspace) -> int:
     return int(ws.store.scalar("SELECT count(*) FROM images"))
 
 
-def check_registered(ws) -> tuple[list[dict], list[dict]]:
+def check_registered(ws: Workspace) -> tuple[list[dict], list[dict]]:
     """(changed, missing): registered files whose content is no longer their id, and files that are gone.
 
     One stat per image: a different size is a change; a different mtime (same size) is confirmed by hashing
@@ -633,6 +637,7 @@ def check_registered(ws) -> tuple[list[dict], list[dict]]:
         data, st2, _ = read_regular(path)
         if data is None:
             continue
+        assert st2 is not None  # read_regular returns the stat with the bytes
         if hashlib.sha256(data).hexdigest() == r["id"]:
             touched.append((st2.st_mtime_ns, r["id"]))
         else:
@@ -644,7 +649,7 @@ def check_registered(ws) -> tuple[list[dict], list[dict]]:
     return changed, missing
 
 
-def images_report(ws, *, check_files: bool = True) -> dict:
+def images_report(ws: Workspace, *, check_files: bool = True) -> dict:
     """Counts per source, every recorded problem, and (check_files) registered files changed or missing
     since registration (what `workbench images report` prints)."""
     per_source = [dict(r) for r in ws.store.query(
