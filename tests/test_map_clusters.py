@@ -112,7 +112,7 @@ def test_cluster_layer_on_the_picture_lists_each_cluster(clustered, monkeypatch)
     """The picture view (a large map) draws the layer too: the map faded, rings per cluster, and a legend of the
     clusters with the images each has on the map."""
     root, _ = clustered
-    from workbench.apps.dashboard import page_map
+    from workbench.apps.dashboard.screens import map as page_map
 
     monkeypatch.setattr(page_map, "PICTURE_ABOVE", 0)
     at = run(root, params={"layer": "clusters"})
