@@ -296,7 +296,8 @@ def test_embedding_map_points_colours_and_selection(small):
     inside = pts[(pts["x"] >= x0) & (pts["x"] <= x1)]
     n_img, n_task = int((inside["kind"] == "image").sum()), int((inside["kind"] == "task").sum())
     assert 0 < n_img < s["images"]
-    at = run(root, "map", {"map_colour": "source", "map_canvas": {"selection": {"box": {"x": [x1, x0], "y": [y0, y1]}}}})
+    box = {"x": [x1, x0], "y": [y0, y1]}
+    at = run(root, "map", {"map_colour": "source", "map_canvas": {"selection": {"box": box}}})
     assert any(f"Selection: {n_img} image(s), {n_task} task type(s)" in h.value for h in at.subheader)
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1, at.main
     assert any("**Q:**" in md.value for md in at.markdown)

@@ -81,8 +81,10 @@ def test_interactive_view_draws_rings_and_stars_over_faded_points(clustered):
     assert "discovered clusters" in legend and "#1 counting sheep<span style='color:#888'> 5 · 0" in legend
     # A box around the first cluster's rings selects its images (and whatever else lies inside).
     rings = layer[(layer["group"] == "#1 counting sheep") & (layer["kind"] == "ring")]
-    box = {"x": [float(rings["x"].min()), float(rings["x"].max())], "y": [float(rings["y"].min()), float(rings["y"].max())]}
-    inside = pts[(pts["kind"] != "ring") & (pts["kind"] != "star") & pts["x"].between(*box["x"]) & pts["y"].between(*box["y"])]
+    box = {"x": [float(rings["x"].min()), float(rings["x"].max())],
+           "y": [float(rings["y"].min()), float(rings["y"].max())]}
+    inside = pts[(pts["kind"] != "ring") & (pts["kind"] != "star") & pts["x"].between(*box["x"])
+                 & pts["y"].between(*box["y"])]
     at = run(root, {"map_clusters": True, "map_canvas": {"selection": {"box": box}}})
     n_img = int((inside["kind"] == "image").sum())
     assert n_img >= 5 and any(f"Selection: {n_img} image(s)" in h.value for h in at.subheader)

@@ -9,15 +9,18 @@ the requested page is the navigation's default (no extra run), and on another pa
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from workbench.apps.dashboard import data
 from workbench.apps.dashboard.perf import prewarm, primer
 from workbench.apps.dashboard.registry import BY_KEY, PAGES, Page
 from workbench.apps.dashboard.serve import ENV_VAR, workspace_from_args
 from workbench.core.errors import WorkbenchError
-from workbench.core.workspace import Workspace
+
+if TYPE_CHECKING:
+    from workbench.core.workspace import Workspace
 
 PAGE_PARAM = "page"   # ?page=KEY
 
@@ -29,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         st.error(f"No workspace given. Start with `workbench dashboard DIR`, "
                  f"`streamlit run app.py -- --workspace DIR`, or set {ENV_VAR}.")
         return
+    # Imported once a workspace is given: the error page above does not wait for pandas and the workspace code
+    # (~1 s on a cold server, where the launch head start imports them in the background meanwhile).
+    from workbench.apps.dashboard import data
+
     try:
         ws = data.open_workspace(str(root))
     except WorkbenchError as exc:
@@ -36,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     page, st_page = _navigate(str(root), ws)
     primer.send(page.kinds())   # before the page's work: see perf/primer.py
-    _sidebar(str(root), ws)
+    _sidebar(ws, reload=functools.partial(data.forget_derived, str(root)))
     st.title(page.title)
     try:
         st_page.run()
@@ -60,9 +67,9 @@ def _navigate(root: str, ws: Workspace) -> tuple[Page, st.Page]:
     return BY_KEY[key], current
 
 
-def _sidebar(root: str, ws: Workspace) -> None:
+def _sidebar(ws: Workspace, reload: Callable[[], None]) -> None:
     with st.sidebar:
         st.markdown("### TaskGalaxy Workbench")
         st.caption(f"workspace **{ws.config.workspace.name}**  \n`{ws.root}`")
         if st.button("Reload data", help="Re-read the workspace now (otherwise new rows show within seconds)."):
-            data.forget_derived(root)
+            reload()

@@ -4,8 +4,6 @@ run will draw, sent before the run's slow work, makes that load overlap the work
 
 from __future__ import annotations
 
-import pandas as pd
-import plotly.graph_objects as go  # already imported by streamlit itself (its plotly_chart element)
 import streamlit as st
 
 KEY = "wb-primer"
@@ -18,6 +16,10 @@ def send(kinds: tuple[str, ...]) -> None:
     with no work 2.51 s); only kinds the page draws anyway, so the browser does no extra work."""
     if not kinds:
         return
+    # Imported here: the error page (no workspace) sends nothing and so does not import pandas (~0.7 s cold).
+    import pandas as pd
+    import plotly.graph_objects as go
+
     with st.sidebar.container(key=KEY):
         st.html(f"<style>.st-key-{KEY}{{display:none}}</style>")
         if "plotly" in kinds:
