@@ -1,10 +1,12 @@
-"""TaskGalaxy Workbench dashboard.
+"""TaskGalaxy Workbench dashboard, from a checkout:
 
     streamlit run app.py -- --workspace DIR
-    workbench dashboard DIR            (binds 127.0.0.1)
     WORKBENCH_WORKSPACE=DIR streamlit run app.py
+    workbench dashboard DIR            (binds 127.0.0.1; no checkout needed)
+
+This file only runs the packaged entry script, workbench/apps/dashboard/streamlit_app.py (the one entry).
 """
 
-from workbench.apps.dashboard.main import main
+import runpy
 
-main()
+runpy.run_module("workbench.apps.dashboard.streamlit_app", run_name="__main__")

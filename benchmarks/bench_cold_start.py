@@ -4,7 +4,7 @@ own cold start (a new server with no workspace) measured in the same run, altern
     python benchmarks/bench_cold_start.py /tmp/ws-paper [--repeat 3]
 
 Run it with the background prewarm on (WORKBENCH_DASHBOARD_PREWARM=1, the default outside the test suite): the
-server's head start (dashboard/launch.py) is part of what is measured.
+server's head start (workbench/apps/dashboard/perf/launch.py) is part of what is measured.
 """
 
 from __future__ import annotations

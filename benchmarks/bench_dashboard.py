@@ -4,7 +4,8 @@
     python benchmarks/bench_dashboard.py /tmp/ws-paper [--screenshots /tmp/shots] [--map-only]
 
 Headless Debian Chromium through playwright. A page counts as rendered when its main element
-is drawn (a Vega-Lite SVG or canvas, a Plotly canvas, the map's picture, or a table) and Streamlit's "running" indicator is gone.
+is drawn (a Vega-Lite SVG or canvas, a Plotly canvas, the map's picture, or a table) and Streamlit's "running"
+indicator is gone.
 "cold" = the first page opened after the server started (the default page: imports and SQL run while
 the browser loads Streamlit's bundle); then the benchmark waits until the dashboard has filled every
 page's caches in the background (it prints when) and opens each page in a new tab (a new session:
@@ -30,7 +31,10 @@ import sys
 import time
 from pathlib import Path
 
+from workbench.apps.dashboard.registry import PAGES as REGISTERED
 from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+from workbench.core.workspace import Workspace
+from workbench.review import adjudication as adj
 
 PAGES = {  # page -> selector that means "the main content is drawn" (Streamlit's Vega-Lite draws SVG)
     "overview": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
@@ -74,8 +78,7 @@ def timed_open(context, url: str, selector: str | None, shot: Path | None = None
 def _titles() -> dict[str, str]:
     """Page titles as the dashboard registers them (its sidebar labels); a registered page missing from
     PAGES above is reported, not silently skipped."""
-    from workbench.apps.dashboard.main import PAGES as registered
-
+    registered = {p.key: p.title for p in REGISTERED}
     missing = sorted(set(registered) - set(PAGES))
     if missing:
         print(f"not timed (no selector in PAGES): {', '.join(missing)}", file=sys.stderr)
@@ -267,7 +270,8 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path, out: dic
     page = _open(context, base, "gaps")
     _timed(out, "gaps: clusters -> audited datasets", page,
            lambda: page.locator("[data-testid=stRadio]").get_by_text("Audited datasets", exact=True).click(),
-           fn="() => /audit/i.test(document.querySelector('[data-testid=stMain]').textContent.split('Audited datasets')[1] || '')")
+           fn="() => /audit/i.test(document.querySelector('[data-testid=stMain]').textContent"
+              ".split('Audited datasets')[1] || '')")
     page.close()
 
     page = _open(context, base, "prompts")
@@ -278,9 +282,6 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path, out: dic
 
 
 def _take_back(ws_root: Path, samples: list[str]) -> None:
-    from workbench.core.workspace import Workspace
-    from workbench.review import adjudication as adj
-
     ws = Workspace.open(ws_root)
     for sid in samples:
         adj.unvote(ws, sid, "bench")

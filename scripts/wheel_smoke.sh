@@ -112,19 +112,19 @@ case "$script" in "$WORK/venv/"*) ;; *) echo "wheel smoke: dashboard script $scr
 
 step "importing the dashboard"
 "$VPY" -I - <<'EOF'
-import importlib
 from pathlib import Path
 
 import streamlit.logger
 
 streamlit.logger.set_log_level("error")   # not "No runtime found" once per cached function
-import workbench.apps.dashboard.main as main
+import workbench.apps.dashboard.shell  # noqa: F401  (the entry script's module)
 from workbench.apps.dashboard.data import prompt_files_paths
+from workbench.apps.dashboard.registry import PAGES
 from workbench.llm.prompts import DEFAULT_PROMPTS_DIR
 from workbench.core.workspace import Workspace
 
-for page in main.PAGES:
-    importlib.import_module(f"workbench.apps.dashboard.page_{page}")
+for page in PAGES:
+    page.load()
 ws = Workspace.open(Path("ws"))
 try:
     listed = {p.name for p in prompt_files_paths(ws) if p.parent == DEFAULT_PROMPTS_DIR}

@@ -16,7 +16,7 @@ def test_a_vote_on_a_large_table_does_not_rescan_the_votes(seeded_ws, monkeypatc
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
-    from workbench.apps.dashboard import page_adjudicate
+    from workbench.apps.dashboard.screens import adjudicate as page_adjudicate
 
     ws = seeded_ws
     simulate(ws, 300, seed=5, images=2)

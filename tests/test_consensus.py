@@ -372,7 +372,7 @@ def _adjudicate_app(root):
 
 def test_adjudicate_page_on_a_large_vote_table_shows_the_stored_fit_until_recomputed(seeded_ws, monkeypatch):
     pytest.importorskip("streamlit")
-    from workbench.apps.dashboard import page_adjudicate
+    from workbench.apps.dashboard.screens import adjudicate as page_adjudicate
 
     ws = seeded_ws
     simulate(ws, 120, seed=13, images=2)
@@ -399,7 +399,8 @@ def test_background_prewarm_fits_a_large_table_once_and_the_page_opens_on_its_qu
     """A new large workspace has no stored fit: the dashboard's background prewarm fits it once (the page would
     otherwise open on "press Recompute"); once any fit is stored, stale or not, the prewarm leaves it alone."""
     pytest.importorskip("streamlit")
-    from workbench.apps.dashboard import page_adjudicate
+    from workbench.apps.dashboard.queries.adjudicate import votes_key_large
+    from workbench.apps.dashboard.screens import adjudicate as page_adjudicate
 
     ws = seeded_ws
     simulate(ws, 120, seed=17, images=2)
@@ -419,14 +420,14 @@ def test_background_prewarm_fits_a_large_table_once_and_the_page_opens_on_its_qu
     assert not [m for m in said if "Recompute" in m or "votes changed" in m], said
     assert len(at.main.dataframe[0].value) == page_adjudicate.QUEUE_LEN
     at.button(key="adj_yes").click().run()        # the fit is now stale: shown, and not refitted in the background
-    page_adjudicate._key_large.clear()
+    votes_key_large.clear()
     page_adjudicate.prewarm_late(str(ws.root))
     assert len(fits()) == 1
 
 
 def test_adjudicate_page_says_a_background_fit_is_running(seeded_ws, monkeypatch):
     pytest.importorskip("streamlit")
-    from workbench.apps.dashboard import page_adjudicate
+    from workbench.apps.dashboard.screens import adjudicate as page_adjudicate
 
     simulate(seeded_ws, 60, seed=19, images=2)
     monkeypatch.setattr(page_adjudicate, "AUTO_COMPUTE_VOTES", 10)
@@ -480,8 +481,9 @@ def test_adjudication_session_in_chromium(tmp_path):
             page.wait_for_selector(f"text=human:pat voted {value} on {voted[-1]}", timeout=30_000)
             idle(page)
         flagged = shown_sample(page)
-        page.get_by_role("textbox", name="Reason (required to flag; kept with a vote)").fill("answer contradicts the image")
-        page.get_by_role("textbox", name="Reason (required to flag; kept with a vote)").press("Enter")
+        reason = page.get_by_role("textbox", name="Reason (required to flag; kept with a vote)")
+        reason.fill("answer contradicts the image")
+        reason.press("Enter")
         idle(page)
         page.get_by_role("button", name="Flag").click()
         page.wait_for_selector(f"text=Flagged {flagged}", timeout=30_000)

@@ -134,7 +134,7 @@ def test_coverage_chart_kinds_drill_down_search(small):
     at.selectbox(key="cov_kind").set_value("treemap").run()
     sp, tm = vega(at)
     area = (tm["x1"] - tm["x0"]) * (tm["y1"] - tm["y0"])
-    from workbench.apps.dashboard.page_coverage import CHART_PX, TREEMAP_W
+    from workbench.apps.dashboard.screens.coverage import CHART_PX, TREEMAP_W
     assert area[tm["depth"] == 0].sum() == pytest.approx(TREEMAP_W * CHART_PX)
     assert set(tm["id"]) == set(ice["id"])
 
@@ -168,7 +168,7 @@ def test_coverage_chart_kinds_drill_down_search(small):
 
 def test_coverage_icicle_click_focuses_and_goes_up(small):
     from workbench.apps.dashboard.data import node_table
-    from workbench.apps.dashboard.page_coverage import focus_after_click
+    from workbench.apps.dashboard.screens.coverage import focus_after_click
 
     root, _ = small
     frame = node_table(str(root))
@@ -193,7 +193,7 @@ def _values(trace):
 
 def test_coverage_node_table_shows_the_first_rows_and_all_on_request(small, monkeypatch):
     root, _ = small
-    from workbench.apps.dashboard import page_coverage
+    from workbench.apps.dashboard.screens import coverage as page_coverage
 
     monkeypatch.setattr(page_coverage, "ROWS_SHOWN", {"3": 3, "all": 0})
     at = run(root, "coverage", {"cov_section": "Node table"})
@@ -271,7 +271,7 @@ def test_images_per_task_histogram_and_bin_list(small):
 
 def test_embedding_map_points_colours_and_selection(small):
     root, s = small
-    from workbench.apps.dashboard import page_map
+    from workbench.apps.dashboard.screens import map as page_map
 
     at = run(root, "map")
     assert at.radio(key="map_view").value == "interactive" and not at.main.get("plotly_chart")
@@ -296,7 +296,8 @@ def test_embedding_map_points_colours_and_selection(small):
     inside = pts[(pts["x"] >= x0) & (pts["x"] <= x1)]
     n_img, n_task = int((inside["kind"] == "image").sum()), int((inside["kind"] == "task").sum())
     assert 0 < n_img < s["images"]
-    at = run(root, "map", {"map_colour": "source", "map_canvas": {"selection": {"box": {"x": [x1, x0], "y": [y0, y1]}}}})
+    box = {"x": [x1, x0], "y": [y0, y1]}
+    at = run(root, "map", {"map_colour": "source", "map_canvas": {"selection": {"box": box}}})
     assert any(f"Selection: {n_img} image(s), {n_task} task type(s)" in h.value for h in at.subheader)
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1, at.main
     assert any("**Q:**" in md.value for md in at.markdown)
@@ -440,7 +441,7 @@ def test_images_page_defaults_to_matches_when_there_are_no_samples(matches_only)
 
 def test_images_page_shows_thumbnails_of_a_chosen_task_type(small):
     root, _ = small
-    from workbench.apps.dashboard import page_images
+    from workbench.apps.dashboard.screens import images as page_images
 
     store = db(root)
     node, n = store.one("SELECT node_id, count(*) AS n FROM matches GROUP BY node_id ORDER BY n DESC LIMIT 1")
@@ -495,7 +496,7 @@ def test_embedding_map_legend_lists_task_types_and_skips_inner_nodes(leaf_grew):
 
 def test_embedding_map_legend_leaves_the_modebar_clear(small):
     root, _ = small
-    from workbench.apps.dashboard import page_map
+    from workbench.apps.dashboard import map_figures
 
     # The interactive view's legend is HTML in its own column; the lasso view's is Plotly's.
     layout = spec(run(root, "map", {"map_view": "lasso"}))["layout"]
@@ -504,14 +505,15 @@ def test_embedding_map_legend_leaves_the_modebar_clear(small):
     # (plotly's default legend place, the top-right corner, is where the modebar is drawn).
     assert legend["x"] > 1 and legend["xanchor"] == "left"
     assert legend["y"] <= 1 and legend["yanchor"] == "top"
-    assert layout["margin"]["t"] >= page_map.MODEBAR_MARGIN >= 30
+    assert layout["margin"]["t"] >= map_figures.MODEBAR_MARGIN >= 30
 
 
 def test_a_large_embedding_map_opens_as_a_picture_of_every_point(small, monkeypatch):
     """Above PICTURE_ABOVE points the map opens as a server-drawn PNG with an HTML legend (no chart at all), and one
     click on the view switch brings the interactive scatter; ?view= picks the view."""
     root, s = small
-    from workbench.apps.dashboard import page_map
+    from workbench.apps.dashboard import map_figures
+    from workbench.apps.dashboard.screens import map as page_map
 
     monkeypatch.setattr(page_map, "PICTURE_ABOVE", 10)   # the small workspace counts as large
     at = run(root, "map")
@@ -526,7 +528,7 @@ def test_a_large_embedding_map_opens_as_a_picture_of_every_point(small, monkeypa
     assert all(g in legend for g in set(pts["group"]))             # the same groups as the interactive view's
     n = s["images"] + s["task_types"]
     assert any(f"{s['images']:,} images" in c.value for c in at.caption)
-    png, rows = page_map.picture(str(root), *_map_args(root), None)
+    png, rows = map_figures.picture(str(root), *_map_args(root), None)
     assert sum(r["images"] + r["task_types"] for r in rows) == n   # every point, none sampled
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -534,7 +536,7 @@ def test_a_large_embedding_map_opens_as_a_picture_of_every_point(small, monkeypa
     assert not at.exception, [e.value for e in at.exception]
     assert len(vega(at)[1]) == n and not at.selectbox(key="map_points").disabled
     assert not at.main.image
-    # The canvas's Vega-Lite was asked for before the page ran (main.py); no Plotly: see page_map's VIEWS note.
+    # The canvas's Vega-Lite was asked for before the page ran (the shell); no Plotly: see screens/map.py's VIEWS.
     assert len(at.sidebar.get("vega_lite_chart")) == 1 and not at.sidebar.get("plotly_chart")
     for view, element in (("interactive", "vega_lite_chart"), ("lasso", "plotly_chart")):
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
@@ -548,9 +550,9 @@ def test_the_interactive_map_draws_a_sample_and_selects_every_point_in_the_box(s
     """A map larger than 'Points drawn' is drawn from a fixed random sample (the same on every rerun); a box selects
     every point inside it, drawn or not, and says so."""
     root, s = small
-    from workbench.apps.dashboard import page_map
+    from workbench.apps.dashboard import map_figures
 
-    monkeypatch.setitem(page_map.POINT_CHOICES, page_map.DEFAULT_POINTS, 20)
+    monkeypatch.setitem(map_figures.POINT_CHOICES, map_figures.DEFAULT_POINTS, 20)
     at = run(root, "map", {"map_view": "interactive"})
     _, pts = vega(at)
     assert len(pts) == 20
@@ -564,25 +566,27 @@ def test_the_interactive_map_draws_a_sample_and_selects_every_point_in_the_box(s
 
 def test_picture_colour_by_referee_outcome_uses_the_traffic_lights(small, monkeypatch):
     root, _ = small
-    from workbench.apps.dashboard import page_map
+    from workbench.apps.dashboard import map_figures
+    from workbench.apps.dashboard.screens import map as page_map
 
     monkeypatch.setattr(page_map, "PICTURE_ABOVE", 10)
     legend = run(root, "map", {"map_colour": "referee outcome"}).main.html[0].proto.body
     assert "referee outcome" in legend and "passed" in legend
-    for name, colour in page_map.OUTCOME_COLOURS.items():
+    for name, colour in map_figures.OUTCOME_COLOURS.items():
         if name in legend:
             assert colour in legend                                    # traffic lights, as in the scatter
 
 
 def _map_args(root):
     from workbench.analysis import projection
-    from workbench.apps.dashboard import data, page_map
+    from workbench.apps.dashboard import data
+    from workbench.apps.dashboard.queries import map as map_queries
     from workbench.core.workspace import Workspace
 
     ws = Workspace.open(root)
     sets = projection.embedding_sets(ws.store)
     chosen = [x["key"] for x in sets if x["model"] == sets[0]["model"]][:2]
-    proj = page_map.stored(str(root), tuple(sorted(chosen)), "umap",
+    proj = map_queries.stored(str(root), tuple(sorted(chosen)), "umap",
                            data.version(str(root), "embedding_sets", "embedding_rows", "projections"))
     return proj.key, data.version(str(root), "nodes", "matches", "images"), "category", ws.config.select.min_votes
 

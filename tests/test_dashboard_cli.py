@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from workbench.apps.dashboard.main import workspace_from_args
-from workbench.apps.dashboard.serve import free_port
+from workbench.apps.dashboard.serve import free_port, workspace_from_args
 
 
 def test_print_command_binds_loopback(ws):
@@ -21,12 +20,12 @@ def test_print_command_binds_loopback(ws):
     assert res.code == 0, res.err
     out = res.out
     assert "--server.address 127.0.0.1" in out and "--server.port 8765" in out
-    assert f"--workspace {ws.root.resolve()}" in out and "-m workbench.apps.dashboard.launch run" in out
+    assert f"--workspace {ws.root.resolve()}" in out and "-m workbench.apps.dashboard.perf.launch run" in out
 
 
 @pytest.mark.timeout(120)
 def test_server_reads_the_first_page_figures_before_any_browser_asks(ws, monkeypatch):
-    """launch.py: while no browser has connected yet, the server has imported the dashboard and filled the
+    """perf/launch.py: while no browser has connected yet, the server has imported the dashboard and filled the
     overview's caches (the first script run then finds them); with the prewarm off it reads nothing early."""
     from workbench.apps.dashboard.serve import serve
 

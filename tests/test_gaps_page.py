@@ -102,7 +102,7 @@ def test_reference_section_asks_before_minutes_of_embedding(root, monkeypatch):
     """A tree whose text embeddings are not cached yet and too many to embed on opening: the section says how
     many and how long, and matches only when asked; afterwards the cache makes nothing pending."""
     from workbench.analysis.reference_coverage import pending_embeddings
-    from workbench.apps.dashboard import page_gaps
+    from workbench.apps.dashboard.screens import gaps as page_gaps
     from workbench.core.workspace import Workspace
 
     with Workspace.open(root) as ws:

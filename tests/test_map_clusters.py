@@ -81,8 +81,10 @@ def test_interactive_view_draws_rings_and_stars_over_faded_points(clustered):
     assert "discovered clusters" in legend and "#1 counting sheep<span style='color:#888'> 5 · 0" in legend
     # A box around the first cluster's rings selects its images (and whatever else lies inside).
     rings = layer[(layer["group"] == "#1 counting sheep") & (layer["kind"] == "ring")]
-    box = {"x": [float(rings["x"].min()), float(rings["x"].max())], "y": [float(rings["y"].min()), float(rings["y"].max())]}
-    inside = pts[(pts["kind"] != "ring") & (pts["kind"] != "star") & pts["x"].between(*box["x"]) & pts["y"].between(*box["y"])]
+    box = {"x": [float(rings["x"].min()), float(rings["x"].max())],
+           "y": [float(rings["y"].min()), float(rings["y"].max())]}
+    inside = pts[(pts["kind"] != "ring") & (pts["kind"] != "star") & pts["x"].between(*box["x"])
+                 & pts["y"].between(*box["y"])]
     at = run(root, {"map_clusters": True, "map_canvas": {"selection": {"box": box}}})
     n_img = int((inside["kind"] == "image").sum())
     assert n_img >= 5 and any(f"Selection: {n_img} image(s)" in h.value for h in at.subheader)
@@ -112,7 +114,7 @@ def test_cluster_layer_on_the_picture_lists_each_cluster(clustered, monkeypatch)
     """The picture view (a large map) draws the layer too: the map faded, rings per cluster, and a legend of the
     clusters with the images each has on the map."""
     root, _ = clustered
-    from workbench.apps.dashboard import page_map
+    from workbench.apps.dashboard.screens import map as page_map
 
     monkeypatch.setattr(page_map, "PICTURE_ABOVE", 0)
     at = run(root, params={"layer": "clusters"})

@@ -11,6 +11,8 @@ the embedding map's lasso view (WebGL, free-hand selection) and the Gaps page's 
 
 from __future__ import annotations
 
+import math
+
 
 def _tip(field: str, kind: str = "nominal", fmt: str | None = None, title: str | None = None) -> dict:
     t = {"field": field, "type": kind}
@@ -131,8 +133,6 @@ def sunburst(levels: int, *, pick: str, colour_title: str, height: int = 620) ->
     rotation `angle`, radius `label_r` (in levels) and `side`: labels run along the radius and end at their ring's
     outer edge, where there is most room ("right" on the right half, "left" on the left, upright both); a whole
     disc's is "center"ed. Labels are cut to the ring's thickness."""
-    import math
-
     select, tooltip, fill, ink = _tree_parts(pick, colour_title)
     theta = {"type": "quantitative", "scale": {"domain": [0, 1], "range": [0, 2 * math.pi]}}
     radius = {"type": "quantitative", "scale": {"type": "linear", "domain": [0, levels], "zero": True}}

@@ -1,4 +1,6 @@
-"""Data access for the dashboard: every heavy read is cached and keyed on the data it depends on.
+"""The dashboard's shared reads (the queries layer's base; queries/ holds each page's own): the workspace, table
+versions, empty states, the taxonomy frame, select's referee outcomes and the overview's figures built on them, the
+registered images. Every heavy read is cached and keyed on the data it depends on.
 
 A cached function takes the workspace root and a *version* of the tables it reads (row count
 and max rowid per table, plus the latest node edit), so a widget interaction reuses the
@@ -10,6 +12,7 @@ asked on a connection kept for that); prompt files' versions are re-read every f
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sqlite3
 import threading
@@ -18,9 +21,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from workbench.analysis import agreement, coverage
+from workbench.analysis import coverage
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
+from workbench.llm.prompts import DEFAULT_PROMPTS_DIR
+from workbench.review.adjudication import HUMAN_SQL
+from workbench.stages.images import register
+from workbench.stages.select import stage as select_stage
 from workbench.taxonomy.model import Taxonomy
 
 VERSION_TTL_S = 3
@@ -71,8 +78,6 @@ def _db_table_version(root: str, table: str, db_v: int) -> tuple:
     page keys on, after each commit: ~0.37 s against ~0.035 s)."""
     store = open_workspace(root).store
     if table == "human_votes":   # a person's changed vote is an upsert (same rowid): voted_at tells it
-        from workbench.review.adjudication import HUMAN_SQL
-
         return tuple(store.one(f"SELECT count(*), max(rowid), max(voted_at) FROM votes INDEXED BY votes_human "
                                f"WHERE {HUMAN_SQL}"))
     parts = [f"(SELECT count(*) FROM {table})", f"(SELECT max(rowid) FROM {table})"]
@@ -81,6 +86,15 @@ def _db_table_version(root: str, table: str, db_v: int) -> tuple:
     elif table == "stage_runs":   # a run's upserts keep rowids; its end (finished_at) tells they are done
         parts.append("(SELECT max(finished_at) FROM stage_runs)")
     return tuple(store.one(f"SELECT {', '.join(parts)}"))
+
+
+def prompt_files_paths(ws: Workspace) -> list[Path]:
+    """The prompt templates the workspace's stages use: its own, then the bundled ones (checkout or installed)."""
+    out = []
+    for folder in (ws.prompts_dir, DEFAULT_PROMPTS_DIR):
+        if Path(folder).is_dir():
+            out.extend(sorted(Path(folder).glob("*.j2")))
+    return out
 
 
 @st.cache_data(ttl=VERSION_TTL_S, show_spinner=False)
@@ -132,22 +146,6 @@ def node_table(root: str) -> pd.DataFrame:
     return nodes(root, version(root, "nodes", "matches", "samples", "selections"))
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def taxonomy_stats(root: str, v: tuple) -> dict:
-    from workbench.taxonomy.stats import compute_stats
-
-    return compute_stats(Taxonomy.of(open_workspace(root))).as_dict()
-
-
-@st.cache_data(show_spinner="Counting CLIP tokens per task path…", max_entries=4)
-def token_lengths(root: str, v: tuple, template: str, model: str) -> dict:
-    frame = node_table(root)
-    leaves = frame[frame["is_leaf"]]
-    rep = coverage.clip_token_lengths(coverage.template_texts(leaves["path"].tolist(), template), model)
-    return {"tokenizer": rep.tokenizer, "context_length": rep.context_length,
-            "ids": leaves["id"].to_numpy(), "lengths": rep.lengths, "too_long": rep.too_long}
-
-
 # -- overview ------------------------------------------------------------------------------------
 
 COUNT_SQL = {
@@ -190,8 +188,6 @@ def overview(root: str) -> dict:
 def selection_rule(root: str, v: tuple) -> dict | None:
     """How the current selection was made: its select run, consensus ("kofn" / "ds") and threshold, and how many
     samples passed the referees under that rule (from the reasons the run stored). None before any select."""
-    from workbench.stages.select.stage import REFEREE_REASONS
-
     store = open_workspace(root).store
     row = store.one("SELECT r.id, r.params FROM selections s JOIN stage_runs r ON r.id = s.stage_run_id LIMIT 1")
     if row is None:
@@ -200,9 +196,9 @@ def selection_rule(root: str, v: tuple) -> dict | None:
         params = json.loads(row[1] or "{}")
     except ValueError:
         params = {}
-    failed = " OR ".join("reason LIKE ?" for _ in REFEREE_REASONS)
+    failed = " OR ".join("reason LIKE ?" for _ in select_stage.REFEREE_REASONS)
     passed = store.scalar(f"SELECT count(*) FROM selections WHERE NOT (selected = 0 AND ({failed}))",
-                          tuple(f"{r}%" for r in REFEREE_REASONS))
+                          tuple(f"{r}%" for r in select_stage.REFEREE_REASONS))
     return {"run": int(row[0]), "consensus": params.get("consensus", "kofn"),
             "min_posterior": float(params.get("min_posterior", 0.8)), "passed": int(passed)}
 
@@ -249,11 +245,9 @@ def outcomes_frame(root: str, v: tuple, min_votes: int) -> pd.DataFrame:
     """select's rule per sample. The referees' vote counts (one GROUP BY over every vote: ~4.5 s at paper scale)
     are kept per machine-vote version; people's votes and flags are read anew (~15 ms), so a vote cast on the
     Adjudicate page does not make the overview or the map wait for the whole count again."""
-    from workbench.stages.select.stage import referee_outcomes, with_people
-
     store = open_workspace(root).store
     counts = machine_vote_counts(root, version(root, "machine_votes", "samples"))
-    return referee_outcomes(store, min_votes=min_votes, table=with_people(counts, store))
+    return select_stage.referee_outcomes(store, min_votes=min_votes, table=select_stage.with_people(counts, store))
 
 
 @st.cache_resource(show_spinner="Counting the referees' votes…", max_entries=2)
@@ -262,15 +256,13 @@ def machine_vote_counts(root: str, v: tuple) -> pd.DataFrame:
     dashboard reads them (~0.2 s) instead of counting every vote again (~4 s at paper scale, most of a cold start).
     The key changes with every referee or Q&A run (their stage_runs row, counted and finished) and every count of
     samples or votes; "Reload data" forgets it."""
-    from workbench.stages.select.stage import machine_vote_counts as count
-
     folder = open_workspace(root).arrays_dir / "dashboard"
     path = folder / f"machine-votes-{hashlib.sha1(repr(v).encode()).hexdigest()[:16]}.parquet"
     try:
         return pd.read_parquet(path)
     except (OSError, ValueError, ImportError):
         pass
-    frame = count(open_workspace(root).store)
+    frame = select_stage.machine_vote_counts(open_workspace(root).store)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -290,21 +282,6 @@ def forget_derived(root: str) -> None:
     outcomes_frame.clear()
     for path in (open_workspace(root).arrays_dir / "dashboard").glob("machine-votes-*.parquet"):
         path.unlink(missing_ok=True)
-
-
-# -- referees ------------------------------------------------------------------------------------
-
-@st.cache_data(show_spinner="Summarising referee votes…", max_entries=4)
-def vote_patterns(root: str, v: tuple) -> tuple[pd.DataFrame, list[str]]:
-    """Machine referees' vote patterns (people's `human:<name>` decisions are not referees: see
-    `agreement.load_patterns(include_human=True)` for figures that want them)."""
-    return agreement.load_patterns(open_workspace(root).store, by_node=True)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def disagreements(root: str, v: tuple, node_ids: tuple | None, limit: int) -> pd.DataFrame:
-    return agreement.disagreements(open_workspace(root).store, limit=limit,
-                                   node_ids=list(node_ids) if node_ids is not None else None)
 
 
 # -- images --------------------------------------------------------------------------------------
@@ -344,24 +321,10 @@ def _image_outcomes(root: str, v: tuple, min_votes: int) -> pd.Series:
     return label
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def task_images(root: str, v: tuple, node_id: str, limit: int) -> list[dict]:
-    """A task type's matched images (best score first) with their paths."""
-    from workbench.stages.match.stage import images_for_task
-
-    ws = open_workspace(root)
-    rows = images_for_task(ws, node_id, limit=limit)
-    imgs = image_table(root, version(root, "images"))
-    return [{**r, "path": imgs.at[r["image_id"], "path"] if r["image_id"] in imgs.index else r["image_id"]}
-            for r in rows]
-
-
 def thumbnail(root: str, image_id: str, px: int) -> bytes | None:
     """A small JPEG of a registered image (None if its file is gone or unreadable), cached per file state."""
-    from workbench.stages.images.register import image_path as registered_path
-
     try:
-        path = registered_path(open_workspace(root), image_id)
+        path = register.image_path(open_workspace(root), image_id)
         stamp = path.stat().st_mtime_ns
     except (OSError, WorkbenchError):
         return None
@@ -371,137 +334,11 @@ def thumbnail(root: str, image_id: str, px: int) -> bytes | None:
 @st.cache_data(show_spinner=False, max_entries=2000)
 def _thumbnail(path: str, mtime_ns: int, px: int) -> bytes | None:
     # A preview: decoded at reduced scale and not re-hashed (the file's mtime keys the cache).
-    import io
-
-    from workbench.stages.images.register import open_rgb
-
     try:
-        img = open_rgb(Path(path), min_side=px)
+        img = register.open_rgb(Path(path), min_side=px)
     except WorkbenchError:
         return None
     img.thumbnail((px, px))
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=80)
     return buf.getvalue()
-
-
-def samples_for_images(root: str, image_ids: list[str], limit: int = 200) -> pd.DataFrame:
-    if not image_ids:
-        return pd.DataFrame(columns=["image_id", "node_id", "question", "answer", "status"])
-    s = open_workspace(root).store
-    q = ",".join("?" * len(image_ids))
-    rows = s.query(f"SELECT image_id, node_id, question, answer, status FROM samples WHERE image_id IN ({q}) "
-                   f"LIMIT {int(limit)}", tuple(image_ids))
-    return pd.DataFrame([dict(r) for r in rows], columns=["image_id", "node_id", "question", "answer", "status"])
-
-
-def matches_for_images(root: str, image_ids: list[str]) -> pd.DataFrame:
-    if not image_ids:
-        return pd.DataFrame(columns=["image_id", "node_id", "rank", "score"])
-    s = open_workspace(root).store
-    q = ",".join("?" * len(image_ids))
-    rows = s.query(f"SELECT image_id, node_id, rank, score FROM matches WHERE image_id IN ({q}) "
-                   "ORDER BY image_id, rank", tuple(image_ids))
-    return pd.DataFrame([dict(r) for r in rows], columns=["image_id", "node_id", "rank", "score"])
-
-
-# -- prompts -------------------------------------------------------------------------------------
-
-def prompt_files_paths(ws) -> list[Path]:
-    out = []
-    from workbench.llm.prompts import DEFAULT_PROMPTS_DIR  # the bundled prompts, checkout or installed
-    for folder in (ws.prompts_dir, DEFAULT_PROMPTS_DIR):
-        if Path(folder).is_dir():
-            out.extend(sorted(Path(folder).glob("*.j2")))
-    return out
-
-
-def source_hash(text: str) -> str:
-    """The prompt identity used in provenance: sha256 of the template source, 16 hex (llm/prompts.py)."""
-    try:
-        from workbench.llm.prompts import template_hash
-    except ImportError:
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-    return template_hash(text)
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def prompt_usage(root: str, v: tuple) -> dict:
-    ws = open_workspace(root)
-    s = ws.store
-    files = []
-    for p in prompt_files_paths(ws):
-        text = p.read_text(encoding="utf-8", errors="replace")
-        files.append({"file": str(p), "name": p.name, "hash": source_hash(text),
-                      "where": "workspace" if p.parent.resolve() == ws.prompts_dir.resolve() else "default",
-                      "chars": len(text)})
-    # Credit per call (llm_calls.prompt_hash is exact), not the run's first prompt: one expand run uses a
-    # template per parent kind, so a run appears once for each template its calls used.
-    runs = pd.DataFrame([dict(r) for r in s.query(
-        "SELECT c.stage_run_id AS id, coalesce(r.stage, c.stage) AS stage, r.status, r.started_at, "
-        "min(c.model) AS model, min(c.prompt_file) AS prompt_file, c.prompt_hash, count(*) AS calls "
-        "FROM llm_calls c LEFT JOIN stage_runs r ON r.id = c.stage_run_id WHERE c.prompt_hash IS NOT NULL "
-        "GROUP BY c.stage_run_id, c.prompt_hash ORDER BY c.stage_run_id DESC")],
-        columns=["id", "stage", "status", "started_at", "model", "prompt_file", "prompt_hash", "calls"])
-    versions = pd.DataFrame([dict(r) for r in s.query(
-        "SELECT stage, prompt_hash, min(prompt_file) AS prompt_file, count(*) AS calls, "
-        "min(created_at) AS first_used FROM llm_calls WHERE prompt_hash IS NOT NULL "
-        "GROUP BY stage, prompt_hash UNION ALL "
-        "SELECT 'nodes' AS stage, prompt_hash, min(prompt_file), count(*), min(created_at) FROM nodes "
-        "WHERE prompt_hash IS NOT NULL GROUP BY prompt_hash")],
-        columns=["stage", "prompt_hash", "prompt_file", "calls", "first_used"])
-    return {"files": pd.DataFrame(files, columns=["name", "hash", "where", "chars", "file"]), "runs": runs,
-            "versions": versions}
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def children_by_prompt(root: str, hash_a: str, hash_b: str, v: tuple) -> pd.DataFrame:
-    """Parents that got children from both prompt versions: parent path, children of A, children of B (cached: the
-    path lookup walks every node, 0.14 s of each Prompts-page rerun at paper scale)."""
-    frame = node_table(root)
-    s = open_workspace(root).store
-    rows = s.query("SELECT parent_id, name, prompt_hash FROM nodes WHERE prompt_hash IN (?, ?)", (hash_a, hash_b))
-    by = {}
-    for r in rows:
-        by.setdefault(r["parent_id"], {hash_a: [], hash_b: []})[r["prompt_hash"]].append(r["name"])
-    path_of = dict(zip(frame["id"], frame["path"]))
-    out = [{"parent_id": pid, "parent": path_of.get(pid, "(top level)") if pid else "(top level)",
-            "a": sorted(v[hash_a]), "b": sorted(v[hash_b])}
-           for pid, v in by.items() if v[hash_a] and v[hash_b]]
-    return pd.DataFrame(out, columns=["parent_id", "parent", "a", "b"])
-
-
-def calls_for(root: str, prompt_hash: str, needle: str | None, limit: int = 5) -> pd.DataFrame:
-    s = open_workspace(root).store
-    sql = ("SELECT key, stage, model, status, raw_text, request, created_at FROM llm_calls WHERE prompt_hash=?")
-    params: list = [prompt_hash]
-    if needle:
-        sql += " AND instr(request, ?) > 0"
-        params.append(json.dumps(needle)[1:-1])
-    rows = s.query(sql + f" ORDER BY created_at LIMIT {int(limit)}", tuple(params))
-    return pd.DataFrame([dict(r) for r in rows],
-                        columns=["key", "stage", "model", "status", "raw_text", "request", "created_at"])
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def prompt_history(root: str, name: str, v: tuple) -> pd.DataFrame:
-    """The stored versions of one prompt name (analysis/prompt_history.py)."""
-    from workbench.analysis import prompt_history as ph
-
-    return ph.history(open_workspace(root), name)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def prompt_outcomes(root: str, hashes: tuple, v: tuple) -> pd.DataFrame:
-    """Outcome figures of prompt versions side by side, one column per hash."""
-    from workbench.analysis import prompt_history as ph
-
-    return ph.compare(open_workspace(root), list(hashes)).astype(str)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def playground_rows(root: str, stage: str, which: str, v: tuple, limit: int = 500) -> list:
-    """The rows the playground may pick from (listing them reads whole tables at paper scale: cached)."""
-    from workbench.analysis import prompt_history as ph
-
-    return ph.candidate_rows(open_workspace(root), stage, which, limit=limit)

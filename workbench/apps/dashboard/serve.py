@@ -1,8 +1,10 @@
-"""Start the dashboard as a `streamlit run` subprocess on 127.0.0.1 and wait until it is healthy
-(used by the browser test and the benchmark; `workbench dashboard` runs the same command)."""
+"""How the dashboard is started: the command (`streamlit_command`, what `workbench dashboard` runs), how the entry
+script finds its workspace in it (`workspace_from_args`), and `serve`, which starts it as a subprocess on 127.0.0.1
+and waits until it is healthy (used by the browser tests and the benchmarks)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import socket
@@ -12,6 +14,17 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+ENV_VAR = "WORKBENCH_WORKSPACE"
+SCRIPT = Path(__file__).resolve().parent / "streamlit_app.py"   # the one entry script, inside the package
+
+
+def workspace_from_args(argv: list[str] | None = None) -> str | None:
+    """The workspace the dashboard shows: `--workspace DIR` among the script's arguments, else $WORKBENCH_WORKSPACE."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--workspace", default=None)
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return args.workspace or os.environ.get(ENV_VAR)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10) -> int:
@@ -31,13 +44,12 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> int:
 
 
 def streamlit_command(workspace: Path, host: str, port: int) -> list[str]:
-    script = Path(__file__).resolve().parent / "streamlit_app.py"
-    # Streamlit's own command line, through launch.py: it imports the first page's modules and reads its figures
+    # Streamlit's own command line, through perf/launch.py: it imports the first page's modules and reads its figures
     # while the browser loads Streamlit's JavaScript.
-    return [sys.executable, "-m", "workbench.apps.dashboard.launch", "run", str(script), "--server.headless", "true",
-            "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--", "--workspace",
-            str(workspace)]
+    return [sys.executable, "-m", "workbench.apps.dashboard.perf.launch", "run", str(SCRIPT),
+            "--server.headless", "true", "--server.address", host, "--server.port", str(port),
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            "--client.toolbarMode", "minimal", "--", "--workspace", str(workspace)]
 
 
 def free_port() -> int:
@@ -57,7 +69,7 @@ def serve(workspace: Path | str, port: int | None = None, timeout: float = 90,
         cmd[cmd.index("run") + 1] = str(Path(script).resolve())
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"workbench-dashboard-{port}.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "WORKBENCH_WORKSPACE": str(Path(workspace).resolve())})
+                            env={**os.environ, ENV_VAR: str(Path(workspace).resolve())})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

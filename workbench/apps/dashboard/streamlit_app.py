@@ -1,5 +1,6 @@
-"""The file `workbench dashboard` hands to `streamlit run` (the same as the repository's app.py)."""
+"""The dashboard's one Streamlit entry script, shipped in the package: `workbench dashboard DIR` serves it
+(serve.streamlit_command), and the repository's app.py runs it for `streamlit run app.py -- --workspace DIR`."""
 
-from workbench.apps.dashboard.main import main
+from workbench.apps.dashboard.shell import main
 
 main()

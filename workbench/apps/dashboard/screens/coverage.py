@@ -13,7 +13,10 @@ import pandas as pd
 import streamlit as st
 
 from workbench.analysis import coverage
+from workbench.analysis.duplicates import suggest_merges
 from workbench.apps.dashboard import charts, data
+from workbench.apps.dashboard.queries import coverage as cq
+from workbench.core.workspace import Workspace
 
 # Laid out here (coverage.partition / treemap) and drawn as Vega-Lite, whose code is in Streamlit's own bundle: a
 # Plotly sunburst made a new tab load 4.7 MB of JavaScript first (~3 s to the first chart at paper scale, 1.7 s now),
@@ -29,7 +32,7 @@ COLOURS = {"share of task types with samples": "cov_samples", "share of task typ
 SECTIONS = ["Chart", "Node table", "Duplicates", "Quality"]
 
 
-def render(root: str, ws) -> None:
+def render(root: str, ws: Workspace) -> None:
     frame = data.node_table(root)
     if frame.empty:
         data.empty_state("The taxonomy is empty", "nodes")
@@ -52,7 +55,7 @@ def render(root: str, ws) -> None:
 
 
 def first_screen() -> tuple[str, ...]:
-    """Lazily loaded element kinds this run draws first, for main.py to send ahead (primer.py)."""
+    """Lazily loaded element kinds this run draws first, for the shell to send ahead (perf/primer.py)."""
     section = st.session_state.get("cov_section", SECTIONS[0])
     return {"Chart": ("vega",), "Node table": ("table",), "Quality": ("table", "vega")}.get(section, ())
 
@@ -219,16 +222,11 @@ def _table(frame: pd.DataFrame) -> None:
     st.caption(f"{len(f):,} node(s)" + (f" — the first {limit:,} shown" if limit and len(f) > limit else ""))
     cols = ["path", "level", "status", "origin", "task_types", "images", "samples", "selected", "cov_samples", "id"]
     st.dataframe(f[cols].head(limit) if limit else f[cols], hide_index=True, key="tbl", column_config={
-        "cov_samples": st.column_config.ProgressColumn("covered (samples)", min_value=0, max_value=1, format="percent")})
+        "cov_samples": st.column_config.ProgressColumn("covered (samples)", min_value=0, max_value=1,
+                                                       format="percent")})
 
 
-def _duplicates(ws, frame: pd.DataFrame) -> None:
-    try:
-        from workbench.analysis.duplicates import suggest_merges
-    except ImportError:
-        st.info("Duplicate suggestions need `workbench.analysis.duplicates`, which this build lacks; "
-                "`workbench taxonomy duplicates WORKSPACE` lists them from the command line.", icon="ℹ️")
-        return
+def _duplicates(ws: Workspace, frame: pd.DataFrame) -> None:
     c1, c2, c3 = st.columns([1, 1, 1])
     scope = c1.radio("Compare", ["siblings", "tree"], horizontal=True, key="dup_scope",
                      format_func={"siblings": "siblings only", "tree": "the whole tree"}.get)
@@ -248,13 +246,14 @@ def _duplicates(ws, frame: pd.DataFrame) -> None:
         st.dataframe(res, hide_index=True, key="dup_table")
 
 
-def _quality(root: str, ws, frame: pd.DataFrame) -> None:
-    stats = data.taxonomy_stats(root, data.version(root, "nodes"))
+def _quality(root: str, ws: Workspace, frame: pd.DataFrame) -> None:
+    stats = cq.taxonomy_stats(root, data.version(root, "nodes"))
     c = st.columns(4)
     c[0].metric("max depth", stats["max_depth"])
     c[1].metric("largest first-level subtree", stats["largest_subtree"] or "–")
     c[2].metric("its share of task types", f"{stats['largest_subtree_share']:.1%}")
-    c[3].metric("first-level categories", sum(1 for lv in stats["levels"] if lv["level"] == 1 for _ in range(lv["nodes"])))
+    c[3].metric("first-level categories",
+                sum(1 for lv in stats["levels"] if lv["level"] == 1 for _ in range(lv["nodes"])))
     levels = pd.DataFrame(stats["levels"])
     st.dataframe(levels, hide_index=True, key="q_levels")
     depths = stats["leaf_depths"]
@@ -263,7 +262,7 @@ def _quality(root: str, ws, frame: pd.DataFrame) -> None:
                        charts.vbars("depth", "task types", height=240), width="stretch", key="q_depths")
 
     st.subheader("Paths too long for the CLIP text encoder")
-    tok = data.token_lengths(root, data.version(root, "nodes"), ws.config.clip.template, ws.config.clip.model)
+    tok = cq.token_lengths(root, data.version(root, "nodes"), ws.config.clip.template, ws.config.clip.model)
     if tok["tokenizer"] is None:
         st.info("open_clip is not installed, so tokens cannot be counted (install the `clip` extra).")
         return
@@ -276,10 +275,9 @@ def _quality(root: str, ws, frame: pd.DataFrame) -> None:
     if n_long:
         by_id = frame.set_index("id")
         ids = tok["ids"][tok["too_long"]]
-        st.dataframe(pd.DataFrame({"path": by_id.loc[ids, "path"].to_numpy(), "tokens": tok["lengths"][tok["too_long"]]})
-                     .sort_values("tokens", ascending=False), hide_index=True, key="q_long")
-    truncated = ws.store.scalar("SELECT count(*) FROM embedding_rows r JOIN embedding_sets s ON s.key = r.set_key "
-                                "WHERE s.kind='text' AND r.truncated=1")
+        long = pd.DataFrame({"path": by_id.loc[ids, "path"].to_numpy(), "tokens": tok["lengths"][tok["too_long"]]})
+        st.dataframe(long.sort_values("tokens", ascending=False), hide_index=True, key="q_long")
+    truncated = cq.truncated_texts(ws)
     if truncated:
         st.warning(f"The CLIP stage recorded {truncated:,} truncated task text(s) in its embedding sets.")
 
@@ -290,4 +288,4 @@ def prewarm(root: str) -> None:
 
 def prewarm_late(root: str) -> None:
     ws = data.open_workspace(root)
-    data.token_lengths(root, data.version(root, "nodes"), ws.config.clip.template, ws.config.clip.model)
+    cq.token_lengths(root, data.version(root, "nodes"), ws.config.clip.template, ws.config.clip.model)

@@ -6,12 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from workbench.apps.dashboard import charts, data
-
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("vega", "table")
+from workbench.core.workspace import Workspace
 
 
-def render(root: str, ws) -> None:
+def render(root: str, ws: Workspace) -> None:
     ov = data.overview(root)
     # The funnel mixes units (images, then image×task pairs, then samples): values only, no percentages.
     counts = ov["counts"]

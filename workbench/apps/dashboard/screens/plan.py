@@ -8,37 +8,12 @@ import math
 import pandas as pd
 import streamlit as st
 
+from workbench.analysis.plan import _dur
 from workbench.apps.dashboard import charts, data
+from workbench.apps.dashboard.queries import plan as pq
+from workbench.core.workspace import Workspace
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("table", "vega")
-
-# The plan reads the configured referees' votes only: a person's vote (Adjudicate) is not a new plan.
-PLAN_TABLES = ("nodes", "images", "matches", "filter_decisions", "samples", "machine_votes", "llm_calls",
-               "embedding_sets", "stage_runs")
 STAGES = ("expand", "embed", "match", "filter", "qa", "referee", "select", "export")
-
-
-def _config_version(root: str) -> int:
-    """Endpoints, prices and limits live in workbench.toml: a changed file is a new plan."""
-    ws = data.open_workspace(root)
-    try:
-        return (ws.root / "workbench.toml").stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
-@st.cache_data(show_spinner="Planning the run…", max_entries=8)
-def plan_dict(root: str, v: tuple, images: int | None, through: str) -> dict:
-    from workbench.analysis.plan import make_plan
-    from workbench.core.workspace import Workspace
-
-    # A fresh open: the plan reads the current workbench.toml (endpoints, prices, [plan]).
-    return make_plan(Workspace.open(root), images=images, through=through).as_dict()
-
-
-def _v(root: str) -> tuple:
-    return data.version(root, *PLAN_TABLES) + (_config_version(root),)
 
 
 def _fmt(r: dict | None, money: bool = False) -> str:
@@ -49,19 +24,13 @@ def _fmt(r: dict | None, money: bool = False) -> str:
     return s if r["low"] == r["high"] else f"{s} ({f.format(r['low'])}..{f.format(r['high'])})"
 
 
-def _dur(seconds: float) -> str:
-    from workbench.analysis.plan import _dur as dur
-
-    return dur(seconds)
-
-
-def render(root: str, ws) -> None:
+def render(root: str, ws: Workspace) -> None:
     registered = int(data.table_version(root, "images")[0])
     c1, c2 = st.columns(2)
     images = c1.number_input("Images to plan for", min_value=0, value=registered, step=1000, key="plan_images",
                              help="Default: the registered images. More: the pilot's rates are scaled up.")
     through = c2.selectbox("Through stage", STAGES, index=len(STAGES) - 1, key="plan_through")
-    p = plan_dict(root, _v(root), None if images == registered else int(images), through)
+    p = pq.plan_dict(root, pq.plan_version(root), None if images == registered else int(images), through)
     if not p["task_types"]:
         data.empty_state("The taxonomy is empty", "nodes")
         return
@@ -123,4 +92,4 @@ def render(root: str, ws) -> None:
 
 
 def prewarm(root: str) -> None:
-    plan_dict(root, _v(root), None, "export")     # the page's default: the registered images, through export
+    pq.plan_dict(root, pq.plan_version(root), None, "export")   # the page's default: the registered images, to export

@@ -1,8 +1,6 @@
 """Referees: pass rate per referee, pairwise Cohen's kappa, Fleiss' kappa, agreement per category,
-and a browser of disagreements with each referee's raw output.
-
-Agreement (and, once any referee voted adaptively, the pass rates) is computed on fully voted samples only:
-adaptive voting asks a later referee mostly where the earlier ones disagreed, which would bias every figure."""
+and a browser of disagreements with each referee's raw output (figures: queries/referees.py, on fully voted samples
+only)."""
 
 from __future__ import annotations
 
@@ -10,48 +8,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from workbench.analysis import agreement
 from workbench.apps.dashboard import charts, data
-
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("vega", "table")
-# What the page's figures read: the referees' votes alone (a person's vote leaves them cached).
-TABLES = ("machine_votes", "samples", "nodes", "stage_runs")
+from workbench.apps.dashboard.queries import referees as rq
+from workbench.core.workspace import Workspace
 
 
-@st.cache_data(show_spinner="Summarising fully voted samples…", max_entries=4)
-def fully_voted(root: str, v: tuple, audit_fraction: float):
-    """(patterns of the fully voted samples, adaptive referee runs)."""
-    store = data.open_workspace(root).store
-    return (agreement.load_patterns(store, by_node=True, fully_voted=True, audit_fraction=audit_fraction)[0],
-            agreement.adaptive_runs(store))
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def summary(root: str, v: tuple, audit_fraction: float) -> dict:
-    """Every figure the page's first screen shows, computed once per vote-table version (~0.3 s at paper scale
-    that each view and click would otherwise repeat)."""
-    all_patterns, names = data.vote_patterns(root, v)
-    patterns, adaptive = fully_voted(root, v, audit_fraction)
-    frame = data.node_table(root)
-    cat_of = pd.Series(frame["category"].to_numpy(), index=frame["id"].to_numpy())
-    per_cat = agreement.agreement_by(
-        patterns.assign(category=patterns["node_id"].map(cat_of).fillna("(not in taxonomy)")), names, "category")
-    return {"names": names, "adaptive": adaptive, "voted": int(all_patterns["n"].sum()),
-            "fully_voted": int(patterns["n"].sum()),
-            "complete": int(agreement.complete(patterns, names)["n"].sum()),
-            "rates": agreement.pass_rates(patterns if adaptive else all_patterns, names),
-            "fleiss": agreement.fleiss_from_patterns(patterns, names),
-            "kappa": agreement.pairwise_kappa(patterns, names), "per_cat": per_cat}
-
-
-def render(root: str, ws) -> None:
-    v = data.version(root, *TABLES)
-    _, names = data.vote_patterns(root, v)
+def render(root: str, ws: Workspace) -> None:
+    v = data.version(root, *rq.TABLES)
+    _, names = rq.vote_patterns(root, v)
     if not names:
         data.empty_state("No referee votes", "votes")
         return
-    sm = summary(root, v, ws.config.referee.audit_fraction)
+    sm = rq.summary(root, v, ws.config.referee.audit_fraction)
     rates, fleiss, adaptive = sm["rates"], sm["fleiss"], sm["adaptive"]
     c = st.columns(5)
     c[0].metric("referees", len(names))
@@ -88,7 +56,7 @@ def render(root: str, ws) -> None:
     cat = st.selectbox("Category", ["(all)"] + per_cat["category"].tolist(), key="ref_dis_cat")
     frame = data.node_table(root)
     node_ids = None if cat == "(all)" else tuple(frame.loc[frame["category"] == cat, "id"])
-    dis = data.disagreements(root, v, node_ids, 500)
+    dis = rq.disagreements(root, v, node_ids, 500)
     if dis.empty:
         st.success("The referees agree on every sample here.")
         return
@@ -109,7 +77,7 @@ def render(root: str, ws) -> None:
         st.markdown(f"**Task type:** {_path(frame, row['node_id'])}")
         st.markdown(f"**Question:** {row['question']}")
         st.markdown(f"**Answer:** {row['answer']}")
-        st.dataframe(agreement.votes_of(ws.store, row["sample_id"]), hide_index=True, key="ref_votes")
+        st.dataframe(rq.votes_of(ws, row["sample_id"]), hide_index=True, key="ref_votes")
 
 
 def _path(frame: pd.DataFrame, node_id: str) -> str:
@@ -118,7 +86,7 @@ def _path(frame: pd.DataFrame, node_id: str) -> str:
 
 
 def prewarm(root: str) -> None:
-    v = data.version(root, *TABLES)
-    data.vote_patterns(root, v)
-    summary(root, v, data.open_workspace(root).config.referee.audit_fraction)
-    data.disagreements(root, v, None, 500)
+    v = data.version(root, *rq.TABLES)
+    rq.vote_patterns(root, v)
+    rq.summary(root, v, data.open_workspace(root).config.referee.audit_fraction)
+    rq.disagreements(root, v, None, 500)

@@ -12,8 +12,6 @@ parent; reviewing it is the Review page's job. The default section is the cheap 
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -21,99 +19,27 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from workbench.apps.dashboard import data
-from workbench.core.resources import REFERENCE_DIR
+from workbench.apps.dashboard.queries import gaps as gq
+from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("table",)
-
 SECTIONS = {"discovered": "Discovered clusters", "reference": "Against a reference", "audits": "Audited datasets"}
-REF_DIR = REFERENCE_DIR
+INLINE_EMBED_MAX = 3_000   # texts embedded on opening the section (seconds); above, only when asked (minutes)
 COLORS = {"covered": "#2ca02c", "gap": "#d62728", "untested": "#ff7f0e", "tested": "#2ca02c"}
 
 
-def bundled_references() -> list[str]:
-    return sorted(str(p) for p in REF_DIR.glob("*.txt"))
-
-
-# -- cached reads ---------------------------------------------------------------------------------
-@st.cache_data(show_spinner="Matching the reference's tasks to our task types…", max_entries=8)
-def coverage(root: str, v: tuple, reference: str) -> dict:
-    from workbench.analysis.reference_coverage import reference_coverage
-
-    rep = reference_coverage(data.open_workspace(root), reference)
-    return {"rows": [asdict(r) for r in rep.rows], "our_areas": rep.our_areas, "threshold": rep.threshold,
-            "problems": [str(p) for p in rep.problems]}
-
-
-INLINE_EMBED_MAX = 3_000   # texts embedded on opening the section (seconds); above, only when asked (minutes)
-
-
-def _embed_cache_v(root: str) -> tuple:
-    from workbench.models.textembed import workspace_cache_dir
-
-    d = workspace_cache_dir(data.open_workspace(root))
-    return tuple(sorted((f.name, f.stat().st_mtime_ns) for f in d.glob("*.npz"))) if d.exists() else ()
-
-
-@st.cache_data(show_spinner="Checking which task types have text embeddings…", max_entries=4)
-def pending(root: str, v: tuple, cache_v: tuple) -> int:
-    from workbench.analysis.reference_coverage import pending_embeddings
-
-    return pending_embeddings(data.open_workspace(root))
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def discoveries(root: str, v: tuple) -> list[dict]:
-    from workbench.analysis.discovery import discovery_report
-
-    ws = data.open_workspace(root)
-    report = {r["id"]: r for r in discovery_report(ws)}
-    rows = ws.store.query("SELECT id, name, status, size, cohesion, exemplar_ids, nearest, parent_id, node_id, "
-                          "duplicate_of, note, model, prompt_hash FROM discoveries ORDER BY size DESC, id")
-    return [{**dict(r), "exemplar_ids": json.loads(r["exemplar_ids"]), "nearest": json.loads(r["nearest"]),
-             **{k: report[r["id"]][k] for k in ("node_status", "path", "matched", "top1", "topk")}} for r in rows]
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def audits(root: str, v: tuple) -> pd.DataFrame:
-    from workbench.analysis.audit import list_audits
-
-    return list_audits(data.open_workspace(root))
-
-
-@st.cache_data(show_spinner="Reading the audit…", max_entries=8)
-def audit_areas(root: str, v: tuple, name: str) -> pd.DataFrame:
-    from workbench.analysis.audit import audit_frame
-
-    df = audit_frame(data.open_workspace(root), name)
-    return df[df["level"] == 1][["path", "items", "with_items", "cov_items"]].reset_index(drop=True)
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def parent_choices(root: str, v: tuple) -> dict[str, str]:
-    """{path: node id} of live nodes, for 'add under'."""
-    idx = Taxonomy.of(data.open_workspace(root)).index()
-    return {idx.paths[i]: i for i in idx.dfs()}
-
-
-def _nodes_v(root: str) -> tuple:
-    return data.version(root, "nodes")
-
-
 # -- adding a proposed node -------------------------------------------------------------------------
-def _add_form(root: str, ws, key: str, name: str, default_parent: str | None, origin: str, note: str,
+def _add_form(root: str, ws: Workspace, key: str, name: str, default_parent: str | None, origin: str, note: str,
               on_added=None) -> None:
-    choices = parent_choices(root, _nodes_v(root))
+    choices = gq.parent_choices(root, gq.nodes_version(root))
     paths = ["(top level)"] + list(choices)
     c1, c2, c3 = st.columns([3, 4, 2])
     new_name = c1.text_input("Name", value=name, key=f"{key}_name")
     parent = c2.selectbox("Add under", paths, index=paths.index(default_parent) if default_parent in paths else 0,
                           key=f"{key}_parent")
     if c3.button("Add as proposed", key=f"{key}_add", help="A `proposed` node; accept or reject it on Review."):
-        from workbench.core.errors import WorkbenchError
-
         try:
             node = Taxonomy.of(ws).add(new_name, choices.get(parent), origin=origin, status="proposed", note=note)
         except WorkbenchError as exc:
@@ -125,13 +51,13 @@ def _add_form(root: str, ws, key: str, name: str, default_parent: str | None, or
 
 
 # -- sections ---------------------------------------------------------------------------------------
-def _discovered(root: str, ws) -> None:
+def _discovered(root: str, ws: Workspace) -> None:
     if not data.has_rows(root, "discoveries"):
         st.info("No discovered clusters yet. Run `workbench discover WORKSPACE` (after match and filter): it "
                 "clusters the images no task type fits and asks the VLM to name one task type per cluster.",
                 icon="ℹ️")
         return
-    rows = discoveries(root, data.version(root, "discoveries", "nodes", "matches"))
+    rows = gq.discoveries(root, data.version(root, "discoveries", "nodes", "matches"))
     st.dataframe(pd.DataFrame([{
         "#": r["id"], "name": r["name"], "status": r["status"], "node": r["node_status"] or "", "images": r["size"],
         "cohesion": r["cohesion"], "now best match": r["top1"] if r["matched"] else None,
@@ -157,12 +83,11 @@ def _discovered(root: str, ws) -> None:
         st.caption(f"proposed node: {r['path']} [{r['node_status']}]; model {r['model']}, prompt {r['prompt_hash']}")
         return
     st.caption(f"no node: {r['note'] or r['status']}")
-    parents = parent_choices(root, _nodes_v(root))
+    parents = gq.parent_choices(root, gq.nodes_version(root))
     default = next((p for p, i in parents.items() if i == r["parent_id"]), None)
 
     def link(node):
-        with ws.store.write() as conn:
-            conn.execute("UPDATE discoveries SET node_id=?, status='proposed' WHERE id=?", (node.id, r["id"]))
+        gq.link_discovery(ws, r["id"], node.id)
 
     _add_form(root, ws, f"gaps_disc_{r['id']}", r["name"] or "", default, "discovered",
               f"discovered cluster #{r['id']} ({r['size']} unfit images), added on the Gaps page", link)
@@ -177,8 +102,8 @@ def _tree_figure(labels, parents, colors, title) -> go.Figure:
     return fig
 
 
-def _reference(root: str, ws) -> None:
-    refs = bundled_references()
+def _reference(root: str, ws: Workspace) -> None:
+    refs = gq.bundled_references()
     c1, c2 = st.columns([2, 3])
     pick = c1.selectbox("Reference task list", refs + ["(a file…)"], format_func=lambda p: Path(p).name,
                         key="gaps_ref")
@@ -186,9 +111,9 @@ def _reference(root: str, ws) -> None:
         pick = c2.text_input("Path of a task list (one `A~B` path per line, JSON or CSV)", key="gaps_ref_file")
         if not pick:
             return
-    todo = pending(root, _nodes_v(root), _embed_cache_v(root))
+    todo = gq.pending(root, gq.nodes_version(root), gq.embed_cache_version(root))
     if todo > INLINE_EMBED_MAX and not st.session_state.get("gaps_embed_ok"):
-        n = len(parent_choices(root, _nodes_v(root)))
+        n = len(gq.parent_choices(root, gq.nodes_version(root)))
         st.info(f"Matching against a reference first needs sentence embeddings of {todo:,} texts of your {n:,} task "
                 f"types (names, paths, phrasings): about {max(1, round(todo / 300 / 60))} minute(s) on a CPU, once — "
                 "they are kept in the workspace, and every reference is matched in seconds afterwards. "
@@ -196,7 +121,7 @@ def _reference(root: str, ws) -> None:
         st.button("Embed and match now", key="gaps_embed_go", type="primary",
                   on_click=lambda: st.session_state.update(gaps_embed_ok=True))
         return
-    cov = coverage(root, _nodes_v(root), pick)
+    cov = gq.coverage(root, gq.nodes_version(root), pick)
     rows = cov["rows"]
     if not rows:
         st.info("The reference has no tasks.")
@@ -242,13 +167,13 @@ def _reference(root: str, ws) -> None:
               f"gap of reference {Path(pick).name}: {pick_gap}")
 
 
-def _audits(root: str, ws) -> None:
+def _audits(root: str, ws: Workspace) -> None:
     if not data.has_rows(root, "audit_datasets"):
         st.info("No audited datasets yet. Run `workbench audit WORKSPACE DATASET` on a LLaVA-format dataset.",
                 icon="ℹ️")
         return
     v = data.version(root, "audit_datasets", "nodes")
-    names = list(audits(root, v)["name"])
+    names = list(gq.audits(root, v)["name"])
     chosen = st.multiselect("Datasets (one, or two side by side)", names, default=names[:1], max_selections=2,
                             key="gaps_audits")
     if not chosen:
@@ -256,7 +181,7 @@ def _audits(root: str, ws) -> None:
     fig = go.Figure()
     frames = {}
     for n in chosen:
-        frames[n] = audit_areas(root, v, n)
+        frames[n] = gq.audit_areas(root, v, n)
         fig.add_bar(name=n, x=frames[n]["path"], y=frames[n]["items"])
     fig.update_layout(barmode="group", height=400, margin={"l": 0, "r": 0, "t": 40, "b": 0}, yaxis_title="items",
                       legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"})   # clear of the modebar
@@ -267,25 +192,12 @@ def _audits(root: str, ws) -> None:
         _audit_checks(root, v, n)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def audit_checks(root: str, v: tuple, labels_v: tuple, name: str) -> dict:
-    """What says how far to trust an audit: its text backend, the LLM label sample's agreement and the image
-    assignment's agreement with the text (when they ran)."""
-    from workbench.analysis.audit_label import label_agreement
-
-    ws = data.open_workspace(root)
-    stored = ws.store.scalar("SELECT summary FROM audit_datasets WHERE name=?", (name,))
-    summary = json.loads(stored) if stored else {}   # written when the audit finished
-    return {"backend": summary.get("text_backend") or "minilm", "long_tail": summary.get("long_tail"),
-            "labels": label_agreement(ws, name), "image": summary.get("image")}
-
-
 def _pct(x) -> str:
     return "–" if x is None else f"{x:.0%}"
 
 
 def _audit_checks(root: str, v: tuple, name: str) -> None:
-    c = audit_checks(root, v, data.version(root, "audit_labels"), name)
+    c = gq.audit_checks(root, v, data.version(root, "audit_labels"), name)
     if str(c["backend"]).startswith("static"):
         st.warning(f"{name}: assigned with the fast static text model ({c['backend']}), a quick look: its top-1 "
                    "agrees with the sentence model on about half the items. `--text-backend minilm` for the "
@@ -315,17 +227,17 @@ def _audit_checks(root: str, v: tuple, name: str) -> None:
                    f"{_pct(img.get('image_top1_in_text_topk'))}.")
 
 
-def render(root: str, ws) -> None:
+def render(root: str, ws: Workspace) -> None:
     section = st.radio("Section", list(SECTIONS), format_func=SECTIONS.get, horizontal=True, key="gaps_section")
     {"discovered": _discovered, "reference": _reference, "audits": _audits}[section](root, ws)
 
 
 def prewarm(root: str) -> None:
-    parent_choices(root, _nodes_v(root))
+    gq.parent_choices(root, gq.nodes_version(root))
 
 
 def prewarm_late(root: str) -> None:
     """The first bundled reference's match, unless the tree's text embeddings would take minutes (on request)."""
-    refs = bundled_references()
-    if refs and pending(root, _nodes_v(root), _embed_cache_v(root)) <= INLINE_EMBED_MAX:
-        coverage(root, _nodes_v(root), refs[0])
+    refs = gq.bundled_references()
+    if refs and gq.pending(root, gq.nodes_version(root), gq.embed_cache_version(root)) <= INLINE_EMBED_MAX:
+        gq.coverage(root, gq.nodes_version(root), refs[0])

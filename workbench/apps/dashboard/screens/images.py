@@ -9,9 +9,8 @@ import streamlit as st
 
 from workbench.analysis import coverage
 from workbench.apps.dashboard import charts, data
-
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("vega",)
+from workbench.apps.dashboard.queries import images as iq
+from workbench.core.workspace import Workspace
 
 MEASURES = {"samples (Q&A written)": "samples", "images (CLIP matches)": "images", "selected samples": "selected"}
 THUMBS = 24       # thumbnails shown for a chosen task type (its best-scoring matches)
@@ -29,7 +28,7 @@ def default_measure(leaves) -> int:
     return 0
 
 
-def render(root: str, ws) -> None:
+def render(root: str, ws: Workspace) -> None:
     frame = data.node_table(root)
     if frame.empty:
         data.empty_state("The taxonomy is empty", "nodes")
@@ -96,7 +95,7 @@ def _task_images(root: str, candidates) -> None:
                         key="ipt_task", placeholder="choose a task type to see its matched images")
     if not node:
         return
-    shown = data.task_images(root, data.version(root, "matches", "images"), node, THUMBS)
+    shown = iq.task_images(root, data.version(root, "matches", "images"), node, THUMBS)
     total = int(candidates.loc[candidates["id"] == node, "images"].iloc[0])
     st.caption(f"{len(shown):,} of {total:,} matched image(s), best CLIP score first")
     thumbs, captions, missing = [], [], []

@@ -7,15 +7,16 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from workbench.analysis import prompt_history as ph
 from workbench.apps.dashboard import data
+from workbench.apps.dashboard.queries import prompts as prq
+from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.llm import prompt_store
 
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("table",)
 
-
-def render(root: str, ws) -> None:
-    usage = data.prompt_usage(root, data.version(root, "prompts", "stage_runs", "llm_calls", "nodes"))
+def render(root: str, ws: Workspace) -> None:
+    usage = prq.prompt_usage(root, data.version(root, *prq.USAGE_TABLES))
     files, runs, versions = usage["files"], usage["runs"], usage["versions"]
     st.subheader("Prompt files")
     if files.empty:
@@ -51,7 +52,7 @@ def render(root: str, ws) -> None:
     if a == b:
         st.info("Choose two different versions.")
         return
-    pairs = data.children_by_prompt(root, a, b, data.version(root, "nodes"))
+    pairs = prq.children_by_prompt(root, a, b, data.version(root, "nodes"))
     if pairs.empty:
         st.info("No parent received children from both versions; showing the raw replies of each.")
         needle = None
@@ -65,7 +66,7 @@ def render(root: str, ws) -> None:
         needle = parent.rsplit("~", 1)[-1] if parent != "(top level)" else None
     c1, c2 = st.columns(2)
     for col, h, tag in ((c1, a, "A"), (c2, b, "B")):
-        calls = data.calls_for(root, h, needle)
+        calls = prq.calls_for(root, h, needle)
         with col:
             st.markdown(f"**Raw replies, version {tag}** ({len(calls)} shown)")
             for _, call in calls.iterrows():
@@ -73,8 +74,6 @@ def render(root: str, ws) -> None:
 
 
 def history_section(root: str) -> None:
-    from workbench.analysis import prompt_history as ph
-
     st.subheader("History")
     ws = data.open_workspace(root)
     names = prompt_store.names(ws)
@@ -82,8 +81,8 @@ def history_section(root: str) -> None:
         st.caption("No prompt text stored yet: each template's text is stored when a stage run first uses it.")
         return
     name = st.selectbox("Versions of", names, key="pr_hist_name")
-    v = data.version(root, "prompt_texts", "llm_calls")
-    hist = data.prompt_history(root, name, v)
+    v = data.version(root, *prq.HISTORY_TABLES)
+    hist = prq.prompt_history(root, name, v)
     st.dataframe(hist, hide_index=True, key="pr_hist")
     hashes = hist["hash"].tolist()
     if len(hashes) < 2:
@@ -95,17 +94,14 @@ def history_section(root: str) -> None:
     b = c2.selectbox("New", hashes, index=len(hashes) - 1, key="pr_hist_b")
     st.code(ph.diff(ws, a, b) or "(same text)", language="diff")
     st.markdown("**Outcomes**")
-    st.dataframe(data.prompt_outcomes(root, tuple(dict.fromkeys((a, b))), v), key="pr_hist_outcomes")
+    st.dataframe(prq.prompt_outcomes(root, tuple(dict.fromkeys((a, b))), v), key="pr_hist_outcomes")
 
 
 @st.fragment
-def playground_section(root: str, ws) -> None:
+def playground_section(root: str, ws: Workspace) -> None:
     """Opening, editing and running rerun only this part (the page's tables are not re-read and re-sent: opening
     it after a commit took ~1 s at paper scale, ~0.6 s otherwise); saving reruns the page, whose prompt files and
     history change."""
-    from workbench.analysis import prompt_history as ph
-    from workbench.core.errors import WorkbenchError
-
     st.subheader("Playground")
     saved = st.session_state.pop("pg_saved", None)
     if saved:
@@ -119,8 +115,7 @@ def playground_section(root: str, ws) -> None:
     try:
         prompts = ph.stage_prompts(ws, stage)
         which = c2.selectbox("Prompt", list(prompts), key="pg_which")
-        rows = data.playground_rows(root, stage, which, data.version(
-            root, "nodes", "matches", "filter_decisions", "samples"))
+        rows = prq.playground_rows(root, stage, which, data.version(root, *prq.PLAYGROUND_TABLES))
     except WorkbenchError as exc:
         st.info(f"{stage}: {exc}")
         return
@@ -171,16 +166,13 @@ def playground_section(root: str, ws) -> None:
 
 
 def prewarm(root: str) -> None:
-    data.prompt_usage(root, data.version(root, "prompts", "stage_runs", "llm_calls", "nodes"))
+    prq.prompt_usage(root, data.version(root, *prq.USAGE_TABLES))
 
 
 def prewarm_late(root: str) -> None:
     """The rows the playground lists when opened (its first stage and prompt): reading them takes ~1 s at paper
     scale, which the click on the playground's toggle would otherwise pay."""
-    from workbench.analysis import prompt_history as ph
-
     stage = ph.STAGES[0]
     prompts = ph.stage_prompts(data.open_workspace(root), stage)
     if prompts:
-        data.playground_rows(root, stage, next(iter(prompts)), data.version(
-            root, "nodes", "matches", "filter_decisions", "samples"))
+        prq.playground_rows(root, stage, next(iter(prompts)), data.version(root, *prq.PLAYGROUND_TABLES))

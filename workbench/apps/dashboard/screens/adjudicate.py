@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import getpass
 import threading
-from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from workbench.apps.dashboard import data
+from workbench.apps.dashboard.queries import adjudicate as aq
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.review import adjudication as adj
 from workbench.stages.select import consensus as cons_mod
-
-# Lazily loaded element kinds this page's first screen draws: main.py sends them first (primer.py).
-FIRST_SCREEN = ("table",)
 
 # Up to this many votes a missing or outdated fit is computed when the page opens; above it the page shows the latest
 # stored fit (marked stale) until "Recompute" is pressed or `workbench adjudicate` refits it. A person's own decisions
@@ -27,10 +24,6 @@ FIRST_SCREEN = ("table",)
 AUTO_COMPUTE_VOTES = 40_000
 QUEUE_LEN = 50
 CANDIDATES = 4 * QUEUE_LEN   # ranked once per fit; a vote only filters them (no re-ranking on the click path)
-# Above AUTO_COMPUTE_VOTES the votes' content key (a pass over the whole table, ~0.6 s at 1.2 M votes) is not
-# recomputed after this session's own votes: the fit is stale either way. It is re-read at most this often
-# (a refit by the CLI or another session shows within it) and at once on "Recompute" / "Reload data".
-LARGE_KEY_TTL_S = 60
 # A workspace with no stored fit at all (new, or never adjudicated) is fitted once by the dashboard's background
 # prewarm up to this many votes (measured: 14 s at the paper's 1.24 M votes on 2 cores), so the page opens on its
 # queue; above it, and whenever a fit exists (stale or not), fitting waits for "Recompute" as above.
@@ -38,76 +31,20 @@ PREWARM_FIT_VOTES = 3_000_000
 _BACKGROUND_FIT = threading.Event()   # set while the prewarm fits (the page says so instead of asking for Recompute)
 
 
-def _count_votes(root: str) -> int:
-    return int(data.table_version(root, "votes")[0] or 0)
-
-
-@st.cache_data(ttl=data.VERSION_TTL_S, show_spinner=False)
-def _key(root: str, include_human: bool) -> str:
-    store = data.open_workspace(root).store
-    return cons_mod.consensus_key(store, include_human, cons_mod.votes_version(store))
-
-
-@st.cache_data(ttl=LARGE_KEY_TTL_S, show_spinner=False)
-def _key_large(root: str, include_human: bool) -> str:
-    return _key(root, include_human)
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _load_file(path: str, mtime_ns: int):
-    """One stored fit (its sorted queue order is kept on the object): a vote that makes it stale reuses it."""
-    return cons_mod.load(Path(path))
-
-
-@st.cache_resource(show_spinner="Fitting Dawid–Skene to the votes…", max_entries=2)
-def _fit(root: str, key: str, include_human: bool):
-    return cons_mod.consensus(data.open_workspace(root), include_human)   # fits and stores
-
-
-def _consensus(root: str, key: str, include_human: bool, compute: bool):
-    """The fit stored for the votes' current content key; else fitted (when `compute`); else the latest stored
-    fit, which is then stale (its key differs from `key`); else None."""
-    ws = data.open_workspace(root)
-    path = cons_mod.stored_path(ws, key, include_human)
-    if path is None and compute:
-        return _fit(root, key, include_human)
-    for p in ([path] if path is not None else cons_mod.latest_stored(ws, include_human)):
-        try:
-            return _load_file(str(p), p.stat().st_mtime_ns)
-        except (OSError, ValueError, KeyError):
-            continue
-    return None
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _candidates(root: str, key: str, include_human: bool, fit_key: str, generation: int):
-    """The CANDIDATES most uncertain samples of the fit shown, not yet decided when ranked (recomputed when the fit
-    changes, or when votes used most of them up: `generation`)."""
-    cons = _consensus(root, key, include_human, False)   # the fit is stored by now: never fits here
-    return cons_mod.uncertain_queue(data.open_workspace(root), cons, CANDIDATES) if cons is not None else None
-
-
 def _queue_frame(root: str, key: str, include_human: bool, fit_key: str):
     """The first QUEUE_LEN candidates that no person has decided (voted on or flagged) since they were ranked:
     one indexed lookup of the candidates' ids per rerun."""
     gen = st.session_state.setdefault("adj_queue_gen", 0)
     for _ in range(2):
-        cands = _candidates(root, key, include_human, fit_key, gen)
+        cands = aq.candidates(root, key, include_human, fit_key, gen, CANDIDATES)
         if cands is None or cands.empty:
             return cands
-        done = _decided_among(data.open_workspace(root), cands["sample_id"].tolist())
+        done = aq.decided_among(data.open_workspace(root), cands["sample_id"].tolist())
         q = cands[~cands["sample_id"].isin(done)].reset_index(drop=True)
         if len(q) >= QUEUE_LEN or len(cands) < CANDIDATES:
             return q.head(QUEUE_LEN)
         gen = st.session_state["adj_queue_gen"] = gen + 1   # most candidates decided: rank afresh
     return q.head(QUEUE_LEN)
-
-
-def _decided_among(ws, ids: list[str]) -> set[str]:
-    marks = ",".join("?" * len(ids))
-    rows = ws.store.query(f"SELECT sample_id FROM votes WHERE sample_id IN ({marks}) AND {adj.HUMAN_SQL} "
-                          f"UNION SELECT sample_id FROM sample_flags WHERE sample_id IN ({marks})", (*ids, *ids))
-    return {r[0] for r in rows}
 
 
 def _default_reviewer() -> str:
@@ -120,8 +57,8 @@ def _default_reviewer() -> str:
 def _changed(root: str) -> None:
     """After a decision: the queue filters it out by itself, and the fit shown is marked stale for this session (not
     refitted). The votes' key is recomputed only on a small vote table, where it is cheap."""
-    if _count_votes(root) <= AUTO_COMPUTE_VOTES:
-        _key.clear()
+    if aq.count_votes(root) <= AUTO_COMPUTE_VOTES:
+        aq.votes_key.clear()
     st.session_state["adj_changed_since_fit"] = st.session_state.get("adj_fit_shown")
 
 
@@ -147,7 +84,7 @@ def _do(action: str, root: str, sample_id: str) -> None:
     _changed(root)
 
 
-def render(root: str, ws) -> None:
+def render(root: str, ws: Workspace) -> None:
     if not data.has_rows(root, "votes"):
         data.empty_state("No referee votes to adjudicate", "votes")
         return
@@ -157,20 +94,20 @@ def render(root: str, ws) -> None:
     c[0].text_input("Reviewer", key="adj_reviewer", help="Your votes are stored as referee human:NAME.")
     include = c[1].toggle("Include human votes", value=True, key="adj_include_human",
                           help="On: a person's vote is the true label of that sample. Off: machine referees only.")
-    n_votes = _count_votes(root)
+    n_votes = aq.count_votes(root)
     large = n_votes > AUTO_COMPUTE_VOTES
     # Not after this session's own decisions (see AUTO_COMPUTE_VOTES): those wait for "Recompute".
     own = st.session_state.get("adj_changed_since_fit")
     compute = not large and (own is None or own != st.session_state.get("adj_fit_shown"))
     if c[2].button("Recompute consensus", key="adj_recompute", help="Fit Dawid–Skene to the votes as they are now."):
         compute = True
-        _key.clear()
-        _key_large.clear()
+        aq.votes_key.clear()
+        aq.votes_key_large.clear()
         st.session_state.pop("adj_changed_since_fit", None)
-    key = _key_large(root, include) if large else _key(root, include)
-    cons = _consensus(root, key, include, compute)
+    key = aq.votes_key_large(root, include) if large else aq.votes_key(root, include)
+    cons = aq.consensus(root, key, include, compute)
     if cons is None and not large:   # no fit of this mode at all (e.g. just toggled): a small table fits now
-        cons = _consensus(root, key, include, True)
+        cons = aq.consensus(root, key, include, True)
     kind, msg = st.session_state.pop("adj_msg", (None, None))
     if kind:
         (st.success if kind == "success" else st.error)(msg)
@@ -209,7 +146,7 @@ def render(root: str, ws) -> None:
         st.dataframe(flagged, hide_index=True, key="adj_flags")
 
 
-def _queue(root: str, ws, cons, q) -> None:
+def _queue(root: str, ws: Workspace, cons, q) -> None:
     st.subheader("Decide first: the most uncertain samples")
     if "adj_sample" not in st.session_state:   # ?sample=ID opens that sample (e.g. from the Referees page)
         st.session_state["adj_sample"] = st.query_params.get("sample", "")
@@ -220,7 +157,7 @@ def _queue(root: str, ws, cons, q) -> None:
         except WorkbenchError as exc:
             st.error(str(exc))
             return
-        row = _sample_row(ws, sid, cons)
+        row = aq.sample_row(ws, sid, cons)
     elif q.empty:
         st.success("Every sample with a posterior has been decided by a person or flagged.")
         return
@@ -234,7 +171,7 @@ def _queue(root: str, ws, cons, q) -> None:
     sid = row["sample_id"]
     a, b = st.columns([1, 2])
     with a:
-        _thumbnail(root, row["image_id"])
+        _thumbnail(ws, row["image_id"])
     with b:
         st.markdown(f"**Sample** `{sid}` · posterior P(good) **{row['p_good']:.3f}**"
                     if row["p_good"] == row["p_good"] else f"**Sample** `{sid}` · no posterior")
@@ -248,7 +185,7 @@ def _queue(root: str, ws, cons, q) -> None:
         bcols[1].button("0 — bad", key="adj_no", on_click=_do, args=("0", root, sid))
         bcols[2].button("Flag", key="adj_flag", on_click=_do, args=("flag", root, sid),
                         help="Never selected nor exported while flagged.")
-        if ws.store.scalar("SELECT 1 FROM sample_flags WHERE sample_id = ?", (sid,)):
+        if aq.is_flagged(ws, sid):
             bcols[3].button("Unflag", key="adj_unflag", on_click=_do, args=("unflag", root, sid))
 
 
@@ -260,26 +197,14 @@ def _md(text) -> str:
     return str(text or "").translate(_MD_SPECIAL)
 
 
-def _sample_row(ws, sid: str, cons) -> dict:
-    r = ws.store.one("SELECT image_id, node_id, question, answer FROM samples WHERE id = ?", (sid,))
-    path = cons_mod.task_path(ws, r["node_id"])
-    return {"sample_id": sid, "image_id": r["image_id"], "task_type": path, "question": r["question"],
-            "answer": r["answer"], "p_good": float(cons.posterior.get(sid, np.nan))}
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def _categories(root: str, v: tuple) -> dict:
-    return cons_mod.first_level(data.open_workspace(root))
-
-
-def _thumbnail(root: str, image_id: str) -> None:
-    img = data.open_workspace(root).store.one("SELECT root, path FROM images WHERE id = ?", (image_id,))
-    if img is None:
+def _thumbnail(ws: Workspace, image_id: str) -> None:
+    found = aq.image_file(ws, image_id)
+    if found is None:
         st.warning("image not registered")
         return
-    p = data.image_path(img["root"], img["path"])
+    p, rel = found
     if p.exists():
-        st.image(str(p), caption=img["path"], width=320)
+        st.image(str(p), caption=rel, width=320)
     else:
         st.warning(f"image file missing: {p}")
 
@@ -291,7 +216,7 @@ def _reliability(root: str, cons) -> None:
                   else "Human votes left out."))
     fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in ("sensitivity", "specificity", "accuracy")}
     st.dataframe(cons.reliability, hide_index=True, key="adj_rel", column_config=fmt)
-    per_cat = cons.by_category(_categories(root, data.version(root, "nodes")))
+    per_cat = cons.by_category(aq.categories(root, data.version(root, "nodes")))
     if per_cat.empty:
         return
     st.markdown("**Accuracy per first-level category**")
@@ -306,26 +231,24 @@ def _reliability(root: str, cons) -> None:
 
 def prewarm(root: str) -> None:
     """Load the stored fit; fit only a small vote table (a large fit is seconds of CPU the other pages need)."""
-    large = _count_votes(root) > AUTO_COMPUTE_VOTES
-    key = _key_large(root, True) if large else _key(root, True)
-    cons = _consensus(root, key, True, not large)
+    large = aq.count_votes(root) > AUTO_COMPUTE_VOTES
+    key = aq.votes_key_large(root, True) if large else aq.votes_key(root, True)
+    cons = aq.consensus(root, key, True, not large)
     if cons is not None:
-        _candidates(root, key, True, cons.key, 0)
+        aq.candidates(root, key, True, cons.key, 0, CANDIDATES)
 
 
 def prewarm_late(root: str) -> None:
     """A large vote table with no stored fit in either mode (a new workspace): fit it once, so the page opens on
     its queue rather than on "press Recompute". A page that presses Recompute meanwhile waits for this same fit
     (one compute per cache key), it does not start a second one."""
-    n = _count_votes(root)
-    ws = data.open_workspace(root)
-    if not (AUTO_COMPUTE_VOTES < n <= PREWARM_FIT_VOTES) or any(
-            cons_mod.latest_stored(ws, mode) for mode in (True, False)):
+    n = aq.count_votes(root)
+    if not (AUTO_COMPUTE_VOTES < n <= PREWARM_FIT_VOTES) or aq.has_stored_fit(data.open_workspace(root)):
         return
     _BACKGROUND_FIT.set()
     try:
-        key = _key_large(root, True)
-        cons = _fit(root, key, True)
-        _candidates(root, key, True, cons.key, 0)
+        key = aq.votes_key_large(root, True)
+        cons = aq.fit(root, key, True)
+        aq.candidates(root, key, True, cons.key, 0, CANDIDATES)
     finally:
         _BACKGROUND_FIT.clear()

@@ -1,0 +1,239 @@
+"""The embedding map's figures, built from its points (queries/map.py) and cached per data version and view:
+each point's colour group and the groups' colours (shared by every view, so they read alike), the picture of every
+point (map_picture), the interactive canvas's rows, the lasso view's Plotly traces, the discovered clusters drawn over
+the map, and the legend."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+
+import numpy as np
+import pandas as pd
+import plotly.colors as pc
+import plotly.graph_objects as go
+import streamlit as st
+
+from workbench.apps.dashboard import data
+from workbench.apps.dashboard import map_picture as mp
+from workbench.apps.dashboard.queries import map as mq
+
+MAX_GROUPS = 48
+# One fixed colour per group, shared by its image and task-type traces (plotly's default cycle has 10).
+PALETTE = list(pc.qualitative.Dark24) + list(pc.qualitative.Light24)
+OTHER_COLOUR = "#b0b0b0"
+OUTCOME_COLOURS = {"all passed": "#2ca02c", "some passed": "#ff9f1c", "none passed": "#d62728",
+                   "not refereed": OTHER_COLOUR}
+MODEBAR_MARGIN = 36   # px above the plot area: the modebar's own strip, clear of the legend
+# Points drawn by default: the browser's time grows with the point count (Vega-Lite: ~0.36 s per 10k on a 2-core
+# machine; WebGL ~2 s for 100k in software), so a large map is drawn from a fixed random sample unless the user
+# asks for more. The picture view shows every point, and a box selects every point in it, drawn or not.
+POINT_CHOICES = {"5,000": 5_000, "10,000": 10_000, "20,000": 20_000, "50,000": 50_000, "all": 0}
+DEFAULT_POINTS = "5,000"
+
+
+def sample_mask(n: int, max_points: int, seed: int = 0) -> np.ndarray:
+    """Which of n points to draw: all, or a fixed random sample of max_points (the same on every rerun)."""
+    keep = np.ones(n, bool)
+    if max_points and n > max_points:
+        keep[:] = False
+        keep[np.random.default_rng(seed).choice(n, max_points, replace=False)] = True
+    return keep
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def groups(root: str, key: str, v: tuple, colour: str, min_votes: int) -> tuple[np.ndarray, list[str], dict]:
+    """Each point's colour group (the MAX_GROUPS largest, the rest '(other)'), the groups in legend order, and each
+    group's colour: shared by the picture and the interactive scatter, so both read alike."""
+    df = mq.points(root, key, data.version(root, *mq.POINT_TABLES))
+    col = (mq.outcomes(root, key, data.version(root, *data.OUTCOME_TABLES), min_votes) if colour == "outcome"
+           else df[colour].to_numpy())
+    counts = pd.Series(col).value_counts()
+    top = set(counts.index[:MAX_GROUPS])
+    grp = np.where(pd.Series(col).isin(top).to_numpy(), col, "(other)").astype(str)
+    names = [str(n) for n in counts.index[:MAX_GROUPS]] + (["(other)"] if len(counts) > MAX_GROUPS else [])
+    colour_of = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(map(str, counts.index[:MAX_GROUPS])))}
+    colour_of.update({"(other)": OTHER_COLOUR, "task type": "#222222"})
+    if colour == "outcome":   # outcomes read as traffic lights, not as arbitrary categories
+        colour_of.update(OUTCOME_COLOURS)
+    return grp, names, colour_of
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def traces(root: str, key: str, v: tuple, colour: str, min_votes: int,
+           max_points: int = POINT_CHOICES[DEFAULT_POINTS]) -> tuple[list[dict], list[np.ndarray]]:
+    """Scattergl traces (plain dicts of compact arrays), one per colour group and kind, and for each
+    trace the point rows it holds (kept on the server: a selection reports curve and point index)."""
+    df = mq.points(root, key, data.version(root, *mq.POINT_TABLES))
+    keep = sample_mask(len(df), max_points)
+    grp, names, colour_of = groups(root, key, v, colour, min_votes)
+    is_task = (df["kind"] == "task").to_numpy()
+    x, y = df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32)
+    out, rows = [], []
+    for name in names:
+        for task in (False, True):
+            idx = np.flatnonzero((grp == name) & (is_task == task) & keep).astype(np.int32)
+            if not len(idx):
+                continue
+            # Two legend groups, images (circles) and task types (diamonds), each item per colour group.
+            t = {"type": "scattergl", "mode": "markers", "x": x[idx], "y": y[idx],
+                 "name": str(name)[:40], "legendgroup": "tasks" if task else "images", "showlegend": True,
+                 "legendgrouptitle": {"text": "task types ◆" if task else "images ●"},
+                 "marker": {"size": 6 if task else 4, "symbol": "diamond" if task else "circle",
+                            "opacity": 0.9 if task else 0.6, "color": colour_of[str(name)],
+                            **({"line": {"width": 0.5, "color": "#222222"}} if task else {})}}
+            if task:
+                t["hovertext"] = df["label"].to_numpy()[idx]
+                t["hovertemplate"] = "%{hovertext}<extra>task type</extra>"
+            else:
+                t["hovertemplate"] = f"image · {str(name)[:40]}<extra></extra>"
+            out.append(t)
+            rows.append(idx)
+    return out, rows
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def scatter(root: str, key: str, v: tuple, colour: str, min_votes: int, max_points: int, layer_v: tuple | None
+            ) -> tuple[go.Figure, list[np.ndarray], list[dict]]:
+    """The interactive view's figure (built once: validating 80 traces of 20k points is ~0.2 s a rerun), each trace's
+    point rows, and the discovered clusters drawn (`layer_v` set). Callers only read the figure."""
+    specs, rows = traces(root, key, v, colour, min_votes, max_points)
+    clusters = []
+    if layer_v is not None:
+        extra, extra_rows, clusters = cluster_layer(root, key, layer_v)
+        specs, rows = specs + extra, rows + extra_rows
+    fig = go.Figure()
+    fig.add_traces([go.Scattergl(t) for t in specs])
+    # The legend sits right of the plot from the plot's top down, and the top margin holds the modebar: at
+    # plotly's default place the legend covers the modebar. (Below the plot, plotly stacks each legend group
+    # in a column that squeezes the plot.) showlegend is explicit: plotly hides a legend of one trace.
+    fig.update_layout(height=640, margin={"l": 0, "r": 0, "t": MODEBAR_MARGIN, "b": 0}, dragmode="lasso",
+                      showlegend=True,
+                      legend={"itemsizing": "constant", "orientation": "v", "x": 1.01, "xanchor": "left", "y": 1,
+                              "yanchor": "top", "groupclick": "toggleitem"},
+                      xaxis={"showticklabels": False}, yaxis={"showticklabels": False})
+    return fig, rows, clusters
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def picture(root: str, key: str, v: tuple, colour: str, min_votes: int, layer_v: tuple | None
+            ) -> tuple[bytes, list[dict]]:
+    """The whole map as a PNG (map_picture) and its legend rows [{name, colour, images, task_types}]; with the
+    discovered-clusters layer (`layer_v` set) the map is faded and each cluster drawn over it as rings, its
+    exemplars as filled marks, and the legend lists the clusters."""
+    df = mq.points(root, key, data.version(root, *mq.POINT_TABLES))
+    grp, names, colour_of = groups(root, key, v, colour, min_votes)
+    is_task = (df["kind"] == "task").to_numpy()
+    rgb_of = {n: mp.hex_rgb(colour_of[n]) for n in names}
+    rgb = np.array([rgb_of[g] for g in names], np.uint8)[pd.Series(grp).map({n: i for i, n in enumerate(names)})
+                                                         .to_numpy()]
+    images = np.flatnonzero(~is_task)
+    images = images[np.random.default_rng(0).permutation(len(images))]   # no group hides another by coming last
+    tasks = np.flatnonzero(is_task)
+    layers = [mp.Layer(images, rgb[images], 3), mp.Layer(tasks, rgb[tasks], 3, rim=1)]
+    dim = 0.0
+    if layer_v is not None:
+        specs, rows, _ = cluster_layer(root, key, layer_v)
+        for t, idx in zip(specs, rows):
+            c = mp.hex_rgb(t["marker"]["color"])
+            exemplar = t["marker"]["symbol"] == "star"
+            layers.append(mp.Layer(idx, np.tile(c, (len(idx), 1)), 7 if exemplar else 9, rim=1 if exemplar else 2,
+                                   hollow=not exemplar))
+        dim = 0.7
+    png = mp.draw(df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32), layers, dim=dim)
+    return png, legend_rows(root, key, v, colour, min_votes, layer_v)
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def legend_rows(root: str, key: str, v: tuple, colour: str, min_votes: int, layer_v: tuple | None) -> list[dict]:
+    """The legend of the picture and the interactive view, [{name, colour, images, task_types}] over every point:
+    one row per colour group, or with the clusters layer (`layer_v` set) one per discovered cluster."""
+    if layer_v is not None:
+        specs, rows, _ = cluster_layer(root, key, layer_v)
+        return [{"name": t["name"], "colour": t["marker"]["color"], "images": len(idx), "task_types": 0}
+                for t, idx in zip(specs, rows) if t["marker"]["symbol"] != "star"]
+    df = mq.points(root, key, data.version(root, *mq.POINT_TABLES))
+    grp, names, colour_of = groups(root, key, v, colour, min_votes)
+    is_task = (df["kind"] == "task").to_numpy()
+    return [{"name": n, "colour": colour_of[n], "images": int(((grp == n) & ~is_task).sum()),
+             "task_types": int(((grp == n) & is_task).sum())} for n in names]
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def canvas_points(root: str, key: str, v: tuple, colour: str, min_votes: int, max_points: int,
+                  layer_v: tuple | None) -> tuple[pd.DataFrame, dict, list[dict]]:
+    """The interactive view's rows (x, y, kind: image | task | ring | star, group, label; images in a random order so
+    no group hides another by coming last, then task types, then the clusters layer), the colour of each group in
+    legend order, and the clusters drawn. Callers only read them."""
+    df = mq.points(root, key, data.version(root, *mq.POINT_TABLES))
+    grp, names, colour_of = groups(root, key, v, colour, min_votes)
+    keep = sample_mask(len(df), max_points)
+    is_task = (df["kind"] == "task").to_numpy()
+    images = np.flatnonzero(~is_task & keep)
+    rows = [images[np.random.default_rng(0).permutation(len(images))], np.flatnonzero(is_task & keep)]
+    kinds, group = ["image", "task"], [grp[rows[0]], grp[rows[1]]]
+    colours = {n: colour_of[n] for n in names}
+    clusters = []
+    if layer_v is not None:
+        specs, layer_rows, clusters = cluster_layer(root, key, layer_v)
+        for t, idx in zip(specs, layer_rows):
+            rows.append(idx)
+            kinds.append("star" if t["marker"]["symbol"] == "star" else "ring")
+            group.append(np.full(len(idx), t["name"], dtype=object))
+            colours.setdefault(t["name"], t["marker"]["color"])
+    at = np.concatenate(rows).astype(np.int64)
+    frame = pd.DataFrame({
+        "x": df["x"].to_numpy(np.float32)[at], "y": df["y"].to_numpy(np.float32)[at],
+        "kind": pd.Categorical(np.repeat(kinds, [len(r) for r in rows]), categories=["image", "task", "ring", "star"]),
+        "group": pd.Categorical(np.concatenate(group).astype(str), categories=list(colours)),
+        # Names only for task types (short leaf names): 10k image paths would triple the payload.
+        "label": np.where(df["kind"].to_numpy()[at] == "task", df["label"].to_numpy()[at], "")})
+    return frame, colours, clusters
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def cluster_layer(root: str, key: str, v: tuple) -> tuple[list[dict], list[np.ndarray], list[dict]]:
+    """The discovered clusters (`workbench discover`) drawn over the map: per cluster its images as open rings and
+    its exemplars (the images the VLM named it from) as stars, one legend entry per cluster. Returns (traces,
+    point rows per trace, clusters [{id, name, status, size, drawn}]). The latest discovery per cluster."""
+    df = mq.points(root, key, data.version(root, *mq.POINT_TABLES))
+    row_of = pd.Series(np.arange(len(df)), index=df["item_id"].where(df["kind"] == "image"))
+    row_of = row_of[row_of.index.notna() & ~row_of.index.duplicated()]
+    found = mq.discovered_clusters(data.open_workspace(root))
+    x, y = df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32)
+    out, rows, clusters = [], [], []
+    for i, r in enumerate(found):
+        colour = PALETTE[i % len(PALETTE)]
+        name = f"#{r['id']} {r['name'] or '(unnamed)'}"[:40]
+        members = row_of.reindex(json.loads(r["image_ids"])).dropna().to_numpy(np.int32)
+        stars = row_of.reindex(json.loads(r["exemplar_ids"])).dropna().to_numpy(np.int32)
+        clusters.append({"id": r["id"], "name": name, "status": r["status"], "size": r["size"],
+                         "drawn": int(len(members))})
+        for idx, exemplar in ((members, False), (stars, True)):
+            if not len(idx):
+                continue
+            out.append({"type": "scattergl", "mode": "markers", "x": x[idx], "y": y[idx], "name": name,
+                        "legendgroup": f"cluster{r['id']}", "showlegend": not exemplar,
+                        "legendgrouptitle": {"text": "discovered clusters ☆"} if i == 0 and not exemplar else None,
+                        "marker": {"size": 13 if exemplar else 8, "symbol": "star" if exemplar else "circle-open",
+                                   "color": colour, "line": {"width": 1.5 if not exemplar else 0.5,
+                                                             "color": colour if not exemplar else "#222222"}},
+                        "hovertemplate": f"{'exemplar of ' if exemplar else ''}{name}<extra>{r['status']}</extra>"})
+            rows.append(idx)
+    for t in out:
+        if t["legendgrouptitle"] is None:
+            del t["legendgrouptitle"]
+    return out, rows, clusters
+
+
+def legend_html(rows: list[dict], title: str) -> str:
+    """The picture's and the interactive view's legend: a colour swatch, the group's name and its counts, one line
+    each."""
+    items = "".join(
+        f"<div style='display:flex;gap:6px;align-items:baseline;font-size:13px;line-height:1.5'>"
+        f"<span style='flex:none;width:10px;height:10px;background:{r['colour']};display:inline-block'></span>"
+        f"<span title='{escape(r['name'])}: {r['images']:,} images, {r['task_types']:,} task types'>"
+        f"{escape(r['name'][:40])}<span style='color:#888'> {r['images']:,} · {r['task_types']:,}</span></span></div>"
+        for r in rows)
+    return (f"<div style='max-height:740px;overflow-y:auto'><div style='font-weight:600;font-size:13px'>"
+            f"{escape(title)}</div><div style='color:#888;font-size:12px'>images · task types</div>{items}</div>")

@@ -1,0 +1,287 @@
+"""Embedding map: CLIP image and task-type embeddings projected together (UMAP) in one scatter.
+
+The projection is computed once and stored (`workbench.analysis.projection`); this page only
+reloads it. Three views of it: a picture of every point drawn on the server (`map_picture`), an interactive
+Vega-Lite canvas (hover, zoom, box selection) and a Plotly WebGL scatter for lasso selection. Colour by
+first-level category, referee outcome or source; the discovered clusters (`workbench discover`) can be drawn
+over it as a layer; selecting points shows the images with their task types and Q&A. The figures are built (and
+cached) in map_figures.py, the points read in queries/map.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from workbench.analysis import projection
+from workbench.apps.dashboard import charts, data
+from workbench.apps.dashboard import map_figures as mf
+from workbench.apps.dashboard.perf import primer
+from workbench.apps.dashboard.queries import map as mq
+from workbench.core.workspace import Workspace
+
+COLOUR_BY = {"first-level category": "category", "referee outcome": "outcome", "source": "source"}
+COLOUR_BY_TITLE = {"category": "first-level category", "outcome": "referee outcome", "source": "source"}
+GRID = 24
+# A map the interactive view would sample opens as a server-drawn picture of every point (map_picture): drawing
+# a large map in the browser costs seconds without a GPU. The user switches views with one click.
+# "Interactive" is a Vega-Lite canvas (code Streamlit ships: the switch from the picture takes 0.8-1.0 s at paper
+# scale); "Lasso" is Plotly's WebGL scatter, for free-hand selection (its first chart in a tab takes ~0.85 s to build
+# before any data, ~2.3 s with loading Plotly). Plotly is not loaded ahead for it (measured at paper scale, 3 passes:
+# a hidden Plotly chart under the picture took the switch to Lasso from 3.97 s to 1.62 s but the page's first render
+# from 2.81 s to 3.65 s; under the canvas, picture -> interactive from 1.21 s to 2.79 s). Loading Plotly dominates
+# the switch: one trace per kind with per-point colours instead of one per colour group and kind (~96) left it at
+# ~4 s.
+VIEWS = {"picture": "Picture", "interactive": "Interactive", "lasso": "Lasso"}
+PICTURE_ABOVE = mf.POINT_CHOICES[mf.DEFAULT_POINTS]
+BOX, ZOOM = "box", "zoom"   # the interactive view's selection parameters
+
+
+def first_screen() -> tuple[str, ...]:
+    """Lazily loaded element kinds this run draws, for the shell to send first (perf/primer.py): Vega-Lite in the
+    interactive view, Plotly in the lasso view (a first visit of a small map opens the interactive view too, without
+    the head start)."""
+    view = st.session_state.get("map_view") or st.query_params.get("view")
+    return {"interactive": ("vega",), "lasso": ("plotly",)}.get(view, ())
+
+
+@dataclass(frozen=True)
+class _Map:
+    """One drawing of a stored projection: its points and what every view's figures are keyed on."""
+    root: str
+    proj: projection.Projection
+    df: pd.DataFrame            # the points (mq.points)
+    v: tuple                    # the figures' data version (with the referee outcomes' when coloured by them)
+    colour: str                 # a COLOUR_BY value
+    min_votes: int
+    layer_v: tuple | None       # the discovered clusters' version when drawn as a layer, else None
+
+    @property
+    def args(self) -> tuple:
+        return self.root, self.proj.key, self.v, self.colour, self.min_votes
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return int((self.df["kind"] == "image").sum()), int((self.df["kind"] == "task").sum())
+
+    @property
+    def about(self) -> str:
+        return f"{self.proj.method.upper()} stored {self.proj.created_at[:19]}, key `{self.proj.key}`."
+
+    @property
+    def legend_title(self) -> str:
+        return "discovered clusters" if self.layer_v else COLOUR_BY_TITLE[self.colour]
+
+
+def render(root: str, ws: Workspace) -> None:
+    sets = mq.embedding_sets(ws)
+    if not sets:
+        data.empty_state("No CLIP embeddings", "embedding_sets")
+        return
+    label = {s["key"]: f"{s['kind']} · {s['model']} · {s['n']:,} rows" for s in sets}
+    model = sets[0]["model"]
+    default = [s["key"] for s in sets if s["model"] == model][:2]
+    c1, c2, c3, c4, c5, c6 = st.columns([1.7, 0.9, 1.1, 1.5, 0.9, 1.5])
+    chosen = c1.multiselect("Embedding sets (of one model)", list(label), default=default, format_func=label.get,
+                            key="map_sets")
+    method = c2.selectbox("Method", projection.METHODS, key="map_method",
+                          help="UMAP (the map to read); PCA is instant but crowds clusters.")
+    colour = COLOUR_BY[c3.selectbox("Colour by", list(COLOUR_BY), key="map_colour")]
+    layer = _clusters_toggle(root, c6)
+    if not chosen:
+        st.info("Choose at least one embedding set.")
+        return
+    proj = mq.stored(root, tuple(sorted(chosen)), method, data.version(root, *mq.PROJECTION_TABLES))
+    if proj is None:
+        _offer_to_compute(ws, chosen, method)
+        return
+    v = data.version(root, *mq.POINT_TABLES)
+    df = mq.points(root, proj.key, v)
+    view = _view_switch(c4, len(df))
+    m = _Map(root, proj, df, v + (data.version(root, *data.OUTCOME_TABLES) if colour == "outcome" else ()), colour,
+             ws.config.select.min_votes, v + data.version(root, "discoveries") if layer else None)
+    # On every view (disabled on the picture): a widget that is already there makes the switch of views quicker.
+    shown = c5.selectbox("Points drawn", list(mf.POINT_CHOICES), key="map_points", disabled=view == "picture",
+                         index=list(mf.POINT_CHOICES).index(mf.DEFAULT_POINTS),
+                         help="The interactive and lasso views draw a large map from a fixed random sample: much "
+                              "faster to paint ('all' draws every point). The picture always draws every point.")
+    if view == "picture":
+        _picture(m)
+        return
+    sel = _lasso(m, mf.POINT_CHOICES[shown]) if view == "lasso" else _canvas(m, mf.POINT_CHOICES[shown])
+    if sel:
+        _selection(root, df, sel)
+
+
+def _clusters_toggle(root: str, col) -> bool:
+    """The discovered-clusters layer switch (off and disabled without clusters); True when it is drawn."""
+    has_clusters = data.has_rows(root, "discoveries")
+    if has_clusters and "map_clusters" not in st.session_state:   # ?layer=clusters: opened from the Gaps page
+        st.session_state["map_clusters"] = st.query_params.get("layer") == "clusters"
+    layer = col.toggle("Discovered clusters", key="map_clusters", disabled=not has_clusters,
+                       help="Images no task type fitted, clustered by `workbench discover`: rings per cluster, "
+                            "marks its exemplars. Select them to see the images." if has_clusters else
+                            "No discovered clusters yet: `workbench discover WORKSPACE`.")
+    return bool(layer and has_clusters)
+
+
+def _offer_to_compute(ws: Workspace, chosen: list[str], method: str) -> None:
+    st.info(f"No stored {method.upper()} projection of these sets yet. Computing it takes about a minute for "
+            "100k points (stored in the workspace and reloaded afterwards).")
+    if st.button(f"Compute the {method.upper()} projection", key="map_compute"):
+        with st.spinner("Projecting…"):
+            mq.compute(ws, chosen, method)
+        st.rerun()
+
+
+def _view_switch(col, n_points: int) -> str:
+    if "map_view" not in st.session_state:   # ?view=interactive|picture; else by the map's size
+        asked = st.query_params.get("view")
+        st.session_state["map_view"] = asked if asked in VIEWS else (
+            "picture" if n_points > PICTURE_ABOVE else "interactive")
+    return col.radio("View", list(VIEWS), format_func=VIEWS.get, key="map_view", horizontal=True,
+                     help="Picture: every point, drawn on the server (fast at any size). Interactive: hover names, "
+                          "zoom with the wheel (shift-drag pans), drag a box to see its images. Lasso: free-hand "
+                          "selection (Plotly; slower to open). A large map is sampled in the last two.")
+
+
+def _picture(m: _Map) -> None:
+    png, legend = mf.picture(*m.args, m.layer_v)
+    n_img, n_task = m.counts
+    st.caption(f"Every point: {n_img:,} images (small squares) and {n_task:,} task types (larger, dark rim). "
+               f"{m.about} Switch the view to Interactive to hover, zoom and select.")
+    left, right = st.columns([5, 1])
+    left.image(png, width="stretch")
+    with right:
+        st.html(mf.legend_html(legend, m.legend_title))
+    # After the picture: the browser loads the interactive view's chart code while the picture is read, so the
+    # switch to Interactive only draws.
+    primer.send(("vega",))
+
+
+def _about_drawing(m: _Map, drawn: int, how: str, clusters: list[dict]) -> None:
+    n_img, n_task = m.counts
+    sampled = (f" Drawing a fixed random sample of {drawn:,} of {len(m.df):,} points ('Points drawn' shows more)."
+               if drawn < len(m.df) else "")
+    st.caption(f"{n_img:,} images (circles) and {n_task:,} task types (diamonds); {m.about} {how}{sampled}")
+    if clusters:
+        st.caption("Discovered clusters: " + "; ".join(
+            f"{c['name']} ({c['drawn']:,} of {c['size']:,} images on the map, {c['status']})" for c in clusters))
+
+
+def _lasso(m: _Map, max_points: int) -> list[int]:
+    """Plotly's WebGL scatter; the selected points (rows of `points`)."""
+    fig, rows, clusters = mf.scatter(*m.args, max_points, m.layer_v)
+    _about_drawing(m, sum(len(r) for r in rows), "Draw a lasso or box to select.", clusters)
+    event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    return _selected_rows(event, rows)
+
+
+def _canvas(m: _Map, max_points: int) -> list[int] | None:
+    """The interactive Vega-Lite canvas with its legend; every point in the box (None: no box)."""
+    frame, colours, clusters = mf.canvas_points(*m.args, max_points, m.layer_v)
+    drawn = int((frame["kind"].isin(("image", "task"))).sum())
+    _about_drawing(m, drawn, "Hover for names; the wheel zooms, shift-drag pans, a drag selects a box, a "
+                   "double-click resets.", clusters)
+    left, right = st.columns([5, 1])
+    with left:
+        spec = charts.scatter_map(colours, box=BOX, zoom=ZOOM, clusters=m.layer_v is not None)
+        event = st.vega_lite_chart(frame, spec, key="map_canvas", width="stretch", on_select="rerun",
+                                   selection_mode=(BOX,))
+    with right:
+        st.html(mf.legend_html(mf.legend_rows(*m.args, m.layer_v), m.legend_title))
+    sel = _boxed_rows(event, m.df)
+    if sel is not None and not sel:
+        st.caption("No points in the box. Drag a box over some points; a double-click clears it.")
+    elif sel and drawn < len(m.df):
+        st.caption("Every point in the box, drawn or not: the drawing is a sample, the selection is not.")
+    return sel
+
+
+def _selection(root: str, df: pd.DataFrame, sel: list[int]) -> None:
+    """The selected points (rows of `points`): their task types as a table, their images as a grid."""
+    picked = df.iloc[sel]
+    img_ids = picked.loc[picked["kind"] == "image", "item_id"].tolist()
+    task_ids = picked.loc[picked["kind"] == "task", "item_id"].tolist()
+    st.subheader(f"Selection: {len(img_ids):,} image(s), {len(task_ids):,} task type(s)")
+    frame = data.node_table(root).set_index("id")
+    if task_ids:
+        st.dataframe(frame.loc[[t for t in task_ids if t in frame.index], ["path", "images", "samples"]].head(500),
+                     key="map_tasks")
+    if img_ids:
+        _grid(root, img_ids[:GRID], frame)
+
+
+def _selected_rows(event, rows: list[np.ndarray]) -> list[int]:
+    try:
+        pts = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    out = set()
+    for p in pts:
+        c, i = p.get("curve_number"), p.get("point_index", p.get("point_number"))
+        if c is not None and i is not None and 0 <= c < len(rows) and 0 <= i < len(rows[c]):
+            out.add(int(rows[c][i]))
+    return sorted(out)
+
+
+def _boxed_rows(event, df: pd.DataFrame) -> list[int] | None:
+    """Every point (rows of `points`, drawn or sampled out) inside the interactive view's box selection, which the
+    browser reports as x and y ranges; None when there is no box."""
+    try:
+        box = event["selection"][BOX]
+        (x0, x1), (y0, y1) = sorted(box["x"]), sorted(box["y"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    x, y = df["x"].to_numpy(), df["y"].to_numpy()
+    return np.flatnonzero((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)).tolist()
+
+
+def _grid(root: str, image_ids: list[str], frame: pd.DataFrame) -> None:
+    imgs = data.image_table(root, data.version(root, "images"))
+    matches = mq.matches_for_images(root, image_ids)
+    samples = mq.samples_for_images(root, image_ids)
+    path_of = frame["path"].to_dict()
+    cols = st.columns(4)
+    for i, image_id in enumerate(image_ids):
+        with cols[i % 4]:
+            if image_id in imgs.index:
+                p = data.image_path(imgs.at[image_id, "root"], imgs.at[image_id, "path"])
+                if p.exists():
+                    st.image(str(p), width="stretch")
+                st.caption(imgs.at[image_id, "path"])
+            m = matches[matches["image_id"] == image_id]
+            for _, r in m.head(5).iterrows():
+                st.markdown(f"- {path_of.get(r['node_id'], r['node_id'])} ({r['score']:.2f})")
+            for _, r in samples[samples["image_id"] == image_id].head(3).iterrows():
+                st.markdown(f"**Q:** {r['question']}  \n**A:** {r['answer']}")
+
+
+def prewarm(root: str) -> None:
+    """The default view, coloured by category: the picture of a large map, the interactive view's points."""
+    found = mq.default_projection(root)
+    if found is not None:
+        ws, proj, v = found
+        if len(mq.points(root, proj.key, v)) > PICTURE_ABOVE:
+            mf.picture(root, proj.key, v, "category", ws.config.select.min_votes, None)
+        mf.canvas_points(root, proj.key, v, "category", ws.config.select.min_votes,
+                         mf.POINT_CHOICES[mf.DEFAULT_POINTS], None)
+        mf.legend_rows(root, proj.key, v, "category", ws.config.select.min_votes, None)
+
+
+def prewarm_late(root: str) -> None:
+    """The lasso view's traces; the picture's other colourings of a large map, so switching 'Colour by' only swaps
+    an image."""
+    found = mq.default_projection(root)
+    if found is None:
+        return
+    ws, proj, v = found
+    mf.scatter(root, proj.key, v, "category", ws.config.select.min_votes, mf.POINT_CHOICES[mf.DEFAULT_POINTS], None)
+    if len(mq.points(root, proj.key, v)) <= PICTURE_ABOVE:
+        return
+    for colour in ("outcome", "source"):
+        vv = v + (data.version(root, *data.OUTCOME_TABLES) if colour == "outcome" else ())
+        mf.picture(root, proj.key, vv, colour, ws.config.select.min_votes, None)
