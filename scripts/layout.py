@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Print the package layout for ARCHITECTURE.md's "Layout" section: one line per package with its modules.
-tests/unit/test_architecture.py checks that the section is this output (regenerate it after moving files).
+tests/test_architecture.py checks that the section is this output (regenerate it after moving files).
 
     python scripts/layout.py
 """

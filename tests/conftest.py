@@ -22,6 +22,27 @@ os.environ.setdefault("WORKBENCH_DASHBOARD_PREWARM", "0")
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The quick lane (`bash scripts/test.sh --quick`) runs every test not marked `integration`. These files are
+# integration tests: they start browsers, notebooks, dashboard servers or CLI subprocesses, load real models
+# (MiniLM, UMAP), build wheels, or time real work; together they are ~95 % of the suite's time. A new test file is a
+# unit test (in the quick lane) unless it is added here.
+INTEGRATION_FILES = {
+    "test_adaptive_referees.py", "test_analysis_projection.py", "test_audit.py", "test_audit_backends.py",
+    "test_audit_image.py", "test_audit_label.py", "test_batch.py", "test_cli_faults.py", "test_consensus.py",
+    "test_coverage_matcher.py", "test_dashboard_app.py", "test_dashboard_browser.py", "test_dashboard_cli.py",
+    "test_dashboard_prewarm.py", "test_demo.py", "test_discovery.py", "test_duplicates.py", "test_embed.py",
+    "test_expand.py", "test_expand_resume.py", "test_gaps_page.py", "test_image_faults.py", "test_images.py",
+    "test_imports.py", "test_map_clusters.py", "test_match.py", "test_models.py", "test_notebook_browser.py",
+    "test_notebook_images.py", "test_notebook_taxonomy.py", "test_notebook_vision.py", "test_notebooks_flow.py",
+    "test_packaging.py", "test_plan.py", "test_ray_engine.py", "test_review_log.py", "test_stage_contract.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in INTEGRATION_FILES:
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture
 def ws(tmp_path):

@@ -326,7 +326,7 @@ def test_review_page_duplicates_need_a_confirmation_per_pair(tree):
 
 
 def test_word_diff_highlights_only_the_words_that_differ():
-    from workbench.apps.dashboard.page_review import word_diff
+    from workbench.apps.dashboard.screens.review import word_diff
 
     a, b = word_diff("Depth~depth estimation from rgb", "Depth~depth estimation from rgbd")
     assert a == "Depth~depth estimation from <mark>rgb</mark>"
