@@ -139,7 +139,8 @@ def test_every_page_renders_in_chromium(tmp_path):
         page.locator("[data-testid=stRadio]").get_by_text("Lasso", exact=True).click()
         page.wait_for_selector("[data-testid=stMain] [data-testid=stPlotlyChart] canvas", timeout=60_000)
         _idle(page)
-        n = page.evaluate("() => document.querySelector('[data-testid=stMain] .js-plotly-plot')._fullData.reduce((a, t) => a + t._length, 0)")
+        n = page.evaluate("() => document.querySelector('[data-testid=stMain] .js-plotly-plot')"
+                          "._fullData.reduce((a, t) => a + t._length, 0)")
         assert n == 40 + 24
         _no_errors(page, "map/lasso")
         browser.close()

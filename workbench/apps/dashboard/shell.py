@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Imported once a workspace is given: the error page above does not wait for pandas and the workspace code
     # (~1 s on a cold server, where the launch head start imports them in the background meanwhile).
-    from workbench.apps.dashboard import data
+    from workbench.apps.dashboard import data  # lazy: the error page does not wait for pandas
 
     try:
         ws = data.open_workspace(str(root))

@@ -34,7 +34,7 @@ def head_start(root: str | None, prewarm: bool) -> None:
         # of this module they would hold up the server's start instead.
         from streamlit import runtime
 
-        from workbench.apps.dashboard import data
+        from workbench.apps.dashboard import data  # lazy: the head start imports it in this thread
 
         first = PAGES[0]
         first.load()
