@@ -28,7 +28,8 @@ def _modules():
 
 def test_architecture_layout_is_the_tree():
     text = (REPO / "ARCHITECTURE.md").read_text(encoding="utf-8")
-    block = re.search(r"## Layout\n(?:.*\n)*?```\n(.*?)```", text, re.S)
+    section = text.split("\n## Layout\n", 1)[1] if "\n## Layout\n" in text else ""
+    block = re.search(r"^```\n(.*?)^```", section, re.S | re.M)
     assert block, "ARCHITECTURE.md has no ## Layout section with a code block"
     assert block.group(1).rstrip("\n") == _layout_script().layout(), \
         "ARCHITECTURE.md's Layout is out of date: paste the output of `python scripts/layout.py` into it"
