@@ -26,7 +26,7 @@ BLOCK = MarkedBlock("# >>> tool block >>>", "# <<< tool block <<<", note="writte
 @pytest.fixture
 def cfg(tmp_path):
     path = tmp_path / "workbench.toml"
-    path.write_text(DEFAULT_CONFIG_TOML.format(name="t"), encoding="utf-8")
+    path.write_text(DEFAULT_CONFIG_TOML.format(name=toml_literal("t")), encoding="utf-8")
     return path
 
 
