@@ -266,7 +266,8 @@ class LLMStage(Stage):
 
         used = {p.hash: p for _, p, _, _ in keyed.items}    # every template the rows use (expand: one per kind)
         first = keyed.items[0][1] if keyed.items else self.prompt
-        with ws.stage_run(self.name, self._call_params(ep, params, keyed, report, engine), lock_key=self.lock_key,
+        with ws.stage_run(self.name, self._call_params(ep, params, keyed, report, engine, used),
+                          lock_key=self.lock_key,
                           model=ep.model, prompt_file=first.display_path if first else None,
                           prompt_hash=first.hash if first else None) as run:
             report.run_id = run.id
@@ -318,13 +319,13 @@ class LLMStage(Stage):
         return _Keyed(items=items, requests=requests, found=found, pending=pending)
 
     def _call_params(self, ep: Endpoint, params: dict, keyed: _Keyed, report: RunReport,
-                     engine: Dispatcher | None) -> dict:
-        """What `stage_runs.params` records of a run that may call (credentials in URLs are never written)."""
-        used = {p.hash: p.display_path for _, p, _, _ in keyed.items}
+                     engine: Dispatcher | None, used: dict[str, PromptTemplate]) -> dict:
+        """What `stage_runs.params` records of a run that may call (credentials in URLs are never written);
+        `used`: the templates the rows use, by hash (their display paths computed once each, not per row)."""
         return {"endpoint": ep.name, "base_url": _public_url(ep.base_url), "params": params,
                 **({"pool": ep.public_urls} if ep.members else {}), **({"batch": True} if report.batch else {}),
                 "rows": len(keyed.items), **({"engine": engine.name} if engine is not None else {}),
-                **self.run_params(), "prompts_used": used}
+                **self.run_params(), "prompts_used": {h: p.display_path for h, p in used.items()}}
 
 
 @dataclass
