@@ -12,7 +12,9 @@ folder of them) and Hugging Face `datasets` folders (`save_to_disk`).
 
 Text backends (`audit_embed.py`): `minilm` (the default, the reference) or `static` (model2vec distilled
 locally from the same model: 1 M items in ~1-2 min, but ~43-63 % top-1 agreement with minilm); the backend
-is stored with the audit (`text_backend`) and a resume never mixes two.
+is stored with the audit (`text_backend`) and a resume never mixes two. Measured (`benchmarks/bench_audit.py`,
+2 cores): minilm ~770 items/s on data with 44 % distinct instructions (1 M in ~21 min; ~52 min if all are
+distinct); the LLM label sample (`audit_label.py`) is the way to check either backend.
 
 Scale: items are processed in chunks (`chunk_size`); each chunk's result is written to
 `arrays/audit/<dir>/chunk-NNNNNN.npz` before the next starts, so a stopped audit resumes at the first

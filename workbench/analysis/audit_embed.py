@@ -6,7 +6,7 @@
              faster (1 M items in ~1-2 min on 2 cores), but its top-1 agrees with `minilm` on only 43-63 %
              of items (the reference is in its top-5 on 71-83 %): a quick first look, opt-in
 
-Measured and left out (`benchmarks/bench_audit.py`, numbers in the audit's ARCHITECTURE paragraph): the
+Measured and left out (`benchmarks/bench_audit.py`; the minilm pass's own speed is in audit.py): the
 same MiniLM exported to ONNX Runtime fp32 (identical top-1, only 1.1-1.35x the PyTorch pass on 2 cores);
 int8 dynamic quantisation (ONNX Runtime: 80-85 % top-1 agreement); truncating instructions to 32/64 tokens
 (first turns are short: none of the measured ones was cut, nothing to gain once batches are length-sorted).

@@ -3,6 +3,11 @@
 Pure functions over pandas frames (no Streamlit), so notebooks and tests use them directly.
 Counts attach to task types (leaves) through `matches` (images CLIP put under a task type),
 `samples` (Q&A with status ok) and `selections`; inner nodes get the totals of their subtree.
+
+Tree charts: `tree_slice` cuts the focus node's subtree `depth` levels deep, reducing the depth to stay within
+`MAX_CHART_NODES` (2,000) and folding the smallest children into "(n more)" when one level is wider; `partition`
+lays a slice out as bands for an icicle or a sunburst, `treemap` as nested squarified rectangles. Also the paper's
+bins (0, 1-10, 11-20, 21-40, ...), long-tail figures and the CLIP token counts of task paths.
 """
 
 from __future__ import annotations

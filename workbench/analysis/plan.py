@@ -14,6 +14,10 @@ per dollar. Every figure has a range (low..high) and says where its rate came fr
   Per-category rates are shrunk towards the global rate (a category with few pilot rows borrows it).
 - **assumed** (nothing measured): the defaults in `ASSUMED` and `[plan]` in workbench.toml, marked as such.
 
+Batch price is list price x `[batch] price_factor`; an unknown price stays unknown (no cost, no samples per dollar).
+With adaptive referees, each referee's share of samples is replayed from the pilot's votes in `[[referees]]` order
+(`stages/referee/stage.py`: `decided`, `is_audit`), with the calls it saves against full voting.
+
 **Cache awareness** (counting rows that already have results, not rendering every request): an image's
 filter call counts as answered when it has `filter_decisions` whose `call_key` is an ok `llm_calls` row
 from the configured model and the current prompt file's hash; the same for Q&A (`samples`) and for each

@@ -4,7 +4,13 @@ the taxonomy or the samples.
 
 Credit is per call: `llm_calls.prompt_hash` (and `expand_results.prompt_hash`) name the exact template
 each reply came from; a stage run may use several (expansion picks a template per parent), so figures
-are read from the calls, never from the run's single `prompt_hash`.
+are read from the calls, never from the run's single `prompt_hash`; `stage_runs.params.prompts_used` lists every
+template a run used. Texts are stored by `llm/prompt_store.py` when an LLM stage run starts.
+
+Outcome figures per version (`outcomes`): calls and errors; expand: proposals added / existing / dropped and the
+top drop reasons; filter: keep rate; Q&A: parse failures and empty answers; referees: pass rate and κ against the
+other referees. The playground (`try_prompt`) runs an edited prompt on a few rows through the normal call path:
+expansion records with `apply=False`, the other stages record nothing; `save_copy` writes `WORKSPACE/prompts/<name>`.
 """
 
 from __future__ import annotations

@@ -34,6 +34,10 @@ none confirmed makes it a gap. Above the band the embedding match stands, below 
 an oracle answering from the labels (what the band and candidates let through, not a model): all P 1.00
 R 0.91; the misses are reference tasks with no labelled task type among the five candidates.
 
+Embedding cost: `our_texts` lists the texts embedded per task type (one source for `score_matrix` and
+`pending_embeddings`, which counts those not yet in the workspace's text-embedding cache): five per task type, so a
+19k-node tree's first match embeds ~96k texts, minutes on a CPU, once.
+
 API (also used by the dashboard): `reference_coverage(ws, path, ...) -> CoverageReport` with `.rows`
 (`CoverageRow`), `.gaps`, `.gaps_by_reference()`, `.gaps_by_ours()`, `.untested_areas()`,
 `.by_reference_category()`, `.to_frame()`, `.to_json()`; `load_labels(csv)` and `evaluate(report, labels)`.

@@ -4,6 +4,13 @@ It builds a workspace from the bundled seed task types and the real photographs 
 packages ship (scikit-image, scikit-learn, matplotlib), runs every stage this machine can run
 offline, and says for each stage it could not run why, and the exact setting that enables it.
 It never pretends: no random-weight CLIP matches, no fake model replies.
+
+Offline it still builds the task map from real sentence embeddings (`textembed`, stored as the embedding set
+`minilm-task-paths` in the embedding stage's row-store format, so the map page reads it like a CLIP set), the
+near-duplicates and the coverage against MMBench. Where the model hub answers it offers to pull the `small`
+profile (`--yes`: no question), then writes `[clip]`, `[endpoints.local_llm]` / `[endpoints.local_vlm]` and two
+referees where the user has set none, and runs expansion (6 level-1 nodes) and the vision stages on 4 photographs.
+A re-run reuses the workspace, the embeddings and the stored projection.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """`workbench doctor`: what this environment can do, and what each missing piece disables.
 
-Keys are reported by the *name* of their environment variable only, never their value.
+Checks: packages; CLIP weights (a local file, or a tag already in the hub cache: never a download); endpoints
+(`GET /models` with their key; each member of a pool at its own URL and key for the pool's model, one line each,
+the pool ok while one answers; with none configured, a local server on the usual ports or OPENAI_BASE_URL); keys
+by the *name* of their environment variable only, never their value; chromium (the browser tests).
 
 It takes a second or two because it waits on nothing it does not have to. A package counts as installed when its
 distribution and its module are found, without importing it: importing them (torch, torchvision, open_clip, umap,

@@ -5,7 +5,9 @@ is an error that names the field instead of a silently ignored setting.
 
 `edit_section` / `edit_sections` are the one way code writes settings into the file (the demo, the notebooks'
 parameters, tests): only the named sections' lines change (comments and everything else stay), values are
-written as TOML literals, and the result must load as a config before it atomically replaces the file.
+written as TOML literals (`toml_literal`), and the result must load as a config before it atomically replaces the
+file. A `MarkedBlock` is a span of lines between two marker comments that a tool owns (the notebooks'
+`PARAMETERS_BLOCK`): `edit_sections(..., block=)` writes inside it only, and `read_block` reads it back.
 """
 
 from __future__ import annotations

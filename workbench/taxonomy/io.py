@@ -2,7 +2,8 @@
 
 Import is two-phase: parse and check the whole source first, collecting every problem
 with its file and line (or JSON location); only if there is no error (or the user asked to
-skip bad entries) is anything written, in one transaction.
+skip bad entries) is anything written, in one transaction. The report's `created` counts what that
+transaction inserted (right under concurrent imports).
 """
 
 from __future__ import annotations

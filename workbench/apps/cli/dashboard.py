@@ -1,8 +1,11 @@
-"""`workbench dashboard DIR`: the Streamlit dashboard on 127.0.0.1 (a thin launcher of `streamlit run`).
+"""`workbench dashboard DIR`: the Streamlit dashboard on 127.0.0.1 (a thin launcher of Streamlit's own `run`,
+through `serve.streamlit_command`: `python -m workbench.apps.dashboard.perf.launch run ...`); and `workbench map`,
+which computes and stores the embedding map's projection headless.
 
-The dashboard has no authentication, so another --host than a loopback address gets a warning. The
-launcher waits for the streamlit process and stops it when it is stopped itself: Ctrl-C, or SIGTERM
-(which the console script turns into `cli.Terminated`), reaches the child as SIGTERM.
+The dashboard has no authentication, so another --host than a loopback address gets a warning (use an SSH
+tunnel or an authenticating reverse proxy). The launcher waits for the streamlit process and stops it when it is
+stopped itself: Ctrl-C, or SIGTERM (which the console script turns into `main.Terminated`), reaches the child as
+SIGTERM (SIGKILL after 10 s, `serve.stop`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,13 @@ and max rowid per table, plus the latest node edit), so a widget interaction reu
 cached frame and a new stage run (new rows) invalidates exactly what it changed. The versions
 are counted again only after something committed to the database (SQLite's `PRAGMA data_version`,
 asked on a connection kept for that); prompt files' versions are re-read every few seconds.
+
+Votes have two more versions: `human_votes` (people's `human:<name>` votes with `max(voted_at)`, read through the
+partial index `votes_human`) and `machine_votes` (all votes minus people's, with the `stage_runs` version: referees
+vote only inside a stage run). What only the referees' votes decide is keyed on `machine_votes` (the Referees page,
+the plan, the machine part of select's rule), so a person's vote recomputes none of it. The machine counts are
+also kept on disk (`arrays/dashboard/machine-votes-<key>.parquet`, the two newest) for a restarted server; "Reload
+data" (`forget_derived`) clears every cache and those files.
 """
 
 from __future__ import annotations

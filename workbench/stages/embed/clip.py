@@ -6,7 +6,11 @@ checkpoint file, a `local-dir:` folder, or empty/`none` for random weights (test
 
 Pretrained tags download from a model hub. Offline, a tag is used only when its file is already
 in the local cache; otherwise `ClipWeightsMissing` says exactly what to set, instead of a hang or
-a traceback (`allow_download = true` lets open_clip fetch it). Heavy imports are lazy.
+a traceback (`allow_download = true` lets open_clip fetch it). Heavy imports are lazy. Random weights are seeded
+(consistent caches) and warned about once per process and config.
+
+Encoding: the text tower runs on only the token columns a batch uses (exact: the tower is causal and pools at the
+end-of-text token); `[clip] image_precision = "bf16"` runs the image tower in bfloat16 (the text tower stays fp32).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ is a hash of those, so changing the model or the template starts a new set and k
 A set's rows live in `arrays/<array_file>/`: every batch is written as its own chunk file
 (`rows-<start>-<stop>.npy`, written to a temp name, fsynced, renamed) and only then are its
 `embedding_rows` committed, so an interrupted run loses at most the batch in flight; a chunk file
-whose rows were never committed is an orphan and is deleted on the next run. After a run the chunks
-are compacted into `base.npy` (streamed, bounded memory).
+whose rows were never committed is an orphan and is deleted on the next run. Once 32 chunks have accumulated
+they are compacted into `base.npy` (streamed, bounded memory).
 
 Reuse: an image's id is its content hash, so an image row is valid forever; a task type's row
 records the hash of the text it embedded (its rendered `~` path), so a rename re-embeds just that
@@ -14,9 +14,14 @@ task type (its old row stays as a dead row; rows are never renumbered). New item
 The bytes read for an image are hashed again: a file changed since registration is recorded as a
 problem and never embedded under its old id.
 
-Stages (`pipeline/base.py`): `EmbedTextStage` ("embed_text") and `EmbedImageStage` ("embed_image"). The
-public `embed_texts_clip(ws)` / `embed_images(ws)` plan first and run the stage (one stage-run record)
-only when something is to be embedded.
+Texts are embedded sorted by length (less padding per batch). Images decode in DataLoader workers (a large JPEG at
+a reduced DCT scale that still covers the model's input side), and an image more than 20:1 is centre-cropped to
+20:1 before the model's transform, whose shortest-side resize would otherwise blow it up.
+
+Stages (`stages/base.py`): `EmbedTextStage` ("embed_text") and `EmbedImageStage` ("embed_image"; on the engine
+in effect, `stages/dispatch.current()`). The public `embed_texts_clip(ws)` / `embed_images(ws)` plan first and run
+the stage (one stage-run record) only when something is to be embedded. `get_text_embeddings(ws)` /
+`get_image_embeddings(ws)` read the current config's sets: (ids, float32 L2-normalised array), no model load.
 """
 
 from __future__ import annotations

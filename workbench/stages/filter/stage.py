@@ -2,7 +2,8 @@
 
 One call per image. Every candidate gets a row in `filter_decisions` (kept or 'not chosen'); a
 label the VLM returned that is not a candidate is recorded with node_id NULL and reason
-'not a candidate'; a reply that cannot be read marks the candidates 'parse error: ...'. Re-running
+'not a candidate' (one that names the last level of several candidates, 'ambiguous'); a reply that cannot be
+read marks the candidates 'parse error: ...'. Re-running
 replaces an image's decisions from the cached reply (no call), so a parser change is applied by
 running the stage again.
 """

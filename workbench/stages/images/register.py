@@ -19,6 +19,10 @@ id has *changed since registration*: `register_images` reports it (and keeps the
 moves to another registered copy of the old content if this run saw one, else it is deleted with what
 was derived from it). `images_report` finds changed and missing files by size/mtime (confirmed by
 hashing), and every reader that knows the id (`load_image_rgb`, embedding) checks the hash.
+
+Manifests: a LLaVA JSON array of {id, image, conversations} or JSONL; each entry also lands in `dataset_items`
+(its first question and answer, a task name from `task_type`/`task`/..., the conversation as given). Every input
+is read before anything is written: a bad manifest line is a WorkbenchError naming file:line.
 """
 
 from __future__ import annotations

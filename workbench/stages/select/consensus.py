@@ -10,9 +10,11 @@ specificity = P(vote 0 | bad)) and each sample's posterior P(good). We use crowd
 - Only valid votes on ok samples count; a sample with no valid vote has no posterior.
 - Per first-level category: the referees' confusion counts weighted by the global posterior (soft counts), i.e.
   the M-step restricted to the category's samples, so no category is fitted on too few samples on its own.
-- The result is stored in `arrays/consensus/` under a key of the votes' content (count, max rowid, a rowid-weighted
-  checksum of the votes: a changed vote changes it) and the options, so the CLI, `select` and the dashboard
-  load it instead of refitting (about 15 s at 400k samples x 3 referees on 2 cores).
+- The result is stored as `arrays/consensus/<with-human|machines>-<key>.npz`, the key a hash of the votes' content
+  (count, max rowid, a rowid-weighted checksum of the votes: a changed vote changes it), the options and crowd-kit's
+  version, so the CLI, `select` and the dashboard load it instead of refitting (about 15 s at 400k samples x 3
+  referees on 2 cores); the newest 4 files are kept.
+- `uncertain_queue`: the samples whose posterior is closest to 0.5, those a person already decided left out.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Selection: keep samples the referees pass, then apply per-task caps/floors and a budget.
 
 Two ways to pass: k-of-N (default: at least K positive machine votes) or Dawid–Skene (`consensus="ds"`:
-posterior P(good) >= `min_posterior`, analysis/consensus.py). A person's decision (`human:<name>` votes,
+posterior P(good) >= `min_posterior`, stages/select/consensus.py). A person's decision (`human:<name>` votes,
 review/adjudication.py) overrides the count in k-of-N and is the true label in Dawid–Skene. A flagged sample
 (`sample_flags`) is never selected.
 
@@ -11,6 +11,12 @@ rather than by sampling samples uniformly, which would favour the big tasks.
 
 Order within a task is a seeded hash of the sample id: reproducible, and independent of row order.
 Every ok sample gets a row in `selections`, the unselected ones with their reason.
+
+The k-of-N rule per sample is shared with the figures that must agree with `select` (the funnel, the dashboard):
+`referee_outcomes` over `machine_vote_counts` (one GROUP BY over every vote) plus `with_people` (people's votes and
+flags, read anew: cheap, so the dashboard keeps the machine counts while people vote). `REFEREE_REASONS` begin the
+stored reasons that mean "did not pass the referees" (not a quota or a cap): how the dashboard counts what passed a
+Dawid–Skene selection.
 """
 
 from __future__ import annotations

@@ -1,6 +1,11 @@
 """The background prewarm: once per server process and workspace, after the first page has rendered, every page's
 module is imported and its caches filled (`Page.prewarm`, then every page's slower `Page.prewarm_late`), so the page
-a user opens next is already computed (the one being viewed computes its own)."""
+a user opens next is already computed (the one being viewed computes its own).
+
+It starts 1.5 s after the first page's own queries, prints "every page's data loaded in N s" to the server's
+terminal, stops between steps at exit (joined: a daemon thread inside torch at interpreter exit aborts the process)
+and is off when `WORKBENCH_DASHBOARD_PREWARM=0` (the test suite). Nothing a page prewarms may take minutes: the
+Gaps page's first reference match, for one, is prewarmed only when few task-type texts still need embedding."""
 
 from __future__ import annotations
 

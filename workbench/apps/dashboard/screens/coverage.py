@@ -3,7 +3,13 @@ by a click, a breadcrumb or a search, a filterable node table, duplicate suggest
 
 A 20k-leaf tree is never shipped whole (measured: 12–16 s to ship a 21k-node figure): the
 chart shows the focused node's subtree a few levels deep, capped at MAX_CHART_NODES, and the
-user drills down by choosing a child or searching; the server does the slicing.
+user drills down by choosing a child or searching; the server does the slicing. The node table ships its first
+2,000 rows unless the user asks for 10,000 or all (the browser decodes ~180 bytes a row).
+
+The charts are laid out on the server (`analysis/coverage.py`: `partition` for the icicle, the default, and the
+sunburst; `treemap`) and drawn as Vega-Lite (`charts.py`), one point selection on `id`: a click on an inner node
+focuses the chart on it, a click on the focus goes up a level (`focus_after_click`). Labels are kept only where a
+band has room. Measured at paper scale: the page in a new tab 3.05 s with Plotly's sunburst, 1.7 s with the icicle.
 """
 
 from __future__ import annotations
