@@ -47,7 +47,7 @@ def referees(store, include_human: bool = False) -> list[str]:
 
 
 def _audit_sql_function(store, fraction: float) -> str:
-    """Register the audit-set test (pipeline/referee/stage.is_audit) on this connection; its SQL name."""
+    """Register the audit-set test (stages/referee/stage.is_audit) on this connection; its SQL name."""
     store.conn.create_function("wb_is_audit", 1, lambda sid: int(is_audit(sid, fraction)), deterministic=True)
     return "wb_is_audit"
 

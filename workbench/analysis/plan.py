@@ -87,7 +87,7 @@ _PATCHES = {"gpt-4.1-mini": 1.62, "gpt-4.1-nano": 2.46, "o4-mini": 1.72, "gpt-5-
 def image_tokens(model: str, width: int, height: int, *, max_side: int = 0, per_image: int = 765) -> int:
     """Input tokens one image costs on `model`, as the provider counts them (see the module docstring)."""
     w, h = float(max(width, 1)), float(max(height, 1))
-    if max_side and max(w, h) > max_side:            # what workbench itself sends (pipeline/vision.py)
+    if max_side and max(w, h) > max_side:            # what workbench itself sends (stages/vision.py)
         s = max_side / max(w, h)
         w, h = max(1.0, math.floor(w * s)), max(1.0, math.floor(h * s))
     m = model.lower().rsplit("/", 1)[-1]
@@ -773,7 +773,7 @@ class _Planner:
                 earlier = order[:i]
                 e = ",".join("?" * len(earlier)) or "NULL"
                 # Adaptive voting asks about a sample only while k-of-N is open given the votes present
-                # (pipeline/referee/stage.py: decided, is_audit); where an earlier referee has not voted yet,
+                # (stages/referee/stage.py: decided, is_audit); where an earlier referee has not voted yet,
                 # the replayed share applies.
                 rows = s.query(
                     f"SELECT s.id, s.node_id, coalesce(sum(v.vote = 1), 0), count(v.sample_id), "

@@ -67,7 +67,7 @@ def _load_set(ws, set_key: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
     idx = np.fromiter((r["row"] for r in rows), dtype=np.int64, count=len(rows))
     kind = "image" if row["kind"] == "image" else "task"
     items = [(kind, r["item_id"]) for r in rows]
-    if path.is_dir():  # the embedding stage's chunked row store (pipeline/embed/stage.py)
+    if path.is_dir():  # the embedding stage's chunked row store (stages/embed/stage.py)
 
         n_rows = row["n_rows"] if "n_rows" in row.keys() and row["n_rows"] is not None else int(idx.max() + 1)
         return RowStore(path).read(idx, int(n_rows)), items

@@ -56,7 +56,7 @@ MIGRATIONS = [
 ]
 
 # Migration 2: who runs a stage. A run left 'running' by a process that is gone (SIGKILL, power loss) is
-# marked 'interrupted' on the next open (pipeline/runs.py); `lock_key` lets a second writer of the same stage
+# marked 'interrupted' on the next open (core/runs.py); `lock_key` lets a second writer of the same stage
 # find the first.
 MIGRATIONS.append(
     """

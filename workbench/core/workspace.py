@@ -92,7 +92,7 @@ class Workspace:
     def prompts_dir(self) -> Path:
         return self.root / "prompts"
 
-    # -- stage runs (pipeline/runs.py) ------------------------------------------------------
+    # -- stage runs (core/runs.py) ------------------------------------------------------
     def stage_run(self, stage: str, params: dict | None = None,
                   **kw: Any) -> contextlib.AbstractContextManager[StageRun]:
         """A stage-run record for a `with` block; see `workbench.core.runs.stage_run`."""

@@ -32,7 +32,7 @@ MIGRATIONS = [
     """,
 ]
 
-# Migration 2: expansion results (taxonomy/expand/stage.py). One row per parent and reply; every
+# Migration 2: expansion results (stages/expand/stage.py). One row per parent and reply; every
 # proposed line is kept with what became of it (added, already there, or dropped and why).
 MIGRATIONS.append(
     """

@@ -233,7 +233,7 @@ class LLMStage(Stage):
         refresh_failed: call again where the stored reply does not parse (the new reply replaces it).
         batch: send the missing calls through the OpenAI Batch API (`llm/batch.py`; default `[batch] enabled`):
         submitted, polled until done (a restarted run resumes polling), ingested into the same cache rows.
-        engine: where the missing calls are made (`workbench/engine/`; default `workbench.engine.current()`):
+        engine: where the missing calls are made (`workbench/engine/`; default `stages.dispatch.current()`):
         None/local here, or e.g. a RayEngine whose workers call and return CallRecords that this process commits
         and records exactly as local replies (same keys: a Ray run then a local one calls nothing twice).
         """

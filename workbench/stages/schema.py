@@ -64,7 +64,7 @@ MIGRATIONS = [
     """,
     # Human adjudication (review/adjudication.py). A person's vote is a `votes` row of referee `human:<name>`
     # (voted_at: when; machine votes have their stage run). A flagged sample is never selected nor exported.
-    # The covering index gains `referee`, so the consensus (analysis/consensus.py) reads every vote with its
+    # The covering index gains `referee`, so the consensus (stages/select/consensus.py) reads every vote with its
     # referee from the index alone.
     """
     ALTER TABLE votes ADD COLUMN voted_at TEXT;

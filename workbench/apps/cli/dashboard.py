@@ -52,7 +52,7 @@ def exposure_warning(host: str, port: int) -> str:
 
 def run_until_stopped(cmd: list[str], env: dict[str, str]) -> int:
     """Run the streamlit server and wait for it. However the wait ends (Ctrl-C, SIGTERM raised as
-    `cli.Terminated`, any error), the server is stopped and reaped before the exception goes on."""
+    `main.Terminated`, any error), the server is stopped and reaped before the exception goes on."""
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
     try:
         return proc.wait()

@@ -534,7 +534,7 @@ def _record_problems(ws: Workspace, bad: list[tuple[str, str]]) -> None:
 
 def embed_images(ws: Workspace, *, clip=None, progress: Progress | None = None, engine=None) -> EmbedReport:
     """Embed every registered image not yet in the current image set (a stage run only if any).
-    engine: see EmbedImageStage (default: `workbench.engine.current()`, local unless set)."""
+    engine: see EmbedImageStage (default: `stages.dispatch.current()`, local unless set)."""
     t0 = time.perf_counter()
     stage = EmbedImageStage(clip=clip, progress=progress, engine=engine if engine is not None else current())
     report = stage.plan(ws)

@@ -83,7 +83,7 @@ def _key(*parts) -> str:
 
 def match(ws: Workspace, k: int | None = None, *, embed: bool = True, progress=None, engine=None) -> MatchReport:
     """Top-k task types for every image; computes missing embeddings first unless embed=False.
-    engine: where full scoring runs (see MatchStage; default `workbench.engine.current()`, local unless set)."""
+    engine: where full scoring runs (see MatchStage; default `stages.dispatch.current()`, local unless set)."""
     engine = engine if engine is not None else current()
     t0 = time.perf_counter()
     cfg = ws.config.match
