@@ -53,6 +53,7 @@ from workbench.analysis.audit_embed import embed
 from workbench.analysis.coverage import load_counts, long_tail, node_frame
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.taxonomy.model import LIVE, Taxonomy
 from workbench.taxonomy.names import SEP
 
@@ -192,7 +193,7 @@ def read_dataset(path: str | Path, fmt: str | None = None, task_field: str | Non
 
 # -- assigning ---------------------------------------------------------------------------------------
 
-def _tasks(ws):
+def _tasks(ws: Workspace):
     idx = Taxonomy.of(ws).index(LIVE)
     leaves = [n.id for n in idx.leaves()]
     if not leaves:
@@ -201,12 +202,13 @@ def _tasks(ws):
     return idx, leaves
 
 
-def task_vectors(ws, idx, leaves, backend: str = "minilm") -> np.ndarray:
+def task_vectors(ws: Workspace, idx, leaves, backend: str = "minilm") -> np.ndarray:
     texts = [TASK_TEXT.format(idx.nodes[i].name) for i in leaves]
     return audit_embed.task_vectors(ws, texts, backend, ws.config.text_embedding.model)
 
 
-def embed_unique(texts: list[str], model: str | None, ws=None, backend: str = "minilm") -> np.ndarray:
+def embed_unique(texts: list[str], model: str | None, ws: Workspace | None = None,
+                 backend: str = "minilm") -> np.ndarray:
     """Vectors of `texts`, each distinct text embedded once, sorted by length (less padding per batch)."""
     uniq, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
     order = sorted(range(len(uniq)), key=lambda i: len(uniq[i]))
@@ -231,7 +233,7 @@ def _dir_name(name: str) -> str:
     return f"{safe}-{hashlib.blake2b(name.encode(), digest_size=4).hexdigest()}"
 
 
-def audit(ws, dataset: str | Path, *, name: str | None = None, fmt: str | None = None,
+def audit(ws: Workspace, dataset: str | Path, *, name: str | None = None, fmt: str | None = None,
           task_field: str | None = None, top_k: int = TOP_K, chunk_size: int = CHUNK_SIZE,
           min_score: float = MIN_SCORE, max_chunks: int | None = None, text_backend: str | None = None,
           on_chunk: Callable[[int, int], None] | None = None) -> AuditResult:
@@ -308,14 +310,14 @@ def audit(ws, dataset: str | Path, *, name: str | None = None, fmt: str | None =
 
 # -- reading results ---------------------------------------------------------------------------------
 
-def list_audits(ws) -> pd.DataFrame:
+def list_audits(ws: Workspace) -> pd.DataFrame:
     rows = ws.store.query("SELECT name, source, format, items, done, status, task_field, model, "
                           "COALESCE(text_backend, 'minilm'), updated_at FROM audit_datasets ORDER BY name")
     return pd.DataFrame([tuple(r) for r in rows], columns=["name", "source", "format", "items", "done", "status",
                                                           "task_field", "model", "text_backend", "updated_at"])
 
 
-def _meta(ws, name: str):
+def _meta(ws: Workspace, name: str):
     row = ws.store.query("SELECT array_dir, items, done, chunk_size FROM audit_datasets WHERE name=?", (name,))
     if not row:
         known = ", ".join(list_audits(ws)["name"]) or "none yet"
@@ -324,7 +326,7 @@ def _meta(ws, name: str):
     return row[0]
 
 
-def load_assignments(ws, name: str):
+def load_assignments(ws: Workspace, name: str):
     """(task-type node ids, columns (n, k), scores (n, k), own labels (n,) or None) of a stored audit."""
     array_dir, items, done, chunk_size = _meta(ws, name)
     d = ws.root / array_dir
@@ -343,7 +345,7 @@ def load_assignments(ws, name: str):
     return leaves, np.concatenate(cols), np.concatenate(scores), own_all
 
 
-def item_counts(ws, name: str, min_score: float = MIN_SCORE) -> pd.Series:
+def item_counts(ws: Workspace, name: str, min_score: float = MIN_SCORE) -> pd.Series:
     """Assigned items (top-1 score >= min_score) per task type, indexed by node id (every audited task type)."""
     leaves, cols, scores, _ = load_assignments(ws, name)
     ok = scores[:, 0] >= min_score if len(scores) else np.zeros(0, bool)
@@ -351,19 +353,19 @@ def item_counts(ws, name: str, min_score: float = MIN_SCORE) -> pd.Series:
     return pd.Series(counts.astype(np.int64), index=pd.Index(leaves, name="node_id"), name="items")
 
 
-def _frame_from_counts(ws, counts: pd.Series) -> pd.DataFrame:
+def _frame_from_counts(ws: Workspace, counts: pd.Series) -> pd.DataFrame:
     idx = Taxonomy.of(ws).index(LIVE)
     df = node_frame(idx, pd.DataFrame({"samples": counts}))
     return df.rename(columns={"samples": "items", "with_samples": "with_items", "cov_samples": "cov_items"})
 
 
-def audit_frame(ws, name: str, min_score: float = MIN_SCORE) -> pd.DataFrame:
+def audit_frame(ws: Workspace, name: str, min_score: float = MIN_SCORE) -> pd.DataFrame:
     """One row per live node (coverage.node_frame) with `items` summed over subtrees, `with_items` (task
     types in the subtree with at least one) and `cov_items` (their share)."""
     return _frame_from_counts(ws, item_counts(ws, name, min_score))
 
 
-def summarise(ws, name: str, min_score: float = MIN_SCORE, top: int = 10) -> dict:
+def summarise(ws: Workspace, name: str, min_score: float = MIN_SCORE, top: int = 10) -> dict:
     _, cols, scores, own = load_assignments(ws, name)
     counts = item_counts(ws, name, min_score)
     frame = _frame_from_counts(ws, counts)
@@ -396,7 +398,7 @@ def summarise(ws, name: str, min_score: float = MIN_SCORE, top: int = 10) -> dic
     }
 
 
-def crosstab(ws, name: str, min_score: float = MIN_SCORE) -> pd.DataFrame:
+def crosstab(ws: Workspace, name: str, min_score: float = MIN_SCORE) -> pd.DataFrame:
     """Items per (the dataset's own task label, our first-level category of the top-1 task type);
     "(unassigned)" below min_score. Empty when the dataset has no task field."""
     leaves, cols, scores, own = load_assignments(ws, name)
@@ -408,13 +410,13 @@ def crosstab(ws, name: str, min_score: float = MIN_SCORE) -> pd.DataFrame:
     return pd.crosstab(pd.Series(own, name="own_task"), pd.Series(ours, name="our_category"))
 
 
-def selected_counts(ws) -> pd.Series:
+def selected_counts(ws: Workspace) -> pd.Series:
     """This workspace's selected samples per task type (node id)."""
     c = load_counts(ws.store)
     return c["selected"].rename("items") if "selected" in c else pd.Series(dtype="int64", name="items")
 
 
-def compare(ws, a: str, b: str = SELECTED, min_score: float = MIN_SCORE) -> pd.DataFrame:
+def compare(ws: Workspace, a: str, b: str = SELECTED, min_score: float = MIN_SCORE) -> pd.DataFrame:
     """Two audits side by side (b = SELECTED: the workspace's selected samples): one row per live node
     with items_a, items_b (subtree sums), share_a, share_b (of each side's assigned items) and diff
     (share_b - share_a). Columns id, path, level, is_leaf, category come from coverage.node_frame."""

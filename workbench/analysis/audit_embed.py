@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.models.textembed import DEFAULT_MODEL, _load, embed_texts, model_path, workspace_cache_dir
 
 BACKENDS = ("minilm", "static")
@@ -68,18 +69,18 @@ def tag(name: str, model: str | None) -> str:
     return f"{name}-{h}"
 
 
-def _models_root(ws) -> Path:
+def _models_root(ws: Workspace) -> Path:
     return ws.arrays_dir / "audit" / "models"
 
 
 # -- static (model2vec) ------------------------------------------------------------------------------
 
-def static_cached(ws, model: str | None) -> bool:
+def static_cached(ws: Workspace, model: str | None) -> bool:
     """Whether this workspace already holds the distilled static model (else the first use distils it)."""
     return (_models_root(ws) / tag("static", model) / "config.json").exists()
 
 
-def _static_model(ws, model: str | None):
+def _static_model(ws: Workspace, model: str | None):
     t = tag("static", model)
     d = _models_root(ws) / t
     with _LOCK:
@@ -107,7 +108,7 @@ def _static_model(ws, model: str | None):
 
 # -- the one entry point -----------------------------------------------------------------------------
 
-def embed(ws, texts: list[str], backend: str, model: str | None) -> np.ndarray:
+def embed(ws: Workspace, texts: list[str], backend: str, model: str | None) -> np.ndarray:
     """(len(texts), dim) float32, rows L2-normalised, made with `backend`."""
     texts = list(texts)
     if backend == "minilm":
@@ -122,7 +123,7 @@ def embed(ws, texts: list[str], backend: str, model: str | None) -> np.ndarray:
     raise WorkbenchError(f"unknown text backend {backend!r}: use one of {', '.join(BACKENDS)}")
 
 
-def task_vectors(ws, texts: list[str], backend: str, model: str | None) -> np.ndarray:
+def task_vectors(ws: Workspace, texts: list[str], backend: str, model: str | None) -> np.ndarray:
     """Task-type texts: `minilm` uses the on-disk cache of the sentence model; `static` embeds them with the
     static model."""
     if backend == "static":

@@ -25,6 +25,7 @@ import numpy as np
 from workbench.analysis.audit import _meta, _records, assign, load_assignments
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.stages.embed.clip import identify, load_clip, model_key
 from workbench.stages.embed.stage import _input_side, bound_aspect, current_task_texts
 from workbench.stages.images.register import ImageError, open_rgb
@@ -60,7 +61,7 @@ def image_paths(dataset: Path, fmt: str, image_root: Path | None) -> list[Path |
     return out
 
 
-def assign_images(ws, name: str, *, image_root: Path | None = None, top_k: int | None = None,
+def assign_images(ws: Workspace, name: str, *, image_root: Path | None = None, top_k: int | None = None,
                   clip=None) -> dict:
     """CLIP top-k task types for every item of audit `name` whose image resolves; stored as image.npz.
     Returns image_summary(ws, name)."""
@@ -110,7 +111,7 @@ def assign_images(ws, name: str, *, image_root: Path | None = None, top_k: int |
     return image_summary(ws, name)
 
 
-def load_image_assignments(ws, name: str):
+def load_image_assignments(ws: Workspace, name: str):
     """(item positions, columns (n, k), scores (n, k), CLIP model key, unreadable count) or None."""
     f = ws.root / _meta(ws, name)[0] / "image.npz"
     if not f.exists():
@@ -119,7 +120,7 @@ def load_image_assignments(ws, name: str):
         return z["item"], z["cols"], z["scores"].astype(np.float32), str(z["model"]), int(z["unreadable"])
 
 
-def image_summary(ws, name: str) -> dict:
+def image_summary(ws: Workspace, name: str) -> dict:
     """{"with_image", "unreadable", "top1_agree" (share of imaged items whose text and image top-1 are the
     same task type), "image_top1_in_text_topk", "category_agree", "clip_model"}; {} without image.npz."""
     got = load_image_assignments(ws, name)
@@ -138,7 +139,7 @@ def image_summary(ws, name: str) -> dict:
     return out
 
 
-def clip_ready(ws) -> str | None:
+def clip_ready(ws: Workspace) -> str | None:
     """None when the configured CLIP can load without a download, else why not (weights missing, no
     open_clip)."""
     try:
@@ -152,7 +153,7 @@ def clip_ready(ws) -> str | None:
             "local weights")
 
 
-def store_summary(ws, name: str, image: dict) -> None:
+def store_summary(ws: Workspace, name: str, image: dict) -> None:
     """Put the image figures into the audit's stored summary under "image"."""
     row = ws.store.query("SELECT summary FROM audit_datasets WHERE name=?", (name,))
     s = json.loads(row[0][0]) if row and row[0][0] else {}

@@ -21,6 +21,7 @@ import pandas as pd
 
 from workbench.analysis.audit import load_assignments, read_dataset
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.audit_label.stage import PROMPT, AuditLabelStage, LabelRow
 from workbench.stages.base import RunReport
@@ -28,7 +29,7 @@ from workbench.taxonomy.model import LIVE, Taxonomy
 from workbench.taxonomy.names import SEP
 
 
-def sample_rows(ws, name: str, n: int, seed: int = 0) -> list[LabelRow]:
+def sample_rows(ws: Workspace, name: str, n: int, seed: int = 0) -> list[LabelRow]:
     """N items of a finished audit, drawn without replacement with `seed`, with their top-k candidates."""
     meta = ws.store.query("SELECT source, format, task_field, status, items FROM audit_datasets WHERE name=?",
                           (name,))
@@ -54,7 +55,7 @@ def sample_rows(ws, name: str, n: int, seed: int = 0) -> list[LabelRow]:
     return rows
 
 
-def label_sample(ws, name: str, n: int, *, seed: int = 0, endpoint=None, prompt: str | Path | None = None,
+def label_sample(ws: Workspace, name: str, n: int, *, seed: int = 0, endpoint=None, prompt: str | Path | None = None,
                  dry_run: bool = False, budget_usd: float | None = None,
                  progress: bool | None = None) -> RunReport:
     tpl = PromptTemplate.load(prompt or PROMPT, workspace_root=ws.root)
@@ -62,7 +63,7 @@ def label_sample(ws, name: str, n: int, *, seed: int = 0, endpoint=None, prompt:
     return stage.run(ws, sample_rows(ws, name, n, seed), dry_run=dry_run, budget_usd=budget_usd, progress=progress)
 
 
-def label_frame(ws, name: str) -> pd.DataFrame:
+def label_frame(ws: Workspace, name: str) -> pd.DataFrame:
     """The stored labels of an audit: item, label, status, top1 (the embedding's), hit (label in top-k)."""
     rows = ws.store.query("SELECT item, candidates, label, status, reason FROM audit_labels WHERE audit=? "
                           "ORDER BY item", (name,))
@@ -71,7 +72,7 @@ def label_frame(ws, name: str) -> pd.DataFrame:
     return df
 
 
-def label_agreement(ws, name: str) -> dict:
+def label_agreement(ws: Workspace, name: str) -> dict:
     """Agreement of the embedding's assignment with the LLM labels of a sample (unreadable replies left out):
     top1 (share of labelled items where the label is the embedding's top-1), topk_hit (share of answered
     items whose label is one of the top-k; "none" is a miss), none_share, and per first-level category of

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import RunReport
 from workbench.stages.discover_name.parse import parse_name  # noqa: F401 (re-exported)
@@ -48,7 +49,7 @@ class DiscoveryResult:
 
 
 # -- 1. candidates ------------------------------------------------------------------------------
-def candidates(ws, threshold: float | None = None) -> dict[str, str]:
+def candidates(ws: Workspace, threshold: float | None = None) -> dict[str, str]:
     """{image_id: why}: 'filter_rejected' (the VLM kept none of its candidates) or 'low_score'."""
     out = {r["image_id"]: "filter_rejected" for r in ws.store.query(
         "SELECT image_id FROM filter_decisions GROUP BY image_id HAVING max(kept) = 0")}
@@ -66,7 +67,7 @@ def _cohesion(x: np.ndarray) -> float:
     return float((x @ _unit(x.mean(0))).mean())
 
 
-def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size: int = 10,
+def find_clusters(ws: Workspace, image_ids: list[str], emb: np.ndarray, *, min_cluster_size: int = 10,
                   exemplars: int = 6, n_nearest: int = 5, n_parents: int = 3, min_gain: float = 0.1,
                   pool: np.ndarray | None = None, seed: int = 0) -> tuple[list[Cluster], int]:
     """Cluster the candidates' embeddings; return (cohesive clusters, biggest first; clusters dropped as loose).
@@ -127,7 +128,7 @@ def find_clusters(ws, image_ids: list[str], emb: np.ndarray, *, min_cluster_size
     return out, loose
 
 
-def discover(ws, *, min_cluster_size: int = 10, threshold: float | None = None, exemplars: int = 6,
+def discover(ws: Workspace, *, min_cluster_size: int = 10, threshold: float | None = None, exemplars: int = 6,
              min_gain: float = 0.1, endpoint=None, prompt: str | Path | None = None, dry_run: bool = False,
              budget_usd: float | None = None, progress: bool | None = None) -> DiscoveryResult:
     """Candidates -> clusters -> one VLM-named `proposed` node per cohesive cluster (see the module doc)."""
@@ -157,7 +158,7 @@ def discover(ws, *, min_cluster_size: int = 10, threshold: float | None = None, 
 
 
 # -- 6. the loop --------------------------------------------------------------------------------------
-def discovery_report(ws) -> list[dict]:
+def discovery_report(ws: Workspace) -> list[dict]:
     """Per discovery: its node's status and how many of its previously unfit images the node (or its subtree)
     now takes, as the best match (`top1`) and anywhere in the stored top-k (`topk`). `matched` is False until
     `workbench match` has scored the node (its row in `match_targets`)."""

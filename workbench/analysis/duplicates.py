@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.models.textembed import embed_texts, workspace_cache_dir
 from workbench.taxonomy.model import LIVE, Taxonomy
 from workbench.taxonomy.names import loose_key
@@ -40,7 +41,7 @@ def _order(a, b):
     return (a, b) if rank(a) <= rank(b) else (b, a)
 
 
-def suggest_merges(ws, *, scope: str = "siblings", threshold: float | None = None,
+def suggest_merges(ws: Workspace, *, scope: str = "siblings", threshold: float | None = None,
                    statuses=LIVE, embed: bool = True) -> list[MergeSuggestion]:
     if scope not in ("siblings", "tree"):
         raise WorkbenchError(f"scope must be 'siblings' or 'tree'; got {scope!r}")
@@ -97,7 +98,7 @@ def suggest_merges(ws, *, scope: str = "siblings", threshold: float | None = Non
     return sorted(found.values(), key=lambda s: (s.kind != "exact", -s.score, s.a_path, s.b_path))
 
 
-def apply_merge(ws, suggestion: MergeSuggestion, *, survivor: str | None = None):
+def apply_merge(ws: Workspace, suggestion: MergeSuggestion, *, survivor: str | None = None):
     """Merge the suggestion's victim into its survivor (or the other way round when `survivor` is b_id)."""
     if survivor not in (None, suggestion.a_id, suggestion.b_id):
         raise WorkbenchError(f"survivor must be {suggestion.a_id} or {suggestion.b_id}; got {survivor!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from workbench.analysis.agreement import adaptive_runs
+from workbench.core.workspace import Workspace
 from workbench.stages.select.stage import referee_outcomes
 from workbench.taxonomy.model import Taxonomy
 
@@ -20,7 +21,7 @@ STAGES = ["matched", "kept by filter", "Q&A parsed", "passed referees", "selecte
 SAVED = "referee calls saved (adaptive)"
 
 
-def referee_calls_saved(ws, *, per_task: bool = False):
+def referee_calls_saved(ws: Workspace, *, per_task: bool = False):
     """Referee calls adaptive voting did not make: (referees x ok samples with any vote) - votes cast.
     An int, or a Series by node_id with per_task."""
     machine = "referee NOT LIKE 'human:%'"     # people's decisions (review/adjudication) are not referee calls
@@ -33,7 +34,7 @@ def referee_calls_saved(ws, *, per_task: bool = False):
     return saved if per_task else int(saved.sum())
 
 
-def funnel(ws, *, min_votes: int | None = None, per_task: bool = False) -> pd.DataFrame:
+def funnel(ws: Workspace, *, min_votes: int | None = None, per_task: bool = False) -> pd.DataFrame:
     """Overall: one row per stage with `count`. Per task: one row per task type, one column per stage."""
     k = ws.config.select.min_votes if min_votes is None else min_votes
     q = {
@@ -65,7 +66,7 @@ def funnel(ws, *, min_votes: int | None = None, per_task: bool = False) -> pd.Da
     return df.reset_index().sort_values("task_type").reset_index(drop=True)
 
 
-def rejections(ws, stage: str | None = None) -> pd.DataFrame:
+def rejections(ws: Workspace, stage: str | None = None) -> pd.DataFrame:
     """Every row a stage did not pass on, with its reason: filter, qa, referee, select."""
     parts = []
     if stage in (None, "filter"):

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.llm.cache import CallCache, request_json
 from workbench.llm.client import resolve_endpoint
 from workbench.llm.cost import estimate_prompt_tokens, is_local_endpoint
@@ -261,7 +262,7 @@ class Plan:
 
 
 # -- building it -------------------------------------------------------------------------------------------
-def make_plan(ws, *, images: int | None = None, through: str = "export") -> Plan:
+def make_plan(ws: Workspace, *, images: int | None = None, through: str = "export") -> Plan:
     """The plan for the current taxonomy and image set, or for `images` images (pilot rates scaled up)."""
     import time
 
@@ -283,7 +284,7 @@ def make_plan(ws, *, images: int | None = None, through: str = "export") -> Plan
 
 
 class _Planner:
-    def __init__(self, ws, images: int | None):
+    def __init__(self, ws: Workspace, images: int | None):
         self.ws, self.cfg, self.s = ws, ws.config, ws.store
         self.assumptions: list[str] = []
         self.rates: dict[str, Rate] = {}

@@ -19,6 +19,7 @@ import numpy as np
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.stages.embed.stage import RowStore
 
 DEFAULT_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 0}
@@ -58,7 +59,7 @@ def projection_key(store, set_keys: list[str], method: str, params: dict) -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _load_set(ws, set_key: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
+def _load_set(ws: Workspace, set_key: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
     row = ws.store.one("SELECT * FROM embedding_sets WHERE key=?", (set_key,))
     path = ws.arrays_dir / row["array_file"]
     if not path.exists():
@@ -78,7 +79,7 @@ def _load_set(ws, set_key: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return np.asarray(arr[idx], dtype=np.float32), items
 
 
-def load(ws, key: str) -> Projection | None:
+def load(ws: Workspace, key: str) -> Projection | None:
     row = ws.store.one("SELECT * FROM projections WHERE key=?", (key,))
     if row is None:
         return None
@@ -89,7 +90,8 @@ def load(ws, key: str) -> Projection | None:
     return Projection(key, row["method"], json.loads(row["params"]), np.load(path), items, row["created_at"])
 
 
-def save(ws, key: str, method: str, params: dict, coords: np.ndarray, items: list[tuple[str, str]]) -> Projection:
+def save(ws: Workspace, key: str, method: str, params: dict, coords: np.ndarray,
+         items: list[tuple[str, str]]) -> Projection:
     """Store coordinates under `key` (file first, then the row: a crash leaves no row without a file)."""
     coords = np.asarray(coords, dtype=np.float32)
     if coords.shape != (len(items), 2):
@@ -119,7 +121,7 @@ def _fit(x: np.ndarray, method: str, params: dict) -> np.ndarray:
     return reducer.fit_transform(x)
 
 
-def get_or_compute(ws, set_keys: list[str], method: str = "umap", params: dict | None = None,
+def get_or_compute(ws: Workspace, set_keys: list[str], method: str = "umap", params: dict | None = None,
                    compute: bool = True) -> Projection | None:
     """The stored projection of these sets with these parameters; computed and stored if missing."""
     if method not in METHODS:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from workbench.analysis.agreement import cohen_kappa
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.llm.cache import CallCache, request_json
 from workbench.llm.client import Endpoint, resolve_endpoint
 from workbench.llm.prompt_store import remember, text_of  # noqa: F401 (the history's own API too)
@@ -35,7 +36,7 @@ from workbench.stages.referee.stage import RefereeStage
 STAGES = ("expand", "filter", "qa", "referee")
 
 
-def history(ws, name: str) -> pd.DataFrame:
+def history(ws: Workspace, name: str) -> pd.DataFrame:
     """The versions of one prompt name, oldest first: hash, first_seen, path, calls, runs."""
     rows = ws.store.query(
         "SELECT t.hash, t.first_seen, t.path, length(t.text) AS chars,"
@@ -47,7 +48,7 @@ def history(ws, name: str) -> pd.DataFrame:
     return df
 
 
-def diff(ws, hash_a: str, hash_b: str, *, html: bool = False, context: int = 3) -> str:
+def diff(ws: Workspace, hash_a: str, hash_b: str, *, html: bool = False, context: int = 3) -> str:
     """A unified diff (or a side-by-side HTML table) between two stored versions."""
     a, b = text_of(ws, hash_a), text_of(ws, hash_b)
     for h, t in ((hash_a, a), (hash_b, b)):
@@ -61,12 +62,12 @@ def diff(ws, hash_a: str, hash_b: str, *, html: bool = False, context: int = 3) 
 
 
 # -- outcome figures --------------------------------------------------------------------------------
-def _one(ws, sql: str, params=()) -> dict:
+def _one(ws: Workspace, sql: str, params=()) -> dict:
     row = ws.store.one(sql, params)
     return dict(row) if row is not None else {}
 
 
-def outcomes(ws, prompt_hash: str) -> dict:
+def outcomes(ws: Workspace, prompt_hash: str) -> dict:
     """What one version produced, for the stage(s) that used it: calls and errors, then per stage
     expand: proposals added / existing / dropped and the top drop reasons; filter: keep rate;
     qa: parse failures and empty answers; referee: pass rate and mean Cohen's κ against the other referees."""
@@ -103,7 +104,7 @@ def outcomes(ws, prompt_hash: str) -> dict:
     return out
 
 
-def _referee_figures(ws, prompt_hash: str) -> dict:
+def _referee_figures(ws: Workspace, prompt_hash: str) -> dict:
     s = ws.store
     v = _one(ws, "SELECT count(*) AS votes, coalesce(sum(valid=0),0) AS invalid_votes, avg(vote) AS pass_rate "
                  "FROM votes WHERE prompt_hash=?", (prompt_hash,))
@@ -118,13 +119,13 @@ def _referee_figures(ws, prompt_hash: str) -> dict:
     return {**v, "kappa_vs_others": kappa}
 
 
-def compare(ws, hashes: list[str]) -> pd.DataFrame:
+def compare(ws: Workspace, hashes: list[str]) -> pd.DataFrame:
     """Outcome figures of several versions side by side (one column per version)."""
     return pd.DataFrame({h: pd.Series(outcomes(ws, h), dtype=object) for h in hashes})
 
 
 # -- the playground ---------------------------------------------------------------------------------
-def stage_prompts(ws, stage: str) -> dict[str, PromptTemplate]:
+def stage_prompts(ws: Workspace, stage: str) -> dict[str, PromptTemplate]:
     """The templates a stage uses now (workspace copies preferred), by template kind or referee name."""
     if stage == "expand":
         return load_prompts(ws)
@@ -136,7 +137,7 @@ def stage_prompts(ws, stage: str) -> dict[str, PromptTemplate]:
     return {stage: _image_stage(ws, stage)(ws).prompt}
 
 
-def _image_stage(ws, stage: str):
+def _image_stage(ws: Workspace, stage: str):
     if stage == "filter":
         return FilterStage
     if stage == "qa":
@@ -144,7 +145,7 @@ def _image_stage(ws, stage: str):
     raise WorkbenchError(f"playground: unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
 
 
-def candidate_rows(ws, stage: str, which: str | None = None, *, limit: int | None = None) -> list:
+def candidate_rows(ws: Workspace, stage: str, which: str | None = None, *, limit: int | None = None) -> list:
     """The rows a stage could run on with prompt `which` (expand: the first level and the accepted parents that
     template is for; others: the stage's rows), the first `limit` of them."""
     if stage == "expand":
@@ -180,7 +181,7 @@ def pick_rows(rows: list, n: int, *, seed: int | None = None, labels: list[str] 
     return random.Random(seed).sample(rows, min(n, len(rows)))
 
 
-def _make_stage(ws, stage: str, which: str | None, prompt: PromptTemplate | None):
+def _make_stage(ws: Workspace, stage: str, which: str | None, prompt: PromptTemplate | None):
     """The stage class with `record` writing nothing: outcomes are collected in memory."""
     if stage == "referee":
         base = RefereeStage
@@ -190,7 +191,7 @@ def _make_stage(ws, stage: str, which: str | None, prompt: PromptTemplate | None
         base, args = _image_stage(ws, stage), (ws,)
 
     class Trial(base):
-        def record(self, ws, oc, run) -> None:   # nothing written: the samples and decisions stay as they are
+        def record(self, ws: Workspace, oc, run) -> None:   # nothing written: samples and decisions stay as they are
             self.seen.append(oc)
 
     st = Trial(*args)
@@ -200,7 +201,7 @@ def _make_stage(ws, stage: str, which: str | None, prompt: PromptTemplate | None
     return st
 
 
-def _edited(ws, stage: str, which: str, text: str) -> PromptTemplate:
+def _edited(ws: Workspace, stage: str, which: str, text: str) -> PromptTemplate:
     current = stage_prompts(ws, stage)
     if which not in current:
         raise WorkbenchError(f"playground: stage {stage!r} has no prompt {which!r}; choose one of "
@@ -208,7 +209,7 @@ def _edited(ws, stage: str, which: str, text: str) -> PromptTemplate:
     return PromptTemplate.from_text(text, path=current[which].path)
 
 
-def _expand_stage(ws, which: str, prompt: PromptTemplate, rows: list, endpoint=None):
+def _expand_stage(ws: Workspace, which: str, prompt: PromptTemplate, rows: list, endpoint=None):
     prompts = dict(load_prompts(ws))
     prompts[which] = prompt
     cfg = ws.config.expand
@@ -216,7 +217,7 @@ def _expand_stage(ws, which: str, prompt: PromptTemplate, rows: list, endpoint=N
     return ExpandStage(ws, prompts, params, apply=False, again=True, endpoint=endpoint or cfg.endpoint)
 
 
-def estimate(ws, stage: str, which: str, text: str, rows: list, *, endpoint=None):
+def estimate(ws: Workspace, stage: str, which: str, text: str, rows: list, *, endpoint=None):
     """The dry run of the edited prompt on `rows`: calls, tokens, cost (a RunReport)."""
     prompt = _edited(ws, stage, which, text)
     st = (_expand_stage(ws, which, prompt, rows, endpoint) if stage == "expand"
@@ -224,7 +225,7 @@ def estimate(ws, stage: str, which: str, text: str, rows: list, *, endpoint=None
     return st.run(ws, rows, dry_run=True, endpoint=endpoint, progress=False)
 
 
-def try_prompt(ws, stage: str, which: str, text: str, rows: list, *, endpoint=None,
+def try_prompt(ws: Workspace, stage: str, which: str, text: str, rows: list, *, endpoint=None,
                budget_usd: float | None = None) -> pd.DataFrame:
     """Run the edited prompt on `rows` through the seam (cache, budget) and put each row's output next to the
     current version's. Expansion records its proposals with apply=False (no node added); the other stages
@@ -265,7 +266,7 @@ def try_prompt(ws, stage: str, which: str, text: str, rows: list, *, endpoint=No
     return df
 
 
-def _cached_replies(ws, stage, rows: list, endpoint=None) -> list[str | None]:
+def _cached_replies(ws: Workspace, stage, rows: list, endpoint=None) -> list[str | None]:
     """The stored raw reply for each row under `stage`'s prompt (None: never asked), keyed as the seam keys."""
     import hashlib
 
@@ -287,7 +288,7 @@ def _show(value) -> str | None:
     return str(value)
 
 
-def save_copy(ws, name: str, text: str) -> Path:
+def save_copy(ws: Workspace, name: str, text: str) -> Path:
     """Save `text` as the workspace's copy of prompt `name` (WORKSPACE/prompts/<name>; the loader prefers it)."""
     PromptTemplate.from_text(text, path=name)      # refuse a template that does not parse
     if Path(name).name != name or not name.endswith(".j2"):

@@ -57,6 +57,7 @@ import numpy as np
 from workbench.core.errors import WorkbenchError
 from workbench.core.imports import locked_import
 from workbench.core.resources import DATA_DIR, PACKAGE_DIR
+from workbench.core.workspace import Workspace
 from workbench.models.textembed import embed_texts, uncached, workspace_cache_dir
 from workbench.stages.coverage_confirm.stage import ConfirmRow, run_confirm
 from workbench.taxonomy.io import parse_source
@@ -176,7 +177,7 @@ class CoverageReport:
         return s + f"; {len(self.gaps)} gap(s); {len(self.untested_areas())} of our area(s) untested"
 
 
-def default_threshold(ws) -> float:
+def default_threshold(ws: Workspace) -> float:
     cfg = ws.config.text_embedding
     # The config's value only when workbench.toml sets it: its built-in default predates this matcher.
     return float(cfg.coverage_threshold) if "coverage_threshold" in cfg.model_fields_set else DEFAULT_THRESHOLD
@@ -257,7 +258,7 @@ def our_texts(our_paths: list[tuple[str, ...]], synonyms: dict[str, str]) -> dic
             "gloss_path": [" > ".join(gloss(x, synonyms) for x in p) for p in our_paths]}   # mostly cache hits
 
 
-def pending_embeddings(ws, statuses=LIVE) -> int:
+def pending_embeddings(ws: Workspace, statuses=LIVE) -> int:
     """How many of our task types' texts are not yet in the workspace's text-embedding cache: 0 means matching
     any reference takes seconds; a large number means minutes of embedding first (about 100-500 texts/s on a
     CPU), which `reference_coverage` (or `workbench taxonomy coverage`) does once and keeps."""
@@ -305,8 +306,8 @@ def read_reference(reference_path: str | Path, fmt: str | None = None):
     return leaves, problems
 
 
-def reference_coverage(ws, reference_path: str | Path, fmt: str | None = None, threshold: float | None = None,
-                       statuses=LIVE, *, top_k: int = DEFAULT_TOP_K, confirm=None,
+def reference_coverage(ws: Workspace, reference_path: str | Path, fmt: str | None = None,
+                       threshold: float | None = None, statuses=LIVE, *, top_k: int = DEFAULT_TOP_K, confirm=None,
                        band: tuple[float, float] = DEFAULT_BAND, confirm_top_k: int = DEFAULT_CONFIRM_TOP_K,
                        prompt: str | Path | None = None,
                        dry_run: bool = False, budget_usd: float | None = None,
@@ -354,7 +355,8 @@ def reference_coverage(ws, reference_path: str | Path, fmt: str | None = None, t
     return report
 
 
-def _confirm(ws, report: CoverageReport, endpoint, band, n_ask, prompt, dry_run, budget_usd, progress) -> None:
+def _confirm(ws: Workspace, report: CoverageReport, endpoint, band, n_ask, prompt, dry_run, budget_usd,
+             progress) -> None:
     low, high = float(band[0]), float(band[1])
     if not 0 <= low <= high <= 1:
         raise WorkbenchError(f"--band {low} {high}: need 0 <= low <= high <= 1")

@@ -104,7 +104,7 @@ def _template_key(name: str) -> str:
     return key
 
 
-def current_prompt(ws, name: str) -> PromptTemplate:
+def current_prompt(ws: Workspace, name: str) -> PromptTemplate:
     """The file the expand stage uses for `name` now (the workspace's copy if there is one, else bundled)."""
     key = _template_key(name)
     prompts = load_prompts(ws)
@@ -114,7 +114,7 @@ def current_prompt(ws, name: str) -> PromptTemplate:
     return prompts[key]
 
 
-def describe_prompt(ws, name: str) -> str:
+def describe_prompt(ws: Workspace, name: str) -> str:
     tpl = current_prompt(ws, name)
     copy = ws.prompts_dir / Path(name).name
     where = ("the workspace's copy" if tpl.path == copy.resolve()
@@ -122,11 +122,11 @@ def describe_prompt(ws, name: str) -> str:
     return f"{name}: the expand stage uses {tpl.path} — {where}; version {tpl.hash[:8]}"
 
 
-def drafts_dir(ws) -> Path:
+def drafts_dir(ws: Workspace) -> Path:
     return ws.prompts_dir / DRAFTS
 
 
-def save_draft(ws, name: str, text: str) -> PromptTemplate:
+def save_draft(ws: Workspace, name: str, text: str) -> PromptTemplate:
     """Save `text` as a version of prompt `name` (checked: it must parse as a template); returns it loaded."""
     _template_key(name)
     PromptTemplate.from_text(text, path=f"{name} (draft)")    # a syntax error names its line; nothing written
@@ -140,13 +140,13 @@ def save_draft(ws, name: str, text: str) -> PromptTemplate:
     return PromptTemplate.load(path)
 
 
-def latest_draft(ws, name: str) -> Path | None:
+def latest_draft(ws: Workspace, name: str) -> Path | None:
     stem = Path(name).name.removesuffix(".j2")
     found = sorted(drafts_dir(ws).glob(f"{stem}.*.j2"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 
-def promote(ws, name: str, version: PromptTemplate | str | Path) -> str:
+def promote(ws: Workspace, name: str, version: PromptTemplate | str | Path) -> str:
     """Make `version` the workspace's copy of `name`: the expand stage uses it at every level until changed.
     The text it replaces is kept as a draft first. Returns what happened."""
     current = current_prompt(ws, name)
@@ -161,7 +161,7 @@ def promote(ws, name: str, version: PromptTemplate | str | Path) -> str:
 
 
 # -- choosing parents, preview ------------------------------------------------------------------
-def parents_using(ws, name: str, n: int = 5) -> list[str]:
+def parents_using(ws: Workspace, name: str, n: int = 5) -> list[str]:
     """Up to n accepted parents (shallowest level first) whose expansion uses template `name` now."""
     key = _template_key(name)
     if key == "level1_supplement":
@@ -177,14 +177,14 @@ def parents_using(ws, name: str, n: int = 5) -> list[str]:
     return out
 
 
-def _prompts_with(ws, name: str, version: PromptTemplate | None) -> dict:
+def _prompts_with(ws: Workspace, name: str, version: PromptTemplate | None) -> dict:
     prompts = load_prompts(ws)
     if version is not None:
         prompts[_template_key(name)] = version
     return prompts
 
 
-def preview_version(ws, name: str, version: PromptTemplate | None, parents: list[str] | None) -> str:
+def preview_version(ws: Workspace, name: str, version: PromptTemplate | None, parents: list[str] | None) -> str:
     """The messages each parent's call would send, with the template the stage would really use for it: the
     version of `name` where that is its template, the current file of its own template otherwise."""
     prompts = _prompts_with(ws, name, version)
@@ -232,7 +232,7 @@ class ABResult:
         return f"<p><b>{html.escape(self.summary())}</b></p>" + self.table.to_html(index=False)
 
 
-def _latest_results(ws, prompt_hash: str, parents: list[str | None]) -> dict:
+def _latest_results(ws: Workspace, prompt_hash: str, parents: list[str | None]) -> dict:
     out = {}
     for r in ws.store.query(
             "SELECT r.id, r.parent_id, c.cost_usd, c.prompt_tokens, c.completion_tokens FROM expand_results r"
@@ -243,7 +243,7 @@ def _latest_results(ws, prompt_hash: str, parents: list[str | None]) -> dict:
     return out
 
 
-def _dropped(ws, result_id: int | None) -> list[str]:
+def _dropped(ws: Workspace, result_id: int | None) -> list[str]:
     if result_id is None:
         return []
     return [f"{r['line']!r}: {r['reason']}" for r in ws.store.query(
@@ -251,8 +251,8 @@ def _dropped(ws, result_id: int | None) -> list[str]:
         (result_id,))]
 
 
-def ab_test(ws, name: str, version: PromptTemplate, parents: list[str] | None, *, base_url: str | None = None,
-            model: str | None = None, progress: bool | None = False) -> ABResult:
+def ab_test(ws: Workspace, name: str, version: PromptTemplate, parents: list[str] | None, *,
+            base_url: str | None = None, model: str | None = None, progress: bool | None = False) -> ABResult:
     """Run the current file of `name` and `version` on `parents` (None: the first level) without changing the
     taxonomy; names side by side with the dropped lines and why, and what each version's calls cost."""
     current = current_prompt(ws, name)
@@ -289,7 +289,7 @@ class _DropRandomWeightsWarning(logging.Filter):
         return "CLIP weights: random" not in record.getMessage()
 
 
-def clip_or_tiny(ws, *, model: str | None = None, pretrained: str | None = None) -> str:
+def clip_or_tiny(ws: Workspace, *, model: str | None = None, pretrained: str | None = None) -> str:
     """Use the configured CLIP (or `model`/`pretrained`) when its weights are on this machine; otherwise the
     tiny random-weight model, for this session only (workbench.toml is not changed). Returns one line saying
     which, and what to set for real matches; the library's own random-weights warning is not repeated."""
@@ -316,7 +316,7 @@ class PromptEditor:
     focus. It opens on your latest saved version when that is newer than the workspace's copy, else on the
     file the stage uses now."""
 
-    def __init__(self, ws, name: str):
+    def __init__(self, ws: Workspace, name: str):
         import ipywidgets as W
 
         self.ws, self.name = ws, name
@@ -364,7 +364,7 @@ class PromptEditor:
 
 
 # -- what a session did -------------------------------------------------------------------------
-def session_note(ws) -> str:
+def session_note(ws: Workspace) -> str:
     """A closing note for notebook 01: nodes by status and origin, the workspace's prompt copies, A/B runs."""
     counts = {(r[0], r[1]): r[2] for r in ws.store.query(
         "SELECT origin, status, count(*) FROM nodes GROUP BY origin, status")}
@@ -381,7 +381,7 @@ def session_note(ws) -> str:
             f"in {drafts_dir(ws)}. Next: 02_images_and_matching.ipynb on the same WORKSPACE.")
 
 
-def expand_runs(ws):
+def expand_runs(ws: Workspace):
     """The expand stage runs as a table: A/B (no nodes) or applied, parents, prompt versions, calls, cost."""
     import pandas as pd
 
@@ -400,7 +400,7 @@ def expand_runs(ws):
 
 
 # -- notebook 03 ----------------------------------------------------------------------------------
-def vision_inputs_line(ws) -> str:
+def vision_inputs_line(ws: Workspace) -> str:
     """One line: what 03 starts from (images, matches, which CLIP made them, endpoint, referees)."""
     n_img = ws.store.scalar("SELECT count(*) FROM images") or 0
     n_match = ws.store.scalar("SELECT count(DISTINCT image_id) FROM matches") or 0
@@ -412,7 +412,7 @@ def vision_inputs_line(ws) -> str:
             f"{len(ws.config.referees)} referee(s)")
 
 
-def nothing_selected_reason(ws) -> str:
+def nothing_selected_reason(ws: Workspace) -> str:
     """Why no sample is selected, naming the first stage that handed nothing on and what to do."""
     q = ws.store.scalar
     if not q("SELECT count(*) FROM matches"):

@@ -19,6 +19,7 @@ import pandas as pd
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.stages.referee.people import HUMAN_PREFIX, HUMAN_SQL, decided_samples  # noqa: F401 (re-exported)
 
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f:]")
@@ -41,7 +42,7 @@ def human_referee(reviewer: str | None = None) -> str:
     return HUMAN_PREFIX + reviewer_name(reviewer)
 
 
-def resolve_sample(ws, text: str) -> tuple[str, str]:
+def resolve_sample(ws: Workspace, text: str) -> tuple[str, str]:
     """A sample id or a unique prefix of one (>= 4 characters) -> (id, status)."""
     text = (text or "").strip()
     row = ws.store.one("SELECT id, status FROM samples WHERE id = ?", (text,))
@@ -57,7 +58,7 @@ def resolve_sample(ws, text: str) -> tuple[str, str]:
     return row[0], row[1]
 
 
-def vote(ws, sample_id: str, value: int, reviewer: str | None = None, reason: str | None = None) -> str:
+def vote(ws: Workspace, sample_id: str, value: int, reviewer: str | None = None, reason: str | None = None) -> str:
     """Record (or replace) this reviewer's vote 1/0 on an ok sample. Returns the referee name written."""
     if value not in (0, 1):
         raise WorkbenchError(f"vote must be 1 (good) or 0 (bad); got {value!r}")
@@ -76,7 +77,7 @@ def vote(ws, sample_id: str, value: int, reviewer: str | None = None, reason: st
     return referee
 
 
-def unvote(ws, sample_id: str, reviewer: str | None = None) -> bool:
+def unvote(ws: Workspace, sample_id: str, reviewer: str | None = None) -> bool:
     """Withdraw this reviewer's vote on a sample; False when there was none."""
     sid, _ = resolve_sample(ws, sample_id)
     with ws.store.write() as conn:
@@ -84,7 +85,7 @@ def unvote(ws, sample_id: str, reviewer: str | None = None) -> bool:
     return cur.rowcount > 0
 
 
-def flag(ws, sample_id: str, reason: str, reviewer: str | None = None) -> str:
+def flag(ws: Workspace, sample_id: str, reason: str, reviewer: str | None = None) -> str:
     """Set a sample aside with a reason (replaces an earlier flag). Returns the sample id."""
     reason = (reason or "").strip()
     if not reason:
@@ -98,7 +99,7 @@ def flag(ws, sample_id: str, reason: str, reviewer: str | None = None) -> str:
     return sid
 
 
-def unflag(ws, sample_id: str) -> bool:
+def unflag(ws: Workspace, sample_id: str) -> bool:
     """Lift a flag; False when the sample was not flagged."""
     sid, _ = resolve_sample(ws, sample_id)
     with ws.store.write() as conn:
@@ -106,18 +107,18 @@ def unflag(ws, sample_id: str) -> bool:
     return cur.rowcount > 0
 
 
-def flags(ws) -> pd.DataFrame:
+def flags(ws: Workspace) -> pd.DataFrame:
     rows = ws.store.query("SELECT sample_id, reason, reviewer, created_at FROM sample_flags ORDER BY created_at")
     return pd.DataFrame([dict(r) for r in rows], columns=["sample_id", "reason", "reviewer", "created_at"])
 
 
-def human_votes(ws) -> pd.DataFrame:
+def human_votes(ws: Workspace) -> pd.DataFrame:
     rows = ws.store.query(f"SELECT sample_id, referee, vote, raw_text AS reason, voted_at FROM votes "
                           f"WHERE {HUMAN_SQL} ORDER BY voted_at")
     return pd.DataFrame([dict(r) for r in rows], columns=["sample_id", "referee", "vote", "reason", "voted_at"])
 
 
-def sample_votes(ws, sample_id: str) -> pd.DataFrame:
+def sample_votes(ws: Workspace, sample_id: str) -> pd.DataFrame:
     """Every vote on one sample (machine and human), with the raw text each referee gave."""
     rows = ws.store.query("SELECT referee, vote, valid, raw_text FROM votes WHERE sample_id = ? ORDER BY referee",
                           (sample_id,))

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.review.adjudication import reviewer_name
 from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP, normalize_name
@@ -98,7 +99,7 @@ class DecisionResult:
 
 
 # -- what is pending ------------------------------------------------------------------------------
-def pending_proposals(ws, *, stage_run_id: int | None = None, prompt_hash: str | None = None,
+def pending_proposals(ws: Workspace, *, stage_run_id: int | None = None, prompt_hash: str | None = None,
                       parent: str | None = None):
     """Every node still `proposed`, from every stage run, as a pandas DataFrame (PENDING_COLUMNS).
 
@@ -145,7 +146,7 @@ def pending_proposals(ws, *, stage_run_id: int | None = None, prompt_hash: str |
 
 
 # -- applying decisions ---------------------------------------------------------------------------
-def apply_decisions(ws, decisions: Iterable[Decision], *, reviewer: str | None = None,
+def apply_decisions(ws: Workspace, decisions: Iterable[Decision], *, reviewer: str | None = None,
                     source: str = "library") -> list[DecisionResult]:
     """Apply each decision in its own transaction through the `Taxonomy` API; one result per decision.
 
@@ -158,7 +159,7 @@ def apply_decisions(ws, decisions: Iterable[Decision], *, reviewer: str | None =
 class _Log:
     """Writes `review_log` rows for one batch (its number is taken by the first row, inside its transaction)."""
 
-    def __init__(self, ws, reviewer: str | None, source: str):
+    def __init__(self, ws: Workspace, reviewer: str | None, source: str):
         if source not in SOURCES:
             raise WorkbenchError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
         self.ws, self.reviewer, self.source, self.batch = ws, reviewer_name(reviewer), source, None
@@ -178,7 +179,7 @@ class _Log:
             [(self.batch, now, self.reviewer, self.source, a, nid, path, old, new) for a, nid, path, old, new in rows])
 
 
-def _apply_one(ws, d: Decision, log: _Log) -> DecisionResult:
+def _apply_one(ws: Workspace, d: Decision, log: _Log) -> DecisionResult:
     if d.action == "keep":
         return DecisionResult(d, "skipped", "keep", _path_or_none(ws, d.node_id))
     try:
@@ -193,7 +194,7 @@ def _apply_one(ws, d: Decision, log: _Log) -> DecisionResult:
     return DecisionResult(d, status, detail, path)
 
 
-def _apply_in_transaction(ws, conn, d: Decision, log: _Log) -> tuple[str, str]:
+def _apply_in_transaction(ws: Workspace, conn, d: Decision, log: _Log) -> tuple[str, str]:
     tax = Taxonomy.of(ws)
     row = conn.execute("SELECT name, status, parent_id FROM nodes WHERE id=?", (d.node_id,)).fetchone()
     if row is None:
@@ -262,8 +263,8 @@ def _apply_in_transaction(ws, conn, d: Decision, log: _Log) -> tuple[str, str]:
 
 
 # -- bulk ----------------------------------------------------------------------------------------
-def select_proposals(ws, *, under: str | None = None, stage_run_id: int | None = None, origin: str | None = None,
-                     include_hidden: bool = False) -> list[str]:
+def select_proposals(ws: Workspace, *, under: str | None = None, stage_run_id: int | None = None,
+                     origin: str | None = None, include_hidden: bool = False) -> list[str]:
     """Ids of the pending proposals in a whole subtree (`under`: id or `~` path, the node itself included), from
     one stage run, of one origin; all filters combine. Proposals hidden under a rejected ancestor are left out
     unless `include_hidden` (or `under` names a node inside the hidden part)."""
@@ -284,7 +285,7 @@ def select_proposals(ws, *, under: str | None = None, stage_run_id: int | None =
     return list(df.node_id)
 
 
-def _hidden(ws, node_id: str) -> bool:
+def _hidden(ws: Workspace, node_id: str) -> bool:
     node = Taxonomy.of(ws).get(node_id)
     while node.parent_id is not None:
         node = Taxonomy.of(ws).get(node.parent_id)
@@ -293,7 +294,7 @@ def _hidden(ws, node_id: str) -> bool:
     return False
 
 
-def bulk_status(ws, node_ids: Iterable[str], status: str, *, reviewer: str | None = None,
+def bulk_status(ws: Workspace, node_ids: Iterable[str], status: str, *, reviewer: str | None = None,
                 source: str = "library") -> dict[str, int]:
     """Accept or reject many nodes in one transaction (one batch in the log): a whole subtree or run at once.
 
@@ -319,7 +320,7 @@ def bulk_status(ws, node_ids: Iterable[str], status: str, *, reviewer: str | Non
 
 
 # -- the log and undo ----------------------------------------------------------------------------
-def review_log(ws, *, limit: int | None = 200, include_undone: bool = True):
+def review_log(ws: Workspace, *, limit: int | None = 200, include_undone: bool = True):
     """The logged decisions, newest first, as a DataFrame (LOG_COLUMNS)."""
     import pandas as pd
 
@@ -329,7 +330,7 @@ def review_log(ws, *, limit: int | None = 200, include_undone: bool = True):
     return pd.DataFrame([dict(r) for r in rows], columns=LOG_COLUMNS)
 
 
-def undoable(ws, n: int = 1) -> list[dict]:
+def undoable(ws: Workspace, n: int = 1) -> list[dict]:
     """The log rows `undo(ws, n)` would reverse, newest first."""
     batches = [r[0] for r in ws.store.query(
         "SELECT DISTINCT batch FROM review_log WHERE undone_at IS NULL ORDER BY batch DESC LIMIT ?", (int(n),))]
@@ -340,7 +341,7 @@ def undoable(ws, n: int = 1) -> list[dict]:
     return [dict(r) for r in rows]
 
 
-def undo(ws, n: int = 1, *, reviewer: str | None = None) -> list[dict]:
+def undo(ws: Workspace, n: int = 1, *, reviewer: str | None = None) -> list[dict]:
     """Reverse the last `n` batches of decisions, newest change first, in one transaction: status back, name back,
     parent back (the node goes to the end of its old siblings). Returns the reversed log rows (newest first).
 
@@ -409,7 +410,7 @@ def _chains(store, ids: list[str]) -> dict[str, dict]:
     return out
 
 
-def _path_or_none(ws, node_id: str) -> str | None:
+def _path_or_none(ws: Workspace, node_id: str) -> str | None:
     if ws.store.scalar("SELECT 1 FROM nodes WHERE id=?", (node_id,)) is None:
         return None
     return Taxonomy.of(ws).path(node_id)

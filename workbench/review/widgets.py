@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.core.errors import WorkbenchError
+from workbench.core.workspace import Workspace
 from workbench.review.decisions import (
     ACTIONS,
     Decision,
@@ -85,7 +86,7 @@ class ReviewTable:
     starting values. At most `max_rows` rows are shown; narrow the filters to see the rest.
     """
 
-    def __init__(self, ws, df=None, *, stage_run_id: int | None = None, prompt_hash: str | None = None,
+    def __init__(self, ws: Workspace, df=None, *, stage_run_id: int | None = None, prompt_hash: str | None = None,
                  parent: str | None = None, max_rows: int = 200):
         W = _widgets()
         self._W = W

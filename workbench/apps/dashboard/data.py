@@ -238,7 +238,7 @@ def _overview(root: str, v: tuple) -> dict:
     return {"counts": counts, "funnel": funnel, "usage": usage, "runs": runs}
 
 
-def _passing(root: str, ws) -> int:
+def _passing(root: str, ws: Workspace) -> int:
     """Samples passing the referees as `select` counts them (k-of-N on machine votes, a person's vote decides,
     flagged samples do not pass): the same function, so the figure equals select's "passed the referees"."""
     min_votes = ws.config.select.min_votes
