@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from workbench.analysis.duplicates import apply_merge, loose_key, suggest_merges
+from workbench.analysis.duplicates import apply_merge, suggest_merges
 from workbench.analysis.reference_coverage import reference_coverage
 from workbench.models.textembed import embed_texts
 from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.names import loose_key
 
 pytestmark = pytest.mark.timeout(120)
 

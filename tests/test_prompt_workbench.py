@@ -7,6 +7,7 @@ import pytest
 
 from openai_server import OpenAIServer, Reply
 from workbench.analysis import prompt_history as ph
+from workbench.llm import prompt_store
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.expand.stage import expand
 
@@ -37,7 +38,7 @@ def test_texts_stored_once_by_hash_and_level2_credited_to_child_templates(seeded
     expand(ws, level=1, progress=False, again=True)          # the same template again: still one row
     l1 = PromptTemplate.load("expand_level1_supplement.j2", workspace_root=ws.root)
     assert ws.store.scalar("SELECT count(*) FROM prompt_texts WHERE hash=?", (l1.hash,)) == 1
-    assert ph.text_of(ws, l1.hash) == l1.source
+    assert prompt_store.text_of(ws, l1.hash) == l1.source
 
     rep = expand(ws, level=2, progress=False)
     run = ws.store.one("SELECT params FROM stage_runs WHERE id=?", (rep.run.run_id,))

@@ -30,8 +30,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import RunReport
-from workbench.stages.discover_name.parse import parse_name  # noqa: F401 (re-exported)
-from workbench.stages.discover_name.stage import PROMPT, STAGE, Cluster, DiscoverNameStage  # noqa: F401
+from workbench.stages.discover_name.stage import PROMPT, Cluster, DiscoverNameStage
 from workbench.stages.embed.stage import get_image_embeddings, get_text_embeddings
 from workbench.stages.match.stage import low_score_images
 from workbench.taxonomy.model import Taxonomy

@@ -26,7 +26,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.llm.cache import CallCache, request_json
 from workbench.llm.client import Endpoint, resolve_endpoint
-from workbench.llm.prompt_store import remember, text_of  # noqa: F401 (the history's own API too)
+from workbench.llm.prompt_store import text_of
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.expand.stage import ExpandStage, load_prompts, plan
 from workbench.stages.filter.stage import FilterStage

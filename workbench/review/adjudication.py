@@ -20,7 +20,7 @@ import pandas as pd
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
-from workbench.stages.referee.people import HUMAN_PREFIX, HUMAN_SQL, decided_samples  # noqa: F401 (re-exported)
+from workbench.stages.referee.people import HUMAN_PREFIX, HUMAN_SQL
 
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f:]")
 

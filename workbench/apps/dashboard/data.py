@@ -32,8 +32,8 @@ from workbench.analysis import coverage
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.llm.prompts import DEFAULT_PROMPTS_DIR
-from workbench.review.adjudication import HUMAN_SQL
 from workbench.stages.images import register
+from workbench.stages.referee.people import HUMAN_SQL
 from workbench.stages.select import stage as select_stage
 from workbench.taxonomy.model import Taxonomy
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 from workbench.apps.dashboard import data
 from workbench.core.workspace import Workspace
-from workbench.review import adjudication as adj
+from workbench.stages.referee.people import HUMAN_SQL
 from workbench.stages.select import consensus as cons_mod
 
 # Above the page's AUTO_COMPUTE_VOTES the votes' content key (a pass over the whole table, ~0.6 s at 1.2 M votes) is
@@ -78,7 +78,7 @@ def candidates(root: str, key: str, include_human: bool, fit_key: str, generatio
 def decided_among(ws: Workspace, ids: list[str]) -> set[str]:
     """Which of these samples a person has voted on or flagged: one indexed lookup."""
     marks = ",".join("?" * len(ids))
-    rows = ws.store.query(f"SELECT sample_id FROM votes WHERE sample_id IN ({marks}) AND {adj.HUMAN_SQL} "
+    rows = ws.store.query(f"SELECT sample_id FROM votes WHERE sample_id IN ({marks}) AND {HUMAN_SQL} "
                           f"UNION SELECT sample_id FROM sample_flags WHERE sample_id IN ({marks})", (*ids, *ids))
     return {r[0] for r in rows}
 

@@ -87,7 +87,7 @@ def history_section(root: str) -> None:
     hashes = hist["hash"].tolist()
     if len(hashes) < 2:
         st.caption(f"{name} has one stored version; edit it (Playground below) and run it to compare.")
-        st.code(ph.text_of(ws, hashes[0]), language=None)
+        st.code(prompt_store.text_of(ws, hashes[0]), language=None)
         return
     c1, c2 = st.columns(2)
     a = c1.selectbox("Old", hashes, index=len(hashes) - 2, key="pr_hist_a")
