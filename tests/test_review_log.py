@@ -390,6 +390,12 @@ def test_review_session_in_chromium(tree, monkeypatch):
             page.wait_for_timeout(400)
             page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
 
+        def click_row(selector):
+            # A rerun can leave the row's old button in the page beside the new one for a moment: click once one is left
+            page.wait_for_function(f"() => document.querySelectorAll('{selector} button').length === 1",
+                                   timeout=30_000)
+            page.locator(f"{selector} button").click()
+
         def pick(label, text):
             page.get_by_role("combobox", name=label).click()
             page.get_by_role("option", name=text).first.click()
@@ -402,13 +408,13 @@ def test_review_session_in_chromium(tree, monkeypatch):
         pick("Bulk: every pending proposal in", "subtree Vision~Counting (3)")
         page.locator(".st-key-rv_bulk_accept button").click()
         idle()
-        page.locator(f".st-key-rv_rej_{ids['Ref']} button").click()
+        click_row(f".st-key-rv_rej_{ids['Ref']}")
         idle()
         assert until(lambda: _status(ws, ids["Ref"]) == "rejected")
         page.locator(".st-key-rv_undo").get_by_role("button", name="Undo").click()   # undo the reject...
         idle()
         assert until(lambda: _status(ws, ids["Ref"]) == "proposed")
-        page.locator(f".st-key-rv_rej_{ids['Ref']} button").click()     # ...and reject it again
+        click_row(f".st-key-rv_rej_{ids['Ref']}")     # ...and reject it again
         idle()
         pick("Edit one proposal", "Vision~Depth")
         page.locator(".st-key-rv_new_name input").fill("Depth estimation")
