@@ -206,7 +206,8 @@ def _edited(ws: Workspace, stage: str, which: str, text: str) -> PromptTemplate:
     if which not in current:
         raise WorkbenchError(f"playground: stage {stage!r} has no prompt {which!r}; choose one of "
                              f"{', '.join(current)}")
-    return PromptTemplate.from_text(text, path=current[which].path)
+    return PromptTemplate.from_text(text, path=current[which].path,
+                                    label=f"the playground text (edited {current[which].path.name})")
 
 
 def _expand_stage(ws: Workspace, which: str, prompt: PromptTemplate, rows: list, endpoint=None):

@@ -4,6 +4,12 @@ A template renders to text; lines that are exactly `[system]`, `[user]` or `[ass
 new message of that role (text before the first marker is a user message). Templates use
 StrictUndefined, so a misspelt variable is an error naming the file, not an empty string.
 
+Templates render in Jinja2's immutable sandbox: a prompt file may come with a workspace someone sent, and the
+dashboard's playground renders what is typed, so a template reaches its variables, filters, tests and loops and
+nothing else. Any attribute or item the sandbox deems unsafe (names starting with `_`, function internals such as
+`__globals__`, `str.format` walks, mutating methods) raises at once, and the render becomes an
+`UnsafeTemplateError` naming the template and the line: nothing is run, nothing is called.
+
 Default (bundled) prompts live inside the package, `workbench/prompts/` (the checkout's top-level
 `prompts/` is a link to it), so a checkout, an editable install and a wheel read the same files. A stage config
 may name a workspace-relative or absolute file instead. The hash of
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.resources import PROMPTS_DIR
@@ -29,6 +36,20 @@ _ROLE_LINE = re.compile(r"^\[(system|user|assistant)\]\s*$", re.MULTILINE)
 
 class PromptError(WorkbenchError):
     """A prompt file is missing or does not render."""
+
+
+class UnsafeTemplateError(PromptError):
+    """A template tried to reach past its variables (attribute walks to Python internals): refused, not run."""
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, raising at the first unsafe access. Jinja's own sandbox returns an undefined value
+    there and fails only when it is used, so `x.__class__ is defined` and `|attr` chains would read as an ordinary
+    undefined variable, not as the refusal they are."""
+
+    def unsafe_undefined(self, obj, attribute):
+        raise jinja2.exceptions.SecurityError(
+            f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
 
 
 def resolve_prompt_path(name_or_path: str | Path, *, workspace_root: Path | None = None) -> Path:
@@ -49,8 +70,8 @@ def template_hash(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
 
 
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
-                          trim_blocks=True, lstrip_blocks=True, autoescape=False)
+_ENV = _Sandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
+               trim_blocks=True, lstrip_blocks=True, autoescape=False)
 _ENV.filters["tojson_list"] = lambda xs: __import__("json").dumps(list(xs), ensure_ascii=False)
 
 
@@ -60,6 +81,7 @@ class PromptTemplate:
     source: str
     hash: str
     _template: jinja2.Template | None = field(repr=False, default=None)   # set by from_text (load uses it)
+    label: str | None = None      # how errors name the template when not by its path ("the playground text")
 
     @classmethod
     def load(cls, name_or_path: str | Path, *, workspace_root: Path | None = None) -> PromptTemplate:
@@ -71,12 +93,16 @@ class PromptTemplate:
         return cls.from_text(source, path=path)
 
     @classmethod
-    def from_text(cls, source: str, *, path: Path | str = "<string>") -> PromptTemplate:
+    def from_text(cls, source: str, *, path: Path | str = "<string>", label: str | None = None) -> PromptTemplate:
         try:
             tpl = _ENV.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
-            raise PromptError(f"{path}: line {exc.lineno}: template error: {exc.message}") from None
-        return cls(Path(path), source, template_hash(source), tpl)
+            raise PromptError(f"{label or path}: line {exc.lineno}: template error: {exc.message}") from None
+        return cls(Path(path), source, template_hash(source), tpl, label)
+
+    @property
+    def where(self) -> str:
+        return self.label or str(self.path)
 
     @property
     def display_path(self) -> str:
@@ -90,11 +116,25 @@ class PromptTemplate:
         assert self._template is not None   # every PromptTemplate is made by from_text
         try:
             return self._template.render(**context)
+        except jinja2.exceptions.SecurityError as exc:
+            raise UnsafeTemplateError(self._refusal(exc)) from None
         except jinja2.UndefinedError as exc:
-            raise PromptError(f"{self.path}: {exc.message}; variables available: "
+            raise PromptError(f"{self.where}: {exc.message}; variables available: "
                               f"{', '.join(sorted(context))}") from None
         except jinja2.TemplateError as exc:
-            raise PromptError(f"{self.path}: cannot render: {exc}") from None
+            raise PromptError(f"{self.where}: cannot render: {exc}") from None
+
+    def _refusal(self, exc: jinja2.exceptions.SecurityError) -> str:
+        # Jinja rewrites the traceback so that the template's own frames carry its line numbers.
+        tb, line = exc.__traceback__, None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == "<template>":
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        at = f" (line {line})" if line else ""
+        return (f"{self.where}{at}: refused: the template tried unsafe attribute access ({exc.message}); nothing "
+                "was run. A prompt template may use its variables, filters and loops only: remove the access "
+                "(names starting with '_' and Python internals are never allowed)")
 
     def render(self, images: list[str] | None = None, **context) -> list[dict]:
         """Chat messages; `images` (data URLs) are appended to the last user message."""
