@@ -28,14 +28,29 @@ def test_dashboard_on_a_non_loopback_host_warns(ws, host):
     assert r.code == 0, r.err
     assert f"--server.address {host}" in r.out        # it still does what was asked
     warning = r.err.lower()
-    assert warning.startswith("warning:") and "no authentication" in warning
-    assert "read and edit" in warning and "ssh -l 8599:127.0.0.1:8599" in warning and "reverse proxy" in warning
+    assert warning.startswith("warning:") and "api keys" in warning and "spend" in warning
+    assert "read and change this workspace" in warning and "run code" in warning
+    assert "ssh -l 8599:127.0.0.1:8599" in warning and "reverse proxy" in warning
+    # A token by default beyond loopback: in the server's environment, said to gate the pages only, without TLS.
+    assert "access token is required" in warning and "no tls" in warning and "websocket" in warning
+    assert r.out.startswith("WORKBENCH_DASHBOARD_TOKEN=") and len(r.out.split()[0].split("=", 1)[1]) >= 24
+    r2 = run_cli("dashboard", ws.root, "--host", host, "--port", "8599", "--print-command")
+    assert r2.out.split()[0] != r.out.split()[0]         # a new random token per start
+
+
+def test_dashboard_beyond_loopback_without_auth_says_nothing_stops_them(ws):
+    r = run_cli("dashboard", ws.root, "--host", "0.0.0.0", "--no-auth", "--print-command")
+    assert r.code == 0 and "WORKBENCH_DASHBOARD_TOKEN" not in r.out
+    assert "--no-auth: nothing stops them" in r.err and "api keys" in r.err.lower()
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
 def test_dashboard_on_loopback_does_not_warn(ws, host):
     r = run_cli("dashboard", ws.root, "--host", host, "--print-command")
     assert r.code == 0 and r.err == "", r.err
+    assert "WORKBENCH_DASHBOARD_TOKEN" not in r.out
+    r = run_cli("dashboard", ws.root, "--host", host, "--auth", "--print-command")
+    assert r.out.startswith("WORKBENCH_DASHBOARD_TOKEN=") and r.err == ""
 
 
 # -- fault 5: SIGTERM to `workbench dashboard` stops the streamlit server it started -------------------------------

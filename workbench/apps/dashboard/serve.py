@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ENV_VAR = "WORKBENCH_WORKSPACE"
+TOKEN_ENV = "WORKBENCH_DASHBOARD_TOKEN"   # the access token auth.py requires, when set (`workbench dashboard --auth`)
+TOKEN_PARAM = "token"                     # ...shown as ?token=
 SCRIPT = Path(__file__).resolve().parent / "streamlit_app.py"   # the one entry script, inside the package
 
 
@@ -50,6 +53,10 @@ def streamlit_command(workspace: Path, host: str, port: int) -> list[str]:
             "--server.headless", "true", "--server.address", host, "--server.port", str(port),
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
             "--client.toolbarMode", "minimal", "--", "--workspace", str(workspace)]
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def free_port() -> int:

@@ -3,7 +3,8 @@ sidebar, and the frame around each page (its heading, the primer ahead of it, th
 
 Each page has its own URL path (/coverage); the older `?page=KEY` links still open that page: at the app's root
 the requested page is the navigation's default (no extra run), and on another page's path the shell switches to it
-(keeping the other query parameters, e.g. `?page=map&layer=clusters`).
+(keeping the other query parameters, e.g. `?page=map&layer=clusters`). Before anything else, `auth.gate()` stops
+the run of a session without the access token when the server was started with one (auth.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
+from workbench.apps.dashboard import auth
 from workbench.apps.dashboard.perf import prewarm, primer
 from workbench.apps.dashboard.registry import BY_KEY, PAGES, Page
 from workbench.apps.dashboard.serve import ENV_VAR, workspace_from_args
@@ -27,6 +29,7 @@ PAGE_PARAM = "page"   # ?page=KEY
 
 def main(argv: list[str] | None = None) -> None:
     st.set_page_config(page_title="TaskGalaxy Workbench", layout="wide")
+    auth.gate()   # first: without the token (when one is required) nothing below runs
     root = workspace_from_args(argv)
     if not root:
         st.error(f"No workspace given. Start with `workbench dashboard DIR`, "

@@ -20,6 +20,7 @@ import streamlit as st
 
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard.queries import gaps as gq
+from workbench.apps.dashboard.reference_box import reference_box
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.taxonomy.model import Taxonomy
@@ -103,14 +104,9 @@ def _tree_figure(labels, parents, colors, title) -> go.Figure:
 
 
 def _reference(root: str, ws: Workspace) -> None:
-    refs = gq.bundled_references()
-    c1, c2 = st.columns([2, 3])
-    pick = c1.selectbox("Reference task list", refs + ["(a file…)"], format_func=lambda p: Path(p).name,
-                        key="gaps_ref")
-    if pick == "(a file…)":
-        pick = c2.text_input("Path of a task list (one `A~B` path per line, JSON or CSV)", key="gaps_ref_file")
-        if not pick:
-            return
+    pick = reference_box(ws.root, gq.bundled_references())   # never an arbitrary server path (reference_box.py)
+    if not pick:
+        return
     todo = gq.pending(root, gq.nodes_version(root), gq.embed_cache_version(root))
     if todo > INLINE_EMBED_MAX and not st.session_state.get("gaps_embed_ok"):
         n = len(gq.parent_choices(root, gq.nodes_version(root)))
