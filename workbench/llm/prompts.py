@@ -8,7 +8,8 @@ Templates render in Jinja2's immutable sandbox: a prompt file may come with a wo
 dashboard's playground renders what is typed, so a template reaches its variables, filters, tests and loops and
 nothing else. Any attribute or item the sandbox deems unsafe (names starting with `_`, function internals such as
 `__globals__`, `str.format` walks, mutating methods) raises at once, and the render becomes an
-`UnsafeTemplateError` naming the template and the line: nothing is run, nothing is called.
+`UnsafeTemplateError` naming the template and the line: nothing is run, nothing is called. The sandbox does not
+bound the time or memory a template takes (`range` is capped at 100,000 items, but loops and `*` are not).
 
 Default (bundled) prompts live inside the package, `workbench/prompts/` (the checkout's top-level
 `prompts/` is a link to it), so a checkout, an editable install and a wheel read the same files. A stage config
