@@ -9,8 +9,15 @@ import pytest
 
 from clip_fixtures import make_images, set_config_section, use_tiny_clip
 from conftest import run_cli, run_cli_subprocess
+from workbench.core.errors import WorkbenchError
 from workbench.stages.embed.clip import ClipWeightsMissing, load_clip
-from workbench.stages.embed.stage import embed_images, embed_texts_clip, get_image_embeddings, get_text_embeddings
+from workbench.stages.embed.stage import (
+    embed_images,
+    embed_texts_clip,
+    get_image_embeddings,
+    get_text_embeddings,
+    render_text,
+)
 from workbench.stages.images.register import register_images
 from workbench.taxonomy.model import Taxonomy
 
@@ -166,3 +173,14 @@ def test_cli_embed_with_dataloader_workers_subprocess(tiny_ws):
     assert "image embeddings: 30 image(s), 30 computed" in r.out
     ids, arr = get_image_embeddings(tiny_ws)
     assert arr.shape == (30, 64)
+
+
+@pytest.mark.parametrize("template", ["{path.__class__.__mro__}", "{leaf[0]}", "{}", "{x}"])
+def test_clip_template_takes_bare_path_and_leaf_fields_only(template):
+    # A config file's template reaches two strings, never their attributes or items.
+    with pytest.raises(WorkbenchError, match=r"names a field other than \{path\} or \{leaf\}"):
+        render_text(template, "ocr~signs")
+
+
+def test_clip_template_fills_path_and_leaf():
+    assert render_text("a photo for {leaf} ({path}), {{x}}", "ocr~signs") == "a photo for signs (ocr~signs), {x}"

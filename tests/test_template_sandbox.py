@@ -153,3 +153,16 @@ def test_engines_get_rendered_messages_so_a_refusal_comes_before_any_dispatch(se
     with using(engine), pytest.raises(UnsafeTemplateError):
         expand(ws, level=1, progress=False, again=True)
     assert len(engine.plans) == 1 and not marker.exists()
+
+
+@pytest.mark.parametrize("source", ["{{ 'x' * 10**11 }}", "{{ 10**11 * 'x' }}", "{{ [0] * 5000000 }}",
+                                    "{{ 7 ** 9999999 }}"])
+def test_a_template_cannot_build_a_huge_value(source):
+    # One expression that would take the process's memory or minutes of CPU is refused before it is computed.
+    with pytest.raises(UnsafeTemplateError, match="past the sandbox's limit"):
+        PromptTemplate.from_text(source, label="the playground text").render_text()
+
+
+def test_ordinary_arithmetic_and_repetition_still_render():
+    assert PromptTemplate.from_text("{{ '-' * 3 }} {{ 2 ** 10 }} {{ 3 * 4 }} {{ [1] * 2 }}").render_text() \
+        == "--- 1024 12 [1, 1]"

@@ -9,7 +9,8 @@ dashboard's playground renders what is typed, so a template reaches its variable
 nothing else. Any attribute or item the sandbox deems unsafe (names starting with `_`, function internals such as
 `__globals__`, `str.format` walks, mutating methods) raises at once, and the render becomes an
 `UnsafeTemplateError` naming the template and the line: nothing is run, nothing is called. The sandbox does not
-bound the time or memory a template takes (`range` is capped at 100,000 items, but loops and `*` are not).
+bound the time a template takes: `range` is capped at 100,000 items and one `*` or `**` at a million items or
+bits, but nested loops are not.
 
 Default (bundled) prompts live inside the package, `workbench/prompts/` (the checkout's top-level
 `prompts/` is a link to it), so a checkout, an editable install and a wheel read the same files. A stage config
@@ -47,6 +48,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, raising at the first unsafe access. Jinja's own sandbox returns an undefined value
     there and fails only when it is used, so `x.__class__ is defined` and `|attr` chains would read as an ordinary
     undefined variable, not as the refusal they are."""
+
+    # `'x' * 10**11` or `2 ** 10**9` would take the process's memory or time in one expression: refused.
+    intercepted_binops = frozenset(["*", "**"])
+    MAX_PRODUCT = 1_000_000     # items or characters one `*` may make; exponents past this many bits
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) \
+                and abs(left) > 1 and right * max(abs(left).bit_length(), 1) > self.MAX_PRODUCT:
+            raise jinja2.exceptions.SecurityError(f"too large: '{left} ** {right}'")
+        if operator == "*":
+            seq, n = (left, right) if isinstance(right, int) else (right, left)
+            if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > self.MAX_PRODUCT:
+                raise jinja2.exceptions.SecurityError(f"too large: a sequence repeated {n} times")
+        return super().call_binop(context, operator, left, right)
 
     def unsafe_undefined(self, obj, attribute):
         raise jinja2.exceptions.SecurityError(
@@ -133,6 +148,10 @@ class PromptTemplate:
                 line = tb.tb_lineno
             tb = tb.tb_next
         at = f" (line {line})" if line else ""
+        if exc.message and exc.message.startswith("too large"):
+            return (f"{self.where}{at}: refused: the template would build a value past the sandbox's limit "
+                    f"({exc.message}, over {_Sandbox.MAX_PRODUCT:,} items or bits); nothing was "
+                    "run. Write the text out instead of multiplying it")
         return (f"{self.where}{at}: refused: the template tried unsafe attribute access ({exc.message}); nothing "
                 "was run. A prompt template may use its variables, filters and loops only: remove the access "
                 "(names starting with '_' and Python internals are never allowed)")

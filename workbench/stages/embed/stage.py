@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import string
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -248,11 +249,17 @@ def _prepare(ws: Workspace, key: str) -> RowStore:
 # -- text --------------------------------------------------------------------------------------
 def render_text(template: str, path: str) -> str:
     leaf = path.rsplit("~", 1)[-1]
+    # Only bare fields: `{path.__class__.__mro__}` or `{leaf[0]}` would walk Python objects from a config file.
+    fields = [f for _, f, _spec, _conv in string.Formatter().parse(template) if f is not None]
+    if any(f not in ("path", "leaf") for f in fields):
+        raise WorkbenchError(f"[clip] template = {template!r} names a field other than {{path}} or {{leaf}} "
+                             f"({', '.join(repr(f) for f in fields if f not in ('path', 'leaf'))}); use those two "
+                             "only, and double other braces ({{ }})")
     try:
         return template.format(path=path, leaf=leaf)
     except (KeyError, IndexError, ValueError) as exc:
         raise WorkbenchError(f"[clip] template = {template!r} cannot be filled ({exc!r}); use {{path}} and "
-                             "{leaf} only, and double other braces ({{{{ }}}})") from None
+                             "{leaf} only, and double other braces ({{ }})") from None
 
 
 def _text_hash(text: str) -> str:
