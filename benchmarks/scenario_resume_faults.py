@@ -101,6 +101,7 @@ MODEL = "m"
 KEY_ENV = "WB_SCENARIO_KEY"
 CATEGORY = re.compile(r"Category:\s*(.+)")
 STOPPED = re.compile(r"stopped early|STOPPED:")
+FAILED_ROW = re.compile(r"^\s+failed(?: again)?: (Task type \d+) ", re.M)   # a row the CLI names as failing
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -114,6 +115,7 @@ class Server:
     def __init__(self):
         self.latency = 0.0
         self.bad: set[str] = set()
+        self.empty: set[str] = set()      # fault 2: these parents get an empty reply, every time
         self.kill_pid: int | None = None
         self.kill_after: int | None = None
         self.killed_at: int | None = None
@@ -178,7 +180,7 @@ class Server:
             parent = found.group(1).strip() if found else None
         except (ValueError, AttributeError, KeyError, TypeError):
             pass
-        content = PROSE if parent in self.bad else VALID
+        content = "" if parent in self.empty else PROSE if parent in self.bad else VALID
         return self._http("200 OK", {
             "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": 0, "model": MODEL,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
@@ -229,13 +231,12 @@ class Server:
 @dataclass
 class Code:
     label: str
-    tree: Path | None            # None: this checkout (the editable install)
+    tree: Path | None            # None: this checkout
     cwd: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
 
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_") and k != "PYTHONPATH"}
-        if self.tree is not None:
-            env["PYTHONPATH"] = str(self.tree)
+        env["PYTHONPATH"] = str(self.tree or REPO)    # this checkout even where another one is installed
         env[KEY_ENV] = "sk-scenario"
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -335,7 +336,8 @@ def first_line(text: str) -> str:
 # -- the two faults -----------------------------------------------------------------------------
 def settle_then_kill(proc: subprocess.Popen, ws: Path, server: Server, timeout: float = 120) -> str:
     """Wait until the server holds further requests and the process has applied every answered reply
-    (one expand_results row per answered parent), then SIGKILL it: a kill with nothing in transit."""
+    (one expand_results row per answered parent, or a stored failed call for an empty reply), then SIGKILL it:
+    a kill with nothing in transit."""
     deadline = time.monotonic() + timeout
     while not server.reached.wait(0.05):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -346,7 +348,8 @@ def settle_then_kill(proc: subprocess.Popen, ws: Path, server: Server, timeout: 
     while time.monotonic() < deadline and proc.poll() is None:
         con = sqlite3.connect(f"file:{ws / 'workbench.sqlite'}?mode=ro", uri=True, timeout=30)
         try:
-            rows = con.execute("SELECT count(DISTINCT parent_id) FROM expand_results").fetchone()[0]
+            rows = con.execute("SELECT count(DISTINCT parent_id) FROM expand_results").fetchone()[0] + \
+                con.execute("SELECT count(*) FROM llm_calls WHERE status='error'").fetchone()[0]  # fault 2
         finally:
             con.close()
         if rows >= want:
@@ -356,9 +359,12 @@ def settle_then_kill(proc: subprocess.Popen, ws: Path, server: Server, timeout: 
     return f"SIGKILL with {want} parents answered, {rows} applied, the next requests held"
 
 
-def fault1(code: Code, root: Path, server: Server, n: int, reruns: int, kill: str = "settled") -> list[dict]:
+def fault1(code: Code, root: Path, server: Server, n: int, reruns: int, kill: str = "settled",
+           empty: bool = False) -> list[dict]:
+    """Fault 1 (prose replies that do not parse), or with `empty` fault 2 (the same parents answered empty)."""
     parent_names = names(n)
-    server.bad, server.latency = bad_names(parent_names), 0.01
+    server.bad, server.empty = (set(), bad_names(parent_names)) if empty else (bad_names(parent_names), set())
+    server.latency = 0.01
     ws = make_workspace(code, root, parent_names, server)
     cmd = ("expand", str(ws), "--level", "2", "--no-progress")
     rows = []
@@ -397,6 +403,9 @@ def fault1(code: Code, root: Path, server: Server, n: int, reruns: int, kill: st
         elif p.returncode != 0:
             note = next((ln for ln in p.stderr.splitlines() if ln.startswith("error:")), first_line(p.stderr))
             note = re.sub(r";.*", "", note)
+        named = {m.group(1) for m in FAILED_ROW.finditer(p.stderr)}
+        if named:
+            note = (note + "; " if note else "") + f"names {len(named)} failing parent(s)"
         rows.append({"run": f"re-run {i}", "rc": p.returncode, "calls": server.granted, "ok": ok, "any": anyr,
                      "stored": stored,
                      "stopped": bool(stop), "s": time.monotonic() - t0, "note": note})
@@ -426,7 +435,7 @@ def fault5(code: Code, root: Path, server: Server, n: int) -> dict:
 # -- main ---------------------------------------------------------------------------------------
 def ensure_old_tree(tree: Path, commit: str) -> bool:
     """Make the worktree if missing; True if this call made it (and should remove it)."""
-    if (tree / "workbench" / "cli.py").exists():
+    if (tree / "workbench" / "__init__.py").exists():
         return False
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit], check=True,
                    capture_output=True, text=True)
@@ -438,7 +447,8 @@ def main() -> None:
     ap.add_argument("--code", choices=("old", "new", "both"), default="both")
     ap.add_argument("--parents", type=int, default=1000)
     ap.add_argument("--reruns", type=int, default=5)
-    ap.add_argument("--fault", choices=("1", "5", "both"), default="both")
+    ap.add_argument("--fault", choices=("1", "2", "5", "both", "all"), default="both",
+                    help="both: faults 1 and 5; all: 1, 2 and 5")
     ap.add_argument("--kill", choices=("settled", "immediate"), default="settled",
                     help="fault 1's SIGKILL: once every answered reply is applied and further requests are held "
                          "(reproducible), or right after the 40 %% reply (what a user sees; varies run to run)")
@@ -457,16 +467,20 @@ def main() -> None:
         for label in labels:
             code = Code(label, a.old_tree if label == "old" else None, cwd=root)
             code.check()
-            f1 = f5 = None
-            if a.fault in ("1", "both"):
+            f1 = f2 = f5 = None
+            if a.fault in ("1", "both", "all"):
                 t0 = time.monotonic()
                 f1 = fault1(code, root, server, a.parents, a.reruns, a.kill)
                 print(f"[{label}] fault 1 done in {time.monotonic() - t0:.0f}s", flush=True)
-            if a.fault in ("5", "both"):
+            if a.fault in ("2", "all"):
+                t0 = time.monotonic()
+                f2 = fault1(code, root, server, a.parents, a.reruns, a.kill, empty=True)
+                print(f"[{label}] fault 2 done in {time.monotonic() - t0:.0f}s", flush=True)
+            if a.fault in ("5", "both", "all"):
                 t0 = time.monotonic()
                 f5 = fault5(code, root, server, a.parents)
                 print(f"[{label}] fault 5 done in {time.monotonic() - t0:.0f}s", flush=True)
-            results[label] = (f1, f5)
+            results[label] = (f1, f5, f2)
     finally:
         server.close()
         if a.keep:
@@ -477,25 +491,31 @@ def main() -> None:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(a.old_tree)], check=False)
 
     n = a.parents
-    if a.fault in ("1", "both"):
+    if a.fault in ("1", "both", "all"):
         print_fault1(results, n, a.kill)
-    if a.fault in ("5", "both"):
+    if a.fault in ("2", "all"):
+        print_fault1(results, n, a.kill, empty=True)
+    if a.fault in ("5", "both", "all"):
         print_fault5(results, n)
     print(f"\ntotal {time.monotonic() - t_all:.0f}s")
 
 
-def print_fault1(results: dict, n: int, kill: str) -> None:
-    print(f"\nFault 1: cached unparseable replies stall resume ({n} parents, {len(bad_names(names(n)))} get prose; "
+def print_fault1(results: dict, n: int, kill: str, empty: bool = False) -> None:
+    what = ("Fault 2: keys answered empty every time stall resume" if empty
+            else "Fault 1: cached unparseable replies stall resume")
+    print(f"\n{what} ({n} parents, {len(bad_names(names(n)))} get {'empty replies' if empty else 'prose'}; "
           f"SIGKILL ({kill}) at {round(n * 0.4)} answered; default limits; concurrency 8)")
     print("ok = parents with an applied parsed result; any = with any applied result (parse errors included); "
           "calls = requests the server answered in that run; stored = answered calls in llm_calls after it; "
           "S = the run said it stopped early")
     print(f"{'code':5} {'run':9} {'rc':>4} {'calls':>6} {'stored':>6} {'ok':>6} {'any':>6} {'S':>2} {'secs':>5}  note")
-    for label, (f1, _) in results.items():
-        for r in f1:
+    part = 2 if empty else 0
+    for label, got in results.items():
+        for r in got[part]:
             print(f"{label:5} {r['run']:9} {r['rc']:>4} {r['calls']:>6} {r['stored']:>6} {r['ok']:>6} {r['any']:>6} "
                   f"{'S' if r['stopped'] else '':>2} {r['s']:>5.1f}  {r['note']}")
-    for label, (f1, _) in results.items():
+    for label, got in results.items():
+        f1 = got[part]
         print(f"  {label}: applied parsed results {' -> '.join(str(r['ok']) for r in f1)} of {n}; "
               f"{sum(r['calls'] for r in f1)} requests in all")
 
@@ -506,7 +526,7 @@ def print_fault5(results: dict, n: int) -> None:
           "rows; ok = parents with a parsed result")
     print(f"{'code':5} {'requests':>8} {'parents':>7} {'results':>7} {'ok':>6} {'rc':>6} {'secs':>5}  "
           "stderr first lines")
-    for label, (_, f5) in results.items():
+    for label, (_, f5, _) in results.items():
         print(f"{label:5} {f5['calls']:>8} {f5['parents']:>7} {f5['results']:>7} {f5['ok']:>6} "
               f"{','.join(map(str, f5['rc'])):>6} "
               f"{f5['s']:>5.1f}  {' | '.join(s[:110] or '(nothing)' for s in f5['stderr'])}")
