@@ -25,6 +25,21 @@ Fault 1: cached unparseable replies stall a resumed run.
     Old: each resumed run delivers the stored parse failures first and counts them towards the
     failure-rate stop (17 of the first 20), so it stops after the calls already in flight (8-18), and the
     prose replies among those make the next run stop the same way.
+Fault 2: keys answered empty every time stall a resumed run (issue 30 part 2).
+    Fault 1's setup and kill, but the same 50 parents get an empty reply (stored as a failed call, asked again
+    by every run) instead of prose. "old" here is commit 6b94bfb (run with --old-commit 6b94bfb --old-tree
+    /tmp/wb-old-main --fault 2), the last one before the fix: its resumed runs asked the 17 parents that had
+    failed before the kill first, so 17 of the first 20 calls failed and every run stopped on the failure rate.
+    New: keys that failed in an earlier run are asked after every never-tried key and their failures are
+    counted apart (they cannot stop the run); the run names each failing row on stderr ("failed again: Task
+    type 0123 (key ...): empty reply ..."), counted in the note as "names N failing parent(s)".
+    Measured 2026-12 on the shared 2-core machine, 1000 parents (about 140 s for both versions):
+    code  killed  re-run 1      re-run 2     re-run 3     re-run 4     re-run 5     requests in all
+    old   383     398 S [32]    408 S [28]   414 S [24]   428 S [32]   441 S [31]   547
+    new   383     950 [617]     950 [50]     950 [50]     950 [50]     950 [50]     1217
+    New re-run 1 exits 0 and names the 50 parents that failed (17 of them "failed again"); later runs ask only
+    those 50 (the failed calls are asked again on every run), name them again and exit 1 ("50 of 50 row(s)
+    failed (50 call, 0 parse), over limits.max_failure_rate 25%") without stopping early.
 Fault 5: two processes running the same stage pay twice.
     A fresh workspace with the same 1000 parents, every reply valid, 20 ms per reply; two
     `workbench expand WS --level 2 --no-progress` processes started together (Popen back to back).
@@ -68,7 +83,9 @@ removes it again afterwards if it made it; the workspaces go to a temporary fold
 
     .venv/bin/python benchmarks/scenario_resume_faults.py                      # both faults, old and new
     .venv/bin/python benchmarks/scenario_resume_faults.py --code new --fault 1  # one version, one fault
-    options: --parents 1000 --reruns 5 --kill settled|immediate --old-tree /tmp/wb-old --old-commit 06ba4b0
+    .venv/bin/python benchmarks/scenario_resume_faults.py --fault 2 --old-commit 6b94bfb --old-tree /tmp/wb-old-main
+    options: --parents 1000 --reruns 5 --fault 1|2|5|both|all --kill settled|immediate --old-tree /tmp/wb-old
+             --old-commit 06ba4b0
              --keep (keep the workspaces)
 The old version runs as `PYTHONPATH=/tmp/wb-old python -P -c "...entrypoint()" ARGS`: -P matters, since
 without it `python -c` puts the current directory first on sys.path, and from the repository root that
