@@ -209,6 +209,37 @@ def test_expand_skips_a_parent_deleted_while_it_runs(seeded_ws):
     assert added == 2 * (len(parents) - 2)
 
 
+def test_expand_does_not_apply_a_reply_asked_under_a_parents_old_name(seeded_ws):
+    """A parent renamed after the run planned its call (asked under the old name): its reply is not applied, the
+    run says so, and the next run asks under the new name."""
+    ws = seeded_ws
+    parents = [r["id"] for r in ws.store.query(
+        "SELECT id FROM nodes WHERE level=1 AND status='accepted' ORDER BY position, name")]
+    renamed = parents[-1]
+    done = threading.Event()
+
+    def script(req):
+        if not done.is_set():       # a curator renames a parent while the first reply is being written
+            with Workspace.open(ws.root) as other:
+                Taxonomy.of(other).rename(renamed, "Brand new name")
+            done.set()
+        return Reply('["alpha", "beta"]')
+
+    with OpenAIServer(script) as server:
+        (ws.root / "workbench.toml").write_text(
+            f'[endpoints.default]\nbase_url = "{server.base_url}"\nmodel = "m"\nmax_concurrency = 1\n')
+        res = run_cli("expand", ws.root, "--level", "2", "--no-progress")
+        assert res.code == 0, res.err
+        assert "1 parent(s) not applied because they were renamed or moved" in res.out
+        assert ws.store.scalar("SELECT count(*) FROM nodes WHERE parent_id=?", (renamed,)) == 0
+        n = len(server.requests)
+        res = run_cli("expand", ws.root, "--level", "2", "--no-progress")
+        assert res.code == 0, res.err
+        asked = [r.text for r in server.requests[n:]]
+    assert len(asked) == 1 and "Brand new name" in asked[0]
+    assert ws.store.scalar("SELECT count(*) FROM nodes WHERE parent_id=?", (renamed,)) == 2
+
+
 def test_runs_command_lists_and_marks_runs(ws):
     with ws.stage_run("echo") as run:
         run.add("kept", 3)
