@@ -203,8 +203,8 @@ def test_keys_that_failed_before_are_asked_last_and_cannot_stop_a_resume(ws):
     assert "4 asked again after failing in an earlier run, 4 failed again" in rep.summary()
     # A new key that fails still counts: the same rows with every reply empty stop after min_calls new ones.
     with OpenAIServer(lambda req: Reply("")) as server:
-        fresh = EchoStage().run(ws, [{"item": f"n{i}"} for i in range(40)], endpoint=endpoint(server, max_concurrency=1),
-                                progress=False, max_failure_rate=0.25)
+        fresh = EchoStage().run(ws, [{"item": f"n{i}"} for i in range(40)],
+                                endpoint=endpoint(server, max_concurrency=1), progress=False, max_failure_rate=0.25)
     assert fresh.stopped and "failure rate" in fresh.stopped and fresh.retried == 0
 
 
