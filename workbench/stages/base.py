@@ -325,7 +325,9 @@ class LLMStage(Stage):
             key = hashlib.sha256(req.encode()).hexdigest()
             items.append((row, prompt, messages, key))
             requests[key] = req
-        found = CallCache(ws.store).get_many(k for *_, k in items)
+        # One lookup of every stored record, failed ones included: a key whose stored call failed is asked again.
+        stored = CallCache(ws.store).get_many((k for *_, k in items), ok_only=False)
+        found = {k: rec for k, rec in stored.items() if rec.ok}
         if refresh_failed:
             for row, _, _, key in items:
                 rec = found.get(key)
@@ -338,7 +340,7 @@ class LLMStage(Stage):
         # Keys with a stored reply that failed (a failed call, or with refresh_failed a reply that did not parse)
         # are asked after every never-tried key, and their failures cannot stop this run: a key that fails every
         # time would otherwise trip the failure-rate stop of every resume before the new keys are asked.
-        retried = set(CallCache(ws.store).get_many(pending, ok_only=False))
+        retried = {k for k in pending if k in stored}
         pending = {k: v for k, v in pending.items() if k not in retried} | \
                   {k: v for k, v in pending.items() if k in retried}
         return _Keyed(items=items, requests=requests, found=found, pending=pending, retried=retried)

@@ -150,6 +150,8 @@ def render(root: str, ws: Workspace) -> None:
     kind, msg = st.session_state.pop("rv_msg", (None, None))
     if kind == "error":
         st.error(msg)
+    elif kind == "warning":       # applied, but some nodes were left as someone else decided them meanwhile
+        st.warning(msg)
     elif kind:
         st.success(msg)
     v = rq.nodes_version(root)
