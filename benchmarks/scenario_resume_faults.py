@@ -25,6 +25,21 @@ Fault 1: cached unparseable replies stall a resumed run.
     Old: each resumed run delivers the stored parse failures first and counts them towards the
     failure-rate stop (17 of the first 20), so it stops after the calls already in flight (8-18), and the
     prose replies among those make the next run stop the same way.
+Fault 2: keys answered empty every time stall a resumed run (issue 30 part 2).
+    Fault 1's setup and kill, but the same 50 parents get an empty reply (stored as a failed call, asked again
+    by every run) instead of prose. "old" here is commit 6b94bfb (run with --old-commit 6b94bfb --old-tree
+    /tmp/wb-old-main --fault 2), the last one before the fix: its resumed runs asked the 17 parents that had
+    failed before the kill first, so 17 of the first 20 calls failed and every run stopped on the failure rate.
+    New: keys that failed in an earlier run are asked after every never-tried key and their failures are
+    counted apart (they cannot stop the run); the run names each failing row on stderr ("failed again: Task
+    type 0123 (key ...): empty reply ..."), counted in the note as "names N failing parent(s)".
+    Measured 2026-12 on the shared 2-core machine, 1000 parents (about 140 s for both versions):
+    code  killed  re-run 1      re-run 2     re-run 3     re-run 4     re-run 5     requests in all
+    old   383     398 S [32]    408 S [28]   414 S [24]   428 S [32]   441 S [31]   547
+    new   383     950 [617]     950 [50]     950 [50]     950 [50]     950 [50]     1217
+    New re-run 1 exits 0 and names the 50 parents that failed (17 of them "failed again"); later runs ask only
+    those 50 (the failed calls are asked again on every run), name them again and exit 1 ("50 of 50 row(s)
+    failed (50 call, 0 parse), over limits.max_failure_rate 25%") without stopping early.
 Fault 5: two processes running the same stage pay twice.
     A fresh workspace with the same 1000 parents, every reply valid, 20 ms per reply; two
     `workbench expand WS --level 2 --no-progress` processes started together (Popen back to back).
@@ -68,7 +83,9 @@ removes it again afterwards if it made it; the workspaces go to a temporary fold
 
     .venv/bin/python benchmarks/scenario_resume_faults.py                      # both faults, old and new
     .venv/bin/python benchmarks/scenario_resume_faults.py --code new --fault 1  # one version, one fault
-    options: --parents 1000 --reruns 5 --kill settled|immediate --old-tree /tmp/wb-old --old-commit 06ba4b0
+    .venv/bin/python benchmarks/scenario_resume_faults.py --fault 2 --old-commit 6b94bfb --old-tree /tmp/wb-old-main
+    options: --parents 1000 --reruns 5 --fault 1|2|5|both|all --kill settled|immediate --old-tree /tmp/wb-old
+             --old-commit 06ba4b0
              --keep (keep the workspaces)
 The old version runs as `PYTHONPATH=/tmp/wb-old python -P -c "...entrypoint()" ARGS`: -P matters, since
 without it `python -c` puts the current directory first on sys.path, and from the repository root that
@@ -101,6 +118,7 @@ MODEL = "m"
 KEY_ENV = "WB_SCENARIO_KEY"
 CATEGORY = re.compile(r"Category:\s*(.+)")
 STOPPED = re.compile(r"stopped early|STOPPED:")
+FAILED_ROW = re.compile(r"^\s+failed(?: again)?: (Task type \d+) ", re.M)   # a row the CLI names as failing
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -114,6 +132,7 @@ class Server:
     def __init__(self):
         self.latency = 0.0
         self.bad: set[str] = set()
+        self.empty: set[str] = set()      # fault 2: these parents get an empty reply, every time
         self.kill_pid: int | None = None
         self.kill_after: int | None = None
         self.killed_at: int | None = None
@@ -178,7 +197,7 @@ class Server:
             parent = found.group(1).strip() if found else None
         except (ValueError, AttributeError, KeyError, TypeError):
             pass
-        content = PROSE if parent in self.bad else VALID
+        content = "" if parent in self.empty else PROSE if parent in self.bad else VALID
         return self._http("200 OK", {
             "id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": 0, "model": MODEL,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
@@ -229,13 +248,12 @@ class Server:
 @dataclass
 class Code:
     label: str
-    tree: Path | None            # None: this checkout (the editable install)
+    tree: Path | None            # None: this checkout
     cwd: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
 
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_") and k != "PYTHONPATH"}
-        if self.tree is not None:
-            env["PYTHONPATH"] = str(self.tree)
+        env["PYTHONPATH"] = str(self.tree or REPO)    # this checkout even where another one is installed
         env[KEY_ENV] = "sk-scenario"
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -335,7 +353,8 @@ def first_line(text: str) -> str:
 # -- the two faults -----------------------------------------------------------------------------
 def settle_then_kill(proc: subprocess.Popen, ws: Path, server: Server, timeout: float = 120) -> str:
     """Wait until the server holds further requests and the process has applied every answered reply
-    (one expand_results row per answered parent), then SIGKILL it: a kill with nothing in transit."""
+    (one expand_results row per answered parent, or a stored failed call for an empty reply), then SIGKILL it:
+    a kill with nothing in transit."""
     deadline = time.monotonic() + timeout
     while not server.reached.wait(0.05):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -346,7 +365,8 @@ def settle_then_kill(proc: subprocess.Popen, ws: Path, server: Server, timeout: 
     while time.monotonic() < deadline and proc.poll() is None:
         con = sqlite3.connect(f"file:{ws / 'workbench.sqlite'}?mode=ro", uri=True, timeout=30)
         try:
-            rows = con.execute("SELECT count(DISTINCT parent_id) FROM expand_results").fetchone()[0]
+            rows = con.execute("SELECT count(DISTINCT parent_id) FROM expand_results").fetchone()[0] + \
+                con.execute("SELECT count(*) FROM llm_calls WHERE status='error'").fetchone()[0]  # fault 2
         finally:
             con.close()
         if rows >= want:
@@ -356,9 +376,12 @@ def settle_then_kill(proc: subprocess.Popen, ws: Path, server: Server, timeout: 
     return f"SIGKILL with {want} parents answered, {rows} applied, the next requests held"
 
 
-def fault1(code: Code, root: Path, server: Server, n: int, reruns: int, kill: str = "settled") -> list[dict]:
+def fault1(code: Code, root: Path, server: Server, n: int, reruns: int, kill: str = "settled",
+           empty: bool = False) -> list[dict]:
+    """Fault 1 (prose replies that do not parse), or with `empty` fault 2 (the same parents answered empty)."""
     parent_names = names(n)
-    server.bad, server.latency = bad_names(parent_names), 0.01
+    server.bad, server.empty = (set(), bad_names(parent_names)) if empty else (bad_names(parent_names), set())
+    server.latency = 0.01
     ws = make_workspace(code, root, parent_names, server)
     cmd = ("expand", str(ws), "--level", "2", "--no-progress")
     rows = []
@@ -397,6 +420,9 @@ def fault1(code: Code, root: Path, server: Server, n: int, reruns: int, kill: st
         elif p.returncode != 0:
             note = next((ln for ln in p.stderr.splitlines() if ln.startswith("error:")), first_line(p.stderr))
             note = re.sub(r";.*", "", note)
+        named = {m.group(1) for m in FAILED_ROW.finditer(p.stderr)}
+        if named:
+            note = (note + "; " if note else "") + f"names {len(named)} failing parent(s)"
         rows.append({"run": f"re-run {i}", "rc": p.returncode, "calls": server.granted, "ok": ok, "any": anyr,
                      "stored": stored,
                      "stopped": bool(stop), "s": time.monotonic() - t0, "note": note})
@@ -426,7 +452,7 @@ def fault5(code: Code, root: Path, server: Server, n: int) -> dict:
 # -- main ---------------------------------------------------------------------------------------
 def ensure_old_tree(tree: Path, commit: str) -> bool:
     """Make the worktree if missing; True if this call made it (and should remove it)."""
-    if (tree / "workbench" / "cli.py").exists():
+    if (tree / "workbench" / "__init__.py").exists():
         return False
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit], check=True,
                    capture_output=True, text=True)
@@ -438,7 +464,8 @@ def main() -> None:
     ap.add_argument("--code", choices=("old", "new", "both"), default="both")
     ap.add_argument("--parents", type=int, default=1000)
     ap.add_argument("--reruns", type=int, default=5)
-    ap.add_argument("--fault", choices=("1", "5", "both"), default="both")
+    ap.add_argument("--fault", choices=("1", "2", "5", "both", "all"), default="both",
+                    help="both: faults 1 and 5; all: 1, 2 and 5")
     ap.add_argument("--kill", choices=("settled", "immediate"), default="settled",
                     help="fault 1's SIGKILL: once every answered reply is applied and further requests are held "
                          "(reproducible), or right after the 40 %% reply (what a user sees; varies run to run)")
@@ -457,16 +484,20 @@ def main() -> None:
         for label in labels:
             code = Code(label, a.old_tree if label == "old" else None, cwd=root)
             code.check()
-            f1 = f5 = None
-            if a.fault in ("1", "both"):
+            f1 = f2 = f5 = None
+            if a.fault in ("1", "both", "all"):
                 t0 = time.monotonic()
                 f1 = fault1(code, root, server, a.parents, a.reruns, a.kill)
                 print(f"[{label}] fault 1 done in {time.monotonic() - t0:.0f}s", flush=True)
-            if a.fault in ("5", "both"):
+            if a.fault in ("2", "all"):
+                t0 = time.monotonic()
+                f2 = fault1(code, root, server, a.parents, a.reruns, a.kill, empty=True)
+                print(f"[{label}] fault 2 done in {time.monotonic() - t0:.0f}s", flush=True)
+            if a.fault in ("5", "both", "all"):
                 t0 = time.monotonic()
                 f5 = fault5(code, root, server, a.parents)
                 print(f"[{label}] fault 5 done in {time.monotonic() - t0:.0f}s", flush=True)
-            results[label] = (f1, f5)
+            results[label] = (f1, f5, f2)
     finally:
         server.close()
         if a.keep:
@@ -477,25 +508,31 @@ def main() -> None:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(a.old_tree)], check=False)
 
     n = a.parents
-    if a.fault in ("1", "both"):
+    if a.fault in ("1", "both", "all"):
         print_fault1(results, n, a.kill)
-    if a.fault in ("5", "both"):
+    if a.fault in ("2", "all"):
+        print_fault1(results, n, a.kill, empty=True)
+    if a.fault in ("5", "both", "all"):
         print_fault5(results, n)
     print(f"\ntotal {time.monotonic() - t_all:.0f}s")
 
 
-def print_fault1(results: dict, n: int, kill: str) -> None:
-    print(f"\nFault 1: cached unparseable replies stall resume ({n} parents, {len(bad_names(names(n)))} get prose; "
+def print_fault1(results: dict, n: int, kill: str, empty: bool = False) -> None:
+    what = ("Fault 2: keys answered empty every time stall resume" if empty
+            else "Fault 1: cached unparseable replies stall resume")
+    print(f"\n{what} ({n} parents, {len(bad_names(names(n)))} get {'empty replies' if empty else 'prose'}; "
           f"SIGKILL ({kill}) at {round(n * 0.4)} answered; default limits; concurrency 8)")
     print("ok = parents with an applied parsed result; any = with any applied result (parse errors included); "
           "calls = requests the server answered in that run; stored = answered calls in llm_calls after it; "
           "S = the run said it stopped early")
     print(f"{'code':5} {'run':9} {'rc':>4} {'calls':>6} {'stored':>6} {'ok':>6} {'any':>6} {'S':>2} {'secs':>5}  note")
-    for label, (f1, _) in results.items():
-        for r in f1:
+    part = 2 if empty else 0
+    for label, got in results.items():
+        for r in got[part]:
             print(f"{label:5} {r['run']:9} {r['rc']:>4} {r['calls']:>6} {r['stored']:>6} {r['ok']:>6} {r['any']:>6} "
                   f"{'S' if r['stopped'] else '':>2} {r['s']:>5.1f}  {r['note']}")
-    for label, (f1, _) in results.items():
+    for label, got in results.items():
+        f1 = got[part]
         print(f"  {label}: applied parsed results {' -> '.join(str(r['ok']) for r in f1)} of {n}; "
               f"{sum(r['calls'] for r in f1)} requests in all")
 
@@ -506,7 +543,7 @@ def print_fault5(results: dict, n: int) -> None:
           "rows; ok = parents with a parsed result")
     print(f"{'code':5} {'requests':>8} {'parents':>7} {'results':>7} {'ok':>6} {'rc':>6} {'secs':>5}  "
           "stderr first lines")
-    for label, (_, f5) in results.items():
+    for label, (_, f5, _) in results.items():
         print(f"{label:5} {f5['calls']:>8} {f5['parents']:>7} {f5['results']:>7} {f5['ok']:>6} "
               f"{','.join(map(str, f5['rc'])):>6} "
               f"{f5['s']:>5.1f}  {' | '.join(s[:110] or '(nothing)' for s in f5['stderr'])}")

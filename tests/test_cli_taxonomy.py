@@ -39,6 +39,12 @@ def test_import_bad_file_lists_lines_and_exits_2(tmp_path):
     assert "empty taxonomy" in r.out
     r = run_cli("taxonomy", "import", ws, bad, "--skip-bad")
     assert r.code == 0 and "skipped 3 bad entries" in r.out
+    # Every line bad: --skip-bad has nothing to import, and says so (not a success with 0 nodes).
+    allbad = tmp_path / "allbad.txt"
+    allbad.write_text("ocr~a/b\nocr~~x\n")
+    r = run_cli("taxonomy", "import", ws, allbad, "--skip-bad")
+    assert r.code == 2 and "line 1" in r.err and "every entry has an error, so --skip-bad left none" in r.err
+    assert "Traceback" not in r.err
 
 
 def test_edit_commands(tmp_path):

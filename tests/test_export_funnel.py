@@ -135,3 +135,45 @@ def test_export_reports_the_flagged_samples_it_left_out(filled, tmp_path):
         adj.flag(ws, sid, "bad", reviewer="ann")
     with pytest.raises(WorkbenchError, match="4 flagged by a reviewer"):
         export(ws, tmp_path / "d.json")
+
+
+def test_export_refuses_a_selection_that_people_voted_against_since(filled, tmp_path, monkeypatch):
+    """A person's vote cast while select runs (after it read the votes) is not in the selection: export refuses and
+    names the sample; --allow-changed exports with a warning; select again applies the vote."""
+    from workbench.review import adjudication as adj
+    from workbench.stages.export.stage import ExportStage
+    from workbench.stages.select import stage as select_stage
+
+    ws = filled
+    select(ws)
+    chosen = [r[0] for r in ws.store.query("SELECT sample_id FROM selections WHERE selected = 1 ORDER BY sample_id")]
+    real = select_stage.vote_table
+
+    def read_then_vote(store):
+        table = real(store)
+        adj.vote(ws, chosen[0], 0, reviewer="ann")        # lands after select read the votes
+        return table
+
+    monkeypatch.setattr(select_stage, "vote_table", read_then_vote)
+    select(ws)
+    monkeypatch.setattr(select_stage, "vote_table", real)
+    assert ws.store.scalar("SELECT selected FROM selections WHERE sample_id = ?", (chosen[0],)) == 1
+    with pytest.raises(WorkbenchError, match=rf"changed on 1 sample\(s\).*{chosen[0][:12]} \(votes none -> "
+                                             r"human:ann=0\).*workbench select"):
+        export(ws, tmp_path / "a.json")
+    assert not (tmp_path / "a.json").exists()
+    rep = ExportStage(tmp_path / "b.json", allow_changed=True).run(ws)
+    assert rep.people_changed == 1 and "WARNING" in rep.summary() and rep.samples == len(chosen)
+    select(ws)                                             # applies the vote
+    path, n = export(ws, tmp_path / "c.json")
+    assert n == len(chosen) - 1 and chosen[0] not in {r["id"] for r in json.loads(path.read_text())}
+    # A lifted flag is a change too (the sample was left unselected for it); a flag added since is not (export
+    # leaves a flagged sample out and says so).
+    adj.flag(ws, chosen[1], "bad", reviewer="ann")
+    assert export(ws, tmp_path / "d.json")[1] == len(chosen) - 2
+    select(ws)
+    adj.unflag(ws, chosen[1])
+    with pytest.raises(WorkbenchError, match="flag lifted"):
+        export(ws, tmp_path / "e.json")
+    # --all-ok does not use the selection: nothing to compare.
+    assert export(ws, tmp_path / "f.json", only_selected=False)[1] > 0

@@ -114,6 +114,19 @@ def test_jsonl_manifest_and_bad_json_line(ws, tmp_path):
         register_images(ws, [bad], root=root)
 
 
+def test_a_json_file_that_names_no_image_is_refused_not_registered_as_nothing(ws, tmp_path):
+    odd = tmp_path / "data.json"
+    odd.write_text(json.dumps({"data": 1}))
+    r = run_cli("images", "add", ws.root, odd)
+    assert r.code == 2 and "data.json: no entry names an image" in r.err and "keys data" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(WorkbenchError, match=r"empty.jsonl: no entry names an image \(0 entr"):
+        register_images(ws, [empty])
+    assert ws.store.scalar("SELECT count(*) FROM images") == 0
+
+
 def test_cli_images_add_and_report(ws, tmp_path):
     make_images(tmp_path / "imgs", 2)
     (tmp_path / "imgs" / "empty.png").write_bytes(b"")

@@ -182,6 +182,32 @@ def test_parse_failures_count_towards_failure_rate(ws):
     assert ws.store.scalar("SELECT count(*) FROM llm_calls WHERE raw_text='gibberish'") == rep.called
 
 
+def test_keys_that_failed_before_are_asked_last_and_cannot_stop_a_resume(ws):
+    """40 rows, 4 always answered empty: a first run asks 10 of them (the 4 among them), then a resume with a
+    strict failure-rate stop asks the 30 new keys first and the 4 old failures last, uncounted, and names them."""
+    ws.config.limits.min_calls_before_failure_check = 4
+    bad = {"0", "1", "2", "3"}
+    rows = [{"item": str(i)} for i in range(40)]
+    with OpenAIServer(lambda req: Reply("" if item_of(req) in bad else f"answer {item_of(req)}")) as server:
+        ep = endpoint(server, max_concurrency=1)
+        first = EchoStage().run(ws, rows[:10], endpoint=ep, progress=False, max_failure_rate=1.0)
+        assert first.call_failed == 4 and first.retried == 0
+        asked = len(server.requests)
+        rep = EchoStage().run(ws, rows, endpoint=ep, progress=False, max_failure_rate=0.25)
+        order = [item_of(r) for r in server.requests[asked:]]
+    assert rep.stopped is None and rep.ok == 36 and rep.call_failed == 4
+    assert order[-4:] == ["0", "1", "2", "3"] and len(order) == 34   # the old failures last, each asked once
+    assert (rep.retried, rep.failed_again, rep.failed_rows) == (4, 4, 4)
+    assert [(f["row"], f["again"], f["reply"]) for f in rep.failing] == [(i, True, "") for i in sorted(bad)]
+    assert all(f["error"] for f in rep.failing)
+    assert "4 asked again after failing in an earlier run, 4 failed again" in rep.summary()
+    # A new key that fails still counts: the same rows with every reply empty stop after min_calls new ones.
+    with OpenAIServer(lambda req: Reply("")) as server:
+        fresh = EchoStage().run(ws, [{"item": f"n{i}"} for i in range(40)],
+                                endpoint=endpoint(server, max_concurrency=1), progress=False, max_failure_rate=0.25)
+    assert fresh.stopped and "failure rate" in fresh.stopped and fresh.retried == 0
+
+
 def test_budget_stops_cleanly_and_dry_run_spends_nothing(ws):
     with OpenAIServer(lambda req: Reply("answer", prompt_tokens=1000, completion_tokens=1000)) as server:
         ep = endpoint(server, max_concurrency=1)  # price (1, 2) USD/M: each call costs $0.003

@@ -87,6 +87,48 @@ def test_a_corrupted_download_is_refused_and_fetched_again(hub):
     assert r.code == 1 and f"CORRUPT  {LLM.repo_id}/model.safetensors" in r.out and "repair:" in r.out
 
 
+@pytest.mark.timeout(120)
+def test_verify_fails_on_files_it_cannot_check_and_pull_repairs_them(hub, tmp_path):
+    """A cache copied with links dereferenced plus a flipped byte, and a snapshot link replaced by a corrupt plain
+    file: verify names each file and why it cannot check it (rc 1), never "ok"; one pull fetches them anew."""
+    import shutil
+
+    from workbench.models.hub import snapshot_path, verify
+
+    assert run_cli("models", "pull", "--yes").code == 0
+    snap = snapshot_path(LLM)
+    link = snap / "config.json"
+    link.unlink()
+    link.write_text('{"corrupt": true}')                     # a plain file where the link was
+    r = run_cli("models", "verify")
+    assert r.code == 1 and f"UNCHECKED {LLM.repo_id}/config.json: a plain file" in r.out, r.out
+    assert f"ok       {LLM.repo_id}" not in r.out
+    # The whole CLIP snapshot copied with links dereferenced, one byte flipped.
+    clip = snapshot_path(CLIP)
+    copy = tmp_path / "copy"
+    shutil.copytree(clip, copy, symlinks=False)
+    shutil.rmtree(clip)
+    shutil.copytree(copy, clip)
+    weights = clip / "open_clip_model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[100] ^= 1
+    weights.write_bytes(bytes(raw))
+    rep = verify(CLIP)
+    assert not rep.ok and not rep.checked and {f for f, _ in rep.unchecked} >= {"open_clip_model.safetensors"}
+    r = run_cli("models", "verify")
+    assert r.code == 1 and f"UNCHECKED {CLIP.repo_id}/open_clip_model.safetensors" in r.out
+    # A link to a blob that is gone is bad, not skipped.
+    blob = _blob(VLM, "model.safetensors")
+    blob.unlink()
+    r = run_cli("models", "verify")
+    assert r.code == 1 and f"CORRUPT  {VLM.repo_id}/model.safetensors: a link to a missing blob" in r.out
+    # The repair the message names: one pull deletes what could not be checked and fetches it again.
+    r = run_cli("models", "pull", "--yes")
+    assert r.code == 0, r.err
+    r = run_cli("models", "verify")
+    assert r.code == 0 and r.out.count("ok ") == 3, r.out
+
+
 def test_pull_without_a_terminal_asks_for_yes(hub, monkeypatch):
     monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
     r = run_cli("models", "pull")

@@ -66,11 +66,34 @@ def test_select_by_subtree_run_origin(tree):
         select_proposals(ws, origin="alien")
 
 
+def test_bulk_accept_leaves_a_node_decided_meanwhile_and_says_so(tree, tmp_path):
+    """Proposals picked, then another process rejects one before the bulk accept commits: the reject stands,
+    the accept skips it and counts it, and the log holds no accept for it."""
+    ws, _, _, ids = tree
+    picked = select_proposals(ws, under=ids["Counting"])
+    from workbench.core.workspace import Workspace
+    with Workspace.open(ws.root) as other:
+        [res] = apply_decisions(other, [Decision(ids["People"], "reject")], reviewer="sam")
+        assert res.status == "applied"
+    counts = bulk_status(ws, picked, "accepted", reviewer="pat", expect="proposed")
+    assert counts == {"applied": 2, "unchanged": 0, "decided_meanwhile": 1, "gone": 0}
+    assert _status(ws, ids["People"]) == "rejected" and _status(ws, ids["Cars"]) == "accepted"
+    log = review_log(ws)
+    assert list(log[log.node_id == ids["People"]].action) == ["reject"]
+    # Listed nodes (no `expect`) are the curator's explicit choice: they are changed whatever their status.
+    assert bulk_status(ws, [ids["People"]], "accepted", reviewer="pat")["applied"] == 1
+    # A pick of every proposal, one of them rejected meanwhile by the Taxonomy API directly: the same.
+    ids2 = select_proposals(ws)
+    Taxonomy.of(ws).reject([ids["Depth"]])
+    counts = bulk_status(ws, ids2, "accepted", expect="proposed")
+    assert counts["decided_meanwhile"] == 1 and _status(ws, ids["Depth"]) == "rejected"
+
+
 def test_bulk_accept_subtree_logs_reviewer_and_previous_value(tree):
     ws, r1, r2, ids = tree
     counts = bulk_status(ws, select_proposals(ws, under=ids["Counting"]), "accepted", reviewer="pat",
                          source="cli")
-    assert counts == {"applied": 3, "unchanged": 0, "gone": 0}
+    assert counts == {"applied": 3, "unchanged": 0, "decided_meanwhile": 0, "gone": 0}
     assert {_status(ws, ids[n]) for n in ("Counting", "People", "Cars")} == {"accepted"}
     assert _status(ws, ids["Depth"]) == "proposed"
     log = review_log(ws)
@@ -80,7 +103,7 @@ def test_bulk_accept_subtree_logs_reviewer_and_previous_value(tree):
                                                           "Vision~Counting~Cars"}
     # Again: nothing to do, nothing logged.
     assert bulk_status(ws, [ids["Counting"], "t000000000000"], "accepted", reviewer="pat") == \
-        {"applied": 0, "unchanged": 1, "gone": 1}
+        {"applied": 0, "unchanged": 1, "decided_meanwhile": 0, "gone": 1}
     assert len(review_log(ws)) == 3
     # Bulk reject of a run, then undo: back to accepted (the subtree's batch) and proposed.
     bulk_status(ws, select_proposals(ws, stage_run_id=r2), "rejected", reviewer="sam")

@@ -209,6 +209,59 @@ def test_expand_skips_a_parent_deleted_while_it_runs(seeded_ws):
     assert added == 2 * (len(parents) - 2)
 
 
+def test_expand_does_not_apply_a_reply_asked_under_a_parents_old_name(seeded_ws):
+    """A parent renamed after the run planned its call (asked under the old name): its reply is not applied, the
+    run says so, and the next run asks under the new name."""
+    ws = seeded_ws
+    parents = [r["id"] for r in ws.store.query(
+        "SELECT id FROM nodes WHERE level=1 AND status='accepted' ORDER BY position, name")]
+    renamed = parents[-1]
+    done = threading.Event()
+
+    def script(req):
+        if not done.is_set():       # a curator renames a parent while the first reply is being written
+            with Workspace.open(ws.root) as other:
+                Taxonomy.of(other).rename(renamed, "Brand new name")
+            done.set()
+        return Reply('["alpha", "beta"]')
+
+    with OpenAIServer(script) as server:
+        (ws.root / "workbench.toml").write_text(
+            f'[endpoints.default]\nbase_url = "{server.base_url}"\nmodel = "m"\nmax_concurrency = 1\n')
+        res = run_cli("expand", ws.root, "--level", "2", "--no-progress")
+        assert res.code == 0, res.err
+        assert "1 parent(s) not applied because they were renamed or moved" in res.out
+        assert ws.store.scalar("SELECT count(*) FROM nodes WHERE parent_id=?", (renamed,)) == 0
+        n = len(server.requests)
+        res = run_cli("expand", ws.root, "--level", "2", "--no-progress")
+        assert res.code == 0, res.err
+        asked = [r.text for r in server.requests[n:]]
+    assert len(asked) == 1 and "Brand new name" in asked[0]
+    assert ws.store.scalar("SELECT count(*) FROM nodes WHERE parent_id=?", (renamed,)) == 2
+
+
+def test_expand_cli_names_the_parents_that_keep_failing(seeded_ws):
+    """A parent answered empty every time: each run asks it (after the new ones), names it with its reply, and
+    the second run marks it as failing again."""
+    ws = seeded_ws
+    parents = [r["name"] for r in ws.store.query(
+        "SELECT name FROM nodes WHERE level=1 AND status='accepted' ORDER BY position, name")]
+    bad = parents[0]
+
+    def script(req):
+        return Reply("" if f"Category: {bad}\n" in req.text else '["alpha", "beta"]')
+
+    with OpenAIServer(script) as server:
+        (ws.root / "workbench.toml").write_text(
+            f'[endpoints.default]\nbase_url = "{server.base_url}"\nmodel = "m"\nmax_concurrency = 1\n')
+        first = run_cli("expand", ws.root, "--level", "2", "--no-progress")
+        second = run_cli("expand", ws.root, "--level", "2", "--no-progress")
+    assert f"  failed: {bad} (key " in first.err and "; reply: ''" in first.err
+    assert "1 row(s) failed in this run's calls (0 of them failed in an earlier run too" in first.err
+    assert f"  failed again: {bad} (key " in second.err and "--refresh-failed" in second.err
+    assert "1 asked again after failing in an earlier run, 1 failed again" in second.out
+
+
 def test_runs_command_lists_and_marks_runs(ws):
     with ws.stage_run("echo") as run:
         run.add("kept", 3)

@@ -272,3 +272,27 @@ def test_init_writes_a_folder_name_with_a_quote_and_a_backslash_as_valid_toml(tm
     assert ws.config.workspace.name == 'tax "v2" \\ draft'
     ws.close()
     assert Workspace.open(folder).config.workspace.name == 'tax "v2" \\ draft'
+
+
+def test_a_failed_upgrade_of_an_older_workspace_names_the_step_not_the_disk(tmp_path, monkeypatch):
+    """An older workspace whose upgrade fails (here: the column the next vision migration adds is already there)
+    gets one error naming the component, the step and sqlite's reason; no talk of a full disk."""
+    import workbench.core.store as store_mod
+    from conftest import run_cli
+
+    full = registered_schemas()
+    old = dict(full, vision=full["vision"][:-1])
+    monkeypatch.setattr(store_mod, "registered_schemas", lambda: old)
+    ws = Workspace.init(tmp_path / "w")
+    with ws.store.write() as c:
+        c.execute("ALTER TABLE selections ADD COLUMN people TEXT")     # what the last vision migration adds
+    ws.close()
+    monkeypatch.setattr(store_mod, "registered_schemas", lambda: full)
+    n = len(full["vision"])
+    with pytest.raises(SchemaError, match=rf"schema 'vision' from v{n - 1} \(migration {n}\) failed: sqlite: "
+                                          "duplicate column name: people; that step was rolled back"):
+        Workspace.open(tmp_path / "w")
+    r = run_cli("taxonomy", "stats", tmp_path / "w")
+    assert r.code == 2 and "duplicate column name" in r.err and "disk" not in r.err
+    assert len(r.err.strip().splitlines()) == 1
+

@@ -109,6 +109,12 @@ def test_skip_bad_imports_the_good_lines(ws, tmp_path):
     assert sorted(p for _, p in Taxonomy.of(ws).leaves()) == ["captioning", "ocr~scene text"]
 
 
+def test_skip_bad_with_every_line_bad_is_an_error(ws, tmp_path):
+    with pytest.raises(ImportProblemsError, match="every entry has an error, so --skip-bad left none to import"):
+        import_taxonomy(Taxonomy.of(ws), write(tmp_path, "a/b\nx~~y\n"), skip_bad=True)
+    assert not Taxonomy.of(ws).leaves()
+
+
 def test_non_utf8_and_bad_json_name_their_location(ws, tmp_path):
     p = tmp_path / "latin1.txt"
     p.write_bytes("ocr~caf\xe9 menus\n".encode("latin-1"))

@@ -27,7 +27,7 @@ class TaxonomyError(WorkbenchError):
 class ImportProblemsError(WorkbenchError):
     """An import found errors; nothing was changed. `.report` holds every problem."""
 
-    def __init__(self, report):  # report: workbench.taxonomy.io.ImportReport
+    def __init__(self, report, *, all_bad: bool = False):  # report: workbench.taxonomy.io.ImportReport
         self.report = report
         errors = report.errors
         if errors:
@@ -37,6 +37,9 @@ class ImportProblemsError(WorkbenchError):
             lead = f"{report.source}: unknown problem"
         unreadable = bool(errors) and errors[0].message.startswith("invalid JSON")
         hint = "Fix the file." if unreadable else "Fix the file, or pass --skip-bad to import the good lines."
+        if all_bad:     # --skip-bad given, but there was no good entry to import
+            lead = f"{lead}; every entry has an error, so --skip-bad left none to import"
+            hint = "Fix the file."
         super().__init__(f"{lead}; nothing was imported. {hint}")
 
 
@@ -49,3 +52,16 @@ class ParseFailure(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+def sqlite_hint(error: str) -> str:
+    """What to do about a sqlite error, from its text: only a full disk says to free space."""
+    text = error.lower()
+    if "disk is full" in text or "disk i/o" in text:
+        return "Free some disk space (or check the disk) and run it again."
+    if "readonly" in text or "read-only" in text:
+        return "The database file or its folder is read-only: make both writable and run it again."
+    if "locked" in text or "busy" in text:
+        return "Another process holds the database: wait for it (or close it) and run it again."
+    return ("If this workspace was made or changed by another program, restore a copy (workbench.sqlite.bak-*) "
+            "or report the message.")

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from workbench.core.errors import SchemaError
+from workbench.core.errors import SchemaError, sqlite_hint
 
 # Modules that define `COMPONENT: str` and `MIGRATIONS: list[str]` (SQL scripts), or `COMPONENTS: {name: migrations}`.
 SCHEMA_MODULES = [
@@ -92,6 +92,13 @@ class Store:
                     f"or move it away and run `workbench init {self.path.parent}` to start an empty workspace")
         return (f"Backups in {self.path.parent} (newest first, each from before a schema upgrade): {names}; to use "
                 f"one, move {self.path.name} away and copy the backup to {self.path}")
+
+    def _migration_failed(self, comp: str, i: int, current: dict[str, int], exc: sqlite3.Error) -> str:
+        """An older workspace whose schema upgrade failed: which one, sqlite's reason, and that nothing changed."""
+        from_v = current.get(comp, 0)
+        return (f"{self.path}: upgrading this workspace's schema '{comp}' from v{from_v} (migration {i + 1}) failed: "
+                f"sqlite: {exc}; that step was rolled back (nothing of it was written). {sqlite_hint(str(exc))}"
+                + (f" A copy from before the upgrade: {self._backup_list()}." if self._backups() else ""))
 
     def _empty_file_message(self) -> str:
         return (f"{self.path}: the workspace database is empty (0 bytes), perhaps truncated by a crash or a failed "
@@ -242,7 +249,10 @@ class Store:
                         if now.get(comp, 0) != i:
                             continue
                         for stmt in _split_sql(schemas[comp][i]):
-                            conn.execute(stmt)
+                            try:
+                                conn.execute(stmt)
+                            except sqlite3.Error as exc:   # rolled back: say which upgrade failed and why
+                                raise SchemaError(self._migration_failed(comp, i, current, exc)) from None
                         if fk_off:
                             bad = conn.execute("PRAGMA foreign_key_check").fetchall()
                             if bad:

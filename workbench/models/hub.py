@@ -7,7 +7,9 @@
 - Integrity: a cached blob is named by the hub's hash of the file (the sha256 for LFS files, the git blob
   sha1 otherwise; the ETag the hub sent). `verify` recomputes every file's hash and compares; `pull`
   verifies what it fetched and deletes a file that does not match, so a corrupted download is refused and
-  the next pull fetches it again.
+  the next pull fetches it again. A snapshot entry that is not a link to such a blob (a plain file, e.g. a
+  cache copied with links dereferenced, or a link elsewhere) cannot be checked: `verify` reports it as
+  `unchecked` with why, and it is not ok; a link to a missing blob is bad.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import fnmatch
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,10 +123,11 @@ class VerifyReport:
     checked: list[str] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
     missing: list[str] = field(default_factory=list)            # required globs with no file
+    unchecked: list[tuple[str, str]] = field(default_factory=list)   # (file, why it cannot be checked)
 
     @property
     def ok(self) -> bool:
-        return self.path is not None and not self.bad and not self.missing
+        return self.path is not None and not self.bad and not self.missing and not self.unchecked
 
 
 def verify(spec: ModelSpec) -> VerifyReport:
@@ -134,22 +138,39 @@ def verify(spec: ModelSpec) -> VerifyReport:
         rep.missing = list(spec.required)
         return rep
     names = []
-    for f in _files(snap):
+    blobs = (snap.parent.parent / "blobs").resolve()
+    for f in sorted(p for p in snap.rglob("*") if p.is_file() or p.is_symlink()):   # dangling links too
         rel = str(f.relative_to(snap))
         names.append(rel)
+        why = _uncheckable(f, blobs)
+        if why is not None:
+            (rep.bad if why.startswith("a link to a missing") else rep.unchecked).append((rel, why))
+            continue
         blob = f.resolve()
         expected = blob.name
-        if len(expected) == 64:
-            got = _sha256(blob)
-        elif len(expected) == 40:
-            got = _git_blob_sha1(blob)
-        else:   # a file not stored by hash (local_dir copies): nothing to compare with
-            continue
+        got = _sha256(blob) if len(expected) == 64 else _git_blob_sha1(blob)
         rep.checked.append(rel)
         if got != expected:
             rep.bad.append((rel, f"content hash {got[:12]}… ≠ hub's {expected[:12]}…"))
     rep.missing = [pat for pat in spec.required if not any(fnmatch.fnmatch(n, pat) for n in names)]
     return rep
+
+
+_HASH_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _uncheckable(entry: Path, blobs: Path) -> str | None:
+    """Why a snapshot entry cannot be checked against the hub's hash (None: it can): the hash is the name of the
+    blob it links to, so a plain file, a link out of the cache's blobs or a blob not named by a hash has none."""
+    if not entry.is_symlink():
+        return ("a plain file, not a link to a blob named by the hub's hash: nothing to check it against (a cache "
+                "copied with links dereferenced?)")
+    if not entry.exists():
+        return f"a link to a missing blob ({os.readlink(entry)})"
+    blob = entry.resolve()
+    if blob.parent != blobs or not _HASH_NAME.fullmatch(blob.name):
+        return f"links to {blob}, not to a blob of this cache named by the hub's hash: nothing to check it against"
+    return None
 
 
 def remove_files(spec: ModelSpec, rels: list[str]) -> None:
@@ -202,11 +223,12 @@ def pull(spec: ModelSpec, *, progress: bool = True) -> Path:
         if not progress:
             enable_progress_bars()
     rep = verify(spec)
-    if rep.bad:
-        remove_files(spec, [f for f, _ in rep.bad])
+    if rep.bad or rep.unchecked:
+        remove_files(spec, [f for f, _ in rep.bad + rep.unchecked])
         raise ModelIntegrityError(
-            f"{spec.repo_id}: {len(rep.bad)} downloaded file(s) do not match the hub's hash and were deleted: "
-            + "; ".join(f"{f}: {why}" for f, why in rep.bad)
+            f"{spec.repo_id}: {len(rep.bad) + len(rep.unchecked)} downloaded file(s) do not match the hub's hash "
+            "(or cannot be checked against it) and were deleted: "
+            + "; ".join(f"{f}: {why}" for f, why in rep.bad + rep.unchecked)
             + f". Run `workbench models pull` again to fetch them anew ({path})")
     if rep.missing:
         raise WorkbenchError(f"{spec.repo_id}: the download has no file matching {', '.join(rep.missing)}; the "

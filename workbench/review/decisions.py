@@ -295,10 +295,13 @@ def _hidden(ws: Workspace, node_id: str) -> bool:
 
 
 def bulk_status(ws: Workspace, node_ids: Iterable[str], status: str, *, reviewer: str | None = None,
-                source: str = "library") -> dict[str, int]:
+                source: str = "library", expect: str | None = None) -> dict[str, int]:
     """Accept or reject many nodes in one transaction (one batch in the log): a whole subtree or run at once.
 
-    Returns counts: 'applied', 'unchanged' (already so), 'gone' (deleted or merged away meanwhile)."""
+    `expect` (e.g. 'proposed' for ids from `select_proposals`): the status the nodes had when they were picked;
+    a node that someone else decided meanwhile (now neither `expect` nor `status`) is left as they decided it.
+    Returns counts: 'applied', 'unchanged' (already so), 'decided_meanwhile' (left alone), 'gone' (deleted or
+    merged away meanwhile)."""
     if status not in ("accepted", "rejected"):
         raise WorkbenchError(f"bulk status must be 'accepted' or 'rejected'; got {status!r}")
     ids = list(dict.fromkeys(node_ids))
@@ -309,14 +312,24 @@ def bulk_status(ws: Workspace, node_ids: Iterable[str], status: str, *, reviewer
             chunk = ids[i:i + 500]
             current.update({r[0]: r[1] for r in conn.execute(
                 f"SELECT id, status FROM nodes WHERE id IN ({','.join('?' * len(chunk))})", chunk)})
-        todo = [i for i in ids if i in current and current[i] != status]
+        # Read inside this write transaction: a decision committed since the ids were picked is seen here.
+        meanwhile = [i for i in ids if i in current and expect is not None and current[i] not in (expect, status)]
+        todo = [i for i in ids if i in current and current[i] != status and i not in meanwhile]
         if todo:
             chains = _chains(ws.store, todo)
             paths = {k: SEP.join(c["names"]) for k, c in chains.items()}
             Taxonomy.of(ws).set_status(todo, status)
             action = {"accepted": "accept", "rejected": "reject"}[status]
             log.many(conn, [(action, i, paths.get(i), current[i], status) for i in todo])
-    return {"applied": len(todo), "unchanged": len(current) - len(todo), "gone": len(ids) - len(current)}
+    return {"applied": len(todo), "unchanged": len(current) - len(todo) - len(meanwhile),
+            "decided_meanwhile": len(meanwhile), "gone": len(ids) - len(current)}
+
+
+def bulk_counts_text(counts: dict[str, int]) -> str:
+    """What a bulk decision left alone, for a person: '' when it applied to every node."""
+    words = {"unchanged": "unchanged (already so)", "decided_meanwhile": "skipped (decided by someone else "
+             "meanwhile; left as they decided)", "gone": "gone (deleted or merged away meanwhile)"}
+    return ", ".join(f"{counts[k]} {w}" for k, w in words.items() if counts.get(k))
 
 
 # -- the log and undo ----------------------------------------------------------------------------

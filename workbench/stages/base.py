@@ -17,7 +17,9 @@ A parse failure is one exception, `ParseFailure(reason)`; the base counts it and
 `record` with `outcome.error` set, so the stage keeps the dropped row and its reason beside the kept ones
 (the raw reply stays in `llm_calls`). A failed *call* is never passed to `record`: nothing was decided and
 the next run calls again. Only calls made in this run count towards the failure-rate stop: stored replies
-that do not parse are reported, not held against the endpoint (`--refresh-failed` asks for them again).
+that do not parse are reported, not held against the endpoint (`--refresh-failed` asks for them again). Keys
+that failed in an earlier run are asked after every never-tried key and counted apart (`failed_again`), so a
+key that fails every time cannot stop a resume; the report names the rows whose calls failed (`failing`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from workbench.stages.dispatch import CallPlan, Dispatcher, RunGuard, current, p
 __all__ = ["Stage", "LLMStage", "ParseFailure", "Outcome", "RunReport", "StageRun"]
 
 DEFAULT_OUTPUT_TOKENS = 256
+FAILING_KEPT = 100         # rows of `RunReport.failing` kept (`failed_rows` stays whole)
+_LABEL_FIELDS = ("parent_path", "sample_id", "image_id", "task_path", "reference_path", "item", "id", "name")
 _FINAL = ("run",)
 
 
@@ -141,6 +145,10 @@ class RunReport:
     errors: list[str] = field(default_factory=list)   # a sample of error messages
     counts: dict[str, int] = field(default_factory=dict)   # what the stage recorded (kept, added, votes_1, ...)
     produces: str | None = None         # the count that measures the stage's output (0 = nothing for what follows)
+    retried: int = 0                    # rows asked again whose key failed in an earlier run (asked last) ...
+    failed_again: int = 0               # ... and failed again: not counted towards the failure-rate stop
+    failed_rows: int = 0                # rows whose call in this run failed or whose fresh reply did not parse
+    failing: list[dict] = field(default_factory=list)   # the first FAILING_KEPT of them: row, key, again, error, reply
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -168,6 +176,9 @@ class RunReport:
              f"{self.ok} ok, {self.call_failed} call failure(s), {self.parse_failed} parse failure(s)")
         if self.not_run:
             s += f", {self.not_run} not run"
+        if self.retried:
+            s += (f"; {self.retried} asked again after failing in an earlier run, {self.failed_again} failed again "
+                  "(not counted towards the failure-rate stop)")
         if self.counts:
             s += "; " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.counts.items())
         s += f"; {self.prompt_tokens:,}+{self.completion_tokens:,} tokens, {self._cost(self.cost_usd)}" \
@@ -213,6 +224,14 @@ class LLMStage(Stage):
     # -- helpers -----------------------------------------------------------------------------------
     def render(self, row: Any) -> list[dict]:
         return self.prompt_for(row).render(images=self.images(row), **self.context(row))
+
+    def row_label(self, row: Any) -> str:
+        """How a report names a row: its first identifying field (a parent's path, a sample or image id...)."""
+        get = row.get if isinstance(row, dict) else lambda f: getattr(row, f, None)
+        for f in _LABEL_FIELDS:
+            if get(f) is not None:
+                return str(get(f))
+        return "(top level)" if get("level") == 1 else repr(row)[:80]
 
     def parse_or_reason(self, raw: str, row: Any) -> tuple[Any, str | None]:
         try:
@@ -276,7 +295,7 @@ class LLMStage(Stage):
                              limits.max_failure_rate if max_failure_rate is None else max_failure_rate,
                              limits.min_calls_before_failure_check)
             deliver = _Delivery(stage=self, ws=ws, run=run, report=report, guard=guard, on_result=on_result,
-                                asked=keyed.asked())
+                                asked=keyed.asked(), retried=keyed.retried)
             plan = CallPlan(ws=ws, stage=self.name, endpoint=ep, params=params, pending=keyed.pending,
                             requests=keyed.requests, est_tokens=est, out_tokens=out_tokens, price=price,
                             run_id=run.id, guard=guard, report=report, deliver=deliver, progress=progress)
@@ -306,7 +325,9 @@ class LLMStage(Stage):
             key = hashlib.sha256(req.encode()).hexdigest()
             items.append((row, prompt, messages, key))
             requests[key] = req
-        found = CallCache(ws.store).get_many(k for *_, k in items)
+        # One lookup of every stored record, failed ones included: a key whose stored call failed is asked again.
+        stored = CallCache(ws.store).get_many((k for *_, k in items), ok_only=False)
+        found = {k: rec for k, rec in stored.items() if rec.ok}
         if refresh_failed:
             for row, _, _, key in items:
                 rec = found.get(key)
@@ -316,7 +337,13 @@ class LLMStage(Stage):
         for _row, prompt, messages, key in items:
             if key not in found and key not in pending:
                 pending[key] = (prompt, messages)
-        return _Keyed(items=items, requests=requests, found=found, pending=pending)
+        # Keys with a stored reply that failed (a failed call, or with refresh_failed a reply that did not parse)
+        # are asked after every never-tried key, and their failures cannot stop this run: a key that fails every
+        # time would otherwise trip the failure-rate stop of every resume before the new keys are asked.
+        retried = {k for k in pending if k in stored}
+        pending = {k: v for k, v in pending.items() if k not in retried} | \
+                  {k: v for k, v in pending.items() if k in retried}
+        return _Keyed(items=items, requests=requests, found=found, pending=pending, retried=retried)
 
     def _call_params(self, ep: Endpoint, params: dict, keyed: _Keyed, report: RunReport,
                      engine: Dispatcher | None, used: dict[str, PromptTemplate]) -> dict:
@@ -336,6 +363,7 @@ class _Keyed:
     requests: dict[str, str]                                    # key -> stored request JSON
     found: dict[str, CallRecord]                                # key -> stored reply
     pending: dict[str, tuple[PromptTemplate, list[dict]]]      # key -> (prompt, messages): the calls to make
+    retried: set[str] = field(default_factory=set)              # pending keys that failed in an earlier run
 
     def asked(self) -> dict[str, list[tuple[Any, PromptTemplate]]]:
         """key -> (row, prompt) of every row that asked it (a repeated row is one call, several outcomes)."""
@@ -349,7 +377,9 @@ class _Keyed:
 class _Delivery:
     """The plan's `deliver(key, record, fresh)`: the result to every row that asked for it: parse -> the stage's
     `record` (its own write transaction) -> the report's counts -> `on_result`. Outcomes of calls made in this
-    run (`fresh`) are counted for the guard's failure-rate stop; stored replies never are."""
+    run (`fresh`) are counted for the guard's failure-rate stop, except those of keys that failed in an earlier
+    run (`retried`: counted apart, in `report.failed_again`); stored replies never are. Every row whose call in
+    this run failed is named in `report.failing` (the first FAILING_KEPT), with an excerpt of its raw reply."""
 
     stage: LLMStage
     ws: Workspace
@@ -358,10 +388,25 @@ class _Delivery:
     guard: RunGuard
     on_result: Callable[[Outcome], None] | None
     asked: dict[str, list[tuple[Any, PromptTemplate]]]
+    retried: set[str] = field(default_factory=set)
 
     def _note(self, msg: str) -> None:
         if len(self.report.errors) < 10:
             self.report.errors.append(msg)
+
+    def _count(self, key: str, row: Any, rec: CallRecord, error: str | None) -> None:
+        """One outcome of a call made in this run: towards the failure-rate stop unless its key failed before."""
+        report, again = self.report, key in self.retried
+        if again:
+            report.retried += 1
+            report.failed_again += error is not None
+        else:
+            self.guard.count(error is not None)
+        report.failed_rows += error is not None
+        if error is not None and len(report.failing) < FAILING_KEPT:
+            raw = " ".join((rec.raw_text or "").split())
+            report.failing.append({"row": self.stage.row_label(row), "key": key, "again": again, "error": error,
+                                   "reply": raw[:80] + ("..." if len(raw) > 80 else "")})
 
     def __call__(self, key: str, rec: CallRecord | None, fresh: bool) -> None:
         report = self.report
@@ -383,7 +428,7 @@ class _Delivery:
                 with self.ws.store.write():
                     self.stage.record(self.ws, oc, self.run)
             if fresh and rec is not None:
-                self.guard.count(oc.error is not None)
+                self._count(key, row, rec, oc.error)
             if self.on_result is not None:
                 self.on_result(oc)
 

@@ -83,4 +83,10 @@ MIGRATIONS = [
     """
     CREATE INDEX votes_human ON votes (referee, sample_id) WHERE referee LIKE 'human:%';
     """,
+    # What people had decided on each sample when `select` read the votes (stages/select/stage.py
+    # `people_state`: their votes, and whether it was flagged; '' none, NULL: selected before this column), so
+    # `export` can refuse a selection that people's votes changed since (`people_changed`).
+    """
+    ALTER TABLE selections ADD COLUMN people TEXT;
+    """,
 ]

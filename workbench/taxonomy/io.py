@@ -300,8 +300,7 @@ def import_taxonomy(taxonomy: Taxonomy, path: Path | str, *, fmt: Format | None 
     if not entries:
         if not report.errors:
             raise WorkbenchError(f"{path}: no task paths found (empty file or folder?)")
-        report.seconds = time.perf_counter() - t0
-        return report
+        raise ImportProblemsError(report, all_bad=True)      # --skip-bad with nothing good: not a success
 
     # Consecutive runs with the same (status, origin) become one bulk insert each, in file
     # order, so a parent is always created (with its own status) before its children.

@@ -25,7 +25,7 @@ import traceback
 import typer
 
 from workbench.apps.cli.app import app
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError, sqlite_hint
 
 try:  # typer >= 0.20 vendors its own copy of click
     from typer._click import exceptions as click_exc
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(exc))
         return 2
     except sqlite3.DatabaseError as exc:
-        _fail(f"workspace database error: {exc}; is this file a workbench workspace, and is the disk full?")
+        _fail(f"workspace database error: {exc}. {sqlite_hint(str(exc))}")
         return 2
     except KeyboardInterrupt:
         typer.echo(_stopped_message(signal.SIGINT), err=True)

@@ -43,7 +43,8 @@ def models_pull(profile: str = PROFILE_OPT,
                 yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before downloading.")):
     """Download (or resume) a profile's models into the hub cache and check every file's hash."""
     prof = get_profile(profile)
-    todo = [m for m in prof.models if not hub.verify(m).ok]
+    reports = [hub.verify(m) for m in prof.models]
+    todo = [r.spec for r in reports if not r.ok]
     if not todo:
         typer.echo(f"profile {prof.name}: every model is present and verified")
         return
@@ -56,6 +57,8 @@ def models_pull(profile: str = PROFILE_OPT,
         if not typer.confirm(f"download ~{total:,} MB from {hub.hub_endpoint()} into {hub.hub_cache_dir()}?",
                              default=True):
             raise typer.Exit(1)
+    for r in reports:      # damaged or uncheckable files go first, so this pull fetches them anew
+        hub.remove_files(r.spec, [f for f, _ in r.bad + r.unchecked])
     for m in todo:
         typer.echo(f"pulling {m.repo_id} ({m.role}: {m.enables})")
         path = hub.pull(m)
@@ -66,7 +69,8 @@ def models_pull(profile: str = PROFILE_OPT,
 
 @models_app.command("verify")
 def models_verify(profile: str = PROFILE_OPT):
-    """Recompute the hash of every pulled file and compare it with the hub's (offline). Exit 1 on a mismatch."""
+    """Recompute the hash of every pulled file and compare it with the hub's (offline). Exit 1 on a mismatch or a
+    file that cannot be checked."""
     prof = get_profile(profile)
     bad = False
     for m in prof.models:
@@ -80,8 +84,11 @@ def models_verify(profile: str = PROFILE_OPT):
         bad = True
         for f, why in rep.bad:
             typer.echo(f"CORRUPT  {m.repo_id}/{f}: {why}")
+        for f, why in rep.unchecked:
+            typer.echo(f"UNCHECKED {m.repo_id}/{f}: {why}")
         if rep.missing:
             typer.echo(f"INCOMPLETE {m.repo_id}: nothing matches {', '.join(rep.missing)}")
-        typer.echo(f"  repair: workbench models pull --profile {prof.name} (deletes and fetches the bad files)")
+        typer.echo(f"  repair: workbench models pull --profile {prof.name} (deletes and fetches the bad files; "
+                   f"{len(rep.checked)} other file(s) match)")
     if bad:
         raise typer.Exit(1)

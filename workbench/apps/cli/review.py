@@ -31,9 +31,10 @@ def bulk_decide(workspace: Path, status: str, nodes, proposed: bool, under, run,
             return
     else:
         ids = [Taxonomy.of(ws).resolve(n).id for n in nodes]   # a bad reference fails before anything changes
-    counts = dec.bulk_status(ws, ids, status, reviewer=reviewer, source="cli")
-    extra = [f"{counts[k]} {k}" for k in ("unchanged", "gone") if counts[k]]
-    typer.echo(f"{status} {counts['applied']} node(s)" + (f" ({', '.join(extra)})" if extra else ""))
+    counts = dec.bulk_status(ws, ids, status, reviewer=reviewer, source="cli",
+                             expect="proposed" if proposed else None)
+    extra = dec.bulk_counts_text(counts)
+    typer.echo(f"{status} {counts['applied']} node(s)" + (f" ({extra})" if extra else ""))
 
 
 # Shared by `taxonomy accept` and `taxonomy reject`.

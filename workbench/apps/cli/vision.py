@@ -130,10 +130,13 @@ def export_cmd(workspace: Path = WS_ARG,
                image_root: Path | None = typer.Option(None, "--image-root", help="Write image paths relative to "
                                                          "this folder (default: as registered)."),
                all_ok: bool = typer.Option(False, "--all-ok", help="Export every parsed sample, not only the "
-                                           "selected ones.")):
+                                           "selected ones."),
+               allow_changed: bool = typer.Option(False, "--allow-changed", help="Export the last selection even "
+                                                  "though people's votes or flags changed since (a warning).")):
     """Export the selected samples for training (same inputs give byte-identical files)."""
     ws = open_ws(workspace)
-    typer.echo(ExportStage(out, fmt=format, image_root=image_root, only_selected=not all_ok).run(ws).summary())
+    typer.echo(ExportStage(out, fmt=format, image_root=image_root, only_selected=not all_ok,
+                           allow_changed=allow_changed).run(ws).summary())
 
 
 @app.command("funnel")

@@ -238,7 +238,7 @@ class ExpandStage(LLMStage):
         self.endpoint = endpoint
         self.parents = 0
         self.skipped = 0
-        self.gone: list[str] = []      # parents deleted or rejected while the stage ran
+        self.gone: list[str] = []      # parents deleted, rejected, renamed or moved while the stage ran
 
     def run_params(self) -> dict:
         return {"level": self.level, "nodes": self.nodes, "apply": self.apply, "again": self.again,
@@ -313,6 +313,9 @@ class ExpandReport:
             return head + "\n" + self.run.summary()
         gone = (f", {self.parents_gone} parent(s) skipped because they were deleted or rejected meanwhile"
                 if self.parents_gone else "")
+        if self._count("parents_renamed"):
+            gone += (f", {self._count('parents_renamed')} parent(s) not applied because they were renamed or moved "
+                     "after their call was planned (asked under the old path; run expand again to ask under the new)")
         return (head + f"; {self.added} new proposed node(s), {self.existing} already present, "
                 f"{self.dropped} line(s) dropped, {self.parse_errors} unparseable repl(ies){gone}\n"
                 + self.run.summary())
@@ -354,7 +357,8 @@ def expand(ws: Workspace, *, level: int | None = None, nodes: list[str] | None =
 
 def _write_result(ws: Workspace, oc: Outcome, model: str, run: StageRun, apply: bool) -> str | None:
     """Runs inside the base's write transaction: the result row and its nodes land together.
-    Returns why the parent was skipped when it is gone (deleted or rejected meanwhile)."""
+    Returns why the parent was skipped when it is gone (deleted or rejected meanwhile) or was renamed or moved
+    since the plan (its call asked under the old path)."""
     row: ExpandRow = oc.row
     parsed = oc.value if oc.error is None else None
     prov = Provenance(stage_run_id=run.id, prompt_file=oc.prompt.display_path, prompt_hash=oc.prompt.hash,
@@ -368,6 +372,13 @@ def _write_result(ws: Workspace, oc: Outcome, model: str, run: StageRun, apply: 
         if parent is None or parent["status"] == "rejected":
             run.add("parents_gone")
             return f"{row.parent_path} ({'deleted' if parent is None else 'rejected'} while expanding)"
+        # Renamed or moved since the plan: the call asked under the old path, so its names are not applied;
+        # with no applied result, the next run asks again under the new one.
+        now = tax.path(row.parent_id)
+        if now != row.parent_path:
+            run.add("parents_renamed")
+            return (f"{row.parent_path} (renamed or moved to {now!r} while expanding: asked under its old path; "
+                    "run expand again to ask under the new one)")
     # A reply stored but never applied (a crash) or re-parsed: replace its earlier result.
     conn.execute("DELETE FROM expand_results WHERE call_key=? AND applied=? AND coalesce(parent_id,'')=?",
                  (oc.key, int(apply), row.parent_id or ""))

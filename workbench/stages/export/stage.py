@@ -16,6 +16,7 @@ import pandas as pd
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.stages.base import Stage
+from workbench.stages.select.stage import people_changed
 from workbench.taxonomy.model import Taxonomy
 
 FORMATS = ("llava", "sharegpt", "parquet")
@@ -78,20 +79,40 @@ class ExportReport:
     samples: int
     format: str
     flagged_left_out: int = 0    # selected (or, with --all-ok, ok) samples not written: flagged by a reviewer
+    people_changed: int = 0      # with allow_changed: samples whose people's votes changed since the last select
 
     def summary(self) -> str:
         return (f"wrote {self.samples} samples to {self.path}"
                 + (f"; left out {self.flagged_left_out} flagged sample(s) (`workbench adjudicate WORKSPACE "
-                   "--unflag SAMPLE` to lift a flag)" if self.flagged_left_out else ""))
+                   "--unflag SAMPLE` to lift a flag)" if self.flagged_left_out else "")
+                + (f"; WARNING: written as last selected although people's votes or flags changed on "
+                   f"{self.people_changed} sample(s) since (run `workbench select` again to apply them)"
+                   if self.people_changed else ""))
+
+
+def _change(then: str, now: str) -> str:
+    votes_then, _, flag_then = then.partition("|")
+    votes_now, _, flag_now = now.partition("|")
+    what = [f"votes {votes_then or 'none'} -> {votes_now or 'none'}"] if votes_then != votes_now else []
+    return ", ".join(what + (["flag lifted"] if flag_then and not flag_now else []))
+
+
+def changed_message(changed: list[tuple[str, str, str]]) -> str:
+    """The refusal when people's decisions changed since the last select, naming the first samples."""
+    shown = "; ".join(f"{sid[:12]} ({_change(a, b)})" for sid, a, b in changed[:5])
+    more = f"; ... and {len(changed) - 5} more" if len(changed) > 5 else ""
+    return (f"export: people's votes or flags changed on {len(changed)} sample(s) since the last `workbench select`, "
+            f"so the selection does not reflect them: {shown}{more}. Run `workbench select WORKSPACE` again, then "
+            "export (or pass --allow-changed to export the selection as it stands)")
 
 
 class ExportStage(Stage):
     name = "export"
 
     def __init__(self, dest: Path | str | None = None, *, fmt: str = "llava", image_root: Path | str | None = None,
-                 only_selected: bool = True, overwrite: bool = True):
+                 only_selected: bool = True, overwrite: bool = True, allow_changed: bool = False):
         self.dest, self.fmt, self.image_root = dest, fmt, image_root
-        self.only_selected, self.overwrite = only_selected, overwrite
+        self.only_selected, self.overwrite, self.allow_changed = only_selected, overwrite, allow_changed
 
     @property
     def lock_key(self) -> str | None:
@@ -106,6 +127,10 @@ class ExportStage(Stage):
             raise WorkbenchError(f"export format must be one of {', '.join(FORMATS)}; got {self.fmt!r}")
         self.df = selected_rows(ws, only_selected=self.only_selected)
         self.flagged = flagged_left_out(ws, only_selected=self.only_selected)
+        # People who voted (or lifted a flag) after the last select: the selection does not say what they decided.
+        self.changed = people_changed(ws.store) if self.only_selected else []
+        if self.changed and not self.allow_changed:
+            raise WorkbenchError(changed_message(self.changed))
         if self.df.empty:
             what = ("selected samples (run `workbench select`)" if self.only_selected
                     else "Q&A samples (run `workbench qa`)")
@@ -138,12 +163,16 @@ class ExportStage(Stage):
         os.replace(tmp, dest)
         if self.flagged:
             run.add("flagged_left_out", self.flagged)
-        return ExportReport(str(dest), len(df), fmt, self.flagged)
+        if self.changed:
+            run.add("people_changed", len(self.changed))
+        return ExportReport(str(dest), len(df), fmt, self.flagged, len(self.changed))
 
 
 def export(ws: Workspace, dest: Path | str | None = None, *, fmt: str = "llava", image_root: Path | str | None = None,
-           only_selected: bool = True, overwrite: bool = True) -> tuple[Path, int]:
-    """Write the selected (or all ok) samples; same inputs give byte-identical files. Returns (path, count)."""
+           only_selected: bool = True, overwrite: bool = True, allow_changed: bool = False) -> tuple[Path, int]:
+    """Write the selected (or all ok) samples; same inputs give byte-identical files. Returns (path, count).
+    Refused (a WorkbenchError naming them) when people's votes changed since the last select, unless
+    `allow_changed`."""
     rep = ExportStage(dest, fmt=fmt, image_root=image_root, only_selected=only_selected,
-                      overwrite=overwrite).run(ws)
+                      overwrite=overwrite, allow_changed=allow_changed).run(ws)
     return Path(rep.path), rep.samples

@@ -429,7 +429,14 @@ def _manifest_entries(path: Path, base: Path, src: str,
     entries: list[_Entry] = []
     items: list[_Item] = []
     seen_ids: dict[str, int] = {}
-    for n, obj in _read_manifest(path):
+    manifest = _read_manifest(path)
+    if not any("image" in obj or "images" in obj for _, obj in manifest):   # e.g. {"data": [...]}: not a manifest
+        keys = ", ".join(sorted(manifest[0][1])[:8]) if manifest else ""
+        raise WorkbenchError(f"{path}: no entry names an image ({len(manifest)} entr(ies)"
+                             + (f"; the first has the keys {keys or 'none'}" if manifest else "")
+                             + "); expected a LLaVA JSON array (or JSONL) of {id, image, conversations} objects. "
+                             "Nothing was registered")
+    for n, obj in manifest:
         imgs = obj.get("image", obj.get("images"))
         if imgs is None:
             report.skipped_items += 1

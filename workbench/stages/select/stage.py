@@ -102,6 +102,40 @@ def with_people(counts: pd.DataFrame, store) -> pd.DataFrame:
     return table
 
 
+def people_state(store) -> dict[str, str]:
+    """What people decided on each sample they touched, as `selections.people` stores it: their votes sorted by
+    referee ('human:ann=0;human:bo=1', '?' for an invalid vote) and '|flagged' when it is flagged."""
+    votes: dict[str, list[str]] = {}
+    for sid, ref, v in store.query(f"SELECT sample_id, referee, vote FROM votes INDEXED BY votes_human WHERE {HUMAN} "
+                                   "ORDER BY sample_id, referee"):
+        votes.setdefault(sid, []).append(f"{ref}={'?' if v is None else v}")
+    out = {sid: ";".join(vs) for sid, vs in votes.items()}
+    for (sid,) in store.query("SELECT sample_id FROM sample_flags"):
+        out[sid] = out.get(sid, "") + "|flagged"
+    return out
+
+
+def people_changed(store) -> list[tuple[str, str, str]]:
+    """Samples whose people's votes changed since the last `select` read them, or whose flag was lifted since:
+    (sample id, then, now) in `people_state`'s form. A flag added since is left out: export never writes a flagged
+    sample. Rows selected before `selections.people` existed (NULL) are not compared."""
+    now = people_state(store)
+    then = {r[0]: r[1] for r in store.query(
+        "SELECT sample_id, people FROM selections WHERE people IS NOT NULL AND people != ''")}
+    new = [sid for sid in now if sid not in then]
+    for i in range(0, len(new), 900):
+        chunk = new[i:i + 900]
+        then.update({r[0]: "" for r in store.query(
+            f"SELECT sample_id FROM selections WHERE people = '' AND sample_id IN ({','.join('?' * len(chunk))})",
+            chunk)})
+    changed = []
+    for sid in sorted(then):
+        (votes_then, _, flag_then), (votes_now, _, flag_now) = then[sid].partition("|"), now.get(sid, "").partition("|")
+        if votes_then != votes_now or (flag_then and not flag_now):
+            changed.append((sid, then[sid], now.get(sid, "")))
+    return changed
+
+
 def referee_outcomes(store, *, min_votes: int = 2, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """What k-of-N selection makes of each ok sample's votes, for the figures that must agree with `select`
     (the funnel, the dashboard): sample_id, node_id, image_id, `refereed` (a machine or a person voted) and
@@ -209,6 +243,7 @@ class SelectStage(Stage):
         return self.params
 
     def check(self, ws: Workspace) -> None:
+        self.people = people_state(ws.store)     # read first: a vote cast meanwhile looks changed, never missed
         self.table = vote_table(ws.store)
         if self.table.empty:
             raise WorkbenchError(no_samples_message(ws, "select"))
@@ -225,9 +260,10 @@ class SelectStage(Stage):
                               min_posterior=params.get("min_posterior", 0.8)).isna()
         with ws.store.write() as conn:
             conn.execute("DELETE FROM selections")
-            conn.executemany("INSERT INTO selections(sample_id, selected, reason, stage_run_id) VALUES (?,?,?,?)",
+            conn.executemany("INSERT INTO selections(sample_id, selected, reason, stage_run_id, people) "
+                             "VALUES (?,?,?,?,?)",
                              zip(chosen["sample_id"], chosen["selected"].tolist(), chosen["reason"],
-                                 [run.id] * len(chosen)))
+                                 [run.id] * len(chosen), [self.people.get(i, "") for i in chosen["sample_id"]]))
         sel = chosen[chosen["selected"] == 1]
         return SelectionReport(
             samples=len(table), passed_votes=int(passed.sum()), selected=len(sel),

@@ -70,11 +70,13 @@ def _bulk(root: str, target: str, status: str) -> None:
             ids = dec.select_proposals(ws, stage_run_id=int(value))
         else:
             ids = dec.select_proposals(ws, origin=value)
-        counts = dec.bulk_status(ws, ids, status, reviewer=reviewer() or None, source="dashboard")
+        counts = dec.bulk_status(ws, ids, status, reviewer=reviewer() or None, source="dashboard",
+                                 expect="proposed")
     except WorkbenchError as exc:
         return _say("error", str(exc))
-    _say("success", f"{status} {counts['applied']} node(s) ({target})"
-         + "".join(f", {counts[k]} {k}" for k in ("unchanged", "gone") if counts[k]))
+    extra = dec.bulk_counts_text(counts)
+    _say("warning" if counts["decided_meanwhile"] else "success",
+         f"{status} {counts['applied']} node(s) ({target})" + (f"; {extra}" if extra else ""))
 
 
 def _one(root: str, node_id: str, action: str) -> None:
@@ -148,6 +150,8 @@ def render(root: str, ws: Workspace) -> None:
     kind, msg = st.session_state.pop("rv_msg", (None, None))
     if kind == "error":
         st.error(msg)
+    elif kind == "warning":       # applied, but some nodes were left as someone else decided them meanwhile
+        st.warning(msg)
     elif kind:
         st.success(msg)
     v = rq.nodes_version(root)
