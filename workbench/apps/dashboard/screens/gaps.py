@@ -18,8 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from workbench.apps.dashboard import data
 from workbench.analysis.gap_items import ORIGIN
+from workbench.apps.dashboard import data
 from workbench.apps.dashboard.queries import gaps as gq
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
@@ -325,7 +325,7 @@ def _drill_actions(root: str, ws: Workspace, d, dkind: str) -> None:
             gq.link_discovery(ws, target_id(d), node.id)
     _add_form(root, ws, f"gaps_drill_add_{dkind}", d.name, d.parent_path, ORIGIN.get(dkind, "manual"),
               d.provenance, on_added)
-    ids = [s for s in d.samples["sample_id"]] if not d.samples.empty else []
+    ids = list(d.samples["sample_id"]) if not d.samples.empty else []
     if not ids:
         return
     c1, c2, c3 = st.columns([4, 4, 2])
