@@ -21,6 +21,8 @@ used to fit and tune), the held-out test split (MME + MMStar) and all of `tests/
     --dev-only   print dev figures only (while tuning: the test split is looked at once, at the end)
     --labels     another labels CSV (e.g. the 302 pairs before this matcher's additions, from git history)
     --no-write   do not refresh the results file
+    --tune-confidence  the confidence cuts (MEDIUM_GAP, MEDIUM_COVERED) on dev: the pair whose medium and low
+                 levels differ most in right decisions, at least 5 dev tasks in each
 
 Unless --no-write, --dev-only or --labels, it writes `workbench/data/coverage_eval.json` (package data): the
 date, the split sizes, the settings measured (text model, the learned combination, the synonyms' hash), P/R on
@@ -312,6 +314,23 @@ def results(rows, labels) -> dict:
                            "levels": levels}}
 
 
+def tune_confidence(rows, labels) -> None:
+    dev = [r for r in rows if labels["split"].get(r.reference_path) == "dev"]
+    lo, hi = rc.DEFAULT_BAND
+    found = []
+    for g in (0.06, 0.08, 0.10, 0.12, 0.14):
+        for c in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+            inside = [r for r in dev if lo <= r.score < hi]
+            med = [r for r in inside if r.score >= c or r.score < g]
+            low = [r for r in inside if not (r.score >= c or r.score < g)]
+            if len(med) >= 5 and len(low) >= 5:
+                am = sum(right(r, labels) for r in med) / len(med)
+                al = sum(right(r, labels) for r in low) / len(low)
+                found.append((am - al, g, c, f"medium {len(med)} tasks {am:.2f} right, low {len(low)} {al:.2f}"))
+    for diff, g, c, text in sorted(found, reverse=True)[:3]:
+        print(f"confidence cuts gap < {g:.2f}, covered >= {c:.2f}: {text} (difference {diff:.2f})")
+
+
 def show_confidence(res: dict) -> None:
     for level, by in res["confidence"]["levels"].items():
         print(f"confidence {level:6s} " + "   ".join(f"{s}: {v['right']}/{v['tasks']} right" for s, v in by.items()))
@@ -326,6 +345,7 @@ def main() -> None:
     ap.add_argument("--dev-only", action="store_true", help="print no test or all figures (while tuning)")
     ap.add_argument("--labels", type=Path, default=rc.LABELS_FILE, help="labels CSV (default: the tests' one)")
     ap.add_argument("--no-write", action="store_true", help=f"do not refresh {rc.EVAL_FILE.name}")
+    ap.add_argument("--tune-confidence", action="store_true", help="the confidence cuts on dev")
     a = ap.parse_args()
     global SPLITS
     SPLITS = ("dev",) if a.dev_only else SPLITS
@@ -339,6 +359,8 @@ def main() -> None:
         for f in sorted(REF_DIR.glob("*.txt")):
             rows += rc.reference_coverage(ws, f).rows
         show(f"current@{rc.DEFAULT_THRESHOLD}", rows, labels)
+        if a.tune_confidence:
+            tune_confidence(rows, labels)
         if not a.dev_only:
             res = results(rows, labels)
             show_confidence(res)
