@@ -83,6 +83,7 @@ def test_reference_gaps_with_nearest_task_types_and_add(root):
     labels = {m.label: m.value for m in at.metric}
     assert int(labels["reference tasks"]) == int(labels["covered"]) + int(labels["gaps"]) and int(labels["gaps"]) > 0
     assert len(at.main.get("plotly_chart")) == 2
+    assert any("How far to trust it: measured" in c.value and "held-out P" in c.value for c in at.caption)
     gap = at.selectbox(key="gaps_gap").value
     cands = at.main.dataframe[-1].value
     assert "nearest task types" in cands.columns and cands["score"].is_monotonic_decreasing

@@ -34,6 +34,12 @@ none confirmed makes it a gap. Above the band the embedding match stands, below 
 an oracle answering from the labels (what the band and candidates let through, not a model): all P 1.00
 R 0.91; the misses are reference tasks with no labelled task type among the five candidates.
 
+Trust: each row has a `confidence` in its decision (`confidence()`: high outside the uncertain band, the rows
+`--confirm` sends to an LLM being the medium and low ones), and each report its `measured` figures
+(`measured_quality`): P/R on dev and held-out test at its threshold and the right decisions per confidence level,
+read from `data/coverage_eval.json`, which `benchmarks/eval_coverage_matcher.py` writes with its date, split sizes
+and settings; another text model or changed constants find no measurement and the report says so.
+
 Embedding cost: `our_texts` lists the texts embedded per task type (one source for `score_matrix` and
 `pending_embeddings`, which counts those not yet in the workspace's text-embedding cache): five per task type, so a
 19k-node tree's first match embeds ~96k texts, minutes on a CPU, once.

@@ -36,7 +36,7 @@ def nodes_version(root: str) -> tuple:
 def coverage(root: str, v: tuple, reference: str) -> dict:
     rep = reference_coverage(data.open_workspace(root), reference)
     return {"rows": [asdict(r) for r in rep.rows], "our_areas": rep.our_areas, "threshold": rep.threshold,
-            "problems": [str(p) for p in rep.problems]}
+            "problems": [str(p) for p in rep.problems], "quality": rep.quality_line()}
 
 
 def embed_cache_version(root: str) -> tuple:

@@ -136,6 +136,7 @@ def _reference(root: str, ws: Workspace) -> None:
     m[0].metric("reference tasks", len(rows))
     m[1].metric("covered", len(rows) - len(gaps))
     m[2].metric("gaps", len(gaps))
+    st.caption(f"How far to trust it: {cov['quality']}.")
     tested = {r["nearest_category"] for r in rows if r["covered"]}
     left, right = st.columns(2)
     # the reference's tree, leaves coloured covered / gap
@@ -157,7 +158,8 @@ def _reference(root: str, ws: Workspace) -> None:
         return
     st.subheader("Gaps by the reference's category")
     gdf = pd.DataFrame([{"category": r["reference_category"], "reference task": r["reference_path"],
-                         "nearest task type": r["nearest_path"], "score": r["score"]} for r in gaps])
+                         "nearest task type": r["nearest_path"], "score": r["score"],
+                         "confidence": r["confidence"]} for r in gaps])
     st.dataframe(gdf.sort_values(["category", "score"], ascending=[True, False]), hide_index=True,
                  width="stretch")
     pick_gap = st.selectbox("Gap", [r["reference_path"] for r in gaps], key="gaps_gap")
