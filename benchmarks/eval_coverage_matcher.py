@@ -331,6 +331,17 @@ def tune_confidence(rows, labels) -> None:
         print(f"confidence cuts gap < {g:.2f}, covered >= {c:.2f}: {text} (difference {diff:.2f})")
 
 
+def dump(res: dict) -> str:
+    """JSON with one line per key and per threshold (small diffs when a figure changes)."""
+    parts = []
+    for k, v in res.items():
+        if k == "thresholds":
+            parts.append(f' "{k}": [\n' + ",\n".join("  " + json.dumps(t) for t in v) + "\n ]")
+        else:
+            parts.append(f" {json.dumps(k)}: {json.dumps(v)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def show_confidence(res: dict) -> None:
     for level, by in res["confidence"]["levels"].items():
         print(f"confidence {level:6s} " + "   ".join(f"{s}: {v['right']}/{v['tasks']} right" for s, v in by.items()))
@@ -365,7 +376,7 @@ def main() -> None:
             res = results(rows, labels)
             show_confidence(res)
             if not a.no_write and a.labels == rc.LABELS_FILE:
-                rc.EVAL_FILE.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+                rc.EVAL_FILE.write_text(dump(res), encoding="utf-8")
                 print(f"wrote {rc.EVAL_FILE.relative_to(REPO)}")
         if a.cv or a.refit:
             tasks = design(mats, labels)

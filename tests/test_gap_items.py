@@ -129,3 +129,29 @@ def test_cli_gaps_show_propose_flag(ws):
     assert len(reasons) == 2 and all("counts are wrong" in r and "object counting" in r for r in reasons)
     none = run_cli("gaps", "flag", ws.root, "--cluster", "1", "--reason", "x")
     assert none.code == 2 and "no Q&A samples to flag" in none.err
+
+
+def test_audit_items_come_from_the_audit_helpers_function(ws, monkeypatch):
+    """`drill(..., audit=NAME)` calls `analysis.audit.audit_items(ws, name, category=, task_type=, limit=)` (the
+    audit work's signature) and says clearly when this version lacks it."""
+    import pandas as pd
+
+    from workbench.analysis import audit as audit_mod
+
+    calls = []
+
+    def fake(w, name, *, category=None, task_type=None, limit=None):
+        calls.append((name, category, task_type, limit))
+        return pd.DataFrame([{"item": 0, "id": "a", "instruction": "count the sheep", "image": None,
+                              "task_field": None, "top1_path": "object recognition~object counting",
+                              "top1_score": 0.7, "confidence": "high", "topk": []}])
+
+    monkeypatch.setattr(audit_mod, "audit_items", fake, raising=False)
+    d = drill(ws, "category", "object recognition", audit="llava", limit=5)
+    assert calls == [("llava", "object recognition", None, 5)] and list(d.audit["instruction"]) == ["count the sheep"]
+    assert "audit llava" in d.provenance
+    drill(ws, "task_type", "object recognition~object counting", audit="llava", limit=5)
+    assert calls[-1] == ("llava", None, "object recognition~object counting", 5)
+    monkeypatch.delattr(audit_mod, "audit_items")
+    with pytest.raises(WorkbenchError, match="no audit drill-down yet"):
+        drill(ws, "category", "object recognition", audit="llava")

@@ -296,7 +296,10 @@ def _drill(root: str, ws: Workspace) -> None:
     _drill_images(root, d)
     if not d.samples.empty:
         st.subheader(f"Samples ({len(d.samples)})")
-        st.dataframe(d.samples.drop(columns=["file"]), hide_index=True, width="stretch", key="gaps_drill_samples")
+        # "review": a link that opens the sample on the Adjudicate page, to vote on it or flag it there
+        table = d.samples.drop(columns=["file"]).assign(review="adjudicate?sample=" + d.samples["sample_id"])
+        st.dataframe(table, hide_index=True, width="stretch", key="gaps_drill_samples", column_config={
+            "review": st.column_config.LinkColumn("review", display_text="open on Adjudicate")})
     if d.audit is not None:
         st.subheader(f"Items of {audit} ({len(d.audit)})")
         st.dataframe(d.audit, hide_index=True, width="stretch")
