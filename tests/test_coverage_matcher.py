@@ -190,12 +190,15 @@ def test_confirm_needs_flag_and_json_keeps_fields(seeded):
     assert "gaps by reference category" in text.out and "never tests" in text.out and "2nd" in text.out
 
 
-def test_confirm_exits_1_when_every_reply_is_unreadable(seeded, monkeypatch):
+def test_confirm_exits_1_when_every_reply_is_unreadable(seeded, monkeypatch, tmp_path):
     """Issue 29: `coverage --confirm` exited 0 after STOPPED (20 of 20 replies unreadable)."""
+    prompt = tmp_path / "confirm.j2"   # a prompt of its own: the answers cached by the other tests do not apply
+    prompt.write_text((rc.PACKAGE_DIR / "prompts" / "coverage_confirm.j2").read_text() + "\nBe brief.\n")
     with OpenAIServer(lambda req: Reply("I cannot tell.")) as srv:
         monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
-        res = run_cli("taxonomy", "coverage", seeded.root, REF_DIR / "mmstar_axes.txt", "--confirm")
+        res = run_cli("taxonomy", "coverage", seeded.root, REF_DIR / "mmstar_axes.txt", "--confirm", "--prompt",
+                      prompt)
     assert res.code == 1, (res.out, res.err)
     assert "error: coverage --confirm" in res.err
     assert "stopped early" in res.err or "unreadable" in res.err, res.err
