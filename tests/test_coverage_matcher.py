@@ -157,6 +157,9 @@ def test_confirm_plumbing_with_scripted_server(seeded, labels, monkeypatch, tmp_
             res = run_cli("taxonomy", "coverage", seeded.root, f, "--confirm", "--json", "--band", *BAND)
             assert res.code == 0, res.err
             rows += json.loads(res.out)["rows"]
+            quality = json.loads(res.out)["quality"]
+            n_llm = sum(r["decided_by"] == "llm" for r in json.loads(res.out)["rows"])
+            assert ("decided by the LLM instead" in quality) == bool(n_llm) and "held-out P" in quality
         n_calls = len(calls)
         assert n_calls > 20
         again = run_cli("taxonomy", "coverage", seeded.root, REFS[0], "--confirm", "--json", "--band", *BAND)

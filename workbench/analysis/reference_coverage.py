@@ -142,7 +142,9 @@ class CoverageReport:
 
     def quality_line(self) -> str:
         """How far to trust the report: the P/R measured on the labelled sets for its settings."""
-        return quality_line(self.measured, self.threshold)
+        line = quality_line(self.measured, self.threshold)
+        n = sum(r.decided_by == "llm" for r in self.rows)
+        return line + (f" (the embedding's figures: {n} row(s) here were decided by the LLM instead)" if n else "")
 
     @property
     def gaps(self) -> list[CoverageRow]:
