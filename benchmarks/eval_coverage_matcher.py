@@ -20,6 +20,19 @@ used to fit and tune), the held-out test split (MME + MMStar) and all of `tests/
                  of candidates on dev first
     --dev-only   print dev figures only (while tuning: the test split is looked at once, at the end)
     --labels     another labels CSV (e.g. the 302 pairs before this matcher's additions, from git history)
+    --no-write   do not refresh the results file
+    --tune-confidence  the confidence cuts (MEDIUM_GAP, MEDIUM_COVERED) on dev: the pair whose medium and low
+                 levels differ most in right decisions, at least 5 dev tasks in each
+
+Unless --no-write, --dev-only or --labels, it writes `workbench/data/coverage_eval.json` (package data): the
+date, the split sizes, the settings measured (text model, the learned combination, the synonyms' hash), P/R on
+dev and held-out test per threshold 0.01-0.99, and per confidence level (the shipped band and cuts) how many
+decisions were right. Every coverage report quotes it for its own settings (`measured_quality`); a report
+whose settings were not measured says so.
+
+The split is fixed by the labels file's `split` column: dev = MMBench + SEED-Bench (fitting, thresholds, the
+band, the confidence cuts and the synonyms are tuned on it only), test = MME + MMStar (held out: looked at to
+report, never to tune).
 
     .venv/bin/python benchmarks/eval_coverage_matcher.py [--cv] [--refit] [--confirm [--grid]] [--dev-only]
 """
@@ -27,6 +40,8 @@ used to fit and tune), the held-out test split (MME + MMStar) and all of `tests/
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import sys
 import tempfile
@@ -260,6 +275,78 @@ def misses(rows, labels):
         print(f"  missed, {reason}: {len(refs)}: " + "; ".join(refs))
 
 
+# -- the results file reports quote ------------------------------------------------------------------
+
+def right(row, labels) -> bool:
+    """The decision is right: covered by a task type labelled yes, or a gap where no task type is."""
+    pairs = labels["pairs"]
+    coverable = any(v for (r, _), v in pairs.items() if v and r == row.reference_path)
+    return bool(pairs.get((row.reference_path, row.match_path), False)) if row.covered else not coverable
+
+
+def at_threshold(rows, t: float):
+    from dataclasses import replace
+
+    return [replace(r, covered=r.score >= t, match_path=r.nearest_path if r.score >= t else None) for r in rows]
+
+
+def results(rows, labels) -> dict:
+    def pr(m):
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
+
+    grid = []
+    for k in range(1, 100):
+        t = round(k / 100, 2)
+        got = at_threshold(rows, t)
+        grid.append({"threshold": t, "dev": pr(rc.evaluate(got, labels, "dev")),
+                     "test": pr(rc.evaluate(got, labels, "test"))})
+    levels = {}
+    for level in ("high", "medium", "low"):
+        levels[level] = {}
+        for split in ("dev", "test"):
+            mine = [r for r in rows if labels["split"].get(r.reference_path) == split and r.confidence == level]
+            levels[level][split] = {"tasks": len(mine), "right": sum(right(r, labels) for r in mine)}
+    sizes = {s: sum(v == s for v in labels["split"].values()) for s in ("dev", "test")}
+    return {"date": datetime.date.today().isoformat(), "labels": str(rc.LABELS_FILE.relative_to(REPO)),
+            "sizes": sizes, "pairs": len(labels["pairs"]), "settings": rc.matcher_settings(),
+            "default_threshold": rc.DEFAULT_THRESHOLD, "thresholds": grid,
+            "confidence": {"band": list(rc.DEFAULT_BAND), "cuts": [rc.MEDIUM_GAP, rc.MEDIUM_COVERED],
+                           "levels": levels}}
+
+
+def tune_confidence(rows, labels) -> None:
+    dev = [r for r in rows if labels["split"].get(r.reference_path) == "dev"]
+    lo, hi = rc.DEFAULT_BAND
+    found = []
+    for g in (0.06, 0.08, 0.10, 0.12, 0.14):
+        for c in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+            inside = [r for r in dev if lo <= r.score < hi]
+            med = [r for r in inside if r.score >= c or r.score < g]
+            low = [r for r in inside if not (r.score >= c or r.score < g)]
+            if len(med) >= 5 and len(low) >= 5:
+                am = sum(right(r, labels) for r in med) / len(med)
+                al = sum(right(r, labels) for r in low) / len(low)
+                found.append((am - al, g, c, f"medium {len(med)} tasks {am:.2f} right, low {len(low)} {al:.2f}"))
+    for diff, g, c, text in sorted(found, reverse=True)[:3]:
+        print(f"confidence cuts gap < {g:.2f}, covered >= {c:.2f}: {text} (difference {diff:.2f})")
+
+
+def dump(res: dict) -> str:
+    """JSON with one line per key and per threshold (small diffs when a figure changes)."""
+    parts = []
+    for k, v in res.items():
+        if k == "thresholds":
+            parts.append(f' "{k}": [\n' + ",\n".join("  " + json.dumps(t) for t in v) + "\n ]")
+        else:
+            parts.append(f" {json.dumps(k)}: {json.dumps(v)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def show_confidence(res: dict) -> None:
+    for level, by in res["confidence"]["levels"].items():
+        print(f"confidence {level:6s} " + "   ".join(f"{s}: {v['right']}/{v['tasks']} right" for s, v in by.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cv", action="store_true")
@@ -268,6 +355,8 @@ def main() -> None:
     ap.add_argument("--grid", action="store_true")
     ap.add_argument("--dev-only", action="store_true", help="print no test or all figures (while tuning)")
     ap.add_argument("--labels", type=Path, default=rc.LABELS_FILE, help="labels CSV (default: the tests' one)")
+    ap.add_argument("--no-write", action="store_true", help=f"do not refresh {rc.EVAL_FILE.name}")
+    ap.add_argument("--tune-confidence", action="store_true", help="the confidence cuts on dev")
     a = ap.parse_args()
     global SPLITS
     SPLITS = ("dev",) if a.dev_only else SPLITS
@@ -281,6 +370,14 @@ def main() -> None:
         for f in sorted(REF_DIR.glob("*.txt")):
             rows += rc.reference_coverage(ws, f).rows
         show(f"current@{rc.DEFAULT_THRESHOLD}", rows, labels)
+        if a.tune_confidence:
+            tune_confidence(rows, labels)
+        if not a.dev_only:
+            res = results(rows, labels)
+            show_confidence(res)
+            if not a.no_write and a.labels == rc.LABELS_FILE:
+                rc.EVAL_FILE.write_text(dump(res), encoding="utf-8")
+                print(f"wrote {rc.EVAL_FILE.relative_to(REPO)}")
         if a.cv or a.refit:
             tasks = design(mats, labels)
             if a.cv:

@@ -85,8 +85,9 @@ from workbench.apps.cli.app import COMMANDS, NotLoaded, app
 def registered():
     root = typer.main.get_command(app)
     found = {name: cmd for name, cmd in root.commands.items() if not isinstance(cmd, NotLoaded)}
-    found.update({f"taxonomy {name}": cmd for name, cmd in root.commands["taxonomy"].commands.items()
-                  if not isinstance(cmd, NotLoaded)})
+    for group in ("taxonomy", "gaps"):
+        found.update({f"{group} {name}": cmd for name, cmd in root.commands[group].commands.items()
+                      if not isinstance(cmd, NotLoaded)})
     return found
 
 owners = {path: ["app", cmd.get_short_help_str(10**6)] for path, cmd in registered().items()}

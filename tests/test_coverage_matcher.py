@@ -157,6 +157,9 @@ def test_confirm_plumbing_with_scripted_server(seeded, labels, monkeypatch, tmp_
             res = run_cli("taxonomy", "coverage", seeded.root, f, "--confirm", "--json", "--band", *BAND)
             assert res.code == 0, res.err
             rows += json.loads(res.out)["rows"]
+            quality = json.loads(res.out)["quality"]
+            n_llm = sum(r["decided_by"] == "llm" for r in json.loads(res.out)["rows"])
+            assert ("decided by the LLM instead" in quality) == bool(n_llm) and "held-out P" in quality
         n_calls = len(calls)
         assert n_calls > 20
         again = run_cli("taxonomy", "coverage", seeded.root, REFS[0], "--confirm", "--json", "--band", *BAND)
@@ -188,3 +191,44 @@ def test_confirm_needs_flag_and_json_keeps_fields(seeded):
     assert "gaps_by_reference" in out and "untested_areas" in out
     text = run_cli("taxonomy", "coverage", seeded.root, REF_DIR / "mme_subtasks.txt")
     assert "gaps by reference category" in text.out and "never tests" in text.out and "2nd" in text.out
+
+
+def test_confirm_exits_1_when_every_reply_is_unreadable(seeded, monkeypatch, tmp_path):
+    """Issue 29: `coverage --confirm` exited 0 after STOPPED (20 of 20 replies unreadable)."""
+    prompt = tmp_path / "confirm.j2"   # a prompt of its own: the answers cached by the other tests do not apply
+    prompt.write_text((rc.PACKAGE_DIR / "prompts" / "coverage_confirm.j2").read_text() + "\nBe brief.\n")
+    with OpenAIServer(lambda req: Reply("I cannot tell.")) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test")
+        res = run_cli("taxonomy", "coverage", seeded.root, REF_DIR / "mmstar_axes.txt", "--confirm", "--prompt",
+                      prompt)
+    assert res.code == 1, (res.out, res.err)
+    assert "error: coverage --confirm" in res.err
+    assert "stopped early" in res.err or "unreadable" in res.err, res.err
+    # nothing computed is lost: every row is still printed, decided by the embedding
+    n_tasks = len(rc.read_reference(REF_DIR / "mmstar_axes.txt")[0])
+    assert res.out.count("  ->  ") == n_tasks
+    assert "(llm)" not in res.out
+
+
+def test_rows_carry_confidence_and_report_quotes_measured_quality(seeded, labels):
+    rep = reference_coverage(seeded, REF_DIR / "mme_subtasks.txt")
+    assert {r.confidence for r in rep.rows} <= {"high", "medium", "low"}
+    for r in rep.rows:
+        outside = r.score >= rc.DEFAULT_BAND[1] or r.score < rc.DEFAULT_BAND[0]
+        assert (r.confidence == "high") == outside
+    # the shipped results file was measured with these settings, and the report quotes it (not a constant)
+    m = rep.measured
+    assert m is not None, "workbench/data/coverage_eval.json is stale: run benchmarks/eval_coverage_matcher.py"
+    dev = evaluate(all_rows(seeded), labels, "dev")
+    assert m["dev"]["precision"] == pytest.approx(dev["precision"], abs=1e-3)
+    assert m["sizes"]["test"] > 0 and m["test"]["tasks"] == m["sizes"]["test"]
+    line = rep.quality_line()
+    assert f"held-out P {m['test']['precision']:.2f}" in line and m["date"] in line
+    # another threshold reads its own row of the sweep; an unmeasured setting says so
+    other = reference_coverage(seeded, REF_DIR / "mme_subtasks.txt", threshold=0.5)
+    assert other.measured["test"] != m["test"] or other.measured["dev"] != m["dev"]
+    assert "not measured" in rc.quality_line(rc.measured_quality(0.123), 0.123)
+    assert rc.measured_quality(rc.DEFAULT_THRESHOLD, model="/some/other/model") is None
+    text = run_cli("taxonomy", "coverage", seeded.root, REF_DIR / "mme_subtasks.txt")
+    assert "measured" in text.out and "held-out P" in text.out

@@ -3,7 +3,7 @@ workspace, the --status sets. Command modules (one per area) import this and reg
 
 Commands load lazily. A command module imports the library it drives at its top (stages, analysis, pandas...),
 so importing every one of them costs seconds that `workbench --help` should not pay. `COMMANDS` names, for each
-command and each `taxonomy` subcommand, the module that registers it and its one-line help. The two groups built
+command and each `taxonomy` and `gaps` subcommand, the module that registers it and its one-line help. The groups built
 from it (`LazyGroup`: the root and `taxonomy`) list their commands from the table and import a command's module
 only when that command is looked up to run or to show its own help. `tests/test_cli_startup.py` checks the table
 against what the modules register, so it cannot drift.
@@ -28,7 +28,8 @@ except ImportError:  # pragma: no cover
     import click
 
 # Command path: (the module of workbench.apps.cli that registers it, its help's first sentence). In the order
-# `--help` lists them. `taxonomy` is registered here; its subcommands by taxonomy.py, review.py and expand.py.
+# `--help` lists them. `taxonomy` and `gaps` are registered here; their subcommands by taxonomy.py, review.py,
+# expand.py and gaps.py.
 COMMANDS: dict[str, tuple[str, str]] = {
     "adjudicate": ("adjudicate", "Vote on or flag samples by hand, and list the samples a person should decide "
                    "first."),
@@ -94,6 +95,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "taxonomy delete": ("taxonomy", "Delete a node, its subtree and everything attached to them."),
     "taxonomy merge": ("taxonomy", "Merge VICTIM into SURVIVOR: children and attached data move; the victim's id "
                        "resolves to the survivor."),
+    "gaps": ("app", "From a gap to what is behind it and to an action: show, propose, flag."),
+    "gaps show": ("gaps", "Show the images, samples and audited items behind a gap: a category, a task type, a "
+                  "reference gap or a discovered cluster."),
+    "gaps propose": ("gaps", "Add a `proposed` task type for a gap, under the nearest task type's parent, with "
+                     "where it came from."),
+    "gaps flag": ("gaps", "Flag the Q&A samples behind a gap (left out of selection and export until unflagged)."),
 }
 
 
@@ -156,6 +163,8 @@ app = typer.Typer(
 taxonomy_app = typer.Typer(cls=LazyGroup, help=COMMANDS["taxonomy"][1], no_args_is_help=True,
                            rich_markup_mode=None)  # plain help: option texts name [sections] of workbench.toml
 app.add_typer(taxonomy_app, name="taxonomy")
+gaps_app = typer.Typer(cls=LazyGroup, help=COMMANDS["gaps"][1], no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(gaps_app, name="gaps")
 
 WS_ARG = typer.Argument(..., help="The workspace folder (made by `workbench init`).", show_default=False)
 STATUS_SETS = {"live": ("proposed", "accepted"), "accepted": ("accepted",), "all": None,

@@ -143,13 +143,20 @@ def coverage_cmd(
         if run is not None:
             out["confirm_run"] = run.as_dict()
         typer.echo(json.dumps(out, indent=1))
-        return
+    else:
+        _print_rows(rep, rows)
+    typer.echo(rep.quality_line(), err=as_json)
+    if run is not None:
+        _confirm_status(run, ws.config.limits.max_failure_rate)
+
+
+def _print_rows(rep, rows) -> None:
     for r in rows:
         mark = "ok " if r.covered else "GAP"
         via = " (llm)" if r.decided_by == "llm" else ""
         shown = r.match_path if r.covered and r.match_path else r.nearest_path
         runner = f"   [2nd {r.runner_up_score:.3f} {r.runner_up_path}]" if r.runner_up_path else ""
-        typer.echo(f"{mark} {r.score:.3f}  {r.reference_path}  ->  {shown or '-'}{via}{runner}")
+        typer.echo(f"{mark} {r.score:.3f} {r.confidence:6s}  {r.reference_path}  ->  {shown or '-'}{via}{runner}")
     if rep.gaps:
         typer.echo("gaps by reference category: " + "; ".join(
             f"{k}: {len(v)}" for k, v in sorted(rep.gaps_by_reference().items())))
@@ -159,3 +166,19 @@ def coverage_cmd(
     if untested:
         typer.echo(f"our areas the reference never tests ({len(untested)}): " + ", ".join(untested))
     typer.echo(rep.summary())
+
+
+def _confirm_status(run, max_failure_rate: float) -> None:
+    """Exit 1, with the reason, when the LLM confirmation stopped or too many of its replies failed: the rows
+    printed above then keep the embedding's decision where no answer came."""
+    failed = run.call_failed + run.parse_failed
+    done = run.ok + failed
+    if run.stopped:
+        reason = f"stopped early: {run.stopped}"
+    elif done and failed / done > max_failure_rate:
+        reason = f"{failed} of {done} repl(ies) failed ({run.call_failed} call, {run.parse_failed} unreadable)"
+    else:
+        return
+    typer.echo(f"error: coverage --confirm {reason}; rows without an answer keep the embedding's decision. Fix "
+               "the endpoint or prompt and run again (answered pairs come from the cache)", err=True)
+    raise typer.Exit(1)

@@ -1,7 +1,7 @@
 """The Gaps page's reads and its one write of its own: a reference task list's coverage by the tree (and how many
 texts still need sentence embeddings first), the discovered clusters with how their images are matched now, the
 audited datasets, the nodes a new task type may go under, and a discovered cluster linked to the node proposed for
-it."""
+it, and what is behind a gap (`analysis/gap_items.py`: its images, samples and audited items)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import streamlit as st
 from workbench.analysis.audit import audit_frame, list_audits
 from workbench.analysis.audit_label import label_agreement
 from workbench.analysis.discovery import discovery_report
+from workbench.analysis.gap_items import Drill, drill, empty_task_types
 from workbench.analysis.reference_coverage import pending_embeddings, reference_coverage
 from workbench.apps.dashboard import data
 from workbench.core.resources import REFERENCE_DIR
@@ -35,7 +36,7 @@ def nodes_version(root: str) -> tuple:
 def coverage(root: str, v: tuple, reference: str) -> dict:
     rep = reference_coverage(data.open_workspace(root), reference)
     return {"rows": [asdict(r) for r in rep.rows], "our_areas": rep.our_areas, "threshold": rep.threshold,
-            "problems": [str(p) for p in rep.problems]}
+            "problems": [str(p) for p in rep.problems], "quality": rep.quality_line()}
 
 
 def embed_cache_version(root: str) -> tuple:
@@ -93,3 +94,21 @@ def parent_choices(root: str, v: tuple) -> dict[str, str]:
     """{path: node id} of live nodes, for 'add under'."""
     idx = Taxonomy.of(data.open_workspace(root)).index()
     return {idx.paths[i]: i for i in idx.dfs()}
+
+
+# -- drill-down: what is behind a gap ---------------------------------------------------------------
+def drill_version(root: str) -> tuple:
+    return data.version(root, "nodes", "matches", "samples", "selections", "sample_flags", "discoveries",
+                        "audit_datasets")
+
+
+@st.cache_data(show_spinner="Reading what is behind it…", max_entries=16)
+def gap_drill(root: str, v: tuple, kind: str, target, reference: str | None = None, audit: str | None = None,
+              limit: int = 200) -> Drill:
+    return drill(data.open_workspace(root), kind, target, reference=reference, audit=audit, limit=limit)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def empty_types(root: str, v: tuple) -> list[str]:
+    """Paths of the task types no image has as its best match."""
+    return [p for _, p in empty_task_types(data.open_workspace(root))]

@@ -18,15 +18,18 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from workbench.analysis.gap_items import ORIGIN
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard.queries import gaps as gq
 from workbench.apps.dashboard.reference_box import reference_box
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
+from workbench.review.adjudication import flag
 from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP
 
-SECTIONS = {"discovered": "Discovered clusters", "reference": "Against a reference", "audits": "Audited datasets"}
+SECTIONS = {"discovered": "Discovered clusters", "reference": "Against a reference", "audits": "Audited datasets",
+            "drill": "Items behind a gap"}
 INLINE_EMBED_MAX = 3_000   # texts embedded on opening the section (seconds); above, only when asked (minutes)
 COLORS = {"covered": "#2ca02c", "gap": "#d62728", "untested": "#ff7f0e", "tested": "#2ca02c"}
 
@@ -129,6 +132,7 @@ def _reference(root: str, ws: Workspace) -> None:
     m[0].metric("reference tasks", len(rows))
     m[1].metric("covered", len(rows) - len(gaps))
     m[2].metric("gaps", len(gaps))
+    st.caption(f"How far to trust it: {cov['quality']}.")
     tested = {r["nearest_category"] for r in rows if r["covered"]}
     left, right = st.columns(2)
     # the reference's tree, leaves coloured covered / gap
@@ -150,7 +154,8 @@ def _reference(root: str, ws: Workspace) -> None:
         return
     st.subheader("Gaps by the reference's category")
     gdf = pd.DataFrame([{"category": r["reference_category"], "reference task": r["reference_path"],
-                         "nearest task type": r["nearest_path"], "score": r["score"]} for r in gaps])
+                         "nearest task type": r["nearest_path"], "score": r["score"],
+                         "confidence": r["confidence"]} for r in gaps])
     st.dataframe(gdf.sort_values(["category", "score"], ascending=[True, False]), hide_index=True,
                  width="stretch")
     pick_gap = st.selectbox("Gap", [r["reference_path"] for r in gaps], key="gaps_gap")
@@ -158,7 +163,8 @@ def _reference(root: str, ws: Workspace) -> None:
     st.dataframe(pd.DataFrame(g["candidates"])[["path", "score"]].rename(columns={"path": "nearest task types"}),
                  hide_index=True, width="stretch")
     near = g["nearest_path"]
-    default_parent = near.rsplit(SEP, 1)[0] if near and SEP in near else None
+    # the nearest task type's parent; a first-level nearest itself (never the top level by default: issue 27)
+    default_parent = (near.rsplit(SEP, 1)[0] if SEP in near else near) if near else None
     _add_form(root, ws, "gaps_ref_add", pick_gap.split(SEP)[-1], default_parent, "reference",
               f"gap of reference {Path(pick).name}: {pick_gap}")
 
@@ -223,9 +229,138 @@ def _audit_checks(root: str, v: tuple, name: str) -> None:
                    f"{_pct(img.get('image_top1_in_text_topk'))}.")
 
 
+# -- drill-down: the items, images and samples behind a gap, and actions on them -----------------------
+DRILL_KINDS = {"category": "a first-level category", "task_type": "a task type", "empty": "an empty task type",
+               "reference_gap": "a reference gap", "cluster": "a discovered cluster"}
+THUMBS = 12   # thumbnails drawn per drill-down (the table lists the rest)
+
+
+def _drill_target(root: str, kind: str) -> tuple[str, object, str | None] | None:
+    """(drill kind, target, reference) picked by the person, or None when there is nothing to pick."""
+    choices = gq.parent_choices(root, gq.nodes_version(root))
+    if kind == "category":
+        cats = [p for p in choices if SEP not in p]
+        return ("category", st.selectbox("Category", cats, key="gaps_drill_cat"), None) if cats else None
+    if kind == "task_type":
+        return ("task_type", st.selectbox("Task type", list(choices), key="gaps_drill_tt"), None) if choices else None
+    if kind == "empty":
+        empty = gq.empty_types(root, data.version(root, "nodes", "matches"))
+        if not empty:
+            st.info("No empty task type: every task type is some image's best match (or `workbench match` has not "
+                    "run: then every one is empty).", icon="ℹ️")
+            return None
+        return "task_type", st.selectbox(f"Empty task type ({len(empty):,})", empty, key="gaps_drill_empty"), None
+    if kind == "reference_gap":
+        refs = gq.bundled_references()
+        ref = st.selectbox("Reference task list", refs, format_func=lambda p: Path(p).name, key="gaps_drill_ref")
+        gaps = [r["reference_path"] for r in gq.coverage(root, gq.nodes_version(root), ref)["rows"]
+                if not r["covered"]]
+        if not gaps:
+            st.success("Every task of this reference is covered.")
+            return None
+        return "reference_gap", st.selectbox("Reference gap", gaps, key="gaps_drill_gap"), ref
+    rows = gq.discoveries(root, data.version(root, "discoveries", "nodes", "matches")) \
+        if data.has_rows(root, "discoveries") else []
+    if not rows:
+        st.info("No discovered clusters yet: `workbench discover WORKSPACE`.", icon="ℹ️")
+        return None
+    labels = {r["id"]: f"#{r['id']} {r['name'] or '(unnamed)'} — {r['size']} images" for r in rows}
+    return "cluster", st.selectbox("Cluster", list(labels), format_func=labels.get, key="gaps_drill_cluster"), None
+
+
+def _drill(root: str, ws: Workspace) -> None:
+    kind = st.radio("What is behind", list(DRILL_KINDS), format_func=DRILL_KINDS.get, horizontal=True,
+                    key="gaps_drill_kind")
+    picked = _drill_target(root, kind)
+    if picked is None:
+        return
+    dkind, target, ref = picked
+    audit = None
+    if dkind in ("category", "task_type") and data.has_rows(root, "audit_datasets"):
+        names = list(gq.audits(root, data.version(root, "audit_datasets", "nodes"))["name"])
+        audit = st.selectbox("Audited dataset's items too", ["(none)"] + names, key="gaps_drill_audit")
+        audit = None if audit == "(none)" else audit
+    try:
+        d = gq.gap_drill(root, gq.drill_version(root), dkind, target, ref, audit)
+    except WorkbenchError as exc:
+        st.error(str(exc))
+        return
+    st.markdown(f"**{d.target}** — task types behind it: " + ", ".join(f"`{p}`" for p in d.paths[:10])
+                + (" …" if len(d.paths) > 10 else ""))
+    for n in d.notes:
+        st.info(n, icon="ℹ️")
+    _drill_images(root, d)
+    if not d.samples.empty:
+        st.subheader(f"Samples ({len(d.samples)})")
+        # "review": a link that opens the sample on the Adjudicate page, to vote on it or flag it there
+        table = d.samples.drop(columns=["file"]).assign(review="adjudicate?sample=" + d.samples["sample_id"])
+        st.dataframe(table, hide_index=True, width="stretch", key="gaps_drill_samples", column_config={
+            "review": st.column_config.LinkColumn("review", display_text="open on Adjudicate")})
+    if d.audit is not None:
+        st.subheader(f"Items of {audit} ({len(d.audit)})")
+        st.dataframe(d.audit, hide_index=True, width="stretch")
+    _drill_actions(root, ws, d, dkind)
+
+
+def _drill_images(root: str, d) -> None:
+    if d.images.empty:
+        return
+    st.subheader(f"Images ({len(d.images)})")
+    cols = st.columns(6)
+    for k, rec in enumerate(d.images.head(THUMBS).to_dict("records")):
+        thumb = data.thumbnail(root, rec["image_id"], 160)
+        cap = f"{rec['task_path'].split(SEP)[-1]} · {rec['score']:.2f}"
+        if thumb:
+            cols[k % 6].image(thumb, caption=cap)
+        else:
+            cols[k % 6].caption(f"{rec['image_id'][:10]} (file missing) {cap}")
+    st.dataframe(d.images, hide_index=True, width="stretch", key="gaps_drill_images")
+
+
+def _drill_actions(root: str, ws: Workspace, d, dkind: str) -> None:
+    st.subheader("Act on it")
+    st.caption(f"Propose a task type for this gap (its note records: {d.provenance}).")
+    on_added = None
+    if dkind == "cluster":
+        def on_added(node):
+            gq.link_discovery(ws, target_id(d), node.id)
+    _add_form(root, ws, f"gaps_drill_add_{dkind}", d.name, d.parent_path, ORIGIN.get(dkind, "manual"),
+              d.provenance, on_added)
+    ids = list(d.samples["sample_id"]) if not d.samples.empty else []
+    if not ids:
+        return
+    c1, c2, c3 = st.columns([4, 4, 2])
+    c1.multiselect("Samples", ids, default=ids, key="gaps_drill_flag_ids")
+    c2.text_input("Reason", key="gaps_drill_flag_reason", placeholder="what is wrong with them")
+    c3.button("Flag samples", key="gaps_drill_flag", on_click=_flag_chosen, args=(ws, d.provenance),
+              help="Flagged samples are never selected nor exported until unflagged (Adjudicate page or "
+              "`workbench adjudicate`).")
+    msg = st.session_state.pop("gaps_drill_flag_msg", None)
+    if msg:
+        (st.error if msg.startswith("A flag") else st.success)(msg)
+
+
+def _flag_chosen(ws: Workspace, provenance: str) -> None:
+    """The button's callback: runs before the rerun, so the samples table below already shows the flags."""
+    chosen = st.session_state.get("gaps_drill_flag_ids") or []
+    reason = (st.session_state.get("gaps_drill_flag_reason") or "").strip()
+    if not reason or not chosen:
+        st.session_state["gaps_drill_flag_msg"] = "A flag needs a reason and at least one sample."
+        return
+    for sid in chosen:
+        flag(ws, sid, f"{reason} [{provenance}]")
+    st.session_state["gaps_drill_flag_msg"] = (f"flagged {len(chosen)} sample(s) (the 'flag' column above); the "
+                                               "Adjudicate page lists and unflags them")
+
+
+def target_id(d) -> int:
+    """A cluster drill's number (its target reads "#N name (...)")."""
+    return int(d.target.split()[0].lstrip("#"))
+
+
 def render(root: str, ws: Workspace) -> None:
     section = st.radio("Section", list(SECTIONS), format_func=SECTIONS.get, horizontal=True, key="gaps_section")
-    {"discovered": _discovered, "reference": _reference, "audits": _audits}[section](root, ws)
+    {"discovered": _discovered, "reference": _reference, "audits": _audits, "drill": _drill}[section](root, ws)
 
 
 def prewarm(root: str) -> None:
