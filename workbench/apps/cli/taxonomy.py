@@ -129,8 +129,8 @@ def taxonomy_show(
         raise WorkbenchError(f"node {node!r} is not among the {status} nodes; try --status all")
     lines = tree_lines(idx, max_depth=depth, root=root, show_ids=ids)
     typer.echo("\n".join(lines) if lines else "(empty taxonomy: `workbench taxonomy import` or `init --seed`)")
-    if lines:
-        typer.echo(task_type_counts(ws).line())
+    if lines:   # on stderr: stdout stays the tree alone, for files and pipes
+        typer.echo(task_type_counts(ws).line(), err=True)
 
 
 @taxonomy_app.command("add")
