@@ -235,7 +235,8 @@ def local_model_steps(ws: Workspace, models: str, confirm, echo) -> list[Step]:
 def seed_step(ws: Workspace) -> Step:
     if Taxonomy.of(ws).count() == 0:
         rep, s = _timed(lambda: load_seed(Taxonomy.of(ws)))
-        return Step("seed taxonomy", True, f"{rep.created} nodes; {task_type_counts(ws).line()}", seconds=s)
+        return Step("seed taxonomy", True, f"{rep.created} nodes, {len(Taxonomy.of(ws).leaves())} task types",
+                    seconds=s)
     return Step("seed taxonomy", True, f"already loaded: {task_type_counts(ws).line()}")
 
 

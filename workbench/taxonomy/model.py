@@ -200,8 +200,11 @@ def first_open_notice(ws: Workspace) -> str | None:
     workspace made since then: nothing changes for it). Deletes nothing."""
     if ws.store.scalar("SELECT 1 FROM meta WHERE key=?", (PROPOSALS_NOTICE_KEY,)):
         return None
-    with ws.store.write() as conn:
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (PROPOSALS_NOTICE_KEY, utcnow()))
+    try:
+        with ws.store.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (PROPOSALS_NOTICE_KEY, utcnow()))
+    except sqlite3.OperationalError:   # a read-only copy: say it (again next time) rather than fail the command
+        pass
     counts = task_type_counts(ws)
     if counts.use_proposed or not counts.awaiting:
         return None
