@@ -134,3 +134,16 @@ def test_stats_and_show_count_task_types_the_stages_use(expanded):
     assert live["leaves"] == got["leaves"] + 4
     res = run_cli("taxonomy", "show", ws.root, "--status", "proposed")
     assert res.code == 0 and "[proposed]" in res.out and "8 awaiting review" in res.err
+
+
+def test_overview_and_coverage_pages_say_how_many_await_review(expanded):
+    """The dashboard counts accepted task types, says how many proposals wait, and names the accept command."""
+    from test_dashboard_app import metrics, run
+
+    ws, run_id = expanded
+    accepted = Taxonomy.of(ws).count_leaves(ACCEPTED)
+    for page in ("overview", "coverage"):
+        at = run(ws.root, page)
+        notes = [x.value for x in at.info]
+        assert any("8 awaiting review" in n and f"--proposed --run {run_id}" in n for n in notes), notes
+        assert metrics(at)["task types"] == f"{accepted:,}"
