@@ -189,7 +189,7 @@ def test_import_counts_only_what_it_inserted_when_another_writer_commits_first(w
     """Another process commits nodes between this import's parse and its write transaction: the report
     counts what this import's own transaction inserted, never the other writer's nodes."""
     from workbench.core.store import Store
-    from workbench.taxonomy.model import LIVE, Taxonomy
+    from workbench.taxonomy.model import Taxonomy
 
     other = Store(ws.store.path)            # its own connection, as another process would have
     real_begin = Store._begin_immediate
