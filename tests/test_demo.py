@@ -94,8 +94,12 @@ def test_demo_with_an_endpoint_expands_one_level(tmp_path, monkeypatch):
     from workbench.core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "demo")
-    proposed = list(Taxonomy.of(ws).nodes(("proposed",)))
-    assert len(proposed) >= 35 and all(n.level == 2 and n.origin == "generated" for n in proposed)
+    # The demo accepts its expansion's proposals (logged, reviewer `demo`): they are task types for what follows.
+    assert "accepted its" in r.out and "as reviewer `demo`" in r.out
+    assert Taxonomy.of(ws).count(("proposed",)) == 0
+    generated = [n for n in Taxonomy.of(ws).nodes(("accepted",)) if n.origin == "generated"]
+    assert len(generated) >= 35 and all(n.level == 2 for n in generated)
+    assert set(ws.store.scalar("SELECT group_concat(DISTINCT reviewer) FROM review_log").split(",")) == {"demo"}
     assert any(p.endswith("visual question answering~visual question answering in the wild")
                for _, p in Taxonomy.of(ws).leaves())
     assert 'base_url = "' + base_url in (tmp_path / "demo" / "workbench.toml").read_text()

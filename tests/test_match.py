@@ -140,7 +140,12 @@ def test_match_with_no_task_types_is_a_clear_error(ws, tmp_path):
     make_images(tmp_path / "imgs", 2)
     register_images(ws, [tmp_path / "imgs"])
     r = run_cli("match", ws.root)
-    assert r.code == 2 and "no live task types" in r.err
+    assert r.code == 2 and "no task types to match against" in r.err
+    # Only proposals: not task types until accepted, and the error names the command that accepts them.
+    Taxonomy.of(ws).add_path("ocr~menus", status="proposed")
+    r = run_cli("match", ws.root)
+    assert r.code == 2 and "no accepted task types" in r.err and "2 awaiting review" in r.err
+    assert f"workbench taxonomy accept {ws.root} --proposed" in r.err
 
 
 @pytest.mark.timeout(180)

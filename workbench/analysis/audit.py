@@ -54,7 +54,7 @@ from workbench.analysis.coverage import load_counts, long_tail, node_frame
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
-from workbench.taxonomy.model import LIVE, Taxonomy
+from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP
 
 TOP_K = 5
@@ -194,7 +194,7 @@ def read_dataset(path: str | Path, fmt: str | None = None, task_field: str | Non
 # -- assigning ---------------------------------------------------------------------------------------
 
 def _tasks(ws: Workspace):
-    idx = Taxonomy.of(ws).index(LIVE)
+    idx = Taxonomy.of(ws).index()
     leaves = [n.id for n in idx.leaves()]
     if not leaves:
         raise WorkbenchError("the workspace has no task types to audit against: import a taxonomy first "
@@ -354,7 +354,7 @@ def item_counts(ws: Workspace, name: str, min_score: float = MIN_SCORE) -> pd.Se
 
 
 def _frame_from_counts(ws: Workspace, counts: pd.Series) -> pd.DataFrame:
-    idx = Taxonomy.of(ws).index(LIVE)
+    idx = Taxonomy.of(ws).index()
     df = node_frame(idx, pd.DataFrame({"samples": counts}))
     return df.rename(columns={"samples": "items", "with_samples": "with_items", "cov_samples": "cov_items"})
 
@@ -404,7 +404,7 @@ def crosstab(ws: Workspace, name: str, min_score: float = MIN_SCORE) -> pd.DataF
     leaves, cols, scores, own = load_assignments(ws, name)
     if own is None or not len(cols):
         return pd.DataFrame()
-    idx = Taxonomy.of(ws).index(LIVE)
+    idx = Taxonomy.of(ws).index()
     cat = np.array([idx.paths[i].split(SEP)[0] if i in idx.paths else "(removed)" for i in leaves], dtype=object)
     ours = np.where(scores[:, 0] >= min_score, cat[cols[:, 0]], "(unassigned)")
     return pd.crosstab(pd.Series(own, name="own_task"), pd.Series(ours, name="our_category"))

@@ -29,7 +29,7 @@ from workbench.core.workspace import Workspace
 from workbench.stages.embed.clip import identify, load_clip, model_key
 from workbench.stages.embed.stage import _input_side, bound_aspect, current_task_texts
 from workbench.stages.images.register import ImageError, open_rgb
-from workbench.taxonomy.model import LIVE, Taxonomy
+from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP
 
 IMAGE_FIELDS = ("image", "images", "image_path", "file_name")
@@ -131,7 +131,7 @@ def image_summary(ws: Workspace, name: str) -> dict:
     out = {"with_image": int(len(item)), "unreadable": bad, "clip_model": model, "items": int(len(tcols))}
     if len(item):
         t = tcols[item]
-        paths = Taxonomy.of(ws).index(LIVE).paths
+        paths = Taxonomy.of(ws).index().paths
         cat = np.array([paths.get(n, "(removed)").split(SEP)[0] for n in leaves], dtype=object)
         out["top1_agree"] = float((t[:, 0] == icols[:, 0]).mean())
         out["image_top1_in_text_topk"] = float((t == icols[:, :1]).any(axis=1).mean())

@@ -25,7 +25,7 @@ from workbench.core.workspace import Workspace
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.audit_label.stage import PROMPT, AuditLabelStage, LabelRow
 from workbench.stages.base import RunReport
-from workbench.taxonomy.model import LIVE, Taxonomy
+from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP
 
 
@@ -45,7 +45,7 @@ def sample_rows(ws: Workspace, name: str, n: int, seed: int = 0) -> list[LabelRo
     if len(texts) != items:
         raise WorkbenchError(f"{source}: now {len(texts):,} items, the audit {name!r} had {items:,}; audit it again")
     leaves, cols, _, _ = load_assignments(ws, name)
-    paths = Taxonomy.of(ws).index(LIVE).paths
+    paths = Taxonomy.of(ws).index().paths
     picked = np.sort(np.random.default_rng(seed).choice(len(texts), size=min(n, len(texts)), replace=False))
     rows = []
     for i in picked.tolist():
@@ -81,7 +81,7 @@ def label_agreement(ws: Workspace, name: str) -> dict:
     df = df[df["status"] != "unreadable"]
     if df.empty:
         return {"answered": 0}
-    paths = Taxonomy.of(ws).index(LIVE).paths
+    paths = Taxonomy.of(ws).index().paths
     df = df.assign(category=[paths.get(t, "(removed)").split(SEP)[0] for t in df["top1"]],
                    agree=(df["label"] == df["top1"]), hit=df["status"] == "labelled")
 

@@ -73,7 +73,7 @@ from workbench.models.textembed import DEFAULT_MODEL as DEFAULT_TEXT_MODEL
 from workbench.models.textembed import embed_texts, uncached, workspace_cache_dir
 from workbench.stages.coverage_confirm.stage import ConfirmRow, run_confirm
 from workbench.taxonomy.io import parse_source
-from workbench.taxonomy.model import LIVE, Taxonomy
+from workbench.taxonomy.model import TASK_TYPES, Taxonomy
 from workbench.taxonomy.names import SEP
 
 # The learned combination: a logistic regression over FEATURES of each (reference task, task type) pair,
@@ -337,7 +337,7 @@ def our_texts(our_paths: list[tuple[str, ...]], synonyms: dict[str, str]) -> dic
             "gloss_path": [" > ".join(gloss(x, synonyms) for x in p) for p in our_paths]}   # mostly cache hits
 
 
-def pending_embeddings(ws: Workspace, statuses=LIVE) -> int:
+def pending_embeddings(ws: Workspace, statuses=TASK_TYPES) -> int:
     """How many of our task types' texts are not yet in the workspace's text-embedding cache: 0 means matching
     any reference takes seconds; a large number means minutes of embedding first (about 100-500 texts/s on a
     CPU), which `reference_coverage` (or `workbench taxonomy coverage`) does once and keeps."""
@@ -386,7 +386,7 @@ def read_reference(reference_path: str | Path, fmt: str | None = None):
 
 
 def reference_coverage(ws: Workspace, reference_path: str | Path, fmt: str | None = None,
-                       threshold: float | None = None, statuses=LIVE, *, top_k: int = DEFAULT_TOP_K, confirm=None,
+                       threshold: float | None = None, statuses=TASK_TYPES, *, top_k: int = DEFAULT_TOP_K, confirm=None,
                        band: tuple[float, float] = DEFAULT_BAND, confirm_top_k: int = DEFAULT_CONFIRM_TOP_K,
                        prompt: str | Path | None = None,
                        dry_run: bool = False, budget_usd: float | None = None,

@@ -37,6 +37,7 @@ from workbench.llm.discovery import find_local_server
 from workbench.models import hub
 from workbench.models.profiles import SMALL, pull_command
 from workbench.models.textembed import embed_texts, workspace_cache_dir
+from workbench.review.decisions import bulk_status, select_proposals
 from workbench.stages.embed.clip import write_model_config
 from workbench.stages.embed.stage import RowStore
 from workbench.stages.expand.stage import expand
@@ -48,7 +49,7 @@ from workbench.stages.qa.stage import run_qa
 from workbench.stages.referee.stage import run_referees
 from workbench.stages.select.stage import select
 from workbench.taxonomy.io import load_seed
-from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.model import Taxonomy, task_type_counts
 
 SKIMAGE_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "text",
                   "hubble_deep_field", "immunohistochemistry", "retina", "clock", "cell"]
@@ -236,7 +237,7 @@ def seed_step(ws: Workspace) -> Step:
         rep, s = _timed(lambda: load_seed(Taxonomy.of(ws)))
         return Step("seed taxonomy", True, f"{rep.created} nodes, {len(Taxonomy.of(ws).leaves())} task types",
                     seconds=s)
-    return Step("seed taxonomy", True, f"already loaded: {len(Taxonomy.of(ws).leaves())} task types")
+    return Step("seed taxonomy", True, f"already loaded: {task_type_counts(ws).line()}")
 
 
 def photographs_step(ws: Workspace) -> Step:
@@ -281,7 +282,17 @@ def expansion_step(ws: Workspace, budget_usd: float) -> Step:
     except WorkbenchError as exc:
         return Step("expand level 2", False, str(exc), f"check [endpoints.default] in {ws.root / CONFIG_NAME}")
     scope = f" ({len(parents)} level-1 nodes: a CPU model)" if parents else ""
-    return Step("expand level 2" + scope, True, f"{r.summary()} via {ep.model} at {where}", seconds=s)
+    return Step("expand level 2" + scope, True, f"{r.summary()} via {ep.model} at {where}; "
+                + accept_demo_proposals(ws, r.run.run_id), seconds=s)
+
+
+def accept_demo_proposals(ws: Workspace, run_id: int | None) -> str:
+    """The demo accepts its expansion's proposals, logged under reviewer `demo` (a curator reviews them first in
+    a real project), so that the stages after it use them as task types."""
+    ids = select_proposals(ws, stage_run_id=run_id) if run_id is not None else []
+    counts = bulk_status(ws, ids, "accepted", reviewer="demo", source="library") if ids else {"applied": 0}
+    return (f"accepted its {counts['applied']} proposal(s) as reviewer `demo` (in a project, review them first: "
+            f"`workbench taxonomy show {ws.root} --status proposed`; `workbench taxonomy undo {ws.root}` reverses)")
 
 
 def text_embedding_steps(ws: Workspace) -> list[Step]:

@@ -27,7 +27,7 @@ from workbench.llm.prompts import PromptTemplate, template_hash
 from workbench.stages.embed.clip import TINY_MODEL_NAME, write_model_config
 from workbench.stages.expand.stage import TEMPLATES, ExpandStage, compare_prompts, load_prompts, plan
 from workbench.taxonomy.io import load_seed
-from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.model import LIVE, Taxonomy, first_open_notice, task_type_counts
 
 DEFAULT_WORKSPACE = "tutorial-workspace"    # relative to the notebooks' folder; .gitignore ignores it
 DRAFTS = "drafts"                           # WORKSPACE/prompts/drafts/: every saved prompt version
@@ -53,9 +53,11 @@ def tutorial_workspace(path: str | Path = DEFAULT_WORKSPACE, *, base_url: str | 
     said = configure_endpoints(ws, base_url=base_url, model=model, referee_models=referee_models)
     if said:
         print(said)
+    notice = first_open_notice(ws)
+    if notice:
+        print(notice)
     print(f"workspace {ws.root.resolve()} ({'created' if created else 'opened'}): "
-          f"{Taxonomy.of(ws).count(('proposed', 'accepted'))} live node(s), "
-          f"{len(Taxonomy.of(ws).leaves())} task type(s)")
+          f"{Taxonomy.of(ws).count(LIVE)} live node(s); {task_type_counts(ws).line()}")
     return ws
 
 
@@ -373,8 +375,7 @@ def session_note(ws: Workspace) -> str:
     versions = len(list(drafts_dir(ws).glob("*.j2"))) if drafts_dir(ws).is_dir() else 0
     ab = ws.store.scalar("SELECT count(*) FROM expand_results WHERE applied=0") or 0
     applied = ws.store.scalar("SELECT count(*) FROM expand_results WHERE applied=1") or 0
-    return (f"{Taxonomy.of(ws).count(('proposed', 'accepted'))} live node(s), "
-            f"{len(Taxonomy.of(ws).leaves())} task type(s); generated: "
+    return (f"{Taxonomy.of(ws).count(LIVE)} live node(s); {task_type_counts(ws).line()}; generated: "
             f"{gen.get('accepted', 0)} accepted, {gen.get('proposed', 0)} still proposed, {gen.get('rejected', 0)} "
             f"rejected. {applied} expansion call(s) applied, {ab} A/B result(s) kept aside (no nodes). "
             f"Workspace prompt copies: {', '.join(copies) or 'none (bundled prompts)'}; {versions} saved version(s) "

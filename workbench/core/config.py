@@ -154,6 +154,14 @@ class PlanConfig(_Section):
     max_depth: int = Field(4, ge=1)               # the taxonomy's intended depth: no expansion is planned past it
 
 
+class TaxonomySection(_Section):
+    """`[taxonomy]`: which nodes are task types (match, filter, Q&A, referees, select, export, plan, coverage...)."""
+
+    # false: accepted nodes only (a proposal waits for `workbench taxonomy accept`); true: proposals too, the
+    # paper's use-everything-generated behaviour.
+    use_proposed: bool = False
+
+
 class WorkspaceSection(_Section):
     name: str = "taxonomy"
     description: str = ""
@@ -161,6 +169,7 @@ class WorkspaceSection(_Section):
 
 class Config(_Section):
     workspace: WorkspaceSection = WorkspaceSection()
+    taxonomy: TaxonomySection = TaxonomySection()
     endpoints: dict[str, EndpointConfig] = {}
     clip: ClipConfig = ClipConfig()
     match: MatchConfig = MatchConfig()
@@ -263,6 +272,11 @@ description = ""
 # timeout_s = 120
 # price_input_per_mtok = 5.0
 # price_output_per_mtok = 15.0
+
+# [taxonomy]
+# Proposals (from expand, discovery, ...) are task types only once accepted (`workbench taxonomy accept`);
+# true uses them at once, as the paper did.
+# use_proposed = false
 
 [clip]
 # An open_clip model name and a pretrained tag (used if already in the local model-hub cache; set

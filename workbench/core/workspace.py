@@ -13,12 +13,16 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from workbench.core.clock import utcnow
 from workbench.core.config import CONFIG_NAME, DEFAULT_CONFIG_TOML, Config, load_config, toml_literal
 from workbench.core.errors import WorkbenchError
 from workbench.core.runs import StageRun, mark_interrupted, runs, stage_run
 from workbench.core.store import Store
 
 DB_NAME = "workbench.sqlite"
+# In `meta` once a workspace has been told (or, made since, needs no telling) that proposals are not task types
+# until accepted (`taxonomy.model.first_open_notice`).
+PROPOSALS_NOTICE_KEY = "notice.proposals_not_task_types"
 FOLDERS = ("arrays", "exports", "prompts")
 
 
@@ -47,6 +51,8 @@ class Workspace:
             cfg_path.write_text(DEFAULT_CONFIG_TOML.format(name=ws_name), encoding="utf-8")
         config = load_config(cfg_path)
         store = Store(root / DB_NAME, create=True)
+        with store.write() as conn:   # born under the rule: no first-open notice about it
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (PROPOSALS_NOTICE_KEY, utcnow()))
         return cls(root, store, config)
 
     @classmethod

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from workbench.core.errors import ImportProblemsError, WorkbenchError
 from workbench.core.resources import DATA_DIR
-from workbench.taxonomy.model import LIVE, Provenance, Taxonomy, TreeIndex
+from workbench.taxonomy.model import LIVE, Provenance, StatusArg, Taxonomy, TreeIndex
 from workbench.taxonomy.names import SEP, NameProblem, check_name, name_key, replace_lookalikes, split_path
 
 Format = Literal["txt", "folder", "json"]
@@ -340,7 +340,7 @@ def _existing_path_keys(taxonomy: Taxonomy) -> set[tuple[str, ...]]:
 
 # -- export ----------------------------------------------------------------------------------------
 def export_taxonomy(taxonomy: Taxonomy, dest: Path | str, *, fmt: Format | None = None,
-                    statuses: tuple[str, ...] | None = LIVE, overwrite: bool = False) -> int:
+                    statuses: StatusArg = LIVE, overwrite: bool = False) -> int:
     """Write the taxonomy (restricted to `statuses`) to `dest`. Returns the number of task types written."""
     dest = Path(dest)
     if fmt is None:

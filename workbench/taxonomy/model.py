@@ -4,6 +4,12 @@ A node has a stable id, a name, a parent, a level (1 = first level), an origin
 (seed | generated | imported | manual), a status (proposed | accepted | rejected) and
 provenance (stage run, prompt file and hash, model, time). Task types are the leaves.
 
+Which statuses make task types is the workspace's choice, decided here only (`task_statuses`): accepted nodes,
+or with `[taxonomy] use_proposed = true` proposals too. `Taxonomy.of(ws)` carries it, and `index()`, `leaves()`
+and `count_leaves()` with no `statuses` use it; review tools and tree views pass `LIVE` or `None` to see
+everything. `task_type_counts(ws).line()` is the one "N accepted, M awaiting review" sentence every command and
+page prints, and `first_open_notice` tells an existing workspace once what changed.
+
 Ids are derived from the node's path when it is created (so importing the same file into
 two workspaces gives the same ids) and never change afterwards: renames and moves keep
 the id; a merged-away id stays resolvable through `node_aliases`.
@@ -13,6 +19,7 @@ Every edit runs in one write transaction; a failed edit changes nothing.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -21,13 +28,27 @@ from dataclasses import dataclass, field
 from workbench.core.clock import utcnow
 from workbench.core.errors import TaxonomyError
 from workbench.core.store import Store
-from workbench.core.workspace import Workspace
+from workbench.core.workspace import PROPOSALS_NOTICE_KEY, Workspace
 from workbench.taxonomy.names import SEP, NameProblem, check_name, name_key, replace_lookalikes, split_path
 
 ORIGINS = ("seed", "generated", "imported", "manual", "discovered", "reference")
 STATUSES = ("proposed", "accepted", "rejected")
-# Statuses that count as part of the taxonomy unless a caller asks otherwise.
+ACCEPTED = ("accepted",)
+# Every node not rejected: what the review tools and tree views show (task types only with use_proposed).
 LIVE = ("proposed", "accepted")
+
+
+class _Default(enum.Enum):
+    TASK_TYPES = "the workspace's task-type statuses"
+
+
+TASK_TYPES = _Default.TASK_TYPES    # the default of index/leaves/count_leaves: `Taxonomy.task_statuses`
+StatusArg = Sequence[str] | None | _Default
+
+
+def task_statuses(ws: Workspace) -> tuple[str, ...]:
+    """The statuses whose nodes are task types in `ws`: accepted only, or proposed too with `use_proposed`."""
+    return LIVE if ws.config.taxonomy.use_proposed else ACCEPTED
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,70 @@ class TreeIndex:
         return self.paths[node_id].split(SEP)
 
 
+@dataclass(frozen=True)
+class TaskTypeCounts:
+    """How many task types a workspace has and how many proposals wait for review (`task_type_counts`)."""
+
+    root: str                   # the workspace folder, for the command the line names
+    accepted: int               # task types made of accepted nodes only
+    in_use: int                 # task types the stages use (= accepted unless use_proposed)
+    awaiting: int               # proposed nodes not hidden under a rejected one
+    runs: tuple[int, ...]       # the stage runs that proposed them (newest first)
+    use_proposed: bool
+
+    def accept_command(self) -> str:
+        run = f" --run {self.runs[0]}" if len(self.runs) == 1 else ""
+        return f"workbench taxonomy accept {self.root} --proposed{run}"
+
+    def line(self) -> str:
+        """'task types: N accepted, M awaiting review ...', naming the command that accepts them."""
+        if not self.awaiting:
+            return f"task types: {self.accepted} accepted, none awaiting review"
+        if self.use_proposed:
+            return (f"task types: {self.in_use} in use: {self.accepted} accepted + proposals ({self.awaiting} "
+                    "awaiting review), used because [taxonomy] use_proposed = true")
+        runs = (f" (proposed by runs {', '.join(map(str, self.runs))}: add --run R for one of them)"
+                if len(self.runs) > 1 else "")
+        return (f"task types: {self.accepted} accepted, {self.awaiting} awaiting review (not used until accepted)"
+                f" — review with `workbench taxonomy show {self.root} --status proposed`, accept with "
+                f"`{self.accept_command()}`{runs}")
+
+
+def task_type_counts(ws: Workspace) -> TaskTypeCounts:
+    tax = Taxonomy.of(ws)
+    q = ",".join("?" * len(LIVE))
+    rows = ws.store.query(
+        f"WITH RECURSIVE live(id) AS (SELECT id FROM nodes WHERE parent_id IS NULL AND status IN ({q})"
+        f" UNION ALL SELECT n.id FROM nodes n JOIN live ON n.parent_id = live.id WHERE n.status IN ({q}))"
+        " SELECT n.stage_run_id AS run, count(*) AS n FROM nodes n JOIN live ON live.id = n.id"
+        " WHERE n.status = 'proposed' GROUP BY n.stage_run_id ORDER BY n.stage_run_id DESC", LIVE * 2)
+    accepted = tax.count_leaves(ACCEPTED)
+    in_use = accepted if tax.task_statuses == ACCEPTED else tax.count_leaves()
+    return TaskTypeCounts(str(ws.root), accepted, in_use, sum(r["n"] for r in rows),
+                          tuple(r["run"] for r in rows if r["run"] is not None), ws.config.taxonomy.use_proposed)
+
+
+def first_open_notice(ws: Workspace) -> str | None:
+    """Once per workspace (recorded in `meta`): what changed for a workspace whose proposals counted as task types
+    before proposals waited for acceptance. None when already said, with use_proposed, or with no proposals (a
+    workspace made since then: nothing changes for it). Deletes nothing."""
+    if ws.store.scalar("SELECT 1 FROM meta WHERE key=?", (PROPOSALS_NOTICE_KEY,)):
+        return None
+    try:
+        with ws.store.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (PROPOSALS_NOTICE_KEY, utcnow()))
+    except sqlite3.OperationalError:   # a read-only copy: say it (again next time) rather than fail the command
+        pass
+    counts = task_type_counts(ws)
+    if counts.use_proposed or not counts.awaiting:
+        return None
+    return (f"note: {counts.awaiting} node(s) of this workspace are proposals awaiting review. match, filter, Q&A, "
+            "referees, select, export, plan, coverage and audit now use accepted task types only "
+            f"({counts.accepted} now); nothing computed was deleted. Accept the proposals with "
+            f"`{counts.accept_command()}`, or set `[taxonomy] use_proposed = true` in workbench.toml to use them "
+            "as before (this note is shown once).")
+
+
 def make_id(path_key: str, salt: int = 0) -> str:
     h = hashlib.blake2b(f"{path_key}\x00{salt}".encode(), digest_size=6).hexdigest()
     return "t" + h
@@ -139,13 +224,19 @@ _COLUMNS = ", ".join(Node.__dataclass_fields__)
 
 
 class Taxonomy:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, task_statuses: Sequence[str] = ACCEPTED):
         self.store = store
+        self.task_statuses = tuple(task_statuses)
 
     @classmethod
     def of(cls, ws: Workspace) -> Taxonomy:
-        """The workspace's taxonomy (a light view over its store: make one wherever it is needed)."""
-        return cls(ws.store)
+        """The workspace's taxonomy (a light view over its store: make one wherever it is needed), whose task
+        types follow `[taxonomy] use_proposed`."""
+        return cls(ws.store, task_statuses(ws))
+
+    def resolve_statuses(self, statuses: StatusArg) -> Sequence[str] | None:
+        """`statuses` itself, or the task types' statuses for `TASK_TYPES`."""
+        return self.task_statuses if statuses is TASK_TYPES else statuses
 
     # -- reading -----------------------------------------------------------------------------
     def count(self, statuses: Sequence[str] | None = None) -> int:
@@ -162,18 +253,22 @@ class Taxonomy:
             rows = self.store.query(f"SELECT {_COLUMNS} FROM nodes WHERE status IN ({q})", tuple(statuses))
         return [Node.from_row(r) for r in rows]
 
-    def index(self, statuses: Sequence[str] | None = LIVE) -> TreeIndex:
-        """The tree restricted to `statuses` (a node whose ancestor is filtered out is left out too)."""
-        return TreeIndex.build(self.nodes(statuses))
+    def index(self, statuses: StatusArg = TASK_TYPES) -> TreeIndex:
+        """The tree restricted to `statuses` (default: the task types' statuses; None: every node; a node whose
+        ancestor is filtered out is left out too)."""
+        return TreeIndex.build(self.nodes(self.resolve_statuses(statuses)))
 
-    def leaves(self, statuses: Sequence[str] | None = LIVE) -> list[tuple[Node, str]]:
+    def leaves(self, statuses: StatusArg = TASK_TYPES) -> list[tuple[Node, str]]:
         """Task types: (node, `~` path) for every leaf of the tree restricted to `statuses`."""
         idx = self.index(statuses)
         return [(n, idx.paths[n.id]) for n in idx.leaves()]
 
-    def count_leaves(self, statuses: Sequence[str] = LIVE) -> int:
+    def count_leaves(self, statuses: StatusArg = TASK_TYPES) -> int:
         """len(self.leaves(statuses)) in one SQL pass: the nodes reachable from a root through `statuses` that have
         no child of those statuses (~0.09 s at 22k nodes, against 0.6-0.8 s to build the index)."""
+        statuses = self.resolve_statuses(statuses)
+        if statuses is None:
+            statuses = STATUSES
         q = ",".join("?" * len(statuses))
         return int(self.store.scalar(
             f"WITH RECURSIVE live(id) AS (SELECT id FROM nodes WHERE parent_id IS NULL AND status IN ({q})"

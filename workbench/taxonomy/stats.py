@@ -6,7 +6,7 @@ import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from workbench.taxonomy.model import LIVE, Taxonomy, TreeIndex
+from workbench.taxonomy.model import TASK_TYPES, StatusArg, Taxonomy, TreeIndex
 
 
 @dataclass
@@ -57,7 +57,9 @@ class TaxonomyStats:
         return out
 
 
-def compute_stats(taxonomy: Taxonomy, statuses=LIVE) -> TaxonomyStats:
+def compute_stats(taxonomy: Taxonomy, statuses: StatusArg = TASK_TYPES) -> TaxonomyStats:
+    """Figures over the tree restricted to `statuses` (default: the task types)."""
+    statuses = taxonomy.resolve_statuses(statuses)
     all_nodes = taxonomy.nodes(None)
     idx = TreeIndex.build([n for n in all_nodes if statuses is None or n.status in statuses])
     return stats_from_index(idx, all_nodes)

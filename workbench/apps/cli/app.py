@@ -172,7 +172,14 @@ STATUS_SETS = {"live": ("proposed", "accepted"), "accepted": ("accepted",), "all
 
 
 def open_ws(ws: Path) -> Workspace:
-    return Workspace.open(ws)
+    """Open a workspace; the first time after proposals stopped being task types, say once what changed."""
+    from workbench.taxonomy.model import first_open_notice  # lazy: `--help` imports no library layer
+
+    opened = Workspace.open(ws)
+    notice = first_open_notice(opened)
+    if notice:
+        typer.echo(notice, err=True)
+    return opened
 
 
 def statuses(value: str) -> tuple[str, ...] | None:

@@ -12,6 +12,7 @@ from workbench.engine import session
 from workbench.stages.embed.stage import embed_images, embed_texts_clip
 from workbench.stages.images.register import images_report, register_images
 from workbench.stages.match.stage import low_score_images, match, tasks_without_images
+from workbench.taxonomy.model import task_type_counts
 
 images_app = typer.Typer(help="Register images and list the files that could not be used.", no_args_is_help=True,
                          rich_markup_mode=None)
@@ -116,6 +117,7 @@ def match_cmd(
             typer.echo(i.summary())
         report = match(ws, k=k, embed=False)
     typer.echo(report.summary())
+    typer.echo(task_type_counts(ws).line())
     typer.echo(f"{len(tasks_without_images(ws))} task type(s) have no image; "
                f"{len(low_score_images(ws))} image(s) have a best score below "
                f"{ws.config.match.low_score_threshold}")

@@ -13,7 +13,7 @@ from workbench.apps.cli.app import WS_ARG, app, open_ws, statuses, taxonomy_app
 from workbench.core.errors import ImportProblemsError, WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.taxonomy.io import export_taxonomy, import_taxonomy, load_seed, tree_lines
-from workbench.taxonomy.model import Taxonomy, TreeIndex
+from workbench.taxonomy.model import TASK_TYPES, StatusArg, Taxonomy, TreeIndex, task_type_counts
 from workbench.taxonomy.stats import compute_stats
 
 
@@ -29,7 +29,7 @@ def init(
     typer.echo(f"created workspace {directory} (edit {directory / 'workbench.toml'} to configure endpoints and CLIP)")
     if seed:
         report = load_seed(Taxonomy.of(ws))
-        typer.echo(f"loaded seed task types: {report.created} nodes, {len(Taxonomy.of(ws).leaves())} task types")
+        typer.echo(f"loaded seed task types: {report.created} nodes; {task_type_counts(ws).line()}")
 
 
 @taxonomy_app.command("import")
@@ -70,29 +70,37 @@ def taxonomy_export(
     dest: Path = typer.Argument(..., help="Output: NAME.txt (one `~` path per task type), NAME.json (nested) "
                                 "or a folder (one folder per node).", show_default=False),
     format: str | None = typer.Option(None, "--format", "-f", help="txt, folder or json (default: from DEST)."),
-    status: str = typer.Option("live", help="Which nodes: live (proposed+accepted), accepted, all, proposed, "
-                               "rejected."),
+    status: str = typer.Option("live", help="Which nodes: live (proposed+accepted), tasks (the task types the "
+                               "stages use), accepted, all, proposed, rejected."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DEST if it exists."),
 ):
     """Export the taxonomy as tasktype.txt, a folder tree or JSON."""
     ws = open_ws(workspace)
-    n = export_taxonomy(Taxonomy.of(ws), dest, fmt=format, statuses=statuses(status), overwrite=overwrite)
+    n = export_taxonomy(Taxonomy.of(ws), dest, fmt=format, statuses=_statuses(status), overwrite=overwrite)
     typer.echo(f"wrote {n} task types to {dest}")
 
 
 @taxonomy_app.command("stats")
 def taxonomy_stats(
     workspace: Path = WS_ARG,
-    status: str = typer.Option("live", help="Which nodes count: live, accepted, all, proposed, rejected."),
+    status: str = typer.Option("tasks", help="Which nodes count: tasks (the task types the stages use: accepted, "
+                               "or live with [taxonomy] use_proposed), live, accepted, all, proposed, rejected."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
     """Nodes per level, leaves, depth histogram, branching per level, largest subtree share."""
     ws = open_ws(workspace)
-    st = compute_stats(Taxonomy.of(ws), statuses(status))
+    st = compute_stats(Taxonomy.of(ws), _statuses(status))
+    counts = task_type_counts(ws)
     if as_json:
-        typer.echo(json.dumps(st.as_dict(), indent=1))
+        typer.echo(json.dumps({**st.as_dict(), "task_types_accepted": counts.accepted,
+                               "task_types_in_use": counts.in_use, "awaiting_review": counts.awaiting},
+                              indent=1))
     else:
-        typer.echo("\n".join(st.lines()))
+        typer.echo("\n".join(st.lines() + [counts.line()]))
+
+
+def _statuses(value: str) -> StatusArg:
+    return TASK_TYPES if value == "tasks" else statuses(value)
 
 
 @taxonomy_app.command("show")
@@ -121,6 +129,8 @@ def taxonomy_show(
         raise WorkbenchError(f"node {node!r} is not among the {status} nodes; try --status all")
     lines = tree_lines(idx, max_depth=depth, root=root, show_ids=ids)
     typer.echo("\n".join(lines) if lines else "(empty taxonomy: `workbench taxonomy import` or `init --seed`)")
+    if lines:   # on stderr: stdout stays the tree alone, for files and pipes
+        typer.echo(task_type_counts(ws).line(), err=True)
 
 
 @taxonomy_app.command("add")

@@ -16,6 +16,7 @@ from workbench.stages.filter.stage import run_filter
 from workbench.stages.qa.stage import run_qa
 from workbench.stages.referee.stage import run_referees
 from workbench.stages.select.stage import select
+from workbench.taxonomy.model import task_type_counts
 
 DRY = typer.Option(False, "--dry-run", help="Report calls, estimated tokens and cost; call nothing.")
 BUDGET = typer.Option(None, "--budget", min=0, help="Stop cleanly before spending more than this many USD "
@@ -45,6 +46,7 @@ def filter_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: float | No
     with session(engine, address):
         rep = run_filter(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
                          refresh_failed=refresh_failed, batch=batch or None)
+    typer.echo(task_type_counts(ws).line())
     raise typer.Exit(_show(rep, ws.config.limits.max_failure_rate))
 
 
@@ -60,6 +62,7 @@ def qa_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: float | None =
     with session(engine, address):
         rep = run_qa(ws, dry_run=dry_run, budget_usd=budget, limit=limit, prompt=prompt, endpoint=endpoint,
                      refresh_failed=refresh_failed, batch=batch or None)
+    typer.echo(task_type_counts(ws).line())
     raise typer.Exit(_show(rep, ws.config.limits.max_failure_rate))
 
 
@@ -89,7 +92,15 @@ def referee_cmd(workspace: Path = WS_ARG, dry_run: bool = DRY, budget: float | N
                                 refresh_failed=refresh_failed, adaptive=adaptive, on_plan=on_plan,
                                 batch=batch or None):
             status = max(status, _show(rep, ws.config.limits.max_failure_rate))
+    _awaiting(ws)
     raise typer.Exit(status)
+
+
+def _awaiting(ws) -> None:
+    """Where proposals wait for review, say so: their samples are left out of votes, selection and export."""
+    counts = task_type_counts(ws)
+    if counts.awaiting and not counts.use_proposed:
+        typer.echo(counts.line() + "; their samples are left out until then")
 
 
 @app.command("select")
@@ -120,6 +131,7 @@ def select_cmd(workspace: Path = WS_ARG,
     typer.echo(select(ws, min_votes=min_votes, max_per_task=max_per_task, min_per_task=min_per_task,
                       budget=budget, seed=seed, consensus=consensus,
                       min_posterior=0.8 if min_posterior is None else min_posterior).summary())
+    _awaiting(ws)
 
 
 @app.command("export")
@@ -137,6 +149,7 @@ def export_cmd(workspace: Path = WS_ARG,
     ws = open_ws(workspace)
     typer.echo(ExportStage(out, fmt=format, image_root=image_root, only_selected=not all_ok,
                            allow_changed=allow_changed).run(ws).summary())
+    _awaiting(ws)
 
 
 @app.command("funnel")

@@ -35,7 +35,7 @@ from workbench.llm.prompts import DEFAULT_PROMPTS_DIR
 from workbench.stages.images import register
 from workbench.stages.referee.people import HUMAN_SQL
 from workbench.stages.select import stage as select_stage
-from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.model import Taxonomy, task_type_counts
 
 VERSION_TTL_S = 3
 
@@ -151,6 +151,25 @@ def nodes(root: str, v: tuple) -> pd.DataFrame:
 
 def node_table(root: str) -> pd.DataFrame:
     return nodes(root, version(root, "nodes", "matches", "samples", "selections"))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _task_types(root: str, v: tuple) -> dict:
+    c = task_type_counts(open_workspace(root))
+    return {"accepted": c.accepted, "in_use": c.in_use, "awaiting": c.awaiting, "line": c.line()}
+
+
+def task_types(root: str) -> dict:
+    """Task types accepted and in use, proposals awaiting review, and the sentence that says so (with the command
+    that accepts them): what the Overview and Coverage pages show above their counts."""
+    return _task_types(root, version(root, "nodes"))
+
+
+def task_types_note(root: str) -> dict:
+    """`task_types` shown: a notice while proposals await review (they are not counted), else a caption."""
+    tt = task_types(root)
+    (st.info if tt["awaiting"] else st.caption)(tt["line"])
+    return tt
 
 
 # -- overview ------------------------------------------------------------------------------------

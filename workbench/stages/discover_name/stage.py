@@ -22,7 +22,7 @@ from workbench.models.textembed import embed_texts, workspace_cache_dir
 from workbench.stages.base import LLMStage, Outcome, StageRun
 from workbench.stages.discover_name.parse import parse_name
 from workbench.stages.vision import UrlCache
-from workbench.taxonomy.model import Provenance, Taxonomy
+from workbench.taxonomy.model import LIVE, Provenance, Taxonomy
 from workbench.taxonomy.names import SEP, loose_key
 
 STAGE = "discover_name"
@@ -73,7 +73,7 @@ class DiscoverNameStage(LLMStage):
 
     def _duplicate(self, ws: Workspace, name: str, parent_id: str | None) -> tuple[str | None, str]:
         """The sibling the name repeats (loose key, then sentence-embedding cosine), if any."""
-        idx = Taxonomy.of(ws).index()
+        idx = Taxonomy.of(ws).index(LIVE)   # proposals are siblings too: never propose one twice
         kids = idx.kids(parent_id) if parent_id else idx.roots()
         for k in kids:
             if loose_key(k.name) == loose_key(name):

@@ -17,7 +17,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.stages.base import Stage
 from workbench.stages.select.stage import people_changed
-from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.model import Taxonomy, task_type_counts
 
 FORMATS = ("llava", "sharegpt", "parquet")
 
@@ -40,9 +40,18 @@ def selected_rows(ws: Workspace, *, only_selected: bool = True) -> pd.DataFrame:
         f"{_chosen_sql(only_selected)} AND NOT EXISTS (SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id) "
         "ORDER BY s.id",
         ws.store.conn)
-    idx = Taxonomy.of(ws).index(None)
-    df["task_type"] = [idx.paths.get(n, "") for n in df["node_id"]]
+    idx = Taxonomy.of(ws).index()   # only task types: a sample of a node awaiting review waits until it is accepted
+    df = df[df["node_id"].isin(list(idx.nodes))].reset_index(drop=True)
+    df["task_type"] = [idx.paths[n] for n in df["node_id"]]
     return df
+
+
+def not_task_left_out(ws: Workspace, *, only_selected: bool = True) -> int:
+    """How many samples export would have written but leaves out because their node is not a task type."""
+    nodes = ws.store.query(f"SELECT s.node_id, count(*) AS n {_chosen_sql(only_selected)} AND NOT EXISTS "
+                           "(SELECT 1 FROM sample_flags f WHERE f.sample_id = s.id) GROUP BY s.node_id")
+    tasks = Taxonomy.of(ws).index().nodes
+    return sum(r["n"] for r in nodes if r["node_id"] not in tasks)
 
 
 def _image_field(df: pd.DataFrame, image_root: Path | None) -> list[str]:
@@ -80,6 +89,7 @@ class ExportReport:
     format: str
     flagged_left_out: int = 0    # selected (or, with --all-ok, ok) samples not written: flagged by a reviewer
     people_changed: int = 0      # with allow_changed: samples whose people's votes changed since the last select
+    not_task_left_out: int = 0   # ... not written: their node is not a task type (awaiting review, or rejected)
 
     def summary(self) -> str:
         return (f"wrote {self.samples} samples to {self.path}"
@@ -87,7 +97,9 @@ class ExportReport:
                    "--unflag SAMPLE` to lift a flag)" if self.flagged_left_out else "")
                 + (f"; WARNING: written as last selected although people's votes or flags changed on "
                    f"{self.people_changed} sample(s) since (run `workbench select` again to apply them)"
-                   if self.people_changed else ""))
+                   if self.people_changed else "")
+                + (f"; left out {self.not_task_left_out} sample(s) of nodes that are not task types (awaiting "
+                   "review or rejected)" if self.not_task_left_out else ""))
 
 
 def _change(then: str, now: str) -> str:
@@ -131,12 +143,15 @@ class ExportStage(Stage):
         self.changed = people_changed(ws.store) if self.only_selected else []
         if self.changed and not self.allow_changed:
             raise WorkbenchError(changed_message(self.changed))
+        self.not_task = not_task_left_out(ws, only_selected=self.only_selected)
         if self.df.empty:
             what = ("selected samples (run `workbench select`)" if self.only_selected
                     else "Q&A samples (run `workbench qa`)")
             flagged = (f" that are not flagged ({self.flagged} flagged by a reviewer: see `workbench adjudicate`)"
                        if self.flagged else "")
-            raise WorkbenchError(f"export: no {what}{flagged}")
+            pending = (f" of a task type ({self.not_task} belong to nodes awaiting review or rejected: "
+                       f"`{task_type_counts(ws).accept_command()}` accepts the proposals)" if self.not_task else "")
+            raise WorkbenchError(f"export: no {what}{flagged}{pending}")
         name = {"llava": "llava.json", "sharegpt": "sharegpt.json", "parquet": "samples.parquet"}[self.fmt]
         self.path = Path(self.dest) if self.dest else ws.exports_dir / name
         if self.path.exists() and not self.overwrite:
@@ -165,7 +180,10 @@ class ExportStage(Stage):
             run.add("flagged_left_out", self.flagged)
         if self.changed:
             run.add("people_changed", len(self.changed))
-        return ExportReport(str(dest), len(df), fmt, self.flagged, len(self.changed))
+        if self.not_task:
+            run.add("not_task_left_out", self.not_task)
+        return ExportReport(str(dest), len(df), fmt, self.flagged, people_changed=len(self.changed),
+                            not_task_left_out=self.not_task)
 
 
 def export(ws: Workspace, dest: Path | str | None = None, *, fmt: str = "llava", image_root: Path | str | None = None,

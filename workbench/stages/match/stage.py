@@ -32,7 +32,7 @@ from workbench.stages.dispatch import current
 from workbench.stages.embed import stage as E
 from workbench.stages.embed.clip import resolve_device
 from workbench.stages.embed.stage import _read_set
-from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.model import Taxonomy, task_type_counts
 
 
 @dataclass
@@ -99,7 +99,8 @@ def match(ws: Workspace, k: int | None = None, *, embed: bool = True, progress=N
 
 
 class MatchStage(Stage):
-    """Exact cosine top-k of every image against every live task type, incremental (see match()).
+    """Exact cosine top-k of every image against every task type (`Taxonomy.of(ws).leaves()`: accepted, or proposed
+    too with `[taxonomy] use_proposed`), incremental (see match()).
 
     engine: None (local) or a `workbench.engine` engine whose `topk_blocks` scores the full-scoring chunks
     elsewhere (the task-type matrix broadcast once); the driver writes their rows as the local path does.
@@ -120,7 +121,10 @@ class MatchStage(Stage):
         match_key = _key(image_key, text_key, k)
         items = E.current_task_texts(ws)
         if not items:
-            raise WorkbenchError("the taxonomy has no live task types to match against; import or add some "
+            counts = task_type_counts(ws)
+            if counts.awaiting:
+                raise WorkbenchError(f"the taxonomy has no accepted task types to match against; {counts.line()}")
+            raise WorkbenchError("the taxonomy has no task types to match against; import or add some "
                                  "(`workbench taxonomy import`, `workbench init --seed`)")
         node_ids, text_arr = E.get_text_embeddings(ws)
         if len(node_ids) != len(items):

@@ -25,7 +25,7 @@ from workbench.core.workspace import Workspace
 from workbench.stages.base import Outcome, RunReport, StageRun
 from workbench.stages.referee.parse import parse_vote
 from workbench.stages.vision import ImageStage
-from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.model import Taxonomy, task_type_counts
 
 
 @dataclass
@@ -83,6 +83,12 @@ class RefereeStage(ImageStage):
 
 
 def no_samples_message(ws: Workspace, stage: str) -> str:
+    ok = int(ws.store.scalar("SELECT count(*) FROM samples WHERE status='ok'"))
+    if ok:   # there are samples, but none of a task type (their nodes await review or were rejected)
+        counts = task_type_counts(ws)
+        return (f"{stage}: all {ok} Q&A sample(s) belong to nodes that are not task types (proposals awaiting "
+                f"review, or rejected); accept them first: `{counts.accept_command()}` (or set [taxonomy] "
+                "use_proposed = true in workbench.toml)")
     rejected = int(ws.store.scalar("SELECT count(*) FROM samples WHERE status='rejected'"))
     if rejected:
         return (f"{stage}: no usable Q&A samples: all {rejected} were rejected (see `workbench rejections "
@@ -91,11 +97,12 @@ def no_samples_message(ws: Workspace, stage: str) -> str:
 
 
 def vote_rows(ws: Workspace, *, limit: int | None = None) -> list[VoteRow]:
-    idx = Taxonomy.of(ws).index(None)
+    """The ok samples of task types (a sample of a node awaiting review waits, kept, until it is accepted)."""
+    idx = Taxonomy.of(ws).index()
     rows = ws.store.query("SELECT id, image_id, node_id, question, answer FROM samples WHERE status='ok' "
                           "ORDER BY image_id, id")
-    out = [VoteRow(r["id"], r["image_id"], idx.paths.get(r["node_id"], ""), r["question"], r["answer"])
-           for r in rows]
+    out = [VoteRow(r["id"], r["image_id"], idx.paths[r["node_id"]], r["question"], r["answer"])
+           for r in rows if r["node_id"] in idx.nodes]
     return out[:limit] if limit is not None else out
 
 

@@ -10,7 +10,8 @@ water-filling across task types (every task gets up to q samples, with q as larg
 rather than by sampling samples uniformly, which would favour the big tasks.
 
 Order within a task is a seeded hash of the sample id: reproducible, and independent of row order.
-Every ok sample gets a row in `selections`, the unselected ones with their reason.
+Every ok sample gets a row in `selections`, the unselected ones with their reason; a sample whose node is not a
+task type (a proposal awaiting review, or rejected: `Taxonomy.of(ws).index()`) is not selected, with `NOT_TASK`.
 
 The k-of-N rule per sample is shared with the figures that must agree with `select` (the funnel, the dashboard):
 `referee_outcomes` over `machine_vote_counts` (one GROUP BY over every vote) plus `with_people` (people's votes and
@@ -34,6 +35,7 @@ from workbench.stages.base import Stage, StageRun
 from workbench.stages.referee.people import HUMAN_SQL
 from workbench.stages.referee.stage import no_samples_message
 from workbench.stages.select.consensus import require
+from workbench.taxonomy.model import Taxonomy
 
 
 @dataclass
@@ -57,6 +59,7 @@ CONSENSUS = ("kofn", "ds")
 REFEREE_REASONS = ("fewer than ", "rejected by a human reviewer", "no valid votes", "posterior P(good) below",
                    "flagged by a reviewer")
 HUMAN = HUMAN_SQL
+NOT_TASK = "not a task type (awaiting review or rejected)"
 
 
 def vote_table(store) -> pd.DataFrame:
@@ -245,7 +248,8 @@ class SelectStage(Stage):
     def check(self, ws: Workspace) -> None:
         self.people = people_state(ws.store)     # read first: a vote cast meanwhile looks changed, never missed
         self.table = vote_table(ws.store)
-        if self.table.empty:
+        self.is_task = self.table["node_id"].isin(list(Taxonomy.of(ws).index().nodes))
+        if not self.is_task.any():   # none, or none of a task type: the stored selection stays as it is
             raise WorkbenchError(no_samples_message(ws, "select"))
         if self.params.get("consensus") == "ds":
             cons = require(ws, include_human=True)
@@ -253,9 +257,11 @@ class SelectStage(Stage):
             self.params = {**self.params, "consensus_key": cons.key}
 
     def execute(self, ws: Workspace, run: StageRun) -> SelectionReport:
-        table = self.table
         params = {k: v for k, v in self.params.items() if k != "consensus_key"}
+        table = self.table[self.is_task]
         chosen, quota = choose(table, **params)
+        left = self.table.loc[~self.is_task, ["sample_id"]].assign(reason=NOT_TASK, selected=0)
+        chosen = pd.concat([chosen, left[chosen.columns]], ignore_index=True) if len(left) else chosen
         passed = vote_reasons(table, min_votes=params.get("min_votes", 2), consensus=params.get("consensus", "kofn"),
                               min_posterior=params.get("min_posterior", 0.8)).isna()
         with ws.store.write() as conn:
@@ -266,7 +272,7 @@ class SelectStage(Stage):
                                  [run.id] * len(chosen), [self.people.get(i, "") for i in chosen["sample_id"]]))
         sel = chosen[chosen["selected"] == 1]
         return SelectionReport(
-            samples=len(table), passed_votes=int(passed.sum()), selected=len(sel),
+            samples=len(self.table), passed_votes=int(passed.sum()), selected=len(sel),
             tasks_selected=(int(table.set_index("sample_id").loc[sel["sample_id"], "node_id"].nunique())
                             if len(sel) else 0),
             reasons={k: int(v) for k, v in chosen["reason"].value_counts().items()}, per_task_quota=quota)

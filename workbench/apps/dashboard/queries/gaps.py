@@ -20,7 +20,7 @@ from workbench.apps.dashboard import data
 from workbench.core.resources import REFERENCE_DIR
 from workbench.core.workspace import Workspace
 from workbench.models.textembed import workspace_cache_dir
-from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.model import LIVE, Taxonomy
 
 
 def bundled_references() -> list[str]:
@@ -92,7 +92,7 @@ def audit_checks(root: str, v: tuple, labels_v: tuple, name: str) -> dict:
 @st.cache_data(show_spinner=False, max_entries=4)
 def parent_choices(root: str, v: tuple) -> dict[str, str]:
     """{path: node id} of live nodes, for 'add under'."""
-    idx = Taxonomy.of(data.open_workspace(root)).index()
+    idx = Taxonomy.of(data.open_workspace(root)).index(LIVE)   # a proposal can take children before review
     return {idx.paths[i]: i for i in idx.dfs()}
 
 

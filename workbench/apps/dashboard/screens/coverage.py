@@ -40,8 +40,10 @@ SECTIONS = ["Chart", "Node table", "Duplicates", "Quality"]
 
 def render(root: str, ws: Workspace) -> None:
     frame = data.node_table(root)
+    tt = data.task_types_note(root)
     if frame.empty:
-        data.empty_state("The taxonomy is empty", "nodes")
+        if not tt["awaiting"]:
+            data.empty_state("The taxonomy is empty", "nodes")
         return
     leaves = frame[frame["is_leaf"]]
     c = st.columns(4)

@@ -13,7 +13,8 @@ def render(root: str, ws: Workspace) -> None:
     ov = data.overview(root)
     # The funnel mixes units (images, then image×task pairs, then samples): values only, no percentages.
     counts = ov["counts"]
-    if counts["task types"] == 0:
+    tt = data.task_types_note(root)
+    if counts["task types"] == 0 and not tt["awaiting"]:
         data.empty_state("The taxonomy is empty", "nodes")
     names = list(counts)
     for row in range(0, len(names), 5):
