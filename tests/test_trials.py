@@ -95,12 +95,12 @@ def test_trials_of_every_stage_change_no_data(vws, server):
     ws = vws
     seed_discovery_and_audit(ws)
     before = dump(ws)
-    cases = {"expand": ["ocr", "counting"], "expand:level1_supplement": ["(first level)"], "filter": ["img0", "img4"],
+    cases = {"expand:child_supplement": ["ocr", "counting"], "expand:level1_supplement": ["(first level)"], "filter": ["img0", "img4"],
              "qa": ["img0", "img5"], "referee:a": None, "audit_label": ["d#0"],
              "coverage_confirm": ["reading~signs|ocr~street sign reading"], "discover_name": ["ck1"]}
     tax = Taxonomy.of(ws)
     for stage, items in cases.items():
-        if stage == "expand":
+        if stage == "expand:child_supplement":
             items = [tax.find(p).id for p in items]
         ts = (TestSet.random(ws, stage, rows=3, seed=1) if items is None
               else TestSet.of(ws, stage, items, assertions=["non-empty"]))

@@ -23,27 +23,22 @@ def uses_now(ws: Workspace) -> list[str]:
     """One line per level and stage: the template file it uses now and its hash."""
     out = []
     for key in stage_keys(ws):
-        if key == "expand":
-            continue
         tpl = current_prompt(ws, key)
         out.append(f"{_EXPAND_WORDS.get(key, key)}: {tpl.display_path} ({tpl.hash[:8]})")
     return out
 
 
 def _target_stage(stage: str, level: int | None) -> str:
-    if stage != "expand":
-        return stage
-    if level == 1:
+    if stage == "expand" and level == 1:
         return "expand:level1_supplement"
-    raise WorkbenchError("expand has three templates: promote to expand:level1_supplement (or --level 1), "
-                         "expand:child_supplement (parents with children) or expand:child_expand (parents without)")
+    return stage
 
 
 def promote(ws: Workspace, stage: str, version: Version | str | Path, *, level: int | None = None,
             who: str | None = None) -> str:
     """Make `version` what `stage` uses (expand: `level=1`, or name the template in the stage key). Returns what
     happened and the template each level and stage uses afterwards."""
-    stage = _target_stage(check_stage(ws, stage), level)
+    stage = check_stage(ws, _target_stage(stage, level))
     v = as_version(ws, stage, version)
     cur = current_prompt(ws, stage)
     if v.hash == cur.hash:

@@ -2,8 +2,8 @@
 the stage's own rows rebuilt for chosen items, the real stage with a given template and `record` writing nothing,
 and each parsed value as a person reads it.
 
-Stage keys: `expand` (one template for every parent of a test set), `expand:level1_supplement`,
-`expand:child_supplement`, `expand:child_expand`, `filter`, `qa`, `referee:<name>` (or `referee`: the first
+Stage keys: `expand:level1_supplement` (the first level), `expand:child_supplement` (parents with children),
+`expand:child_expand` (parents without), `filter`, `qa`, `referee:<name>` (or `referee`: the first
 configured), `audit_label`, `coverage_confirm` (items given by hand as `reference path|task path`) and
 `discover_name`. A trial's stage is the real stage class (render, call through the seam, parse), renamed
 `trial:<key>` (its calls and run record say so, and it takes no stage lock) with `record` doing nothing, so the
@@ -49,7 +49,7 @@ class Item:
 def stage_keys(ws: Workspace) -> list[str]:
     """Every stage key a trial may name in this workspace."""
     refs = [f"referee:{r.name}" for r in ws.config.referees]
-    return ["expand", *(f"expand:{t}" for t in TEMPLATES), "filter", "qa", *refs, "audit_label",
+    return [*(f"expand:{t}" for t in TEMPLATES), "filter", "qa", *refs, "audit_label",
             "coverage_confirm", "discover_name"]
 
 
@@ -57,6 +57,9 @@ def check_stage(ws: Workspace, stage: str) -> str:
     """The stage key, normalised (`referee` is the first configured referee); a clear error for an unknown one."""
     if stage == "referee" and ws.config.referees:
         return f"referee:{ws.config.referees[0].name}"
+    if stage == "expand":
+        raise WorkbenchError("expand has three templates: choose expand:level1_supplement (the first level), "
+                             "expand:child_supplement (parents with children) or expand:child_expand (without)")
     if stage not in stage_keys(ws):
         hint = " (no [[referees]] in workbench.toml)" if stage.startswith("referee") else ""
         raise WorkbenchError(f"unknown stage {stage!r}{hint}; choose one of {', '.join(stage_keys(ws))}")
@@ -92,8 +95,7 @@ def current_prompt(ws: Workspace, stage: str) -> PromptTemplate:
     stage = check_stage(ws, stage)
     if stage.startswith("expand"):
         prompts = load_prompts(ws)
-        kind = stage.split(":", 1)[1] if ":" in stage else "child_expand"
-        return prompts.get("custom") or prompts[kind]
+        return prompts.get("custom") or prompts[stage.split(":", 1)[1]]
     if stage == "filter":
         return FilterStage(ws).prompt
     if stage == "qa":
@@ -129,11 +131,11 @@ def make_stage(ws: Workspace, stage: str, prompt: PromptTemplate) -> LLMStage:
 
 # -- items -------------------------------------------------------------------------------------------
 def _expand_rows(ws: Workspace, stage: str, level: int | None) -> list[ExpandRow]:
-    kind = stage.split(":", 1)[1] if ":" in stage else None
+    kind = stage.split(":", 1)[1]
     levels = [level] if level else range(1, 64)
     rows: list[ExpandRow] = []
     for lvl in levels:
-        if kind and kind != "level1_supplement" and lvl == 1:
+        if kind != "level1_supplement" and lvl == 1:
             continue
         if kind == "level1_supplement" and lvl > 1:
             break
@@ -143,7 +145,7 @@ def _expand_rows(ws: Workspace, stage: str, level: int | None) -> list[ExpandRow
             if level:
                 raise
             break
-        rows += [r for r in got if kind in (None, r.template)]
+        rows += [r for r in got if r.template == kind]
     return rows
 
 

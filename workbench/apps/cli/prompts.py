@@ -14,7 +14,7 @@ prompts_app = typer.Typer(help="Prompt trials: versions x a test set, their hist
                           no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(prompts_app, name="prompts")
 
-STAGE = typer.Option(..., "--stage", help="expand, expand:level1_supplement, expand:child_supplement, "
+STAGE = typer.Option(..., "--stage", help="expand:level1_supplement, expand:child_supplement, "
                      "expand:child_expand, filter, qa, referee[:NAME], audit_label, coverage_confirm, "
                      "discover_name.", show_default=False)
 
