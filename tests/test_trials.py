@@ -82,7 +82,8 @@ def seed_discovery_and_audit(ws) -> None:
     nid = Taxonomy.of(ws).find("ocr").id
     with ws.store.write() as c:
         c.execute("INSERT INTO audit_datasets(name, source, format, items, done, chunk_size, top_k, model, tasks_key, "
-                  "array_dir, status, created_at, updated_at) VALUES ('d', 'x', 'jsonl', 1, 1, 1, 1, 'm', 'k', 'a', 'done', 'now', 'now')")
+                  "array_dir, status, created_at, updated_at) "
+                  "VALUES ('d', 'x', 'jsonl', 1, 1, 1, 1, 'm', 'k', 'a', 'done', 'now', 'now')")
         c.execute("INSERT INTO audit_labels(audit, item, seed, instruction, candidates, status, created_at) "
                   "VALUES ('d', 0, 0, 'Read the sign', ?, 'labelled', 'now')", (json.dumps([nid]),))
         c.execute("INSERT INTO discoveries(cluster, cluster_key, size, cohesion, image_ids, exemplar_ids, nearest, "
@@ -95,7 +96,8 @@ def test_trials_of_every_stage_change_no_data(vws, server):
     ws = vws
     seed_discovery_and_audit(ws)
     before = dump(ws)
-    cases = {"expand:child_supplement": ["ocr", "counting"], "expand:level1_supplement": ["(first level)"], "filter": ["img0", "img4"],
+    cases = {"expand:child_supplement": ["ocr", "counting"], "expand:level1_supplement": ["(first level)"],
+             "filter": ["img0", "img4"],
              "qa": ["img0", "img5"], "referee:a": None, "audit_label": ["d#0"],
              "coverage_confirm": ["reading~signs|ocr~street sign reading"], "discover_name": ["ck1"]}
     tax = Taxonomy.of(ws)

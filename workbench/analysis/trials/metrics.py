@@ -38,7 +38,7 @@ def _common(out: pd.DataFrame) -> dict:
             "prompt tokens": int(out.prompt_tokens.fillna(0).sum()),
             "completion tokens": int(out.completion_tokens.fillna(0).sum()),
             "cost usd": float(cost.sum()) if len(cost) == out.call_key.notna().sum() else None,
-            "mean latency s": _mean([x for x in out.latency_s.dropna()]),
+            "mean latency s": _mean(list(out.latency_s.dropna())),
             "cached": int(out.cached.fillna(0).sum())}
 
 

@@ -4,7 +4,6 @@ name with their outcome figures."""
 
 from __future__ import annotations
 
-
 import pandas as pd
 import streamlit as st
 
