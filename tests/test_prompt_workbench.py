@@ -116,7 +116,7 @@ def test_page_new_trial_runs_an_edited_version_on_five_parents_and_promotes_it(s
     os.environ["WORKBENCH_WORKSPACE"] = str(ws.root)
     at.session_state["tr_new"] = True
     at.session_state["tr_stage"] = "expand:child_supplement"
-    at.session_state["tr_rows"] = 5
+    at.session_state["tr_rows_expand:child_supplement"] = 5
     at.session_state["tr_text_expand:child_supplement"] = "EDITED " + v1.source
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -28,6 +28,10 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _round(x: float | None, digits: int = 3) -> float | None:
+    return None if x is None else round(x, digits)
+
+
 def _common(out: pd.DataFrame) -> dict:
     ok = out[out.status == "ok"]
     cost = out.cost_usd.dropna()
@@ -38,7 +42,7 @@ def _common(out: pd.DataFrame) -> dict:
             "prompt tokens": int(out.prompt_tokens.fillna(0).sum()),
             "completion tokens": int(out.completion_tokens.fillna(0).sum()),
             "cost usd": float(cost.sum()) if len(cost) == out.call_key.notna().sum() else None,
-            "mean latency s": _mean(list(out.latency_s.dropna())),
+            "mean latency s": _round(_mean(list(out.latency_s.dropna()))),
             "cached": int(out.cached.fillna(0).sum())}
 
 

@@ -64,7 +64,7 @@ def trials_section(root: str) -> None:
     show_trial(root, int(tid))
 
 
-def _cell(col, out: pd.Series | None, key: str) -> None:
+def _cell(col, out: pd.Series | None) -> None:
     if out is None:
         col.caption("— not run")
         return
@@ -78,7 +78,7 @@ def _cell(col, out: pd.Series | None, key: str) -> None:
 
 def show_trial(root: str, tid: int) -> None:
     view = prq.trial_view(root, tid, data.version(root, *prq.TRIAL_TABLES))
-    st.caption(view["summary"])
+    st.text(view["summary"])
     if view["failed"]:
         st.error("No version gave a readable reply. " + " | ".join(view["errors"][:3]))
     elif view["errors"]:
@@ -94,7 +94,7 @@ def show_trial(root: str, tid: int) -> None:
     head[0].markdown("**item**")
     for c, name in zip(head[1:], columns.values()):
         c.markdown(f"**{name}**")
-    for n, row in matrix.head(MAX_MATRIX_ROWS).iterrows():
+    for _, row in matrix.head(MAX_MATRIX_ROWS).iterrows():
         cols = st.columns([1.3] + [2] * len(columns), border=True)
         if row["image_id"]:
             try:
@@ -103,7 +103,7 @@ def show_trial(root: str, tid: int) -> None:
                 cols[0].caption("(image file missing)")
         cols[0].caption(row["label"])
         for col, h in zip(cols[1:], columns):
-            _cell(col, by.get((row["item"], h)), f"{tid}_{n}_{h}")
+            _cell(col, by.get((row["item"], h)))
     if len(matrix) > MAX_MATRIX_ROWS:
         st.caption(f"First {MAX_MATRIX_ROWS} of {len(matrix)} items; `workbench prompts trials WS --show {tid}` "
                    "prints all.")
@@ -190,7 +190,7 @@ def _test_set(ws: Workspace, stage: str, items: list[str]) -> tr.TestSet | None:
     try:
         if source == "random":
             c1, c2 = st.columns(2)
-            n = int(c1.number_input("Rows", 1, max(1, len(items)), min(5, max(1, len(items))), key="tr_rows"))
+            n = int(c1.number_input("Rows", 1, max(1, len(items)), min(5, max(1, len(items))), key=f"tr_rows_{stage}"))
             seed = int(c2.number_input("Seed", 0, value=0, key="tr_seed"))
             return tr.TestSet.random(ws, stage, n, seed, assertions=checks)
         if source == "by hand":
