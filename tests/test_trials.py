@@ -29,6 +29,8 @@ DATA_TABLES = ("nodes", "filter_decisions", "samples", "votes", "selections", "s
 
 
 def script(req):
+    if "grade one model reply" in req.text:           # the rubric judge: a reply of "0" fails
+        return Reply("0 - it refuses" if req.text.rstrip().endswith("\n0") else "1 - fine")
     if not req.images:      # expand, audit_label and coverage_confirm: one JSON every parser reads
         return Reply(json.dumps({"names": ["alpha reading", "beta counting"], "choice": 1, "match": True,
                                  "reason": "fits"}))
@@ -120,7 +122,8 @@ def test_three_version_referee_trial_matrix_metrics_and_reopen(vws, server):
     ws = vws
     strict = edited(ws, "referee.j2", "STRICT")
     terse = edited(ws, "referee.j2", "TERSE")
-    ts = TestSet.random(ws, "referee:a", rows=5, seed=0, assertions=["non-empty", "regex:^1"], name="five")
+    ts = TestSet.random(ws, "referee:a", rows=5, seed=0, assertions=["non-empty", "regex:^1", "rubric:agrees"],
+                        name="five")
     trial = run_trial(ws, "referee:a", ["current", strict, terse], ts)
     assert len(trial.items) == 5 and list(trial.columns.values()) == ["current (referee.j2)", "strict_referee.j2",
                                                                       "terse_referee.j2"]
@@ -130,6 +133,8 @@ def test_three_version_referee_trial_matrix_metrics_and_reopen(vws, server):
     fig = trial.metrics(ws)
     assert fig.loc["pass rate", "strict_referee.j2"] == 0.0
     assert fig.loc["assert regex:^1", "strict_referee.j2"] == 0.0
+    assert fig.loc["assert rubric:agrees", "strict_referee.j2"] == 0.0
+    assert fig.loc["assert rubric:agrees", "terse_referee.j2"] > 0.0
     assert "κ with b" in fig.index and fig.loc["n with b", "current (referee.j2)"] > 0
     again = Trial.load(Workspace.open(ws.root), trial.id)     # a fresh process's view: everything from the store
     assert again.matrix().equals(m) and again.metrics(ws).equals(fig)

@@ -105,7 +105,7 @@ def figures(ws: Workspace, stage: str, outputs: pd.DataFrame, columns: dict[str,
         others = {columns[o]: by[o] for o in columns if o != h}
         fig.update(_stage_figures(ws, stage, out, others))
         for spec in assertions:
-            passed = [c.get(spec) for c in out.checks if isinstance(c, dict) and spec in c]
+            passed = [c[spec] for c in out.checks if isinstance(c, dict) and c.get(spec) is not None]
             fig[f"assert {spec}"] = _mean([float(x) for x in passed])
         table[label] = pd.Series(fig, dtype=object)
     return pd.DataFrame(table)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.analysis.trials.assertions import check_specs, evaluate
+from workbench.analysis.trials.assertions import check_specs, evaluate, grade
 from workbench.analysis.trials.metrics import figures
 from workbench.analysis.trials.stages import Item, check_stage, jsonable, make_stage, resolve, show
 from workbench.analysis.trials.testset import TestSet
@@ -242,6 +242,7 @@ def run_trial(ws: Workspace, stage: str, versions: list, test_set: TestSet | str
             if rep is not None:
                 reports[v.hash] = rep
                 spent += rep.cost_usd or 0.0
+        grade(ws, rows, specs, budget_usd=None if budget_usd is None else budget_usd - spent)
     except Exception as exc:        # stored as the trial's failure, then raised as it was
         error = str(exc) or type(exc).__name__
         raise

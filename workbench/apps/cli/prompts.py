@@ -49,8 +49,9 @@ def trial_cmd(workspace: Path = WS_ARG, stage: str = STAGE,
               disagreement: bool = typer.Option(False, "--disagreement", help="referee: only samples the machine "
                                                 "referees split on."),
               gap: bool = typer.Option(False, "--gap", help="filter/qa: only images whose filter kept nothing."),
-              assertion: list[str] = typer.Option([], "--assert", help="non-empty, regex:PATTERN, not-parent or "
-                                                  "max-chars:N; a pass rate per version. Repeatable."),
+              assertion: list[str] = typer.Option([], "--assert", help="non-empty, regex:PATTERN, not-parent, "
+                                                  "max-chars:N or rubric:TEXT (an LLM grades each reply on the "
+                                                  "default endpoint); a pass rate per version. Repeatable."),
               dry_run: bool = typer.Option(False, "--dry-run", help="Calls, tokens and cost per version; call "
                                            "nothing, store nothing."),
               budget: float | None = typer.Option(None, "--budget", min=0, help="USD for the whole trial."),

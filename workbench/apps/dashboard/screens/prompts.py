@@ -182,11 +182,12 @@ def new_trial_section(root: str, ws: Workspace) -> None:
 def _test_set(ws: Workspace, stage: str, items: list[str]) -> tr.TestSet | None:
     stored = tr.list_test_sets(ws)
     stored = stored[stored.stage == stage]
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     source = c1.selectbox("Test set", ["random", "by hand", *stored["name"].tolist()], key="tr_source")
     checks = c2.multiselect("Assertions", ["non-empty", "not-parent"], key="tr_asserts")
     regex = c3.text_input("Regex the reply must match (optional)", "", key="tr_regex")
-    checks = checks + ([f"regex:{regex}"] if regex else [])
+    rubric = c4.text_input("LLM rubric (optional; graded on the default endpoint)", "", key="tr_rubric")
+    checks = checks + ([f"regex:{regex}"] if regex else []) + ([f"rubric:{rubric}"] if rubric.strip() else [])
     try:
         if source == "random":
             c1, c2 = st.columns(2)
