@@ -14,7 +14,8 @@ from conftest import run_cli
 from openai_server import OpenAIServer, Reply
 from test_vision_stages import make_workspace
 from test_vision_stages import script as vision_script
-from workbench.analysis.trials import TestSet, Trial, list_trials, promote, run_trial
+from workbench.analysis.trials import TestSet, Trial, diff_versions, list_trials, promote, run_trial
+from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.stages.expand.stage import expand
 from workbench.stages.filter.stage import run_filter
@@ -140,6 +141,28 @@ def test_three_version_referee_trial_matrix_metrics_and_reopen(vws, server):
     assert again.matrix().equals(m) and again.metrics(ws).equals(fig)
     assert again.raw(trial.items[0], "strict_referee.j2") == "0"
     assert TestSet.load(ws, "five").items == ts.items
+    hashes = [v["hash"] for v in trial.versions]
+    assert "+STRICT" in diff_versions(ws, hashes[0], hashes[1])    # any two stored versions
+
+
+def test_test_set_filters_and_hand_picked_items(vws):
+    ws = vws
+    split = {r[0] for r in ws.store.query("SELECT sample_id FROM votes WHERE valid=1 AND referee NOT LIKE 'human:%' "
+                                          "GROUP BY sample_id HAVING min(vote) <> max(vote)")}
+    assert split, "the scripted referees disagree somewhere"
+    ts = TestSet.random(ws, "referee:a", rows=0, disagreement=True)
+    assert set(ts.items) == split and ts.how["by"] == "filter"
+    ocr = TestSet.random(ws, "qa", rows=0, subtree="ocr")
+    assert ocr.items and all(
+        ws.store.scalar("SELECT count(*) FROM filter_decisions d JOIN nodes n ON n.id = d.node_id "
+                        "WHERE d.image_id=? AND d.kept=1 AND n.parent_id=?", (i, Taxonomy.of(ws).find("ocr").id))
+        for i in ocr.items)
+    a, b = TestSet.random(ws, "qa", rows=2, seed=3), TestSet.random(ws, "qa", rows=2, seed=3)
+    assert a.items == b.items                                     # a seed draws the same items again
+    with pytest.raises(WorkbenchError, match="not found in this workspace: nope"):
+        TestSet.of(ws, "qa", ["img0", "nope"])
+    with pytest.raises(WorkbenchError, match="assertion 'regex:\\(': not a regular expression"):
+        TestSet.of(ws, "qa", ["img0"], assertions=["regex:("])
 
 
 def test_dry_run_budget_and_total_failure(vws, server):

@@ -27,9 +27,10 @@ from workbench.stages.coverage_confirm.stage import ConfirmRow, CoverageConfirmS
 from workbench.stages.discover_name.stage import PROMPT as DISCOVER_PROMPT
 from workbench.stages.discover_name.stage import Cluster, DiscoverNameStage
 from workbench.stages.expand.stage import TEMPLATES, ExpandRow, ExpandStage, load_prompts, plan
-from workbench.stages.filter.stage import FilterStage, filter_rows
-from workbench.stages.qa.stage import QAStage, qa_rows
-from workbench.stages.referee.stage import RefereeStage, vote_rows
+from workbench.stages.filter.stage import FilterRow, FilterStage, filter_rows
+from workbench.stages.qa.stage import QARow, QAStage, qa_rows
+from workbench.stages.referee.stage import RefereeStage, VoteRow
+from workbench.stages.vision import task_types_per_image
 from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP
 
@@ -216,7 +217,15 @@ def _resolve_expand(ws: Workspace, stage: str, keys: list[str]) -> dict[str, Ite
 
 
 def _resolve_images(ws: Workspace, stage: str, keys: list[str]) -> dict[str, Item]:
-    rows = filter_rows(ws, image_ids=keys) if stage == "filter" else qa_rows(ws, image_ids=keys)
+    """The chosen images' rows, as `filter_rows` / `qa_rows` build them, reading only those images' matches."""
+    chosen = "(SELECT value FROM json_each('" + json.dumps(keys).replace("'", "''") + "'))"
+    if stage == "filter":
+        sql = f"SELECT image_id, node_id FROM matches WHERE image_id IN {chosen} ORDER BY image_id, rank"
+        rows: list = [FilterRow(i, c) for i, c in task_types_per_image(ws, sql, image_ids=keys)]
+    else:
+        sql = ("SELECT d.image_id, d.node_id FROM filter_decisions d LEFT JOIN matches m ON m.image_id = d.image_id "
+               f"AND m.node_id = d.node_id WHERE d.kept = 1 AND d.image_id IN {chosen} ORDER BY d.image_id, m.rank")
+        rows = [QARow(i, t) for i, t in task_types_per_image(ws, sql, image_ids=keys)]
     out = {}
     for r in rows:
         kinds = [p for _, p in (r.candidates if stage == "filter" else r.task_types)]
@@ -226,9 +235,18 @@ def _resolve_images(ws: Workspace, stage: str, keys: list[str]) -> dict[str, Ite
 
 
 def _resolve_referee(ws: Workspace, stage: str, keys: list[str]) -> dict[str, Item]:
-    want = set(keys)
-    return {r.sample_id: Item(r.sample_id, f"{r.task_type.split(SEP)[-1]}: {r.question}", r, image_id=r.image_id)
-            for r in vote_rows(ws) if r.sample_id in want}
+    """The chosen samples only (a referee's own rows read every ok sample: seconds at paper scale)."""
+    if not keys:
+        return {}
+    idx = Taxonomy.of(ws).index(None)
+    rows = ws.store.query("SELECT id, image_id, node_id, question, answer FROM samples WHERE status='ok' AND id IN "
+                          "(SELECT value FROM json_each(?))", (json.dumps(keys),))
+    out = {}
+    for r in rows:
+        row = VoteRow(r["id"], r["image_id"], idx.paths.get(r["node_id"], ""), r["question"], r["answer"])
+        out[row.sample_id] = Item(row.sample_id, f"{row.task_type.split(SEP)[-1]}: {row.question}", row,
+                                  image_id=row.image_id)
+    return out
 
 
 def _resolve_audit(ws: Workspace, stage: str, keys: list[str]) -> dict[str, Item]:

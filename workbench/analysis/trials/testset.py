@@ -48,11 +48,12 @@ class TestSet:
     @classmethod
     def random(cls, ws: Workspace, stage: str, rows: int = 5, seed: int = 0, *, name: str = "",
                level: int | None = None, subtree: str | None = None, disagreement: bool = False,
-               gap: bool = False, assertions: list[str] | None = None) -> TestSet:
+               gap: bool = False, assertions: list[str] | None = None, pool: list[str] | None = None) -> TestSet:
         """`rows` items drawn with `seed` from the stage's items, narrowed first by the filters (see `candidates`);
-        rows=0: every item the filters leave."""
+        rows=0: every item the filters leave. `pool`: the items to draw from, when the caller has listed them."""
         stage = check_stage(ws, stage)
-        pool = candidates(ws, stage, level=level, subtree=subtree, disagreement=disagreement, gap=gap)
+        if pool is None:
+            pool = candidates(ws, stage, level=level, subtree=subtree, disagreement=disagreement, gap=gap)
         filters = {k: v for k, v in (("level", level), ("subtree", subtree), ("disagreement", disagreement),
                                      ("gap", gap)) if v}
         if not pool:

@@ -25,7 +25,7 @@ MAX_MATRIX_ROWS = 50
 
 def render(root: str, ws: Workspace) -> None:
     usage = prq.prompt_usage(root, data.version(root, *prq.USAGE_TABLES))
-    files, runs = usage["files"], usage["runs"]
+    files, runs, versions = usage["files"], usage["runs"], usage["versions"]
     st.subheader("Prompt files")
     if files.empty:
         st.info(f"No prompt files (*.j2) in {ws.prompts_dir} or the bundled prompts folder.")
@@ -43,6 +43,13 @@ def render(root: str, ws: Workspace) -> None:
     trials_section(root)
     new_trial_section(root, ws)
     history_section(root)
+    st.subheader("Prompt versions")
+    if versions.empty:
+        data.empty_state("No LLM output with a prompt hash", "llm_calls")
+        return
+    st.caption("Every version that produced output, per stage; put versions side by side on the same items with "
+               "New trial.")
+    st.dataframe(versions, hide_index=True, key="pr_versions")
 
 
 # -- trials ------------------------------------------------------------------------------------------
@@ -193,7 +200,7 @@ def _test_set(ws: Workspace, stage: str, items: list[str]) -> tr.TestSet | None:
             c1, c2 = st.columns(2)
             n = int(c1.number_input("Rows", 1, max(1, len(items)), min(5, max(1, len(items))), key=f"tr_rows_{stage}"))
             seed = int(c2.number_input("Seed", 0, value=0, key="tr_seed"))
-            return tr.TestSet.random(ws, stage, n, seed, assertions=checks)
+            return tr.TestSet.random(ws, stage, n, seed, assertions=checks, pool=items)
         if source == "by hand":
             picked = st.multiselect("Items", items, key=f"tr_items_{stage}")
             if not picked:
