@@ -131,14 +131,14 @@ def test_three_version_referee_trial_matrix_metrics_and_reopen(vws, server):
     m = trial.matrix()
     assert len(m) == 5 and all(m["strict_referee.j2"].str.startswith("FAIL (0)"))
     assert m["label"].str.contains(": ").all() and m["image_id"].notna().all()    # readable labels, thumbnails
-    fig = trial.metrics(ws)
+    fig = trial.metrics()
     assert fig.loc["pass rate", "strict_referee.j2"] == 0.0
     assert fig.loc["assert regex:^1", "strict_referee.j2"] == 0.0
     assert fig.loc["assert rubric:agrees", "strict_referee.j2"] == 0.0
     assert fig.loc["assert rubric:agrees", "terse_referee.j2"] > 0.0
     assert "κ with b" in fig.index and fig.loc["n with b", "current (referee.j2)"] > 0
     again = Trial.load(Workspace.open(ws.root), trial.id)     # a fresh process's view: everything from the store
-    assert again.matrix().equals(m) and again.metrics(ws).equals(fig)
+    assert again.matrix().equals(m) and again.metrics().equals(fig)
     assert again.raw(trial.items[0], "strict_referee.j2") == "0"
     assert TestSet.load(ws, "five").items == ts.items
     hashes = [v["hash"] for v in trial.versions]
@@ -191,6 +191,11 @@ def test_cli_trial_history_and_exit_status(vws, server):
     assert r.code == 0 and "qa" in r.out and "short_qa.j2" in r.out
     r = run_cli("prompts", "trials", str(ws.root), "--show", "1")
     assert r.code == 0 and "trial 1" in r.out
+    calls = len(server.requests)
+    r = run_cli("prompts", "trial", str(ws.root), "--stage", "qa", "--version", "current", "--version",
+                edited(ws, "qa.j2", "DRY"), "--rows", "2", "--dry-run")
+    assert r.code == 0 and "2 already answered, 0 call(s)" in r.out and "0 already answered, 2 call(s)" in r.out
+    assert len(server.requests) == calls and len(list_trials(ws)) == 1
     server.script = lambda req: Reply("no such model", status=404)
     r = run_cli("prompts", "trial", str(ws.root), "--stage", "qa", "--version", edited(ws, "qa.j2", "X"),
                 "--rows", "2")

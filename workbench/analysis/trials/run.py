@@ -43,6 +43,7 @@ class Trial:
     created_at: str | None = None
     reports: dict[str, Any] = field(default_factory=dict)   # hash -> RunReport (or its stored dict)
     error: str | None = None
+    ws: Workspace | None = field(default=None, repr=False, compare=False)   # for `metrics()` (κ reads votes)
 
     # -- reading -------------------------------------------------------------------------------------
     @property
@@ -90,8 +91,11 @@ class Trial:
         hit = self.outputs[(self.outputs.item == item) & (self.outputs.version == h)]
         return None if hit.empty else hit.raw.iloc[0]
 
-    def metrics(self, ws: Workspace) -> pd.DataFrame:
-        """Figures per version (rows: figures, columns: versions)."""
+    def metrics(self, ws: Workspace | None = None) -> pd.DataFrame:
+        """Figures per version (rows: figures, columns: versions); `ws`: default the trial's own workspace."""
+        ws = ws or self.ws
+        if ws is None:
+            raise WorkbenchError("Trial.metrics needs the workspace: trial.metrics(ws)")
         if self.status == "dry run":
             return pd.DataFrame({self.columns[h]: pd.Series({
                 "calls to make": r.to_call, "already answered": r.cached, "est. input tokens": r.est_prompt_tokens,
@@ -131,7 +135,7 @@ class Trial:
         return cls(r["id"], r["stage"], r["test_set"], json.loads(r["items"]),
                    [names.get(h, {"hash": h, "name": h[:8], "note": ""}) for h in hashes], r["status"],
                    pd.DataFrame(rows, columns=OUTPUT_COLUMNS), json.loads(r["assertions"]), r["who"],
-                   r["created_at"], json.loads(r["summary"] or "{}"), r["error"])
+                   r["created_at"], json.loads(r["summary"] or "{}"), r["error"], ws)
 
 
 def list_trials(ws: Workspace) -> pd.DataFrame:
@@ -191,7 +195,7 @@ def _versions(ws: Workspace, stage: str, versions: list) -> list[Version]:
 def _run_version(ws: Workspace, stage: str, v: Version, items: list[Item], specs: list[str], *,
                  budget_left: float | None, endpoint, progress: bool) -> tuple[list[dict], RunReport | None]:
     if budget_left is not None and budget_left <= 0:
-        return [_output(stage, it, v, None, "the trial's budget was spent by earlier versions", specs)
+        return [_output(stage, it, v, None, "the trial's budget is spent (earlier versions used it)", specs)
                 for it in items], None
     st = make_stage(ws, stage, v.template)
     by_row = {id(it.row): it for it in items}
@@ -222,7 +226,7 @@ def run_trial(ws: Workspace, stage: str, versions: list, test_set: TestSet | str
         reports = {v.hash: make_stage(ws, stage, v.template).run(ws, [it.row for it in items], dry_run=True,
                                                                  endpoint=endpoint, progress=False) for v in vs}
         return Trial(None, stage, ts.name, ts.items, cols, "dry run", pd.DataFrame(columns=OUTPUT_COLUMNS), specs,
-                     reports=reports)
+                     reports=reports, ws=ws)
     ts.save(ws, who=who)
     store_versions(ws, vs)
     who = who or getpass.getuser()
