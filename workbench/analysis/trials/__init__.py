@@ -4,7 +4,7 @@
     from workbench.analysis.trials import TestSet, run_trial, Trial, list_trials, promote
     ts = TestSet.random(ws, "qa", rows=5, seed=0, assertions=["non-empty"])
     trial = run_trial(ws, "qa", ["current", "prompts/qa_short.j2"], ts, budget_usd=0.50)
-    trial.matrix(); trial.metrics(ws); trial.failed; trial.errors
+    trial.matrix(); trial.metrics(); trial.failed; trial.errors
     Trial.load(ws, trial.id); list_trials(ws); promote(ws, "qa", "prompts/qa_short.j2")
 """
 
