@@ -248,4 +248,5 @@ def prewarm(root: str) -> None:
 def prewarm_late(root: str) -> None:
     """The items a new trial of the first stage may draw from (~1 s at paper scale, which opening New trial would
     otherwise pay)."""
-    prq.trial_items(root, "expand", data.version(root, *prq.ITEM_TABLES))
+    first = tr.stage_keys(data.open_workspace(root))[0]      # what New trial's Stage box opens on
+    prq.trial_items(root, first, data.version(root, *prq.ITEM_TABLES))
