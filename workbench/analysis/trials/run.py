@@ -235,7 +235,9 @@ def run_trial(ws: Workspace, stage: str, versions: list, test_set: TestSet | str
                            "VALUES (?,?,?,?,?,?,?, 'running')",
                            (stage, ts.name, json.dumps(ts.items), json.dumps([v.hash for v in vs]), json.dumps(specs),
                             who, utcnow())).lastrowid
-    rows, reports, error = [], {}, None
+    rows: list[dict] = []
+    reports: dict[str, RunReport] = {}
+    error: str | None = "interrupted"      # until the loop below finishes or fails
     try:
         spent = 0.0
         for v in vs:
@@ -247,6 +249,7 @@ def run_trial(ws: Workspace, stage: str, versions: list, test_set: TestSet | str
                 reports[v.hash] = rep
                 spent += rep.cost_usd or 0.0
         grade(ws, rows, specs, budget_usd=None if budget_usd is None else budget_usd - spent)
+        error = None
     except Exception as exc:        # stored as the trial's failure, then raised as it was
         error = str(exc) or type(exc).__name__
         raise
