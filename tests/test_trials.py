@@ -229,3 +229,10 @@ def test_promote_and_expand_skip_reasons(seeded_ws, monkeypatch):
         assert "already expanded with expand_child_expand.j2" in rep.summary()
         assert "would now get expand_child_supplement.j2" in rep.summary()
         assert "with this prompt" not in rep.summary()
+
+
+def test_trial_shows_itself_in_a_notebook(vws):
+    ws = vws
+    trial = run_trial(ws, "qa", ["current"], TestSet.of(ws, "qa", ["img0"]))
+    page = trial._repr_html_()
+    assert "<pre>trial 1 (qa" in page and "Q: What about ocr~street sign reading?<br>A: It is." in page

@@ -5,6 +5,7 @@ stop) by the real stage with `record` writing nothing, every output and failure 
 from __future__ import annotations
 
 import getpass
+import html
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,13 @@ class Trial:
                          f"failure(s), {counts.get('call_failed', 0)} call failure(s), {counts.get('not_run', 0)} "
                          "not run")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the summary, then the matrix with each cell's lines kept."""
+        m = self.matrix().drop(columns=["image_id"])
+        body = m.map(lambda v: html.escape(str(v)).replace("\n", "<br>") if v is not None else "")
+        return (f"<pre>{html.escape(self.summary())}</pre>"
+                + body.to_html(escape=False, index=False).replace("<td>", '<td style="text-align:left">'))
 
     # -- reopening -----------------------------------------------------------------------------------
     @classmethod
