@@ -275,8 +275,8 @@ def interactions(context, base: str, shots: Path | None, ws_root: Path, out: dic
     page.close()
 
     page = _open(context, base, "prompts")
-    _timed(out, "prompts: open the playground", page,
-           lambda: page.get_by_text("Try an edited prompt on a few rows (nothing is applied)").click(),
+    _timed(out, "prompts: open a new trial", page,
+           lambda: page.get_by_text("Start a new trial (nothing in the workspace's data changes)").click(),
            done="[data-testid=stMain] textarea")
     page.close()
 

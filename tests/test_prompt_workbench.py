@@ -1,5 +1,6 @@
 """Prompt workbench: template texts stored once by hash, per-call credit, version history and diffs, outcome
-figures per version, and the playground (an edited prompt on a few rows, nothing applied) with saving."""
+figures per version, the playground library (an edited prompt on a few rows, nothing applied) and the Prompts
+page's new trial (run, shown as a matrix, promoted)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from openai_server import OpenAIServer, Reply
 from workbench.analysis import prompt_history as ph
+from workbench.analysis.trials import Trial
 from workbench.llm import prompt_store
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.expand.stage import expand
@@ -99,7 +101,7 @@ def test_playground_runs_edited_prompt_on_five_rows_without_changing_taxonomy(se
     assert len(server.requests) == calls + 5
 
 
-def test_page_playground_runs_edited_prompt_on_five_rows_and_saves(seeded_ws, server):
+def test_page_new_trial_runs_an_edited_version_on_five_parents_and_promotes_it(seeded_ws, server):
     import os
     from pathlib import Path
 
@@ -107,44 +109,33 @@ def test_page_playground_runs_edited_prompt_on_five_rows_and_saves(seeded_ws, se
 
     ws = seeded_ws
     expand(ws, level=2, progress=False)
-    v1 = PromptTemplate.load("expand_child_expand.j2", workspace_root=ws.root)
+    v1 = PromptTemplate.load("expand_child_supplement.j2", workspace_root=ws.root)
     nodes_before = ws.store.scalar("SELECT count(*) FROM nodes")
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
     at.query_params["page"] = "prompts"
     os.environ["WORKBENCH_WORKSPACE"] = str(ws.root)
-    at.session_state["pg_open"] = True
-    at.session_state["pg_stage"] = "expand"
-    at.session_state["pg_which"] = "child_expand"
-    at.session_state["pg_n"] = 5
-    at.session_state["pg_text_expand_child_expand"] = "EDITED " + v1.source
+    at.session_state["tr_new"] = True
+    at.session_state["tr_stage"] = "expand:child_supplement"
+    at.session_state["tr_rows_expand:child_supplement"] = 5
+    at.session_state["tr_text_expand:child_supplement"] = "EDITED " + v1.source
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("Estimate: dry run" in c.value and "5 row(s)" in c.value for c in at.caption)
+    assert any("Estimate: " in c.value and "5 row(s)" in c.value for c in at.caption), [c.value for c in at.caption]
     calls = len(server.requests)
-    at.button(key="pg_run").click().run()
+    at.button(key="tr_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert len(server.requests) - calls <= 5
-    codes = [c.value for c in at.code]
-    assert sum("edited one" in c for c in codes) == 5
-    assert sum("basics" in c for c in codes) >= 1          # the current version's output beside it
+    # 5 edited + 5 current: each parent's prompt lists the children level 2 gave it, so it is a new request.
+    assert len(server.requests) - calls == 10
+    assert any("Trial 1 stored: done" in m.value for m in at.success)
+    texts = [t.value for t in at.text]
+    assert sum("• edited one" in t for t in texts) == 5           # names as a list, one cell per parent
+    assert sum("basics" in t for t in texts) == 5                 # the current version's column beside it
     assert ws.store.scalar("SELECT count(*) FROM nodes") == nodes_before
-    at.button(key="pg_save").click().run()
-    assert (ws.prompts_dir / "expand_child_expand.j2").read_text() == "EDITED " + v1.source
-    assert any("Saved" in m.value and "expand_child_expand.j2" in m.value for m in at.success)
-    # The page's prompt files table shows the saved text's hash at once.
-    files = at.main.dataframe[0].value
-    saved_hash = PromptTemplate.load("expand_child_expand.j2", workspace_root=ws.root).hash
-    assert saved_hash in set(files["hash"]), files
-    # The history section lists the stored texts and diffs two versions.
-    import streamlit
-
-    streamlit.cache_data.clear()      # table versions are cached for a few seconds (dashboard/data.py)
-    at.session_state["pg_open"] = False
-    at.session_state["pr_hist_name"] = "expand_child_expand.j2"
-    at.run()
+    at.selectbox(key="tr_prom_1").set_value(next(h for h, n in Trial.load(ws, 1).columns.items() if n == "edited"))
+    at.button(key="tr_promote_1").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any(c.language == "diff" and "+EDITED" in c.value for c in at.code), \
-        [(c.language, c.value[:80]) for c in at.code]
+    assert (ws.prompts_dir / "expand_child_supplement.j2").read_text() == "EDITED " + v1.source
+    assert any("promoted edited" in m.value and "parents with children" in m.value for m in at.success)
 
 
 def test_outcome_figures_for_filter_qa_and_referee_versions(seeded_ws):

@@ -552,7 +552,7 @@ class _Planner:
         prompts = load_prompts(self.ws)
         params = {"temperature": cfg.temperature, **({"max_tokens": cfg.max_tokens} if cfg.max_tokens else {})}
         stage = ExpandStage(self.ws, prompts, params, level=level, endpoint=ep)
-        done_parents = _done_parents(self.ws, {p.hash for p in prompts.values()}, ep.model)
+        done_parents = _done_parents(self.ws, prompts, ep.model)
         pending = [r for r in rows if r.parent_id not in done_parents]
         # Render and key each pending parent's prompt as the stage does; answered keys cost nothing.
         keyed = {}

@@ -7,6 +7,8 @@ applied, kept in `meta`; `core/store.py` registers this module).
   per chunk: top-k task-type columns and scores, resumable); the table holds what was audited, how far it got, and
   the summary figures.
 - `discovery`: bottom-up discovery (analysis/discovery.py): one row per cluster of unfit images that was named.
+- `trials`: prompt trials (analysis/trials/): named test sets, prompt versions with a name and a note, each trial
+  (versions x test set) with every output and failure, and each promotion. A trial writes only these tables.
 """
 
 _PROJECTIONS = [
@@ -95,4 +97,72 @@ _DISCOVERY = [
     """,
 ]
 
-COMPONENTS = {"analysis": _PROJECTIONS, "audit": _AUDIT, "discovery": _DISCOVERY}
+_TRIALS = [
+    """
+    CREATE TABLE trial_test_sets (
+        name        TEXT PRIMARY KEY,
+        stage       TEXT NOT NULL,                  -- filter, qa, referee:<name>, expand:<template>, ...
+        items       TEXT NOT NULL,                  -- JSON list of item keys (parent id, image id, sample id, ...)
+        how         TEXT NOT NULL,                  -- JSON: how the items were chosen (hand, filter, random+seed)
+        assertions  TEXT NOT NULL DEFAULT '[]',     -- JSON list of assertion specs
+        created_by  TEXT,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE trial_versions (
+        hash        TEXT PRIMARY KEY,               -- the template's hash (llm/prompts.py template_hash)
+        name        TEXT NOT NULL,
+        note        TEXT,
+        path        TEXT,                           -- where the text came from
+        text        TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE trials (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        stage       TEXT NOT NULL,
+        test_set    TEXT NOT NULL,                  -- its name (the items are copied below: the trial is frozen)
+        items       TEXT NOT NULL,                  -- JSON list of item keys, in row order
+        versions    TEXT NOT NULL,                  -- JSON list of hashes, in column order
+        assertions  TEXT NOT NULL DEFAULT '[]',
+        who         TEXT,
+        created_at  TEXT NOT NULL,
+        finished_at TEXT,
+        status      TEXT NOT NULL,                  -- running | done | stopped | failed
+        endpoint    TEXT,
+        model       TEXT,
+        stage_runs  TEXT,                           -- JSON: version hash -> stage_runs.id of its calls
+        summary     TEXT,                           -- JSON: version hash -> the run report
+        error       TEXT                            -- why the trial failed, when it did
+    );
+    CREATE TABLE trial_outputs (
+        trial_id    INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+        item        TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        label       TEXT,                           -- the item as a person reads it (parent path, question...)
+        image_id    TEXT,
+        status      TEXT NOT NULL,                  -- ok | parse_failed | call_failed | not_run
+        call_key    TEXT,                           -- llm_calls.key
+        raw         TEXT,                           -- the raw reply, kept beside what was parsed
+        parsed      TEXT,                           -- JSON of the parsed value
+        shown       TEXT,                           -- the parsed value as a person reads it
+        error       TEXT,
+        prompt_tokens     INTEGER,
+        completion_tokens INTEGER,
+        cost_usd    REAL,
+        latency_s   REAL,
+        cached      INTEGER NOT NULL DEFAULT 0,
+        checks      TEXT,                           -- JSON: assertion -> passed (1/0)
+        PRIMARY KEY (trial_id, item, version)
+    );
+    CREATE TABLE trial_promotions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        stage       TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        previous    TEXT,
+        file        TEXT NOT NULL,
+        who         TEXT,
+        created_at  TEXT NOT NULL
+    );
+    """,
+]
+
+COMPONENTS = {"analysis": _PROJECTIONS, "audit": _AUDIT, "discovery": _DISCOVERY, "trials": _TRIALS}

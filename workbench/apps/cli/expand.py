@@ -34,8 +34,9 @@ def expand_cmd(
                                            help="Endpoint name from workbench.toml (default: expand.endpoint)."),
     model: str | None = typer.Option(None, "--model", help="Override the endpoint's model."),
     base_url: str | None = typer.Option(None, "--base-url", help="Override the endpoint's base URL."),
-    again: bool = typer.Option(False, "--again", help="Ask again for parents already expanded with this prompt "
-                               "and model (the prompt then lists their current children)."),
+    again: bool = typer.Option(False, "--again", help="Ask again for parents already expanded with the current "
+                               "version of their template and model (the prompt then lists their current "
+                               "children)."),
     record_only: bool = typer.Option(False, "--record-only", help="Record the proposals without adding nodes "
                                      "(for comparing prompts)."),
     refresh_failed: bool = typer.Option(False, "--refresh-failed", help="Ask again for parents whose stored "

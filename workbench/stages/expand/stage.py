@@ -238,6 +238,7 @@ class ExpandStage(LLMStage):
         self.endpoint = endpoint
         self.parents = 0
         self.skipped = 0
+        self.skip_reasons: dict[str, int] = {}   # why parents were skipped -> how many
         self.gone: list[str] = []      # parents deleted, rejected, renamed or moved while the stage ran
 
     def run_params(self) -> dict:
@@ -249,7 +250,14 @@ class ExpandStage(LLMStage):
         self.parents = len(rows)
         if not self.again and self.apply:
             model = self.endpoint.model if isinstance(self.endpoint, Endpoint) else None
-            done = _done_parents(ws, {p.hash for p in self.prompts.values()}, model)
+            done = _done_parents(ws, self.prompts, model)
+            for r in rows:
+                if r.parent_id in done:
+                    reason = done[r.parent_id]
+                    now = self.prompt_for(r).path.name
+                    if now not in reason:     # the parent's template kind changed since (it has children now)
+                        reason += f"; it would now get {now} (`--again` asks it)"
+                    self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
             rows = [r for r in rows if r.parent_id not in done]
         self.skipped = self.parents - len(rows)
         return rows
@@ -293,7 +301,8 @@ def preview(ws: Workspace, node: str | None = None, *, prompt: str | Path | None
 class ExpandReport:
     run: RunReport
     parents: int = 0
-    skipped: int = 0                # parents already expanded with this prompt and model
+    skipped: int = 0                # parents already expanded with the current version of their template
+    skip_reasons: dict[str, int] = field(default_factory=dict)   # each skip's real reason -> how many
     prompt_hashes: dict[str, str] = field(default_factory=dict)
     gone: list[str] = field(default_factory=list)   # parents deleted or rejected while the stage ran
 
@@ -307,8 +316,8 @@ class ExpandReport:
     parents_gone = property(lambda self: self._count("parents_gone"))
 
     def summary(self) -> str:
-        head = (f"expand: {self.parents} parent(s), {self.skipped} skipped (already expanded with this prompt "
-                f"and model)")
+        why = "; ".join(f"{n}: {r}" for r, n in self.skip_reasons.items())
+        head = f"expand: {self.parents} parent(s), {self.skipped} skipped" + (f" ({why})" if why else "")
         if self.run.dry_run:
             return head + "\n" + self.run.summary()
         gone = (f", {self.parents_gone} parent(s) skipped because they were deleted or rejected meanwhile"
@@ -321,11 +330,19 @@ class ExpandReport:
                 + self.run.summary())
 
 
-def _done_parents(ws: Workspace, prompt_hashes: set[str], model: str | None) -> set[str | None]:
-    q = ",".join("?" * len(prompt_hashes))
-    rows = ws.store.query(f"SELECT DISTINCT parent_id FROM expand_results WHERE applied=1 AND status='ok' "
-                          f"AND model=? AND prompt_hash IN ({q})", (model, *prompt_hashes))
-    return {r[0] for r in rows}
+def _done_parents(ws: Workspace, prompts: dict[str, PromptTemplate], model: str | None) -> dict[str | None, str]:
+    """parent -> why it is done: it has an applied, parsed result from `model` whose template (the kind the result
+    row records: level1_supplement, child_supplement, child_expand or custom) is still at the version that result
+    used. A version of one kind never counts for a parent expanded with another kind (a promoted supplement prompt
+    does not mark parents expanded with the expand prompt as done, nor the other way round)."""
+    rows = ws.store.query("SELECT parent_id, template, prompt_hash FROM expand_results WHERE applied=1 "
+                          "AND status='ok' AND model=?", (model,))
+    done: dict[str | None, str] = {}
+    for pid, template, h in rows:
+        tpl = prompts.get("custom") or prompts.get(template)
+        if tpl is not None and tpl.hash == h:
+            done[pid] = f"already expanded with {tpl.path.name} (this version, {h[:8]}) and model {model}"
+    return done
 
 
 def expand(ws: Workspace, *, level: int | None = None, nodes: list[str] | None = None, prompt: str | Path | None = None,
@@ -352,6 +369,7 @@ def expand(ws: Workspace, *, level: int | None = None, nodes: list[str] | None =
     run = stage.run(ws, rows, dry_run=dry_run, budget_usd=budget_usd, progress=progress,
                     refresh_failed=refresh_failed, on_result=on_result)
     return ExpandReport(run=run, parents=stage.parents, skipped=stage.skipped, gone=stage.gone,
+                        skip_reasons=stage.skip_reasons,
                         prompt_hashes={k: p.hash for k, p in prompts.items()})
 
 

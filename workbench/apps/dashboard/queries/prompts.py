@@ -1,22 +1,22 @@
-"""The Prompts page's reads: the prompt files with their hashes and the runs that used each, two versions'
-children and raw replies side by side, the stored versions of a prompt name with their outcome figures, the rows
-the playground may try a prompt on."""
+"""The Prompts page's reads: the prompt files with their hashes and the runs that used each, the stored trials
+(history, one trial's matrix and figures, the items a new trial may draw from) and the stored versions of a prompt
+name with their outcome figures."""
 
 from __future__ import annotations
-
-import json
 
 import pandas as pd
 import streamlit as st
 
 from workbench.analysis import prompt_history as ph
+from workbench.analysis import trials as tr
 from workbench.apps.dashboard import data
 from workbench.llm.prompts import template_hash
 
 # What the page's file and run tables read (the prompt files themselves, then the tables).
 USAGE_TABLES = ("prompts", "stage_runs", "llm_calls", "nodes")
 HISTORY_TABLES = ("prompt_texts", "llm_calls")
-PLAYGROUND_TABLES = ("nodes", "matches", "filter_decisions", "samples")
+TRIAL_TABLES = ("trials", "trial_outputs", "trial_versions")
+ITEM_TABLES = ("nodes", "matches", "filter_decisions", "samples", "votes", "audit_labels", "discoveries")
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -49,35 +49,6 @@ def prompt_usage(root: str, v: tuple) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def children_by_prompt(root: str, hash_a: str, hash_b: str, v: tuple) -> pd.DataFrame:
-    """Parents that got children from both prompt versions: parent path, children of A, children of B (cached: the
-    path lookup walks every node, 0.14 s of each Prompts-page rerun at paper scale)."""
-    frame = data.node_table(root)
-    s = data.open_workspace(root).store
-    rows = s.query("SELECT parent_id, name, prompt_hash FROM nodes WHERE prompt_hash IN (?, ?)", (hash_a, hash_b))
-    by = {}
-    for r in rows:
-        by.setdefault(r["parent_id"], {hash_a: [], hash_b: []})[r["prompt_hash"]].append(r["name"])
-    path_of = dict(zip(frame["id"], frame["path"]))
-    out = [{"parent_id": pid, "parent": path_of.get(pid, "(top level)") if pid else "(top level)",
-            "a": sorted(v[hash_a]), "b": sorted(v[hash_b])}
-           for pid, v in by.items() if v[hash_a] and v[hash_b]]
-    return pd.DataFrame(out, columns=["parent_id", "parent", "a", "b"])
-
-
-def calls_for(root: str, prompt_hash: str, needle: str | None, limit: int = 5) -> pd.DataFrame:
-    s = data.open_workspace(root).store
-    sql = ("SELECT key, stage, model, status, raw_text, request, created_at FROM llm_calls WHERE prompt_hash=?")
-    params: list = [prompt_hash]
-    if needle:
-        sql += " AND instr(request, ?) > 0"
-        params.append(json.dumps(needle)[1:-1])
-    rows = s.query(sql + f" ORDER BY created_at LIMIT {int(limit)}", tuple(params))
-    return pd.DataFrame([dict(r) for r in rows],
-                        columns=["key", "stage", "model", "status", "raw_text", "request", "created_at"])
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
 def prompt_history(root: str, name: str, v: tuple) -> pd.DataFrame:
     """The stored versions of one prompt name (analysis/prompt_history.py)."""
     return ph.history(data.open_workspace(root), name)
@@ -89,8 +60,22 @@ def prompt_outcomes(root: str, hashes: tuple, v: tuple) -> pd.DataFrame:
     return ph.compare(data.open_workspace(root), list(hashes)).astype(str)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def playground_rows(root: str, stage: str, which: str, v: tuple, limit: int = 500) -> list:
-    """The rows the playground may pick from (listing them reads whole tables at paper scale: cached)."""
-    return ph.candidate_rows(data.open_workspace(root), stage, which, limit=limit)
+@st.cache_data(show_spinner=False, max_entries=4)
+def trial_history(root: str, v: tuple) -> pd.DataFrame:
+    return tr.list_trials(data.open_workspace(root))
 
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def trial_view(root: str, trial_id: int, v: tuple) -> dict:
+    """One stored trial as the page shows it: summary, errors, matrix, figures, outputs and versions."""
+    ws = data.open_workspace(root)
+    t = tr.Trial.load(ws, trial_id)
+    return {"summary": t.summary(), "failed": t.failed, "errors": t.errors, "matrix": t.matrix(),
+            "metrics": t.metrics(ws).astype(str), "outputs": t.outputs, "columns": t.columns, "stage": t.stage,
+            "versions": t.versions, "status": t.status}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def trial_items(root: str, stage: str, v: tuple) -> list[str]:
+    """The items a new trial of `stage` may draw from (listing them reads whole tables at paper scale: cached)."""
+    return tr.candidates(data.open_workspace(root), stage)

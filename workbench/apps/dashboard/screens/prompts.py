@@ -1,18 +1,26 @@
-"""Prompts: the prompt files with their hashes, the runs whose calls used each (credit per call), two prompt
-versions' outputs on the same inputs side by side, the version history of each prompt name (diff and outcome
-figures), and a playground that runs an edited prompt on a few rows without applying anything."""
+"""Prompts: the prompt files with their hashes and the runs that used each (credit per call), the trials (versions x
+a test set, analysis/trials/) with their history, each trial's matrix (one row per item with its thumbnail or
+parent path, one column per version, the raw reply one click away, a failure's error in its cell) and figures per
+version, promote, a new trial, and the stored versions of each prompt name with diffs and outcome figures."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from workbench.analysis import prompt_history as ph
+from workbench.analysis import trials as tr
+from workbench.analysis.trials.run import MARK
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard.queries import prompts as prq
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.llm import prompt_store
+from workbench.stages.images.register import image_path
+
+MAX_MATRIX_ROWS = 50
 
 
 def render(root: str, ws: Workspace) -> None:
@@ -32,47 +40,182 @@ def render(root: str, ws: Workspace) -> None:
             st.caption(f"No call used {name} as it is now (hash {h}); earlier versions are under History.")
         else:
             st.dataframe(r, hide_index=True, key="pr_runs")
-
+    trials_section(root)
+    new_trial_section(root, ws)
     history_section(root)
-    playground_section(root, ws)
     st.subheader("Prompt versions")
     if versions.empty:
         data.empty_state("No LLM output with a prompt hash", "llm_calls")
         return
+    st.caption("Every version that produced output, per stage; put versions side by side on the same items with "
+               "New trial.")
     st.dataframe(versions, hide_index=True, key="pr_versions")
-    stages = sorted(versions["stage"].unique())
-    stage = st.selectbox("Compare versions of", stages, key="pr_stage")
-    hashes = versions.loc[versions["stage"] == stage, "prompt_hash"].tolist()
-    if len(hashes) < 2:
-        st.info(f"Stage {stage!r} has used only one prompt version; edit its prompt and run it again to compare.")
+
+
+# -- trials ------------------------------------------------------------------------------------------
+def trials_section(root: str) -> None:
+    st.subheader("Trials")
+    done = st.session_state.pop("tr_done", None)
+    if done:
+        st.success(done)
+    hist = prq.trial_history(root, data.version(root, *prq.TRIAL_TABLES))
+    if hist.empty:
+        st.caption("No trial yet: start one under New trial (or `workbench prompts trial`).")
         return
-    c1, c2 = st.columns(2)
-    a = c1.selectbox("Version A", hashes, index=0, key="pr_a")
-    b = c2.selectbox("Version B", hashes, index=1, key="pr_b")
-    if a == b:
-        st.info("Choose two different versions.")
+    st.dataframe(hist, hide_index=True, key="tr_history")
+    ids = hist["id"].tolist()
+    labels = {i: f"#{i} {s} on {t} ({w})" for i, s, t, w in zip(hist.id, hist.stage, hist.test_set, hist.created_at)}
+    chosen = st.session_state.get("tr_open")
+    index = ids.index(chosen) if chosen in ids else 0
+    tid = st.selectbox("Open trial", ids, index=index, format_func=labels.get, key="tr_pick")
+    show_trial(root, int(tid))
+
+
+def _cell(col, out: pd.Series | None) -> None:
+    if out is None:
+        col.caption("— not run")
         return
-    pairs = prq.children_by_prompt(root, a, b, data.version(root, "nodes"))
-    if pairs.empty:
-        st.info("No parent received children from both versions; showing the raw replies of each.")
-        needle = None
+    if out["status"] == "ok":
+        col.text(out["shown"])
     else:
-        st.caption(f"{len(pairs)} parent(s) expanded by both versions")
-        parent = st.selectbox("Parent", pairs["parent"].tolist(), key="pr_parent")
-        row = pairs[pairs["parent"] == parent].iloc[0]
+        col.error(f"{MARK[out['status']]}: {out['error'] or 'no reason recorded'}")
+    with col.popover("raw reply"):
+        st.code(out["raw"] if out["raw"] is not None else "(no reply: the call was not answered)", language=None)
+
+
+def show_trial(root: str, tid: int) -> None:
+    view = prq.trial_view(root, tid, data.version(root, *prq.TRIAL_TABLES))
+    st.text(view["summary"])
+    if view["failed"]:
+        st.error("No version gave a readable reply. " + " | ".join(view["errors"][:3]))
+    elif view["errors"]:
+        st.warning("Some cells failed: " + " | ".join(view["errors"][:3]))
+    st.markdown("**Figures per version**")
+    st.dataframe(view["metrics"], key=f"tr_metrics_{tid}")
+    ws = data.open_workspace(root)
+    outputs, columns = view["outputs"], view["columns"]
+    by = {(i, v): r for (i, v), r in outputs.set_index(["item", "version"], drop=False).iterrows()}
+    matrix = view["matrix"]
+    st.markdown(f"**Outputs** ({len(matrix)} item(s) x {len(columns)} version(s))")
+    head = st.columns([1.3] + [2] * len(columns))
+    head[0].markdown("**item**")
+    for c, name in zip(head[1:], columns.values()):
+        c.markdown(f"**{name}**")
+    for _, row in matrix.head(MAX_MATRIX_ROWS).iterrows():
+        cols = st.columns([1.3] + [2] * len(columns), border=True)
+        if row["image_id"]:
+            try:
+                cols[0].image(str(image_path(ws, row["image_id"])), width=96)
+            except (OSError, WorkbenchError):
+                cols[0].caption("(image file missing)")
+        cols[0].caption(row["label"])
+        for col, h in zip(cols[1:], columns):
+            _cell(col, by.get((row["item"], h)))
+    if len(matrix) > MAX_MATRIX_ROWS:
+        st.caption(f"First {MAX_MATRIX_ROWS} of {len(matrix)} items; `workbench prompts trials WS --show {tid}` "
+                   "prints all.")
+    versions_of(ws, tid, view)
+
+
+def versions_of(ws: Workspace, tid: int, view: dict) -> None:
+    """Diff any two versions of the trial, and promote one."""
+    names = view["columns"]
+    hashes = list(names)
+    if len(hashes) >= 2:
         c1, c2 = st.columns(2)
-        c1.markdown(f"**A `{a}`: {len(row['a'])} children**\n\n" + "\n".join(f"- {n}" for n in row["a"]))
-        c2.markdown(f"**B `{b}`: {len(row['b'])} children**\n\n" + "\n".join(f"- {n}" for n in row["b"]))
-        needle = parent.rsplit("~", 1)[-1] if parent != "(top level)" else None
+        a = c1.selectbox("Diff from", hashes, index=0, format_func=names.get, key=f"tr_da_{tid}")
+        b = c2.selectbox("to", hashes, index=1, format_func=names.get, key=f"tr_db_{tid}")
+        st.code(tr.diff_versions(ws, a, b) or "(same text)", language="diff")
+    c1, c2 = st.columns([3, 1])
+    pick = c1.selectbox("Promote version", hashes, format_func=names.get, key=f"tr_prom_{tid}")
+    if c2.button("Promote", key=f"tr_promote_{tid}"):
+        try:
+            msg = tr.promote(ws, view["stage"], pick)
+        except WorkbenchError as exc:
+            st.error(str(exc))
+        else:
+            data.prompt_files_changed()
+            st.session_state["tr_done"] = msg
+            st.rerun()
+
+
+@st.fragment
+def new_trial_section(root: str, ws: Workspace) -> None:
+    """Versions x a test set. Opening and editing rerun only this part; running stores the trial and opens it."""
+    st.subheader("New trial")
+    if not st.toggle("Start a new trial (nothing in the workspace's data changes)", key="tr_new"):
+        return
+    ws = data.open_workspace(root)
+    stage = st.selectbox("Stage", tr.stage_keys(ws), key="tr_stage")
+    try:
+        current = tr.current_prompt(ws, stage)
+        items = prq.trial_items(root, stage, data.version(root, *prq.ITEM_TABLES))
+    except WorkbenchError as exc:
+        st.info(f"{stage}: {exc}")
+        return
+    files = [str(p) for p in data.prompt_files_paths(ws) if p.resolve() != current.path.resolve()]
+    chosen = st.multiselect("Versions besides the current one (prompt files)", files,
+                            format_func=lambda p: Path(p).name, key="tr_files")
+    edited = st.text_area("An edited version (optional; leave unchanged to skip)", current.source, height=200,
+                          key=f"tr_text_{stage}")
     c1, c2 = st.columns(2)
-    for col, h, tag in ((c1, a, "A"), (c2, b, "B")):
-        calls = prq.calls_for(root, h, needle)
-        with col:
-            st.markdown(f"**Raw replies, version {tag}** ({len(calls)} shown)")
-            for _, call in calls.iterrows():
-                st.code(call["raw_text"] or f"({call['status']})", language=None)
+    ed_name = c1.text_input("Its name", "edited", key="tr_ed_name")
+    ed_note = c2.text_input("Its note", "", key="tr_ed_note")
+    versions: list = ["current", *chosen]
+    if edited.strip() != current.source.strip():
+        versions.append(tr.Version.of_text(edited, ed_name, ed_note, like=current))
+    ts = _test_set(ws, stage, items)
+    if ts is None:
+        return
+    try:
+        dry = tr.run_trial(ws, stage, versions, ts, dry_run=True)
+    except WorkbenchError as exc:
+        st.error(str(exc))
+        return
+    st.caption("Estimate: " + dry.summary().replace("\n", " | "))
+    budget = st.number_input("Budget (USD, 0: the workspace's limit)", 0.0, value=0.0, key="tr_budget")
+    if st.button(f"Run {len(versions)} version(s) on {len(ts.items)} item(s)", key="tr_run"):
+        try:
+            trial = tr.run_trial(ws, stage, versions, ts, budget_usd=budget or None)
+        except WorkbenchError as exc:
+            st.error(str(exc))
+            return
+        st.session_state["tr_open"] = trial.id
+        st.session_state.pop("tr_pick", None)
+        st.session_state["tr_done"] = f"Trial {trial.id} stored: {trial.status}."
+        st.rerun(scope="app")
 
 
+def _test_set(ws: Workspace, stage: str, items: list[str]) -> tr.TestSet | None:
+    stored = tr.list_test_sets(ws)
+    stored = stored[stored.stage == stage]
+    c1, c2, c3, c4 = st.columns(4)
+    source = c1.selectbox("Test set", ["random", "by hand", *stored["name"].tolist()], key="tr_source")
+    checks = c2.multiselect("Assertions", ["non-empty", "not-parent"], key="tr_asserts")
+    regex = c3.text_input("Regex the reply must match (optional)", "", key="tr_regex")
+    rubric = c4.text_input("LLM rubric (optional; graded on the default endpoint)", "", key="tr_rubric")
+    checks = checks + ([f"regex:{regex}"] if regex else []) + ([f"rubric:{rubric}"] if rubric.strip() else [])
+    try:
+        if source == "random":
+            c1, c2 = st.columns(2)
+            n = int(c1.number_input("Rows", 1, max(1, len(items)), min(5, max(1, len(items))), key=f"tr_rows_{stage}"))
+            seed = int(c2.number_input("Seed", 0, value=0, key="tr_seed"))
+            return tr.TestSet.random(ws, stage, n, seed, assertions=checks, pool=items)
+        if source == "by hand":
+            picked = st.multiselect("Items", items, key=f"tr_items_{stage}")
+            if not picked:
+                st.info("Pick at least one item.")
+                return None
+            return tr.TestSet.of(ws, stage, picked, assertions=checks)
+        ts = tr.TestSet.load(ws, source)
+        ts.assertions = checks or ts.assertions
+        return ts
+    except WorkbenchError as exc:
+        st.info(str(exc))
+        return None
+
+
+# -- stored versions ---------------------------------------------------------------------------------
 def history_section(root: str) -> None:
     st.subheader("History")
     ws = data.open_workspace(root)
@@ -86,7 +229,7 @@ def history_section(root: str) -> None:
     st.dataframe(hist, hide_index=True, key="pr_hist")
     hashes = hist["hash"].tolist()
     if len(hashes) < 2:
-        st.caption(f"{name} has one stored version; edit it (Playground below) and run it to compare.")
+        st.caption(f"{name} has one stored version; try an edited one under New trial.")
         st.code(prompt_store.text_of(ws, hashes[0]), language=None)
         return
     c1, c2 = st.columns(2)
@@ -97,82 +240,13 @@ def history_section(root: str) -> None:
     st.dataframe(prq.prompt_outcomes(root, tuple(dict.fromkeys((a, b))), v), key="pr_hist_outcomes")
 
 
-@st.fragment
-def playground_section(root: str, ws: Workspace) -> None:
-    """Opening, editing and running rerun only this part (the page's tables are not re-read and re-sent: opening
-    it after a commit took ~1 s at paper scale, ~0.6 s otherwise); saving reruns the page, whose prompt files and
-    history change."""
-    st.subheader("Playground")
-    saved = st.session_state.pop("pg_saved", None)
-    if saved:
-        st.success(saved)
-    # Off by default: listing a stage's rows and the dry run cost time the page's first render should not pay.
-    if not st.toggle("Try an edited prompt on a few rows (nothing is applied)", key="pg_open"):
-        return
-    c1, c2 = st.columns(2)
-    stage = c1.selectbox("Stage", ph.STAGES, key="pg_stage")
-    ws = data.open_workspace(root)
-    try:
-        prompts = ph.stage_prompts(ws, stage)
-        which = c2.selectbox("Prompt", list(prompts), key="pg_which")
-        rows = prq.playground_rows(root, stage, which, data.version(root, *prq.PLAYGROUND_TABLES))
-    except WorkbenchError as exc:
-        st.info(f"{stage}: {exc}")
-        return
-    current = prompts[which]
-    st.caption(f"Current version: `{current.display_path}` (hash {current.hash})")
-    text = st.text_area("Edit the template", current.source, height=240, key=f"pg_text_{stage}_{which}")
-    labels = [ph.row_label(r) for r in rows]
-    c1, c2 = st.columns(2)
-    n = int(c1.number_input("Rows", 1, max(1, len(rows)), min(5, max(1, len(rows))), key="pg_n"))
-    chosen = c2.multiselect("Or pick rows by hand", labels, key="pg_rows")
-    picked = ph.pick_rows(rows, n, seed=0, labels=chosen or None)
-    if not picked:
-        st.info(f"{stage}: no rows to try the prompt on.")
-        return
-    try:
-        est = ph.estimate(ws, stage, which, text, picked)
-    except WorkbenchError as exc:
-        st.error(str(exc))
-        return
-    st.caption("Estimate: " + est.summary())
-    c1, c2 = st.columns(2)
-    if c1.button("Run the edited prompt", key="pg_run"):
-        try:
-            st.session_state["pg_out"] = ph.try_prompt(ws, stage, which, text, picked)
-        except WorkbenchError as exc:
-            st.error(str(exc))
-    if c2.button(f"Save as the workspace's {current.path.name}", key="pg_save"):
-        try:
-            path = ph.save_copy(ws, current.path.name, text)
-        except WorkbenchError as exc:
-            st.error(str(exc))
-        else:
-            st.session_state["pg_saved"] = f"Saved {path}; the next {stage} run uses it."
-            data.prompt_files_changed()
-            st.rerun(scope="app")
-    out = st.session_state.get("pg_out")
-    if out is not None:
-        rep = out.attrs.get("report")
-        if rep is not None:
-            st.caption(rep.summary())
-        for _, r in out.iterrows():
-            st.markdown(f"**{r['row']}**")
-            a, b = st.columns(2)
-            a.markdown("Edited")
-            a.code(r["edited_parsed"] or r["edited"] or "(no reply)", language=None)
-            b.markdown("Current")
-            b.code(r["current_parsed"] or r["current"] or "(never asked with the current version)", language=None)
-
-
 def prewarm(root: str) -> None:
     prq.prompt_usage(root, data.version(root, *prq.USAGE_TABLES))
+    prq.trial_history(root, data.version(root, *prq.TRIAL_TABLES))
 
 
 def prewarm_late(root: str) -> None:
-    """The rows the playground lists when opened (its first stage and prompt): reading them takes ~1 s at paper
-    scale, which the click on the playground's toggle would otherwise pay."""
-    stage = ph.STAGES[0]
-    prompts = ph.stage_prompts(data.open_workspace(root), stage)
-    if prompts:
-        prq.playground_rows(root, stage, next(iter(prompts)), data.version(root, *prq.PLAYGROUND_TABLES))
+    """The items a new trial of the first stage may draw from (~1 s at paper scale, which opening New trial would
+    otherwise pay)."""
+    first = tr.stage_keys(data.open_workspace(root))[0]      # what New trial's Stage box opens on
+    prq.trial_items(root, first, data.version(root, *prq.ITEM_TABLES))
