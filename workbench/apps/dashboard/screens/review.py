@@ -210,8 +210,12 @@ def _proposals(root: str, df: pd.DataFrame) -> None:
     by = c[0].selectbox("Group by", list(GROUPS), format_func=GROUPS.get, key="rv_group")
     keys = _group_key(df, by)
     counts = keys.value_counts(sort=False)
-    group = c[1].selectbox("Group", list(counts.index), format_func=lambda g: f"{g} ({counts[g]})",
-                           key=f"rv_group_value_{by}")
+    key = f"rv_group_value_{by}"
+    if st.session_state.get(key) in counts.index:
+        # The widget keeps its label ("run 1 (4)"), which a decision changes ("run 1 (3)"): without this the
+        # page would jump to the first group after every decision in the group.
+        st.session_state[key] = st.session_state[key]
+    group = c[1].selectbox("Group", list(counts.index), format_func=lambda g: f"{g} ({counts[g]})", key=key)
     rows = df[keys == group]
     st.markdown(f"**{md(group)}** — {len(rows)} proposal(s)" + (f"; the first {ROWS_PER_GROUP} shown"
                                                                   if len(rows) > ROWS_PER_GROUP else ""))
