@@ -331,7 +331,8 @@ def test_word_diff_highlights_only_the_words_that_differ():
     a, b = word_diff("Depth~depth estimation from rgb", "Depth~depth estimation from rgbd")
     assert a == r"Depth\~depth estimation from <mark>rgb</mark>"
     assert b == r"Depth\~depth estimation from <mark>rgbd</mark>"
-    assert word_diff("Vision~Found", "Vision~found!") == (r"Vision\~<mark>Found</mark>", r"Vision\~<mark>found\!</mark>")
+    assert word_diff("Vision~Found", "Vision~found!") == (r"Vision\~<mark>Found</mark>",
+                                                          r"Vision\~<mark>found\!</mark>")
     a, b = word_diff("read <b> ~~charts~~", "read ~~charts~~")   # Markdown and HTML in a name show as typed
     assert a == r"read <mark>\<b\></mark> \~\~charts\~\~" and b == r"read \~\~charts\~\~"
 

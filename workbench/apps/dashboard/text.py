@@ -13,6 +13,7 @@ multiselect options (plain text). Plotly labels and hover text are HTML: use `ht
 
 from __future__ import annotations
 
+import html
 import string
 
 _ESCAPES = str.maketrans({c: "\\" + c for c in string.punctuation})
@@ -21,3 +22,8 @@ _ESCAPES = str.maketrans({c: "\\" + c for c in string.punctuation})
 def md(text: object) -> str:
     """`text` for a Markdown context, shown exactly as typed (None shows as an empty string)."""
     return "" if text is None else str(text).replace("\r\n", "\n").translate(_ESCAPES).replace("\n", "  \n")
+
+
+def plotly_text(text: object) -> str:
+    """`text` for a Plotly label, hover text or hover template (HTML tags and `%{…}` fields), shown as typed."""
+    return html.escape("" if text is None else str(text)).replace("%", "&#37;")

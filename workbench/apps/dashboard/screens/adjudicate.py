@@ -17,6 +17,7 @@ import streamlit as st
 
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard.queries import adjudicate as aq
+from workbench.apps.dashboard.text import md
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.review import adjudication as adj
@@ -181,9 +182,9 @@ def _queue(root: str, ws: Workspace, cons, q) -> None:
     with b:
         st.markdown(f"**Sample** `{sid}` · posterior P(good) **{row['p_good']:.3f}**"
                     if row["p_good"] == row["p_good"] else f"**Sample** `{sid}` · no posterior")
-        st.markdown(f"**Task type:** {_md(row['task_type'])}")
-        st.markdown(f"**Question:** {_md(row['question'])}")
-        st.markdown(f"**Answer:** {_md(row['answer'])}")
+        st.markdown(f"**Task type:** {md(row['task_type'])}")
+        st.markdown(f"**Question:** {md(row['question'])}")
+        st.markdown(f"**Answer:** {md(row['answer'])}")
         st.dataframe(adj.sample_votes(ws, sid), hide_index=True, key="adj_votes")
         st.text_input("Reason (required to flag; kept with a vote)", key="adj_reason")
         bcols = st.columns(4)
@@ -193,14 +194,6 @@ def _queue(root: str, ws: Workspace, cons, q) -> None:
                         help="Never selected nor exported while flagged.")
         if aq.is_flagged(ws, sid):
             bcols[3].button("Unflag", key="adj_unflag", on_click=_do, args=("unflag", root, sid))
-
-
-_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()<>#+-.!|~$"})
-
-
-def _md(text) -> str:
-    """Model text shown as written: `a~b~c` paths would otherwise strike through, `*` and `_` emphasise."""
-    return str(text or "").translate(_MD_SPECIAL)
 
 
 def _thumbnail(ws: Workspace, image_id: str) -> None:

@@ -10,6 +10,7 @@ import streamlit as st
 from workbench.analysis import prompt_history as ph
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard.queries import prompts as prq
+from workbench.apps.dashboard.text import md
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.llm import prompt_store
@@ -29,7 +30,7 @@ def render(root: str, ws: Workspace) -> None:
         h = files.loc[files["name"] == name, "hash"].iloc[0]
         r = runs[runs["prompt_hash"] == h]
         if r.empty:
-            st.caption(f"No call used {name} as it is now (hash {h}); earlier versions are under History.")
+            st.caption(f"No call used {md(name)} as it is now (hash {h}); earlier versions are under History.")
         else:
             st.dataframe(r, hide_index=True, key="pr_runs")
 
@@ -61,8 +62,8 @@ def render(root: str, ws: Workspace) -> None:
         parent = st.selectbox("Parent", pairs["parent"].tolist(), key="pr_parent")
         row = pairs[pairs["parent"] == parent].iloc[0]
         c1, c2 = st.columns(2)
-        c1.markdown(f"**A `{a}`: {len(row['a'])} children**\n\n" + "\n".join(f"- {n}" for n in row["a"]))
-        c2.markdown(f"**B `{b}`: {len(row['b'])} children**\n\n" + "\n".join(f"- {n}" for n in row["b"]))
+        c1.markdown(f"**A `{a}`: {len(row['a'])} children**\n\n" + "\n".join(f"- {md(n)}" for n in row["a"]))
+        c2.markdown(f"**B `{b}`: {len(row['b'])} children**\n\n" + "\n".join(f"- {md(n)}" for n in row["b"]))
         needle = parent.rsplit("~", 1)[-1] if parent != "(top level)" else None
     c1, c2 = st.columns(2)
     for col, h, tag in ((c1, a, "A"), (c2, b, "B")):
@@ -117,7 +118,7 @@ def playground_section(root: str, ws: Workspace) -> None:
         which = c2.selectbox("Prompt", list(prompts), key="pg_which")
         rows = prq.playground_rows(root, stage, which, data.version(root, *prq.PLAYGROUND_TABLES))
     except WorkbenchError as exc:
-        st.info(f"{stage}: {exc}")
+        st.info(f"{stage}: {md(exc)}")
         return
     current = prompts[which]
     st.caption(f"Current version: `{current.display_path}` (hash {current.hash})")
@@ -157,7 +158,7 @@ def playground_section(root: str, ws: Workspace) -> None:
         if rep is not None:
             st.caption(rep.summary())
         for _, r in out.iterrows():
-            st.markdown(f"**{r['row']}**")
+            st.markdown(f"**{md(r['row'])}**")
             a, b = st.columns(2)
             a.markdown("Edited")
             a.code(r["edited_parsed"] or r["edited"] or "(no reply)", language=None)
