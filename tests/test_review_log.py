@@ -392,7 +392,8 @@ def test_review_session_in_chromium(tree, monkeypatch):
             page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
 
         def click_row(selector, done):
-            """Click a row's button once: the write reruns the whole page, which then shows the decision."""
+            """Click a row's button once (strict: one copy of it on the page): the write reruns the whole page.
+            The page keeps every element's place (fixed message slots), so a rerun leaves no stale copy."""
             page.locator(f"{selector} button").click()
             idle()
             return until(done, timeout=20.0)

@@ -144,11 +144,14 @@ def render(root: str, ws: Workspace) -> None:
         data.empty_state("No taxonomy to review", "nodes")
         return
     st.session_state.pop(WROTE, None)   # this run draws the whole page anyway
+    # The message and the 'last decision' line have fixed slots: an element coming or going would shift every
+    # element below it, and the browser would show the old row buttons beside the new ones until the run ends.
+    box = st.empty()
     kind, msg = st.session_state.pop("rv_msg", (None, None))
     if kind == "error":
-        st.error(md(msg))
+        box.error(md(msg))
     elif kind:
-        st.success(md(msg))
+        box.success(md(msg))
     v = rq.nodes_version(root)
     df = rq.pending(root, v)
     last = dec.undoable(ws, 1)
@@ -157,10 +160,11 @@ def render(root: str, ws: Workspace) -> None:
     c[1].metric("parents", f"{df.parent_id.nunique():,}")
     c[2].metric("stage runs", f"{df.stage_run_id.dropna().nunique():,}")
     with c[3]:
+        line = st.empty()
         if last:
             r = last[0]
-            st.caption(f"last decision: {r['action']} {md(r['path'])} by {md(r['reviewer'])} at {r['at'][:19]}"
-                       + (f" (+{len(last) - 1} more in the same batch)" if len(last) > 1 else ""))
+            line.caption(f"last decision: {r['action']} {md(r['path'])} by {md(r['reviewer'])} at {r['at'][:19]}"
+                         + (f" (+{len(last) - 1} more in the same batch)" if len(last) > 1 else ""))
         u = st.columns([1, 2])
         u[0].number_input("decisions", 1, 100, 1, key="rv_undo_n", label_visibility="collapsed")
         u[1].button("Undo", key="rv_undo", on_click=_undo, args=(root,), disabled=not last,
