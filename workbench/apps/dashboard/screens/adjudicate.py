@@ -117,9 +117,9 @@ def render(root: str, ws: Workspace) -> None:
         cons = aq.consensus(root, key, include, True)
     kind, msg = st.session_state.pop("adj_msg", (None, None))
     if kind:
-        (st.success if kind == "success" else st.error)(msg)
+        (st.success if kind == "success" else st.error)(md(msg))
         if kind == "success":
-            st.toast(msg)   # seen where the buttons are, further down the page
+            st.toast(md(msg))   # seen where the buttons are, further down the page
     if cons is None and _BACKGROUND_FIT.is_set():
         st.info(f"{n_votes:,} votes: the dashboard is fitting Dawid–Skene to them in the background (about 15 s "
                 "per million votes on 2 cores). Press “Recompute consensus” to wait for that fit here.")
@@ -162,7 +162,7 @@ def _queue(root: str, ws: Workspace, cons, q) -> None:
         try:
             sid, _ = adj.resolve_sample(ws, wanted)
         except WorkbenchError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
             return
         row = aq.sample_row(ws, sid, cons)
     elif q.empty:
