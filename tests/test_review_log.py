@@ -275,6 +275,7 @@ def test_review_page_one_at_a_time_reject_rename_move_merge(tree):
     at.button(key=f"rv_rej_{ids['People']}").click().run()
     assert _status(ws, ids["People"]) == "rejected"
     assert at.success and "rejected" in at.success[0].value
+    assert not [b for b in at.button if b.key == f"rv_rej_{ids['People']}"]
     at.selectbox(key="rv_group").set_value("origin").run()
     at.selectbox(key="rv_group_value_origin").set_value("discovered").run()
     at.selectbox(key="rv_node").set_value(ids["Found"]).run()
