@@ -1,4 +1,4 @@
-"""Issue 27/30: task names hold Markdown and HTML (LLMs write them): every dashboard page shows them as typed.
+"""Issue 27/30: task names and model text hold Markdown and HTML (LLMs write them): every page shows them as typed.
 
 A small generated workspace gets task types, a first-level category and a pending proposal named with `~`-free
 Markdown (`*`, `_`, `$`, `<`, `>`, backticks, `[ ]( )`, a backslash; their `~` paths add strikethrough). Every page
@@ -24,6 +24,7 @@ from workbench.taxonomy.model import Taxonomy
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(300)
 NAMES = ["x*y* _z_", "$5$ cost", "<b>bold", "`code` span", "[link](x)", "a\\b"]
+QUESTION, ANSWER = "What costs $5$ *here*?", "<i>This</i> [one](x) ~~no~~"   # model text on every sample
 
 
 def test_md_escapes_every_markdown_character_and_nothing_else():
@@ -49,6 +50,8 @@ def odd(tmp_path_factory):
         first = next(n for n in tax.nodes() if n.parent_id is None)
         tax.rename(first.id, "*cat* $1$")
         tax.add(NAMES[-1], leaves[0].parent_id, origin="generated", status="proposed")
+        with ws.store.write() as conn:
+            conn.execute("UPDATE samples SET question = ?, answer = ?", (QUESTION, ANSWER))
     return root
 
 
@@ -71,9 +74,11 @@ def test_every_page_shows_markdown_names_as_typed(odd, page):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     sources = _markdown_sources(at)
-    for name in NAMES + ["*cat* $1$"]:
+    for name in NAMES + ["*cat* $1$", QUESTION, ANSWER]:
         raw = [s for s in sources if name in s]
         assert not raw, (page, name, raw)
+    if page in ("referees", "adjudicate"):   # the sample shown: its question and answer as the model wrote them
+        assert any(md(QUESTION) in s for s in sources) and any(md(ANSWER) in s for s in sources), page
     if page == "prompts":   # the children of a parent side by side, per prompt version
         assert any(md(NAMES[0]) in s for s in sources)
     if page == "review":   # the pending proposal's row, its path escaped (`~` included)
