@@ -494,7 +494,7 @@ def test_row_clicks_change_the_page_at_once_in_chromium(tree):
             page.wait_for_function("n => [...document.querySelectorAll('[data-testid=stMetric]')].some(m => "
                                    "m.innerText.includes('pending proposals') && "
                                    "m.querySelector('[data-testid=stMetricValue]').innerText.trim() === n)",
-                                   arg=str(n), timeout=30_000)
+                                   arg=str(n), timeout=60_000)
 
         def pick(label, text):
             page.get_by_role("combobox", name=label, exact=True).click()
@@ -506,7 +506,7 @@ def test_row_clicks_change_the_page_at_once_in_chromium(tree):
 
         def shows(text):
             """Wait for the visible text to hold `text` (a rerun may start after idle() looked)."""
-            page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=30_000)
+            page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=60_000)
 
         pick("Group by", "stage run")
         pick("Group", f"run {r1} (4)")
@@ -517,10 +517,11 @@ def test_row_clicks_change_the_page_at_once_in_chromium(tree):
             t0 = time.monotonic()
             page.locator(f".st-key-rv_{action}_{ids[node]} button").click()   # once: no retry, no reload
             pending_shows(left)
-            page.wait_for_selector(f".st-key-rv_{action}_{ids[node]}", state="detached", timeout=30_000)
+            page.wait_for_selector(f".st-key-rv_{action}_{ids[node]}", state="detached", timeout=60_000)
             timings.append(time.monotonic() - t0)
             page.wait_for_selector(f"[data-testid=stAlertContentSuccess]:has-text('Vision~Counting~{node}')",
-                                   timeout=30_000)
+                                   timeout=60_000)
+            idle()   # the rest of the page drawn too
         assert _status(ws, ids["People"]) == "rejected" and _status(ws, ids["Cars"]) == "accepted"
         pick("Edit one proposal", odd_path)
         new = "$9$ *new* <i>x"
@@ -536,7 +537,7 @@ def test_row_clicks_change_the_page_at_once_in_chromium(tree):
         assert odd_path in body() and int(value.inner_text()) == start - 2
         page.locator(".st-key-rv_undo").get_by_role("button", name="Undo").click()   # the accept
         pending_shows(start - 1)
-        page.wait_for_selector(f".st-key-rv_acc_{ids['Cars']} button", timeout=30_000)
+        page.wait_for_selector(f".st-key-rv_acc_{ids['Cars']} button", timeout=60_000)
         assert "undid 1 change(s): accept Vision~Counting~Cars" in body()
         assert page.locator("[data-testid=stException]").count() == 0
         browser.close()
