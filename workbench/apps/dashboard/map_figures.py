@@ -17,6 +17,7 @@ import streamlit as st
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard import map_picture as mp
 from workbench.apps.dashboard.queries import map as mq
+from workbench.apps.dashboard.text import plotly_text
 
 MAX_GROUPS = 48
 # One fixed colour per group, shared by its image and task-type traces (plotly's default cycle has 10).
@@ -83,10 +84,10 @@ def traces(root: str, key: str, v: tuple, colour: str, min_votes: int,
                             "opacity": 0.9 if task else 0.6, "color": colour_of[str(name)],
                             **({"line": {"width": 0.5, "color": "#222222"}} if task else {})}}
             if task:
-                t["hovertext"] = df["label"].to_numpy()[idx]
+                t["hovertext"] = [plotly_text(x) for x in df["label"].to_numpy()[idx]]
                 t["hovertemplate"] = "%{hovertext}<extra>task type</extra>"
             else:
-                t["hovertemplate"] = f"image · {str(name)[:40]}<extra></extra>"
+                t["hovertemplate"] = f"image · {plotly_text(str(name)[:40])}<extra></extra>"
             out.append(t)
             rows.append(idx)
     return out, rows
@@ -218,7 +219,8 @@ def cluster_layer(root: str, key: str, v: tuple) -> tuple[list[dict], list[np.nd
                         "marker": {"size": 13 if exemplar else 8, "symbol": "star" if exemplar else "circle-open",
                                    "color": colour, "line": {"width": 1.5 if not exemplar else 0.5,
                                                              "color": colour if not exemplar else "#222222"}},
-                        "hovertemplate": f"{'exemplar of ' if exemplar else ''}{name}<extra>{r['status']}</extra>"})
+                        "hovertemplate": f"{'exemplar of ' if exemplar else ''}{plotly_text(name)}"
+                                         f"<extra>{r['status']}</extra>"})
             rows.append(idx)
     for t in out:
         if t["legendgrouptitle"] is None:

@@ -19,6 +19,7 @@ from workbench.apps.dashboard import auth
 from workbench.apps.dashboard.perf import prewarm, primer
 from workbench.apps.dashboard.registry import BY_KEY, PAGES, Page
 from workbench.apps.dashboard.serve import ENV_VAR, workspace_from_args
+from workbench.apps.dashboard.text import md
 from workbench.core.errors import WorkbenchError
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         ws = data.open_workspace(str(root))
     except WorkbenchError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return
     page, st_page = _navigate(str(root), ws)
     primer.send(page.kinds())   # before the page's work: see perf/primer.py
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         st_page.run()
     except WorkbenchError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
     finally:
         prewarm.start(str(root))   # after this page's own queries, so the first page does not wait for the others
 
@@ -73,6 +74,6 @@ def _navigate(root: str, ws: Workspace) -> tuple[Page, st.Page]:
 def _sidebar(ws: Workspace, reload: Callable[[], None]) -> None:
     with st.sidebar:
         st.markdown("### TaskGalaxy Workbench")
-        st.caption(f"workspace **{ws.config.workspace.name}**  \n`{ws.root}`")
+        st.caption(f"workspace **{md(ws.config.workspace.name)}**  \n`{ws.root}`")
         if st.button("Reload data", help="Re-read the workspace now (otherwise new rows show within seconds)."):
             reload()

@@ -17,6 +17,7 @@ import streamlit as st
 
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard.queries import adjudicate as aq
+from workbench.apps.dashboard.text import md
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.review import adjudication as adj
@@ -116,9 +117,9 @@ def render(root: str, ws: Workspace) -> None:
         cons = aq.consensus(root, key, include, True)
     kind, msg = st.session_state.pop("adj_msg", (None, None))
     if kind:
-        (st.success if kind == "success" else st.error)(msg)
+        (st.success if kind == "success" else st.error)(md(msg))
         if kind == "success":
-            st.toast(msg)   # seen where the buttons are, further down the page
+            st.toast(md(msg))   # seen where the buttons are, further down the page
     if cons is None and _BACKGROUND_FIT.is_set():
         st.info(f"{n_votes:,} votes: the dashboard is fitting Dawid–Skene to them in the background (about 15 s "
                 "per million votes on 2 cores). Press “Recompute consensus” to wait for that fit here.")
@@ -161,7 +162,7 @@ def _queue(root: str, ws: Workspace, cons, q) -> None:
         try:
             sid, _ = adj.resolve_sample(ws, wanted)
         except WorkbenchError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
             return
         row = aq.sample_row(ws, sid, cons)
     elif q.empty:
@@ -181,9 +182,9 @@ def _queue(root: str, ws: Workspace, cons, q) -> None:
     with b:
         st.markdown(f"**Sample** `{sid}` · posterior P(good) **{row['p_good']:.3f}**"
                     if row["p_good"] == row["p_good"] else f"**Sample** `{sid}` · no posterior")
-        st.markdown(f"**Task type:** {_md(row['task_type'])}")
-        st.markdown(f"**Question:** {_md(row['question'])}")
-        st.markdown(f"**Answer:** {_md(row['answer'])}")
+        st.markdown(f"**Task type:** {md(row['task_type'])}")
+        st.markdown(f"**Question:** {md(row['question'])}")
+        st.markdown(f"**Answer:** {md(row['answer'])}")
         st.dataframe(adj.sample_votes(ws, sid), hide_index=True, key="adj_votes")
         st.text_input("Reason (required to flag; kept with a vote)", key="adj_reason")
         bcols = st.columns(4)
@@ -193,14 +194,6 @@ def _queue(root: str, ws: Workspace, cons, q) -> None:
                         help="Never selected nor exported while flagged.")
         if aq.is_flagged(ws, sid):
             bcols[3].button("Unflag", key="adj_unflag", on_click=_do, args=("unflag", root, sid))
-
-
-_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()<>#+-.!|~$"})
-
-
-def _md(text) -> str:
-    """Model text shown as written: `a~b~c` paths would otherwise strike through, `*` and `_` emphasise."""
-    return str(text or "").translate(_MD_SPECIAL)
 
 
 def _thumbnail(ws: Workspace, image_id: str) -> None:

@@ -22,6 +22,7 @@ from workbench.analysis import coverage
 from workbench.analysis.duplicates import suggest_merges
 from workbench.apps.dashboard import charts, data
 from workbench.apps.dashboard.queries import coverage as cq
+from workbench.apps.dashboard.text import md
 from workbench.core.workspace import Workspace
 
 # Laid out here (coverage.partition / treemap) and drawn as Vega-Lite, whose code is in Streamlit's own bundle: a
@@ -110,7 +111,7 @@ def _chart(root: str, frame: pd.DataFrame) -> None:
     if query:
         hits = frame[frame["path"].str.contains(query, case=False, regex=False)].head(200)
         if hits.empty:
-            s2.warning(f"no node matches {query!r}")
+            s2.warning(f"no node matches {md(repr(query))}")
         else:
             s2.selectbox(f"{len(hits)} match(es) (first 200) — choose one to focus", hits["id"].tolist(),
                          format_func=lambda i: by_id.at[i, "path"], index=None, key="cov_hit",

@@ -22,6 +22,7 @@ from workbench.analysis.gap_items import ORIGIN
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard.queries import gaps as gq
 from workbench.apps.dashboard.reference_box import reference_box
+from workbench.apps.dashboard.text import md
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.review.adjudication import flag
@@ -47,11 +48,11 @@ def _add_form(root: str, ws: Workspace, key: str, name: str, default_parent: str
         try:
             node = Taxonomy.of(ws).add(new_name, choices.get(parent), origin=origin, status="proposed", note=note)
         except WorkbenchError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
             return
         if on_added:
             on_added(node)
-        st.success(f"added {SEP.join([parent, node.name]) if parent in choices else node.name} (proposed)")
+        st.success(f"added {md(SEP.join([parent, node.name]) if parent in choices else node.name)} (proposed)")
 
 
 # -- sections ---------------------------------------------------------------------------------------
@@ -82,11 +83,12 @@ def _discovered(root: str, ws: Workspace) -> None:
             c.image(thumb, caption=image_id[:10])
         else:
             c.caption(f"{image_id[:10]} (file missing)")
-    st.markdown("Nearest task types: " + "; ".join(f"{n['path']} ({n['score']:.2f})" for n in r["nearest"]))
+    st.markdown("Nearest task types: " + "; ".join(f"{md(n['path'])} ({n['score']:.2f})" for n in r["nearest"]))
     if r["node_id"]:
-        st.caption(f"proposed node: {r['path']} [{r['node_status']}]; model {r['model']}, prompt {r['prompt_hash']}")
+        st.caption(f"proposed node: {md(r['path'])} {md('[' + str(r['node_status']) + ']')}; model {md(r['model'])}, "
+                   f"prompt {r['prompt_hash']}")
         return
-    st.caption(f"no node: {r['note'] or r['status']}")
+    st.caption(f"no node: {md(r['note'] or r['status'])}")
     parents = gq.parent_choices(root, gq.nodes_version(root))
     default = next((p for p, i in parents.items() if i == r["parent_id"]), None)
 
@@ -126,7 +128,7 @@ def _reference(root: str, ws: Workspace) -> None:
         st.info("The reference has no tasks.")
         return
     for p in cov["problems"][:5]:
-        st.warning(p)
+        st.warning(md(p))
     gaps = [r for r in rows if not r["covered"]]
     m = st.columns(3)
     m[0].metric("reference tasks", len(rows))
@@ -190,7 +192,7 @@ def _audits(root: str, ws: Workspace) -> None:
     st.plotly_chart(fig, width="stretch", key="gaps_audit_chart")
     for n, f in frames.items():
         missing = f[f["items"] == 0]["path"].tolist()
-        st.caption(f"{n}: first-level areas with no items: {', '.join(missing) if missing else 'none'}")
+        st.caption(f"{md(n)}: first-level areas with no items: {md(', '.join(missing)) if missing else 'none'}")
         _audit_checks(root, v, n)
 
 
@@ -201,13 +203,13 @@ def _pct(x) -> str:
 def _audit_checks(root: str, v: tuple, name: str) -> None:
     c = gq.audit_checks(root, v, data.version(root, "audit_labels"), name)
     if str(c["backend"]).startswith("static"):
-        st.warning(f"{name}: assigned with the fast static text model ({c['backend']}), a quick look: its top-1 "
+        st.warning(f"{md(name)}: assigned with the fast static text model ({c['backend']}), a quick look: its top-1 "
                    "agrees with the sentence model on about half the items. `--text-backend minilm` for the "
                    "reference audit.")
     lab = c["labels"]
     if lab.get("answered"):
         m = st.columns(4)
-        m[0].metric(f"{name}: items an LLM labelled", f"{lab['answered']:,}")
+        m[0].metric(f"{md(name)}: items an LLM labelled", f"{lab['answered']:,}")
         m[1].metric("embedding top-1 = LLM label", _pct(lab.get("top1")))
         m[2].metric("LLM label among the top-k", _pct(lab.get("topk_hit")))
         m[3].metric("LLM said none fits", _pct(lab.get("none_share")))
@@ -219,11 +221,11 @@ def _audit_checks(root: str, v: tuple, name: str) -> None:
                 k: st.column_config.NumberColumn(format="percent") for k in ("top-1 agrees", "in top-k",
                                                                               "none fits")})
     else:
-        st.caption(f"{name}: no LLM label sample yet — `workbench audit {data.open_workspace(root).root} DATASET "
+        st.caption(f"{md(name)}: no LLM label sample yet — `workbench audit {data.open_workspace(root).root} DATASET "
                    f"--name {name} --label-sample 200` checks the assignment on a sample.")
     img = c["image"]
     if img:
-        st.caption(f"{name}: {img.get('with_image', 0):,} items with an image (CLIP {img.get('clip_model', '?')}); "
+        st.caption(f"{md(name)}: {img.get('with_image', 0):,} items with an image (CLIP {img.get('clip_model', '?')}); "
                    f"image and text top-1 agree on {_pct(img.get('top1_agree'))}, same first level on "
                    f"{_pct(img.get('category_agree'))}, image top-1 in the text top-k on "
                    f"{_pct(img.get('image_top1_in_text_topk'))}.")

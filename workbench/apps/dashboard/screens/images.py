@@ -10,6 +10,7 @@ import streamlit as st
 from workbench.analysis import coverage
 from workbench.apps.dashboard import charts, data
 from workbench.apps.dashboard.queries import images as iq
+from workbench.apps.dashboard.text import md
 from workbench.core.workspace import Workspace
 
 MEASURES = {"samples (Q&A written)": "samples", "images (CLIP matches)": "images", "selected samples": "selected"}
@@ -109,7 +110,7 @@ def _task_images(root: str, candidates) -> None:
     if thumbs:
         st.image(thumbs, caption=captions, width=THUMB_PX)
     if missing:
-        st.warning(f"{len(missing)} image file(s) missing or changed since registration, e.g. {missing[0]}")
+        st.warning(f"{len(missing)} image file(s) missing or changed since registration, e.g. {md(missing[0])}")
 
 
 def prewarm(root: str) -> None:

@@ -27,6 +27,7 @@ from workbench.apps.dashboard import charts, data
 from workbench.apps.dashboard import map_figures as mf
 from workbench.apps.dashboard.perf import primer
 from workbench.apps.dashboard.queries import map as mq
+from workbench.apps.dashboard.text import md
 from workbench.core.workspace import Workspace
 
 COLOUR_BY = {"first-level category": "category", "referee outcome": "outcome", "source": "source"}
@@ -258,12 +259,12 @@ def _grid(root: str, image_ids: list[str], frame: pd.DataFrame) -> None:
                 p = data.image_path(imgs.at[image_id, "root"], imgs.at[image_id, "path"])
                 if p.exists():
                     st.image(str(p), width="stretch")
-                st.caption(imgs.at[image_id, "path"])
+                st.caption(md(imgs.at[image_id, "path"]))
             m = matches[matches["image_id"] == image_id]
             for _, r in m.head(5).iterrows():
-                st.markdown(f"- {path_of.get(r['node_id'], r['node_id'])} ({r['score']:.2f})")
+                st.markdown(f"- {md(path_of.get(r['node_id'], r['node_id']))} ({r['score']:.2f})")
             for _, r in samples[samples["image_id"] == image_id].head(3).iterrows():
-                st.markdown(f"**Q:** {r['question']}  \n**A:** {r['answer']}")
+                st.markdown(f"**Q:** {md(r['question'])}  \n**A:** {md(r['answer'])}")
 
 
 def prewarm(root: str) -> None:

@@ -11,6 +11,7 @@ import streamlit as st
 from workbench.analysis.plan import _dur
 from workbench.apps.dashboard import charts, data
 from workbench.apps.dashboard.queries import plan as pq
+from workbench.apps.dashboard.text import md
 from workbench.core.workspace import Workspace
 
 STAGES = ("expand", "embed", "match", "filter", "qa", "referee", "select", "export")
@@ -88,7 +89,7 @@ def render(root: str, ws: Workspace) -> None:
                                 "measured on": r["n"], "source": r["source"]} for k, r in p["rates"].items()]),
                  hide_index=True, key="plan_rates")
     for a in p["assumptions"]:
-        st.markdown(f"- assumed: {a}")
+        st.markdown(f"- assumed: {md(a)}")
 
 
 def prewarm(root: str) -> None:

@@ -15,6 +15,7 @@ from workbench.analysis import trials as tr
 from workbench.analysis.trials.run import MARK
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard.queries import prompts as prq
+from workbench.apps.dashboard.text import md
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.llm import prompt_store
@@ -37,7 +38,7 @@ def render(root: str, ws: Workspace) -> None:
         h = files.loc[files["name"] == name, "hash"].iloc[0]
         r = runs[runs["prompt_hash"] == h]
         if r.empty:
-            st.caption(f"No call used {name} as it is now (hash {h}); earlier versions are under History.")
+            st.caption(f"No call used {md(name)} as it is now (hash {h}); earlier versions are under History.")
         else:
             st.dataframe(r, hide_index=True, key="pr_runs")
     trials_section(root)
@@ -57,7 +58,7 @@ def trials_section(root: str) -> None:
     st.subheader("Trials")
     done = st.session_state.pop("tr_done", None)
     if done:
-        st.success(done)
+        st.success(md(done))
     hist = prq.trial_history(root, data.version(root, *prq.TRIAL_TABLES))
     if hist.empty:
         st.caption("No trial yet: start one under New trial (or `workbench prompts trial`).")
@@ -78,7 +79,7 @@ def _cell(col, out: pd.Series | None) -> None:
     if out["status"] == "ok":
         col.text(out["shown"])
     else:
-        col.error(f"{MARK[out['status']]}: {out['error'] or 'no reason recorded'}")
+        col.error(md(f"{MARK[out['status']]}: {out['error'] or 'no reason recorded'}"))
     with col.popover("raw reply"):
         st.code(out["raw"] if out["raw"] is not None else "(no reply: the call was not answered)", language=None)
 
@@ -87,9 +88,9 @@ def show_trial(root: str, tid: int) -> None:
     view = prq.trial_view(root, tid, data.version(root, *prq.TRIAL_TABLES))
     st.text(view["summary"])
     if view["failed"]:
-        st.error("No version gave a readable reply. " + " | ".join(view["errors"][:3]))
+        st.error(md("No version gave a readable reply. " + " | ".join(view["errors"][:3])))
     elif view["errors"]:
-        st.warning("Some cells failed: " + " | ".join(view["errors"][:3]))
+        st.warning(md("Some cells failed: " + " | ".join(view["errors"][:3])))
     st.markdown("**Figures per version**")
     st.dataframe(view["metrics"], key=f"tr_metrics_{tid}")
     ws = data.open_workspace(root)
@@ -100,7 +101,7 @@ def show_trial(root: str, tid: int) -> None:
     head = st.columns([1.3] + [2] * len(columns))
     head[0].markdown("**item**")
     for c, name in zip(head[1:], columns.values()):
-        c.markdown(f"**{name}**")
+        c.markdown(f"**{md(name)}**")
     for _, row in matrix.head(MAX_MATRIX_ROWS).iterrows():
         cols = st.columns([1.3] + [2] * len(columns), border=True)
         if row["image_id"]:
@@ -108,7 +109,7 @@ def show_trial(root: str, tid: int) -> None:
                 cols[0].image(str(image_path(ws, row["image_id"])), width=96)
             except (OSError, WorkbenchError):
                 cols[0].caption("(image file missing)")
-        cols[0].caption(row["label"])
+        cols[0].caption(md(row["label"]))
         for col, h in zip(cols[1:], columns):
             _cell(col, by.get((row["item"], h)))
     if len(matrix) > MAX_MATRIX_ROWS:
@@ -132,7 +133,7 @@ def versions_of(ws: Workspace, tid: int, view: dict) -> None:
         try:
             msg = tr.promote(ws, view["stage"], pick)
         except WorkbenchError as exc:
-            st.error(str(exc))
+            st.error(md(str(exc)))
         else:
             data.prompt_files_changed()
             st.session_state["tr_done"] = msg
@@ -151,7 +152,7 @@ def new_trial_section(root: str, ws: Workspace) -> None:
         current = tr.current_prompt(ws, stage)
         items = prq.trial_items(root, stage, data.version(root, *prq.ITEM_TABLES))
     except WorkbenchError as exc:
-        st.info(f"{stage}: {exc}")
+        st.info(md(f"{stage}: {exc}"))
         return
     files = [str(p) for p in data.prompt_files_paths(ws) if p.resolve() != current.path.resolve()]
     chosen = st.multiselect("Versions besides the current one (prompt files)", files,
@@ -170,15 +171,15 @@ def new_trial_section(root: str, ws: Workspace) -> None:
     try:
         dry = tr.run_trial(ws, stage, versions, ts, dry_run=True)
     except WorkbenchError as exc:
-        st.error(str(exc))
+        st.error(md(str(exc)))
         return
-    st.caption("Estimate: " + dry.summary().replace("\n", " | "))
+    st.caption(md("Estimate: " + dry.summary().replace("\n", " | ")))
     budget = st.number_input("Budget (USD, 0: the workspace's limit)", 0.0, value=0.0, key="tr_budget")
     if st.button(f"Run {len(versions)} version(s) on {len(ts.items)} item(s)", key="tr_run"):
         try:
             trial = tr.run_trial(ws, stage, versions, ts, budget_usd=budget or None)
         except WorkbenchError as exc:
-            st.error(str(exc))
+            st.error(md(str(exc)))
             return
         st.session_state["tr_open"] = trial.id
         st.session_state.pop("tr_pick", None)
@@ -211,7 +212,7 @@ def _test_set(ws: Workspace, stage: str, items: list[str]) -> tr.TestSet | None:
         ts.assertions = checks or ts.assertions
         return ts
     except WorkbenchError as exc:
-        st.info(str(exc))
+        st.info(md(str(exc)))
         return None
 
 
@@ -229,7 +230,7 @@ def history_section(root: str) -> None:
     st.dataframe(hist, hide_index=True, key="pr_hist")
     hashes = hist["hash"].tolist()
     if len(hashes) < 2:
-        st.caption(f"{name} has one stored version; try an edited one under New trial.")
+        st.caption(f"{md(name)} has one stored version; try an edited one under New trial.")
         st.code(prompt_store.text_of(ws, hashes[0]), language=None)
         return
     c1, c2 = st.columns(2)

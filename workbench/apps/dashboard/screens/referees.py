@@ -10,6 +10,7 @@ import streamlit as st
 
 from workbench.apps.dashboard import charts, data
 from workbench.apps.dashboard.queries import referees as rq
+from workbench.apps.dashboard.text import md
 from workbench.core.workspace import Workspace
 
 
@@ -74,9 +75,9 @@ def render(root: str, ws: Workspace) -> None:
             else:
                 st.warning(f"image file missing: {p}")
     with b:
-        st.markdown(f"**Task type:** {_path(frame, row['node_id'])}")
-        st.markdown(f"**Question:** {row['question']}")
-        st.markdown(f"**Answer:** {row['answer']}")
+        st.markdown(f"**Task type:** {md(_path(frame, row['node_id']))}")
+        st.markdown(f"**Question:** {md(row['question'])}")
+        st.markdown(f"**Answer:** {md(row['answer'])}")
         st.dataframe(rq.votes_of(ws, row["sample_id"]), hide_index=True, key="ref_votes")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import getpass
-import html
 import re
 
 import pandas as pd
@@ -19,12 +18,14 @@ import streamlit as st
 from workbench.analysis.duplicates import suggest_merges
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard.queries import review as rq
+from workbench.apps.dashboard.text import md
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.review import decisions as dec
 
 GROUPS = {"parent": "parent", "run": "stage run", "origin": "origin"}
 ROWS_PER_GROUP = 50       # rows drawn with their own buttons; bulk actions cover the whole group regardless
+WROTE = "rv_wrote"        # set by a write from inside the proposals fragment: the whole page must redraw
 
 
 def _group_key(df: pd.DataFrame, by: str) -> pd.Series:
@@ -81,6 +82,7 @@ def _bulk(root: str, target: str, status: str) -> None:
 
 def _one(root: str, node_id: str, action: str) -> None:
     s = st.session_state
+    s[WROTE] = True   # its button sits in the fragment: the fragment's first line reruns the whole page
     d = {"rename": lambda: dec.Decision(node_id, "rename", new_name=s.get("rv_new_name") or None),
          "move": lambda: dec.Decision(node_id, "move", new_parent=s.get("rv_new_parent") or ""),
          "merge": lambda: dec.Decision(node_id, "merge", into=s.get("rv_merge_into") or None)}.get(action)
@@ -116,20 +118,16 @@ def _merge_pair(root: str, i: int) -> None:
 
 
 # -- drawing -----------------------------------------------------------------------------------------
-def _md(text: str) -> str:
-    """Model-written names escaped for markdown (a `~` path would otherwise strike through)."""
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!~|$" else c for c in html.escape(str(text)))
-
-
 def word_diff(a: str, b: str) -> tuple[str, str]:
-    """Both texts as HTML with the words that differ highlighted (difflib over words; `~` and spaces kept)."""
+    """Both texts as Markdown (with HTML) with the words that differ highlighted (difflib over words; `~` and
+    spaces kept); every token escaped by `md`, so the names show as typed."""
     ta, tb = re.split(r"(\s+|~)", a), re.split(r"(\s+|~)", b)
     out_a, out_b = [], []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ta, b=tb, autojunk=False).get_opcodes():
         for out, toks, lo, hi in ((out_a, ta, i1, i2), (out_b, tb, j1, j2)):
             for t in toks[lo:hi]:
                 marked = op != "equal" and t.strip() and t != "~"
-                out.append(f"<mark>{html.escape(t)}</mark>" if marked else html.escape(t))
+                out.append(f"<mark>{md(t)}</mark>" if marked else md(t))
     return "".join(out_a), "".join(out_b)
 
 
@@ -147,13 +145,17 @@ def render(root: str, ws: Workspace) -> None:
     if not data.has_rows(root, "nodes"):
         data.empty_state("No taxonomy to review", "nodes")
         return
+    st.session_state.pop(WROTE, None)   # this run draws the whole page anyway
+    # The message and the 'last decision' line have fixed slots: an element coming or going would shift every
+    # element below it, and the browser would show the old row buttons beside the new ones until the run ends.
+    box = st.empty()
     kind, msg = st.session_state.pop("rv_msg", (None, None))
     if kind == "error":
-        st.error(msg)
+        box.error(md(msg))
     elif kind == "warning":       # applied, but some nodes were left as someone else decided them meanwhile
-        st.warning(msg)
+        box.warning(md(msg))
     elif kind:
-        st.success(msg)
+        box.success(md(msg))
     v = rq.nodes_version(root)
     df = rq.pending(root, v)
     last = dec.undoable(ws, 1)
@@ -162,10 +164,11 @@ def render(root: str, ws: Workspace) -> None:
     c[1].metric("parents", f"{df.parent_id.nunique():,}")
     c[2].metric("stage runs", f"{df.stage_run_id.dropna().nunique():,}")
     with c[3]:
+        line = st.empty()
         if last:
             r = last[0]
-            st.caption(f"last decision: {r['action']} {_md(r['path'])} by {_md(r['reviewer'])} at {r['at'][:19]}"
-                       + (f" (+{len(last) - 1} more in the same batch)" if len(last) > 1 else ""))
+            line.caption(f"last decision: {r['action']} {md(r['path'])} by {md(r['reviewer'])} at {r['at'][:19]}"
+                         + (f" (+{len(last) - 1} more in the same batch)" if len(last) > 1 else ""))
         u = st.columns([1, 2])
         u[0].number_input("decisions", 1, 100, 1, key="rv_undo_n", label_visibility="collapsed")
         u[1].button("Undo", key="rv_undo", on_click=_undo, args=(root,), disabled=not last,
@@ -204,21 +207,31 @@ def _bulk_panel(root: str, v: tuple) -> None:
 
 @st.fragment
 def _proposals(root: str, df: pd.DataFrame) -> None:
-    """Browsing (grouping, picking a group or a node) reruns only this part; a write reruns the page."""
+    """Browsing (grouping, picking a group or a node) reruns only this part; a write reruns the page.
+
+    A button's callback runs before this fragment's rerun, and a fragment rerun would redraw only the rows from the
+    page's last full run (the count, the message and the decided row unchanged: issue 27). So a write marks
+    `WROTE` and the fragment hands over to a full rerun before drawing anything."""
+    if st.session_state.pop(WROTE, False):
+        st.rerun(scope="app")
     c = st.columns([1, 3])
     by = c[0].selectbox("Group by", list(GROUPS), format_func=GROUPS.get, key="rv_group")
     keys = _group_key(df, by)
     counts = keys.value_counts(sort=False)
-    group = c[1].selectbox("Group", list(counts.index), format_func=lambda g: f"{g} ({counts[g]})",
-                           key=f"rv_group_value_{by}")
+    key = f"rv_group_value_{by}"
+    if st.session_state.get(key) in counts.index:
+        # The widget keeps its label ("run 1 (4)"), which a decision changes ("run 1 (3)"): without this the
+        # page would jump to the first group after every decision in the group.
+        st.session_state[key] = st.session_state[key]
+    group = c[1].selectbox("Group", list(counts.index), format_func=lambda g: f"{g} ({counts[g]})", key=key)
     rows = df[keys == group]
-    st.markdown(f"**{_md(group)}** — {len(rows)} proposal(s)" + (f"; the first {ROWS_PER_GROUP} shown"
+    st.markdown(f"**{md(group)}** — {len(rows)} proposal(s)" + (f"; the first {ROWS_PER_GROUP} shown"
                                                                   if len(rows) > ROWS_PER_GROUP else ""))
     for r in rows.head(ROWS_PER_GROUP).itertuples():
         line = st.columns([6, 1, 1])
         run = "" if pd.isna(r.stage_run_id) else f" · run {int(r.stage_run_id)}"
         hidden = " · under a rejected node" if r.under_rejected else ""
-        line[0].markdown(f"{_md(r.path)}  \n<small>{r.origin}{run}{hidden} · `{r.node_id}`</small>",
+        line[0].markdown(f"{md(r.path)}  \n<small>{r.origin}{run}{hidden} · `{r.node_id}`</small>",
                          unsafe_allow_html=True)
         line[1].button("Accept", key=f"rv_acc_{r.node_id}", on_click=_one, args=(root, r.node_id, "accept"))
         line[2].button("Reject", key=f"rv_rej_{r.node_id}", on_click=_one, args=(root, r.node_id, "reject"))
