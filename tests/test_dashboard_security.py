@@ -5,6 +5,7 @@ dashboard's access token."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,15 @@ def app(root, page: str, monkeypatch, state=None) -> AppTest:
     return at
 
 
+def plain(text: str) -> str:
+    """Markdown text as a reader sees it: the dashboard escapes user text with backslashes (`text.md`)."""
+    return re.sub(r"\\(.)", r"\1", text)
+
+
 def shown(at) -> str:
     """Every text the page shows (errors, infos, captions, markdown, metrics, tables), for 'never echoed' checks."""
-    parts = [str(getattr(e, "value", "")) for kind in ("error", "info", "warning", "caption", "markdown", "success")
-             for e in getattr(at, kind)]
+    kinds = ("error", "info", "warning", "caption", "markdown", "success")
+    parts = [plain(str(getattr(e, "value", ""))) for kind in kinds for e in getattr(at, kind)]
     parts += [f"{m.label} {m.value}" for m in at.metric]
     parts += [e.proto.spec for e in at.main.get("plotly_chart")]
     parts += [d.value.to_string() for d in at.dataframe]
@@ -74,7 +80,7 @@ def test_playground_text_with_a_payload_shows_a_refusal_on_every_rerun(seeded_ws
     for name in sorted(PAYLOADS):
         at.text_area(key=key).set_value(payload(name, marker)).run()
         assert not at.exception, (name, [e.value for e in at.exception])
-        errors = [e.value for e in at.error]
+        errors = [plain(e.value) for e in at.error]
         assert len(errors) == 1 and errors[0].startswith("the playground text (edited expand_level1_supplement.j2)"), \
             (name, errors)
         assert ("is undefined" if name in UNDEFINED else "unsafe attribute access") in errors[0], (name, errors)
@@ -113,7 +119,7 @@ def test_reference_box_refuses_paths_outside_the_workspace_without_echoing_them(
     if path == ".env":
         (gaps_root / ".env").write_text("OPENAI_API_KEY=sk-do-not-show\n")
     at = _typed(gaps_root, monkeypatch, path)
-    errors = [e.value for e in at.error]
+    errors = [plain(e.value) for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("refused:") and "upload" in errors[0], errors
     assert not at.metric and not at.main.get("plotly_chart")
     text = shown(at)

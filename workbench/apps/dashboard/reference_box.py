@@ -16,6 +16,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from workbench.apps.dashboard.text import md
 from workbench.core.errors import WorkbenchError
 
 SUFFIXES = (".txt", ".json", ".jsonl", ".csv")   # the task-list formats taxonomy/io.py reads
@@ -84,7 +85,7 @@ def reference_box(root: Path, bundled: list[str]) -> str | None:
         try:
             return str(inside_workspace(root, typed))
         except WorkbenchError as exc:
-            st.error(str(exc))
+            st.error(md(str(exc)))
             return None
     if pick == UPLOAD:
         up = c2.file_uploader("A task list (one `A~B` path per line, JSON or CSV)", type=[s[1:] for s in SUFFIXES],
@@ -94,8 +95,8 @@ def reference_box(root: Path, bundled: list[str]) -> str | None:
         try:
             path = save_upload(root, up.name, up.getvalue())
         except WorkbenchError as exc:
-            st.error(str(exc))
+            st.error(md(str(exc)))
             return None
-        st.caption(f"kept in the workspace as `{path.relative_to(root)}`")
+        st.caption(f"kept in the workspace as {md(path.relative_to(root))}")
         return str(path)
     return pick

@@ -285,12 +285,12 @@ def _drill(root: str, ws: Workspace) -> None:
     try:
         d = gq.gap_drill(root, gq.drill_version(root), dkind, target, ref, audit)
     except WorkbenchError as exc:
-        st.error(str(exc))
+        st.error(md(str(exc)))
         return
-    st.markdown(f"**{d.target}** — task types behind it: " + ", ".join(f"`{p}`" for p in d.paths[:10])
+    st.markdown(f"**{md(d.target)}** — task types behind it: " + "; ".join(md(p) for p in d.paths[:10])
                 + (" …" if len(d.paths) > 10 else ""))
     for n in d.notes:
-        st.info(n, icon="ℹ️")
+        st.info(md(n), icon="ℹ️")
     _drill_images(root, d)
     if not d.samples.empty:
         st.subheader(f"Samples ({len(d.samples)})")
@@ -299,7 +299,7 @@ def _drill(root: str, ws: Workspace) -> None:
         st.dataframe(table, hide_index=True, width="stretch", key="gaps_drill_samples", column_config={
             "review": st.column_config.LinkColumn("review", display_text="open on Adjudicate")})
     if d.audit is not None:
-        st.subheader(f"Items of {audit} ({len(d.audit)})")
+        st.subheader(f"Items of {md(audit)} ({len(d.audit)})")
         st.dataframe(d.audit, hide_index=True, width="stretch")
     _drill_actions(root, ws, d, dkind)
 
@@ -315,13 +315,13 @@ def _drill_images(root: str, d) -> None:
         if thumb:
             cols[k % 6].image(thumb, caption=cap)
         else:
-            cols[k % 6].caption(f"{rec['image_id'][:10]} (file missing) {cap}")
+            cols[k % 6].caption(md(f"{rec['image_id'][:10]} (file missing) {cap}"))
     st.dataframe(d.images, hide_index=True, width="stretch", key="gaps_drill_images")
 
 
 def _drill_actions(root: str, ws: Workspace, d, dkind: str) -> None:
     st.subheader("Act on it")
-    st.caption(f"Propose a task type for this gap (its note records: {d.provenance}).")
+    st.caption(f"Propose a task type for this gap (its note records: {md(d.provenance)}).")
     on_added = None
     if dkind == "cluster":
         def on_added(node):
@@ -339,7 +339,7 @@ def _drill_actions(root: str, ws: Workspace, d, dkind: str) -> None:
               "`workbench adjudicate`).")
     msg = st.session_state.pop("gaps_drill_flag_msg", None)
     if msg:
-        (st.error if msg.startswith("A flag") else st.success)(msg)
+        (st.error if msg.startswith("A flag") else st.success)(md(msg))
 
 
 def _flag_chosen(ws: Workspace, provenance: str) -> None:
