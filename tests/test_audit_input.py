@@ -84,3 +84,10 @@ def test_a_second_live_audit_of_one_name_is_refused(seeded_ws, tmp_path):
     with A._running(seeded_ws, "busy"):
         one_error(run_cli("audit", seeded_ws.root, good, "--name", "busy"), "is running right now")
     assert A.list_audits(seeded_ws).empty
+
+
+def test_task_name_is_detected_as_the_own_task_field(tmp_path):
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(json.dumps({**r, "task_name": "ocr"}) for r in llava(["Read the sign.", "What is it?"])))
+    it = R.read_items(f)
+    assert it.task_field == "task_name" and it.tasks == ["ocr", "ocr"] and it.ids == ["q0", "q1"]

@@ -1,14 +1,15 @@
 """Audit an existing SFT dataset: which of our task types does it cover, how often, what is missing?
 
-Every item's first human turn (`<image>` tokens stripped) is embedded with the sentence model
-(`textembed`) and compared with the task types (`TASK_TEXT`: "a question asking for <name>"); the top-k
-task types and their cosine scores are kept. The top-1 task type counts the item when its score reaches `min_score`
-(below it the item is "unassigned": instructions such as "What is this?" name no task). The dataset's own
-task field, when it has one, is kept beside the assignment and cross-tabulated, not trusted.
+Every item's instruction (`audit_read.py`: its first human turn, with the later ones when the first is short)
+is embedded with the sentence model (`textembed`) and compared with the task types (`TASK_TEXT` filled with
+the leaf name and with the whole path, averaged); when the dataset has its own task field (`task`,
+`task_name`, `category`, ... or `--task-field`), that label, embedded the same way, is added as evidence
+(`OWN_WEIGHT` x its cosine with each task type). The top-k task types and their fused scores are kept. The
+top-1 task type counts the item when its score reaches `min_score` (below it the item is "unassigned":
+instructions such as "What is this?" name no task). The own task field is also cross-tabulated. Measured
+quality and the per-item confidence: `audit_quality.py` (figures from `benchmarks/eval_audit.py`).
 
-Reads LLaVA JSON (a list of {"id", "image", "conversations": [{"from": "human", "value"}, ...]}), JSONL,
-ShareGPT (the same `conversations`, or OpenAI-style `messages` with role/content), Parquet files (or a
-folder of them) and Hugging Face `datasets` folders (`save_to_disk`).
+Reading and the input checks (what is refused, with one line): `audit_read.py`.
 
 Text backends (`audit_embed.py`): `minilm` (the default, the reference) or `static` (model2vec distilled
 locally from the same model: 1 M items in ~1-2 min, but ~43-63 % top-1 agreement with minilm); the backend
@@ -16,14 +17,19 @@ is stored with the audit (`text_backend`) and a resume never mixes two. Measured
 2 cores): minilm ~770 items/s on data with 44 % distinct instructions (1 M in ~21 min; ~52 min if all are
 distinct); the LLM label sample (`audit_label.py`) is the way to check either backend.
 
-Scale: items are processed in chunks (`chunk_size`); each chunk's result is written to
+Scale: items are processed in chunks (`chunk_size`); each chunk's result (top-k columns and scores, own
+labels, the tasks key, and the text vectors of its distinct instructions in float16) is written to
 `arrays/audit/<dir>/chunk-NNNNNN.npz` before the next starts, so a stopped audit resumes at the first
-missing chunk. Within a chunk, repeated instructions are embedded once and texts are sorted by length
+missing chunk; after a taxonomy change a re-run only re-assigns, from the stored vectors (no embedding).
+`items.jsonl` holds each item's id, instruction, image and own label (`audit_items`). A stored audit made
+from other data or settings is replaced only with `replace`; a second audit of one name at once is refused
+(a lock file beside its folder). Within a chunk, repeated instructions are embedded once and texts are sorted by length
 (less padding per batch). The `audit_datasets` table (component `audit`, `analysis/schema.py`) holds progress and
 the summary.
 
 API (used by the dashboard, and by `audit_run.run_audit`: the whole `workbench audit` command):
     audit(ws, dataset, name=...) -> AuditResult          run or resume; stores the summary
+    audit_items(ws, name, category=, task_type=, limit=) one row per item: instruction, image, top-k, confidence
     list_audits(ws) -> DataFrame                         the stored audits
     item_counts(ws, name) -> Series                      assigned items per task type (node id)
     audit_frame(ws, name) -> DataFrame                   coverage.node_frame with `items` summed over subtrees
@@ -78,7 +84,10 @@ SELECTED = "selected"       # compare() with this name: the workspace's own sele
 # hubness correction and centring the instructions gained nothing there).
 TASK_TEXT = "a visual question about {}"
 # Weight of the dataset's own task label (embedded like a task type) added to the instruction's cosine.
-OWN_WEIGHT = 0.3
+# On the dev split of benchmarks/eval_audit.py (items with their `task` field): 0 -> 0.764, 0.3 -> 0.838,
+# 0.5 -> 0.878, 0.7 -> 0.885, 1.0 -> 0.905, 1.5 -> 0.878; 0.7 sits on the plateau below the peak, as fields in
+# the wild say less than these ("conv", "detail") and should not outvote the instruction.
+OWN_WEIGHT = 0.7
 
 
 @dataclass
@@ -463,10 +472,20 @@ def summarise(ws: Workspace, name: str, min_score: float = MIN_SCORE, top: int =
         "long_tail": long_tail(vals),
         "by_category": {r["name"]: int(r["items"]) for _, r in cats.iterrows()},
         "median_top1_score": float(np.median(scores[:, 0])) if len(scores) else 0.0,
+        "confidence": _confidence_counts(scores, min_score),
         "own_task_field": own is not None,
         "text_backend": ws.store.query("SELECT COALESCE(text_backend, 'minilm') FROM audit_datasets WHERE name=?",
                                        (name,))[0][0],
     }
+
+
+def _confidence_counts(scores: np.ndarray, min_score: float) -> dict:
+    """Items per confidence level (audit_quality.confidence_levels)."""
+    if not len(scores):
+        return {}
+    margin = scores[:, 0] - scores[:, 1] if scores.shape[1] > 1 else np.ones(len(scores), np.float32)
+    levels, counts = np.unique(confidence_levels(margin, scores[:, 0], min_score).astype(str), return_counts=True)
+    return {str(k): int(v) for k, v in zip(levels, counts)}
 
 
 def crosstab(ws: Workspace, name: str, min_score: float = MIN_SCORE) -> pd.DataFrame:

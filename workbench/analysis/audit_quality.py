@@ -22,6 +22,7 @@ import numpy as np
 RESULTS_FILE = "audit_eval.json"
 HIGH_PRECISION = 0.95
 MEDIUM_PRECISION = 0.85
+LEVELS = ("high", "medium", "low", "unrated")
 
 
 @lru_cache(maxsize=1)
@@ -58,8 +59,12 @@ def trust_lines(settings: dict) -> list[str]:
     if conf:
         line += "; held-out accuracy by confidence: " + ", ".join(
             f"{k} {v['accuracy']:.0%} ({v['items']})" for k, v in conf.items() if v["items"])
+    if settings.get("own_task_field") and "accuracy_with_own_task_field" in sp["dev"]:
+        line += (f"; with the dataset's own task field as evidence (as here): dev "
+                 f"{sp['dev']['accuracy_with_own_task_field']:.0%}, held-out "
+                 f"{sp['heldout']['accuracy_with_own_task_field']:.0%}")
     out = [line]
-    measured = res.get("settings", {})
+    measured = {k: v for k, v in res.get("settings", {}).items() if k != "own_task_field"}
     differ = [f"{k} {settings[k]} (measured: {measured.get(k)})" for k in sorted(settings)
               if k in measured and settings[k] != measured[k]]
     if differ:

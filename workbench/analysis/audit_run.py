@@ -29,7 +29,7 @@ from workbench.analysis.audit import (
     compare,
     crosstab,
 )
-from workbench.analysis.audit_quality import trust_lines
+from workbench.analysis.audit_quality import LEVELS, load_results, trust_lines
 from workbench.analysis.audit_embed import check_backend, default_backend, static_cached
 from workbench.analysis.audit_read import MAX_CHARS
 from workbench.core.errors import WorkbenchError
@@ -57,7 +57,7 @@ class AuditRun:
         """The `--json` output."""
         res = self.result
         out = {"name": res.name, "items": res.items, "resumed_from": res.resumed_from,
-               "text_backend": res.text_backend, "summary": res.summary}
+               "text_backend": res.text_backend, "summary": res.summary, "quality": load_results()}
         if self.comparison is not None:
             cmp = self.comparison
             out["compare"] = cmp[cmp["level"] == 1][["path", "items_a", "items_b", "share_a", "share_b",
@@ -147,8 +147,9 @@ def report_lines(ws: Workspace, run: AuditRun) -> list[str]:
               f"of the assigned items; gini {s['long_tail']['gini']:.2f}"]
     lines += trust_lines({"text_backend": res.text_backend.split("-")[0], "task_text": TASK_TEXT,
                           "own_weight": OWN_WEIGHT, "own_task_field": bool(s.get("own_task_field"))})
-    conf = audit_items(ws, res.name, min_score=run.min_score)["confidence"].value_counts()
-    lines.append("confidence per item: " + ", ".join(f"{k} {int(v):,}" for k, v in conf.items()))
+    if s.get("confidence"):
+        lines.append("confidence per item (top-1/top-2 margin, calibrated on the dev split): " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(s["confidence"].items(), key=lambda kv: LEVELS.index(kv[0]))))
     im = s.get("image")
     if im and im.get("with_image"):
         lines.append(f"images: {im['with_image']:,} item(s) assigned by CLIP too; text and image top-1 agree on "
@@ -191,7 +192,10 @@ def _label_lines(labels: dict | None, top_k: int) -> list[str]:
 
 def item_rows(ws: Workspace, name: str, min_score: float = MIN_SCORE, **filters) -> list[dict]:
     """`audit_items` as JSON-ready rows (topk as [[path, score], ...])."""
-    df = audit_items(ws, name, min_score=min_score, **filters)
+    return _rows(audit_items(ws, name, min_score=min_score, **filters))
+
+
+def _rows(df: pd.DataFrame) -> list[dict]:
     rows = df.to_dict("records")
     for r in rows:
         r["topk"] = [[p, float(sc)] for p, sc in r["topk"]]
@@ -214,7 +218,7 @@ def export_items(ws: Workspace, name: str, out: Path, fmt: str, *, min_score: fl
     tmp = out.with_name(out.name + ".tmp")
     if fmt == "jsonl":
         with tmp.open("w", encoding="utf-8") as f:
-            for r in item_rows(ws, name, min_score, **filters):
+            for r in _rows(df):
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
     else:
         df = df.assign(topk=[json.dumps([[p, float(sc)] for p, sc in t], ensure_ascii=False) for t in df["topk"]])
