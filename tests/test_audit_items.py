@@ -52,7 +52,8 @@ def test_items_export_and_json_rows(seeded_ws, data, tmp_path):
         assert len(got) == len(QS) and got["instruction"].tolist() == QS
     res = run_cli("audit", "export", seeded_ws.root, "ghost")
     assert res.code == 2 and "ghost" in res.err
-    res = run_cli("audit", seeded_ws.root, data, "--name", "d", "--chunk-size", "2", "--json", "--items", "--no-progress")
+    res = run_cli("audit", seeded_ws.root, data, "--name", "d", "--chunk-size", "2", "--json", "--items",
+                  "--no-progress")
     rows = json.loads(res.out)["items"]
     assert res.code == 0 and len(rows) == len(QS) and rows[2]["instruction"] == QS[2] and rows[2]["topk"]
 

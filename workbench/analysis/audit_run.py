@@ -29,8 +29,8 @@ from workbench.analysis.audit import (
     compare,
     crosstab,
 )
-from workbench.analysis.audit_quality import LEVELS, load_results, trust_lines
 from workbench.analysis.audit_embed import check_backend, default_backend, static_cached
+from workbench.analysis.audit_quality import LEVELS, load_results, trust_lines
 from workbench.analysis.audit_read import MAX_CHARS
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
@@ -70,7 +70,8 @@ class AuditRun:
 def run_audit(ws: Workspace, dataset: Path, *, name: str | None = None, fmt: str | None = None,
               task_field: str | None = None, top_k: int = TOP_K, chunk_size: int = CHUNK_SIZE,
               min_score: float = MIN_SCORE, text_backend: str | None = None, images: bool | None = None,
-              image_root: Path | None = None, replace: bool = False, compare_with: str | None = None, label_sample: int | None = None,
+              image_root: Path | None = None, replace: bool = False, compare_with: str | None = None,
+              label_sample: int | None = None,
               seed: int = 0, endpoint: str | None = None, label_prompt: str | None = None, dry_run: bool = False,
               budget_usd: float | None = None, note: Note | None = None,
               on_chunk: Callable[[int, int], None] | None = None, label_progress: bool = False) -> AuditRun:

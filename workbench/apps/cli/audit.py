@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import typer
-
 from typer.core import TyperGroup
 
 from workbench.analysis.audit_run import EXPORT_FORMATS, export_items, item_rows, report_lines, run_audit
