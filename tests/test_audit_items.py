@@ -82,3 +82,6 @@ def test_a_taxonomy_change_reuses_the_text_vectors(seeded_ws, data, monkeypatch)
     leaves, cols, _, _ = A.load_assignments(seeded_ws, "inc")
     assert len(cols) == len(QS) and len(leaves) == again.summary["task_types"]
     assert A.audit(seeded_ws, data, name="inc", chunk_size=2).resumed_from == len(QS)   # nothing to redo
+    (seeded_ws.root / A._meta(seeded_ws, "inc")[0] / "chunk-000000.npz").unlink()      # a gap: items 0-1
+    rows = A.audit_items(seeded_ws, "inc")
+    assert rows["item"].tolist() == [2, 3, 4] and rows["instruction"].tolist() == QS[2:]

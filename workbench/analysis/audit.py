@@ -356,24 +356,32 @@ def _meta(ws: Workspace, name: str):
 def load_assignments(ws: Workspace, name: str):
     """(task-type node ids, columns (n, k), scores (n, k), own labels (n,) or None) of a stored audit: the
     chunks assigned against the current task types (after a taxonomy change, until it is re-run, fewer)."""
+    leaves, _, cols, scores, own = _assigned(ws, name)
+    return leaves, cols, scores, own
+
+
+def _assigned(ws: Workspace, name: str):
+    """load_assignments with each row's item position in the dataset (a stopped audit has gaps)."""
     array_dir, items, done, chunk_size = _meta(ws, name)
     key = ws.store.query("SELECT tasks_key FROM audit_datasets WHERE name=?", (name,))[0][0]
     d = ws.root / array_dir
     leaves = json.loads((d / "tasks.json").read_text())
     files = sorted(d.glob("chunk-[0-9]*.npz"))
     files = [f for f in files if not f.name.endswith(".tmp.npz")]
-    cols, scores, own = [], [], []
+    cols, scores, own, pos = [], [], [], []
     for f in files:
         with np.load(f) as z:
             if "key" in z.files and str(z["key"]) != key:
                 continue
+            start = int(f.stem.split("-")[1]) * chunk_size
+            pos.append(np.arange(start, start + len(z["cols"]), dtype=np.int64))
             cols.append(z["cols"])
             scores.append(z["scores"].astype(np.float32))
             own.append(z["own"])
     if not cols:
-        return leaves, np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32), None
+        return leaves, np.zeros(0, np.int64), np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32), None
     own_all = np.concatenate(own) if own and len(own[0]) else None
-    return leaves, np.concatenate(cols), np.concatenate(scores), own_all
+    return leaves, np.concatenate(pos), np.concatenate(cols), np.concatenate(scores), own_all
 
 
 def _item_meta(ws: Workspace, name: str) -> pd.DataFrame:
@@ -398,7 +406,7 @@ def audit_items(ws: Workspace, name: str, *, category: str | None = None, task_t
     top-1/top-2 margin calibrated by benchmarks/eval_audit.py), topk (list of (path, score), best first),
     margin and assigned (top-1 score >= min_score). Filters: category (first-level name of the top-1, or
     "(unassigned)"), task_type (the top-1's node id or path). limit: the first N matching rows."""
-    leaves, cols, scores, _ = load_assignments(ws, name)
+    leaves, item_pos, cols, scores, _ = _assigned(ws, name)
     paths = Taxonomy.of(ws).index(LIVE).paths
     lp = np.array([paths.get(n, f"(removed task type {n})") for n in leaves], dtype=object)
     n = len(cols)
@@ -412,10 +420,10 @@ def audit_items(ws: Workspace, name: str, *, category: str | None = None, task_t
         node = np.asarray(leaves, dtype=object)[cols[:, 0]] if n else np.zeros(0, object)
         keep &= (node == task_type) | (top1 == task_type)
     pos = np.flatnonzero(keep)[:limit] if limit is not None else np.flatnonzero(keep)
-    meta = _item_meta(ws, name).iloc[pos] if len(pos) else pd.DataFrame(columns=["id", "instruction", "image",
-                                                                                "task_field"])
+    meta = (_item_meta(ws, name).iloc[item_pos[pos]] if len(pos)
+            else pd.DataFrame(columns=["id", "instruction", "image", "task_field"]))
     margin = (scores[pos, 0] - scores[pos, 1]) if scores.shape[1] > 1 else np.ones(len(pos), np.float32)
-    out = pd.DataFrame({"item": pos.astype(np.int64), "id": meta["id"].to_numpy(),
+    out = pd.DataFrame({"item": item_pos[pos], "id": meta["id"].to_numpy(),
                         "instruction": meta["instruction"].to_numpy(), "image": meta["image"].to_numpy(),
                         "task_field": meta["task_field"].to_numpy(), "top1_path": top1[pos],
                         "top1_score": scores[pos, 0].astype(float),

@@ -6,8 +6,8 @@ JSON string, as some Parquet dumps do, is parsed), Parquet files (or a folder of
 `datasets` folders (`save_to_disk`).
 
 Per item: its first human turn (`instruction`, `<image>` stripped, what a person reads), the text that is
-embedded (`query`: the first turn, followed by the later human turns when the first is short: "What is the
-date?" says little alone), its id, its image field and the dataset's own task label (`TASK_FIELDS`, or
+embedded (`query`: the first turn, followed by the later human turns when the first is short, and by the
+start of the first answer when those are short still: "What is the date?" says little alone), its id, its image field and the dataset's own task label (`TASK_FIELDS`, or
 `--task-field`). Texts longer than `MAX_CHARS` are cut there and counted (the sentence model reads 128 tokens;
 one 50 MB instruction once took 7 GB).
 
@@ -36,6 +36,8 @@ CONV_FIELDS = ("conversations", "messages", "conversation")
 TEXT_FIELDS = ("instruction", "question", "prompt", "query")
 MAX_CHARS = 2000            # per instruction: longer ones are cut here (and counted)
 SHORT_WORDS = 8             # a first turn with fewer words is embedded with the later human turns
+ANSWER_CHARS = 300          # ... and, when those are short still, with the start of the first answer
+USE_ANSWER = True
 _IMAGE_TOKEN = re.compile(r"<image>\s*", re.I)
 _SPACE = re.compile(r"\s+")
 
@@ -84,19 +86,30 @@ def human_turns(rec: dict) -> list[str]:
     return out
 
 
+def first_answer(rec: dict) -> str:
+    """The first gpt/assistant turn of a conversation ("" when none)."""
+    for turn in _conversation(rec) or ():
+        if isinstance(turn, dict) and str(turn.get("from") or turn.get("role") or "").lower() in ("gpt", "assistant"):
+            return _clean(turn.get("value") if turn.get("value") is not None else turn.get("content"))
+    return ""
+
+
 def first_instruction(rec: dict) -> str:
     """The first human/user turn of a LLaVA/ShareGPT/messages record, `<image>` stripped."""
     turns = human_turns(rec)
     return turns[0] if turns else ""
 
 
-def query_text(turns: list[str]) -> str:
-    """The text embedded for an item: its first turn, with the later ones when the first is short."""
-    if not turns:
-        return ""
-    if len(turns[0].split()) >= SHORT_WORDS or len(turns) == 1:
-        return turns[0]
-    return " ".join(turns)
+def query_text(turns: list[str], answer: str = "") -> str:
+    """The text embedded for an item: its first turn; when that is short, with the later human turns, and
+    when those are short still, with the start of the first answer ("What is the date?" alone names no task;
+    "... The letter is dated March 3" does)."""
+    if not turns or len(turns[0].split()) >= SHORT_WORDS:
+        return turns[0] if turns else ""
+    text = " ".join(turns)
+    if USE_ANSWER and answer and len(text.split()) < SHORT_WORDS:
+        text = f"{text} {answer[:ANSWER_CHARS]}"
+    return text
 
 
 def image_of(rec: dict) -> str | None:
@@ -241,7 +254,7 @@ def read_items(path: str | Path, fmt: str | None = None, task_field: str | None 
         if not turns:
             raise _no_instruction(path, n, rec)
         first, cut1 = _cap(turns[0])
-        query, cut2 = _cap(query_text(turns))
+        query, cut2 = _cap(query_text(turns, first_answer(rec)))
         out.truncated += cut1 or cut2
         out.instructions.append(first)
         out.queries.append(query)
