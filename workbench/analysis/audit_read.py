@@ -7,9 +7,10 @@ JSON string, as some Parquet dumps do, is parsed), Parquet files (or a folder of
 
 Per item: its first human turn (`instruction`, `<image>` stripped, what a person reads), the text that is
 embedded (`query`: the first turn, followed by the later human turns when the first is short, and by the
-start of the first answer when those are short still: "What is the date?" says little alone), its id, its image field and the dataset's own task label (`TASK_FIELDS`, or
-`--task-field`). Texts longer than `MAX_CHARS` are cut there and counted (the sentence model reads 128 tokens;
-one 50 MB instruction once took 7 GB).
+start of the first answer when those are short still: "What is the date?" says little alone), its id, its
+image field and the dataset's own task label (`TASK_FIELDS`, or `--task-field`). Texts longer than
+`MAX_CHARS` are cut there and counted (the sentence model reads 128 tokens; one 50 MB instruction once took
+7 GB).
 
 What cannot be audited is refused with one line naming the file, the item and the fix
 (`WorkbenchError`): an item with no instruction (with the fields it has), text that is not UTF-8, a file that
