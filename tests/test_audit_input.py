@@ -91,3 +91,17 @@ def test_task_name_is_detected_as_the_own_task_field(tmp_path):
     f.write_text("\n".join(json.dumps({**r, "task_name": "ocr"}) for r in llava(["Read the sign.", "What is it?"])))
     it = R.read_items(f)
     assert it.task_field == "task_name" and it.tasks == ["ocr", "ocr"] and it.ids == ["q0", "q1"]
+
+
+def test_an_own_label_that_disagrees_with_the_instructions_is_no_evidence():
+    import numpy as np
+
+    cats = np.array([0, 0, 1, 1])                       # task types 0-1 in category 0, 2-3 in category 1
+    text = np.array([[0.9, 0.1, 0.2, 0.1],              # items 0-2 carry label 0, item 3 label 1
+                     [0.2, 0.8, 0.1, 0.1],
+                     [0.1, 0.2, 0.3, 0.9],
+                     [0.1, 0.1, 0.2, 0.9]])
+    bias = np.array([[0.5, 0.1, 0.0, 0.0],              # label 0 points to category 0: 2 of its 3 items agree
+                     [0.6, 0.0, 0.0, 0.0]])             # label 1 points to category 0: its one item does not
+    keep = A.consistent_labels(bias, np.array([0, 0, 0, 1]), text, cats)
+    assert keep.tolist() == [1.0, 0.0]

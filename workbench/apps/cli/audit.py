@@ -74,8 +74,9 @@ def audit_cmd(
                                "image, own task field, top-k task types and scores, confidence)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Print progress per chunk."),
 ):
-    """Assign every item's first instruction to our task types (sentence embeddings, top-k with scores);
-    store per-task-type counts, the task types with none, the most over-represented and the long tail."""
+    """Assign every item's instruction to our task types (sentence embeddings of its first turn, with context
+    when that is short, and the dataset's own task field as evidence; top-k with scores); store per-task-type
+    counts, the task types with none, the most over-represented and the long tail."""
     ws = open_ws(workspace)
     notes = progress and not as_json      # stderr notes; --json keeps stdout to the JSON alone
 
