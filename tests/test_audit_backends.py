@@ -45,8 +45,9 @@ def tiny_text_model(folder):
 
 
 @pytest.mark.slow
-def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path):
+def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path, monkeypatch):
     pytest.importorskip("model2vec")
+    monkeypatch.setattr(A, "OWN_WEIGHT", 0.0)            # the instructions alone: what is compared below
     model = tiny_text_model(tmp_path / "tiny-bert")
     set_config_section(seeded_ws, "text_embedding", model=str(model))
     res = A.audit(seeded_ws, data, name="st", min_score=0.0, text_backend="static")
@@ -58,9 +59,10 @@ def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path):
 
     m = StaticModel.from_pretrained(str(d))
     idx, leaves = A._tasks(seeded_ws)
-    tv = m.encode([A.TASK_TEXT.format(idx.nodes[i].name) for i in leaves])
-    iv = m.encode([A.first_instruction(r) for r in llava(ITEMS)])
     norm = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    tv = norm(m.encode([A.TASK_TEXT.format(idx.nodes[i].name) for i in leaves])) + norm(
+        m.encode([A.TASK_TEXT.format(idx.paths[i].replace("~", " ")) for i in leaves]))   # leaf and path
+    iv = m.encode(A.read_items(data).queries)          # what was embedded (a short first turn + the answer)
     _, cols, _, _ = A.load_assignments(seeded_ws, "st")
     assert np.array_equal(cols[:, 0], (norm(iv) @ norm(tv).T).argmax(1))
     mtime = (d / "config.json").stat().st_mtime

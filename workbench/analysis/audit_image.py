@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.analysis.audit import _meta, _records, assign, load_assignments
+from workbench.analysis.audit import _meta, assign, load_assignments
+from workbench.analysis.audit_read import image_of, records
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
@@ -32,26 +33,15 @@ from workbench.stages.images.register import ImageError, open_rgb
 from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP
 
-IMAGE_FIELDS = ("image", "images", "image_path", "file_name")
 BATCH = 64
-
-
-def _image_of(rec: dict) -> str | None:
-    for k in IMAGE_FIELDS:
-        v = rec.get(k)
-        if isinstance(v, (list, tuple)) and v:
-            v = v[0]
-        if isinstance(v, str) and v.strip():
-            return v.strip()
-    return None
 
 
 def image_paths(dataset: Path, fmt: str, image_root: Path | None) -> list[Path | None]:
     """Per item: the resolved image file, or None (no image field, or no such file)."""
     base = Path(image_root) if image_root else (dataset if dataset.is_dir() else dataset.parent)
     out: list[Path | None] = []
-    for rec in _records(dataset, fmt):
-        rel = _image_of(rec) if isinstance(rec, dict) else None
+    for rec in records(dataset, fmt):
+        rel = image_of(rec) if isinstance(rec, dict) else None
         p = None
         if rel:
             cand = Path(os.path.expanduser(rel))

@@ -17,13 +17,27 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.analysis import audit_image, audit_label
-from workbench.analysis.audit import CHUNK_SIZE, MIN_SCORE, TOP_K, AuditResult, audit, compare, crosstab
+from workbench.analysis.audit import (
+    CHUNK_SIZE,
+    MIN_SCORE,
+    OWN_WEIGHT,
+    TASK_TEXT,
+    TOP_K,
+    AuditResult,
+    audit,
+    audit_items,
+    compare,
+    crosstab,
+)
 from workbench.analysis.audit_embed import check_backend, default_backend, static_cached
+from workbench.analysis.audit_quality import LEVELS, load_results, trust_lines
+from workbench.analysis.audit_read import MAX_CHARS
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.stages.base import RunReport
 
 Note = Callable[[str], None]
+EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 
 
 @dataclass
@@ -43,7 +57,7 @@ class AuditRun:
         """The `--json` output."""
         res = self.result
         out = {"name": res.name, "items": res.items, "resumed_from": res.resumed_from,
-               "text_backend": res.text_backend, "summary": res.summary}
+               "text_backend": res.text_backend, "summary": res.summary, "quality": load_results()}
         if self.comparison is not None:
             cmp = self.comparison
             out["compare"] = cmp[cmp["level"] == 1][["path", "items_a", "items_b", "share_a", "share_b",
@@ -56,7 +70,8 @@ class AuditRun:
 def run_audit(ws: Workspace, dataset: Path, *, name: str | None = None, fmt: str | None = None,
               task_field: str | None = None, top_k: int = TOP_K, chunk_size: int = CHUNK_SIZE,
               min_score: float = MIN_SCORE, text_backend: str | None = None, images: bool | None = None,
-              image_root: Path | None = None, compare_with: str | None = None, label_sample: int | None = None,
+              image_root: Path | None = None, replace: bool = False, compare_with: str | None = None,
+              label_sample: int | None = None,
               seed: int = 0, endpoint: str | None = None, label_prompt: str | None = None, dry_run: bool = False,
               budget_usd: float | None = None, note: Note | None = None,
               on_chunk: Callable[[int, int], None] | None = None, label_progress: bool = False) -> AuditRun:
@@ -70,7 +85,7 @@ def run_audit(ws: Workspace, dataset: Path, *, name: str | None = None, fmt: str
             note("distilling the static model from the sentence model once for this workspace (1-4 min on a CPU; "
                  "cached in arrays/audit/models/)")
     res = audit(ws, dataset, name=name, fmt=fmt, task_field=task_field, top_k=top_k, chunk_size=chunk_size,
-                min_score=min_score, text_backend=backend, on_chunk=on_chunk)
+                min_score=min_score, text_backend=backend, replace=replace, on_chunk=on_chunk)
     if images is not False and res.done >= res.items:
         image = assign_images(ws, res, images=images, image_root=image_root, top_k=top_k, note=note)
         if image is not None:
@@ -117,7 +132,10 @@ def report_lines(ws: Workspace, run: AuditRun) -> list[str]:
     res, s, top_k = run.result, run.result.summary, run.top_k
     lines = [f"{res.name}: {res.items:,} item(s) ({res.resumed_from:,} from an earlier run), {s['assigned']:,} "
              f"assigned to {s['with_items']} of {s['task_types']} task types (top-1 score >= {run.min_score}), "
-             f"{s['unassigned']:,} unassigned; {res.seconds:.1f}s; text backend {res.text_backend}",
+             f"{s['unassigned']:,} unassigned; {res.seconds:.1f}s; text backend {res.text_backend}"
+             + (f"; text vectors of {res.reused_vectors:,} item(s) reused (taxonomy changed)" if res.reused_vectors
+                else "")
+             + (f"; {s['truncated']:,} instruction(s) cut at {MAX_CHARS:,} characters" if s.get("truncated") else ""),
              "by category: " + ", ".join(f"{k} {v:,}" for k, v in
                                          sorted(s["by_category"].items(), key=lambda kv: -kv[1])),
              f"task types with none: {s['none']}" + (f" (e.g. {', '.join(s['none_paths'][:5])})"
@@ -128,6 +146,11 @@ def report_lines(ws: Workspace, run: AuditRun) -> list[str]:
                                                     for o in s["over_represented"][:5]),
               f"long tail: the top 1% of task types ({s['top1pct_task_types']}) hold {s['top1pct_share']:.0%} "
               f"of the assigned items; gini {s['long_tail']['gini']:.2f}"]
+    lines += trust_lines({"text_backend": res.text_backend.split("-")[0], "task_text": TASK_TEXT,
+                          "own_weight": OWN_WEIGHT, "own_task_field": bool(s.get("own_task_field"))})
+    if s.get("confidence"):
+        lines.append("confidence per item (top-1/top-2 margin, calibrated on the dev split): " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(s["confidence"].items(), key=lambda kv: LEVELS.index(kv[0]))))
     im = s.get("image")
     if im and im.get("with_image"):
         lines.append(f"images: {im['with_image']:,} item(s) assigned by CLIP too; text and image top-1 agree on "
@@ -166,3 +189,43 @@ def _label_lines(labels: dict | None, top_k: int) -> list[str]:
         lines.append(f"  {cat:45} {f['answered']:4} item(s): top-1 {pct(f['top1'])}, in top-{top_k} "
                      f"{pct(f['topk_hit'])}")
     return lines
+
+
+def item_rows(ws: Workspace, name: str, min_score: float = MIN_SCORE, **filters) -> list[dict]:
+    """`audit_items` as JSON-ready rows (topk as [[path, score], ...])."""
+    return _rows(audit_items(ws, name, min_score=min_score, **filters))
+
+
+def _rows(df: pd.DataFrame) -> list[dict]:
+    rows = df.to_dict("records")
+    for r in rows:
+        r["topk"] = [[p, float(sc)] for p, sc in r["topk"]]
+        r["assigned"] = bool(r["assigned"])
+    return rows
+
+
+def export_items(ws: Workspace, name: str, out: Path, fmt: str, *, min_score: float = MIN_SCORE,
+                 **filters) -> tuple[Path, int]:
+    """Write audit `name`'s items (one row each, `audit_items`' columns; topk as JSON text in csv) to `out`
+    as csv, parquet or jsonl. Returns (the file, the rows written)."""
+    import json
+
+    if fmt not in EXPORT_FORMATS:
+        raise WorkbenchError(f"--format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    df = audit_items(ws, name, min_score=min_score, **filters)
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise WorkbenchError(f"--out {out}: the folder {out.parent} does not exist")
+    tmp = out.with_name(out.name + ".tmp")
+    if fmt == "jsonl":
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in _rows(df):
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    else:
+        df = df.assign(topk=[json.dumps([[p, float(sc)] for p, sc in t], ensure_ascii=False) for t in df["topk"]])
+        if fmt == "csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    return out, len(df)

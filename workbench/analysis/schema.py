@@ -4,8 +4,9 @@ applied, kept in `meta`; `core/store.py` registers this module).
 - `analysis`: stored projections (UMAP etc.), reloaded instead of recomputed.
 - `audit`: audits of existing SFT datasets (`analysis/audit.py`), one row per audited dataset, and the LLM labels of
   a sample of their items (`audit_labels`). The per-item assignments live under `arrays/audit/<name>/` (one .npz
-  per chunk: top-k task-type columns and scores, resumable); the table holds what was audited, how far it got, and
-  the summary figures.
+  per chunk: top-k task-type columns and scores, the text vectors and the tasks key, resumable; `items.jsonl`: id,
+  instruction, image and own label per item); the table holds what was audited, how far it got, and the summary
+  figures.
 - `discovery`: bottom-up discovery (analysis/discovery.py): one row per cluster of unfit images that was named.
 - `trials`: prompt trials (analysis/trials/): named test sets, prompt versions with a name and a note, each trial
   (versions x test set) with every output and failure, and each promotion. A trial writes only these tables.
