@@ -182,6 +182,36 @@ class MatchStage(Stage):
         return report
 
 
+@dataclass
+class MatchTodo:
+    """What `match` would do now (the same `_classify` rule as its run), for planners: images scored in full
+    (not embedded or matched yet, a stale row: a task type's text changed or it is gone) and images that only
+    get the new task types merged in."""
+
+    full: int = 0
+    merge: int = 0
+    new_targets: int = 0
+    stale: int = 0           # of `full`: images whose stored rows are stale
+
+
+def match_todo(ws: Workspace, k: int | None = None) -> MatchTodo:
+    k = int(ws.config.match.k if k is None else k)
+    ident = E._identity(ws)
+    text_key, image_key = E.text_set_key(ws, ident), E.image_set_key(ws, ident)
+    match_key = _key(image_key, text_key, k)
+    current = {n: h for n, _, h in E.current_task_texts(ws)}
+    image_ids, _ = _image_rows(ws, image_key)
+    not_embedded = int(ws.store.scalar("SELECT count(*) FROM images")) - len(image_ids)
+    prev = {r["node_id"]: r["input_hash"] for r in ws.store.query(
+        "SELECT node_id, input_hash FROM match_targets WHERE match_key=?", (match_key,))}
+    new_targets = sum(1 for n, h in current.items() if prev.get(n) != h)
+    full, keep = _classify(ws, match_key, image_ids, current, expected=min(k, len(prev)) if prev else k)
+    matched = {r[0] for r in ws.store.query("SELECT DISTINCT image_id FROM matches WHERE match_key=?", (match_key,))}
+    stale = sum(1 for i in full if i in matched)
+    return MatchTodo(full=len(full) + max(0, not_embedded), merge=len(keep) if new_targets and prev else 0,
+                     new_targets=new_targets, stale=stale)
+
+
 def _device(ws: Workspace) -> str:
     return resolve_device(ws.config.clip.device)
 
