@@ -44,7 +44,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.llm.client import resolve_endpoint
 from workbench.llm.cost import estimate_prompt_tokens, is_local_endpoint
-from workbench.stages.base import RunReport
+from workbench.stages.base import RunReport, why_text
 from workbench.stages.embed.stage import current_task_texts
 from workbench.stages.expand.stage import ExpandStage, expand
 from workbench.stages.filter.stage import FilterStage
@@ -636,20 +636,21 @@ class _Planner:
             full, merge, stale = float(self.registered - self.matched_images), 0, 0
         else:
             full, merge, stale = float(todo.full), todo.merge, todo.stale
-        n_img = full * self.f_reg + self.new_images
+        n_img = (full + merge) * self.f_reg + self.new_images
         dim = self.s.scalar("SELECT dim FROM embedding_sets WHERE kind='image' ORDER BY n_rows DESC LIMIT 1") or 768
-        flops = 2.0 * n_img * n_task * int(dim)
+        flops = 2.0 * (full * self.f_reg + self.new_images) * n_task * int(dim)
         if merge and todo is not None:
             flops += 2.0 * merge * todo.new_targets * int(dim)
         sp = StagePlan(stage="match", kind="local", model=self.cfg.clip.model, items="images",
                        rows=Range(n_img, n_img, n_img), done=max(0, self.matched_images - stale), cost_usd=None,
                        cpu_s=flops / MATCH_CPU_GFLOPS / 1e9, gpu_s=flops / MATCH_GPU_GFLOPS / 1e9)
         if todo is not None:
-            sp.ready = int(full)
+            sp.ready = int(full) + merge
             sp.reasons = {k: v for k, v in (("stale rows: a task type's text changed or it is gone", stale),
-                                            ("not matched yet", int(full) - stale)) if v}
-        sp.notes.append(f"{n_img:,.0f} image(s) scored against all {n_task:,} task types"
-                        + (f"; {merge:,} more get only the {todo.new_targets:,} new or changed task types"
+                                            ("not matched yet", int(full) - stale),
+                                            ("new or changed task types to score", merge)) if v}
+        sp.notes.append(f"{n_img - merge * self.f_reg:,.0f} image(s) scored against all {n_task:,} task types"
+                        + (f"; {merge:,} get only the {todo.new_targets:,} new or changed task types"
                            if merge and todo is not None else ""))
         return [sp]
 
@@ -1109,12 +1110,19 @@ def format_plan(plan: Plan) -> str:
                 f"tokens in {_num(s.prompt_tokens)}, out {_num(s.completion_tokens)}; cost {_usd(s.cost_usd)}, batch "
                 f"{_usd(s.batch_cost_usd) if s.batch_cost_usd is not None else batch_gap}"
                 f"; wall ~{_dur(s.wall_s.value)} ({_dur(s.wall_s.low)}..{_dur(s.wall_s.high)}, {s.wall_bound})")
+            if s.ready is not None:
+                lines.append(f"{'':<16}   {s.ready:,} of them on the rows there now (the stage's --dry-run)"
+                             + (f": {why_text(s.reasons)}" if s.reasons else ""))
             pc = s.per_call
             if pc:
                 lines.append(f"{'':<16}   per call: in {pc['prompt_tokens']}, out {pc['completion_tokens']}, "
                              f"latency {pc['latency_s']} s [{pc['measured_on']}]")
             if s.calls_saved is not None:
                 lines.append(f"{'':<16}   adaptive voting saves {_num(s.calls_saved)} calls against full voting")
+        if s.kind == "local" and s.reasons:
+            lines.append(f"{'':<16}   why: {why_text(s.reasons)}")
+        for w in s.warnings:
+            lines.append(f"{'':<16}   WARNING: {w}")
         for n in s.notes:
             lines.append(f"{'':<16}   note: {n}")
     tc, tb = plan.total("cost_usd"), plan.total("batch_cost_usd")
