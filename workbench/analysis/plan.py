@@ -168,6 +168,7 @@ class CallStats:
     latency: Rate
     p10_p90: dict = field(default_factory=dict)    # {"prompt": (p10, p90), "completion": (p10, p90)}
     note: str = ""
+    warning: str = ""                              # measured and estimated tokens per call differ over 2x
 
 
 # -- the plan ----------------------------------------------------------------------------------------------
@@ -235,6 +236,7 @@ class Plan:
     rates: dict[str, Rate]
     assumptions: list[str]
     seconds: float = 0.0
+    changes: list[str] = field(default_factory=list)    # what moved it since the last plan (plan_history.py)
 
     def total(self, what: str) -> Range | None:
         """Sum over LLM stages of calls / prompt_tokens / completion_tokens / cost_usd / batch_cost_usd / wall_s;
@@ -478,6 +480,11 @@ class _Planner:
                          "completion": tuple(np.percentile(arr[:, 1], [10, 90]).tolist())}
         if not lat.size:
             self.assumptions.append(f"{stage}: no latency recorded; {lat_default:g} s per call ([plan] latency_s)")
+        ratio = stats.prompt.value / default_prompt if default_prompt else 1.0
+        if ratio > 2 or ratio < 0.5:
+            stats.warning = (f"measured input tokens per call ({stats.prompt.value:,.0f}, {note}) are "
+                             f"{_times(ratio)} the estimate from the prompt ({default_prompt:,.0f}); the plan uses "
+                             "the measured figure")
         return stats
 
     def image_token_mean(self, model: str) -> float:
@@ -499,6 +506,8 @@ class _Planner:
         ct = Range(calls.value * stats.completion.value, calls.low * stats.completion.low,
                    calls.high * stats.completion.high)
         sp.prompt_tokens, sp.completion_tokens = pt, ct
+        if stats.warning:
+            sp.warnings.append(stats.warning)
         sp.per_call = {"prompt_tokens": stats.prompt.label("{:,.0f}"),
                        "completion_tokens": stats.completion.label("{:,.0f}"),
                        "latency_s": stats.latency.label("{:.2f}"), "measured_on": stats.note,
@@ -734,13 +743,6 @@ class _Planner:
                             f"{command} --dry-run` renders every row)")
             return
         sp.ready, sp.reasons = rep.to_call, dict(rep.reasons)
-        measured = _measured_prompt(sp)
-        if rep.to_call and measured:
-            est = rep.est_prompt_tokens / rep.to_call
-            ratio = measured / est if est else math.inf
-            if ratio > 2 or ratio < 0.5:
-                sp.warnings.append(f"measured input tokens per call ({measured:,.0f}) are {_times(ratio)} the "
-                                   f"dry run's estimate ({est:,.0f}); the plan uses the measured figure")
 
     def _filter_prompt_tokens(self, prompt, model: str) -> float:
         k = max(1, round(self.rates["candidates_per_image"].value))
@@ -979,16 +981,6 @@ class _Planner:
         return out
 
 
-def _measured_prompt(sp: StagePlan) -> float | None:
-    pc = sp.per_call or {}
-    if "assumed" in str(pc.get("measured_on", "assumed")):
-        return None
-    try:
-        return float(str(pc["prompt_tokens"]).split()[0].replace(",", ""))
-    except (KeyError, ValueError, IndexError):
-        return None
-
-
 def _times(ratio: float) -> str:
     return f"{ratio:.1f}x" if ratio >= 1 else f"1/{1 / ratio:.1f} of"
 
@@ -1141,6 +1133,7 @@ def format_plan(plan: Plan) -> str:
                          f"  {spd}")
         if len(plan.categories) > 40:
             lines.append(f"  ... {len(plan.categories) - 40} more (--json has all)")
+    lines.extend(plan.changes)
     if plan.assumptions:
         lines.append("assumptions (nothing measured for these):")
         lines.extend(f"  - {a}" for a in plan.assumptions)
