@@ -17,6 +17,13 @@ from workbench.stages.base import why_text
 STAGES = ("expand", "embed", "match", "filter", "qa", "referee", "select", "export")
 
 
+def _md(text: str) -> str:
+    """Plain text inside Markdown: '$' would start LaTeX, '~' strike through, '*' and '_' emphasise."""
+    for ch in "\\$~*_`":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
 def _money(v: float) -> str:
     """Whole dollars from $100 up, cents below (never a cut-off figure)."""
     return f"${v:,.0f}" if abs(v) >= 100 else f"${v:,.2f}"
@@ -101,9 +108,11 @@ def render(root: str, ws: Workspace) -> None:
     st.caption(f"{p['images']:,} image(s) ({p['images_registered']:,} registered), {p['task_types']:,} task types. "
                "Ranges are 90 % intervals of the measured rates; calls already answered are not counted; "
                "'now' is what each stage's own --dry-run says for the rows there now.")
+    if p.get("changes"):
+        st.info("  \n".join(_md(c) for c in p["changes"]), icon="ℹ️")
     for s in p["stages"]:
         for w in s["warnings"]:
-            st.warning(f"{s['stage']}: {w}")
+            st.warning(_md(f"{s['stage']}: {w}"))
 
     st.subheader("Per stage")
     st.dataframe(pd.DataFrame(_stage_rows(p)), hide_index=True, key="plan_stages")
@@ -127,7 +136,7 @@ def render(root: str, ws: Workspace) -> None:
                                 "high": round(r["high"], 3), "measured on": r["n"], "source": r["source"]}
                                for k, r in p["rates"].items()]), hide_index=True, key="plan_rates")
     for a in p["assumptions"]:
-        st.markdown(f"- assumed: {a}")
+        st.markdown(f"- assumed: {_md(a)}")
     _preflight(root, None if images == registered else int(images))
 
 
@@ -140,14 +149,14 @@ def _preflight(root: str, images: int | None) -> None:
 
         rep = preflight(Workspace.open(root), images=images)
         for f in rep.findings:
-            body = f"**{f.check}**: {f.message}"
+            body = f"**{f.check}**: {_md(f.message)}"
             if f.nodes:
-                body += "\n\n" + "; ".join(f.nodes[:SHOWN]) + (f" (and {len(f.nodes) - SHOWN:,} more)"
-                                                                  if len(f.nodes) > SHOWN else "")
+                body += "\n\n" + _md("; ".join(f.nodes[:SHOWN])) + (f" (and {len(f.nodes) - SHOWN:,} more)"
+                                                                       if len(f.nodes) > SHOWN else "")
             if f.ok:
                 st.success(body)
             else:
-                st.error(body + f"\n\nfix: {f.fix}")
+                st.error(body + f"\n\nfix: {_md(f.fix)}")
         n = len(rep.failed)
         (st.error if n else st.success)(f"{n} check(s) failed" if n else "every check passed: ready for the run")
 
