@@ -557,8 +557,8 @@ class _Planner:
                         price=ep.price, cost_usd=Range() if ep.price is not None else None)
         level, rep = self._waiting_level(ep)
         if rep is None:
-            out.skipped = (f"nothing waiting: every accepted leaf above level {self.cfg.plan.max_depth} "
-                           "([plan] max_depth) is expanded with this prompt and model")
+            out.skipped = (f"nothing waiting: no accepted leaf above level {self.cfg.plan.max_depth} ([plan] "
+                           "max_depth) waits for expansion with this prompt and model")
             return [out]
         n = rep.to_call
         est = rep.est_prompt_tokens / n if n else 0.0
@@ -637,10 +637,10 @@ class _Planner:
 
     def plan_match(self) -> list[StagePlan]:
         n_task = len(self.leaf_cat)
-        try:
-            todo = match_todo(self.ws)
-        except WorkbenchError:      # no CLIP config usable: every image not matched yet is to do
-            todo = None
+        # Against the stored matches' key: computing the current config's key would load open_clip (seconds);
+        # a changed [clip] model or weights re-matches every image, which the note says.
+        key = self.s.scalar("SELECT match_key FROM match_targets LIMIT 1")
+        todo = match_todo(self.ws, match_key=key) if key else None
         if todo is None:
             full, merge, stale = float(self.registered - self.matched_images), 0, 0
         else:
@@ -658,6 +658,9 @@ class _Planner:
             sp.reasons = {k: v for k, v in (("stale rows: a task type's text changed or it is gone", stale),
                                             ("not matched yet", int(full) - stale),
                                             ("new or changed task types to score", merge)) if v}
+        if key:
+            sp.notes.append("against the stored matches' CLIP model and weights: a changed [clip] model re-matches "
+                            "every image")
         sp.notes.append(f"{n_img - merge * self.f_reg:,.0f} image(s) scored against all {n_task:,} task types"
                         + (f"; {merge:,} get only the {todo.new_targets:,} new or changed task types"
                            if merge and todo is not None else ""))
