@@ -18,13 +18,15 @@ Batch price is list price x `[batch] price_factor`; an unknown price stays unkno
 With adaptive referees, each referee's share of samples is replayed from the pilot's votes in `[[referees]]` order
 (`stages/referee/stage.py`: `decided`, `is_audit`), with the calls it saves against full voting.
 
-**Cache awareness** (counting rows that already have results, not rendering every request): an image's
-filter call counts as answered when it has `filter_decisions` whose `call_key` is an ok `llm_calls` row
-from the configured model and the current prompt file's hash; the same for Q&A (`samples`) and for each
-referee (`votes` of that referee). Expansion renders and keys each pending parent's prompt exactly as the
-stage does and looks the keys up. What this misses: a row whose *inputs* changed since it was answered
-(new CLIP candidates, changed sampling parameters) counts as answered; `workbench filter --dry-run` renders
-and keys every row exactly, at the price of reading every image.
+**The stages' dry runs, summed.** Each LLM stage's calls on the rows there now (`StagePlan.ready`) are that
+stage's own dry run (`LLMStage.run(dry_run=True)`: every row rendered and keyed exactly as a run would, the keys
+looked up in the cache), with how many come from which change (`reasons`: new rows, model, prompt or sampling
+parameters changed, a task type's text changed, new CLIP candidates...). Calls the upstream stages will cause
+(images not matched yet, the filter's new keeps, the Q&A's new samples) are predicted on top from the rates.
+Expansion plans the lowest level with an accepted leaf waiting (`expand --level N --dry-run`); match counts the
+images its own rule (`match_todo`) would score, stale rows included. Above `[plan] exact_rows` rows a stage is
+not rendered: a row counts as answered when a reply from the configured model and prompt is stored, and the row
+says it is approximate. Measured input tokens more than 2x from the prompt's estimate give a warning.
 
 Images are counted as the provider counts them: OpenAI tile accounting for gpt-4o-class models (after
 workbench's own downscale to `[vision] image_max_side`, the provider fits the image in 2048 px, then
