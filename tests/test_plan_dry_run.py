@@ -173,3 +173,24 @@ def test_expand_plans_the_level_that_waits(tmp_path):
     st = {s.stage: s for s in make_plan(ws, through="expand").stages}
     assert "proposing level 3" in st["expand"].items, st["expand"]
     assert st["expand"].ready == expand(ws, level=3, dry_run=True, progress=False).run.to_call == 2
+
+
+def test_a_dry_runs_image_reference_is_the_real_calls(tmp_path):
+    """Dry runs key images by content without reading a file sent as is; the key is the real call's."""
+    from PIL import Image
+
+    from workbench.llm.cache import _image_ref
+    from workbench.stages.images.register import register_images
+    from workbench.stages.vision import image_data_url, image_ref
+
+    ws = Workspace.init(tmp_path / "ws")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (24, 16), (10, 20, 30)).save(folder / "small.png")
+    Image.new("RGB", (3000, 200), (200, 20, 30)).save(folder / "wide.jpg")      # over image_max_side: re-encoded
+    Image.new("CMYK", (20, 20), (1, 2, 3, 4)).save(folder / "cmyk.jpg")         # a mode VLMs mis-read: re-encoded
+    register_images(ws, [folder])
+    ids = [r[0] for r in ws.store.query("SELECT id FROM images")]
+    assert len(ids) == 3
+    for i in ids:
+        assert image_ref(ws, i) == _image_ref(image_data_url(ws, i))

@@ -190,6 +190,7 @@ class LLMStage(Stage):
     endpoint: str | Endpoint = "default"
     expected_output_tokens: int = DEFAULT_OUTPUT_TOKENS   # for dry-run estimates when max_tokens is unset
     produces: str | None = None        # the `run.counts` entry that measures what the stage hands on
+    keying_only: bool = False          # a dry run keys rows without sending them (images as content references)
 
     # -- what a stage supplies ---------------------------------------------------------------------
     def rows(self, ws: Workspace) -> list:
@@ -261,7 +262,11 @@ class LLMStage(Stage):
         if engine is None:
             engine = current()
         params = dict(self.params)
-        keyed = self._key_rows(ws, ep, params, self.rows(ws) if rows is None else rows, refresh_failed)
+        self.keying_only = dry_run
+        try:
+            keyed = self._key_rows(ws, ep, params, self.rows(ws) if rows is None else rows, refresh_failed)
+        finally:
+            self.keying_only = False
         report = RunReport(stage=self.name, endpoint=ep.name, model=ep.model, rows=len(keyed.items), dry_run=dry_run,
                            produces=self.produces, batch=batch)
         report.cached = sum(1 for *_, k in keyed.items if k in keyed.found)
