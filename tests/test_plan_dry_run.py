@@ -155,6 +155,8 @@ def test_plan_equals_the_stages_dry_runs(pilot, tmp_path, kind):
         assert st["match"].ready and "stale rows" in " ".join(st["match"].reasons), st["match"]
         assert "text changed" in " ".join(st["filter"].reasons), st["filter"].reasons
         assert "text changed" in text
+        # The stage's own dry run says the same, in its one line.
+        assert "why: " in run_filter(ws, dry_run=True, progress=False).summary()
     if kind == "prompt":
         assert st["filter"].reasons == {"prompt changed": want["filter"]}
     if kind == "model":
