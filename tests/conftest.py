@@ -37,7 +37,8 @@ INTEGRATION_FILES = {
     "test_imports.py", "test_map_clusters.py", "test_match.py", "test_models.py", "test_notebook_browser.py",
     "test_notebook_images.py", "test_notebook_taxonomy.py", "test_notebook_vision.py", "test_notebooks_flow.py",
     "test_packaging.py", "test_plan.py", "test_ray_engine.py", "test_review_log.py", "test_stage_contract.py",
-    "test_dashboard_markdown.py", "test_trials.py", "test_trials_browser.py",
+    "test_dashboard_markdown.py", "test_plan_dry_run.py", "test_plan_history.py", "test_preflight.py",
+    "test_trials.py", "test_trials_browser.py",
 }
 
 

@@ -266,7 +266,9 @@ def test_dashboard_plan_page(tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["cost (list)"] == f"${expected.total('cost_usd').value:,.2f}"
+    cost = expected.total("cost_usd").value
+    assert metrics["cost (list)"] == (f"${cost:,.0f}" if cost >= 100 else f"${cost:,.2f}")
+    assert metrics["LLM calls"] == f"{expected.total('calls').value:,.0f}"
     stages = at.main.dataframe[0].value
     assert list(stages["stage"])[:4] == ["expand", "embed:text", "embed:image", "match"]
     assert "filter" in set(stages["stage"]) and "qa" in set(stages["stage"])
@@ -277,6 +279,19 @@ def test_dashboard_plan_page(tmp_path):
     assert json.loads(chart.proto.spec)["layer"][0]["mark"]["type"] == "bar"
     assert sorted(bars["category"]) == sorted(c.name for c in expected.categories if c.cost_usd)
     assert bars["cost_usd"].sum() == pytest.approx(sum(c.cost_usd for c in expected.categories if c.cost_usd))
+    assert json.loads(chart.proto.spec)["encoding"]["y"]["field"] == "category"   # one row per bar: no overlap
+    # The category table: whole samples, rounded samples per dollar, no 'None' for an unknown batch cost.
+    table = at.main.dataframe[1].value
+    assert table["new samples"].dtype.kind == "i"
+    assert all(v in ("free", "unknown") or re.fullmatch(r"[\d,]+\.\d", v) for v in table["samples per $"])
+    assert "None" not in set(table["batch cost"]) and "None" not in set(table["cost"])
+    # The pre-flight section runs the checks on request and shows every finding, failed ones with their fix.
+    at.button(key="plan_preflight").click().run()
+    assert not at.exception
+    shown = [e.value for e in at.success] + [e.value for e in at.error]
+    assert any(v.startswith("**budget**") for v in shown) and any(v.startswith("**names**") for v in shown)
+    assert any("check(s) failed" in v or "ready for the run" in v for v in shown)
+    assert all("fix:" in e.value for e in at.error if e.value.startswith("**"))
     # Planning for more images rescales the figures.
     at.number_input(key="plan_images").set_value(4000).run()
     assert not at.exception

@@ -430,7 +430,7 @@ def audit_items(ws: Workspace, name: str, *, category: str | None = None, task_t
     margin and assigned (top-1 score >= min_score). Filters: category (first-level name of the top-1, or
     "(unassigned)"), task_type (the top-1's node id or path). limit: the first N matching rows."""
     leaves, item_pos, cols, scores, _ = _assigned(ws, name)
-    paths = Taxonomy.of(ws).index(LIVE).paths
+    paths = Taxonomy.of(ws).index(None).paths   # every node: a task type since demoted still has its path
     lp = np.array([paths.get(n, f"(removed task type {n})") for n in leaves], dtype=object)
     n = len(cols)
     top1 = lp[cols[:, 0]] if n else np.zeros(0, object)

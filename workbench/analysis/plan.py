@@ -18,13 +18,15 @@ Batch price is list price x `[batch] price_factor`; an unknown price stays unkno
 With adaptive referees, each referee's share of samples is replayed from the pilot's votes in `[[referees]]` order
 (`stages/referee/stage.py`: `decided`, `is_audit`), with the calls it saves against full voting.
 
-**Cache awareness** (counting rows that already have results, not rendering every request): an image's
-filter call counts as answered when it has `filter_decisions` whose `call_key` is an ok `llm_calls` row
-from the configured model and the current prompt file's hash; the same for Q&A (`samples`) and for each
-referee (`votes` of that referee). Expansion renders and keys each pending parent's prompt exactly as the
-stage does and looks the keys up. What this misses: a row whose *inputs* changed since it was answered
-(new CLIP candidates, changed sampling parameters) counts as answered; `workbench filter --dry-run` renders
-and keys every row exactly, at the price of reading every image.
+**The stages' dry runs, summed.** Each LLM stage's calls on the rows there now (`StagePlan.ready`) are that
+stage's own dry run (`LLMStage.run(dry_run=True)`: every row rendered and keyed exactly as a run would, the keys
+looked up in the cache), with how many come from which change (`reasons`: new rows, model, prompt or sampling
+parameters changed, a task type's text changed, new CLIP candidates...). Calls the upstream stages will cause
+(images not matched yet, the filter's new keeps, the Q&A's new samples) are predicted on top from the rates.
+Expansion plans the lowest level with an accepted leaf waiting (`expand --level N --dry-run`); match counts the
+images its own rule (`match_todo`) would score, stale rows included. Above `[plan] exact_rows` rows a stage is
+not rendered: a row counts as answered when a reply from the configured model and prompt is stored, and the row
+says it is approximate. Measured input tokens more than 2x from the prompt's estimate give a warning.
 
 Images are counted as the provider counts them: OpenAI tile accounting for gpt-4o-class models (after
 workbench's own downscale to `[vision] image_max_side`, the provider fits the image in 2048 px, then
@@ -42,13 +44,15 @@ import numpy as np
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
-from workbench.llm.cache import CallCache, request_json
 from workbench.llm.client import resolve_endpoint
 from workbench.llm.cost import estimate_prompt_tokens, is_local_endpoint
+from workbench.stages.base import RunReport, why_text
 from workbench.stages.embed.stage import current_task_texts
-from workbench.stages.expand.stage import ExpandStage, _done_parents, load_prompts, plan
+from workbench.stages.expand.stage import ExpandStage, expand
+from workbench.stages.filter.stage import FilterStage
+from workbench.stages.match.stage import match_todo
 from workbench.stages.qa.stage import QAStage
-from workbench.stages.referee.stage import RefereeStage, decided, is_audit
+from workbench.stages.referee.stage import RefereeStage, decided, is_audit, run_referees
 from workbench.stages.vision import load_prompt
 from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP
@@ -166,6 +170,7 @@ class CallStats:
     latency: Rate
     p10_p90: dict = field(default_factory=dict)    # {"prompt": (p10, p90), "completion": (p10, p90)}
     note: str = ""
+    warning: str = ""                              # measured and estimated tokens per call differ over 2x
 
 
 # -- the plan ----------------------------------------------------------------------------------------------
@@ -206,6 +211,9 @@ class StagePlan:
     calls_saved: Range | None = None  # adaptive referees: calls full voting would make on top
     skipped: str | None = None        # why the stage has nothing to do
     notes: list[str] = field(default_factory=list)
+    ready: int | None = None          # calls on the rows there now: its own dry run (None: too many rows)
+    reasons: dict = field(default_factory=dict)       # ready calls by the change that makes them (the dry run's)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -230,6 +238,7 @@ class Plan:
     rates: dict[str, Rate]
     assumptions: list[str]
     seconds: float = 0.0
+    changes: list[str] = field(default_factory=list)    # what moved it since the last plan (plan_history.py)
 
     def total(self, what: str) -> Range | None:
         """Sum over LLM stages of calls / prompt_tokens / completion_tokens / cost_usd / batch_cost_usd / wall_s;
@@ -301,6 +310,7 @@ class _Planner:
                 if idx.is_leaf(nid):
                     self.leaf_cat[nid] = root.id
         self.cat_names = {r.id: r.name for r in idx.roots()}
+        self.path_node = {p: n for n, p in idx.paths.items()}
         self.registered = int(self.s.scalar("SELECT count(*) FROM images"))
         self.target = self.registered if images is None else int(images)
         # The registered images in the plan (all, or a proportional share when --images is smaller) and new ones.
@@ -472,6 +482,11 @@ class _Planner:
                          "completion": tuple(np.percentile(arr[:, 1], [10, 90]).tolist())}
         if not lat.size:
             self.assumptions.append(f"{stage}: no latency recorded; {lat_default:g} s per call ([plan] latency_s)")
+        ratio = stats.prompt.value / default_prompt if default_prompt else 1.0
+        if ratio > 2 or ratio < 0.5:
+            stats.warning = (f"measured input tokens per call ({stats.prompt.value:,.0f}, {note}) are "
+                             f"{_times(ratio)} the estimate from the prompt ({default_prompt:,.0f}); the plan uses "
+                             "the measured figure")
         return stats
 
     def image_token_mean(self, model: str) -> float:
@@ -493,6 +508,8 @@ class _Planner:
         ct = Range(calls.value * stats.completion.value, calls.low * stats.completion.low,
                    calls.high * stats.completion.high)
         sp.prompt_tokens, sp.completion_tokens = pt, ct
+        if stats.warning:
+            sp.warnings.append(stats.warning)
         sp.per_call = {"prompt_tokens": stats.prompt.label("{:,.0f}"),
                        "completion_tokens": stats.completion.label("{:,.0f}"),
                        "latency_s": stats.latency.label("{:.2f}"), "measured_on": stats.note,
@@ -534,44 +551,41 @@ class _Planner:
 
     # ---- stages ------------------------------------------------------------------------------------------------
     def plan_expand(self) -> list[StagePlan]:
+        """The next level actually waiting: the lowest level whose parents include an accepted leaf not yet
+        expanded with this prompt and model; its calls are `expand --level N --dry-run`'s."""
         cfg = self.cfg.expand
         ep = self._endpoint(cfg.endpoint)
-        levels = [n.level for n in self.idx.nodes.values() if n.status == "accepted"]
-        level = (max(levels) + 1) if levels else 1
         out = StagePlan(stage="expand", kind="llm", endpoint=ep.name, model=ep.model, items="parents",
                         price=ep.price, cost_usd=Range() if ep.price is not None else None)
-        if level > self.cfg.plan.max_depth:
-            out.skipped = (f"nothing to expand: the taxonomy has {level - 1} levels, [plan] max_depth = "
-                           f"{self.cfg.plan.max_depth}")
+        level, rep = self._waiting_level(ep)
+        if rep is None:
+            out.skipped = (f"nothing waiting: no accepted leaf above level {self.cfg.plan.max_depth} ([plan] "
+                           "max_depth) waits for expansion with this prompt and model")
             return [out]
-        try:
-            rows = plan(self.ws, level=level)
-        except WorkbenchError as exc:
-            out.skipped = f"nothing to expand at level {level}: {exc}"
-            return [out]
-        prompts = load_prompts(self.ws)
-        params = {"temperature": cfg.temperature, **({"max_tokens": cfg.max_tokens} if cfg.max_tokens else {})}
-        stage = ExpandStage(self.ws, prompts, params, level=level, endpoint=ep)
-        done_parents = _done_parents(self.ws, prompts, ep.model)
-        pending = [r for r in rows if r.parent_id not in done_parents]
-        # Render and key each pending parent's prompt as the stage does; answered keys cost nothing.
-        keyed = {}
-        for r in pending:
-            msgs = stage.render(r)
-            keyed.setdefault(_key(request_json(ep.model, msgs, params)), msgs)
-        cached = CallCache(self.ws.store).get_many(keyed)
-        todo = [m for k, m in keyed.items() if k not in cached]
-        est = float(np.mean([estimate_prompt_tokens(m) for m in todo])) if todo else 0.0
+        n = rep.to_call
+        est = rep.est_prompt_tokens / n if n else 0.0
         stats = self.call_stats("expand", ep.model, None, est, min(cfg.max_tokens or 10**9,
                                                                     ExpandStage.expected_output_tokens))
-        n = len(todo)
-        sp = self.llm_stage("expand", ep, stats, Range(n, n, n), Range(n, n, n), len(rows) - n,
+        sp = self.llm_stage("expand", ep, stats, Range(n, n, n), Range(n, n, n), rep.cached,
                             f"level-{level - 1} parents (proposing level {level})")
-        if not n:
-            sp.skipped = f"nothing to expand at level {level}: every parent is answered"
+        self._ready(sp, rep, "expand")
         sp.notes.append("new task types from this expansion are not in the later stages' figures (the plan is for "
                         "the current task types)")
         return [sp]
+
+    def _waiting_level(self, ep):
+        """(level, its dry run) of the lowest level with a waiting leaf parent; (0, None) when none waits."""
+        nodes = [n for n in self.idx.nodes.values() if n.status == "accepted"]
+        if not nodes:
+            return 1, _expand_dry(self.ws, 1, ep)
+        leaves = {n.level for n in nodes if self.idx.is_leaf(n.id)}
+        for level in range(2, self.cfg.plan.max_depth + 1):
+            if level - 1 not in leaves:
+                continue
+            rep = _expand_dry(self.ws, level, ep)
+            if rep is not None and rep.to_call:
+                return level, rep
+        return 0, None
 
     def plan_embed(self) -> list[StagePlan]:
         cfg = self.cfg.clip
@@ -624,15 +638,34 @@ class _Planner:
         return None
 
     def plan_match(self) -> list[StagePlan]:
-        n_img = (self.registered - self.matched_images) * self.f_reg + self.new_images
         n_task = len(self.leaf_cat)
+        # Against the stored matches' key: computing the current config's key would load open_clip (seconds);
+        # a changed [clip] model or weights re-matches every image, which the note says.
+        key = self.s.scalar("SELECT match_key FROM match_targets LIMIT 1")
+        todo = match_todo(self.ws, match_key=key) if key else None
+        if todo is None:
+            full, merge, stale = float(self.registered - self.matched_images), 0, 0
+        else:
+            full, merge, stale = float(todo.full), todo.merge, todo.stale
+        n_img = (full + merge) * self.f_reg + self.new_images
         dim = self.s.scalar("SELECT dim FROM embedding_sets WHERE kind='image' ORDER BY n_rows DESC LIMIT 1") or 768
-        flops = 2.0 * n_img * n_task * int(dim)
+        flops = 2.0 * (full * self.f_reg + self.new_images) * n_task * int(dim)
+        if merge and todo is not None:
+            flops += 2.0 * merge * todo.new_targets * int(dim)
         sp = StagePlan(stage="match", kind="local", model=self.cfg.clip.model, items="images",
-                       rows=Range(n_img, n_img, n_img), done=self.matched_images, cost_usd=None,
+                       rows=Range(n_img, n_img, n_img), done=max(0, self.matched_images - stale), cost_usd=None,
                        cpu_s=flops / MATCH_CPU_GFLOPS / 1e9, gpu_s=flops / MATCH_GPU_GFLOPS / 1e9)
-        sp.notes.append(f"{n_img:,.0f} new image(s) x {n_task:,} task types x {dim}-d cosine; images already matched "
-                        "are rescored only against task types added since")
+        if todo is not None:
+            sp.ready = int(full) + merge
+            sp.reasons = {k: v for k, v in (("stale rows: a task type's text changed or it is gone", stale),
+                                            ("not matched yet", int(full) - stale),
+                                            ("new or changed task types to score", merge)) if v}
+        if key:
+            sp.notes.append("against the stored matches' CLIP model and weights: a changed [clip] model re-matches "
+                            "every image")
+        sp.notes.append(f"{n_img - merge * self.f_reg:,.0f} image(s) scored against all {n_task:,} task types"
+                        + (f"; {merge:,} get only the {todo.new_targets:,} new or changed task types"
+                           if merge and todo is not None else ""))
         return [sp]
 
     def _ratio_by_cat(self, num: dict, den: dict, idx_num: int, idx_den: int, glob: Rate) -> dict[str, Range]:
@@ -655,6 +688,10 @@ class _Planner:
             per[cat] = per.get(cat, 0) + 1.0 / n
         return {c: per.get(c, 0.0) for c in self.cat_names}
 
+    def _exact(self, count_sql: str) -> bool:
+        """Whether a stage with this many rows is planned from its own dry run ([plan] exact_rows)."""
+        return int(self.s.scalar(count_sql) or 0) <= self.cfg.plan.exact_rows
+
     def plan_filter(self) -> list[StagePlan]:
         s = self.s
         ep = self._endpoint(self.cfg.filter.endpoint)
@@ -662,13 +699,27 @@ class _Planner:
         prompt = load_prompt(self.ws, self.cfg.filter.prompt, "filter.j2")
         done = self._done_sql("filter_decisions", "image_id", "filter", ep.model, prompt.hash)
         self.filter_done_sql = done
-        not_done = f"WHERE image_id NOT IN ({done[0]})" if done else ""
-        args = done[1] if done else ()
-        pend = s.one(f"SELECT count(DISTINCT image_id), count(*) FROM matches {not_done}", args)
-        pend_cand = self._by_cat(s.query(f"SELECT node_id, count(*) FROM matches {not_done} GROUP BY node_id", args))
-        n_done = self.matched_images - int(pend[0])
+        self.filter_pending: set[str] | None = None
+        rep = None
+        if self._exact("SELECT count(DISTINCT image_id) FROM matches"):
+            rep = _dry(FilterStage(self.ws), self.ws) or RunReport("filter", ep.name, ep.model)
+            self.filter_pending = {r.image_id for r in rep.pending}
+            pend_n, n_done = rep.to_call, rep.cached
+            pend_cand: dict[str, np.ndarray] = {}
+            for r in rep.pending:
+                for nid, _ in r.candidates:
+                    c = self.leaf_cat.get(nid)
+                    if c is not None:
+                        pend_cand[c] = pend_cand.get(c, 0) + np.array([1.0])
+        else:
+            not_done = f"WHERE image_id NOT IN ({done[0]})" if done else ""
+            args = done[1] if done else ()
+            pend_n = int(s.scalar(f"SELECT count(DISTINCT image_id) FROM matches {not_done}", args))
+            pend_cand = self._by_cat(s.query(f"SELECT node_id, count(*) FROM matches {not_done} GROUP BY node_id",
+                                             args))
+            n_done = self.matched_images - pend_n
         unmatched = (self.registered - self.matched_images) * self.f_reg + self.new_images
-        self.filter_images = int(pend[0]) * self.f_reg + unmatched   # images the filter will see
+        self.filter_images = pend_n * self.f_reg + unmatched   # images the filter will see
         cpi = self.rates["candidates_per_image"].value
         share = self._cat_share(self.match_by_cat)
         # candidate pairs per category: exact for matched images, the pilot's category mix for the rest
@@ -683,9 +734,20 @@ class _Planner:
         txt = self._filter_prompt_tokens(prompt, ep.model)
         stats = self.call_stats("filter", ep.model, prompt.hash, txt, 60.0)
         sp = self.llm_stage("filter", ep, stats, Range(n, n, n), Range(n, n, n), n_done, "images")
+        self._ready(sp, rep, "filter")
         if self.new_images or unmatched:
             sp.notes.append(f"{unmatched:,.0f} image(s) not matched yet: {cpi:.2f} candidates each assumed")
         return [sp]
+
+    def _ready(self, sp: StagePlan, rep: RunReport | None, command: str) -> None:
+        """The stage's dry run on the plan's row: its calls, why, and a warning where its token estimate and the
+        measured tokens per call differ by more than 2x."""
+        if rep is None:
+            sp.notes.append(f"approximate: more rows than [plan] exact_rows ({self.cfg.plan.exact_rows:,}); a row "
+                            f"counts as answered when a reply from this model and prompt is stored (`workbench "
+                            f"{command} --dry-run` renders every row)")
+            return
+        sp.ready, sp.reasons = rep.to_call, dict(rep.reasons)
 
     def _filter_prompt_tokens(self, prompt, model: str) -> float:
         k = max(1, round(self.rates["candidates_per_image"].value))
@@ -704,7 +766,21 @@ class _Planner:
         self.qa_done_sql = done
         fdone = self.filter_done_sql
         exact_imgs, exact_kept, n_done = 0, {}, 0
-        if fdone:
+        rep = None
+        if self._exact("SELECT count(DISTINCT image_id) FROM filter_decisions WHERE kept=1"):
+            rep = _dry(QAStage(self.ws), self.ws) or RunReport("qa", ep.name, ep.model)
+            n_done = rep.cached
+            # rows whose image the filter calls again are counted with the filter's images below
+            later = self.filter_pending or set()
+            own = [r for r in rep.pending if r.image_id not in later]
+            exact_imgs = len(own)
+            for r in own:
+                for nid, _ in r.task_types:
+                    c = self.leaf_cat.get(nid)
+                    if c is not None:
+                        exact_kept[c] = exact_kept.get(c, 0) + np.array([1.0])
+            self.qa_pending = {r.image_id for r in rep.pending} | later
+        elif fdone:
             cond, args = f"d.image_id IN ({fdone[0]})", list(fdone[1])
             if done:
                 cond += f" AND d.image_id NOT IN ({done[0]})"
@@ -713,7 +789,7 @@ class _Planner:
                                       f"d.node_id IS NOT NULL AND {cond}", tuple(args)))
             exact_kept = self._by_cat(s.query(f"SELECT d.node_id, count(*) FROM filter_decisions d WHERE d.kept=1 "
                                               f"AND d.node_id IS NOT NULL AND {cond} GROUP BY d.node_id", tuple(args)))
-        if done:
+        if done and rep is None:
             n_done = int(s.scalar(f"SELECT count(*) FROM ({done[0]})", done[1]))
         anyk = self.rates["images_with_kept"]
         fi = self.filter_images
@@ -732,6 +808,7 @@ class _Planner:
 
         stats = self.call_stats("qa", ep.model, prompt.hash, txt, QAStage.expected_output_tokens)
         sp = self.llm_stage("qa", ep, stats, calls, calls, n_done, "images with a kept task type")
+        self._ready(sp, rep, "qa")
         return [sp]
 
     def _qa_prompt_tokens(self, prompt, model: str, k: int) -> float:
@@ -740,7 +817,6 @@ class _Planner:
             self.image_token_mean(model)
 
     def plan_referee(self) -> list[StagePlan]:
-        s = self.s
         if not self.refs:
             return [StagePlan(stage="referee", kind="llm", items="samples", cost_usd=None,
                               skipped="no [[referees]] configured")]
@@ -751,6 +827,11 @@ class _Planner:
         vcfg = getattr(self.cfg, "referee", None)
         adaptive = bool(getattr(vcfg, "adaptive", False))
         audit = float(getattr(vcfg, "audit_fraction", 0.0))
+        reps = None
+        if self._exact(f"SELECT count(*) * {len(self.refs)} FROM samples WHERE status='ok'"):
+            reps = _referee_dry(self.ws, adaptive)
+            if not hasattr(self, "qa_pending"):
+                self.qa_pending = set()
         out = []
         order = [r.name for r in self.refs]
         for i, ref in enumerate(self.refs):
@@ -762,38 +843,20 @@ class _Planner:
             exact: dict[str, Range] = {}          # samples this referee will be asked about (expected)
             exact_full: dict[str, float] = {}     # ... under full voting
             n_done = 0
-            if qdone:
-                cond, args = f"s.image_id IN ({qdone[0]})", list(qdone[1])
-                vdone = self._done_sql("votes", "sample_id", stage, ep.model, prompt.hash, " AND t.referee=?",
-                                       (ref.name,))
-                if vdone:
-                    cond += f" AND s.id NOT IN ({vdone[0]})"
-                    args += list(vdone[1])
-                    n_done = int(s.scalar(f"SELECT count(*) FROM ({vdone[0]})", vdone[1]))
-                q = ",".join("?" * len(order))
-                earlier = order[:i]
-                e = ",".join("?" * len(earlier)) or "NULL"
-                # Adaptive voting asks about a sample only while k-of-N is open given the votes present
-                # (stages/referee/stage.py: decided, is_audit); where an earlier referee has not voted yet,
-                # the replayed share applies.
-                rows = s.query(
-                    f"SELECT s.id, s.node_id, coalesce(sum(v.vote = 1), 0), count(v.sample_id), "
-                    f"count(CASE WHEN v.referee IN ({e}) THEN 1 END) FROM samples s LEFT JOIN votes v ON "
-                    f"v.sample_id = s.id AND v.referee IN ({q}) AND v.referee <> ? WHERE s.status='ok' AND {cond} "
-                    f"GROUP BY s.id", (*earlier, *order, ref.name, *args))
-                for sid, nid, yes, heard, heard_earlier in rows:
-                    cat = self.leaf_cat.get(nid)
-                    if cat is None:
-                        continue
-                    exact_full[cat] = exact_full.get(cat, 0.0) + 1
-                    if not adaptive:
-                        w = Range(1, 1, 1)
-                    elif heard_earlier == len(earlier):
-                        one = float(is_audit(sid, audit) or not decided(yes, heard, len(order), self.k_votes))
-                        w = Range(one, one, one)
-                    else:
-                        w = Range(share["value"], share["low"], share["high"])
-                    exact[cat] = exact.get(cat, Range()) + w
+            rep = None
+            if reps is not None:
+                rep = reps.get(stage) or RunReport(stage, ep.name, ep.model)
+                n_done = rep.cached
+                for row in rep.pending:
+                    if row.image_id in self.qa_pending:
+                        continue                  # the Q&A writes it again: counted with the new samples
+                    cat = self.leaf_cat.get(self.path_node.get(row.task_type, ""))
+                    if cat is not None:
+                        exact[cat] = exact.get(cat, Range()) + Range(1, 1, 1)
+                        exact_full[cat] = exact_full.get(cat, 0.0) + 1
+            elif qdone:
+                exact, exact_full, n_done = self._referee_from_sql(i, ref, ep, prompt, stage, qdone, adaptive, audit,
+                                                                   share, order)
             samples = Range()
             for c in self.cat_names:
                 f = self.f_reg
@@ -810,6 +873,7 @@ class _Planner:
             ctx_tokens = self._referee_prompt_tokens(prompt, ep.model)
             stats = self.call_stats(stage, ep.model, prompt.hash, ctx_tokens, RefereeStage.expected_output_tokens)
             sp = self.llm_stage(stage, ep, stats, samples, full, n_done, "ok samples")
+            self._ready(sp, rep if reps is not None else None, "referee")
             if adaptive:
                 ends = sorted((full.low - samples.low, full.high - samples.high))
                 sp.calls_saved = Range(full.value - samples.value, max(0.0, ends[0]), ends[1])
@@ -817,6 +881,45 @@ class _Planner:
                                 f"({a.source}), plus the {audit:.0%} audit share")
             out.append(sp)
         return out
+
+    def _referee_from_sql(self, i, ref, ep, prompt, stage, qdone, adaptive, audit, share, order):
+        """Without a dry run (too many rows): the samples `ref` is asked about from stored votes, by category."""
+        s = self.s
+        exact: dict[str, Range] = {}
+        exact_full: dict[str, float] = {}
+        n_done = 0
+        cond, args = f"s.image_id IN ({qdone[0]})", list(qdone[1])
+        vdone = self._done_sql("votes", "sample_id", stage, ep.model, prompt.hash, " AND t.referee=?",
+                               (ref.name,))
+        if vdone:
+            cond += f" AND s.id NOT IN ({vdone[0]})"
+            args += list(vdone[1])
+            n_done = int(s.scalar(f"SELECT count(*) FROM ({vdone[0]})", vdone[1]))
+        q = ",".join("?" * len(order))
+        earlier = order[:i]
+        e = ",".join("?" * len(earlier)) or "NULL"
+        # Adaptive voting asks about a sample only while k-of-N is open given the votes present
+        # (stages/referee/stage.py: decided, is_audit); where an earlier referee has not voted yet,
+        # the replayed share applies.
+        rows = s.query(
+            f"SELECT s.id, s.node_id, coalesce(sum(v.vote = 1), 0), count(v.sample_id), "
+            f"count(CASE WHEN v.referee IN ({e}) THEN 1 END) FROM samples s LEFT JOIN votes v ON "
+            f"v.sample_id = s.id AND v.referee IN ({q}) AND v.referee <> ? WHERE s.status='ok' AND {cond} "
+            f"GROUP BY s.id", (*earlier, *order, ref.name, *args))
+        for sid, nid, yes, heard, heard_earlier in rows:
+            cat = self.leaf_cat.get(nid)
+            if cat is None:
+                continue
+            exact_full[cat] = exact_full.get(cat, 0.0) + 1
+            if not adaptive:
+                w = Range(1, 1, 1)
+            elif heard_earlier == len(earlier):
+                one = float(is_audit(sid, audit) or not decided(yes, heard, len(order), self.k_votes))
+                w = Range(one, one, one)
+            else:
+                w = Range(share["value"], share["low"], share["high"])
+            exact[cat] = exact.get(cat, Range()) + w
+        return exact, exact_full, n_done
 
     def _referee_prompt_tokens(self, prompt, model: str) -> float:
         if not hasattr(self, "_qa_lengths"):
@@ -883,6 +986,34 @@ class _Planner:
         return out
 
 
+def _times(ratio: float) -> str:
+    return f"{ratio:.1f}x" if ratio >= 1 else f"1/{1 / ratio:.1f} of"
+
+
+def _referee_dry(ws: Workspace, adaptive: bool) -> dict[str, RunReport]:
+    """Each referee's dry run as `workbench referee --dry-run` makes it (adaptive: later referees counted as if
+    the earlier ones had not voted yet)."""
+    try:
+        return {r.stage: r for r in run_referees(ws, dry_run=True, progress=False, batch=False, adaptive=adaptive)}
+    except WorkbenchError:
+        return {}
+
+
+def _expand_dry(ws: Workspace, level: int, ep):
+    try:
+        return expand(ws, level=level, endpoint=ep, dry_run=True, progress=False).run
+    except WorkbenchError:
+        return None
+
+
+def _dry(stage, ws: Workspace, rows=None):
+    """The stage's own dry run over its rows (or `rows`); None when it has no rows (its run would say why)."""
+    try:
+        return stage.run(ws, rows, dry_run=True, progress=False, batch=False)
+    except WorkbenchError:
+        return None
+
+
 class _Background:
     """Run `fn` in a thread now; `result()` waits for it and re-raises its exception."""
 
@@ -905,12 +1036,6 @@ class _Background:
         if self._exc is not None:
             raise self._exc
         return self._out
-
-
-def _key(req: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(req.encode()).hexdigest()
 
 
 def _asked_independent(ps: list[float], k: int) -> list[float]:
@@ -982,12 +1107,19 @@ def format_plan(plan: Plan) -> str:
                 f"tokens in {_num(s.prompt_tokens)}, out {_num(s.completion_tokens)}; cost {_usd(s.cost_usd)}, batch "
                 f"{_usd(s.batch_cost_usd) if s.batch_cost_usd is not None else batch_gap}"
                 f"; wall ~{_dur(s.wall_s.value)} ({_dur(s.wall_s.low)}..{_dur(s.wall_s.high)}, {s.wall_bound})")
+            if s.ready is not None:
+                lines.append(f"{'':<16}   {s.ready:,} of them on the rows there now (the stage's --dry-run)"
+                             + (f": {why_text(s.reasons)}" if s.reasons else ""))
             pc = s.per_call
             if pc:
                 lines.append(f"{'':<16}   per call: in {pc['prompt_tokens']}, out {pc['completion_tokens']}, "
                              f"latency {pc['latency_s']} s [{pc['measured_on']}]")
             if s.calls_saved is not None:
                 lines.append(f"{'':<16}   adaptive voting saves {_num(s.calls_saved)} calls against full voting")
+        if s.kind == "local" and s.reasons:
+            lines.append(f"{'':<16}   why: {why_text(s.reasons)}")
+        for w in s.warnings:
+            lines.append(f"{'':<16}   WARNING: {w}")
         for n in s.notes:
             lines.append(f"{'':<16}   note: {n}")
     tc, tb = plan.total("cost_usd"), plan.total("batch_cost_usd")
@@ -1006,6 +1138,7 @@ def format_plan(plan: Plan) -> str:
                          f"  {spd}")
         if len(plan.categories) > 40:
             lines.append(f"  ... {len(plan.categories) - 40} more (--json has all)")
+    lines.extend(plan.changes)
     if plan.assumptions:
         lines.append("assumptions (nothing measured for these):")
         lines.extend(f"  - {a}" for a in plan.assumptions)

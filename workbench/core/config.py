@@ -152,6 +152,7 @@ class PlanConfig(_Section):
     tokens_per_image: int = Field(765, ge=0)      # input tokens per image for models not counted by OpenAI tiles
     latency_s: float = Field(5.0, gt=0)           # seconds per call when no call of the stage was measured
     max_depth: int = Field(4, ge=1)               # the taxonomy's intended depth: no expansion is planned past it
+    exact_rows: int = Field(20_000, ge=0)         # up to this many rows a stage's calls are its own dry run's
 
 
 class TaxonomySection(_Section):

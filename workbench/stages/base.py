@@ -25,6 +25,7 @@ key that fails every time cannot stop a resume; the report names the rows whose 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -149,9 +150,11 @@ class RunReport:
     failed_again: int = 0               # ... and failed again: not counted towards the failure-rate stop
     failed_rows: int = 0                # rows whose call in this run failed or whose fresh reply did not parse
     failing: list[dict] = field(default_factory=list)   # the first FAILING_KEPT of them: row, key, again, error, reply
+    reasons: dict[str, int] = field(default_factory=dict)   # dry run: why each call is to make (new, prompt changed...)
+    pending: list = field(default_factory=list, repr=False)  # dry run: the rows to call (one per key), not stored
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "pending"}
 
     def tally(self, rec: CallRecord) -> None:
         """Count one call made in this run (an unknown price makes the run's cost unknown)."""
@@ -171,7 +174,8 @@ class RunReport:
             return (f"dry run ({self.stage}, {self.model}): {self.rows} row(s), {self.cached} already answered, "
                     f"{self.to_call} call(s) to make, ~{self.est_prompt_tokens:,} input + "
                     f"~{self.est_completion_tokens:,} output tokens (estimate), {self._cost(self.est_cost_usd, True)}"
-                    + (" at batch price" if self.batch and self.to_call else ""))
+                    + (" at batch price" if self.batch and self.to_call else "")
+                    + (f"; why: {why_text(self.reasons)}" if self.reasons else ""))
         s = (f"{self.stage} ({self.model}): {self.rows} row(s): {self.cached} from cache, {self.called} called; "
              f"{self.ok} ok, {self.call_failed} call failure(s), {self.parse_failed} parse failure(s)")
         if self.not_run:
@@ -197,6 +201,7 @@ class LLMStage(Stage):
     endpoint: str | Endpoint = "default"
     expected_output_tokens: int = DEFAULT_OUTPUT_TOKENS   # for dry-run estimates when max_tokens is unset
     produces: str | None = None        # the `run.counts` entry that measures what the stage hands on
+    keying_only: bool = False          # a dry run keys rows without sending them (images as content references)
 
     # -- what a stage supplies ---------------------------------------------------------------------
     def rows(self, ws: Workspace) -> list:
@@ -220,6 +225,15 @@ class LLMStage(Stage):
     def record(self, ws: Workspace, outcome: Outcome, run: StageRun) -> None:
         """Write what one reply decided (parsed or not: `outcome.error` holds a parse failure's reason).
         Runs inside a write transaction; count things with `run.counts`."""
+
+    def previous_key(self, ws: Workspace, row: Any) -> str | None:
+        """The call key this row's stored result came from (None: never answered). A dry run compares it with
+        the key it would send now to say why a call is to make (`why_pending`)."""
+        return None
+
+    def changed_inputs(self, ws: Workspace, row: Any) -> str:
+        """Why the row's request differs when model, prompt and parameters did not (the stage knows its inputs)."""
+        return "inputs changed"
 
     # -- helpers -----------------------------------------------------------------------------------
     def render(self, row: Any) -> list[dict]:
@@ -267,7 +281,11 @@ class LLMStage(Stage):
         if engine is None:
             engine = current()
         params = dict(self.params)
-        keyed = self._key_rows(ws, ep, params, self.rows(ws) if rows is None else rows, refresh_failed)
+        self.keying_only = dry_run
+        try:
+            keyed = self._key_rows(ws, ep, params, self.rows(ws) if rows is None else rows, refresh_failed)
+        finally:
+            self.keying_only = False
         report = RunReport(stage=self.name, endpoint=ep.name, model=ep.model, rows=len(keyed.items), dry_run=dry_run,
                            produces=self.produces, batch=batch)
         report.cached = sum(1 for *_, k in keyed.items if k in keyed.found)
@@ -280,6 +298,8 @@ class LLMStage(Stage):
         report.est_completion_tokens = out_tokens * len(keyed.pending)
         report.est_cost_usd = cost_usd(price, report.est_prompt_tokens, report.est_completion_tokens)
         if dry_run:
+            report.pending = keyed.pending_rows()
+            report.reasons = self.why_pending(ws, ep, params, report.pending, keyed)
             report.seconds = time.monotonic() - t0
             return report
 
@@ -313,6 +333,32 @@ class LLMStage(Stage):
                     run.stop(report.stopped)
                 run.summary.update(report.as_dict())
         return report
+
+    def why_pending(self, ws: Workspace, ep: Endpoint, params: dict, rows: list, keyed: _Keyed) -> dict[str, int]:
+        """How many of the calls to make come from which change: the row's stored result was answered with
+        another model, prompt or parameters, its inputs changed (`changed_inputs`), its call failed, or it is new."""
+        out: dict[str, int] = {}
+        keys = {id(row): key for row, _, _, key in keyed.items}
+        prompts = {id(row): prompt for row, prompt, _, _ in keyed.items}
+        for row in rows:
+            old = self.previous_key(ws, row)
+            rec = ws.store.one("SELECT model, prompt_hash, request, status FROM llm_calls WHERE key=?",
+                               (old,)) if old else None
+            if rec is None:
+                why = "new"
+            elif old == keys[id(row)]:
+                why = "earlier call failed or its reply was refreshed"
+            elif rec["model"] != ep.model:
+                why = f"model changed ({rec['model']} -> {ep.model})"
+            elif rec["prompt_hash"] and rec["prompt_hash"] != prompts[id(row)].hash:
+                why = "prompt changed"
+            elif json.loads(rec["request"] or "{}").get("params") != json.loads(request_json(ep.model, [], params)
+                                                                              ).get("params"):
+                why = "sampling parameters changed"
+            else:
+                why = self.changed_inputs(ws, row)
+            out[why] = out.get(why, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
     def _key_rows(self, ws: Workspace, ep: Endpoint, params: dict, rows: Iterable, refresh_failed: bool) -> _Keyed:
         """Render and key every row (one call per distinct key), and look every key up in the cache at once."""
@@ -364,6 +410,16 @@ class _Keyed:
     found: dict[str, CallRecord]                                # key -> stored reply
     pending: dict[str, tuple[PromptTemplate, list[dict]]]      # key -> (prompt, messages): the calls to make
     retried: set[str] = field(default_factory=set)              # pending keys that failed in an earlier run
+
+    def pending_rows(self) -> list:
+        """The first row asking each key still to call, in row order."""
+        seen: set[str] = set()
+        out = []
+        for row, _, _, key in self.items:
+            if key in self.pending and key not in seen:
+                seen.add(key)
+                out.append(row)
+        return out
 
     def asked(self) -> dict[str, list[tuple[Any, PromptTemplate]]]:
         """key -> (row, prompt) of every row that asked it (a repeated row is one call, several outcomes)."""
@@ -431,6 +487,11 @@ class _Delivery:
                 self._count(key, row, rec, oc.error)
             if self.on_result is not None:
                 self.on_result(oc)
+
+
+def why_text(reasons: dict[str, int]) -> str:
+    """'150 task type text changed, 54 new': the calls of a dry run by the change that makes them."""
+    return ", ".join(f"{n:,} {why}" for why, n in reasons.items())
 
 
 def reparse(ws: Workspace, stage: LLMStage, rows: Iterable | None = None, *, endpoint: str | Endpoint | None = None,

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from workbench.core.workspace import Workspace
+from workbench.llm.cache import IMAGE_REF_PREFIX, storable_messages
 from workbench.llm.prompts import PromptTemplate
 from workbench.stages.base import LLMStage
 from workbench.stages.images.register import image_path, open_rgb
@@ -23,13 +24,9 @@ def image_data_url(ws: Workspace, image_id: str) -> str:
     row = ws.store.one("SELECT format, mode, width, height FROM images WHERE id=?", (image_id,))
     path = image_path(ws, image_id)
     max_side = ws.config.vision.image_max_side
-    fmt = (row["format"] or "").upper() if row else ""
-    small = not max_side or (row is not None and max(row["width"], row["height"]) <= max_side)
-    # CMYK JPEGs, 16-bit PNGs and the like are legal files that many VLM servers mis-read: re-encode them.
-    plain_mode = row is not None and (row["mode"] or "RGB") in SAFE_MODES
-    if row is not None and fmt in SENDABLE and small and plain_mode:
+    if _sent_as_is(ws, row):
         data = Path(path).read_bytes()
-        mime = SENDABLE[fmt]
+        mime = SENDABLE[(row["format"] or "").upper()]
     else:
         img = open_rgb(path)
         if max_side and max(img.size) > max_side:
@@ -38,6 +35,26 @@ def image_data_url(ws: Workspace, image_id: str) -> str:
         img.save(buf, format="JPEG", quality=ws.config.vision.jpeg_quality)
         data, mime = buf.getvalue(), "image/jpeg"
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _sent_as_is(ws: Workspace, row) -> bool:
+    """Whether the file itself is sent: a format VLMs read, small enough, a plain mode (CMYK JPEGs, 16-bit PNGs
+    and the like are legal files that many VLM servers mis-read: they are re-encoded)."""
+    if row is None:
+        return False
+    max_side = ws.config.vision.image_max_side
+    small = not max_side or max(row["width"], row["height"]) <= max_side
+    return (row["format"] or "").upper() in SENDABLE and small and (row["mode"] or "RGB") in SAFE_MODES
+
+
+def image_ref(ws: Workspace, image_id: str) -> str:
+    """The image as the call key sees it (`llm/cache.py`: sha256 of the bytes sent): a file sent as is has its
+    content hash as its id, so a dry run keys it without reading it; a re-encoded one is encoded."""
+    row = ws.store.one("SELECT format, mode, width, height FROM images WHERE id=?", (image_id,))
+    if _sent_as_is(ws, row):
+        return IMAGE_REF_PREFIX + image_id
+    return storable_messages([{"content": [{"type": "image_url", "image_url": {"url": image_data_url(ws, image_id)}}]}]
+                             )[0]["content"][0]["image_url"]["url"]
 
 
 def task_types_per_image(ws: Workspace, sql: str, *, image_ids: list[str] | None = None,
@@ -94,4 +111,6 @@ class ImageStage(LLMStage):
         self.urls = UrlCache(ws)
 
     def images(self, row) -> list[str]:
+        if self.keying_only:       # a dry run: the key's content reference, no file read where the file is sent as is
+            return [image_ref(self.urls.ws, row.image_id)]
         return [self.urls(row.image_id)]

@@ -58,6 +58,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("plan", "Estimate calls, tokens, cost (list and batch price) and wall time for every stage, from what "
              "this workspace has measured (a pilot run); calls already answered are not counted again."),
     "prompts": ("prompts", "Prompt trials: versions x a test set, their history, and promoting a version."),
+    "preflight": ("preflight", "Check the taxonomy, endpoints, prices and budget before a large run; exit 1 with "
+                  "the reasons when a check fails (each finding names the nodes and the fix)."),
     "runs": ("runs", "Stage runs, newest first: status (running, done, stopped, failed, interrupted), who ran it, "
              "what it did."),
     "init": ("taxonomy", "Create a workspace: workbench.toml, workbench.sqlite (WAL) and its folders."),

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from workbench.analysis.plan import make_plan
+from workbench.analysis.plan_history import explain
 from workbench.apps.cli.app import WS_ARG, app, open_ws
 
 
@@ -20,7 +21,9 @@ def plan_cmd(workspace: Path = WS_ARG,
              as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.")):
     """Estimate calls, tokens, cost (list and batch price) and wall time for every stage, from what this
     workspace has measured (a pilot run); calls already answered are not counted again."""
-    plan = make_plan(open_ws(workspace), images=images, through=through)
+    ws = open_ws(workspace)
+    plan = make_plan(ws, images=images, through=through)
+    explain(ws, plan, images=images, remember=True)
     if as_json:
         typer.echo(json.dumps(plan.as_dict(), indent=1, default=str))
     else:

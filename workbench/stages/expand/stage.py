@@ -272,6 +272,13 @@ class ExpandStage(LLMStage):
     def parse(self, raw: str, row: ExpandRow):
         return parse_reply(raw, row)
 
+    def previous_key(self, ws: Workspace, row: ExpandRow) -> str | None:
+        return ws.store.scalar("SELECT call_key FROM expand_results WHERE parent_id IS ? ORDER BY id DESC LIMIT 1",
+                               (row.parent_id,))
+
+    def changed_inputs(self, ws: Workspace, row: ExpandRow) -> str:
+        return "the parent's path or children changed"
+
     def record(self, ws: Workspace, oc: Outcome, run: StageRun) -> None:
         assert oc.record is not None   # the base records answered calls only
         gone = _write_result(ws, oc, oc.record.model, run, self.apply)

@@ -47,6 +47,18 @@ class FilterStage(ImageStage):
     def parse(self, raw: str, row: FilterRow):
         return parse_filter_reply(raw, [p for _, p in row.candidates])   # raises FilterParseError (a ParseFailure)
 
+    def previous_key(self, ws: Workspace, row: FilterRow) -> str | None:
+        return ws.store.scalar("SELECT call_key FROM filter_decisions WHERE image_id=? LIMIT 1", (row.image_id,))
+
+    def changed_inputs(self, ws: Workspace, row: FilterRow) -> str:
+        before = [(r[0], r[1]) for r in ws.store.query(
+            "SELECT node_id, label FROM filter_decisions WHERE image_id=? AND node_id IS NOT NULL", (row.image_id,))]
+        if {n for n, _ in before} != {n for n, _ in row.candidates}:
+            return "CLIP candidates changed (re-match, new or removed task types)"
+        if set(before) != set(row.candidates):
+            return "a candidate's text changed (rename, move, merge)"
+        return "candidate order changed"
+
     def record(self, ws: Workspace, oc: Outcome, run: StageRun) -> None:
         row: FilterRow = oc.row
         decisions: list[tuple[str | None, str, int, str | None]]   # (node_id, label, kept, reason)

@@ -186,6 +186,41 @@ class MatchStage(Stage):
         return report
 
 
+@dataclass
+class MatchTodo:
+    """What `match` would do now (the same `_classify` rule as its run), for planners: images scored in full
+    (not embedded or matched yet, a stale row: a task type's text changed or it is gone) and images that only
+    get the new task types merged in."""
+
+    full: int = 0
+    merge: int = 0
+    new_targets: int = 0
+    stale: int = 0           # of `full`: images whose stored rows are stale
+
+
+def match_todo(ws: Workspace, k: int | None = None, *, match_key: str | None = None) -> MatchTodo:
+    """`match_key`: the key of the stored matches, for a planner that must not load the CLIP config's weights
+    to compute the current key (default: the current config's key, as `match` computes it)."""
+    k = int(ws.config.match.k if k is None else k)
+    registered = [r[0] for r in ws.store.query("SELECT id FROM images")]
+    if match_key is None:
+        ident = E._identity(ws)
+        text_key, image_key = E.text_set_key(ws, ident), E.image_set_key(ws, ident)
+        match_key = _key(image_key, text_key, k)
+        image_ids, _ = _image_rows(ws, image_key)
+    else:
+        image_ids = registered     # not embedded yet or not matched: scored in full, as `match` does after embedding
+    not_embedded = len(registered) - len(image_ids)
+    current = {n: h for n, _, h in E.current_task_texts(ws)}
+    prev = {r["node_id"]: r["input_hash"] for r in ws.store.query(
+        "SELECT node_id, input_hash FROM match_targets WHERE match_key=?", (match_key,))}
+    new_targets = sum(1 for n, h in current.items() if prev.get(n) != h)
+    full, keep, stale = _classify(ws, match_key, image_ids, current, expected=min(k, len(prev)) if prev else k,
+                                  with_stale=True)
+    return MatchTodo(full=len(full) + max(0, not_embedded), merge=len(keep) if new_targets and prev else 0,
+                     new_targets=new_targets, stale=stale)
+
+
 def _device(ws: Workspace) -> str:
     return resolve_device(ws.config.clip.device)
 
@@ -205,8 +240,9 @@ def _image_vectors(ws: Workspace, image_key: str, ids: list[str]) -> np.ndarray:
 
 
 def _classify(ws: Workspace, match_key: str, image_ids: list[str], current: dict[str, str],
-              expected: int) -> tuple[list[str], list[str]]:
-    """Split images into (recompute fully, keep and merge new targets)."""
+              expected: int, with_stale: bool = False):
+    """Split images into (recompute fully, keep and merge new targets); `with_stale`: also how many of the
+    recomputed have stale rows (a task type's text changed or it is gone)."""
     rows = ws.store.query("SELECT image_id, node_id, target_hash FROM matches WHERE match_key=?", (match_key,))
     count: dict[str, int] = {}
     stale: set[str] = set()
@@ -218,6 +254,8 @@ def _classify(ws: Workspace, match_key: str, image_ids: list[str], current: dict
     keep: list[str] = []
     for i in image_ids:
         (full if i in stale or count.get(i, 0) < expected else keep).append(i)
+    if with_stale:
+        return full, keep, sum(1 for i in full if i in stale)
     return full, keep
 
 

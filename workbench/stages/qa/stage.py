@@ -47,6 +47,17 @@ class QAStage(ImageStage):
     def parse(self, raw: str, row: QARow):
         return parse_qa_reply(raw, [p for _, p in row.task_types])   # raises QAParseError (a ParseFailure)
 
+    def previous_key(self, ws: Workspace, row: QARow) -> str | None:
+        return ws.store.scalar("SELECT call_key FROM samples WHERE image_id=? ORDER BY created_at DESC LIMIT 1",
+                               (row.image_id,))
+
+    def changed_inputs(self, ws: Workspace, row: QARow) -> str:
+        before = {r[0] for r in ws.store.query("SELECT DISTINCT node_id FROM samples WHERE image_id=? AND node_id "
+                                               "IS NOT NULL", (row.image_id,))}
+        if before != {n for n, _ in row.task_types}:
+            return "kept task types changed (filter re-run, task types removed)"
+        return "a kept task type's text changed (rename, move, merge)"
+
     def record(self, ws: Workspace, oc: Outcome, run: StageRun) -> None:
         row: QARow = oc.row
         now = utcnow()

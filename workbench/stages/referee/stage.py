@@ -17,6 +17,7 @@ always asked of every referee, so agreement figures stay measurable on an unbias
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 from workbench.core.config import RefereeConfig
@@ -67,6 +68,17 @@ class RefereeStage(ImageStage):
         if vote is None:
             raise ParseFailure(f"ambiguous vote {raw.strip()[:60]!r}")
         return vote
+
+    def previous_key(self, ws: Workspace, row: VoteRow) -> str | None:
+        return ws.store.scalar("SELECT call_key FROM votes WHERE sample_id=? AND referee=?",
+                               (row.sample_id, self.referee.name))
+
+    def changed_inputs(self, ws: Workspace, row: VoteRow) -> str:
+        old = ws.store.scalar("SELECT request FROM llm_calls c JOIN votes v ON v.call_key = c.key WHERE "
+                              "v.sample_id=? AND v.referee=?", (row.sample_id, self.referee.name)) or ""
+        if json.dumps(row.question, ensure_ascii=False)[1:-1] not in old:
+            return "the Q&A changed (Q&A re-run)"
+        return "the task type's text changed (rename, move, merge)"
 
     def record(self, ws: Workspace, oc: Outcome, run: StageRun) -> None:
         # An ambiguous reply is vote NULL / valid 0 with its raw text, never a 0.

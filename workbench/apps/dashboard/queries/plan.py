@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from workbench.analysis.plan import make_plan
+from workbench.analysis.plan_history import explain
 from workbench.apps.dashboard import data
 from workbench.core.workspace import Workspace
 
@@ -30,4 +31,7 @@ def plan_version(root: str) -> tuple:
 @st.cache_data(show_spinner="Planning the run…", max_entries=8)
 def plan_dict(root: str, v: tuple, images: int | None, through: str) -> dict:
     # A fresh open: the plan reads the current workbench.toml (endpoints, prices, [plan]).
-    return make_plan(Workspace.open(root), images=images, through=through).as_dict()
+    ws = Workspace.open(root)
+    plan = make_plan(ws, images=images, through=through)
+    explain(ws, plan, images=images)          # against the last `workbench plan`; the page stores nothing
+    return plan.as_dict()
