@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -75,6 +76,11 @@ class CliResult:
     code: int
     out: str
     err: str
+
+
+def plain(text: object) -> str:
+    """Dashboard Markdown as a reader sees it: user and model text is escaped with backslashes (`text.md`)."""
+    return re.sub(r"\\(.)", r"\1", str(text))
 
 
 def run_cli(*args: str) -> CliResult:

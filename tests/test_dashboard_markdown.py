@@ -79,8 +79,7 @@ def test_every_page_shows_markdown_names_as_typed(odd, page):
         assert not raw, (page, name, raw)
     if page in ("referees", "adjudicate"):   # the sample shown: its question and answer as the model wrote them
         assert any(md(QUESTION) in s for s in sources) and any(md(ANSWER) in s for s in sources), page
-    if page == "prompts":   # the children of a parent side by side, per prompt version
-        assert any(md(NAMES[0]) in s for s in sources)
+    # (the Prompts page shows children only in an opened trial's matrix, as plain text: see test_trials_browser)
     if page == "review":   # the pending proposal's row, its path escaped (`~` included)
         assert any(re.search(re.escape(md(NAMES[-1])), s) for s in sources)
         assert any("\\~" + md(NAMES[-1]) in s for s in sources)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import plain
 from openai_server import OpenAIServer, Reply
 from workbench.analysis import prompt_history as ph
 from workbench.analysis.trials import Trial
@@ -120,13 +121,14 @@ def test_page_new_trial_runs_an_edited_version_on_five_parents_and_promotes_it(s
     at.session_state["tr_text_expand:child_supplement"] = "EDITED " + v1.source
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("Estimate: " in c.value and "5 row(s)" in c.value for c in at.caption), [c.value for c in at.caption]
+    captions = [plain(c.value) for c in at.caption]
+    assert any("Estimate: " in c and "5 row(s)" in c for c in captions), captions
     calls = len(server.requests)
     at.button(key="tr_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     # 5 edited + 5 current: each parent's prompt lists the children level 2 gave it, so it is a new request.
     assert len(server.requests) - calls == 10
-    assert any("Trial 1 stored: done" in m.value for m in at.success)
+    assert any("Trial 1 stored: done" in plain(m.value) for m in at.success)
     texts = [t.value for t in at.text]
     assert sum("• edited one" in t for t in texts) == 5           # names as a list, one cell per parent
     assert sum("basics" in t for t in texts) == 5                 # the current version's column beside it
@@ -135,7 +137,7 @@ def test_page_new_trial_runs_an_edited_version_on_five_parents_and_promotes_it(s
     at.button(key="tr_promote_1").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert (ws.prompts_dir / "expand_child_supplement.j2").read_text() == "EDITED " + v1.source
-    assert any("promoted edited" in m.value and "parents with children" in m.value for m in at.success)
+    assert any("promoted edited" in plain(m.value) and "parents with children" in plain(m.value) for m in at.success)
 
 
 def test_outcome_figures_for_filter_qa_and_referee_versions(seeded_ws):

@@ -22,7 +22,7 @@ from workbench.core.workspace import Workspace
 from workbench.llm.client import resolve_endpoint
 from workbench.llm.cost import is_local_endpoint
 from workbench.stages.embed import stage as E
-from workbench.taxonomy.model import Taxonomy
+from workbench.taxonomy.model import LIVE, Taxonomy
 from workbench.taxonomy.names import name_key
 
 SHOWN = 10          # nodes named per finding (the count says how many there are)
@@ -70,7 +70,7 @@ class Preflight:
 def preflight(ws: Workspace, *, images: int | None = None, offline: bool = False, embed: bool = True) -> Preflight:
     """Every check, in the order a curator fixes them: the taxonomy first, then endpoints, prices and budget.
     `embed`: near-duplicates by sentence embedding as well as by spelling."""
-    idx = Taxonomy.of(ws).index()
+    idx = Taxonomy.of(ws).index(LIVE)   # proposals too: they are what a curator decides before the run
     out = [_pending(ws, idx), _duplicates(ws, embed), _names(idx), _clip_overflow(ws, idx), _chains(idx),
            _empty_roots(idx), _prices(ws)]
     if offline:

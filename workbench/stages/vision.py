@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 from pathlib import Path
 
 from workbench.core.workspace import Workspace
@@ -47,11 +48,14 @@ def _sent_as_is(ws: Workspace, row) -> bool:
     return (row["format"] or "").upper() in SENDABLE and small and (row["mode"] or "RGB") in SAFE_MODES
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def image_ref(ws: Workspace, image_id: str) -> str:
     """The image as the call key sees it (`llm/cache.py`: sha256 of the bytes sent): a file sent as is has its
     content hash as its id, so a dry run keys it without reading it; a re-encoded one is encoded."""
     row = ws.store.one("SELECT format, mode, width, height FROM images WHERE id=?", (image_id,))
-    if _sent_as_is(ws, row):
+    if _sent_as_is(ws, row) and _SHA256.fullmatch(image_id):   # (an id made some other way is not a content hash)
         return IMAGE_REF_PREFIX + image_id
     return storable_messages([{"content": [{"type": "image_url", "image_url": {"url": image_data_url(ws, image_id)}}]}]
                              )[0]["content"][0]["image_url"]["url"]

@@ -32,7 +32,10 @@ class Version:
     @classmethod
     def of_text(cls, text: str, name: str, note: str = "", *, like: PromptTemplate | None = None) -> Version:
         """A version from text (edited in a notebook or on the Prompts page); `like`: the file it stands for."""
-        return cls(PromptTemplate.from_text(text, path=like.path if like is not None else name), name, note)
+        # Errors name the version as a person typed it, not the file it stands in for.
+        label = f"the edited version {name!r}" + (f" (of {like.path.name})" if like is not None else "")
+        return cls(PromptTemplate.from_text(text, path=like.path if like is not None else name, label=label), name,
+                   note)
 
 
 def as_version(ws: Workspace, stage: str, v: Version | PromptTemplate | str | Path) -> Version:
