@@ -57,6 +57,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from workbench.analysis import reference_coverage as rc
 
 REF_DIR = REPO / "workbench" / "data" / "reference"
+# More hand-labelled reference lists (BLINK, CV-Bench, MathVista, SEED-Bench-2's new dimensions: dev split), kept
+# with the tests: labelled data, not lists a user picks from.
+LABELLED_REF_DIR = REPO / "tests" / "data" / "coverage_reference"
+REF_FILES = sorted(REF_DIR.glob("*.txt")) + sorted(LABELLED_REF_DIR.glob("*.txt"))
 V1_THRESHOLD = 0.56
 
 
@@ -90,7 +94,7 @@ def matrices(ws):
     order = list(idx.dfs())
     ours = [tuple(idx.paths[i].split(rc.SEP)) for i in order]
     out = []
-    for f in sorted(REF_DIR.glob("*.txt")):
+    for f in REF_FILES:
         leaves, _ = rc.read_reference(f)
         out.append((leaves, order, ours, rc.score_matrix(leaves, ours, None, workspace_cache_dir(ws))))
     return out
@@ -120,7 +124,7 @@ def v1_rows(mats):
 def design(mats, labels):
     """Per reference task: (reference path, split, feature block (n_ours, n_features), label vector)."""
     out = []
-    for (leaves, _order, ours, m), f in zip(mats, sorted(REF_DIR.glob("*.txt"))):
+    for (leaves, _order, ours, m), f in zip(mats, REF_FILES):
         X = np.stack([m[f] for f in rc.FEATURES], -1)
         for i, p in enumerate(leaves):
             r = rc.SEP.join(p)
@@ -229,7 +233,7 @@ def confirm(ws, labels, grid: bool):
 
         def run(band, k):
             rows = []
-            for f in sorted(REF_DIR.glob("*.txt")):
+            for f in REF_FILES:
                 rows += rc.reference_coverage(ws, f, confirm="default", band=band, confirm_top_k=k,
                                               progress=False).rows
             return rows
@@ -367,7 +371,7 @@ def main() -> None:
         print(f"{len(labels['pairs'])} labelled pairs, {len(labels['split'])} reference tasks")
         show("v1-mean3@0.56", v1_rows(mats), labels)
         rows = []
-        for f in sorted(REF_DIR.glob("*.txt")):
+        for f in REF_FILES:
             rows += rc.reference_coverage(ws, f).rows
         show(f"current@{rc.DEFAULT_THRESHOLD}", rows, labels)
         if a.tune_confidence:
