@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 from workbench.analysis.audit_run import EXPORT_FORMATS, export_items, item_rows, report_lines, run_audit
 from workbench.apps.cli.app import COMMANDS, WS_ARG, app, open_ws
 from workbench.apps.cli.report import show_run
+from workbench.taxonomy.model import task_type_counts
 
 
 class RunByDefault(TyperGroup):
@@ -98,6 +99,7 @@ def audit_cmd(
     status = show_run(run.labels_run, ws.config.limits.max_failure_rate) if run.labels_run is not None else 0
     for line in report_lines(ws, run):
         typer.echo(line)
+    typer.echo(task_type_counts(ws).line())   # the task types items were assigned to
     if status:
         raise typer.Exit(status)
 

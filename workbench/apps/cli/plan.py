@@ -10,6 +10,7 @@ import typer
 from workbench.analysis.plan import make_plan
 from workbench.analysis.plan_history import explain
 from workbench.apps.cli.app import WS_ARG, app, open_ws
+from workbench.taxonomy.model import task_type_counts
 
 
 @app.command("plan")
@@ -28,3 +29,4 @@ def plan_cmd(workspace: Path = WS_ARG,
         typer.echo(json.dumps(plan.as_dict(), indent=1, default=str))
     else:
         typer.echo(plan.table())
+        typer.echo(task_type_counts(ws).line())   # the plan covers accepted task types (or all, with use_proposed)
