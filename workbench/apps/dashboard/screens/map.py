@@ -26,7 +26,9 @@ from workbench.analysis import projection
 from workbench.apps.dashboard import charts, data
 from workbench.apps.dashboard import map_figures as mf
 from workbench.apps.dashboard.perf import primer
+from workbench.apps.dashboard.queries import gaps as gq
 from workbench.apps.dashboard.queries import map as mq
+from workbench.apps.dashboard.screens import gaps
 from workbench.core.workspace import Workspace
 
 COLOUR_BY = {"first-level category": "category", "referee outcome": "outcome", "source": "source"}
@@ -182,7 +184,11 @@ def _lasso(m: _Map, max_points: int) -> list[int]:
     """Plotly's WebGL scatter; the selected points (rows of `points`)."""
     fig, rows, clusters = mf.scatter(*m.args, max_points, m.layer_v)
     _about_drawing(m, sum(len(r) for r in rows), "Draw a lasso or box to select.", clusters)
-    event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    left, right = st.columns([5, 1])
+    with left:
+        event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    with right:   # every group, as in the other views (Plotly's own legend stopped at the plot's height)
+        st.html(mf.legend_html(mf.legend_rows(*m.args, m.layer_v), m.legend_title))
     return _selected_rows(event, rows)
 
 
@@ -219,6 +225,18 @@ def _selection(root: str, df: pd.DataFrame, sel: list[int]) -> None:
                      key="map_tasks")
     if img_ids:
         _grid(root, img_ids[:GRID], frame)
+        _act(root, img_ids, task_ids)
+
+
+def _act(root: str, img_ids: list[str], task_ids: list[str]) -> None:
+    """The selection as an action: its ids exported, a task type proposed for its images (its note names the
+    selection; the default parent is the parent of the task type most of them match best), its samples flagged:
+    the Gaps page's drill-down (analysis.gap_items) with the map selection as the gap."""
+    ids = "\n".join(["kind\tid"] + [f"image\t{i}" for i in img_ids] + [f"task\t{t}" for t in task_ids]) + "\n"
+    st.download_button(f"Export the {len(img_ids) + len(task_ids):,} ids (TSV)", ids, "map-selection.tsv",
+                       "text/tab-separated-values", key="map_export")
+    d = gq.gap_drill(root, gq.drill_version(root), "map", tuple(img_ids))
+    gaps.drill_actions(root, data.open_workspace(root), d, "map")
 
 
 def _selected_rows(event, rows: list[np.ndarray]) -> list[int]:
