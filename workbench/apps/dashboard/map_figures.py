@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from html import escape
 
+import colorcet as cc
 import numpy as np
 import pandas as pd
-import colorcet as cc
 import plotly.graph_objects as go
 import streamlit as st
 
