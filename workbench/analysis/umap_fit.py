@@ -9,7 +9,10 @@ does not mark `cache=True`. Here:
   EXACT_KNN_MAX points and handed to UMAP as `precomputed_knn`; larger sets keep pynndescent (whose functions are
   cached);
 - numba's `njit`/`jit` default to `cache=True` while umap is imported and fitted, with the cache under the user's
-  cache folder (NUMBA_CACHE_DIR wins when set), so the second run loads the compiled code instead of compiling it.
+  cache folder (NUMBA_CACHE_DIR wins when set), so the second run loads the compiled code instead of compiling it
+  (the cache is per install path of umap and pynndescent: another virtual environment compiles once more);
+- a set of up to EXACT_KNN_MAX points is laid out in N_EPOCHS epochs (umap's own choice above 10,000 points; it
+  takes 500 below, which was ~60% of the remaining time).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 EXACT_KNN_MAX = 20_000   # brute-force kNN is a few seconds at this size; beyond it pynndescent is faster
+N_EPOCHS = 200
 
 
 def cache_dir() -> Path:
@@ -77,10 +81,8 @@ def fit(x: np.ndarray, n_neighbors: int, min_dist: float, metric: str, random_st
     with cached_numba():
         import umap  # heavy (numba): imported only when a projection is actually computed
 
-        knn = None
-        if len(x) <= EXACT_KNN_MAX:
-            idx, dist = exact_knn(x, n_neighbors, metric)
-            knn = (idx, dist, None)
+        small = len(x) <= EXACT_KNN_MAX
+        knn = (*exact_knn(x, n_neighbors, metric), None) if small else (None, None, None)
         reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric,
-                            random_state=random_state, precomputed_knn=knn or (None, None, None))
+                            random_state=random_state, precomputed_knn=knn, n_epochs=N_EPOCHS if small else None)
         return reducer.fit_transform(x)
