@@ -4,14 +4,15 @@ The projection is computed once and stored (`workbench.analysis.projection`); th
 reloads it. Three views of it: a picture of every point drawn on the server (`map_picture`), an interactive
 Vega-Lite canvas (hover, zoom, box selection) and a Plotly WebGL scatter for lasso selection. Colour by
 first-level category, referee outcome or source; the discovered clusters (`workbench discover`) can be drawn
-over it as a layer; selecting points shows the images with their task types and Q&A. The figures are built (and
-cached) in map_figures.py, the points read in queries/map.py.
+over it as a layer; selecting points shows the images with their task types and Q&A, and turns the selection
+into an action (`_act`): its ids exported, a task type proposed for its images, their samples flagged. The figures
+are built (and cached) in map_figures.py, the points read in queries/map.py.
 
 A map of more than 5,000 points opens as the picture, a smaller one in the interactive view (`?view=interactive`,
 `?view=lasso`; `?layer=clusters` draws the clusters). The interactive view draws a fixed random sample of 5,000
 unless the user picks more or "all" (Vega-Lite costs ~0.36 s of browser time per 10k points on 2 cores); its box
 selection selects every point inside it on the server, drawn or not (`_boxed_rows`). Every view uses the same
-colour groups; the picture and the interactive view share an HTML legend counted over every point.
+colour groups and the same HTML legend, counted over every point (every group: Plotly's own legend stopped at ~23).
 """
 
 from __future__ import annotations
