@@ -158,7 +158,8 @@ def _choose(page, label: str, option: str):
 
 
 def map_interactions(context, base: str, shots: Path | None, out: dict[str, list[float]]) -> None:
-    """The embedding map's: colour by outcome, picture -> interactive, a box selection, interactive -> lasso."""
+    """The embedding map's: colour by outcome, picture -> interactive, a box selection, interactive -> lasso, and
+    a task type proposed from a box selection (`map_propose`)."""
     page = _open(context, base, "map")
     _timed(out, "map: colour by referee outcome", page, lambda: _choose(page, "Colour by", "referee outcome"),
            fn="() => /all passed|not refereed/.test(document.querySelector('[data-testid=stMain]').innerText)")
@@ -172,20 +173,43 @@ def map_interactions(context, base: str, shots: Path | None, out: dict[str, list
         if shots:
             page.screenshot(path=str(shots / "map-interactive.png"))
     if page.locator(canvas).count():
-        def box():   # drag a box over the middle third of the map
-            b = page.locator(canvas).bounding_box()
-            page.mouse.move(b["x"] + b["width"] / 3, b["y"] + b["height"] / 3)
-            page.mouse.down()
-            page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=4)
-            page.mouse.move(b["x"] + 2 * b["width"] / 3, b["y"] + 2 * b["height"] / 3, steps=4)
-            page.mouse.up()
-        _timed(out, "map: box select (the selection listed)", page, box,
+        _timed(out, "map: box select (the selection listed)", page, lambda: _box(page, canvas),
                fn="() => /Selection: |No drawn points/.test(document.querySelector('[data-testid=stMain]').innerText)")
         if shots:
             page.screenshot(path=str(shots / "map-box.png"), full_page=True)
         _timed(out, "map: interactive -> lasso (Plotly WebGL, 5k points)", page,
                lambda: page.locator("[data-testid=stRadio]").get_by_text("Lasso", exact=True).click(),
                done="[data-testid=stMain] [data-testid=stPlotlyChart] canvas")
+    page.close()
+    map_propose(context, base, out)
+
+
+def _box(page, canvas: str) -> None:
+    """Drag a box over the middle third of the map."""
+    b = page.locator(canvas).bounding_box()
+    page.mouse.move(b["x"] + b["width"] / 3, b["y"] + b["height"] / 3)
+    page.mouse.down()
+    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=4)
+    page.mouse.move(b["x"] + 2 * b["width"] / 3, b["y"] + 2 * b["height"] / 3, steps=4)
+    page.mouse.up()
+
+
+def map_propose(context, base: str, out: dict[str, list[float]]) -> None:
+    """A selection turned into an action: box-select on the interactive view, then "Add as proposed" with a new
+    name (this adds a `proposed` node to the workspace; timed last, on its own page, so the node it adds does not
+    slow the other map steps)."""
+    page = context.new_page()
+    page.goto(f"{base}/?page=map&view=interactive", wait_until="commit")
+    canvas = "[data-testid=stMain] [data-testid=stVegaLiteChart] canvas"
+    page.wait_for_selector(canvas, state="visible", timeout=180_000)
+    settle(page)
+    _box(page, canvas)
+    page.wait_for_function("() => /Selection: \\d/.test(document.querySelector('[data-testid=stMain]').innerText)",
+                           timeout=120_000)
+    name = f"bench proposal {time.time_ns()}"
+    page.get_by_label("Name").fill(name)
+    _timed(out, "map: propose a task type from the box selection", page,
+           lambda: page.get_by_role("button", name="Add as proposed").click(), done=f"text={name} (proposed)")
     page.close()
 
 

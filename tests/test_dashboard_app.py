@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -308,7 +309,7 @@ def test_embedding_map_points_colours_and_selection(small):
     assert not at.subheader and any("No points in the box" in c.value for c in at.caption)
 
 
-def test_embedding_map_lasso_view_selects_plotly_points(small):
+def test_embedding_map_lasso_view_selects_plotly_points(small, tmp_path):
     """The lasso view is Plotly's WebGL scatter: one trace per colour group and kind, and a lasso or box selection as
     the browser reports it (curve and point index) shows those images."""
     root, s = small
@@ -323,6 +324,18 @@ def test_embedding_map_lasso_view_selects_plotly_points(small):
         {"curve_number": curve, "point_index": 0}, {"curve_number": curve, "point_index": 1}]}}})
     assert any("Selection: 2 image(s)" in h.value for h in at.subheader)
     assert any("**Q:**" in md.value for md in at.markdown)
+    # The selection is an action: its ids exported, a task type proposed for its images (a note naming them); on
+    # a copy of the workspace, which the other tests share.
+    root = shutil.copytree(root, tmp_path / "ws")
+    at = run(root, "map", {"map_view": "lasso", "map_colour": "source", "map_chart": {"selection": {"points": [
+        {"curve_number": curve, "point_index": 0}, {"curve_number": curve, "point_index": 1}]}}})
+    assert at.get("download_button") and at.text_input(key="gaps_drill_add_map_name").value == ""
+    at.text_input(key="gaps_drill_add_map_name").set_value("lassoed on the map")
+    at.button(key="gaps_drill_add_map_add").click().run()
+    assert any("lassoed on the map (proposed)" in m.value for m in at.success), [e.value for e in at.error]
+    row = db(root).one("SELECT status, origin, note FROM nodes WHERE name = 'lassoed on the map'")
+    assert (row["status"], row["origin"]) == ("proposed", "manual")
+    assert row["note"].startswith("gap (map selection): 2 image(s)")
 
 
 def test_embedding_map_compute_button_stores_projection(tmp_path):
@@ -477,26 +490,26 @@ def test_embedding_map_legend_lists_task_types_and_skips_inner_nodes(leaf_grew):
     for group, n in tasks.groupby("group", observed=True).size().items():
         n_img = int(((pts["kind"] == "image") & (pts["group"] == group)).sum())
         assert f"{group}<span style='color:#888'> {n_img:,} · {n:,}" in legend
-    # The lasso view (Plotly) has the same groups in two legend groups, images and task types.
-    sp = spec(run(root, "map", {"map_view": "lasso"}))
+    # The lasso view (Plotly) draws the same groups, and the same HTML legend of every group beside it (Plotly's
+    # own legend stopped at the plot's height).
+    at_lasso = run(root, "map", {"map_view": "lasso"})
+    sp = spec(at_lasso)
     lasso_tasks = [t for t in sp["data"] if t.get("legendgroup") == "tasks"]
-    assert lasso_tasks and all(t["showlegend"] for t in lasso_tasks)
     assert {t["name"] for t in lasso_tasks} == set(tasks["group"])
     assert sum(len(_values({"values": t["x"]})) for t in lasso_tasks) == s["task_types"] - 1
-    assert sp["layout"]["showlegend"] is True
+    assert sp["layout"]["showlegend"] is False
+    assert at_lasso.main.html[0].proto.body == legend
 
 
 def test_embedding_map_legend_leaves_the_modebar_clear(small):
     root, _ = small
     from workbench.apps.dashboard import map_figures
 
-    # The interactive view's legend is HTML in its own column; the lasso view's is Plotly's.
-    layout = spec(run(root, "map", {"map_view": "lasso"}))["layout"]
-    legend = layout["legend"]
-    # Right of the plot and hanging from the plot area's top, below a top margin that holds the modebar
-    # (plotly's default legend place, the top-right corner, is where the modebar is drawn).
-    assert legend["x"] > 1 and legend["xanchor"] == "left"
-    assert legend["y"] <= 1 and legend["yanchor"] == "top"
+    # Every view's legend is HTML in its own column: nothing is drawn over the lasso view's modebar, which has a
+    # top margin of its own.
+    at = run(root, "map", {"map_view": "lasso"})
+    layout = spec(at)["layout"]
+    assert layout["showlegend"] is False and "images · task types" in at.main.html[0].proto.body
     assert layout["margin"]["t"] >= map_figures.MODEBAR_MARGIN >= 30
 
 

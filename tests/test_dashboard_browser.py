@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
+from workbench.core.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
 SHOTS = Path("/tmp/workbench-dashboard-shots")
@@ -122,6 +123,13 @@ def test_every_page_renders_in_chromium(tmp_path):
         _idle(page)
         _no_errors(page, "map/box")
         page.screenshot(path=str(SHOTS / "map-box.png"), full_page=True)
+        # The selection is an action: a task type proposed for its images (analysis.gap_items, kind 'map').
+        page.get_by_label("Name").fill("boxed on the map")
+        page.get_by_role("button", name="Add as proposed").click()
+        page.wait_for_selector("text=boxed on the map (proposed)", timeout=60_000)
+        _idle(page)
+        _no_errors(page, "map/propose")
+        assert page.get_by_role("button", name="Export the 64 ids (TSV)").count() == 1
         page.dblclick(canvas)   # clears the box
         page.wait_for_function("() => !/Selection: /.test(document.querySelector('[data-testid=stMain]').innerText)",
                                timeout=60_000)
@@ -144,6 +152,9 @@ def test_every_page_renders_in_chromium(tmp_path):
         assert n == 40 + 24
         _no_errors(page, "map/lasso")
         browser.close()
+    ws = Workspace.open(root)
+    node = ws.store.one("SELECT status, note FROM nodes WHERE name = 'boxed on the map'")
+    assert node["status"] == "proposed" and node["note"].startswith("gap (map selection): 40 image(s)")
 
 
 def test_missing_workspace_shows_an_error_not_a_traceback(tmp_path):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workbench.analysis import umap_fit
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
@@ -113,12 +114,8 @@ def _fit(x: np.ndarray, method: str, params: dict) -> np.ndarray:
         from sklearn.decomposition import PCA
 
         return PCA(n_components=2, random_state=params.get("random_state", 0)).fit_transform(x)
-    import umap  # heavy (numba): imported only when a projection is actually computed
-
     n_neighbors = max(2, min(int(params["n_neighbors"]), len(x) - 1))
-    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=float(params["min_dist"]),
-                        metric=params["metric"], random_state=params.get("random_state"))
-    return reducer.fit_transform(x)
+    return umap_fit.fit(x, n_neighbors, float(params["min_dist"]), params["metric"], params.get("random_state"))
 
 
 def get_or_compute(ws: Workspace, set_keys: list[str], method: str = "umap", params: dict | None = None,

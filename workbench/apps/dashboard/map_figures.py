@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from html import escape
 
+import colorcet as cc
 import numpy as np
 import pandas as pd
-import plotly.colors as pc
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -20,8 +20,10 @@ from workbench.apps.dashboard.queries import map as mq
 from workbench.apps.dashboard.text import plotly_text
 
 MAX_GROUPS = 48
-# One fixed colour per group, shared by its image and task-type traces (plotly's default cycle has 10).
-PALETTE = list(pc.qualitative.Dark24) + list(pc.qualitative.Light24)
+# One fixed colour per group, shared by its image and task-type traces: colorcet's Glasbey palette for a white
+# background (each colour chosen as far as possible from all before it; plotly's Dark24 + Light24 had near-identical
+# pairs among 35 categories), greys left out so '(other)' stays the only grey.
+PALETTE = [c for c in cc.palette["glasbey_dark"] if max(mp.hex_rgb(c)) - min(mp.hex_rgb(c)) > 30]
 OTHER_COLOUR = "#b0b0b0"
 OUTCOME_COLOURS = {"all passed": "#2ca02c", "some passed": "#ff9f1c", "none passed": "#d62728",
                    "not refereed": OTHER_COLOUR}
@@ -105,14 +107,10 @@ def scatter(root: str, key: str, v: tuple, colour: str, min_votes: int, max_poin
         specs, rows = specs + extra, rows + extra_rows
     fig = go.Figure()
     fig.add_traces([go.Scattergl(t) for t in specs])
-    # The legend sits right of the plot from the plot's top down, and the top margin holds the modebar: at
-    # plotly's default place the legend covers the modebar. (Below the plot, plotly stacks each legend group
-    # in a column that squeezes the plot.) showlegend is explicit: plotly hides a legend of one trace.
+    # No Plotly legend: it stopped at the plot's height (~23 of 35 categories); the page draws the HTML legend of
+    # every group beside it, as for the other views. The top margin holds the modebar.
     fig.update_layout(height=640, margin={"l": 0, "r": 0, "t": MODEBAR_MARGIN, "b": 0}, dragmode="lasso",
-                      showlegend=True,
-                      legend={"itemsizing": "constant", "orientation": "v", "x": 1.01, "xanchor": "left", "y": 1,
-                              "yanchor": "top", "groupclick": "toggleitem"},
-                      xaxis={"showticklabels": False}, yaxis={"showticklabels": False})
+                      showlegend=False, xaxis={"showticklabels": False}, yaxis={"showticklabels": False})
     return fig, rows, clusters
 
 

@@ -301,7 +301,7 @@ def _drill(root: str, ws: Workspace) -> None:
     if d.audit is not None:
         st.subheader(f"Items of {md(audit)} ({len(d.audit)})")
         st.dataframe(d.audit, hide_index=True, width="stretch")
-    _drill_actions(root, ws, d, dkind)
+    drill_actions(root, ws, d, dkind)
 
 
 def _drill_images(root: str, d) -> None:
@@ -319,7 +319,8 @@ def _drill_images(root: str, d) -> None:
     st.dataframe(d.images, hide_index=True, width="stretch", key="gaps_drill_images")
 
 
-def _drill_actions(root: str, ws: Workspace, d, dkind: str) -> None:
+def drill_actions(root: str, ws: Workspace, d, dkind: str) -> None:
+    """Propose a task type for the drill `d` and flag its samples (also the embedding map's selection actions)."""
     st.subheader("Act on it")
     st.caption(f"Propose a task type for this gap (its note records: {md(d.provenance)}).")
     on_added = None

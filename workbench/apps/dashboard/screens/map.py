@@ -4,14 +4,15 @@ The projection is computed once and stored (`workbench.analysis.projection`); th
 reloads it. Three views of it: a picture of every point drawn on the server (`map_picture`), an interactive
 Vega-Lite canvas (hover, zoom, box selection) and a Plotly WebGL scatter for lasso selection. Colour by
 first-level category, referee outcome or source; the discovered clusters (`workbench discover`) can be drawn
-over it as a layer; selecting points shows the images with their task types and Q&A. The figures are built (and
-cached) in map_figures.py, the points read in queries/map.py.
+over it as a layer; selecting points shows the images with their task types and Q&A, and turns the selection
+into an action (`_act`): its ids exported, a task type proposed for its images, their samples flagged. The figures
+are built (and cached) in map_figures.py, the points read in queries/map.py.
 
 A map of more than 5,000 points opens as the picture, a smaller one in the interactive view (`?view=interactive`,
 `?view=lasso`; `?layer=clusters` draws the clusters). The interactive view draws a fixed random sample of 5,000
 unless the user picks more or "all" (Vega-Lite costs ~0.36 s of browser time per 10k points on 2 cores); its box
 selection selects every point inside it on the server, drawn or not (`_boxed_rows`). Every view uses the same
-colour groups; the picture and the interactive view share an HTML legend counted over every point.
+colour groups and the same HTML legend, counted over every point (every group: Plotly's own legend stopped at ~23).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from workbench.analysis import projection
 from workbench.apps.dashboard import charts, data
 from workbench.apps.dashboard import map_figures as mf
 from workbench.apps.dashboard.perf import primer
+from workbench.apps.dashboard.queries import gaps as gq
 from workbench.apps.dashboard.queries import map as mq
+from workbench.apps.dashboard.screens import gaps
 from workbench.apps.dashboard.text import md
 from workbench.core.workspace import Workspace
 
@@ -183,7 +186,11 @@ def _lasso(m: _Map, max_points: int) -> list[int]:
     """Plotly's WebGL scatter; the selected points (rows of `points`)."""
     fig, rows, clusters = mf.scatter(*m.args, max_points, m.layer_v)
     _about_drawing(m, sum(len(r) for r in rows), "Draw a lasso or box to select.", clusters)
-    event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    left, right = st.columns([5, 1])
+    with left:
+        event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    with right:   # every group, as in the other views (Plotly's own legend stopped at the plot's height)
+        st.html(mf.legend_html(mf.legend_rows(*m.args, m.layer_v), m.legend_title))
     return _selected_rows(event, rows)
 
 
@@ -220,6 +227,18 @@ def _selection(root: str, df: pd.DataFrame, sel: list[int]) -> None:
                      key="map_tasks")
     if img_ids:
         _grid(root, img_ids[:GRID], frame)
+        _act(root, img_ids, task_ids)
+
+
+def _act(root: str, img_ids: list[str], task_ids: list[str]) -> None:
+    """The selection as an action: its ids exported, a task type proposed for its images (its note names the
+    selection; the default parent is the parent of the task type most of them match best), its samples flagged:
+    the Gaps page's drill-down (analysis.gap_items) with the map selection as the gap."""
+    ids = "\n".join(["kind\tid"] + [f"image\t{i}" for i in img_ids] + [f"task\t{t}" for t in task_ids]) + "\n"
+    st.download_button(f"Export the {len(img_ids) + len(task_ids):,} ids (TSV)", ids, "map-selection.tsv",
+                       "text/tab-separated-values", key="map_export")
+    d = gq.gap_drill(root, gq.drill_version(root), "map", tuple(img_ids))
+    gaps.drill_actions(root, data.open_workspace(root), d, "map")
 
 
 def _selected_rows(event, rows: list[np.ndarray]) -> list[int]:

@@ -1,0 +1,38 @@
+"""umap_fit: exact neighbours for small sets, and numba's compiled code kept between runs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.analysis import umap_fit
+
+
+def _plus_one(a):
+    return a + 1
+
+
+def test_exact_knn_lists_each_point_first_then_its_nearest():
+    x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    idx, dist = umap_fit.exact_knn(x, 2, "cosine")
+    assert idx[:, 0].tolist() == [0, 1, 2, 3]       # itself first, as umap's precomputed_knn expects
+    assert idx[:, 1].tolist() == [1, 0, 3, 2]
+    assert dist.dtype == np.float32 and (dist[:, 0] < 1e-6).all() and (dist[:, 1] > 0).all()
+
+
+def test_numba_caches_inside_the_block_only(tmp_path, monkeypatch):
+    import numba
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "nc"))
+    assert umap_fit.cache_dir() == tmp_path / "nc"
+    before = numba.njit
+    with umap_fit.cached_numba():
+        assert numba.njit is not before
+        assert numba.njit(_plus_one)(1) == 2
+    assert numba.njit is before                      # restored: the rest of the process compiles as it asked
+    assert list((tmp_path / "nc").rglob("*.nbi"))    # the compiled code is on disk for the next run
+
+
+def test_the_cache_lives_under_the_user_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert umap_fit.cache_dir() == tmp_path / "taskgalaxy-workbench" / "numba"
