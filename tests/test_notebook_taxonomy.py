@@ -55,7 +55,7 @@ def test_taxonomy_notebook_headless(tmp_path, monkeypatch):
     with OpenAIServer(script) as server:
         nb = run_notebook(REPO / "notebooks" / "01_taxonomy.ipynb", tmp_path,
                           f"WORKSPACE = {str(ws_dir)!r}\nBASE_URL = {server.base_url!r}\nMODEL = 'test-model'\n"
-                          "interactive = False")
+                          "interactive = False\nBUDGET_USD = 1.0\nWINNER = 'edited'")
         assert {r.model for r in server.requests} == {"test-model"}
         assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests)
         texts = [r.text for r in server.requests]
@@ -70,7 +70,7 @@ def test_taxonomy_notebook_headless(tmp_path, monkeypatch):
     # The edited version was promoted to the workspace's copy, and level 2 used it for parents with children.
     copy = ws.prompts_dir / "expand_child_supplement.j2"
     assert EDIT in copy.read_text()
-    assert "taxonomy unchanged" in text and "promoted version" in text
+    assert "every call answered" in text and "promoted edited" in text
     # The preview rendered the real template for a parent with children (no "no subcategories yet").
     assert "It already has these subcategories" in text
     ocr = Taxonomy.of(ws).find("optical character recognition")
@@ -186,3 +186,73 @@ def test_review_gate_stops_until_apply(seeded):
     table.apply_button.click()                                         # every row on keep is a choice too
     table.require_apply()
     assert Taxonomy.of(ws).find("object recognition~Proposed one").status == "proposed"
+
+
+def run_until_error(path, tmp_path, params: str):
+    """Run All as nbclient does; returns the notebook and the error that stopped it (None: it ran to the end)."""
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    idx = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(params))
+    try:
+        NotebookClient(nb, timeout=180, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    except CellExecutionError as exc:
+        return nb, str(exc)
+    return nb, None
+
+
+@pytest.mark.timeout(300)
+def test_taxonomy_notebook_run_all_is_safe(tmp_path, monkeypatch):
+    """Default parameters with a live endpoint: dry runs only, nothing called, nothing promoted. Next day (the same
+    workspace after a budgeted session): nothing re-run for the promoted version, and the review gate counts the
+    proposals earlier runs left pending, although the table's run filter shows none."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    ws_dir = tmp_path / "ws"
+    nb01 = REPO / "notebooks" / "01_taxonomy.ipynb"
+    with OpenAIServer(script) as server:
+        endpoint = f"WORKSPACE = {str(ws_dir)!r}\nBASE_URL = {server.base_url!r}\nMODEL = 'm'\n"
+        nb, err = run_until_error(nb01, tmp_path, endpoint)
+        assert err is None and server.requests == []                       # Run All: no call at all
+        text = outputs_text(nb)
+        assert "dry run only" in text and "level 2 not expanded: dry run only" in text
+        assert "nothing promoted (Run All never promotes)" in text and "pending proposals: 0" in text
+        assert not (ws_dir / "prompts" / "expand_child_supplement.j2").exists()
+        # A session that spends and promotes, deciding 3 proposals (the rest stay pending) ...
+        run_notebook(nb01, tmp_path, endpoint + "BUDGET_USD = 1.0\nWINNER = 'edited'\ninteractive = False")
+        calls = len(server.requests)
+        ws = Workspace.open(ws_dir)
+        pending = ws.store.scalar("SELECT count(*) FROM nodes WHERE status='proposed'")
+        ws.close()
+        assert calls and pending > 3
+        # ... then Run All the next day, with a budget: the promoted version is not tried against itself.
+        nb, err = run_until_error(nb01, tmp_path, endpoint + "BUDGET_USD = 1.0\nWINNER = 'edited'")
+        assert len(server.requests) == calls                               # nothing asked again
+    text = outputs_text(nb)
+    assert f"pending proposals: {pending}" in text                         # the first cell's state
+    assert "nothing to compare: every edited version is the prompt in use" in text
+    assert "not promoted" in text
+    assert err is not None and f"{pending} proposal(s) wait in the review table above" in err
+
+
+@pytest.mark.timeout(300)
+def test_taxonomy_notebook_dead_endpoint_shows_the_error_and_promotes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    """Every call fails (an endpoint answering 404 fails at once; a refused connection is retried first, the
+    same outcome after minutes): the trial shows the error and no winner, WINNER is refused."""
+    ws_dir = tmp_path / "ws"
+    down = Reply(status=404, raw='{"error": {"message": "model m is not loaded"}}', content_type="application/json")
+    with OpenAIServer(lambda req: down) as server:
+        nb, err = run_until_error(REPO / "notebooks" / "01_taxonomy.ipynb", tmp_path,
+                                  f"WORKSPACE = {str(ws_dir)!r}\nBASE_URL = {server.base_url!r}\nMODEL = 'm'\n"
+                                  "BUDGET_USD = 1.0\nWINNER = 'edited'")
+    assert err is None, err
+    text = outputs_text(nb)
+    assert "no winner:" in text and "call failed" in text and "model m is not loaded" in text
+    assert "not promoted: the trial declared no winner" in text
+    ws = Workspace.open(ws_dir)
+    assert not (ws.prompts_dir / "expand_child_supplement.j2").exists()
+    assert ws.store.scalar("SELECT status FROM trials ORDER BY id DESC LIMIT 1") == "failed"
+    assert ws.store.scalar("SELECT count(*) FROM trial_promotions") == 0
+    ws.close()

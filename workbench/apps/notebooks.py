@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.analysis import trials
 from workbench.apps.doctor import check_clip
 from workbench.core.config import CONFIG_NAME, MarkedBlock, edit_sections, read_block
 from workbench.core.errors import WorkbenchError
@@ -107,7 +108,10 @@ def _template_key(name: str) -> str:
 
 
 def current_prompt(ws: Workspace, name: str) -> PromptTemplate:
-    """The file the expand stage uses for `name` now (the workspace's copy if there is one, else bundled)."""
+    """The file the expand stage uses for `name` now (the workspace's copy if there is one, else bundled); a
+    trial stage key (`qa`, `filter`, `referee`, ...) names the template that stage uses now."""
+    if not name.endswith(".j2"):
+        return trials.current_prompt(ws, trials.check_stage(ws, name))
     key = _template_key(name)
     prompts = load_prompts(ws)
     if "custom" in prompts:
@@ -130,9 +134,8 @@ def drafts_dir(ws: Workspace) -> Path:
 
 def save_draft(ws: Workspace, name: str, text: str) -> PromptTemplate:
     """Save `text` as a version of prompt `name` (checked: it must parse as a template); returns it loaded."""
-    _template_key(name)
+    stem = _draft_stem(ws, name)
     PromptTemplate.from_text(text, path=f"{name} (draft)")    # a syntax error names its line; nothing written
-    stem = Path(name).name.removesuffix(".j2")
     path = drafts_dir(ws) / f"{stem}.{template_hash(text)[:8]}.j2"
     if path.exists():
         path.touch()                 # the latest saved version is the newest file
@@ -142,8 +145,16 @@ def save_draft(ws: Workspace, name: str, text: str) -> PromptTemplate:
     return PromptTemplate.load(path)
 
 
+def _draft_stem(ws: Workspace, name: str) -> str:
+    """Drafts of an expansion prompt file are named after it; those of a stage key after its template file."""
+    if name.endswith(".j2"):
+        _template_key(name)
+        return Path(name).name.removesuffix(".j2")
+    return current_prompt(ws, name).path.name.removesuffix(".j2")
+
+
 def latest_draft(ws: Workspace, name: str) -> Path | None:
-    stem = Path(name).name.removesuffix(".j2")
+    stem = _draft_stem(ws, name)
     found = sorted(drafts_dir(ws).glob(f"{stem}.*.j2"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
@@ -314,8 +325,8 @@ def clip_or_tiny(ws: Workspace, *, model: str | None = None, pretrained: str | N
 
 # -- the prompt editor widget ---------------------------------------------------------------------
 class PromptEditor:
-    """A text area holding a version of prompt `name`; every edit is saved as a version when the box loses
-    focus. It opens on your latest saved version when that is newer than the workspace's copy, else on the
+    """A text area holding a version of prompt `name` (an expansion prompt file, or a trial stage key such as
+    `qa`, `filter`, `referee`); every edit is saved as a version when the box loses focus. It opens on your latest saved version when that is newer than the workspace's copy, else on the
     file the stage uses now."""
 
     def __init__(self, ws: Workspace, name: str):
