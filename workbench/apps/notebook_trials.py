@@ -15,9 +15,19 @@ any failed call shows its errors and declares no winner, and `promote_winner` re
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass, field
 
-from workbench.analysis.trials import TestSet, Trial, Version, current_prompt, promote, run_trial, uses_now
+from workbench.analysis.trials import (
+    TestSet,
+    Trial,
+    Version,
+    candidates,
+    current_prompt,
+    promote,
+    run_trial,
+    uses_now,
+)
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.review.decisions import pending_proposals
@@ -76,6 +86,38 @@ def spend_gate(report, budget_usd: float | None) -> str | None:
         return (f"not run: the estimate (USD {report.est_cost_usd:.4f} for {report.to_call} call(s)) is over "
                 f"BUDGET_USD = {budget_usd}; raise it or try fewer items")
     return None
+
+
+def run_within_budget(ws: Workspace, run, what: str, budget_usd: float | None, **kw):
+    """`run(ws, dry_run=True, **kw)` (one report or a list, as run_referees returns), printed; then the real run
+    (budget_usd as its stop) only when `spend_gate` allows every report. Returns the real report(s) or None."""
+    try:
+        dry = run(ws, dry_run=True, **kw)
+    except WorkbenchError as exc:         # nothing to run yet (e.g. Q&A before any filter decision): say why
+        print(f"{what} not run: {exc}")
+        return None
+    for r in dry if isinstance(dry, list) else [dry]:
+        print(r.summary())
+        why_not = spend_gate(r, budget_usd)
+        if why_not:
+            print(f"{what} not run: {why_not}")
+            return None
+    return run(ws, budget_usd=budget_usd if budget_usd and budget_usd > 0 else None, **kw)
+
+
+def trial_items(ws: Workspace, stage: str, image_ids: list[str]) -> list[str]:
+    """The items of a trial of `stage` on the chosen images: the images themselves (filter, Q&A: those the stage
+    has rows for) or their Q&A samples (referees). [] when the stage has nothing for them yet."""
+    chosen = set(image_ids)
+    try:
+        keys = candidates(ws, stage)
+    except WorkbenchError:
+        return []
+    if stage.startswith("referee"):
+        mine = {r[0] for r in ws.store.query("SELECT id FROM samples WHERE image_id IN (SELECT value FROM "
+                                             "json_each(?))", (json.dumps(sorted(chosen)),))}
+        return [k for k in keys if k in mine]
+    return [k for k in keys if k in chosen]
 
 
 @dataclass

@@ -111,7 +111,7 @@ def current_prompt(ws: Workspace, name: str) -> PromptTemplate:
     """The file the expand stage uses for `name` now (the workspace's copy if there is one, else bundled); a
     trial stage key (`qa`, `filter`, `referee`, ...) names the template that stage uses now."""
     if not name.endswith(".j2"):
-        return trials.current_prompt(ws, trials.check_stage(ws, name))
+        return trials.current_prompt(ws, name)
     key = _template_key(name)
     prompts = load_prompts(ws)
     if "custom" in prompts:
@@ -326,8 +326,8 @@ def clip_or_tiny(ws: Workspace, *, model: str | None = None, pretrained: str | N
 # -- the prompt editor widget ---------------------------------------------------------------------
 class PromptEditor:
     """A text area holding a version of prompt `name` (an expansion prompt file, or a trial stage key such as
-    `qa`, `filter`, `referee`); every edit is saved as a version when the box loses focus. It opens on your latest saved version when that is newer than the workspace's copy, else on the
-    file the stage uses now."""
+    `qa`, `filter`, `referee`); every edit is saved as a version when the box loses focus. It opens on your
+    latest saved version when that is newer than the workspace's copy, else on the file the stage uses now."""
 
     def __init__(self, ws: Workspace, name: str):
         import ipywidgets as W
@@ -355,6 +355,11 @@ class PromptEditor:
         """An edit from code: replace `old` by `new` unless `new` is already in the text."""
         if new not in self.text.value and old in self.text.value:
             self.text.value = self.text.value.replace(old, new)
+
+    def append(self, line: str) -> None:
+        """An edit from code: add `line` at the end unless it is already in the text."""
+        if line not in self.text.value:
+            self.text.value = self.text.value.rstrip("\n") + "\n" + line + "\n"
 
     def save(self) -> PromptTemplate:
         tpl = save_draft(self.ws, self.name, self.text.value)
