@@ -87,7 +87,7 @@ def test_notebook_01_review_in_jupyterlab(tmp_path):
         params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         params.source = (f"WORKSPACE = {str(ws_dir)!r}\nBASE_URL = {server.base_url!r}\nMODEL = 'test-model'\n"
                          "PROMPT = 'expand_child_supplement.j2'\nAB_PARENTS = 2\ninteractive = True\n"
-                         "BUDGET_USD = 1.0")
+                         "BUDGET_USD = 1.0\nWINNER = None")
         nbformat.write(nb, root / "01_taxonomy.ipynb")
         gate = next(i for i, c in enumerate(nb.cells) if "require_apply()" in c.source)
         token, port = secrets.token_hex(16), _free_port()
