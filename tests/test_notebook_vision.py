@@ -36,8 +36,10 @@ def test_vision_notebook_runs_headless(tmp_path):
         for col in ("current (qa.j2)", "edited", "edited, second"):
             assert f"<th>{col}</th>" in html
         assert "<h4>Per version</h4>" in html and "<th>parse failures</th>" in html and "<th>cost usd</th>" in html
-        assert "no winner:" in html and "parse failed" in html          # image 4's reply is not a Q&A list
-        assert "not promoted" in text or "nothing promoted" in text
+        # Image 4's reply is not a Q&A list: marked in its cells, counted per version, yet every call answered.
+        assert "1 reply(ies) could not be read" not in html and "3 reply(ies) could not be read" in html
+        assert "parse failed" in html and "every call answered" in html
+        assert "nothing promoted (Run All never promotes)" in text
         assert ws.store.scalar("SELECT count(*) FROM samples WHERE status='ok'") == 3
         assert ws.store.scalar("SELECT count(*) FROM trials WHERE stage='qa'") == 1
 

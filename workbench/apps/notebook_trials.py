@@ -9,7 +9,8 @@ trial library (`analysis/trials/`), with the rules that make Run All safe:
 
 BUDGET_USD <= 0 (the default) means dry runs only: nothing is called, not even a free local endpoint, so Run All
 never spends. A version whose text is the prompt in use is not run again (it is the `current` column). A trial with
-any failed call shows its errors and declares no winner, and `promote_winner` refuses it.
+any failed (or budget-skipped) call shows its errors and declares no winner, and `promote_winner` refuses it; an
+unreadable reply is marked in its cell and counted per version, the prompt's own result.
 """
 
 from __future__ import annotations
@@ -205,15 +206,19 @@ def trial(ws: Workspace, stage: str, edits: dict[str, str], items: list[str], *,
         return TrialResult(stage, dry, why_not + "; no winner (nothing was compared)", skipped=skipped, ws=ws)
     t = run_trial(ws, stage, versions, ts, budget_usd=budget_usd if budget_usd and budget_usd > 0 else None,
                   endpoint=endpoint)
-    bad = t.outputs[t.outputs.status != "ok"]
+    # A failed or skipped call leaves a version unjudged: no winner. An unreadable reply is the prompt's own
+    # result (marked in its cell and counted per version), so it does not block choosing.
+    bad = t.outputs[t.outputs.status.isin(["call_failed", "not_run"])]
     if len(bad) or t.failed:
         errors = "; ".join(t.errors[:3]) or "no reason recorded"
-        verdict = (f"no winner: {len(bad)} of {len(t.outputs)} output(s) failed or were not run (trial {t.id}, "
+        verdict = (f"no winner: {len(bad)} of {len(t.outputs)} call(s) failed or were not made (trial {t.id}, "
                    f"{t.status}): {errors}")
         return TrialResult(stage, t, verdict, skipped=skipped, ws=ws)
+    unread = int((t.outputs.status == "parse_failed").sum())
     names = ", ".join(repr(v["name"]) for v in t.versions[1:])
-    return TrialResult(stage, t, f"every call answered (trial {t.id}): compare the versions, then set WINNER to "
-                       f"one of {names} and run the promote cell", ok=True, skipped=skipped, ws=ws)
+    note = f" ({unread} reply(ies) could not be read: marked ⚠ below)" if unread else ""
+    return TrialResult(stage, t, f"every call answered (trial {t.id}){note}: compare the versions, then set WINNER "
+                       f"to one of {names} and run the promote cell", ok=True, skipped=skipped, ws=ws)
 
 
 def promote_winner(ws: Workspace, result: TrialResult | None, winner: str | None) -> str:
