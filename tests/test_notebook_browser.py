@@ -240,6 +240,20 @@ def test_notebook_01_dead_endpoint_trial_shows_the_error_and_promotes_nothing(tm
         assert "model m is not loaded" in trial.inner_text() and "call failed" in trial.inner_text()
         _wait_text(page, "not promoted: the trial declared no winner", "6-dead-endpoint-promote")
         _wait_text(page, "Next: 02_images_and_matching.ipynb", "7-dead-endpoint-end")
+        # Reopened with a fresh kernel (no widget models): the editor's cell still says how to get it back.
+        _menu(page, "File", "docmanager:save")
+        page.wait_for_timeout(1500)
+        _menu(page, "Kernel", "kernelmenu:restart")
+        page.locator(".jp-Dialog button", has_text="Restart").first.click(timeout=10_000)
+        page.reload()
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        try:
+            page.locator(".jp-Dialog button", has_text="Select").click(timeout=5_000)
+        except Exception:
+            pass
+        note = _wait_text(page, "The prompt editor: a live widget", "7b-reopened", timeout=30_000)
+        assert "re-run this cell" in note.inner_text()
+        assert page.locator(".jp-OutputArea-output", has_text="Error displaying widget").count() >= 1
 
     with OpenAIServer(lambda req: down) as server:
         _with_lab(tmp_path, "01_taxonomy.ipynb", REPO / "notebooks" / "01_taxonomy.ipynb",

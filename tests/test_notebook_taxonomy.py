@@ -98,31 +98,57 @@ def seeded(seeded_ws):
     return seeded_ws
 
 
-def test_ab_leaves_the_taxonomy_unchanged_and_shows_drops_and_cost(seeded):
+def test_trial_helpers_budget_identical_versions_failures_and_winner(seeded):
+    """The notebooks' trial loop: no budget = a dry run (nothing called); the prompt in use is not run again; a
+    trial with a failed call declares no winner and WINNER is refused; a clean one promotes only when named."""
+    from workbench.apps import notebook_trials as tn
+
     ws = seeded
-    name = "expand_child_supplement.j2"
-    parents = nbs.parents_using(ws, name, n=5)
-    assert len(parents) == 5 and all(Taxonomy.of(ws).children(p) for p in parents)
+    stage, name = "expand:child_supplement", "expand_child_supplement.j2"
+    parents = nbs.parents_using(ws, name, n=2)
     current = nbs.current_prompt(ws, name)
-    version = nbs.save_draft(ws, name, current.source.replace("Name each one", EDIT + " Name each one"))
-    before = Taxonomy.of(ws).count(None)
+    edited = current.source.replace("Name each one", EDIT + " Name each one")
     with OpenAIServer(script) as server:
-        ab = nbs.ab_test(ws, name, version, parents, base_url=server.base_url, model="m")
-        assert len(server.requests) == 10
-        again = nbs.ab_test(ws, name, version, parents, base_url=server.base_url, model="m")
-        assert len(server.requests) == 10                         # cached: a re-run is free
-    assert Taxonomy.of(ws).count(None) == before == ab.nodes_after == again.nodes_after
-    assert ws.store.scalar("SELECT count(*) FROM nodes WHERE status='proposed'") == 0
-    row = ab.table.iloc[0]
-    parent = row.parent.split("~")[-1]
-    assert f"{parent} checkable" in row.only_version and f"{parent} checkable" not in row.current
-    assert any("repeats the parent" in d for d in row.dropped_current)
-    assert ab.cost["current"]["calls"] == 5 and ab.cost["version"]["prompt_tokens"] > 0
-    assert "taxonomy unchanged" in ab.summary() and "USD 0.0000" in ab.summary()    # a loopback endpoint is free
-    # A parent whose template is another one is refused, naming it.
-    leafy = next(n for n, _ in Taxonomy.of(ws).leaves() if n.level == 1)
-    with pytest.raises(WorkbenchError, match="not the template the stage uses"):
-        nbs.ab_test(ws, name, version, [leafy.id], base_url="http://127.0.0.1:9/v1", model="m")
+        nbs.configure_endpoints(ws, base_url=server.base_url, model="m")
+        dry = tn.trial(ws, stage, {"edited": edited}, parents, budget_usd=0)
+        assert server.requests == [] and not dry.ok and "dry run only: 4 call(s)" in dry.verdict
+        assert dry.trial.status == "dry run" and "no winner" in dry.verdict
+        same = tn.trial(ws, stage, {"edited": current.source}, parents, budget_usd=1.0)
+        assert same.trial is None and "nothing to compare" in same.verdict and server.requests == []
+        assert "the same text as current" in same.skipped[0]
+        res = tn.trial(ws, stage, {"edited": edited, "again": edited}, parents, budget_usd=1.0)
+        assert len(server.requests) == 4 and res.ok and "every call answered" in res.verdict
+        assert "the same text as edited" in res.skipped[0]
+        html = res._repr_html_()
+        assert "<h4>Per version</h4>" in html and "checkable" in html
+    assert "nothing promoted" in tn.promote_winner(ws, res, None)
+    assert "no version 'nope'" in tn.promote_winner(ws, res, "nope")
+    assert nbs.current_prompt(ws, name).hash == current.hash                    # nothing promoted so far
+    assert "promoted edited" in tn.promote_winner(ws, res, "edited")
+    assert EDIT in nbs.current_prompt(ws, name).source
+    # A dead endpoint: its calls fail; the trial says so and declares no winner; promoting it is refused.
+    down = Reply(status=404, raw='{"error": {"message": "model m is not loaded"}}', content_type="application/json")
+    with OpenAIServer(lambda req: down) as server:
+        nbs.configure_endpoints(ws, base_url=server.base_url)
+        bad = tn.trial(ws, stage, {"other": edited + "\nAnother line."}, parents, budget_usd=1.0)
+    # (The current version's replies are cached from the trial above: only the new version's calls fail.)
+    assert not bad.ok and "no winner: 2 of 4 call(s) failed" in bad.verdict and "model m is not loaded" in bad.verdict
+    assert "not promoted: the trial declared no winner" in tn.promote_winner(ws, bad, "other")
+    assert "Another line." not in nbs.current_prompt(ws, name).source
+
+
+def test_spend_gate():
+    from workbench.apps.notebook_trials import spend_gate
+    from workbench.stages.base import RunReport
+
+    rep = RunReport(stage="qa", endpoint="default", model="m", to_call=3, est_cost_usd=0.02)
+    assert "dry run only" in spend_gate(rep, 0) and "dry run only" in spend_gate(rep, None)
+    assert spend_gate(rep, 0.05) is None
+    assert "over BUDGET_USD = 0.01" in spend_gate(rep, 0.01)
+    rep.est_cost_usd = None
+    assert "unknown" in spend_gate(rep, 5)
+    rep.to_call = 0
+    assert spend_gate(rep, 0) is None                                   # all cached: nothing to spend
 
 
 def test_versions_preview_and_promote(seeded):
