@@ -1,6 +1,8 @@
-"""Notebook 01 in a real JupyterLab (started here on 127.0.0.1) driven by headless Chromium: Run All stops at the
+"""Notebooks in a real JupyterLab (started here on 127.0.0.1) driven by headless Chromium. 01: Run All stops at the
 review with one line, the review table is clicked (accept, reject, rename, Apply), the rest runs, and the workspace
-has what was clicked. Screenshots in /tmp/workbench-notebook-shots/."""
+has what was clicked; against a dead endpoint the trial shows the error, promotes nothing, and reopened the widget
+cells say to re-run themselves. 03: a Q&A trial of three versions on four images with thumbnails and figures per
+version. Screenshots in /tmp/workbench-notebook-shots/."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(240),
     pytest.mark.skipif(os.environ.get("WORKBENCH_NOTEBOOK_BROWSER") != "1",
-                       reason="opt-in (70-95 s): WORKBENCH_NOTEBOOK_BROWSER=1 pytest tests/test_notebook_browser.py"),
+                       reason="opt-in (50-95 s each): WORKBENCH_NOTEBOOK_BROWSER=1 pytest tests/test_notebook_browser.py"),
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason=f"{CHROMIUM} missing: install Debian's chromium (scripts/setup.sh --browser)"),
 ]
