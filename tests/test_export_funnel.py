@@ -58,6 +58,19 @@ def test_funnel_and_rejections(filled):
     assert "invalid vote" in set(rej.loc[rej.stage == "referee", "reason"])
 
 
+def test_funnel_uses_the_min_votes_the_selection_used(filled):
+    """A selection made with min_votes=1 (e.g. one referee, as notebook 03 does) is not counted with the
+    config's [select] min_votes: 'passed referees' agrees with 'selected'."""
+    ws = filled
+    assert ws.config.select.min_votes == 2
+    rep = select(ws, min_votes=1)
+    f = funnel(ws).set_index("stage")["count"]
+    assert f["passed referees"] == rep.passed_votes == 7 and f["selected"] == rep.selected
+    assert funnel(ws, min_votes=3).set_index("stage").at["passed referees", "count"] == 0   # asked for: obeyed
+    select(ws, min_votes=2)
+    assert funnel(ws).set_index("stage").at["passed referees", "count"] == 4
+
+
 def test_exports_are_deterministic_and_well_formed(filled, tmp_path):
     ws = filled
     select(ws)

@@ -16,6 +16,7 @@ from workbench.stages.match.stage import (
     low_score_images,
     match,
     match_counts,
+    no_image_line,
     tasks_without_images,
     topk_cosine,
 )
@@ -123,6 +124,9 @@ def test_dashboard_queries(matched_ws):
     assert sum(counts.values()) == 40 * 4
     empty = tasks_without_images(ws)
     assert {n for n, _ in empty} == {n for n, c in counts.items() if c == 0}
+    # The notebooks' figure: the total is the number of task types, not task types + those without an image.
+    tasks = Taxonomy.of(ws).count_leaves()
+    assert len(counts) == tasks and no_image_line(ws) == f"{len(empty)} of {tasks} task types have no image"
     some = next(n for n, c in counts.items() if c)
     rows = images_for_task(ws, some)
     assert len(rows) == counts[some] and rows == sorted(rows, key=lambda r: -r["score"])

@@ -55,7 +55,7 @@ def test_taxonomy_notebook_headless(tmp_path, monkeypatch):
     with OpenAIServer(script) as server:
         nb = run_notebook(REPO / "notebooks" / "01_taxonomy.ipynb", tmp_path,
                           f"WORKSPACE = {str(ws_dir)!r}\nBASE_URL = {server.base_url!r}\nMODEL = 'test-model'\n"
-                          "interactive = False")
+                          "interactive = False\nBUDGET_USD = 1.0\nWINNER = 'edited'")
         assert {r.model for r in server.requests} == {"test-model"}
         assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in server.requests)
         texts = [r.text for r in server.requests]
@@ -70,7 +70,7 @@ def test_taxonomy_notebook_headless(tmp_path, monkeypatch):
     # The edited version was promoted to the workspace's copy, and level 2 used it for parents with children.
     copy = ws.prompts_dir / "expand_child_supplement.j2"
     assert EDIT in copy.read_text()
-    assert "taxonomy unchanged" in text and "promoted version" in text
+    assert "every call answered" in text and "promoted edited" in text
     # The preview rendered the real template for a parent with children (no "no subcategories yet").
     assert "It already has these subcategories" in text
     ocr = Taxonomy.of(ws).find("optical character recognition")
@@ -98,31 +98,57 @@ def seeded(seeded_ws):
     return seeded_ws
 
 
-def test_ab_leaves_the_taxonomy_unchanged_and_shows_drops_and_cost(seeded):
+def test_trial_helpers_budget_identical_versions_failures_and_winner(seeded):
+    """The notebooks' trial loop: no budget = a dry run (nothing called); the prompt in use is not run again; a
+    trial with a failed call declares no winner and WINNER is refused; a clean one promotes only when named."""
+    from workbench.apps import notebook_trials as tn
+
     ws = seeded
-    name = "expand_child_supplement.j2"
-    parents = nbs.parents_using(ws, name, n=5)
-    assert len(parents) == 5 and all(Taxonomy.of(ws).children(p) for p in parents)
+    stage, name = "expand:child_supplement", "expand_child_supplement.j2"
+    parents = nbs.parents_using(ws, name, n=2)
     current = nbs.current_prompt(ws, name)
-    version = nbs.save_draft(ws, name, current.source.replace("Name each one", EDIT + " Name each one"))
-    before = Taxonomy.of(ws).count(None)
+    edited = current.source.replace("Name each one", EDIT + " Name each one")
     with OpenAIServer(script) as server:
-        ab = nbs.ab_test(ws, name, version, parents, base_url=server.base_url, model="m")
-        assert len(server.requests) == 10
-        again = nbs.ab_test(ws, name, version, parents, base_url=server.base_url, model="m")
-        assert len(server.requests) == 10                         # cached: a re-run is free
-    assert Taxonomy.of(ws).count(None) == before == ab.nodes_after == again.nodes_after
-    assert ws.store.scalar("SELECT count(*) FROM nodes WHERE status='proposed'") == 0
-    row = ab.table.iloc[0]
-    parent = row.parent.split("~")[-1]
-    assert f"{parent} checkable" in row.only_version and f"{parent} checkable" not in row.current
-    assert any("repeats the parent" in d for d in row.dropped_current)
-    assert ab.cost["current"]["calls"] == 5 and ab.cost["version"]["prompt_tokens"] > 0
-    assert "taxonomy unchanged" in ab.summary() and "USD 0.0000" in ab.summary()    # a loopback endpoint is free
-    # A parent whose template is another one is refused, naming it.
-    leafy = next(n for n, _ in Taxonomy.of(ws).leaves() if n.level == 1)
-    with pytest.raises(WorkbenchError, match="not the template the stage uses"):
-        nbs.ab_test(ws, name, version, [leafy.id], base_url="http://127.0.0.1:9/v1", model="m")
+        nbs.configure_endpoints(ws, base_url=server.base_url, model="m")
+        dry = tn.trial(ws, stage, {"edited": edited}, parents, budget_usd=0)
+        assert server.requests == [] and not dry.ok and "dry run only: 4 call(s)" in dry.verdict
+        assert dry.trial.status == "dry run" and "no winner" in dry.verdict
+        same = tn.trial(ws, stage, {"edited": current.source}, parents, budget_usd=1.0)
+        assert same.trial is None and "nothing to compare" in same.verdict and server.requests == []
+        assert "the same text as current" in same.skipped[0]
+        res = tn.trial(ws, stage, {"edited": edited, "again": edited}, parents, budget_usd=1.0)
+        assert len(server.requests) == 4 and res.ok and "every call answered" in res.verdict
+        assert "the same text as edited" in res.skipped[0]
+        html = res._repr_html_()
+        assert "<h4>Per version</h4>" in html and "checkable" in html
+    assert "nothing promoted" in tn.promote_winner(ws, res, None)
+    assert "no version 'nope'" in tn.promote_winner(ws, res, "nope")
+    assert nbs.current_prompt(ws, name).hash == current.hash                    # nothing promoted so far
+    assert "promoted edited" in tn.promote_winner(ws, res, "edited")
+    assert EDIT in nbs.current_prompt(ws, name).source
+    # A dead endpoint: its calls fail; the trial says so and declares no winner; promoting it is refused.
+    down = Reply(status=404, raw='{"error": {"message": "model m is not loaded"}}', content_type="application/json")
+    with OpenAIServer(lambda req: down) as server:
+        nbs.configure_endpoints(ws, base_url=server.base_url)
+        bad = tn.trial(ws, stage, {"other": edited + "\nAnother line."}, parents, budget_usd=1.0)
+    # (The current version's replies are cached from the trial above: only the new version's calls fail.)
+    assert not bad.ok and "no winner: 2 of 4 call(s) failed" in bad.verdict and "model m is not loaded" in bad.verdict
+    assert "not promoted: the trial declared no winner" in tn.promote_winner(ws, bad, "other")
+    assert "Another line." not in nbs.current_prompt(ws, name).source
+
+
+def test_spend_gate():
+    from workbench.apps.notebook_trials import spend_gate
+    from workbench.stages.base import RunReport
+
+    rep = RunReport(stage="qa", endpoint="default", model="m", to_call=3, est_cost_usd=0.02)
+    assert "dry run only" in spend_gate(rep, 0) and "dry run only" in spend_gate(rep, None)
+    assert spend_gate(rep, 0.05) is None
+    assert "over BUDGET_USD = 0.01" in spend_gate(rep, 0.01)
+    rep.est_cost_usd = None
+    assert "unknown" in spend_gate(rep, 5)
+    rep.to_call = 0
+    assert spend_gate(rep, 0) is None                                   # all cached: nothing to spend
 
 
 def test_versions_preview_and_promote(seeded):
@@ -186,3 +212,73 @@ def test_review_gate_stops_until_apply(seeded):
     table.apply_button.click()                                         # every row on keep is a choice too
     table.require_apply()
     assert Taxonomy.of(ws).find("object recognition~Proposed one").status == "proposed"
+
+
+def run_until_error(path, tmp_path, params: str):
+    """Run All as nbclient does; returns the notebook and the error that stopped it (None: it ran to the end)."""
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    idx = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(params))
+    try:
+        NotebookClient(nb, timeout=180, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    except CellExecutionError as exc:
+        return nb, str(exc)
+    return nb, None
+
+
+@pytest.mark.timeout(300)
+def test_taxonomy_notebook_run_all_is_safe(tmp_path, monkeypatch):
+    """Default parameters with a live endpoint: dry runs only, nothing called, nothing promoted. Next day (the same
+    workspace after a budgeted session): nothing re-run for the promoted version, and the review gate counts the
+    proposals earlier runs left pending, although the table's run filter shows none."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    ws_dir = tmp_path / "ws"
+    nb01 = REPO / "notebooks" / "01_taxonomy.ipynb"
+    with OpenAIServer(script) as server:
+        endpoint = f"WORKSPACE = {str(ws_dir)!r}\nBASE_URL = {server.base_url!r}\nMODEL = 'm'\n"
+        nb, err = run_until_error(nb01, tmp_path, endpoint)
+        assert err is None and server.requests == []                       # Run All: no call at all
+        text = outputs_text(nb)
+        assert "dry run only" in text and "level 2 not expanded: dry run only" in text
+        assert "nothing promoted (Run All never promotes)" in text and "pending proposals: 0" in text
+        assert not (ws_dir / "prompts" / "expand_child_supplement.j2").exists()
+        # A session that spends and promotes, deciding 3 proposals (the rest stay pending) ...
+        run_notebook(nb01, tmp_path, endpoint + "BUDGET_USD = 1.0\nWINNER = 'edited'\ninteractive = False")
+        calls = len(server.requests)
+        ws = Workspace.open(ws_dir)
+        pending = ws.store.scalar("SELECT count(*) FROM nodes WHERE status='proposed'")
+        ws.close()
+        assert calls and pending > 3
+        # ... then Run All the next day, with a budget: the promoted version is not tried against itself.
+        nb, err = run_until_error(nb01, tmp_path, endpoint + "BUDGET_USD = 1.0\nWINNER = 'edited'")
+        assert len(server.requests) == calls                               # nothing asked again
+    text = outputs_text(nb)
+    assert f"pending proposals: {pending}" in text                         # the first cell's state
+    assert "nothing to compare: every edited version is the prompt in use" in text
+    assert "not promoted" in text
+    assert err is not None and f"{pending} proposal(s) wait in the review table above" in err
+
+
+@pytest.mark.timeout(300)
+def test_taxonomy_notebook_dead_endpoint_shows_the_error_and_promotes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    """Every call fails (an endpoint answering 404 fails at once; a refused connection is retried first, the
+    same outcome after minutes): the trial shows the error and no winner, WINNER is refused."""
+    ws_dir = tmp_path / "ws"
+    down = Reply(status=404, raw='{"error": {"message": "model m is not loaded"}}', content_type="application/json")
+    with OpenAIServer(lambda req: down) as server:
+        nb, err = run_until_error(REPO / "notebooks" / "01_taxonomy.ipynb", tmp_path,
+                                  f"WORKSPACE = {str(ws_dir)!r}\nBASE_URL = {server.base_url!r}\nMODEL = 'm'\n"
+                                  "BUDGET_USD = 1.0\nWINNER = 'edited'")
+    assert err is None, err
+    text = outputs_text(nb)
+    assert "no winner:" in text and "call failed" in text and "model m is not loaded" in text
+    assert "not promoted: the trial declared no winner" in text
+    ws = Workspace.open(ws_dir)
+    assert not (ws.prompts_dir / "expand_child_supplement.j2").exists()
+    assert ws.store.scalar("SELECT status FROM trials ORDER BY id DESC LIMIT 1") == "failed"
+    assert ws.store.scalar("SELECT count(*) FROM trial_promotions") == 0
+    ws.close()

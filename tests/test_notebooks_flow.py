@@ -35,11 +35,11 @@ def test_notebooks_01_02_03_on_one_workspace_to_an_export(tmp_path, monkeypatch)
     with OpenAIServer(script) as server:
         endpoint = f"BASE_URL = {server.base_url!r}\nMODEL = 'vlm'\n"
         run_notebook(REPO / "notebooks" / "01_taxonomy.ipynb", tmp_path,
-                     f"WORKSPACE = {str(ws_dir)!r}\n{endpoint}interactive = False")
+                     f"WORKSPACE = {str(ws_dir)!r}\n{endpoint}interactive = False\nBUDGET_USD = 1.0")
         nb2 = run_notebook(REPO / "notebooks" / "02_images_and_matching.ipynb", tmp_path,
                            f"WORKSPACE = {str(ws_dir)!r}")
         nb3 = run_notebook(REPO / "notebooks" / "03_vision_stages.ipynb", tmp_path,
-                           f"WORKSPACE = {str(ws_dir)!r}\n{endpoint}N_IMAGES = 3\nPROGRESS = False")
+                           f"WORKSPACE = {str(ws_dir)!r}\n{endpoint}N_IMAGES = 3\nPROGRESS = False\nBUDGET_USD = 1.0")
     assert "tiny random-weight model" in outputs_text(nb2)
     text = outputs_text(nb3)
     assert "made by the tiny random-weight CLIP" in text
@@ -63,7 +63,7 @@ def test_notebook_01_without_an_endpoint_skips_the_model_cells_and_runs_to_the_e
     nb = run_notebook(REPO / "notebooks" / "01_taxonomy.ipynb", tmp_path,
                       f"WORKSPACE = {str(ws_dir)!r}\ninteractive = False")
     text = outputs_text(nb)
-    assert "A/B skipped: no endpoint configured: set BASE_URL" in text
+    assert "trial skipped: no endpoint configured: set BASE_URL" in text
     assert "level 2 not expanded: no endpoint configured" in text
     assert "nodes: 100" in text                  # the last section ran
     ws = Workspace.open(ws_dir)

@@ -10,6 +10,8 @@ the votes full voting would have cast on the voted samples, minus the votes cast
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from workbench.analysis.agreement import adaptive_runs
@@ -34,9 +36,18 @@ def referee_calls_saved(ws: Workspace, *, per_task: bool = False):
     return saved if per_task else int(saved.sum())
 
 
+def selection_min_votes(ws: Workspace) -> int:
+    """The min_votes the stored selection was made with (its stage run's params); `[select] min_votes` when
+    nothing was selected yet. "Passed referees" must use the selection's own rule, or it contradicts "selected"."""
+    row = ws.store.one("SELECT r.params FROM stage_runs r WHERE r.id = (SELECT max(stage_run_id) FROM selections)")
+    params = json.loads(row["params"] or "{}") if row is not None else {}
+    return int(params.get("min_votes", ws.config.select.min_votes))
+
+
 def funnel(ws: Workspace, *, min_votes: int | None = None, per_task: bool = False) -> pd.DataFrame:
-    """Overall: one row per stage with `count`. Per task: one row per task type, one column per stage."""
-    k = ws.config.select.min_votes if min_votes is None else min_votes
+    """Overall: one row per stage with `count`. Per task: one row per task type, one column per stage.
+    `min_votes`: default the one the stored selection used (`selection_min_votes`)."""
+    k = selection_min_votes(ws) if min_votes is None else min_votes
     q = {
         "matched": "SELECT node_id, count(*) AS n FROM matches GROUP BY node_id",
         "kept by filter": "SELECT node_id, count(*) AS n FROM filter_decisions WHERE kept = 1 GROUP BY node_id",

@@ -1,10 +1,11 @@
 """Library helpers behind the notebooks (the cells stay thin): one tutorial workspace, endpoint parameters,
-the prompt loop (draft, preview, A/B, promote) and CLIP without weights.
+prompt versions (draft, preview, promote; the trials themselves are in apps/notebook_trials.py) and CLIP
+without weights.
 
     ws = tutorial_workspace("tutorial-workspace", base_url=..., model=...)   # init + seeds + endpoints
     draft = save_draft(ws, "expand_child_supplement.j2", text)   # prompts/drafts/<stem>.<hash>.j2
     print(preview_version(ws, "expand_child_supplement.j2", draft, parents))   # the stage's real template per parent
-    ab = ab_test(ws, "expand_child_supplement.j2", draft, parents)   # apply=False: the taxonomy does not change
+    res = notebook_trials.trial(ws, "expand:child_supplement", {"edited": draft.source}, parents, budget_usd=0.5)
     print(promote(ws, "expand_child_supplement.j2", draft))     # WORKSPACE/prompts/<name>: every level uses it
 
 Prompt versions are files named by their content hash, so saving the same text twice is one version and a
@@ -16,16 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.analysis import trials
 from workbench.apps.doctor import check_clip
 from workbench.core.config import CONFIG_NAME, MarkedBlock, edit_sections, read_block
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.llm.prompts import PromptTemplate, template_hash
 from workbench.stages.embed.clip import TINY_MODEL_NAME, write_model_config
-from workbench.stages.expand.stage import TEMPLATES, ExpandStage, compare_prompts, load_prompts, plan
+from workbench.stages.expand.stage import TEMPLATES, ExpandStage, load_prompts, plan
 from workbench.taxonomy.io import load_seed
 from workbench.taxonomy.model import LIVE, Taxonomy, first_open_notice, task_type_counts
 
@@ -107,7 +108,10 @@ def _template_key(name: str) -> str:
 
 
 def current_prompt(ws: Workspace, name: str) -> PromptTemplate:
-    """The file the expand stage uses for `name` now (the workspace's copy if there is one, else bundled)."""
+    """The file the expand stage uses for `name` now (the workspace's copy if there is one, else bundled); a
+    trial stage key (`qa`, `filter`, `referee`, ...) names the template that stage uses now."""
+    if not name.endswith(".j2"):
+        return trials.current_prompt(ws, name)
     key = _template_key(name)
     prompts = load_prompts(ws)
     if "custom" in prompts:
@@ -130,9 +134,8 @@ def drafts_dir(ws: Workspace) -> Path:
 
 def save_draft(ws: Workspace, name: str, text: str) -> PromptTemplate:
     """Save `text` as a version of prompt `name` (checked: it must parse as a template); returns it loaded."""
-    _template_key(name)
+    stem = _draft_stem(ws, name)
     PromptTemplate.from_text(text, path=f"{name} (draft)")    # a syntax error names its line; nothing written
-    stem = Path(name).name.removesuffix(".j2")
     path = drafts_dir(ws) / f"{stem}.{template_hash(text)[:8]}.j2"
     if path.exists():
         path.touch()                 # the latest saved version is the newest file
@@ -142,8 +145,16 @@ def save_draft(ws: Workspace, name: str, text: str) -> PromptTemplate:
     return PromptTemplate.load(path)
 
 
+def _draft_stem(ws: Workspace, name: str) -> str:
+    """Drafts of an expansion prompt file are named after it; those of a stage key after its template file."""
+    if name.endswith(".j2"):
+        _template_key(name)
+        return Path(name).name.removesuffix(".j2")
+    return current_prompt(ws, name).path.name.removesuffix(".j2")
+
+
 def latest_draft(ws: Workspace, name: str) -> Path | None:
-    stem = Path(name).name.removesuffix(".j2")
+    stem = _draft_stem(ws, name)
     found = sorted(drafts_dir(ws).glob(f"{stem}.*.j2"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
@@ -204,87 +215,6 @@ def preview_version(ws: Workspace, name: str, version: PromptTemplate | None, pa
     return "\n".join(out)
 
 
-# -- A/B ------------------------------------------------------------------------------------------
-@dataclass
-class ABResult:
-    """A/B of two versions of one prompt on the same parents (`apply=False`: proposals kept as 'new')."""
-
-    name: str
-    hash_current: str
-    hash_version: str
-    table: object                                  # pandas DataFrame, one row per parent
-    cost: dict = field(default_factory=dict)       # 'current'/'version' -> {'usd', 'prompt_tokens', ...}
-    nodes_before: int = 0
-    nodes_after: int = 0
-
-    def summary(self) -> str:
-        def cost(c):
-            # "USD", not "$": JupyterLab typesets text between two dollar signs as LaTeX.
-            usd = "cost unknown" if c["usd"] is None else f"USD {c['usd']:.4f}"
-            return f"{c['calls']} call(s), {c['prompt_tokens']:,} in + {c['completion_tokens']:,} out tokens, {usd}"
-
-        same = "unchanged" if self.nodes_before == self.nodes_after else "CHANGED"
-        return (f"A/B of {self.name}: current {self.hash_current[:8]} — {cost(self.cost['current'])}; "
-                f"version {self.hash_version[:8]} — {cost(self.cost['version'])}; "
-                f"taxonomy {same} ({self.nodes_after} node(s))")
-
-    def _repr_html_(self):
-        import html
-
-        return f"<p><b>{html.escape(self.summary())}</b></p>" + self.table.to_html(index=False)
-
-
-def _latest_results(ws: Workspace, prompt_hash: str, parents: list[str | None]) -> dict:
-    out = {}
-    for r in ws.store.query(
-            "SELECT r.id, r.parent_id, c.cost_usd, c.prompt_tokens, c.completion_tokens FROM expand_results r"
-            " LEFT JOIN llm_calls c ON c.key = r.call_key WHERE r.prompt_hash=? AND r.applied=0 ORDER BY r.id",
-            (prompt_hash,)):
-        if r["parent_id"] in parents:
-            out[r["parent_id"]] = dict(r)
-    return out
-
-
-def _dropped(ws: Workspace, result_id: int | None) -> list[str]:
-    if result_id is None:
-        return []
-    return [f"{r['line']!r}: {r['reason']}" for r in ws.store.query(
-        "SELECT line, reason FROM expand_proposals WHERE result_id=? AND outcome='dropped' ORDER BY position",
-        (result_id,))]
-
-
-def ab_test(ws: Workspace, name: str, version: PromptTemplate, parents: list[str] | None, *,
-            base_url: str | None = None, model: str | None = None, progress: bool | None = False) -> ABResult:
-    """Run the current file of `name` and `version` on `parents` (None: the first level) without changing the
-    taxonomy; names side by side with the dropped lines and why, and what each version's calls cost."""
-    current = current_prompt(ws, name)
-    if parents:
-        wrong = [r.parent_path for r in plan(ws, nodes=parents) if r.template != _template_key(name)]
-        if wrong:
-            raise WorkbenchError(f"{name} is not the template the stage uses for {', '.join(wrong)}; pick parents "
-                                 f"with parents_using(ws, {name!r})")
-    before = Taxonomy.of(ws).count(None)
-    table = compare_prompts(ws, current.path, version.path, nodes=parents or None,
-                            level=None if parents else 1, base_url=base_url, model=model, progress=progress)
-    after = Taxonomy.of(ws).count(None)
-    keys = list(parents) if parents else [None]
-    res = {"current": _latest_results(ws, current.hash, keys), "version": _latest_results(ws, version.hash, keys)}
-    cost = {}
-    for label, rows in res.items():
-        usd = [r["cost_usd"] for r in rows.values()]
-        cost[label] = {"calls": len(rows), "usd": None if any(u is None for u in usd) else sum(usd),
-                       "prompt_tokens": sum(r["prompt_tokens"] or 0 for r in rows.values()),
-                       "completion_tokens": sum(r["completion_tokens"] or 0 for r in rows.values())}
-    table = table.rename(columns={"a": "current", "b": "version", "only_a": "only_current",
-                                  "only_b": "only_version"})
-    table["dropped_current"] = [_dropped(ws, res["current"].get(k, {}).get("id")) for k in keys]
-    table["dropped_version"] = [_dropped(ws, res["version"].get(k, {}).get("id")) for k in keys]
-    out = ABResult(name, current.hash, version.hash, table, cost, before, after)
-    if before != after:    # compare_prompts runs with apply=False; a change here is a bug to report
-        raise WorkbenchError(f"A/B changed the taxonomy ({before} -> {after} nodes); please report this")
-    return out
-
-
 # -- CLIP without weights -------------------------------------------------------------------------
 class _DropRandomWeightsWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
@@ -314,9 +244,9 @@ def clip_or_tiny(ws: Workspace, *, model: str | None = None, pretrained: str | N
 
 # -- the prompt editor widget ---------------------------------------------------------------------
 class PromptEditor:
-    """A text area holding a version of prompt `name`; every edit is saved as a version when the box loses
-    focus. It opens on your latest saved version when that is newer than the workspace's copy, else on the
-    file the stage uses now."""
+    """A text area holding a version of prompt `name` (an expansion prompt file, or a trial stage key such as
+    `qa`, `filter`, `referee`); every edit is saved as a version when the box loses focus. It opens on your
+    latest saved version when that is newer than the workspace's copy, else on the file the stage uses now."""
 
     def __init__(self, ws: Workspace, name: str):
         import ipywidgets as W
@@ -345,6 +275,11 @@ class PromptEditor:
         if new not in self.text.value and old in self.text.value:
             self.text.value = self.text.value.replace(old, new)
 
+    def append(self, line: str) -> None:
+        """An edit from code: add `line` at the end unless it is already in the text."""
+        if line not in self.text.value:
+            self.text.value = self.text.value.rstrip("\n") + "\n" + line + "\n"
+
     def save(self) -> PromptTemplate:
         tpl = save_draft(self.ws, self.name, self.text.value)
         self.status.value = f"saved as version <code>{tpl.hash[:8]}</code> ({tpl.path.name})"
@@ -367,17 +302,17 @@ class PromptEditor:
 
 # -- what a session did -------------------------------------------------------------------------
 def session_note(ws: Workspace) -> str:
-    """A closing note for notebook 01: nodes by status and origin, the workspace's prompt copies, A/B runs."""
+    """A closing note for notebook 01: nodes by status and origin, the workspace's prompt copies, stored trials."""
     counts = {(r[0], r[1]): r[2] for r in ws.store.query(
         "SELECT origin, status, count(*) FROM nodes GROUP BY origin, status")}
     gen = {s: n for (o, s), n in counts.items() if o == "generated"}
     copies = sorted(p.name for p in ws.prompts_dir.glob("*.j2"))
     versions = len(list(drafts_dir(ws).glob("*.j2"))) if drafts_dir(ws).is_dir() else 0
-    ab = ws.store.scalar("SELECT count(*) FROM expand_results WHERE applied=0") or 0
+    trials_n = ws.store.scalar("SELECT count(*) FROM trials WHERE stage LIKE 'expand%'") or 0
     applied = ws.store.scalar("SELECT count(*) FROM expand_results WHERE applied=1") or 0
     return (f"{Taxonomy.of(ws).count(LIVE)} live node(s); {task_type_counts(ws).line()}; generated: "
             f"{gen.get('accepted', 0)} accepted, {gen.get('proposed', 0)} still proposed, {gen.get('rejected', 0)} "
-            f"rejected. {applied} expansion call(s) applied, {ab} A/B result(s) kept aside (no nodes). "
+            f"rejected. {applied} expansion call(s) applied; {trials_n} expansion prompt trial(s) stored (no nodes). "
             f"Workspace prompt copies: {', '.join(copies) or 'none (bundled prompts)'}; {versions} saved version(s) "
             f"in {drafts_dir(ws)}. Next: 02_images_and_matching.ipynb on the same WORKSPACE.")
 

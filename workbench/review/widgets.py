@@ -130,12 +130,16 @@ class ReviewTable:
         return bundle
 
     def require_apply(self) -> None:
-        """Stop (ReviewPending) while the table shows proposals and Apply was not pressed in this session."""
-        if self.rows and not self.history:
+        """Stop (ReviewPending) while any proposal is pending and Apply was not pressed in this session."""
+        # Every pending proposal counts, not only the rows the filters show: a filter on a run that proposed
+        # nothing must not wave Run All through while earlier runs' proposals wait.
+        if len(self.pending) and not self.history:
+            shown = "" if len(self.rows) == len(self.pending) else (
+                f" ({len(self.rows)} shown with the filters; choose 'all runs' and 'all prompts' to see them all)")
             raise ReviewPending(
-                f"{len(self.pending)} proposal(s) wait in the review table above. Choose accept / reject / rename, "
-                "press Apply (leaving every row on keep is a choice too), then run this cell and the ones below "
-                "(Run > Run Selected Cell and All Below).")
+                f"{len(self.pending)} proposal(s) wait in the review table above{shown}. Choose accept / reject / "
+                "rename, press Apply (leaving every row on keep is a choice too), then run this cell and the ones "
+                "below (Run > Run Selected Cell and All Below).")
 
     # -- data ---------------------------------------------------------------------------------
     def refresh(self) -> None:

@@ -330,6 +330,14 @@ def tasks_without_images(ws: Workspace, *, max_rank: int | None = None) -> list[
     return [(n.id, p) for n, p in Taxonomy.of(ws).leaves() if counts.get(n.id, 0) == 0]
 
 
+def no_image_line(ws: Workspace, *, max_rank: int | None = None) -> str:
+    """"N of M task types have no image": M is the number of task types (`match_counts` lists each once, with 0
+    for those no image was matched to), so the figure and its total come from one count."""
+    counts = match_counts(ws, max_rank=max_rank)
+    empty = sum(1 for n in counts.values() if n == 0)
+    return f"{empty} of {len(counts)} task types have no image"
+
+
 def low_score_images(ws: Workspace, threshold: float | None = None) -> list[dict]:
     """Images whose best match scores below the threshold (default `[match] low_score_threshold`)."""
     th = ws.config.match.low_score_threshold if threshold is None else float(threshold)
