@@ -88,6 +88,7 @@ def _path(frame: pd.DataFrame, node_id: str) -> str:
 
 def prewarm(root: str) -> None:
     v = data.version(root, *rq.TABLES)
-    rq.vote_patterns(root, v)
+    if not rq.vote_patterns(root, v)[1]:   # no votes: the page shows its empty state and reads nothing more
+        return
     rq.summary(root, v, data.open_workspace(root).config.referee.audit_fraction)
     rq.disagreements(root, v, None, 500)
