@@ -109,7 +109,11 @@ def render(root: str, ws: Workspace) -> None:
             st.warning(md(f"{s['stage']}: {w}"))
 
     st.subheader("Per stage")
-    st.dataframe(pd.DataFrame(_stage_rows(p)), hide_index=True, key="plan_stages")
+    # Figures with their 90 % range ("7,435 (5,948..9,002)") get room enough to show whole (no "7,435 (5,9…").
+    px = {"to do": 110, "input tokens": 170, "output tokens": 170, "cost": 150, "batch cost": 150, "why": 200,
+          "wall time": 120, "note": 400}
+    st.dataframe(pd.DataFrame(_stage_rows(p)), hide_index=True, key="plan_stages",
+                 column_config={c: st.column_config.TextColumn(c, width=w) for c, w in px.items()})
 
     st.subheader("Cost per first-level category")
     cats = pd.DataFrame(p["categories"])
