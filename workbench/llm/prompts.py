@@ -97,7 +97,7 @@ class PromptTemplate:
     source: str
     hash: str
     _template: jinja2.Template | None = field(repr=False, default=None)   # set by from_text (load uses it)
-    label: str | None = None      # how errors name the template when not by its path ("the playground text")
+    label: str | None = None      # how errors name a template that is not a file ("the edited version 'x'")
 
     @classmethod
     def load(cls, name_or_path: str | Path, *, workspace_root: Path | None = None) -> PromptTemplate:
