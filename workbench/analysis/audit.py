@@ -59,15 +59,7 @@ import pandas as pd
 from workbench.analysis import audit_embed
 from workbench.analysis.audit_embed import embed
 from workbench.analysis.audit_quality import confidence_levels
-from workbench.analysis.audit_read import (  # noqa: F401  (re-exported: the audit's reading API)
-    TASK_FIELDS,
-    Items,
-    detect_format,
-    first_instruction,
-    read_dataset,
-    read_items,
-    records,
-)
+from workbench.analysis.audit_read import Items, read_items
 from workbench.analysis.coverage import load_counts, long_tail, node_frame
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.analysis.audit import load_assignments, read_dataset
+from workbench.analysis.audit import load_assignments
+from workbench.analysis.audit_read import read_dataset
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.llm.prompts import PromptTemplate
