@@ -25,8 +25,8 @@ HTML_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad 
 
 
 def endpoint(base_url: str, price=(1.0, 2.0), **kw) -> Endpoint:
-    cfg = EndpointConfig(base_url=base_url, model="test-model", retry_base_s=0.01, retry_max_s=0.05,
-                         **{"max_retries": 3, "timeout_s": 5, **kw})
+    cfg = EndpointConfig(base_url=base_url, model="test-model",
+                         **{"retry_base_s": 0.01, "retry_max_s": 0.05, "max_retries": 3, "timeout_s": 5, **kw})
     return Endpoint("test", cfg, price)
 
 
@@ -276,3 +276,47 @@ def test_a_call_at_an_unknown_price_records_cost_none():
     with OpenAIServer(lambda req: Reply("answer", prompt_tokens=10, completion_tokens=5)) as server:
         rec = complete(endpoint(server.base_url, price=None))
     assert rec.status == "ok" and rec.prompt_tokens == 10 and rec.cost_usd is None
+
+
+# -- 7. a server that is not up costs seconds, not a minute of backoff per row --------------------------------------
+
+def _many(ep: Endpoint, n: int, before=None):
+    async def go():
+        client = make_client(ep)
+        try:
+            if before is not None:
+                await before(client)
+            return await asyncio.gather(*[client.complete([{"role": "user", "content": f"Item {i}"}],
+                                                          {"temperature": 0.0}) for i in range(n)])
+        finally:
+            await client.close()
+    return asyncio.run(go())
+
+
+def test_a_refused_endpoint_gives_up_early_and_says_the_server_may_be_down():
+    # Six retries with a 1 s doubling backoff would be about a minute per row; nothing has answered, so each row
+    # is tried at most twice.
+    recs = _many(endpoint("http://127.0.0.1:9/v1", max_retries=6, retry_base_s=1.0, retry_max_s=60), 8)
+    assert all(r.status == "error" for r in recs)
+    assert max(r.attempts for r in recs) <= 2
+    assert all("is the server up?" in r.error and "127.0.0.1:9" in r.error for r in recs)
+
+
+def test_after_an_answer_a_lost_connection_gets_the_full_retry_budget():
+    async def go():
+        # "Connection: close": the client cannot reuse the socket, so a stopped server is a refused connection.
+        server = OpenAIServer(lambda req: Reply("ok", headers={"Connection": "close"})).__enter__()
+        client = make_client(endpoint(server.base_url, max_retries=3))
+        try:
+            first = await client.complete(MESSAGES, {"temperature": 0.0})
+            server.__exit__(None, None, None)          # the server goes away mid-run (a restart)
+            rest = await asyncio.gather(*[client.complete([{"role": "user", "content": f"Item {i}"}],
+                                                          {"temperature": 0.0}) for i in range(2)])
+            return first, rest
+        finally:
+            await client.close()
+
+    first, rest = asyncio.run(go())
+    assert first.status == "ok"
+    assert all(r.status == "error" and r.attempts == 4 and "connection failed" in r.error for r in rest)
+    assert all("is the server up?" not in r.error for r in rest)

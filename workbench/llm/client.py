@@ -44,6 +44,11 @@ OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER_S = 300.0
 BODY_PREFIX_CHARS = 200     # how much of an unreadable reply an error quotes
+# A connection that fails before any call of this client has been answered means the server is most likely not up
+# (a wrong port, vLLM not started): such a call is tried this many times, not max_retries (~1 minute of backoff per
+# row), and once one call has given up that way the others stop at their next attempt. After one answer the full
+# retry budget applies (a server restarting mid-run comes back).
+COLD_CONNECT_ATTEMPTS = 2
 REDACTED = "***"
 MIN_SECRET_CHARS = 8        # shorter "keys" ("test", "x", "EMPTY") are placeholders; replacing them would mangle text
 
@@ -261,6 +266,8 @@ class LLMClient:
         # timeout= bounds each read; complete() bounds each whole attempt with asyncio.wait_for.
         self._client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=key,
                                           max_retries=0, timeout=endpoint.config.timeout_s)
+        self._answered = False          # any reply from the server (COLD_CONNECT_ATTEMPTS)
+        self._down: str | None = None   # why the endpoint looks down (a call gave up on connecting, none answered)
 
     async def close(self) -> None:
         await self._client.close()
@@ -290,7 +297,13 @@ class LLMClient:
             except oa.APIConnectionError as exc:
                 cause = f" ({exc.__cause__})" if exc.__cause__ is not None and str(exc.__cause__) else ""
                 last_error = f"connection failed: {exc}{cause} (endpoint {self._where})"
+                if not self._answered and (self._down or attempts >= min(COLD_CONNECT_ATTEMPTS, cfg.max_retries + 1)):
+                    self._down = self._down or last_error
+                    return self._record("error", attempts=attempts, latency=time.monotonic() - t_start,
+                                        error=f"{last_error} (gave up after {attempts} attempt(s): no call to this "
+                                              "endpoint has been answered in this run; is the server up?)")
             except oa.APIStatusError as exc:
+                self._answered = True
                 body = (exc.response.text or "") if exc.response is not None else ""
                 body = scrub_secrets(body, self._secrets)[:500]   # whole, then cut: no half key survives
                 last_error = f"HTTP {exc.status_code}: {body}"
@@ -300,6 +313,7 @@ class LLMClient:
                 if wait is not None and exc.status_code == 429:
                     self.limiter.pause(wait)
             else:
+                self._answered = True
                 if resp is not None:
                     return self._from_response(resp, attempts, time.monotonic() - t0)
             if attempts > cfg.max_retries:
