@@ -89,6 +89,43 @@ def test_bulk_accept_leaves_a_node_decided_meanwhile_and_says_so(tree, tmp_path)
     assert counts["decided_meanwhile"] == 1 and _status(ws, ids["Depth"]) == "rejected"
 
 
+def test_one_decision_leaves_a_node_decided_meanwhile_and_names_who(tree):
+    """A curator looks at a proposal; someone else rejects it; the curator's accept (made on what they saw: a
+    proposal) is skipped and says who decided, instead of silently overriding the reject."""
+    ws, _, _, ids = tree
+    from workbench.core.workspace import Workspace
+    with Workspace.open(ws.root) as other:
+        apply_decisions(other, [Decision(ids["People"], "reject")], reviewer="sam")
+    [res] = apply_decisions(ws, [Decision(ids["People"], "accept", expect="proposed")], reviewer="pat")
+    assert res.status == "skipped" and "rejected meanwhile by sam" in res.outcome
+    assert _status(ws, ids["People"]) == "rejected"
+    log = review_log(ws)
+    assert list(log[log.node_id == ids["People"]].action) == ["reject"]
+    # A rename of a node accepted meanwhile is skipped too; one still proposed is applied.
+    apply_decisions(ws, [Decision(ids["Cars"], "accept")], reviewer="sam")
+    [ren] = apply_decisions(ws, [Decision(ids["Cars"], "rename", new_name="Autos", expect="proposed")])
+    assert ren.status == "skipped" and Taxonomy.of(ws).get(ids["Cars"]).name == "Cars"
+    [ok] = apply_decisions(ws, [Decision(ids["Depth"], "reject", expect="proposed")])
+    assert ok.status == "applied" and _status(ws, ids["Depth"]) == "rejected"
+    # Without `expect` (a script naming nodes explicitly) the decision is applied whatever the status.
+    [forced] = apply_decisions(ws, [Decision(ids["People"], "accept")])
+    assert forced.status == "applied" and _status(ws, ids["People"]) == "accepted"
+
+
+def test_review_page_row_does_not_override_a_decision_made_elsewhere(tree):
+    pytest.importorskip("streamlit")
+    ws, r1, r2, ids = tree
+    at = _app(ws.root, {"reviewer": "ann"})
+    at.selectbox(key="rv_group").set_value("run").run()
+    at.selectbox(key="rv_group_value_run").set_value(f"run {r1}").run()
+    # The page shows People as a proposal; meanwhile a notebook rejects it.
+    apply_decisions(ws, [Decision(ids["People"], "reject")], reviewer="sam", source="notebook")
+    at.button(key=f"rv_acc_{ids['People']}").click().run()
+    assert not at.exception
+    assert _status(ws, ids["People"]) == "rejected"
+    assert at.warning and "rejected meanwhile by sam" in at.warning[0].value
+
+
 def test_bulk_accept_subtree_logs_reviewer_and_previous_value(tree):
     ws, r1, r2, ids = tree
     counts = bulk_status(ws, select_proposals(ws, under=ids["Counting"]), "accepted", reviewer="pat",

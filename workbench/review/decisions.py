@@ -63,6 +63,9 @@ class Decision:
     new_name: str | None = None
     new_parent: str | None = None    # move: id or `~` path of the new parent; '' = first level
     into: str | None = None          # merge: the survivor (id or `~` path); this node disappears into it
+    # The node's status when the person decided (the review page and widgets: 'proposed'). If someone else changed
+    # it since (now neither this nor what the decision sets), the decision is skipped, naming who did it.
+    expect: str | None = None
 
     def __post_init__(self):
         if self.action not in ALL_ACTIONS:
@@ -206,6 +209,8 @@ def _apply_in_transaction(ws: Workspace, conn, d: Decision, log: _Log) -> tuple[
         return "failed", f"node {d.node_id} no longer exists (deleted meanwhile)"
     name, status = row["name"], row["status"]
     path = tax.path(d.node_id)
+    if d.expect is not None and status not in (d.expect, TARGET_STATUS.get(d.action, d.expect)):
+        return "skipped", _decided_meanwhile(conn, d.node_id, status)
     new_name = d.new_name
     renames = new_name is not None and normalize_name(new_name) != name
 
@@ -260,6 +265,16 @@ def _apply_in_transaction(ws: Workspace, conn, d: Decision, log: _Log) -> tuple[
     tax.reject([d.node_id])
     log(conn, "reject", d.node_id, path, status, "rejected")
     return "applied", "rejected" + ignored
+
+
+TARGET_STATUS = {"accept": "accepted", "reject": "rejected"}
+
+
+def _decided_meanwhile(conn, node_id: str, status: str) -> str:
+    last = conn.execute("SELECT reviewer, at FROM review_log WHERE node_id=? AND new_value=? AND undone_at IS NULL "
+                        "ORDER BY id DESC LIMIT 1", (node_id, status)).fetchone()
+    who = f" by {last[0]} at {last[1][:16].replace('T', ' ')}" if last else ""
+    return f"{status} meanwhile{who}; left as decided (undo that first to decide again)"
 
 
 # -- bulk ----------------------------------------------------------------------------------------

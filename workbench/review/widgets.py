@@ -70,7 +70,8 @@ class ReviewRow:
     box: Any
 
     def decision(self) -> Decision:
-        return Decision(self.node_id, self.action.value, self.new_name.value or None)
+        # expect: the row showed a proposal; a decision someone else made since is not overridden.
+        return Decision(self.node_id, self.action.value, self.new_name.value or None, expect="proposed")
 
     def reset(self) -> None:
         self.action.value = "keep"

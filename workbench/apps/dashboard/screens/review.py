@@ -25,6 +25,7 @@ from workbench.review import decisions as dec
 
 GROUPS = {"parent": "parent", "run": "stage run", "origin": "origin"}
 ROWS_PER_GROUP = 50       # rows drawn with their own buttons; bulk actions cover the whole group regardless
+PROPOSED = "proposed"     # what a row's decision expects the node to still be (dec.Decision.expect)
 WROTE = "rv_wrote"        # set by a write from inside the proposals fragment: the whole page must redraw
 
 
@@ -58,7 +59,7 @@ def _decide(root: str, decisions: list[dec.Decision]) -> None:
         return _say("error", str(exc))
     bad = [r for r in results if r.status == "failed"]
     text = "; ".join(f"{r.path or r.node_id}: {r.outcome if r.status != 'applied' else r.detail}" for r in results)
-    _say("error" if bad else "success", text)
+    _say("error" if bad else "warning" if any(r.status == "skipped" for r in results) else "success", text)
 
 
 def _bulk(root: str, target: str, status: str) -> None:
@@ -83,13 +84,15 @@ def _bulk(root: str, target: str, status: str) -> None:
 def _one(root: str, node_id: str, action: str) -> None:
     s = st.session_state
     s[WROTE] = True   # its button sits in the fragment: the fragment's first line reruns the whole page
-    d = {"rename": lambda: dec.Decision(node_id, "rename", new_name=s.get("rv_new_name") or None),
-         "move": lambda: dec.Decision(node_id, "move", new_parent=s.get("rv_new_parent") or ""),
-         "merge": lambda: dec.Decision(node_id, "merge", into=s.get("rv_merge_into") or None)}.get(action)
+    # expect: the row showed a proposal; a decision someone else made since is not overridden.
+    d = {"rename": lambda: dec.Decision(node_id, "rename", new_name=s.get("rv_new_name") or None, expect=PROPOSED),
+         "move": lambda: dec.Decision(node_id, "move", new_parent=s.get("rv_new_parent") or "", expect=PROPOSED),
+         "merge": lambda: dec.Decision(node_id, "merge", into=s.get("rv_merge_into") or None, expect=PROPOSED)
+         }.get(action)
     if action == "merge" and not s.get("rv_merge_ok"):
         return _say("error", "tick 'confirm the merge' first: a merge cannot be undone")
     try:
-        _decide(root, [d() if d else dec.Decision(node_id, action)])
+        _decide(root, [d() if d else dec.Decision(node_id, action, expect=PROPOSED)])
     except WorkbenchError as exc:
         _say("error", str(exc))
     for k in ("rv_new_name", "rv_new_parent", "rv_merge_into"):
