@@ -190,3 +190,27 @@ def test_export_refuses_a_selection_that_people_voted_against_since(filled, tmp_
         export(ws, tmp_path / "e.json")
     # --all-ok does not use the selection: nothing to compare.
     assert export(ws, tmp_path / "f.json", only_selected=False)[1] > 0
+
+
+def test_export_refuses_a_selection_that_referees_voted_on_since(filled, tmp_path):
+    """A referee run after `select` (a re-run with another prompt, a new referee) changes votes the selection
+    was made from: export refuses naming the referee and samples; select again, and export goes through."""
+    from workbench.stages.export.stage import ExportStage
+
+    ws = filled
+    select(ws)
+    chosen = [r[0] for r in ws.store.query("SELECT sample_id FROM selections WHERE selected = 1 ORDER BY sample_id")]
+    export(ws, tmp_path / "a.json")                                   # nothing new since the select
+    with ws.stage_run("referee", {"test": True}, lock_key=None) as run:
+        with ws.store.write() as c:
+            c.execute("INSERT OR REPLACE INTO votes(sample_id, referee, vote, valid, raw_text, stage_run_id) "
+                      "VALUES (?, 'r2', 0, 1, '0', ?)", (chosen[0], run.id))
+    with pytest.raises(WorkbenchError, match=rf"referee\(s\) r2 voted on 1 selected sample\(s\).*{chosen[0][:12]}"
+                                             r".*workbench select"):
+        export(ws, tmp_path / "b.json")
+    assert not (tmp_path / "b.json").exists()
+    rep = ExportStage(tmp_path / "c.json", allow_changed=True).run(ws)
+    assert rep.machine_changed == 1 and "referees voted again on 1" in rep.summary()
+    select(ws)                                                        # the selection now reflects the new vote
+    path, n = export(ws, tmp_path / "d.json")
+    assert path.exists() and n >= 1

@@ -144,7 +144,8 @@ def export_cmd(workspace: Path = WS_ARG,
                all_ok: bool = typer.Option(False, "--all-ok", help="Export every parsed sample, not only the "
                                            "selected ones."),
                allow_changed: bool = typer.Option(False, "--allow-changed", help="Export the last selection even "
-                                                  "though people's votes or flags changed since (a warning).")):
+                                                  "though people's votes or flags, or referees' votes, changed "
+                                                  "since (a warning).")):
     """Export the selected samples for training (same inputs give byte-identical files)."""
     ws = open_ws(workspace)
     typer.echo(ExportStage(out, fmt=format, image_root=image_root, only_selected=not all_ok,

@@ -16,7 +16,7 @@ import pandas as pd
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.stages.base import Stage
-from workbench.stages.select.stage import people_changed
+from workbench.stages.select.stage import machine_votes_since, people_changed
 from workbench.taxonomy.model import Taxonomy, task_type_counts
 
 FORMATS = ("llava", "sharegpt", "parquet")
@@ -89,6 +89,7 @@ class ExportReport:
     format: str
     flagged_left_out: int = 0    # selected (or, with --all-ok, ok) samples not written: flagged by a reviewer
     people_changed: int = 0      # with allow_changed: samples whose people's votes changed since the last select
+    machine_changed: int = 0     # with allow_changed: selected samples with referee votes newer than the select
     not_task_left_out: int = 0   # ... not written: their node is not a task type (awaiting review, or rejected)
 
     def summary(self) -> str:
@@ -98,6 +99,8 @@ class ExportReport:
                 + (f"; WARNING: written as last selected although people's votes or flags changed on "
                    f"{self.people_changed} sample(s) since (run `workbench select` again to apply them)"
                    if self.people_changed else "")
+                + (f"; WARNING: written as last selected although referees voted again on {self.machine_changed} "
+                   "sample(s) since (run `workbench select` again to apply them)" if self.machine_changed else "")
                 + (f"; left out {self.not_task_left_out} sample(s) of nodes that are not task types (awaiting "
                    "review or rejected)" if self.not_task_left_out else ""))
 
@@ -116,6 +119,17 @@ def changed_message(changed: list[tuple[str, str, str]]) -> str:
     return (f"export: people's votes or flags changed on {len(changed)} sample(s) since the last `workbench select`, "
             f"so the selection does not reflect them: {shown}{more}. Run `workbench select WORKSPACE` again, then "
             "export (or pass --allow-changed to export the selection as it stands)")
+
+
+def machine_message(votes: list[tuple[str, str]]) -> str:
+    """The refusal when referees voted on selected samples after the last select, naming the first."""
+    samples = sorted({sid for sid, _ in votes})
+    referees = sorted({ref for _, ref in votes})
+    shown = ", ".join(sid[:12] for sid in samples[:5]) + (f" ... and {len(samples) - 5} more" if len(samples) > 5
+                                                           else "")
+    return (f"export: referee(s) {', '.join(referees)} voted on {len(samples)} selected sample(s) after the last "
+            f"`workbench select` ({shown}), so the selection does not reflect those votes. Run `workbench select "
+            "WORKSPACE` again, then export (or pass --allow-changed to export the selection as it stands)")
 
 
 class ExportStage(Stage):
@@ -143,6 +157,9 @@ class ExportStage(Stage):
         self.changed = people_changed(ws.store) if self.only_selected else []
         if self.changed and not self.allow_changed:
             raise WorkbenchError(changed_message(self.changed))
+        self.machine = machine_votes_since(ws.store) if self.only_selected else []
+        if self.machine and not self.allow_changed:
+            raise WorkbenchError(machine_message(self.machine))
         self.not_task = not_task_left_out(ws, only_selected=self.only_selected)
         if self.df.empty:
             what = ("selected samples (run `workbench select`)" if self.only_selected
@@ -180,17 +197,20 @@ class ExportStage(Stage):
             run.add("flagged_left_out", self.flagged)
         if self.changed:
             run.add("people_changed", len(self.changed))
+        machine = len({sid for sid, _ in self.machine})
+        if machine:
+            run.add("machine_changed", machine)
         if self.not_task:
             run.add("not_task_left_out", self.not_task)
         return ExportReport(str(dest), len(df), fmt, self.flagged, people_changed=len(self.changed),
-                            not_task_left_out=self.not_task)
+                            machine_changed=machine, not_task_left_out=self.not_task)
 
 
 def export(ws: Workspace, dest: Path | str | None = None, *, fmt: str = "llava", image_root: Path | str | None = None,
            only_selected: bool = True, overwrite: bool = True, allow_changed: bool = False) -> tuple[Path, int]:
     """Write the selected (or all ok) samples; same inputs give byte-identical files. Returns (path, count).
-    Refused (a WorkbenchError naming them) when people's votes changed since the last select, unless
-    `allow_changed`."""
+    Refused (a WorkbenchError naming them) when people's votes changed, or referees voted on selected samples,
+    since the last select, unless `allow_changed`."""
     rep = ExportStage(dest, fmt=fmt, image_root=image_root, only_selected=only_selected,
                       overwrite=overwrite, allow_changed=allow_changed).run(ws)
     return Path(rep.path), rep.samples

@@ -32,7 +32,7 @@ import pandas as pd
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.stages.base import Stage, StageRun
-from workbench.stages.referee.people import HUMAN_SQL
+from workbench.stages.referee.people import HUMAN_SQL, MACHINE_SQL
 from workbench.stages.referee.stage import no_samples_message
 from workbench.stages.select.consensus import require
 from workbench.taxonomy.model import Taxonomy
@@ -137,6 +137,15 @@ def people_changed(store) -> list[tuple[str, str, str]]:
         if votes_then != votes_now or (flag_then and not flag_now):
             changed.append((sid, then[sid], now.get(sid, "")))
     return changed
+
+
+def machine_votes_since(store) -> list[tuple[str, str]]:
+    """(sample id, referee) of machine votes recorded on a sample by a referee run newer than the select run that
+    last decided it: a referee re-run or a new referee after `select`, whose votes the selection does not reflect.
+    Samples selected by no recorded run (NULL) are not compared."""
+    return [(r[0], r[1]) for r in store.query(
+        f"SELECT v.sample_id, v.referee FROM votes v JOIN selections s ON s.sample_id = v.sample_id "
+        f"WHERE v.{MACHINE_SQL} AND v.stage_run_id > s.stage_run_id ORDER BY v.sample_id, v.referee")]
 
 
 def referee_outcomes(store, *, min_votes: int = 2, table: pd.DataFrame | None = None) -> pd.DataFrame:
