@@ -118,6 +118,13 @@ def test_cli_gaps_show_propose_flag(ws):
     assert empty.code == 0 and "remote sensing~land use classification" in empty.out
     bad = run_cli("gaps", "show", ws.root)
     assert bad.code == 2 and "name one gap" in bad.err
+    # A bundled reference list by its name (or a unique prefix), not its path inside the package.
+    ref = run_cli("gaps", "show", ws.root, "-r", "celebrity", "--reference", "mme")
+    assert ref.code == 0 and "reference gap:" in ref.out and "celebrity" in ref.out, ref.err
+    bad = run_cli("gaps", "show", ws.root, "-r", "celebrity", "--reference", "mm")
+    assert bad.code == 2 and "more than one bundled reference list" in bad.err and "mmstar_axes" in bad.err
+    bad = run_cli("gaps", "show", ws.root, "-r", "celebrity", "--reference", "nope.txt")
+    assert bad.code == 2 and "nor a bundled reference list (bundled: mmbench_abilities" in bad.err
     bad = run_cli("gaps", "show", ws.root, "--cluster", "1", "--audit", "x")
     assert bad.code == 2 and "--audit goes with" in bad.err
     prop = run_cli("gaps", "propose", ws.root, "Sheep herding scenes", "--cluster", "1")

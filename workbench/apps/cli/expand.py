@@ -12,6 +12,7 @@ from workbench.analysis.reference_coverage import DEFAULT_BAND, DEFAULT_THRESHOL
 from workbench.apps.cli.app import WS_ARG, app, open_ws, taxonomy_app
 from workbench.apps.cli.report import show_run
 from workbench.core.errors import WorkbenchError
+from workbench.core.resources import bundled_reference_names, reference_file
 from workbench.stages.expand.stage import expand
 
 
@@ -102,8 +103,9 @@ def duplicates_cmd(
 @taxonomy_app.command("coverage")
 def coverage_cmd(
     workspace: Path = WS_ARG,
-    reference: Path = typer.Argument(..., help="A reference taxonomy: tasktype.txt, JSON or folder tree "
-                                     "(bundled: workbench/data/reference/*.txt).", show_default=False),
+    reference: str = typer.Argument(..., help="A reference taxonomy: tasktype.txt, JSON or folder tree, or a "
+                                    "bundled list's name (" + ", ".join(bundled_reference_names()) + "; a unique "
+                                    "prefix will do).", show_default=False, metavar="REFERENCE"),
     format: str | None = typer.Option(None, "--format", "-f", help="txt, folder or json (default: detected)."),
     threshold: float | None = typer.Option(None, help="Score below which a reference task is a gap (default: "
                                               "text_embedding.coverage_threshold when set, else the matcher's "
@@ -129,7 +131,7 @@ def coverage_cmd(
     ws = open_ws(workspace)
     if (endpoint or dry_run or prompt or budget is not None) and not confirm:
         raise WorkbenchError("--endpoint, --prompt, --dry-run and --budget apply to --confirm; add --confirm")
-    rep = reference_coverage(ws, reference, fmt=format, threshold=threshold, top_k=top_k,
+    rep = reference_coverage(ws, reference_file(reference), fmt=format, threshold=threshold, top_k=top_k,
                              confirm=(endpoint or "default") if confirm else None, band=band or DEFAULT_BAND,
                              prompt=prompt,
                              dry_run=dry_run, budget_usd=budget)

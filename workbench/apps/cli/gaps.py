@@ -12,6 +12,7 @@ import typer
 from workbench.analysis.gap_items import Drill, drill, empty_task_types, propose
 from workbench.apps.cli.app import WS_ARG, gaps_app, open_ws
 from workbench.core.errors import WorkbenchError
+from workbench.core.resources import bundled_reference_names, reference_file
 from workbench.core.workspace import Workspace
 from workbench.review.adjudication import flag
 
@@ -19,8 +20,8 @@ CATEGORY = typer.Option(None, "--category", "-c", help="A first-level category (
 TASK_TYPE = typer.Option(None, "--task-type", "-t", help="A task type (`~` path or node id).")
 REF_GAP = typer.Option(None, "--reference-gap", "-r", help="A reference task (its path or last name); needs "
                        "--reference.")
-REFERENCE = typer.Option(None, "--reference", help="The reference list the gap is in (bundled: "
-                         "workbench/data/reference/*.txt).")
+REFERENCE = typer.Option(None, "--reference", help="The reference list the gap is in: a file, or a bundled "
+                         "list's name (" + ", ".join(bundled_reference_names()) + "; a unique prefix will do).")
 CLUSTER = typer.Option(None, "--cluster", help="A discovered cluster's number (#N of `workbench discover`).")
 AUDIT = typer.Option(None, "--audit", help="With --category/--task-type: an audited dataset's items there too.")
 LIMIT = typer.Option(20, "--limit", "-n", min=1, help="Rows per table.")
@@ -35,7 +36,8 @@ def _pick(ws: Workspace, category, task_type, reference_gap, reference, cluster,
     (kind, target), = given.items()
     if audit and kind not in ("category", "task_type"):
         raise WorkbenchError("--audit goes with --category or --task-type (audited items are assigned to ours)")
-    return drill(ws, kind, target, reference=reference, audit=audit, limit=limit)
+    return drill(ws, kind, target, reference=reference_file(reference) if reference is not None else None,
+                 audit=audit, limit=limit)
 
 
 def _table(title: str, df: pd.DataFrame | None, cols: list[str]) -> None:
@@ -50,7 +52,7 @@ def _table(title: str, df: pd.DataFrame | None, cols: list[str]) -> None:
 
 @gaps_app.command("show")
 def show_cmd(workspace: Path = WS_ARG, category: str | None = CATEGORY, task_type: str | None = TASK_TYPE,
-             reference_gap: str | None = REF_GAP, reference: Path | None = REFERENCE, cluster: int | None = CLUSTER,
+             reference_gap: str | None = REF_GAP, reference: str | None = REFERENCE, cluster: int | None = CLUSTER,
              audit: str | None = AUDIT, empty: bool = typer.Option(False, "--empty", help="List the task types no "
                                                                     "image has as its best match."),
              limit: int = LIMIT, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
@@ -89,7 +91,7 @@ def show_cmd(workspace: Path = WS_ARG, category: str | None = CATEGORY, task_typ
 @gaps_app.command("propose")
 def propose_cmd(workspace: Path = WS_ARG, name: str = typer.Argument(..., help="The new task type's name."),
                 category: str | None = CATEGORY, task_type: str | None = TASK_TYPE,
-                reference_gap: str | None = REF_GAP, reference: Path | None = REFERENCE,
+                reference_gap: str | None = REF_GAP, reference: str | None = REFERENCE,
                 cluster: int | None = CLUSTER, audit: str | None = AUDIT,
                 parent: str | None = typer.Option(None, "--parent", help="Add under this node (path or id; "
                                                   "default: the nearest task type's parent; `-`: top level)."),
@@ -107,7 +109,7 @@ def propose_cmd(workspace: Path = WS_ARG, name: str = typer.Argument(..., help="
 def flag_cmd(workspace: Path = WS_ARG, reason: str = typer.Option(..., "--reason", help="Why (kept with each "
                                                                   "flag)."),
              category: str | None = CATEGORY, task_type: str | None = TASK_TYPE,
-             reference_gap: str | None = REF_GAP, reference: Path | None = REFERENCE, cluster: int | None = CLUSTER,
+             reference_gap: str | None = REF_GAP, reference: str | None = REFERENCE, cluster: int | None = CLUSTER,
              limit: int = typer.Option(1000, "--limit", "-n", min=1, help="Flag at most this many samples.")):
     """Flag the Q&A samples behind a gap (left out of selection and export until unflagged)."""
     ws = open_ws(workspace)
