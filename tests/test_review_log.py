@@ -542,6 +542,9 @@ def test_row_clicks_change_the_page_at_once_in_chromium(tree):
     with serve(ws.root) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        # A click waits for its button to be drawn and enabled; on a loaded 2-core machine a rerun has taken over
+        # Playwright's default 30 s (one CI-like run timed out there). Still one click each, never retried.
+        page.set_default_timeout(90_000)
         page.goto(f"{url}/?page=review")
         page.wait_for_selector(".st-key-rv_bulk_accept button", timeout=90_000)
         metric = page.locator("[data-testid=stMetric]").filter(has_text="pending proposals")
