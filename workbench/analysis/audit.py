@@ -56,7 +56,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.analysis import audit_embed
+from workbench.analysis import audit_embed, audit_exemplars
+from workbench.analysis.audit_cues import CUES, cue_matrix
 from workbench.analysis.audit_embed import embed
 from workbench.analysis.audit_quality import confidence_levels
 from workbench.analysis.audit_read import Items, read_items
@@ -87,6 +88,15 @@ OWN_WEIGHT = 0.7
 # split: one uninformative label on every item ("conv", "vqa", "general") cost 2.5-4 points without this check
 # and nothing with it; on the items' real labels 0 -> 0.858, 0.1 -> 0.833, 0.3 -> 0.809.
 OWN_AGREE = 0.1
+# The instruction's score for a task type mixes its cosine with the task type's name (TASK_TEXT) and its best
+# cosine with the typical instructions under it (audit_exemplars.py): (1 - EXEMPLAR_WEIGHT) x name +
+# EXEMPLAR_WEIGHT x examples; a task type without examples keeps its name's cosine. Format cues
+# (audit_cues.py) add CUE_WEIGHT x their cosine with each task type, scaled to 1 at the nearest one.
+# Fitted on the dev split of benchmarks/eval_audit.py (`--fit`, a grid over both weights, instruction only);
+# see the numbers there and in ARCHITECTURE.md.
+EXEMPLAR_WEIGHT = 0.5
+CUE_WEIGHT = 0.3
+QUERY_VERSION = 2           # how the embedded text is made (audit_read/audit_cues): stored vectors of another are redone
 
 
 @dataclass
@@ -120,6 +130,54 @@ def task_vectors(ws: Workspace, idx, leaves, backend: str = "minilm") -> np.ndar
                                     backend, model)
     v = leaf + path
     return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+@dataclass
+class Evidence:
+    """What an instruction's vector is scored against: the task types' name vectors, the typical
+    instructions (their vectors, and per example group the task-type columns it counts for) and the
+    format cues' scaled cosines with each task type."""
+
+    task_vecs: np.ndarray
+    ex_vecs: np.ndarray
+    ex_owner: np.ndarray
+    ex_cols: list[list[int]]
+    cue_sims: np.ndarray
+    key: str
+
+
+def evidence(ws: Workspace, idx, leaves, backend: str = "minilm") -> Evidence:
+    model = ws.config.text_embedding.model
+    tv = task_vectors(ws, idx, leaves, backend)
+    texts, cols, owner = audit_exemplars.groups(audit_exemplars.load(ws.root), idx, leaves)
+    ev = audit_embed.task_vectors(ws, texts, backend, model) if texts else np.zeros((0, tv.shape[1]), np.float32)
+    cs = audit_embed.task_vectors(ws, [c[1] for c in CUES], backend, model) @ tv.T
+    cs = cs - cs.mean(axis=1, keepdims=True)
+    cs = np.clip(cs / np.maximum(cs.max(axis=1, keepdims=True), 1e-6), 0.0, None)
+    key = hashlib.sha256(repr((texts, cols)).encode()).hexdigest()[:12]
+    return Evidence(tv, ev.astype(np.float32), np.asarray(owner, np.int32), cols, cs.astype(np.float32), key)
+
+
+def combine(vecs: np.ndarray, ev: Evidence, cues: np.ndarray | None, w_ex: float | None = None,
+            w_cue: float | None = None) -> np.ndarray:
+    """(items, task types) scores: the name cosine mixed with the best example's (EXEMPLAR_WEIGHT), plus the
+    format cues' evidence (CUE_WEIGHT). cues: (items, len(CUES)) 0/1 or None."""
+    w_ex = EXEMPLAR_WEIGHT if w_ex is None else w_ex
+    w_cue = CUE_WEIGHT if w_cue is None else w_cue
+    name = vecs @ ev.task_vecs.T
+    sims = name
+    if w_ex and len(ev.ex_vecs):
+        es = vecs @ ev.ex_vecs.T
+        best = name.copy()
+        have = np.zeros(name.shape[1], bool)
+        for g, cols in enumerate(ev.ex_cols):
+            gmax = es[:, ev.ex_owner == g].max(axis=1, keepdims=True)
+            best[:, cols] = np.where(have[cols], np.maximum(best[:, cols], gmax), gmax)
+            have[cols] = True
+        sims = (1 - w_ex) * name + w_ex * best
+    if w_cue and cues is not None and len(cues):
+        sims = sims + w_cue * (cues @ ev.cue_sims)
+    return sims.astype(np.float32)
 
 
 def embed_unique(texts: list[str], model: str | None, ws: Workspace | None = None,
@@ -164,6 +222,11 @@ def assign(vecs: np.ndarray, task_vecs: np.ndarray, top_k: int,
     sims = vecs @ task_vecs.T
     if bias is not None:
         sims = sims + bias
+    return top_k_of(sims, top_k)
+
+
+def top_k_of(sims: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(columns (n, k) int32, scores (n, k) float32) of a score matrix, best first."""
     k = min(top_k, sims.shape[1])
     part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     ps = np.take_along_axis(sims, part, axis=1)
@@ -255,7 +318,7 @@ def _chunk_key(f: Path, old_key: str | None) -> str | None:
 
 
 def _assign_chunk(ws: Workspace, d: Path, i: int, texts: list[str], own: list[str | None] | None, key: str,
-                  ctx: dict) -> bool:
+                  ctx: dict, cues: list[int] | None = None) -> bool:
     """Assign one chunk and store it (vectors too, for a re-assignment after a taxonomy change). Returns
     whether the stored text vectors were reused."""
     f = d / f"chunk-{i:06d}.npz"
@@ -263,24 +326,25 @@ def _assign_chunk(ws: Workspace, d: Path, i: int, texts: list[str], own: list[st
     if f.exists():
         try:
             with np.load(f) as z:
-                if "uvecs" in z.files and len(z["inv"]) == len(texts):
+                if "uvecs" in z.files and len(z["inv"]) == len(texts) and "qv" in z.files \
+                        and int(z["qv"]) == QUERY_VERSION:
                     uvecs, inv = z["uvecs"].astype(np.float32), z["inv"]
         except (OSError, ValueError):
             pass
     reused = uvecs is not None
     if uvecs is None:
         uvecs, inv = embed_unique(texts, ctx["model"], ws, ctx["backend"])
-    bias = None
     vecs = uvecs[inv]
+    sims = combine(vecs, ctx["evidence"], cue_matrix(cues) if cues else None)
     if own is not None and OWN_WEIGHT:
         ob, oinv = own_bias(ws, own, ctx["idx"], ctx["leaves"], ctx["backend"])
-        ob *= consistent_labels(ob, oinv, vecs @ ctx["task_vecs"].T, ctx["cats"])[:, None]
-        bias = ob[oinv]
-    cols, scores = assign(vecs, ctx["task_vecs"], ctx["top_k"], bias)
+        ob *= consistent_labels(ob, oinv, sims, ctx["cats"])[:, None]
+        sims = sims + ob[oinv]
+    cols, scores = top_k_of(sims, ctx["top_k"])
     own_arr = np.asarray(["" if t is None else t for t in own], dtype=str) if own is not None else np.zeros(0, "U1")
     tmp = d / f"chunk-{i:06d}.tmp.npz"
     np.savez(tmp, cols=cols, scores=scores.astype(np.float16), own=own_arr, key=np.asarray(key),
-             uvecs=uvecs.astype(np.float16), inv=inv)
+             uvecs=uvecs.astype(np.float16), inv=inv, qv=np.asarray(QUERY_VERSION))
     os.replace(tmp, f)   # a chunk is either whole or absent
     return reused
 
@@ -307,8 +371,10 @@ def audit(ws: Workspace, dataset: str | Path, *, name: str | None = None, fmt: s
     model = ws.config.text_embedding.model
     backend = audit_embed.check_backend(text_backend or audit_embed.default_backend())
     btag = audit_embed.tag(backend, model)
+    ev = evidence(ws, idx, leaves, backend)
     key = hashlib.sha256(json.dumps([model, [(i, idx.paths[i]) for i in leaves], OWN_WEIGHT, OWN_AGREE,
-                                     TASK_TEXT]).encode()).hexdigest()[:16]
+                                     TASK_TEXT, EXEMPLAR_WEIGHT, CUE_WEIGHT, ev.key, QUERY_VERSION,
+                                     [c[1] for c in CUES]]).encode()).hexdigest()[:16]
     params = (str(dataset.resolve()), len(texts), chunk_size, top_k)
     d = ws.arrays_dir / "audit" / _dir_name(name)
     with _running(ws, name):
@@ -318,7 +384,7 @@ def audit(ws: Workspace, dataset: str | Path, *, name: str | None = None, fmt: s
         (d / "tasks.json").write_text(json.dumps(leaves))
         first = [idx.paths[i].split(SEP)[0] for i in leaves]
         ctx = {"model": model, "backend": backend, "idx": idx, "leaves": leaves, "top_k": top_k,
-               "task_vecs": task_vectors(ws, idx, leaves, backend),
+               "task_vecs": ev.task_vecs, "evidence": ev,
                "cats": np.unique(first, return_inverse=True)[1]}
         n_chunks = math.ceil(len(texts) / chunk_size)
         size = lambda i: min(chunk_size, len(texts) - i * chunk_size)
@@ -331,7 +397,8 @@ def audit(ws: Workspace, dataset: str | Path, *, name: str | None = None, fmt: s
             if max_chunks is not None and new >= max_chunks:
                 break
             lo, hi = i * chunk_size, i * chunk_size + size(i)
-            reused += size(i) * _assign_chunk(ws, d, i, texts[lo:hi], tasks[lo:hi] if tasks else None, key, ctx)
+            reused += size(i) * _assign_chunk(ws, d, i, texts[lo:hi], tasks[lo:hi] if tasks else None, key, ctx,
+                                              items.cues[lo:hi])
             new += 1
             done += hi - lo
             with ws.store.write() as c:
