@@ -88,9 +88,10 @@ OWN_WEIGHT = 0.7
 # split: one uninformative label on every item ("conv", "vqa", "general") cost 2.5-4 points without this check
 # and nothing with it; on the items' real labels 0 -> 0.858, 0.1 -> 0.833, 0.3 -> 0.809.
 OWN_AGREE = 0.1
-# The instruction's score for a task type mixes its cosine with the task type's name (TASK_TEXT) and its best
-# cosine with the typical instructions under it (audit_exemplars.py): (1 - EXEMPLAR_WEIGHT) x name +
-# EXEMPLAR_WEIGHT x examples; a task type without examples keeps its name's cosine. Format cues
+# The instruction's score for a task type mixes its cosine with the task type's name (TASK_TEXT) and the
+# better of that and its best cosine with the typical instructions under it (audit_exemplars.py):
+# (1 - EXEMPLAR_WEIGHT) x name + EXEMPLAR_WEIGHT x max(name, examples); a task type never scores less than its
+# name alone ("Which species of bird is this?" stays with "bird species identification"). Format cues
 # (audit_cues.py) add CUE_WEIGHT x their cosine with each task type, scaled to 1 at the nearest one.
 # Fitted on the dev split of benchmarks/eval_audit.py (`--fit`, a grid over both weights, instruction only);
 # see the numbers there and in ARCHITECTURE.md.
@@ -160,7 +161,7 @@ def evidence(ws: Workspace, idx, leaves, backend: str = "minilm") -> Evidence:
 
 def combine(vecs: np.ndarray, ev: Evidence, cues: np.ndarray | None, w_ex: float | None = None,
             w_cue: float | None = None) -> np.ndarray:
-    """(items, task types) scores: the name cosine mixed with the best example's (EXEMPLAR_WEIGHT), plus the
+    """(items, task types) scores: the name cosine mixed with max(name, best example) (EXEMPLAR_WEIGHT), plus the
     format cues' evidence (CUE_WEIGHT). cues: (items, len(CUES)) 0/1 or None."""
     w_ex = EXEMPLAR_WEIGHT if w_ex is None else w_ex
     w_cue = CUE_WEIGHT if w_cue is None else w_cue
@@ -169,11 +170,8 @@ def combine(vecs: np.ndarray, ev: Evidence, cues: np.ndarray | None, w_ex: float
     if w_ex and len(ev.ex_vecs):
         es = vecs @ ev.ex_vecs.T
         best = name.copy()
-        have = np.zeros(name.shape[1], bool)
         for g, cols in enumerate(ev.ex_cols):
-            gmax = es[:, ev.ex_owner == g].max(axis=1, keepdims=True)
-            best[:, cols] = np.where(have[cols], np.maximum(best[:, cols], gmax), gmax)
-            have[cols] = True
+            best[:, cols] = np.maximum(best[:, cols], es[:, ev.ex_owner == g].max(axis=1, keepdims=True))
         sims = (1 - w_ex) * name + w_ex * best
     if w_cue and cues is not None and len(cues):
         sims = sims + w_cue * (cues @ ev.cue_sims)
