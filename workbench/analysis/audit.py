@@ -69,6 +69,7 @@ from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP
 
 TOP_K = 5
+IMAGE_FILE = "image.npz"    # the image pass's top-k and fused top-k (audit_image.py), in the audit's folder
 CHUNK_SIZE = 8192
 MIN_SCORE = 0.25            # top-1 score below which an item counts as unassigned
 SELECTED = "selected"       # compare() with this name: the workspace's own selected samples
@@ -433,15 +434,17 @@ def _meta(ws: Workspace, name: str):
     return row[0]
 
 
-def load_assignments(ws: Workspace, name: str):
+def load_assignments(ws: Workspace, name: str, fused: bool = True):
     """(task-type node ids, columns (n, k), scores (n, k), own labels (n,) or None) of a stored audit: the
-    chunks assigned against the current task types (after a taxonomy change, until it is re-run, fewer)."""
-    leaves, _, cols, scores, own = _assigned(ws, name)
+    chunks assigned against the current task types (after a taxonomy change, until it is re-run, fewer).
+    fused: items the image pass fused (`audit_image.fuse`) carry the fused top-k (False: the text's)."""
+    leaves, _, cols, scores, own, _ = _assigned(ws, name, fused)
     return leaves, cols, scores, own
 
 
-def _assigned(ws: Workspace, name: str):
-    """load_assignments with each row's item position in the dataset (a stopped audit has gaps)."""
+def _assigned(ws: Workspace, name: str, fused: bool = True):
+    """load_assignments with each row's item position in the dataset (a stopped audit has gaps) and whether
+    the row is the fused text+image assignment."""
     array_dir, items, done, chunk_size = _meta(ws, name)
     key = ws.store.query("SELECT tasks_key FROM audit_datasets WHERE name=?", (name,))[0][0]
     d = ws.root / array_dir
@@ -459,9 +462,45 @@ def _assigned(ws: Workspace, name: str):
             scores.append(z["scores"].astype(np.float32))
             own.append(z["own"])
     if not cols:
-        return leaves, np.zeros(0, np.int64), np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32), None
+        return (leaves, np.zeros(0, np.int64), np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32), None,
+                np.zeros(0, bool))
     own_all = np.concatenate(own) if own and len(own[0]) else None
-    return leaves, np.concatenate(pos), np.concatenate(cols), np.concatenate(scores), own_all
+    p, c, sc = np.concatenate(pos), np.concatenate(cols), np.concatenate(scores)
+    mask = _overlay_fused(d / IMAGE_FILE, key, p, c, sc) if fused else np.zeros(len(p), bool)
+    return leaves, p, c, sc, own_all, mask
+
+
+def _overlay_fused(f: Path, key: str, pos: np.ndarray, cols: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Put the image pass's fused top-k (when it was made against the current task types) over the text's,
+    in place; returns which rows now hold it."""
+    mask = np.zeros(len(pos), bool)
+    if not f.exists():
+        return mask
+    with np.load(f) as z:
+        if "fcols" not in z.files or str(z["fkey"]) != key or not len(z["item"]):
+            return mask
+        item, fcols, fscores = z["item"], z["fcols"], z["fscores"].astype(np.float32)
+    rows = np.searchsorted(pos, item).clip(0, max(len(pos) - 1, 0))
+    ok = pos[rows] == item
+    k = min(cols.shape[1], fcols.shape[1])
+    cols[rows[ok], :k], scores[rows[ok], :k] = fcols[ok, :k], fscores[ok, :k]
+    mask[rows[ok]] = True
+    return mask
+
+
+def fused_status(ws: Workspace, name: str) -> dict:
+    """{"assignment": "text+image" or "text", "fused_items": n, "image_out_of_date": whether an image pass
+    exists but was fused against other task types (a taxonomy change since: run it again)}."""
+    array_dir = _meta(ws, name)[0]
+    key = ws.store.query("SELECT tasks_key FROM audit_datasets WHERE name=?", (name,))[0][0]
+    f = ws.root / array_dir / IMAGE_FILE
+    n, stale = 0, False
+    if f.exists():
+        with np.load(f) as z:
+            if "fcols" in z.files:
+                stale = str(z["fkey"]) != key
+                n = 0 if stale else int(len(z["item"]))
+    return {"assignment": "text+image" if n else "text", "fused_items": n, "image_out_of_date": stale}
 
 
 def _item_meta(ws: Workspace, name: str) -> pd.DataFrame:
@@ -484,9 +523,10 @@ def audit_items(ws: Workspace, name: str, *, category: str | None = None, task_t
     """The items of audit `name`, one row each: item (position in the dataset), id, instruction, image,
     task_field (the dataset's own label), top1_path, top1_score, confidence (high/medium/low, from the
     top-1/top-2 margin calibrated by benchmarks/eval_audit.py), topk (list of (path, score), best first),
-    margin and assigned (top-1 score >= min_score). Filters: category (first-level name of the top-1, or
+    margin, assigned (top-1 score >= min_score) and assignment ("text+image" where the image pass fused it,
+    else "text"). Filters: category (first-level name of the top-1, or
     "(unassigned)"), task_type (the top-1's node id or path). limit: the first N matching rows."""
-    leaves, item_pos, cols, scores, _ = _assigned(ws, name)
+    leaves, item_pos, cols, scores, _, fused = _assigned(ws, name)
     paths = Taxonomy.of(ws).index(None).paths   # every node: a task type since demoted still has its path
     lp = np.array([paths.get(n, f"(removed task type {n})") for n in leaves], dtype=object)
     n = len(cols)
@@ -509,7 +549,8 @@ def audit_items(ws: Workspace, name: str, *, category: str | None = None, task_t
                         "top1_score": scores[pos, 0].astype(float),
                         "confidence": confidence_levels(margin, scores[pos, 0], min_score),
                         "topk": [[(lp[c], round(float(s), 4)) for c, s in zip(cols[i], scores[i])] for i in pos],
-                        "margin": margin.astype(float), "assigned": assigned[pos]})
+                        "margin": margin.astype(float), "assigned": assigned[pos],
+                        "assignment": np.where(fused[pos], "text+image", "text")})
     return out.reset_index(drop=True)
 
 
@@ -562,9 +603,17 @@ def summarise(ws: Workspace, name: str, min_score: float = MIN_SCORE, top: int =
         "median_top1_score": float(np.median(scores[:, 0])) if len(scores) else 0.0,
         "confidence": _confidence_counts(scores, min_score),
         "own_task_field": own is not None,
+        **fused_status(ws, name),
         "text_backend": ws.store.query("SELECT COALESCE(text_backend, 'minilm') FROM audit_datasets WHERE name=?",
                                        (name,))[0][0],
     }
+
+
+def store_summary(ws: Workspace, name: str, summary: dict) -> None:
+    """Replace the audit's stored summary (after the image pass fused its items)."""
+    with ws.store.write() as c:
+        c.execute("UPDATE audit_datasets SET summary=?, updated_at=? WHERE name=?",
+                  (json.dumps(summary), utcnow(), name))
 
 
 def _confidence_counts(scores: np.ndarray, min_score: float) -> dict:

@@ -28,6 +28,8 @@ from workbench.analysis.audit import (
     audit_items,
     compare,
     crosstab,
+    store_summary,
+    summarise,
 )
 from workbench.analysis.audit_embed import check_backend, default_backend, static_cached
 from workbench.analysis.audit_quality import LEVELS, load_results, trust_lines
@@ -88,8 +90,9 @@ def run_audit(ws: Workspace, dataset: Path, *, name: str | None = None, fmt: str
                 min_score=min_score, text_backend=backend, replace=replace, on_chunk=on_chunk)
     if images is not False and res.done >= res.items:
         image = assign_images(ws, res, images=images, image_root=image_root, top_k=top_k, note=note)
-        if image is not None:
-            res.summary["image"] = image
+        if image is not None:     # the figures again: imaged items now carry the fused assignment
+            res.summary.update(summarise(ws, res.name, min_score=min_score), image=image)
+            store_summary(ws, res.name, res.summary)
     run = AuditRun(res, min_score, top_k, compare_with)
     if compare_with:
         run.comparison = compare(ws, res.name, compare_with, min_score)
@@ -151,6 +154,7 @@ def report_lines(ws: Workspace, run: AuditRun) -> list[str]:
     if s.get("confidence"):
         lines.append("confidence per item (top-1/top-2 margin, calibrated on the dev split): " + ", ".join(
             f"{k} {v:,}" for k, v in sorted(s["confidence"].items(), key=lambda kv: LEVELS.index(kv[0]))))
+    lines.append(_assignment_line(s))
     im = s.get("image")
     if im and im.get("with_image"):
         lines.append(f"images: {im['with_image']:,} item(s) assigned by CLIP too; text and image top-1 agree on "
@@ -158,6 +162,17 @@ def report_lines(ws: Workspace, run: AuditRun) -> list[str]:
                      f"top-{top_k} {im['image_top1_in_text_topk']:.0%})")
     lines += _crosstab_lines(ws, res.name, run.min_score) + _compare_lines(run) + _label_lines(run.labels, top_k)
     return lines
+
+
+def _assignment_line(s: dict) -> str:
+    """Which assignment the figures and items are: text only, or text and image fused (audit_image.fuse)."""
+    if s.get("assignment") == "text+image":
+        return (f"assignment: text and image fused for {s['fused_items']:,} item(s) with an image (the image "
+                "overturns only a text top-1 below the high-confidence margin), text alone for the rest")
+    if s.get("image_out_of_date"):
+        return ("assignment: text only; the image pass was made against other task types (the taxonomy changed "
+                "since): run with --images again to fuse them")
+    return "assignment: text only (no image pass)"
 
 
 def _crosstab_lines(ws: Workspace, name: str, min_score: float) -> list[str]:
