@@ -111,6 +111,7 @@ class AuditResult:
     summary: dict = field(default_factory=dict)
     text_backend: str = "minilm"   # audit_embed.tag(): how the vectors were made
     reused_vectors: int = 0        # items whose stored text vectors were reused (a taxonomy change)
+    task_texts_embedded: int = 0   # task-type/example/cue texts embedded anew (a rename: its two; the rest cached)
     truncated: int = 0             # instructions cut at audit_read.MAX_CHARS
 
 
@@ -146,18 +147,23 @@ class Evidence:
     ex_cols: list[list[int]]
     cue_sims: np.ndarray
     key: str
+    embedded: int = 0           # task-type, example and cue texts embedded anew (the rest came from the cache)
 
 
 def evidence(ws: Workspace, idx, leaves, backend: str = "minilm") -> Evidence:
     model = ws.config.text_embedding.model
-    tv = task_vectors(ws, idx, leaves, backend)
     texts, cols, owner = audit_exemplars.groups(audit_exemplars.load(ws.root), idx, leaves)
+    names = [TASK_TEXT.format(idx.nodes[i].name) for i in leaves] + [
+        TASK_TEXT.format(idx.paths[i].replace(SEP, " ")) for i in leaves]
+    fresh = audit_embed.new_task_texts(ws, names + texts + [c[1] for c in CUES], backend, model)
+    tv = task_vectors(ws, idx, leaves, backend)
     ev = audit_embed.task_vectors(ws, texts, backend, model) if texts else np.zeros((0, tv.shape[1]), np.float32)
     cs = audit_embed.task_vectors(ws, [c[1] for c in CUES], backend, model) @ tv.T
     cs = cs - cs.mean(axis=1, keepdims=True)
     cs = np.clip(cs / np.maximum(cs.max(axis=1, keepdims=True), 1e-6), 0.0, None)
     key = hashlib.sha256(repr((texts, cols)).encode()).hexdigest()[:12]
-    return Evidence(tv, ev.astype(np.float32), np.asarray(owner, np.int32), cols, cs.astype(np.float32), key)
+    return Evidence(tv, ev.astype(np.float32), np.asarray(owner, np.int32), cols, cs.astype(np.float32), key,
+                    fresh)
 
 
 def combine(vecs: np.ndarray, ev: Evidence, cues: np.ndarray | None, w_ex: float | None = None,
@@ -405,7 +411,7 @@ def audit(ws: Workspace, dataset: str | Path, *, name: str | None = None, fmt: s
             if on_chunk:
                 on_chunk(done, len(texts))
         result = AuditResult(name, len(texts), done, resumed, 0.0, text_backend=btag, reused_vectors=reused,
-                             truncated=items.truncated)
+                             truncated=items.truncated, task_texts_embedded=ev.embedded)
         if done >= len(texts):
             result.summary = summarise(ws, name, min_score=min_score)
             result.summary["truncated"] = items.truncated

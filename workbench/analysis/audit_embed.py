@@ -123,6 +123,16 @@ def embed(ws: Workspace, texts: list[str], backend: str, model: str | None) -> n
     raise WorkbenchError(f"unknown text backend {backend!r}: use one of {', '.join(BACKENDS)}")
 
 
+def new_task_texts(ws: Workspace, texts: list[str], backend: str, model: str | None) -> int:
+    """How many distinct `texts` `task_vectors` will embed anew (minilm: those not in the workspace's vector
+    cache; static: all, it is cheap)."""
+    from workbench.models.textembed import uncached
+
+    if backend == "static" or model_path(model) != model_path(DEFAULT_MODEL):
+        return len(set(texts))
+    return uncached(texts, model, workspace_cache_dir(ws))
+
+
 def task_vectors(ws: Workspace, texts: list[str], backend: str, model: str | None) -> np.ndarray:
     """Task-type texts: `minilm` uses the on-disk cache of the sentence model; `static` embeds them with the
     static model."""

@@ -59,6 +59,7 @@ class AuditRun:
         """The `--json` output."""
         res = self.result
         out = {"name": res.name, "items": res.items, "resumed_from": res.resumed_from,
+               "reused_vectors": res.reused_vectors, "task_texts_embedded": res.task_texts_embedded,
                "text_backend": res.text_backend, "summary": res.summary, "quality": load_results()}
         if self.comparison is not None:
             cmp = self.comparison
@@ -136,8 +137,9 @@ def report_lines(ws: Workspace, run: AuditRun) -> list[str]:
     lines = [f"{res.name}: {res.items:,} item(s) ({res.resumed_from:,} from an earlier run), {s['assigned']:,} "
              f"assigned to {s['with_items']} of {s['task_types']} task types (top-1 score >= {run.min_score}), "
              f"{s['unassigned']:,} unassigned; {res.seconds:.1f}s; text backend {res.text_backend}"
-             + (f"; text vectors of {res.reused_vectors:,} item(s) reused (taxonomy changed)" if res.reused_vectors
-                else "")
+             + (f"; taxonomy changed: stored text vectors of {res.reused_vectors:,} item(s) reused (nothing "
+                f"re-embedded), {res.task_texts_embedded:,} new task-type text(s) embedded, every item re-assigned "
+                "(a new task type may win any item)" if res.reused_vectors else "")
              + (f"; {s['truncated']:,} instruction(s) cut at {MAX_CHARS:,} characters" if s.get("truncated") else ""),
              "by category: " + ", ".join(f"{k} {v:,}" for k, v in
                                          sorted(s["by_category"].items(), key=lambda kv: -kv[1])),
