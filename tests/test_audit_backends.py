@@ -65,7 +65,7 @@ def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path, mo
     tv = norm(m.encode([A.TASK_TEXT.format(idx.nodes[i].name) for i in leaves])) + norm(
         m.encode([A.TASK_TEXT.format(idx.paths[i].replace("~", " ")) for i in leaves]))   # leaf and path
     it = read_items(data)
-    iv = norm(m.encode(it.queries).astype(np.float32))                # what was embedded (a short first turn + the answer)
+    iv = norm(m.encode(it.queries).astype(np.float32))     # what was embedded (a short first turn + the answer)
     ev = A.evidence(seeded_ws, idx, leaves, "static")
     assert np.allclose(ev.task_vecs, norm(tv), atol=3e-3) and len(ev.ex_vecs)
     _, cols, _, _ = A.load_assignments(seeded_ws, "st")

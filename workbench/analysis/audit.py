@@ -98,7 +98,7 @@ OWN_AGREE = 0.1
 # see the numbers there and in ARCHITECTURE.md.
 EXEMPLAR_WEIGHT = 0.5
 CUE_WEIGHT = 0.3
-QUERY_VERSION = 2           # how the embedded text is made (audit_read/audit_cues): stored vectors of another are redone
+QUERY_VERSION = 2           # how the embedded text is made (audit_read, audit_cues): other stored vectors are redone
 
 
 @dataclass

@@ -20,9 +20,10 @@ from __future__ import annotations
 import re
 
 _NUM = r"\d*\.?\d+"
-_BOX = re.compile(rf"\[\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*\]|<box>|\(\s*\d+\s*,\s*\d+\s*\)\s*,\s*\(\s*\d+"
-                  r"|\bbounding box|\bcoordinates?\b", re.I)
-_CAPTION = re.compile(r"\b(describe|summari[sz]e|elaborate on|narrate|analy[sz]e|explain)\s+(the |this |these |what you see in )?"
+_BOX = re.compile(rf"\[\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*\]|<box>"
+                  r"|\(\s*\d+\s*,\s*\d+\s*\)\s*,\s*\(\s*\d+|\bbounding box|\bcoordinates?\b", re.I)
+_CAPTION = re.compile(r"\b(describe|summari[sz]e|elaborate on|narrate|analy[sz]e|explain)\s+"
+                      r"(the |this |these |what you see in )?"
                       r"(given |provided |following |entire |whole |overall )?(elements of the )?"
                       r"(image|picture|photo|photograph|scene|visual content)s?\b(?!\s+(of|in|at|on) the\b)"
                       r"|\bwhat do you see\b|\bwhat is (happening|going on) in (the|this) (image|picture|photo)\b"

@@ -28,7 +28,14 @@ import numpy as np
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
-from workbench.models.textembed import DEFAULT_MODEL, _load, embed_texts, model_path, workspace_cache_dir
+from workbench.models.textembed import (
+    DEFAULT_MODEL,
+    _load,
+    embed_texts,
+    model_path,
+    uncached,
+    workspace_cache_dir,
+)
 
 BACKENDS = ("minilm", "static")
 _VERSION = {"static": "1"}                   # bump when the distillation recipe changes
@@ -126,8 +133,6 @@ def embed(ws: Workspace, texts: list[str], backend: str, model: str | None) -> n
 def new_task_texts(ws: Workspace, texts: list[str], backend: str, model: str | None) -> int:
     """How many distinct `texts` `task_vectors` will embed anew (minilm: those not in the workspace's vector
     cache; static: all, it is cheap)."""
-    from workbench.models.textembed import uncached
-
     if backend == "static" or model_path(model) != model_path(DEFAULT_MODEL):
         return len(set(texts))
     return uncached(texts, model, workspace_cache_dir(ws))
