@@ -19,6 +19,8 @@ import pandas as pd
 from workbench.analysis import audit_image, audit_label
 from workbench.analysis.audit import (
     CHUNK_SIZE,
+    CUE_WEIGHT,
+    EXEMPLAR_WEIGHT,
     MIN_SCORE,
     OWN_WEIGHT,
     TASK_TEXT,
@@ -152,7 +154,8 @@ def report_lines(ws: Workspace, run: AuditRun) -> list[str]:
               f"long tail: the top 1% of task types ({s['top1pct_task_types']}) hold {s['top1pct_share']:.0%} "
               f"of the assigned items; gini {s['long_tail']['gini']:.2f}"]
     lines += trust_lines({"text_backend": res.text_backend.split("-")[0], "task_text": TASK_TEXT,
-                          "own_weight": OWN_WEIGHT, "own_task_field": bool(s.get("own_task_field"))})
+                          "own_weight": OWN_WEIGHT, "exemplar_weight": EXEMPLAR_WEIGHT, "cue_weight": CUE_WEIGHT,
+                          "own_task_field": bool(s.get("own_task_field"))})
     if s.get("confidence"):
         lines.append("confidence per item (top-1/top-2 margin, calibrated on the dev split): " + ", ".join(
             f"{k} {v:,}" for k, v in sorted(s["confidence"].items(), key=lambda kv: LEVELS.index(kv[0]))))
