@@ -95,10 +95,12 @@ def test_fuse_rule():
     assert len(set(cols[0].tolist())) == 3 and np.all(np.diff(scores, axis=1) <= 0)
 
 
-def test_ambiguous_text_takes_the_image_category_and_reports_it(imaged):
+def test_ambiguous_text_takes_the_image_category_and_reports_it(imaged, monkeypatch):
     """The fused assignment (tiny random CLIP, generated images) is what audit_items, the summary and the
     report read; an item whose text is ambiguous gets the image's category; a taxonomy change makes the
-    image pass out of date (text only, said so) until it is run again."""
+    image pass out of date (text only, said so) until it is run again. The image weight is raised here: a
+    random CLIP's probabilities are flat, and the shipped weight (the dev high-confidence margin) is checked
+    by test_fuse_rule."""
     ws, f, _ = imaged
     recs = json.loads(f.read_text())
     recs[0]["conversations"][0]["value"] = "<image>\nHello!"      # names no task
@@ -108,6 +110,7 @@ def test_ambiguous_text_takes_the_image_category_and_reports_it(imaged):
     text = A.audit_items(ws, "fz")
     assert set(text["assignment"]) == {"text"} and A.fused_status(ws, "fz")["assignment"] == "text"
     assert text.at[0, "margin"] < AI.image_weight()               # ambiguous: the text is not sure
+    monkeypatch.setattr(AI, "image_weight", lambda: 1.0)
     AI.assign_images(ws, "fz")
     item, icols, _, _, _ = AI.load_image_assignments(ws, "fz")
     leaves = json.loads((ws.root / A._meta(ws, "fz")[0] / "tasks.json").read_text())
@@ -118,6 +121,11 @@ def test_ambiguous_text_takes_the_image_category_and_reports_it(imaged):
     assert text.at[0, "top1_path"].split("~")[0] != image_cat       # the two disagreed ...
     assert fused.at[0, "top1_path"].split("~")[0] == image_cat      # ... and the image decided
     assert fused.loc[6:, "top1_path"].tolist() == text.loc[6:, "top1_path"].tolist()   # no image: untouched
+    _, tcols, tscores, _ = A.load_assignments(ws, "fz", fused=False)
+    _, _, iscores, _, _ = AI.load_image_assignments(ws, "fz")
+    fcols, _ = AI.fuse(tcols[item], tscores[item], icols, iscores, 1.0)
+    _, cols, _, _ = A.load_assignments(ws, "fz")
+    assert (cols[item] == fcols).all()                             # stored fused = the rule
     s = A.summarise(ws, "fz", min_score=0.0)
     assert s["assignment"] == "text+image" and s["fused_items"] == 6
     assert sum(s["by_category"].values()) == len(fused)
