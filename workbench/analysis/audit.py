@@ -1,11 +1,16 @@
 """Audit an existing SFT dataset: which of our task types does it cover, how often, what is missing?
 
-Every item's instruction (`audit_read.py`: its first human turn, with the later ones when the first is short)
-is embedded with the sentence model (`textembed`) and compared with the task types (`TASK_TEXT` filled with
-the leaf name and with the whole path, averaged); when the dataset has its own task field (`task`,
-`task_name`, `category`, ... or `--task-field`), that label, embedded the same way, is added as evidence
-(`OWN_WEIGHT` x its cosine with each task type) wherever it agrees with the instructions on the whole
-(`OWN_AGREE`). The top-k task types and their fused scores are kept. The
+Every item's instruction (`audit_read.py`: its first human turn, with the later ones when the first is short,
+and the start of the answer when those are short still; public-set boilerplate taken out, `audit_cues.py`)
+is embedded with the sentence model (`textembed`) and scored against each task type (`combine`): its cosine
+with the task type's name (`TASK_TEXT` filled with the leaf name and with the whole path, averaged) mixed
+with its best cosine with the typical instructions under that task type (`audit_exemplars.py`,
+EXEMPLAR_WEIGHT), plus the item's format cues (a box, a caption request, OCR tokens, code; CUE_WEIGHT); both
+weights fitted on the dev split (`benchmarks/eval_audit.py --fit`). When the dataset has its own task field
+(`task`, `task_name`, `category`, ... or `--task-field`), that label, embedded the same way, is added as
+evidence (`OWN_WEIGHT` x its cosine with each task type) wherever it agrees with the instructions on the whole
+(`OWN_AGREE`). The top-k task types and their scores are kept; where the image pass ran (`audit_image.py`),
+its fused text+image top-k is read instead (`fused_status`). The
 top-1 task type counts the item when its score reaches `min_score` (below it the item is "unassigned":
 instructions such as "What is this?" name no task). The own task field is also cross-tabulated. Measured
 quality and the per-item confidence: `audit_quality.py` (figures from `benchmarks/eval_audit.py`).
@@ -21,7 +26,8 @@ distinct); the LLM label sample (`audit_label.py`) is the way to check either ba
 Scale: items are processed in chunks (`chunk_size`); each chunk's result (top-k columns and scores, own
 labels, the tasks key, and the text vectors of its distinct instructions in float16) is written to
 `arrays/audit/<dir>/chunk-NNNNNN.npz` before the next starts, so a stopped audit resumes at the first
-missing chunk; after a taxonomy change a re-run only re-assigns, from the stored vectors (no embedding).
+missing chunk; after a taxonomy change a re-run only re-assigns, from the stored vectors (no item embedded
+again; only task-type texts not in the workspace's vector cache, counted in `task_texts_embedded`).
 `items.jsonl` holds each item's id, instruction, image and own label (`audit_items`). A stored audit made
 from other data or settings is replaced only with `replace`; a second audit of one name at once is refused
 (a lock file beside its folder). Within a chunk, repeated instructions are embedded once and texts are sorted by length
