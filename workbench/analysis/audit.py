@@ -1,11 +1,16 @@
 """Audit an existing SFT dataset: which of our task types does it cover, how often, what is missing?
 
-Every item's instruction (`audit_read.py`: its first human turn, with the later ones when the first is short)
-is embedded with the sentence model (`textembed`) and compared with the task types (`TASK_TEXT` filled with
-the leaf name and with the whole path, averaged); when the dataset has its own task field (`task`,
-`task_name`, `category`, ... or `--task-field`), that label, embedded the same way, is added as evidence
-(`OWN_WEIGHT` x its cosine with each task type) wherever it agrees with the instructions on the whole
-(`OWN_AGREE`). The top-k task types and their fused scores are kept. The
+Every item's instruction (`audit_read.py`: its first human turn, with the later ones when the first is short,
+and the start of the answer when those are short still; public-set boilerplate taken out, `audit_cues.py`)
+is embedded with the sentence model (`textembed`) and scored against each task type (`combine`): its cosine
+with the task type's name (`TASK_TEXT` filled with the leaf name and with the whole path, averaged) mixed
+with its best cosine with the typical instructions under that task type (`audit_exemplars.py`,
+EXEMPLAR_WEIGHT), plus the item's format cues (a box, a caption request, OCR tokens, code; CUE_WEIGHT); both
+weights fitted on the dev split (`benchmarks/eval_audit.py --fit`). When the dataset has its own task field
+(`task`, `task_name`, `category`, ... or `--task-field`), that label, embedded the same way, is added as
+evidence (`OWN_WEIGHT` x its cosine with each task type) wherever it agrees with the instructions on the whole
+(`OWN_AGREE`). The top-k task types and their scores are kept; where the image pass ran (`audit_image.py`),
+its fused text+image top-k is read instead (`fused_status`). The
 top-1 task type counts the item when its score reaches `min_score` (below it the item is "unassigned":
 instructions such as "What is this?" name no task). The own task field is also cross-tabulated. Measured
 quality and the per-item confidence: `audit_quality.py` (figures from `benchmarks/eval_audit.py`).
@@ -21,7 +26,8 @@ distinct); the LLM label sample (`audit_label.py`) is the way to check either ba
 Scale: items are processed in chunks (`chunk_size`); each chunk's result (top-k columns and scores, own
 labels, the tasks key, and the text vectors of its distinct instructions in float16) is written to
 `arrays/audit/<dir>/chunk-NNNNNN.npz` before the next starts, so a stopped audit resumes at the first
-missing chunk; after a taxonomy change a re-run only re-assigns, from the stored vectors (no embedding).
+missing chunk; after a taxonomy change a re-run only re-assigns, from the stored vectors (no item embedded
+again; only task-type texts not in the workspace's vector cache, counted in `task_texts_embedded`).
 `items.jsonl` holds each item's id, instruction, image and own label (`audit_items`). A stored audit made
 from other data or settings is replaced only with `replace`; a second audit of one name at once is refused
 (a lock file beside its folder). Within a chunk, repeated instructions are embedded once and texts are sorted by length
@@ -56,7 +62,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.analysis import audit_embed
+from workbench.analysis import audit_embed, audit_exemplars
+from workbench.analysis.audit_cues import CUES, cue_matrix
 from workbench.analysis.audit_embed import embed
 from workbench.analysis.audit_quality import confidence_levels
 from workbench.analysis.audit_read import Items, read_items
@@ -68,6 +75,7 @@ from workbench.taxonomy.model import Taxonomy
 from workbench.taxonomy.names import SEP
 
 TOP_K = 5
+IMAGE_FILE = "image.npz"    # the image pass's top-k and fused top-k (audit_image.py), in the audit's folder
 CHUNK_SIZE = 8192
 MIN_SCORE = 0.25            # top-1 score below which an item counts as unassigned
 SELECTED = "selected"       # compare() with this name: the workspace's own selected samples
@@ -87,6 +95,16 @@ OWN_WEIGHT = 0.7
 # split: one uninformative label on every item ("conv", "vqa", "general") cost 2.5-4 points without this check
 # and nothing with it; on the items' real labels 0 -> 0.858, 0.1 -> 0.833, 0.3 -> 0.809.
 OWN_AGREE = 0.1
+# The instruction's score for a task type mixes its cosine with the task type's name (TASK_TEXT) and the
+# better of that and its best cosine with the typical instructions under it (audit_exemplars.py):
+# (1 - EXEMPLAR_WEIGHT) x name + EXEMPLAR_WEIGHT x max(name, examples); a task type never scores less than its
+# name alone ("Which species of bird is this?" stays with "bird species identification"). Format cues
+# (audit_cues.py) add CUE_WEIGHT x their cosine with each task type, scaled to 1 at the nearest one.
+# Fitted on the dev split of benchmarks/eval_audit.py (`--fit`, a grid over both weights, instruction only);
+# see the numbers there and in ARCHITECTURE.md.
+EXEMPLAR_WEIGHT = 0.5
+CUE_WEIGHT = 0.3
+QUERY_VERSION = 2           # how the embedded text is made (audit_read, audit_cues): other stored vectors are redone
 
 
 @dataclass
@@ -99,6 +117,7 @@ class AuditResult:
     summary: dict = field(default_factory=dict)
     text_backend: str = "minilm"   # audit_embed.tag(): how the vectors were made
     reused_vectors: int = 0        # items whose stored text vectors were reused (a taxonomy change)
+    task_texts_embedded: int = 0   # task-type/example/cue texts embedded anew (a rename: its two; the rest cached)
     truncated: int = 0             # instructions cut at audit_read.MAX_CHARS
 
 
@@ -120,6 +139,56 @@ def task_vectors(ws: Workspace, idx, leaves, backend: str = "minilm") -> np.ndar
                                     backend, model)
     v = leaf + path
     return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+@dataclass
+class Evidence:
+    """What an instruction's vector is scored against: the task types' name vectors, the typical
+    instructions (their vectors, and per example group the task-type columns it counts for) and the
+    format cues' scaled cosines with each task type."""
+
+    task_vecs: np.ndarray
+    ex_vecs: np.ndarray
+    ex_owner: np.ndarray
+    ex_cols: list[list[int]]
+    cue_sims: np.ndarray
+    key: str
+    embedded: int = 0           # task-type, example and cue texts embedded anew (the rest came from the cache)
+
+
+def evidence(ws: Workspace, idx, leaves, backend: str = "minilm") -> Evidence:
+    model = ws.config.text_embedding.model
+    texts, cols, owner = audit_exemplars.groups(audit_exemplars.load(ws.root), idx, leaves)
+    names = [TASK_TEXT.format(idx.nodes[i].name) for i in leaves] + [
+        TASK_TEXT.format(idx.paths[i].replace(SEP, " ")) for i in leaves]
+    fresh = audit_embed.new_task_texts(ws, names + texts + [c[1] for c in CUES], backend, model)
+    tv = task_vectors(ws, idx, leaves, backend)
+    ev = audit_embed.task_vectors(ws, texts, backend, model) if texts else np.zeros((0, tv.shape[1]), np.float32)
+    cs = audit_embed.task_vectors(ws, [c[1] for c in CUES], backend, model) @ tv.T
+    cs = cs - cs.mean(axis=1, keepdims=True)
+    cs = np.clip(cs / np.maximum(cs.max(axis=1, keepdims=True), 1e-6), 0.0, None)
+    key = hashlib.sha256(repr((texts, cols)).encode()).hexdigest()[:12]
+    return Evidence(tv, ev.astype(np.float32), np.asarray(owner, np.int32), cols, cs.astype(np.float32), key,
+                    fresh)
+
+
+def combine(vecs: np.ndarray, ev: Evidence, cues: np.ndarray | None, w_ex: float | None = None,
+            w_cue: float | None = None) -> np.ndarray:
+    """(items, task types) scores: the name cosine mixed with max(name, best example) (EXEMPLAR_WEIGHT), plus the
+    format cues' evidence (CUE_WEIGHT). cues: (items, len(CUES)) 0/1 or None."""
+    w_ex = EXEMPLAR_WEIGHT if w_ex is None else w_ex
+    w_cue = CUE_WEIGHT if w_cue is None else w_cue
+    name = vecs @ ev.task_vecs.T
+    sims = name
+    if w_ex and len(ev.ex_vecs):
+        es = vecs @ ev.ex_vecs.T
+        best = name.copy()
+        for g, cols in enumerate(ev.ex_cols):
+            best[:, cols] = np.maximum(best[:, cols], es[:, ev.ex_owner == g].max(axis=1, keepdims=True))
+        sims = (1 - w_ex) * name + w_ex * best
+    if w_cue and cues is not None and len(cues):
+        sims = sims + w_cue * (cues @ ev.cue_sims)
+    return sims.astype(np.float32)
 
 
 def embed_unique(texts: list[str], model: str | None, ws: Workspace | None = None,
@@ -164,6 +233,11 @@ def assign(vecs: np.ndarray, task_vecs: np.ndarray, top_k: int,
     sims = vecs @ task_vecs.T
     if bias is not None:
         sims = sims + bias
+    return top_k_of(sims, top_k)
+
+
+def top_k_of(sims: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(columns (n, k) int32, scores (n, k) float32) of a score matrix, best first."""
     k = min(top_k, sims.shape[1])
     part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     ps = np.take_along_axis(sims, part, axis=1)
@@ -255,7 +329,7 @@ def _chunk_key(f: Path, old_key: str | None) -> str | None:
 
 
 def _assign_chunk(ws: Workspace, d: Path, i: int, texts: list[str], own: list[str | None] | None, key: str,
-                  ctx: dict) -> bool:
+                  ctx: dict, cues: list[int] | None = None) -> bool:
     """Assign one chunk and store it (vectors too, for a re-assignment after a taxonomy change). Returns
     whether the stored text vectors were reused."""
     f = d / f"chunk-{i:06d}.npz"
@@ -263,24 +337,25 @@ def _assign_chunk(ws: Workspace, d: Path, i: int, texts: list[str], own: list[st
     if f.exists():
         try:
             with np.load(f) as z:
-                if "uvecs" in z.files and len(z["inv"]) == len(texts):
+                if "uvecs" in z.files and len(z["inv"]) == len(texts) and "qv" in z.files \
+                        and int(z["qv"]) == QUERY_VERSION:
                     uvecs, inv = z["uvecs"].astype(np.float32), z["inv"]
         except (OSError, ValueError):
             pass
     reused = uvecs is not None
     if uvecs is None:
         uvecs, inv = embed_unique(texts, ctx["model"], ws, ctx["backend"])
-    bias = None
     vecs = uvecs[inv]
+    sims = combine(vecs, ctx["evidence"], cue_matrix(cues) if cues else None)
     if own is not None and OWN_WEIGHT:
         ob, oinv = own_bias(ws, own, ctx["idx"], ctx["leaves"], ctx["backend"])
-        ob *= consistent_labels(ob, oinv, vecs @ ctx["task_vecs"].T, ctx["cats"])[:, None]
-        bias = ob[oinv]
-    cols, scores = assign(vecs, ctx["task_vecs"], ctx["top_k"], bias)
+        ob *= consistent_labels(ob, oinv, sims, ctx["cats"])[:, None]
+        sims = sims + ob[oinv]
+    cols, scores = top_k_of(sims, ctx["top_k"])
     own_arr = np.asarray(["" if t is None else t for t in own], dtype=str) if own is not None else np.zeros(0, "U1")
     tmp = d / f"chunk-{i:06d}.tmp.npz"
     np.savez(tmp, cols=cols, scores=scores.astype(np.float16), own=own_arr, key=np.asarray(key),
-             uvecs=uvecs.astype(np.float16), inv=inv)
+             uvecs=uvecs.astype(np.float16), inv=inv, qv=np.asarray(QUERY_VERSION))
     os.replace(tmp, f)   # a chunk is either whole or absent
     return reused
 
@@ -307,8 +382,10 @@ def audit(ws: Workspace, dataset: str | Path, *, name: str | None = None, fmt: s
     model = ws.config.text_embedding.model
     backend = audit_embed.check_backend(text_backend or audit_embed.default_backend())
     btag = audit_embed.tag(backend, model)
+    ev = evidence(ws, idx, leaves, backend)
     key = hashlib.sha256(json.dumps([model, [(i, idx.paths[i]) for i in leaves], OWN_WEIGHT, OWN_AGREE,
-                                     TASK_TEXT]).encode()).hexdigest()[:16]
+                                     TASK_TEXT, EXEMPLAR_WEIGHT, CUE_WEIGHT, ev.key, QUERY_VERSION,
+                                     [c[1] for c in CUES]]).encode()).hexdigest()[:16]
     params = (str(dataset.resolve()), len(texts), chunk_size, top_k)
     d = ws.arrays_dir / "audit" / _dir_name(name)
     with _running(ws, name):
@@ -318,7 +395,7 @@ def audit(ws: Workspace, dataset: str | Path, *, name: str | None = None, fmt: s
         (d / "tasks.json").write_text(json.dumps(leaves))
         first = [idx.paths[i].split(SEP)[0] for i in leaves]
         ctx = {"model": model, "backend": backend, "idx": idx, "leaves": leaves, "top_k": top_k,
-               "task_vecs": task_vectors(ws, idx, leaves, backend),
+               "task_vecs": ev.task_vecs, "evidence": ev,
                "cats": np.unique(first, return_inverse=True)[1]}
         n_chunks = math.ceil(len(texts) / chunk_size)
         size = lambda i: min(chunk_size, len(texts) - i * chunk_size)
@@ -331,7 +408,8 @@ def audit(ws: Workspace, dataset: str | Path, *, name: str | None = None, fmt: s
             if max_chunks is not None and new >= max_chunks:
                 break
             lo, hi = i * chunk_size, i * chunk_size + size(i)
-            reused += size(i) * _assign_chunk(ws, d, i, texts[lo:hi], tasks[lo:hi] if tasks else None, key, ctx)
+            reused += size(i) * _assign_chunk(ws, d, i, texts[lo:hi], tasks[lo:hi] if tasks else None, key, ctx,
+                                              items.cues[lo:hi])
             new += 1
             done += hi - lo
             with ws.store.write() as c:
@@ -339,7 +417,7 @@ def audit(ws: Workspace, dataset: str | Path, *, name: str | None = None, fmt: s
             if on_chunk:
                 on_chunk(done, len(texts))
         result = AuditResult(name, len(texts), done, resumed, 0.0, text_backend=btag, reused_vectors=reused,
-                             truncated=items.truncated)
+                             truncated=items.truncated, task_texts_embedded=ev.embedded)
         if done >= len(texts):
             result.summary = summarise(ws, name, min_score=min_score)
             result.summary["truncated"] = items.truncated
@@ -368,15 +446,17 @@ def _meta(ws: Workspace, name: str):
     return row[0]
 
 
-def load_assignments(ws: Workspace, name: str):
+def load_assignments(ws: Workspace, name: str, fused: bool = True):
     """(task-type node ids, columns (n, k), scores (n, k), own labels (n,) or None) of a stored audit: the
-    chunks assigned against the current task types (after a taxonomy change, until it is re-run, fewer)."""
-    leaves, _, cols, scores, own = _assigned(ws, name)
+    chunks assigned against the current task types (after a taxonomy change, until it is re-run, fewer).
+    fused: items the image pass fused (`audit_image.fuse`) carry the fused top-k (False: the text's)."""
+    leaves, _, cols, scores, own, _ = _assigned(ws, name, fused)
     return leaves, cols, scores, own
 
 
-def _assigned(ws: Workspace, name: str):
-    """load_assignments with each row's item position in the dataset (a stopped audit has gaps)."""
+def _assigned(ws: Workspace, name: str, fused: bool = True):
+    """load_assignments with each row's item position in the dataset (a stopped audit has gaps) and whether
+    the row is the fused text+image assignment."""
     array_dir, items, done, chunk_size = _meta(ws, name)
     key = ws.store.query("SELECT tasks_key FROM audit_datasets WHERE name=?", (name,))[0][0]
     d = ws.root / array_dir
@@ -394,9 +474,45 @@ def _assigned(ws: Workspace, name: str):
             scores.append(z["scores"].astype(np.float32))
             own.append(z["own"])
     if not cols:
-        return leaves, np.zeros(0, np.int64), np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32), None
+        return (leaves, np.zeros(0, np.int64), np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32), None,
+                np.zeros(0, bool))
     own_all = np.concatenate(own) if own and len(own[0]) else None
-    return leaves, np.concatenate(pos), np.concatenate(cols), np.concatenate(scores), own_all
+    p, c, sc = np.concatenate(pos), np.concatenate(cols), np.concatenate(scores)
+    mask = _overlay_fused(d / IMAGE_FILE, key, p, c, sc) if fused else np.zeros(len(p), bool)
+    return leaves, p, c, sc, own_all, mask
+
+
+def _overlay_fused(f: Path, key: str, pos: np.ndarray, cols: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Put the image pass's fused top-k (when it was made against the current task types) over the text's,
+    in place; returns which rows now hold it."""
+    mask = np.zeros(len(pos), bool)
+    if not f.exists():
+        return mask
+    with np.load(f) as z:
+        if "fcols" not in z.files or str(z["fkey"]) != key or not len(z["item"]):
+            return mask
+        item, fcols, fscores = z["item"], z["fcols"], z["fscores"].astype(np.float32)
+    rows = np.searchsorted(pos, item).clip(0, max(len(pos) - 1, 0))
+    ok = pos[rows] == item
+    k = min(cols.shape[1], fcols.shape[1])
+    cols[rows[ok], :k], scores[rows[ok], :k] = fcols[ok, :k], fscores[ok, :k]
+    mask[rows[ok]] = True
+    return mask
+
+
+def fused_status(ws: Workspace, name: str) -> dict:
+    """{"assignment": "text+image" or "text", "fused_items": n, "image_out_of_date": whether an image pass
+    exists but was fused against other task types (a taxonomy change since: run it again)}."""
+    array_dir = _meta(ws, name)[0]
+    key = ws.store.query("SELECT tasks_key FROM audit_datasets WHERE name=?", (name,))[0][0]
+    f = ws.root / array_dir / IMAGE_FILE
+    n, stale = 0, False
+    if f.exists():
+        with np.load(f) as z:
+            if "fcols" in z.files:
+                stale = str(z["fkey"]) != key
+                n = 0 if stale else int(len(z["item"]))
+    return {"assignment": "text+image" if n else "text", "fused_items": n, "image_out_of_date": stale}
 
 
 def _item_meta(ws: Workspace, name: str) -> pd.DataFrame:
@@ -419,9 +535,10 @@ def audit_items(ws: Workspace, name: str, *, category: str | None = None, task_t
     """The items of audit `name`, one row each: item (position in the dataset), id, instruction, image,
     task_field (the dataset's own label), top1_path, top1_score, confidence (high/medium/low, from the
     top-1/top-2 margin calibrated by benchmarks/eval_audit.py), topk (list of (path, score), best first),
-    margin and assigned (top-1 score >= min_score). Filters: category (first-level name of the top-1, or
+    margin, assigned (top-1 score >= min_score) and assignment ("text+image" where the image pass fused it,
+    else "text"). Filters: category (first-level name of the top-1, or
     "(unassigned)"), task_type (the top-1's node id or path). limit: the first N matching rows."""
-    leaves, item_pos, cols, scores, _ = _assigned(ws, name)
+    leaves, item_pos, cols, scores, _, fused = _assigned(ws, name)
     paths = Taxonomy.of(ws).index(None).paths   # every node: a task type since demoted still has its path
     lp = np.array([paths.get(n, f"(removed task type {n})") for n in leaves], dtype=object)
     n = len(cols)
@@ -444,7 +561,8 @@ def audit_items(ws: Workspace, name: str, *, category: str | None = None, task_t
                         "top1_score": scores[pos, 0].astype(float),
                         "confidence": confidence_levels(margin, scores[pos, 0], min_score),
                         "topk": [[(lp[c], round(float(s), 4)) for c, s in zip(cols[i], scores[i])] for i in pos],
-                        "margin": margin.astype(float), "assigned": assigned[pos]})
+                        "margin": margin.astype(float), "assigned": assigned[pos],
+                        "assignment": np.where(fused[pos], "text+image", "text")})
     return out.reset_index(drop=True)
 
 
@@ -497,9 +615,17 @@ def summarise(ws: Workspace, name: str, min_score: float = MIN_SCORE, top: int =
         "median_top1_score": float(np.median(scores[:, 0])) if len(scores) else 0.0,
         "confidence": _confidence_counts(scores, min_score),
         "own_task_field": own is not None,
+        **fused_status(ws, name),
         "text_backend": ws.store.query("SELECT COALESCE(text_backend, 'minilm') FROM audit_datasets WHERE name=?",
                                        (name,))[0][0],
     }
+
+
+def store_summary(ws: Workspace, name: str, summary: dict) -> None:
+    """Replace the audit's stored summary (after the image pass fused its items)."""
+    with ws.store.write() as c:
+        c.execute("UPDATE audit_datasets SET summary=?, updated_at=? WHERE name=?",
+                  (json.dumps(summary), utcnow(), name))
 
 
 def _confidence_counts(scores: np.ndarray, min_score: float) -> dict:

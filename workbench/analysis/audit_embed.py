@@ -28,7 +28,14 @@ import numpy as np
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
-from workbench.models.textembed import DEFAULT_MODEL, _load, embed_texts, model_path, workspace_cache_dir
+from workbench.models.textembed import (
+    DEFAULT_MODEL,
+    _load,
+    embed_texts,
+    model_path,
+    uncached,
+    workspace_cache_dir,
+)
 
 BACKENDS = ("minilm", "static")
 _VERSION = {"static": "1"}                   # bump when the distillation recipe changes
@@ -121,6 +128,14 @@ def embed(ws: Workspace, texts: list[str], backend: str, model: str | None) -> n
         n = np.linalg.norm(v, axis=1, keepdims=True)
         return v / np.maximum(n, 1e-12)
     raise WorkbenchError(f"unknown text backend {backend!r}: use one of {', '.join(BACKENDS)}")
+
+
+def new_task_texts(ws: Workspace, texts: list[str], backend: str, model: str | None) -> int:
+    """How many distinct `texts` `task_vectors` will embed anew (minilm: those not in the workspace's vector
+    cache; static: all, it is cheap)."""
+    if backend == "static" or model_path(model) != model_path(DEFAULT_MODEL):
+        return len(set(texts))
+    return uncached(texts, model, workspace_cache_dir(ws))
 
 
 def task_vectors(ws: Workspace, texts: list[str], backend: str, model: str | None) -> np.ndarray:

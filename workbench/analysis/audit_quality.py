@@ -2,7 +2,9 @@
 project's labelled sets, and the per-item confidence calibrated there.
 
 The evaluation writes `workbench/data/audit_eval.json` (its date, the settings evaluated, per split of the
-labelled set its size and top-1 category accuracy, and the confidence cut-offs). Reports read it here and
+labelled set its size and top-1 category accuracy, and the confidence cut-offs). Its splits: `dev` (tuned on),
+`fresh` (the headline held-out: written before the tuning it measures) and `heldout` (an older held-out
+split, looked at before: quoted for the record). Reports read it here and
 never carry a number of their own; an audit made with other settings is told so.
 
 Confidence of an item: the margin between its top-1 and top-2 fused scores. `high` / `medium` cut-offs are
@@ -51,18 +53,21 @@ def trust_lines(settings: dict) -> list[str]:
     if not res:
         return ["measured quality: none stored (run benchmarks/eval_audit.py)"]
     sp = res["splits"]
+    head = sp.get("fresh") or sp["heldout"]        # the headline held-out: written before the tuning it measures
     line = (f"measured quality ({res['date']}, benchmarks/eval_audit.py, {res['labelled_set']}): top-1 in an "
-            f"acceptable category on {sp['dev']['accuracy']:.0%} of the dev split ({sp['dev']['items']} items) "
-            f"and {sp['heldout']['accuracy']:.0%} of the held-out split ({sp['heldout']['items']} items, never "
-            f"tuned on)")
-    conf = sp["heldout"].get("by_confidence") or {}
+            f"acceptable category on {sp['dev']['accuracy']:.0%} of the dev split ({sp['dev']['items']} items, "
+            f"tuned on) and {head['accuracy']:.0%} of the held-out split ({head['items']} items, never tuned on)")
+    if "fresh" in sp:
+        line += (f"; {sp['heldout']['accuracy']:.0%} of an older held-out split ({sp['heldout']['items']} items, "
+                 "looked at before)")
+    conf = head.get("by_confidence") or {}
     if conf:
         line += "; held-out accuracy by confidence: " + ", ".join(
             f"{k} {v['accuracy']:.0%} ({v['items']})" for k, v in conf.items() if v["items"])
     if settings.get("own_task_field") and "accuracy_with_own_task_field" in sp["dev"]:
         line += (f"; with the dataset's own task field as evidence (as here): dev "
                  f"{sp['dev']['accuracy_with_own_task_field']:.0%}, held-out "
-                 f"{sp['heldout']['accuracy_with_own_task_field']:.0%}")
+                 f"{head['accuracy_with_own_task_field']:.0%}")
     out = [line]
     measured = {k: v for k, v in res.get("settings", {}).items() if k != "own_task_field"}
     differ = [f"{k} {settings[k]} (measured: {measured.get(k)})" for k in sorted(settings)

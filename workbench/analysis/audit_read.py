@@ -7,7 +7,8 @@ JSON string, as some Parquet dumps do, is parsed), Parquet files (or a folder of
 
 Per item: its first human turn (`instruction`, `<image>` stripped, what a person reads), the text that is
 embedded (`query`: the first turn, followed by the later human turns when the first is short, and by the
-start of the first answer when those are short still: "What is the date?" says little alone), its id, its
+start of the first answer when those are short still: "What is the date?" says little alone; the
+boilerplate of public sets taken out, `audit_cues.py`), its format cues (`cues`), its id, its
 image field and the dataset's own task label (`TASK_FIELDS`, or `--task-field`). Texts longer than
 `MAX_CHARS` are cut there and counted (the sentence model reads 128 tokens; one 50 MB instruction once took
 7 GB).
@@ -22,11 +23,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from workbench.analysis.audit_cues import cue_mask, strip_boilerplate
 from workbench.core.errors import WorkbenchError
 
 FORMATS = ("llava-json", "jsonl", "parquet", "hf-datasets")
@@ -55,6 +57,7 @@ class Items:
     tasks: list[str | None] | None  # the dataset's own task labels (None: no task field)
     task_field: str | None
     truncated: int = 0              # texts cut at MAX_CHARS
+    cues: list[int] = field(default_factory=list)   # audit_cues.cue_mask per item
 
 
 def _clean(text) -> str:
@@ -255,7 +258,9 @@ def read_items(path: str | Path, fmt: str | None = None, task_field: str | None 
         if not turns:
             raise _no_instruction(path, n, rec)
         first, cut1 = _cap(turns[0])
-        query, cut2 = _cap(query_text(turns, first_answer(rec)))
+        answer = first_answer(rec)
+        out.cues.append(cue_mask(turns, answer))
+        query, cut2 = _cap(query_text([strip_boilerplate(t) for t in turns], answer))
         out.truncated += cut1 or cut2
         out.instructions.append(first)
         out.queries.append(query)

@@ -19,6 +19,8 @@ import pandas as pd
 from workbench.analysis import audit_image, audit_label
 from workbench.analysis.audit import (
     CHUNK_SIZE,
+    CUE_WEIGHT,
+    EXEMPLAR_WEIGHT,
     MIN_SCORE,
     OWN_WEIGHT,
     TASK_TEXT,
@@ -28,6 +30,8 @@ from workbench.analysis.audit import (
     audit_items,
     compare,
     crosstab,
+    store_summary,
+    summarise,
 )
 from workbench.analysis.audit_embed import check_backend, default_backend, static_cached
 from workbench.analysis.audit_quality import LEVELS, load_results, trust_lines
@@ -57,6 +61,7 @@ class AuditRun:
         """The `--json` output."""
         res = self.result
         out = {"name": res.name, "items": res.items, "resumed_from": res.resumed_from,
+               "reused_vectors": res.reused_vectors, "task_texts_embedded": res.task_texts_embedded,
                "text_backend": res.text_backend, "summary": res.summary, "quality": load_results()}
         if self.comparison is not None:
             cmp = self.comparison
@@ -88,8 +93,9 @@ def run_audit(ws: Workspace, dataset: Path, *, name: str | None = None, fmt: str
                 min_score=min_score, text_backend=backend, replace=replace, on_chunk=on_chunk)
     if images is not False and res.done >= res.items:
         image = assign_images(ws, res, images=images, image_root=image_root, top_k=top_k, note=note)
-        if image is not None:
-            res.summary["image"] = image
+        if image is not None:     # the figures again: imaged items now carry the fused assignment
+            res.summary.update(summarise(ws, res.name, min_score=min_score), image=image)
+            store_summary(ws, res.name, res.summary)
     run = AuditRun(res, min_score, top_k, compare_with)
     if compare_with:
         run.comparison = compare(ws, res.name, compare_with, min_score)
@@ -133,8 +139,9 @@ def report_lines(ws: Workspace, run: AuditRun) -> list[str]:
     lines = [f"{res.name}: {res.items:,} item(s) ({res.resumed_from:,} from an earlier run), {s['assigned']:,} "
              f"assigned to {s['with_items']} of {s['task_types']} task types (top-1 score >= {run.min_score}), "
              f"{s['unassigned']:,} unassigned; {res.seconds:.1f}s; text backend {res.text_backend}"
-             + (f"; text vectors of {res.reused_vectors:,} item(s) reused (taxonomy changed)" if res.reused_vectors
-                else "")
+             + (f"; taxonomy changed: stored text vectors of {res.reused_vectors:,} item(s) reused (nothing "
+                f"re-embedded), {res.task_texts_embedded:,} new task-type text(s) embedded, every item re-assigned "
+                "(a new task type may win any item)" if res.reused_vectors else "")
              + (f"; {s['truncated']:,} instruction(s) cut at {MAX_CHARS:,} characters" if s.get("truncated") else ""),
              "by category: " + ", ".join(f"{k} {v:,}" for k, v in
                                          sorted(s["by_category"].items(), key=lambda kv: -kv[1])),
@@ -147,10 +154,12 @@ def report_lines(ws: Workspace, run: AuditRun) -> list[str]:
               f"long tail: the top 1% of task types ({s['top1pct_task_types']}) hold {s['top1pct_share']:.0%} "
               f"of the assigned items; gini {s['long_tail']['gini']:.2f}"]
     lines += trust_lines({"text_backend": res.text_backend.split("-")[0], "task_text": TASK_TEXT,
-                          "own_weight": OWN_WEIGHT, "own_task_field": bool(s.get("own_task_field"))})
+                          "own_weight": OWN_WEIGHT, "exemplar_weight": EXEMPLAR_WEIGHT, "cue_weight": CUE_WEIGHT,
+                          "own_task_field": bool(s.get("own_task_field"))})
     if s.get("confidence"):
         lines.append("confidence per item (top-1/top-2 margin, calibrated on the dev split): " + ", ".join(
             f"{k} {v:,}" for k, v in sorted(s["confidence"].items(), key=lambda kv: LEVELS.index(kv[0]))))
+    lines.append(_assignment_line(s))
     im = s.get("image")
     if im and im.get("with_image"):
         lines.append(f"images: {im['with_image']:,} item(s) assigned by CLIP too; text and image top-1 agree on "
@@ -158,6 +167,17 @@ def report_lines(ws: Workspace, run: AuditRun) -> list[str]:
                      f"top-{top_k} {im['image_top1_in_text_topk']:.0%})")
     lines += _crosstab_lines(ws, res.name, run.min_score) + _compare_lines(run) + _label_lines(run.labels, top_k)
     return lines
+
+
+def _assignment_line(s: dict) -> str:
+    """Which assignment the figures and items are: text only, or text and image fused (audit_image.fuse)."""
+    if s.get("assignment") == "text+image":
+        return (f"assignment: text and image fused for {s['fused_items']:,} item(s) with an image (the image "
+                "overturns only a text top-1 below the high-confidence margin), text alone for the rest")
+    if s.get("image_out_of_date"):
+        return ("assignment: text only; the image pass was made against other task types (the taxonomy changed "
+                "since): run with --images again to fuse them")
+    return "assignment: text only (no image pass)"
 
 
 def _crosstab_lines(ws: Workspace, name: str, min_score: float) -> list[str]:
