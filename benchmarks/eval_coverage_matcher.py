@@ -358,7 +358,8 @@ def tune_confidence(rows, labels) -> None:
     lo, hi = rc.DEFAULT_BAND
     found = []
     for g in (0.06, 0.08, 0.10, 0.12, 0.14):
-        for c in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        # the "covered" side's cut is itself covered (at or above the threshold)
+        for c in [x for x in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8) if x >= rc.DEFAULT_THRESHOLD]:
             inside = [r for r in dev if lo <= r.score < hi]
             med = [r for r in inside if r.score >= c or r.score < g]
             low = [r for r in inside if not (r.score >= c or r.score < g)]

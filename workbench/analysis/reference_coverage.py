@@ -19,12 +19,21 @@ against every live node of the workspace (a reference task that names one of our
                             a word of the reference task has no counterpart ("animated" in "animated character
                             recognition" vs "optical character recognition"). Synonyms expand whole tokens only:
                             "image-text" and "text-to-image" (modalities) are not "text" (text to read)
+    describe, subtree_describe  the reference leaf's best cosine to our node's name or to any phrase that
+                            describes it (`data/coverage_glosses.txt`: "app screen navigation = deciding which
+                            button to press next ..."; written for the seed task types, extendable; a node
+                            without a line is described by its name), and its mean over the node's subtree
+    standout                how far our node stands out from the whole tree for this reference task: the larger
+                            z-score (over all our nodes) of its embedding score and of its describe cosine. A
+                            reference name close to everything ("interleaved image-text analysis") has no
+                            stand-out candidate, a real match does; a raw cosine cannot tell them apart. On a
+                            tree much larger than the seed the z-scores run higher (recheck the threshold)
 
 `score` is a logistic regression over them (constants COEF, INTERCEPT; fitted on the dev split's five
 best candidates per task, refit with `benchmarks/eval_coverage_matcher.py --refit`): the estimated
 probability that this task type covers the reference task. A reference task is covered when its best score
-reaches the threshold (`DEFAULT_THRESHOLD`, or `text_embedding.coverage_threshold` when workbench.toml
-sets it: on this probability scale).
+reaches the threshold (`DEFAULT_THRESHOLD`, chosen on the dev split's leave-one-benchmark-out scores, or
+`text_embedding.coverage_threshold` when workbench.toml sets it: on this probability scale).
 
 Measured on `tests/data/coverage_labels.csv` (`evaluate`; dev = MMBench + SEED-Bench + BLINK + CV-Bench +
 MathVista + SEED-Bench-2's new dimensions, 77 reference tasks, used to fit and tune; test = MME + MMStar, 32 tasks,
@@ -115,7 +124,7 @@ EVAL_FILE = DATA_DIR / "coverage_eval.json"
 # "medium" when the score is at or above MEDIUM_COVERED or below MEDIUM_GAP, else "low". The cuts are tuned on dev
 # (`benchmarks/eval_coverage_matcher.py --tune-confidence`: the widest gap in right decisions between medium and low,
 # at least 5 dev tasks each).
-MEDIUM_GAP, MEDIUM_COVERED = 0.14, 0.40
+MEDIUM_GAP, MEDIUM_COVERED = 0.14, 0.50
 
 
 @dataclass
@@ -317,12 +326,11 @@ def describe_phrases(our_paths: list[tuple[str, ...]], glosses: dict[str, list[s
     return [[p[-1], *glosses.get(p[-1].lower(), ())] for p in our_paths]
 
 
-def _best_phrase(r: np.ndarray, phrases: list[list[str]], emb) -> np.ndarray:
-    """(len(r), len(phrases)): per reference row, the best cosine to any phrase of each of our nodes."""
-    flat = [t for ph in phrases for t in ph]
-    sims = r @ emb(flat).T
+def _best_phrase(r: np.ndarray, phrases: list[list[str]], vecs: np.ndarray) -> np.ndarray:
+    """(len(r), len(phrases)): per reference row, the best cosine to any phrase of each of our nodes (`vecs`: the
+    phrases' embeddings, flattened in order)."""
     starts = np.cumsum([0] + [len(ph) for ph in phrases[:-1]])
-    return np.maximum.reduceat(sims, starts, axis=1)
+    return np.maximum.reduceat(r @ vecs.T, starts, axis=1)
 
 
 def _words(text: str) -> list[str]:
@@ -469,7 +477,8 @@ def score_matrix(ref_paths: list[tuple[str, ...]], our_paths: list[tuple[str, ..
     m["subtree"] = _subtree_mean(m["embedding"], our_paths)
     m["subtree_overlap"] = _subtree_mean(m["overlap"], our_paths)
     phrases = describe_phrases(our_paths, glosses)
-    m["describe"] = np.maximum(_best_phrase(r_leaf, phrases, emb), _best_phrase(r_gloss, phrases, emb))
+    vecs = emb([t for ph in phrases for t in ph])
+    m["describe"] = np.maximum(_best_phrase(r_leaf, phrases, vecs), _best_phrase(r_gloss, phrases, vecs))
     m["subtree_describe"] = _subtree_mean(m["describe"], our_paths)
     m["standout"] = np.maximum(_standardized(m["embedding"]), _standardized(m["describe"]))
     m["word_min"] = _word_min(ref_words, [name_words(" ".join(p), syn) for p in our_paths], vec)
