@@ -1,10 +1,21 @@
-"""Reference-coverage matcher against the hand labels (about 20 s; `--confirm`: about 30 s more).
+"""Reference-coverage matcher against the hand labels (about 30 s; `--confirm`: about a minute more).
 
 Loads the seed taxonomy into a temporary workspace, scores every bundled reference list
-(`workbench/data/reference/*.txt`) and the labelled-only ones (`tests/data/coverage_reference/*.txt`: BLINK,
-CV-Bench, MathVista, SEED-Bench-2's new dimensions) and prints precision / recall on the dev split (MMBench,
-SEED-Bench and those four: used to fit and tune), the held-out test split (MME + MMStar) and all of
-`tests/data/coverage_labels.csv`:
+(`workbench/data/reference/*.txt`) and the labelled-only ones (`tests/data/coverage_reference/*.txt`) and prints
+precision / recall per split of `tests/data/coverage_labels.csv` (its `split` column) and over all of it:
+
+    dev          MMBench, SEED-Bench, BLINK, CV-Bench, MathVista, SEED-Bench-2's new dimensions (77 tasks): the
+                 combination is fitted and everything is tuned on it only (features, the glosses, the synonyms,
+                 the threshold, the band, the confidence cuts)
+    test         MME + MMStar (32 tasks): held out at first, looked at while tuning earlier matchers, so printed
+                 as "test (looked at before)"
+    heldout2     the fresh held-out split (82 tasks: MMT-Bench's meta-tasks, MMVP, MM-Vet, LVLM-eHub, Q-Bench,
+                 SEED-Bench-2-Plus, OCRBench, MME-RealWorld), labelled before any tuning and measured once, at
+                 the end: the headline figures. Measured: P 0.89 R 0.62 at the shipped 0.44 (goal P >= 0.85 at
+                 R >= 0.75: precision met, recall not; the previous matcher: P 0.80 R 0.67); test P 0.90 R 0.64;
+                 dev P 0.90 R 0.74, cross-validated (leave one benchmark out) P 0.88 R 0.76
+
+for two matchers:
 
     v1-mean3     the mean of the leaf, leaf-vs-path and task-phrase cosines at 0.56 (the matcher before
                  the learned combination; recomputed here from the same cosines)
@@ -14,27 +25,25 @@ SEED-Bench and those four: used to fit and tune), the held-out test split (MME +
                  combination (refitted per fold, threshold from the pooled fold scores): what to expect
                  on lists it was not fitted on, and the best precision at recall >= 0.75 (the issue's goal)
     --refit      fit the logistic regression on the dev split and print the constants to paste into
-                 `workbench/analysis/reference_coverage.py` (COEF, INTERCEPT, DEFAULT_THRESHOLD) with the
-                 dev threshold sweep; `tests/test_coverage_matcher.py` checks the shipped ones are this fit
+                 `workbench/analysis/reference_coverage.py` (FEATURES, COEF, INTERCEPT, DEFAULT_THRESHOLD: the best
+                 F1 averaged over +-0.08 on the dev split's leave-one-benchmark-out scores) with that sweep;
+                 `tests/test_coverage_matcher.py` checks the shipped ones are this fit
     --confirm    the LLM-confirmation path with an oracle (a scripted local server answering from the
                  labels, `tests/openai_server.py`): measures what the band and the candidates asked let
                  through, not a model, and why the misses were missed; `--grid` sweeps bands and numbers
                  of candidates on dev first
-    --dev-only   print dev figures only (while tuning: the test split is looked at once, at the end)
+    --dev-only   print dev figures only (while tuning: the held-out splits are looked at once, at the end)
     --labels     another labels CSV (e.g. the 302 pairs before this matcher's additions, from git history)
     --no-write   do not refresh the results file
     --tune-confidence  the confidence cuts (MEDIUM_GAP, MEDIUM_COVERED) on dev: the pair whose medium and low
-                 levels differ most in right decisions, at least 5 dev tasks in each
+                 levels differ most in right decisions, at least 5 dev tasks in each, the covered side's cut at
+                 or above the threshold
 
 Unless --no-write, --dev-only or --labels, it writes `workbench/data/coverage_eval.json` (package data): the
-date, the split sizes, the settings measured (text model, the learned combination, the synonyms' hash), P/R on
-dev and held-out test per threshold 0.01-0.99, and per confidence level (the shipped band and cuts) how many
-decisions were right. Every coverage report quotes it for its own settings (`measured_quality`); a report
-whose settings were not measured says so.
-
-The split is fixed by the labels file's `split` column: dev = all but MME + MMStar (fitting, thresholds, the
-band, the confidence cuts and the synonyms are tuned on it only), test = MME + MMStar (held out: looked at to
-report, never to tune).
+date, the split sizes, the settings measured (text model, the learned combination, the synonyms' and glosses'
+hashes), P/R on dev, test and heldout2 per threshold 0.01-0.99, and per confidence level (the shipped band and
+cuts) how many decisions were right. Every coverage report quotes it for its own settings (`measured_quality`;
+heldout2 as "held-out"); a report whose settings were not measured says so.
 
     .venv/bin/python benchmarks/eval_coverage_matcher.py [--cv] [--refit] [--confirm [--grid]] [--dev-only]
 """
@@ -79,12 +88,17 @@ def fmt(m: dict) -> str:
     return f"P {m['precision']:.2f} R {m['recall']:.2f} (tp {m['tp']} fp {m['fp']} fn {m['fn']})"
 
 
-SPLITS = ("dev", "test", None)
+SPLITS = ("dev", "test", "heldout2", None)
+# How the printout names each split: "test" (MME + MMStar) was held out at first and looked at several times
+# since; "heldout2" is the fresh held-out split, measured once at the end.
+SPLIT_NAMES = {"dev": "dev", "test": "test (looked at before)", "heldout2": "held-out (heldout2)", None: "all"}
 
 
 def show(name: str, rows, labels) -> dict:
     out = {s or "all": rc.evaluate(rows, labels, s) for s in SPLITS}
-    print(f"{name:14s} " + "   ".join(f"{k}: {fmt(v)}" for k, v in out.items()))
+    print(f"{name}:")
+    for s in SPLITS:
+        print(f"    {SPLIT_NAMES[s]:24s} {fmt(out[s or 'all'])}  [{out[s or 'all']['tasks']} tasks]")
     return out
 
 
@@ -167,27 +181,48 @@ def sweep(tasks, scores, lo=0.05, hi=0.95):
     return [(round(t, 2), *decide(tasks, scores, t)) for t in np.arange(lo, hi, 0.01)]
 
 
-def best_threshold(tasks, scores, half_window: int = 3):
-    """The threshold with the best min(P, R) averaged over +-0.03 around it (a wide plateau, not a needle
-    one reference task wide), ties broken by P + R there."""
+def f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def best_threshold(tasks, scores, half_window: int = 8):
+    """The threshold with the best F1 averaged over +-0.08 around it (the middle of a wide plateau, not a needle one
+    reference task wide: the final fit scores a little differently from the fold fits), ties broken by F1 there:
+    (threshold, F1 there)."""
     sw = sweep(tasks, scores)
     def smooth(k):
         near = sw[max(0, k - half_window):k + half_window + 1]
-        return (np.mean([min(p, r) for _, p, r in near]), min(sw[k][1:]), sum(sw[k][1:]))
+        return (np.mean([f1(p, r) for _, p, r in near]), f1(*sw[k][1:]))
     k = max(range(len(sw)), key=smooth)
-    return sw[k][0], min(sw[k][1:])
+    return sw[k][0], f1(*sw[k][1:])
+
+
+def out_of_fold(dev, folds):
+    """Each dev task's scores from the combination fitted without its fold."""
+    scores = [None] * len(dev)
+    for fold in folds:
+        model = fit([t for i, t in enumerate(dev) if i not in fold])
+        for i in fold:
+            scores[i] = model.predict_proba(dev[i][2])[:, 1]
+    return scores
+
+
+def benchmark_folds(dev):
+    return [[i for i, t in enumerate(dev) if t[5] == b] for b in sorted({t[5] for t in dev})]
+
+
+def cv_threshold(tasks):
+    """DEFAULT_THRESHOLD: the best threshold on the dev split's leave-one-benchmark-out scores (what a list the
+    combination was not fitted on scores), not on the fit's own dev scores."""
+    dev = [t for t in tasks if t[1] == "dev"]
+    return best_threshold(dev, out_of_fold(dev, benchmark_folds(dev)))[0]
 
 
 def cross_validate(tasks):
     dev = [t for t in tasks if t[1] == "dev"]
-    benches = sorted({t[5] for t in dev})
     for name, folds in (("leave one task out", [[i] for i in range(len(dev))]),
-                        ("leave one benchmark out", [[i for i, t in enumerate(dev) if t[5] == b] for b in benches])):
-        scores = [None] * len(dev)
-        for fold in folds:
-            model = fit([t for i, t in enumerate(dev) if i not in fold])
-            for i in fold:
-                scores[i] = model.predict_proba(dev[i][2])[:, 1]
+                        ("leave one benchmark out", benchmark_folds(dev))):
+        scores = out_of_fold(dev, folds)
         thr, _ = best_threshold(dev, scores)
         p, r = decide(dev, scores, thr)
         p0, r0 = decide(dev, scores, rc.DEFAULT_THRESHOLD)
@@ -200,12 +235,13 @@ def cross_validate(tasks):
 def refit(tasks):
     dev = [t for t in tasks if t[1] == "dev"]
     model = fit(dev)
-    scores = [model.predict_proba(t[2])[:, 1] for t in dev]
+    scores = out_of_fold(dev, benchmark_folds(dev))
     thr, best = best_threshold(dev, scores)
-    print("dev threshold sweep (threshold: P R):")
+    print("dev leave-one-benchmark-out threshold sweep (threshold: P R):")
     print("  " + "  ".join(f"{t:.2f}: {p:.2f} {r:.2f}" for t, p, r in sweep(dev, scores, 0.1, 0.8)[::3]))
-    print(f"threshold {thr:.2f}: min(P, R) {best:.2f} (best averaged over +-0.03)")
+    print(f"threshold {thr:.2f}: F1 {best:.2f} (best averaged over +-0.08)")
     print("# paste into workbench/analysis/reference_coverage.py:")
+    print(f"FEATURES = {tuple(rc.FEATURES)}")
     print(f"COEF = ({', '.join(f'{c:.4f}' for c in model.coef_[0])})")
     print(f"INTERCEPT = {model.intercept_[0]:.4f}")
     print(f"DEFAULT_THRESHOLD = {thr:.2f}")
@@ -298,6 +334,9 @@ def at_threshold(rows, t: float):
     return [replace(r, covered=r.score >= t, match_path=r.nearest_path if r.score >= t else None) for r in rows]
 
 
+EVAL_SPLITS = ("dev", "test", "heldout2")
+
+
 def results(rows, labels) -> dict:
     def pr(m):
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
@@ -307,14 +346,15 @@ def results(rows, labels) -> dict:
         t = round(k / 100, 2)
         got = at_threshold(rows, t)
         grid.append({"threshold": t, "dev": pr(rc.evaluate(got, labels, "dev")),
-                     "test": pr(rc.evaluate(got, labels, "test"))})
+                     "test": pr(rc.evaluate(got, labels, "test")),
+                     "heldout2": pr(rc.evaluate(got, labels, "heldout2"))})
     levels = {}
     for level in ("high", "medium", "low"):
         levels[level] = {}
-        for split in ("dev", "test"):
+        for split in EVAL_SPLITS:
             mine = [r for r in rows if labels["split"].get(r.reference_path) == split and r.confidence == level]
             levels[level][split] = {"tasks": len(mine), "right": sum(right(r, labels) for r in mine)}
-    sizes = {s: sum(v == s for v in labels["split"].values()) for s in ("dev", "test")}
+    sizes = {s: sum(v == s for v in labels["split"].values()) for s in EVAL_SPLITS}
     return {"date": datetime.date.today().isoformat(), "labels": str(rc.LABELS_FILE.relative_to(REPO)),
             "sizes": sizes, "pairs": len(labels["pairs"]), "settings": rc.matcher_settings(),
             "default_threshold": rc.DEFAULT_THRESHOLD, "thresholds": grid,
@@ -327,7 +367,8 @@ def tune_confidence(rows, labels) -> None:
     lo, hi = rc.DEFAULT_BAND
     found = []
     for g in (0.06, 0.08, 0.10, 0.12, 0.14):
-        for c in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        # the "covered" side's cut is itself covered (at or above the threshold)
+        for c in [x for x in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8) if x >= rc.DEFAULT_THRESHOLD]:
             inside = [r for r in dev if lo <= r.score < hi]
             med = [r for r in inside if r.score >= c or r.score < g]
             low = [r for r in inside if not (r.score >= c or r.score < g)]

