@@ -6,7 +6,8 @@ method, parameters and the item order ([kind, item_id] per row). Asking again wi
 inputs and parameters reloads the file; new embeddings (a changed set) give a new key.
 
 Image and task-type (text) embeddings of one CLIP model share a space, so they are projected
-together: one map shows where images and task types fall.
+together: one map shows where images and task types fall. `points(ws, proj)` is that map as a table (one row per
+point, with its first-level category), what the notebooks' map draws.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from workbench.analysis import umap_fit
 from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.stages.embed.stage import RowStore
+from workbench.taxonomy.model import LIVE, Taxonomy
 
 DEFAULT_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 0}
 METHODS = ("umap", "pca")
@@ -147,3 +150,31 @@ def get_or_compute(ws: Workspace, set_keys: list[str], method: str = "umap", par
     x = x / np.where(norms > 0, norms, 1)
     coords = _fit(x, method, params)
     return save(ws, key, method, params, coords, items)
+
+
+POINT_COLUMNS = ["x", "y", "kind", "item_id", "category", "label"]
+UNMATCHED = "(unmatched)"
+
+
+def points(ws: Workspace, proj: Projection) -> pd.DataFrame:
+    """One row per point of a stored projection: x, y, kind ('image' | 'task'), item_id, category (the first-level
+    category of the task type, or of the image's best match; UNMATCHED for an image without one) and label (the
+    task type's path, the image's file). Task types that are no longer live leaves (given children or removed
+    since they were embedded) are left out, as the dashboard's map leaves them out: they are not task types."""
+    idx = Taxonomy.of(ws).index(None)
+    live = Taxonomy.of(ws).index(LIVE)
+    leaves = {n.id for n in live.leaves()}
+    best = {r["image_id"]: r["node_id"] for r in ws.store.query("SELECT image_id, node_id FROM matches WHERE rank=1")}
+    files = {r["id"]: r["path"] for r in ws.store.query("SELECT id, path FROM images")}
+
+    def category(node_id: str | None) -> str:
+        return idx.path_names(node_id)[0] if node_id in idx.nodes else UNMATCHED
+
+    rows = []
+    for (kind, item), (x, y) in zip(proj.items, proj.coords.tolist()):
+        if kind == "task" and item not in leaves:
+            continue
+        node = item if kind == "task" else best.get(item)
+        label = idx.paths.get(item, item) if kind == "task" else files.get(item, item)
+        rows.append((x, y, kind, item, category(node), label))
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)

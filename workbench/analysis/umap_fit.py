@@ -130,5 +130,6 @@ def fit(x: np.ndarray, n_neighbors: int, min_dist: float, metric: str, random_st
         small = len(x) <= EXACT_KNN_MAX
         knn = (*exact_knn(x, n_neighbors, metric), None) if small else (None, None, None)
         reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric,
-                            random_state=random_state, precomputed_knn=knn, n_epochs=n_epochs(len(x)) if small else None)
+                            random_state=random_state, precomputed_knn=knn,
+                            n_epochs=n_epochs(len(x)) if small else None)
         return reducer.fit_transform(x)
