@@ -5,9 +5,10 @@
 A workspace of clustered 512-d CLIP-like vectors (images and task types, one set each) is written once; each
 repeat runs `workbench map` in a fresh process with each method alternately, after deleting the stored projection,
 so every run computes it. "previous" is the method before this benchmark: sklearn's brute-force kNN, 200 layout
-epochs and umap imported only when fitting; "now" is `analysis/umap_fit.py` as it is. A warm-up run of each fills numba's cache first (the runs after
-it load compiled code, as a user's second run does). Wall and CPU seconds (the child's user + system) are printed
-per run, then the medians and the ratio previous / now; on a shared machine the CPU figure is the steadier one.
+epochs and umap imported only when fitting; "now" is `analysis/umap_fit.py` as it is. A warm-up run of each fills
+numba's cache first (the runs after it load compiled code, as a user's second run does). Wall and CPU seconds (the
+child's user + system) are printed per run, then the medians and the ratio previous / now; on a shared machine the
+CPU figure is the steadier one.
 """
 
 from __future__ import annotations
