@@ -17,10 +17,10 @@ COUNTING = "object recognition~object counting"
 COLOUR = "object recognition~object attribute recognition~color recognition"
 
 
-@pytest.fixture
-def ws(tmp_path):
+def map_workspace(tmp_path):
     """The seed taxonomy; 4 images, the first two matched best to counting (with one Q&A sample each), the others
-    to colour recognition; a stored projection of the 4 images, 2 task types and a node that is no longer a leaf."""
+    to colour recognition; a stored projection (key `k1`) of the 4 images, 2 task types and a node that is no
+    longer a leaf. `ws.ids`: the image ids."""
     from workbench.core.workspace import Workspace
     from workbench.stages.images.register import register_images
     from workbench.taxonomy.io import load_seed
@@ -44,11 +44,13 @@ def ws(tmp_path):
     items = [("image", i) for i in ids] + [("task", count.id), ("task", colour.id), ("task", inner)]
     coords = np.arange(len(items) * 2, dtype=np.float32).reshape(-1, 2)
     projection.save(w, "k1", "umap", projection.DEFAULT_PARAMS, coords, items)
-    with w.store.write() as c:   # the embedding sets the map's key is computed from (tiny, never fitted here)
-        for key, kind in (("img", "image"), ("txt", "text")):
-            c.execute("INSERT INTO embedding_sets(key, kind, model, dim, array_file, created_at, updated_at) "
-                      "VALUES (?, ?, 'm', 2, ?, 't', 't')", (key, kind, f"{key}.npy"))
     w.ids = ids
+    return w
+
+
+@pytest.fixture
+def ws(tmp_path):
+    w = map_workspace(tmp_path)
     yield w
     w.close()
 
@@ -85,7 +87,7 @@ def test_every_category_has_its_own_colour_in_the_legend(ws):
     assert list(legend) == ["a category", "b category", "c category", projection.UNMATCHED]   # every one, sorted
     assert len(set(legend.values())) == 4
     assert all(tuple(legend[c]) == to_rgba(view.colours[c]) for c in legend)
-    assert "lasso" in view.line() and "4 categories" in view.line()
+    assert "lasso" in view.line() and "categories: 4" in view.line()
 
 
 def test_a_selection_given_as_ids_becomes_the_maps_actions(ws, tmp_path):

@@ -1,7 +1,7 @@
 """The notebooks' embedding map: the stored projection as an interactive scatter with lasso, and acting on a selection.
 
     view = show_map(ws)                    # the stored projection (computed once if missing), coloured by category
-    view                                   # the widget: shift + drag draws a lasso, the legend lists every category
+    view                                   # the widget: its lasso tool, then a drag, selects; a legend row per category
     sel = view.selection()                 # what the lasso holds, as ids (image ids and task type ids)
     sel = view.select(ids)                 # or select by ids (a list, or `read_selection(tsv)` of an export)
     d = drill(ws, sel)                     # its images, samples and the default parent of a node proposed for it
@@ -100,7 +100,7 @@ class MapView:
             return None
         s = jscatter.Scatter(data=self.points, x="x", y="y", color_by="category", color_map=self.colours,
                              legend=True, tooltip=True, tooltip_properties=["kind", "category", "label"],
-                             size=3 if len(self.points) < 50_000 else 1, lasso_initiator=True)
+                             size=4 if len(self.points) < 50_000 else 1, lasso_initiator=True, height=480)
         return s
 
     @property
@@ -110,10 +110,10 @@ class MapView:
     def line(self) -> str:
         kinds = self.points["kind"].value_counts()
         head = (f"{self.projection.method} map of {kinds.get('image', 0):,} image(s) and {kinds.get('task', 0):,} "
-                f"task type(s), {len(self.colours)} categories")
+                f"task type(s), first-level categories: {len(self.colours)}")
         if self.scatter is None:
             return f"{head}; a picture: for the interactive map with lasso, {INSTALL}"
-        return f"{head}: shift + drag draws a lasso (or click the lasso button); then run the next cell"
+        return f"{head}. The lasso tool (the map's toolbar), then a drag around points, selects; then run the next cell"
 
     def _ipython_display_(self):
         from IPython.display import display
