@@ -38,6 +38,7 @@ def test_images_notebook_runs_headless(tmp_path, monkeypatch):
     assert ws.store.scalar("SELECT count(*) FROM projections WHERE method='umap'") == 1
     assert f"umap map of {n} image(s)" in text and "lasso" in text
     assert "application/vnd.jupyter.widget-view+json" in json.dumps([c.get("outputs") for c in nb.cells])
+    assert "The map: a live widget" in text                             # what a reopened notebook says to do
     assert "2 image(s), 0 task type(s) selected" in text
     node = ws.store.one("SELECT status, note FROM nodes WHERE name='photos from the map'")
     assert node["status"] == "proposed" and "map selection" in node["note"]

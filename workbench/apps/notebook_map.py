@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.analysis import gap_items, projection
+from workbench.apps.notebook_trials import show_widget
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.review.adjudication import flag as flag_sample
@@ -119,7 +120,10 @@ class MapView:
         from IPython.display import display
 
         print(self.line())
-        display(self.widget if self.scatter is not None else self.picture())
+        if self.scatter is None:
+            display(self.picture())
+        else:   # with the note a reopened notebook needs (the widget is not saved with it)
+            show_widget(self.widget, "The map")
 
     def picture(self):
         """The map as a matplotlib figure, every category in the legend."""
