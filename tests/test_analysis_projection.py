@@ -56,3 +56,32 @@ def test_umap_projection_real_fit(ws):
     assert p.method == "umap" and p.params["n_neighbors"] == 5 and p.coords.shape == (60, 2)
     assert np.isfinite(p.coords).all()
     assert projection.load(ws, p.key).coords.shape == (60, 2)
+
+
+_FIT_AND_REPORT = """
+import json, numpy as np
+from workbench.analysis import umap_fit
+x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+assert umap_fit.fit(x, 5, 0.1, "cosine", 0).shape == (40, 2)
+print(json.dumps(umap_fit.cache_misses()))
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_second_process_loads_umaps_compiled_code_from_the_cache():
+    """The second run loads what the first compiled (numba's own hit/miss counters, not a timing); the first run
+    fills the user cache where it is cold (a fresh CI machine), or already loads from it."""
+    pytest.importorskip("umap")
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    runs = [subprocess.run([sys.executable, "-c", _FIT_AND_REPORT], capture_output=True, text=True, env=env,
+                           cwd=REPO, check=True) for _ in range(2)]
+    second = json.loads(runs[1].stdout.strip().splitlines()[-1])
+    assert "_nb_optimize_layout_euclidean_single_epoch" in second     # the layout's epoch function ran
+    assert set(second.values()) == {0}, second                       # and nothing was compiled again

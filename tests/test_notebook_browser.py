@@ -2,7 +2,8 @@
 review with one line, the review table is clicked (accept, reject, rename, Apply), the rest runs, and the workspace
 has what was clicked; against a dead endpoint the trial shows the error, promotes nothing, and reopened the widget
 cells say to re-run themselves. 03: a Q&A trial of three versions on four images with thumbnails and figures per
-version. Screenshots in /tmp/workbench-notebook-shots/."""
+version. The notebooks' map: a lasso drawn with its tool reaches the kernel as ids. Screenshots in
+/tmp/workbench-notebook-shots/."""
 
 from __future__ import annotations
 
@@ -294,3 +295,49 @@ def test_notebook_03_qa_trial_of_three_versions_on_four_images(tmp_path):
                   f"WORKSPACE = {str(tmp_path / 'ws')!r}\nBASE_URL = None\nMODEL = None\nREFEREE_MODELS = None\n"
                   "N_IMAGES = 6\nMIN_VOTES = None\nPROGRESS = False\nBUDGET_USD = 1.0\nTRIAL_STAGE = 'qa'\n"
                   "WINNER = None", body)
+
+
+def test_notebook_map_lasso_selection_reaches_python(tmp_path):
+    """The notebooks' map in JupyterLab: jupyter-scatter draws the points with its legend; a lasso (its lasso tool,
+    then a drag) comes back to the kernel as ids."""
+    pytest.importorskip("jscatter")
+    from test_notebook_map import map_workspace
+
+    ws = map_workspace(tmp_path)
+    ws.close()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("WS = None", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(
+                    "from workbench.analysis import projection\nfrom workbench.apps import notebook_map as nbmap\n"
+                    "from workbench.core.workspace import Workspace\nws = Workspace.open(WS)\n"
+                    "proj = projection.load(ws, 'k1')\nview = nbmap.MapView(ws, proj, projection.points(ws, proj))\n"
+                    "view"),
+                nbformat.v4.new_code_cell("print('SELECTED:', view.selection().summary())")]
+    path = tmp_path / "map.ipynb"
+    nbformat.write(nb, path)
+
+    def body(page):
+        _wait_text(page, "lasso tool", "8-map")
+        canvas = page.locator(".jp-OutputArea-output canvas").first
+        canvas.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)                      # the first frame
+        assert page.locator(".jp-OutputArea-output", has_text="object recognition").count() >= 1   # the legend
+        page.locator(".jp-OutputArea-output button[title='Activate lasso selection']").click()
+        box = canvas.bounding_box()
+        x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+        ring = [(0.02, 0.02), (0.98, 0.02), (0.98, 0.98), (0.02, 0.98), (0.02, 0.03)]
+        page.mouse.move(x0 + ring[0][0] * w, y0 + ring[0][1] * h)
+        page.mouse.down()
+        for fx, fy in ring[1:]:
+            page.mouse.move(x0 + fx * w, y0 + fy * h, steps=15)
+        page.mouse.up()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(SHOTS / "9-map-lassoed.png"))
+        last = page.locator(".jp-Notebook .jp-Cell").nth(2)
+        last.locator(".jp-InputPrompt").click()
+        page.keyboard.press("Shift+Enter")
+        out = _wait_text(page, "SELECTED:", "10-map-selection", timeout=30_000)
+        # The points lie on a diagonal; the first and last sit on the canvas's edge, outside the ring drawn.
+        assert "3 image(s), 1 task type(s) selected" in out.inner_text(), out.inner_text()
+
+    _with_lab(tmp_path, "map.ipynb", path, f"WS = {str(tmp_path / 'ws')!r}", body)

@@ -41,6 +41,7 @@ def test_notebooks_01_02_03_on_one_workspace_to_an_export(tmp_path, monkeypatch)
         nb3 = run_notebook(REPO / "notebooks" / "03_vision_stages.ipynb", tmp_path,
                            f"WORKSPACE = {str(ws_dir)!r}\n{endpoint}N_IMAGES = 3\nPROGRESS = False\nBUDGET_USD = 1.0")
     assert "tiny random-weight model" in outputs_text(nb2)
+    assert "nothing selected: draw a lasso" in outputs_text(nb2)       # Run All acts on no selection
     text = outputs_text(nb3)
     assert "made by the tiny random-weight CLIP" in text
     ws = Workspace.open(ws_dir)

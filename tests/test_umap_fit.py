@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from workbench.analysis import umap_fit
 
@@ -17,6 +18,31 @@ def test_exact_knn_lists_each_point_first_then_its_nearest():
     assert idx[:, 0].tolist() == [0, 1, 2, 3]       # itself first, as umap's precomputed_knn expects
     assert idx[:, 1].tolist() == [1, 0, 3, 2]
     assert dist.dtype == np.float32 and (dist[:, 0] < 1e-6).all() and (dist[:, 1] > 0).all()
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_knn_agrees_with_sklearn_across_blocks(metric, monkeypatch):
+    from sklearn.neighbors import NearestNeighbors
+
+    monkeypatch.setattr(umap_fit, "KNN_BLOCK", 7)      # several blocks, the last one short
+    x = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    idx, dist = umap_fit.exact_knn(x, 5, metric)
+    want_d, want_i = NearestNeighbors(n_neighbors=5, metric=metric, algorithm="brute").fit(x).kneighbors(x)
+    assert idx.dtype == np.int32 and idx.tolist() == want_i.tolist()
+    np.testing.assert_allclose(dist, want_d, atol=1e-5)
+
+
+def test_exact_knn_puts_each_point_first_among_duplicates():
+    x = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], np.float32)
+    idx, dist = umap_fit.exact_knn(x, 3, "cosine")
+    assert idx[:, 0].tolist() == [0, 1, 2, 3] and (dist[:, 0] == 0).all()
+    assert sorted(idx[1].tolist()) == [0, 1, 2]
+
+
+def test_fewer_epochs_only_for_larger_sets():
+    assert umap_fit.n_epochs(100) == umap_fit.n_epochs(1_500) == 200
+    assert umap_fit.n_epochs(2_000) == 150
+    assert umap_fit.n_epochs(3_000) == umap_fit.n_epochs(20_000) == 100
 
 
 def test_numba_caches_inside_the_block_only(tmp_path, monkeypatch):

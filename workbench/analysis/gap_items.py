@@ -12,6 +12,9 @@ reference gap, 'discovered' for a cluster, 'manual' otherwise, and a note naming
 file and task, audit and category, cluster, map selection). The default parent is `drill.parent_id`: the nearest
 task type's parent (the nearest itself when it is a first-level category, so one click never adds a first-level
 node), the cluster's parent, the category itself.
+
+A map selection (the dashboard's map, the notebooks' map) is `drill(ws, "map", image_ids)`; its ids are exported
+as `selection_tsv(image_ids, task_ids)`, one `kind<TAB>id` line each.
 """
 
 from __future__ import annotations
@@ -182,6 +185,12 @@ def drill(ws: Workspace, kind: str, target, *, reference: str | Path | None = No
     if d.samples.empty:
         d.notes.append("no Q&A samples for it yet (`workbench qa` writes them for kept task types)")
     return d
+
+
+def selection_tsv(image_ids: list[str], task_ids: list[str]) -> str:
+    """A map selection's ids as TSV with a header (`kind`, `id`): images first, then task types."""
+    lines = ["kind\tid", *(f"image\t{i}" for i in image_ids), *(f"task\t{t}" for t in task_ids)]
+    return "\n".join(lines) + "\n"
 
 
 def _reference_drill(ws, idx, name: str, reference, limit) -> Drill:

@@ -6,7 +6,8 @@ method, parameters and the item order ([kind, item_id] per row). Asking again wi
 inputs and parameters reloads the file; new embeddings (a changed set) give a new key.
 
 Image and task-type (text) embeddings of one CLIP model share a space, so they are projected
-together: one map shows where images and task types fall.
+together: one map shows where images and task types fall. `points(ws, proj)` is that map as a table (one row per
+point, with its first-level category), what the notebooks' map draws.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +24,10 @@ from workbench.core.clock import utcnow
 from workbench.core.errors import WorkbenchError
 from workbench.core.workspace import Workspace
 from workbench.stages.embed.stage import RowStore
+from workbench.taxonomy.model import LIVE, Taxonomy
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 0}
 METHODS = ("umap", "pca")
@@ -118,18 +124,8 @@ def _fit(x: np.ndarray, method: str, params: dict) -> np.ndarray:
     return umap_fit.fit(x, n_neighbors, float(params["min_dist"]), params["metric"], params.get("random_state"))
 
 
-def get_or_compute(ws: Workspace, set_keys: list[str], method: str = "umap", params: dict | None = None,
-                   compute: bool = True) -> Projection | None:
-    """The stored projection of these sets with these parameters; computed and stored if missing."""
-    if method not in METHODS:
-        raise WorkbenchError(f"projection method must be one of {', '.join(METHODS)}; got {method!r}")
-    if not set_keys:
-        raise WorkbenchError("choose at least one embedding set to project")
-    params = {**DEFAULT_PARAMS, **(params or {})} if method == "umap" else {"random_state": 0, **(params or {})}
-    key = projection_key(ws.store, set_keys, method, params)
-    found = load(ws, key)
-    if found is not None or not compute:
-        return found
+def _stacked(ws: Workspace, set_keys: list[str]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """The sets' embeddings one below the other, each row scaled to unit length, and their items."""
     parts, items = [], []
     dims = set()
     for k in set_keys:
@@ -144,6 +140,56 @@ def get_or_compute(ws: Workspace, set_keys: list[str], method: str = "umap", par
     if len(x) < 3:
         raise WorkbenchError(f"only {len(x)} embeddings to project; embed more images or task types first")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.where(norms > 0, norms, 1)
-    coords = _fit(x, method, params)
+    return x / np.where(norms > 0, norms, 1), items
+
+
+def get_or_compute(ws: Workspace, set_keys: list[str], method: str = "umap", params: dict | None = None,
+                   compute: bool = True) -> Projection | None:
+    """The stored projection of these sets with these parameters; computed and stored if missing."""
+    if method not in METHODS:
+        raise WorkbenchError(f"projection method must be one of {', '.join(METHODS)}; got {method!r}")
+    if not set_keys:
+        raise WorkbenchError("choose at least one embedding set to project")
+    params = {**DEFAULT_PARAMS, **(params or {})} if method == "umap" else {"random_state": 0, **(params or {})}
+    key = projection_key(ws.store, set_keys, method, params)
+    found = load(ws, key)
+    if found is not None or not compute:
+        return found
+    if method == "umap":
+        umap_fit.preload()   # its import runs beside reading the embeddings and finding their neighbours
+    try:
+        x, items = _stacked(ws, set_keys)
+        coords = _fit(x, method, params)
+    finally:
+        umap_fit.wait_preload()
     return save(ws, key, method, params, coords, items)
+
+
+POINT_COLUMNS = ["x", "y", "kind", "item_id", "category", "label"]
+UNMATCHED = "(unmatched)"
+
+
+def points(ws: Workspace, proj: Projection) -> pd.DataFrame:
+    """One row per point of a stored projection: x, y, kind ('image' | 'task'), item_id, category (the first-level
+    category of the task type, or of the image's best match; UNMATCHED for an image without one) and label (the
+    task type's path, the image's file). Task types that are no longer live leaves (given children or removed
+    since they were embedded) are left out, as the dashboard's map leaves them out: they are not task types."""
+    import pandas as pd  # not at the top: `workbench map` and `workbench dashboard` import this module, not pandas
+
+    idx = Taxonomy.of(ws).index(None)
+    live = Taxonomy.of(ws).index(LIVE)
+    leaves = {n.id for n in live.leaves()}
+    best = {r["image_id"]: r["node_id"] for r in ws.store.query("SELECT image_id, node_id FROM matches WHERE rank=1")}
+    files = {r["id"]: r["path"] for r in ws.store.query("SELECT id, path FROM images")}
+
+    def category(node_id: str | None) -> str:
+        return idx.path_names(node_id)[0] if node_id in idx.nodes else UNMATCHED
+
+    rows = []
+    for (kind, item), (x, y) in zip(proj.items, proj.coords.tolist()):
+        if kind == "task" and item not in leaves:
+            continue
+        node = item if kind == "task" else best.get(item)
+        label = idx.paths.get(item, item) if kind == "task" else files.get(item, item)
+        rows.append((x, y, kind, item, category(node), label))
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
