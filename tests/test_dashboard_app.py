@@ -337,6 +337,7 @@ def test_embedding_map_lasso_selects_points_the_sample_left_out(small, monkeypat
 
     monkeypatch.setattr(map_figures, "POINT_CHOICES", {"10": 10, "all": 0})
     monkeypatch.setattr(map_figures, "DEFAULT_POINTS", "10")
+    monkeypatch.setattr(map_figures, "HOVER_ALL_UP_TO", 0)   # the small workspace counts as large
     at = run(root, "map")
     pts = map_points(at)
     n = s["images"] + s["task_types"]

@@ -29,16 +29,28 @@ OTHER_COLOUR = "#b0b0b0"
 OUTCOME_COLOURS = {"all passed": "#2ca02c", "some passed": "#ff9f1c", "none passed": "#d62728",
                    "not refereed": OTHER_COLOUR}
 MODEBAR_MARGIN = 36   # px above the plot area: the modebar's own strip, clear of the legend
-# Points drawn by default: the browser's time grows with the point count (Vega-Lite: ~0.36 s per 10k on a 2-core
-# machine; WebGL ~2 s for 100k in software), so a large map is drawn from a fixed random sample unless the user
-# asks for more. The picture view shows every point, and a box selects every point in it, drawn or not.
-POINT_CHOICES = {"5,000": 5_000, "10,000": 10_000, "20,000": 20_000, "50,000": 50_000, "all": 0}
-DEFAULT_POINTS = "5,000"
+# Points drawn as markers over the picture (for hover names). The picture holds every point; markers cost the browser
+# at every lasso: Plotly re-styles each drawn point as the lasso moves, which is seconds on a machine without a GPU
+# (measured in headless Chromium, one lasso of 30 moves: 5,000 points in 96 traces 21 s, in 2 traces 10 s, 1,000
+# points 6.6 s, no points 0.7 s). So a map above HOVER_ALL_UP_TO points draws none until the user asks; a smaller one
+# draws all. A lasso or box selects every point in it either way (computed on the server, `in_region`).
+NONE = -1
+POINT_CHOICES = {"none": NONE, "5,000": 5_000, "20,000": 20_000, "50,000": 50_000, "all": 0}
+DEFAULT_POINTS = "none"
+HOVER_ALL_UP_TO = 2_000
+
+
+def default_points(n: int) -> str:
+    """The 'Points drawn' choice a map of n points opens with."""
+    return "all" if n <= HOVER_ALL_UP_TO else DEFAULT_POINTS
 
 
 def sample_mask(n: int, max_points: int, seed: int = 0) -> np.ndarray:
-    """Which of n points to draw: all, or a fixed random sample of max_points (the same on every rerun)."""
+    """Which of n points to draw: all (0), none (NONE), or a fixed random sample of max_points (the same on every
+    rerun)."""
     keep = np.ones(n, bool)
+    if max_points == NONE:
+        return ~keep
     if max_points and n > max_points:
         keep[:] = False
         keep[np.random.default_rng(seed).choice(n, max_points, replace=False)] = True

@@ -98,10 +98,11 @@ def render(root: str, ws: Workspace) -> None:
     m = _Map(root, proj, df, v + (data.version(root, *data.OUTCOME_TABLES) if colour == "outcome" else ()), colour,
              ws.config.select.min_votes, v + data.version(root, "discoveries") if layer else None)
     shown = c4.selectbox("Points drawn", list(mf.POINT_CHOICES), key="map_points",
-                         index=list(mf.POINT_CHOICES).index(mf.DEFAULT_POINTS),
-                         help="Every point is in the picture under the scatter; the scatter above it (hover names) "
-                              "draws a fixed random sample of a large map: much faster to paint. A lasso or box "
-                              "selects every point in it, drawn or not.")
+                         index=list(mf.POINT_CHOICES).index(mf.default_points(len(df))),
+                         help="Every point is in the picture. Points drawn over it as markers show their names on "
+                              "hover (a fixed random sample of a large map), but make every lasso slower: the "
+                              "browser restyles each drawn point as the lasso moves. A lasso or box selects every "
+                              "point in it, drawn or not.")
     sel = _map(m, mf.POINT_CHOICES[shown])
     if sel:
         _selection(root, df, sel)
@@ -130,8 +131,9 @@ def _offer_to_compute(ws: Workspace, chosen: list[str], method: str) -> None:
 
 def _about_drawing(m: _Map, drawn: int, how: str, clusters: list[dict]) -> None:
     n_img, n_task = m.counts
-    sampled = (f" The scatter over the picture holds a fixed random sample of {drawn:,} of {len(m.df):,} points "
-               "('Points drawn' holds more)." if drawn < len(m.df) else "")
+    sampled = ("" if drawn >= len(m.df) else f" No points are drawn as markers over the picture ({len(m.df):,} "
+               "points): 'Points drawn' shows names on hover." if not drawn else
+               f" Markers over the picture: a fixed random sample of {drawn:,} of {len(m.df):,} points.")
     st.caption(f"{n_img:,} images (small marks) and {n_task:,} task types (larger, dark rim; diamonds when hovered); "
                f"{m.about} {how}{sampled}")
     if clusters:
@@ -143,9 +145,9 @@ def _map(m: _Map, max_points: int) -> list[int] | None:
     """The map (Plotly's WebGL scatter of a sample over the picture of every point) with its legend; every point in
     the lasso or box (None: no region selected)."""
     fig, rows, clusters = mf.scatter(*m.args, max_points, m.layer_v)
-    _about_drawing(m, sum(len(r) for r in rows), "Every point is drawn in the picture; hover the sample for "
-                   "names. Draw a lasso (or pick the box in the toolbar) to select; a double-click clears it.",
-                   clusters)
+    drawn = sum(len(r) for r, t in zip(rows, fig.data) if t.legendgroup in ("images", "tasks"))
+    _about_drawing(m, drawn, "Every point is in the picture. Draw a lasso (or pick the box in the toolbar) to "
+                   "select; a double-click clears it.", clusters)
     left, right = st.columns([5, 1])
     with left:
         event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
@@ -228,8 +230,9 @@ def prewarm(root: str) -> None:
     found = mq.default_projection(root)
     if found is not None:
         ws, proj, v = found
-        mf.scatter(root, proj.key, v, "category", ws.config.select.min_votes, mf.POINT_CHOICES[mf.DEFAULT_POINTS],
-                   None)
+        n = len(mq.points(root, proj.key, v))
+        mf.scatter(root, proj.key, v, "category", ws.config.select.min_votes,
+                   mf.POINT_CHOICES[mf.default_points(n)], None)
         mf.legend_rows(root, proj.key, v, "category", ws.config.select.min_votes, None)
 
 
@@ -239,6 +242,7 @@ def prewarm_late(root: str) -> None:
     if found is None:
         return
     ws, proj, v = found
+    points = mf.POINT_CHOICES[mf.default_points(len(mq.points(root, proj.key, v)))]
     for colour in ("outcome", "source"):
         vv = v + (data.version(root, *data.OUTCOME_TABLES) if colour == "outcome" else ())
-        mf.scatter(root, proj.key, vv, colour, ws.config.select.min_votes, mf.POINT_CHOICES[mf.DEFAULT_POINTS], None)
+        mf.scatter(root, proj.key, vv, colour, ws.config.select.min_votes, points, None)
