@@ -18,7 +18,7 @@ PAGES = {
     "overview": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "coverage": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "images": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
-    "map": "[data-testid=stMain] [data-testid=stPlotlyChart] canvas",
+    "map": "[data-testid=stMain] [data-testid=stPlotlyChart] .imagelayer image",
     "referees": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "prompts": "[data-testid=stMain] [data-testid=stDataFrame]",
 }

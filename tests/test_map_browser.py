@@ -25,7 +25,7 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason=f"{CHROMIUM} missing: install Debian's chromium (scripts/setup.sh --browser)"),
 ]
-MAP = "[data-testid=stMain] [data-testid=stPlotlyChart] canvas"
+MAP = "[data-testid=stMain] [data-testid=stPlotlyChart] .imagelayer image"   # the picture of every point
 
 
 def test_a_lasso_on_the_paper_scale_map_proposes_a_task_type(tmp_path):
@@ -43,7 +43,7 @@ def test_a_lasso_on_the_paper_scale_map_proposes_a_task_type(tmp_path):
         _idle(page)
         _no_errors(page, "map")
         # Every point is in the picture; no markers over it until asked for (each would slow the lasso).
-        assert page.locator("[data-testid=stMain] [data-testid=stPlotlyChart] .imagelayer image").count() == 1
+        assert page.locator(MAP).count() == 1
         assert page.get_by_text("No points are drawn as markers over the picture (29,227 points)").count() == 1
         # A lasso around the middle of the map: every point inside it, drawn in the sample or not.
         t0 = time.perf_counter()
