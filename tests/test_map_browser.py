@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.test_dashboard_app import _generator
 from tests.test_dashboard_browser import _idle, _no_errors, lasso
+
 from workbench.apps.dashboard.serve import CHROMIUM, CHROMIUM_ARGS, serve
 from workbench.core.workspace import Workspace
 

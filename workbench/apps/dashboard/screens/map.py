@@ -1,18 +1,33 @@
-"""Embedding map: CLIP image and task-type embeddings projected together (UMAP) in one scatter.
+"""Embedding map: CLIP image and task-type embeddings projected together (UMAP) in one chart.
 
-The projection is computed once and stored (`workbench.analysis.projection`); this page only
-reloads it. Three views of it: a picture of every point drawn on the server (`map_picture`), an interactive
-Vega-Lite canvas (hover, zoom, box selection) and a Plotly WebGL scatter for lasso selection. Colour by
-first-level category, referee outcome or source; the discovered clusters (`workbench discover`) can be drawn
-over it as a layer; selecting points shows the images with their task types and Q&A, and turns the selection
-into an action (`_act`): its ids exported, a task type proposed for its images, their samples flagged. The figures
-are built (and cached) in map_figures.py, the points read in queries/map.py.
+The projection is computed once and stored (`workbench.analysis.projection`); this page only reloads it. One view:
+Plotly's chart (lasso, box, zoom) over a picture of every point drawn on the server (`map_picture`), laid under it
+in data units. Colour by first-level category, referee outcome or source; the discovered clusters (`workbench
+discover`) can be drawn over it as a layer (`?layer=clusters`). A lasso or box selects every point inside it, on the
+server (`map_figures.in_region`): the selected images with their task types and Q&A, and the selection as an action
+(`_act`): its ids exported, a task type proposed for its images (the parent preselected, its note naming the map
+selection; it then waits on Review), their samples flagged. The legend lists every colour group with its counts.
 
-A map of more than 5,000 points opens as the picture, a smaller one in the interactive view (`?view=interactive`,
-`?view=lasso`; `?layer=clusters` draws the clusters). The interactive view draws a fixed random sample of 5,000
-unless the user picks more or "all" (Vega-Lite costs ~0.36 s of browser time per 10k points on 2 cores); its box
-selection selects every point inside it on the server, drawn or not (`_boxed_rows`). Every view uses the same
-colour groups and the same HTML legend, counted over every point (every group: Plotly's own legend stopped at ~23).
+Chosen by measurement (paper scale: 100,000 images + 19,227 task types = 119,227 points; headless Chromium with
+software rendering on the 2-core machine, loaded by other work: the floor page, a 3-bar Plotly chart, took
+{FLOOR}; medians of 3, new tab until drawn, selection until the selected points are listed):
+
+| candidate | first render | selection | |
+|---|---|---|---|
+| picture alone (server PNG) | 5.61 s | none | no hover, no selection |
+| Vega-Lite canvas, 5,000-point sample | 5.95 s | box 1.87 s | no lasso in Vega-Lite |
+| Plotly WebGL, 5,000-point sample | 12.47 s | lasso 13.57 s | every drawn point is restyled at each lasso move |
+| embedding-atlas 0.26 (`embedding_atlas.streamlit`) | does not draw | none | needs WebGPU with shader-f16 (1) |
+| pydeck (`st.pydeck_chart`) | not timed | none | selects clicked objects only, no region |
+| **Plotly over the picture, no markers** | {NEW_FIRST} | lasso {NEW_LASSO} | the chosen view |
+
+(1) "WebGPU is unavailable. This view requires a browser with WebGPU support." With --enable-unsafe-webgpu,
+SwiftShader's adapter lacks shader-f16. Its Streamlit bundle also fetches DuckDB-WASM from cdn.jsdelivr.net: no map
+offline (measured with a copy pointed at the package's own DuckDB files).
+
+The same lasso in plotly.js alone (one sitting, 30 mouse moves): 5,000 points in 96 traces 21 s, in 2 traces 10 s,
+1,000 points 6.6 s, no points 0.7 s. So a large map draws no markers over the picture until 'Points drawn' asks
+(names on hover); a map of up to 2,000 points draws them all.
 """
 
 from __future__ import annotations
