@@ -40,8 +40,8 @@ PAGES = {  # page -> selector that means "the main content is drawn" (Streamlit'
     "overview": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "coverage": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "images": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
-    # The map of a large workspace opens as a picture of every point (the interactive view is timed below).
-    "map": "[data-testid=stMain] [data-testid=stImage] img, [data-testid=stMain] [data-testid=stVegaLiteChart] canvas",
+    # The map: Plotly's chart over the picture of every point (a large map draws no markers over it by default).
+    "map": "[data-testid=stMain] [data-testid=stPlotlyChart] .imagelayer image",
     "referees": "[data-testid=stMain] [data-testid=stVegaLiteChart] svg.marks",
     "adjudicate": "[data-testid=stMain] [data-testid=stDataFrame]",
     "prompts": "[data-testid=stMain] [data-testid=stDataFrame]",
@@ -50,6 +50,9 @@ PAGES = {  # page -> selector that means "the main content is drawn" (Streamlit'
     # Gaps opens on its discovered-clusters section: a table, or a note naming `workbench discover`.
     "gaps": "[data-testid=stMain] [data-testid=stDataFrame], [data-testid=stMain] [data-testid=stAlert]",
 }
+
+
+MAP_GOALS = {"first render": 3, "lasso": 1}   # seconds, on this machine (the map's issue)
 
 
 def wait_idle(page, timeout_ms: int = 120_000) -> None:
@@ -158,57 +161,44 @@ def _choose(page, label: str, option: str):
 
 
 def map_interactions(context, base: str, shots: Path | None, out: dict[str, list[float]]) -> None:
-    """The embedding map's: colour by outcome, picture -> interactive, a box selection, interactive -> lasso, and
-    a task type proposed from a box selection (`map_propose`)."""
+    """The embedding map's: colour by outcome, a lasso (until the selection is listed), and a task type proposed
+    from a lasso selection (`map_propose`)."""
     page = _open(context, base, "map")
     _timed(out, "map: colour by referee outcome", page, lambda: _choose(page, "Colour by", "referee outcome"),
            fn="() => /all passed|not refereed/.test(document.querySelector('[data-testid=stMain]').innerText)")
     if shots:
         page.screenshot(path=str(shots / "map-outcome.png"))
-    canvas = "[data-testid=stMain] [data-testid=stVegaLiteChart] canvas"
-    if page.locator("[data-testid=stMain] [data-testid=stImage]").count():   # opened as the picture
-        _timed(out, "map: picture -> interactive (Vega-Lite canvas, 5k points)", page,
-               lambda: page.locator("[data-testid=stRadio]").get_by_text("Interactive", exact=True).click(),
-               done=canvas)
-        if shots:
-            page.screenshot(path=str(shots / "map-interactive.png"))
-    if page.locator(canvas).count():
-        _timed(out, "map: box select (the selection listed)", page, lambda: _box(page, canvas),
-               fn="() => /Selection: |No drawn points/.test(document.querySelector('[data-testid=stMain]').innerText)")
-        if shots:
-            page.screenshot(path=str(shots / "map-box.png"), full_page=True)
-        _timed(out, "map: interactive -> lasso (Plotly WebGL, 5k points)", page,
-               lambda: page.locator("[data-testid=stRadio]").get_by_text("Lasso", exact=True).click(),
-               done="[data-testid=stMain] [data-testid=stPlotlyChart] canvas")
+    _timed(out, "map: lasso (the selection listed)", page, lambda: _lasso(page),
+           fn="() => /Selection: |No points in the selection/.test("
+              "document.querySelector('[data-testid=stMain]').innerText)")
+    if shots:
+        page.screenshot(path=str(shots / "map-lasso.png"), full_page=True)
     page.close()
     map_propose(context, base, out)
 
 
-def _box(page, canvas: str) -> None:
-    """Drag a box over the middle third of the map."""
-    b = page.locator(canvas).bounding_box()
-    page.mouse.move(b["x"] + b["width"] / 3, b["y"] + b["height"] / 3)
+def _lasso(page) -> None:
+    """Draw a lasso around the middle of the map (30 mouse moves)."""
+    b = page.locator("[data-testid=stMain] [data-testid=stPlotlyChart] .nsewdrag").first.bounding_box()
+    path = [(0.3, 0.3), (0.7, 0.3), (0.75, 0.6), (0.5, 0.75), (0.3, 0.65), (0.31, 0.31)]
+    page.mouse.move(b["x"] + b["width"] * path[0][0], b["y"] + b["height"] * path[0][1])
     page.mouse.down()
-    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=4)
-    page.mouse.move(b["x"] + 2 * b["width"] / 3, b["y"] + 2 * b["height"] / 3, steps=4)
+    for fx, fy in path[1:]:
+        page.mouse.move(b["x"] + b["width"] * fx, b["y"] + b["height"] * fy, steps=6)
     page.mouse.up()
 
 
 def map_propose(context, base: str, out: dict[str, list[float]]) -> None:
-    """A selection turned into an action: box-select on the interactive view, then "Add as proposed" with a new
-    name (this adds a `proposed` node to the workspace; timed last, on its own page, so the node it adds does not
-    slow the other map steps)."""
-    page = context.new_page()
-    page.goto(f"{base}/?page=map&view=interactive", wait_until="commit")
-    canvas = "[data-testid=stMain] [data-testid=stVegaLiteChart] canvas"
-    page.wait_for_selector(canvas, state="visible", timeout=180_000)
+    """A selection turned into an action: a lasso, then "Add as proposed" with a new name (this adds a `proposed`
+    node to the workspace; timed last, on its own page, so the node it adds does not slow the other map steps)."""
+    page = _open(context, base, "map")
     settle(page)
-    _box(page, canvas)
+    _lasso(page)
     page.wait_for_function("() => /Selection: \\d/.test(document.querySelector('[data-testid=stMain]').innerText)",
                            timeout=120_000)
     name = f"bench proposal {time.time_ns()}"
     page.get_by_label("Name").fill(name)
-    _timed(out, "map: propose a task type from the box selection", page,
+    _timed(out, "map: propose a task type from the lasso selection", page,
            lambda: page.get_by_role("button", name="Add as proposed").click(), done=f"text={name} (proposed)")
     page.close()
 
@@ -337,13 +327,16 @@ def floor_time(context, repeat: int) -> tuple[float, float]:
 def _map_only(context, base: str, args) -> int:
     """--map-only: the map's first render (new tab) and `map_interactions`, `--repeat` times each (medians)."""
     times = [timed_open(context, f"{base}/?page=map", PAGES["map"]) for _ in range(args.repeat)]
-    print(f"map        first render (new tab) {statistics.median(times):5.2f}s  "
+    print(f"map        first render (new tab) {statistics.median(times):5.2f}s "
+          f"(goal <= {MAP_GOALS['first render']} s)  "
           f"(min {min(times):.2f} max {max(times):.2f})", flush=True)
     passes: dict[str, list[float]] = {}
     for i in range(args.repeat):
         map_interactions(context, base, args.screenshots if i == 0 else None, passes)
     for k, v in passes.items():
-        print(f"interaction {k:42s} {statistics.median(v):5.2f}s  (min {min(v):.2f} max {max(v):.2f})", flush=True)
+        goal = f" (goal <= {MAP_GOALS['lasso']} s)" if "lasso (" in k else ""
+        print(f"interaction {k:42s} {statistics.median(v):5.2f}s{goal}  (min {min(v):.2f} max {max(v):.2f})",
+              flush=True)
     return 0
 
 
@@ -371,8 +364,9 @@ def main(argv=None) -> int:
               f"3-row dataframe) {floor:.2f}s", flush=True)
         with serve(args.workspace) as base:
             log = Path(os.environ.get("TMPDIR", "/tmp")) / f"workbench-dashboard-{base.rsplit(':', 1)[1]}.log"
-            cold = timed_open(context, f"{base}/", PAGES["overview"])
-            print(f"cold: first page after the server started (overview) {cold:.2f}s", flush=True)
+            first = "map" if args.map_only else "overview"
+            cold = timed_open(context, f"{base}/?page={first}", PAGES[first])
+            print(f"cold: first page after the server started ({first}) {cold:.2f}s", flush=True)
             pre = wait_prewarm(log)
             print(f"every page's data loaded in the background in {pre}s" if pre is not None else
                   "the background prewarm did not finish in 15 minutes", flush=True)

@@ -270,66 +270,111 @@ def test_images_per_task_histogram_and_bin_list(small):
     assert len(at.main.dataframe[0].value) == zero
 
 
-def test_embedding_map_points_colours_and_selection(small):
-    root, s = small
-    from workbench.apps.dashboard.screens import map as page_map
+def map_points(at) -> pd.DataFrame:
+    """The map's drawn points, from its Plotly traces: x, y, kind (image | task), group (the trace's name)."""
+    rows = [pd.DataFrame({"x": _values({"values": t["x"]}), "y": _values({"values": t["y"]}),
+                          "kind": "task" if t["legendgroup"] == "tasks" else "image", "group": t["name"]})
+            for t in spec(at)["data"] if t.get("legendgroup") in ("tasks", "images")]
+    return pd.concat(rows, ignore_index=True)
 
+
+def _lasso(x0, x1, y0, y1) -> dict:
+    """A lasso as the browser reports it (data units), around the rectangle, drawn as a pentagon."""
+    return {"x": [x0, x1, x1, (x0 + x1) / 2, x0], "y": [y0, y0, y1, y1 + (y1 - y0), y1]}
+
+
+def test_embedding_map_points_colours_and_selection(small):
+    """One view: Plotly's WebGL scatter over the server's picture of every point (no Vega-Lite canvas, no view
+    switch); a lasso selects every point in it, as reported in data units."""
+    root, s = small
     at = run(root, "map")
-    assert at.radio(key="map_view").value == "interactive" and not at.main.get("plotly_chart")
-    sp, pts = vega(at)
-    assert sp["usermeta"]["embedOptions"]["renderer"] == "canvas"
-    assert {p["name"] for p in sp["params"]} == {page_map.BOX, page_map.ZOOM}
-    assert [p["name"] for p in sp["params"] if p.get("bind") == "scales"] == [page_map.ZOOM]   # the wheel zooms
+    assert not at.main.get("vega_lite_chart") and not at.get("radio")
+    sp = spec(at)
+    assert {t["type"] for t in sp["data"]} == {"scattergl"} and sp["layout"]["dragmode"] == "lasso"
+    (image,) = sp["layout"]["images"]
+    assert image["source"].startswith("data:image/png;base64,") and image["layer"] == "below"
+    assert sp["layout"]["xaxis"]["range"] == [image["x"], image["x"] + image["sizex"]]   # the picture fills the plot
+    assert sp["layout"]["yaxis"]["range"] == [image["y"] - image["sizey"], image["y"]]
+    assert len(at.sidebar.get("plotly_chart")) == 1   # Plotly's code asked for before the page ran (the shell)
+    pts = map_points(at)
     assert (pts["kind"] == "image").sum() == s["images"] and (pts["kind"] == "task").sum() == s["task_types"]
     assert pts["group"].nunique() == 3   # one colour per first-level category
     legend = at.main.html[0].proto.body
     assert all(g in legend for g in pts["group"].unique())
-    assert set(pts.loc[pts["kind"] == "image", "label"]) == {""}   # names only for task types
     at.selectbox(key="map_colour").set_value("source").run()
-    _, pts = vega(at)
+    pts = map_points(at)
     groups = set(pts["group"])
     assert "task type" in groups and groups <= set(_generator().SOURCES) | {"task type"}
     assert set(pts.loc[pts["kind"] == "task", "group"]) == {"task type"}
-    # A box (x and y ranges, as the browser reports a drag) shows every point inside it: its images with their
-    # matches and Q&A, its task types as a table.
+    # A lasso (its path in data units, as the browser reports it) shows every point inside it: its images with
+    # their matches and Q&A, its task types as a table.
     x0, x1 = float(pts["x"].min()) - 1, float(pts["x"].median())
     y0, y1 = float(pts["y"].min()) - 1, float(pts["y"].max()) + 1
     inside = pts[(pts["x"] >= x0) & (pts["x"] <= x1)]
     n_img, n_task = int((inside["kind"] == "image").sum()), int((inside["kind"] == "task").sum())
     assert 0 < n_img < s["images"]
-    box = {"x": [x1, x0], "y": [y0, y1]}
-    at = run(root, "map", {"map_colour": "source", "map_canvas": {"selection": {"box": box}}})
+    lasso = {"points": [], "box": [], "lasso": [_lasso(x0, x1, y0, y1)]}
+    at = run(root, "map", {"map_colour": "source", "map_chart": {"selection": lasso}})
     assert any(f"Selection: {n_img} image(s), {n_task} task type(s)" in h.value for h in at.subheader)
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1, at.main
     assert any("**Q:**" in md.value for md in at.markdown)
     if n_task:
         assert len(at.main.dataframe[0].value) == n_task
-    # A box over empty space says so.
-    at = run(root, "map", {"map_canvas": {"selection": {"box": {"x": [x1 + 1e6, x1 + 2e6], "y": [y0, y1]}}}})
-    assert not at.subheader and any("No points in the box" in c.value for c in at.caption)
+    # The box tool's selection counts the same way; a box over empty space says so.
+    box = {"points": [], "lasso": [], "box": [{"x": [x1, x0], "y": [y0, y1]}]}
+    at = run(root, "map", {"map_chart": {"selection": box}})
+    assert any(f"Selection: {n_img} image(s), {n_task} task type(s)" in h.value for h in at.subheader)
+    empty = {"points": [], "lasso": [], "box": [{"x": [x1 + 1e6, x1 + 2e6], "y": [y0, y1]}]}
+    at = run(root, "map", {"map_chart": {"selection": empty}})
+    assert not at.subheader and any("No points in the selection" in c.value for c in at.caption)
 
 
-def test_embedding_map_lasso_view_selects_plotly_points(small, tmp_path):
-    """The lasso view is Plotly's WebGL scatter: one trace per colour group and kind, and a lasso or box selection as
-    the browser reports it (curve and point index) shows those images."""
+def test_embedding_map_lasso_selects_points_the_sample_left_out(small, monkeypatch):
+    """A large map's scatter is a sample, the picture under it every point: the legend counts every point and a
+    lasso selects every point inside it, drawn or not."""
     root, s = small
-    at = run(root, "map", {"map_view": "lasso", "map_colour": "source"})
+    from workbench.apps.dashboard import map_figures
+
+    monkeypatch.setattr(map_figures, "POINT_CHOICES", {"10": 10, "all": 0})
+    monkeypatch.setattr(map_figures, "DEFAULT_POINTS", "10")
+    monkeypatch.setattr(map_figures, "HOVER_ALL_UP_TO", 0)   # the small workspace counts as large
+    at = run(root, "map")
+    pts = map_points(at)
+    n = s["images"] + s["task_types"]
+    assert len(pts) == 10 < n
+    assert any("a fixed random sample of 10 of" in c.value for c in at.caption)
+    assert spec(at)["data"] == spec(run(root, "map"))["data"]   # the same sample on every rerun
+    legend = at.main.html[0].proto.body   # counts per group, over every point
+    assert sum(int(m.split(" · ")[0]) for m in _legend_counts(legend)) == s["images"]
+    big = {"points": [], "box": [], "lasso": [_lasso(-1e6, 1e6, -1e6, 1e6)]}
+    at = run(root, "map", {"map_chart": {"selection": big}})
+    assert any(f"Selection: {s['images']} image(s), {s['task_types']} task type(s)" in h.value for h in at.subheader)
+
+
+def _legend_counts(legend: str) -> list[str]:
+    """'images · task types' of each legend row."""
+    import re
+
+    return re.findall(r"<span style='color:#888'> ([0-9,]+ · [0-9,]+)</span>", legend)
+
+
+def test_embedding_map_selection_proposes_a_task_type(small, tmp_path):
+    """Clicked points of the drawn sample (curve and point index, as the browser reports them) are a selection too;
+    the selection is an action: its ids exported, a task type proposed for its images with a note naming them (on a
+    copy of the workspace, which the other tests share)."""
+    root, s = small
+    at = run(root, "map", {"map_colour": "source"})
     traces = spec(at)["data"]
-    assert {t["type"] for t in traces} == {"scattergl"}
-    assert sum(len(_values({"values": t["x"]})) for t in traces) == s["images"] + s["task_types"]
-    names = {t["name"] for t in traces}
-    assert "task type" in names and names <= set(_generator().SOURCES) | {"task type"}
     curve = next(i for i, t in enumerate(traces) if t["name"] != "task type")
-    at = run(root, "map", {"map_view": "lasso", "map_colour": "source", "map_chart": {"selection": {"points": [
-        {"curve_number": curve, "point_index": 0}, {"curve_number": curve, "point_index": 1}]}}})
+    clicked = {"map_colour": "source", "map_chart": {"selection": {"box": [], "lasso": [], "points": [
+        {"curve_number": curve, "point_index": 0}, {"curve_number": curve, "point_index": 1}]}}}
+    at = run(root, "map", clicked)
     assert any("Selection: 2 image(s)" in h.value for h in at.subheader)
     assert any("**Q:**" in md.value for md in at.markdown)
-    # The selection is an action: its ids exported, a task type proposed for its images (a note naming them); on
-    # a copy of the workspace, which the other tests share.
     root = shutil.copytree(root, tmp_path / "ws")
-    at = run(root, "map", {"map_view": "lasso", "map_colour": "source", "map_chart": {"selection": {"points": [
-        {"curve_number": curve, "point_index": 0}, {"curve_number": curve, "point_index": 1}]}}})
+    at = run(root, "map", clicked)
     assert at.get("download_button") and at.text_input(key="gaps_drill_add_map_name").value == ""
+    assert any("[Review](?page=review)" in c.value for c in at.caption)
     at.text_input(key="gaps_drill_add_map_name").set_value("lassoed on the map")
     at.button(key="gaps_drill_add_map_add").click().run()
     assert any("lassoed on the map (proposed)" in m.value for m in at.success), [e.value for e in at.error]
@@ -347,8 +392,7 @@ def test_embedding_map_compute_button_stores_projection(tmp_path):
     assert "No stored PCA projection" in at.info[0].value
     at.button(key="map_compute").click().run()
     assert db(root).scalar("SELECT count(*) FROM projections WHERE method='pca'") == 1
-    _, pts = vega(at)
-    assert len(pts) == gen.SMALL.images + gen.SMALL.leaves   # every image and task type, drawn on the canvas
+    assert len(map_points(at)) == gen.SMALL.images + gen.SMALL.leaves   # every image and task type drawn
 
 
 def test_referees_figures(small):
@@ -479,121 +523,43 @@ def leaf_grew(tmp_path_factory):
 def test_embedding_map_legend_lists_task_types_and_skips_inner_nodes(leaf_grew):
     root, s, inner = leaf_grew
     at = run(root, "map")
-    _, pts = vega(at)
+    pts = map_points(at)
     tasks = pts[pts["kind"] == "task"]
     # The grown leaf is an inner node now; its child has no embedding yet: one task type fewer is drawn.
     assert len(tasks) == s["task_types"] - 1
     store = db(root)
-    assert store.scalar("SELECT name FROM nodes WHERE id=?", (inner,)) not in set(tasks["label"])
-    # The legend beside the chart counts images and task types per colour group, over every point.
+    names = {x for t in spec(at)["data"] if t.get("legendgroup") == "tasks" for x in t["hovertext"]}
+    assert store.scalar("SELECT name FROM nodes WHERE id=?", (inner,)) not in names
+    # The legend beside the chart counts images and task types per colour group, over every point (Plotly's own
+    # legend stopped at the plot's height).
+    assert spec(at)["layout"]["showlegend"] is False
     legend = at.main.html[0].proto.body
     for group, n in tasks.groupby("group", observed=True).size().items():
         n_img = int(((pts["kind"] == "image") & (pts["group"] == group)).sum())
         assert f"{group}<span style='color:#888'> {n_img:,} · {n:,}" in legend
-    # The lasso view (Plotly) draws the same groups, and the same HTML legend of every group beside it (Plotly's
-    # own legend stopped at the plot's height).
-    at_lasso = run(root, "map", {"map_view": "lasso"})
-    sp = spec(at_lasso)
-    lasso_tasks = [t for t in sp["data"] if t.get("legendgroup") == "tasks"]
-    assert {t["name"] for t in lasso_tasks} == set(tasks["group"])
-    assert sum(len(_values({"values": t["x"]})) for t in lasso_tasks) == s["task_types"] - 1
-    assert sp["layout"]["showlegend"] is False
-    assert at_lasso.main.html[0].proto.body == legend
 
 
 def test_embedding_map_legend_leaves_the_modebar_clear(small):
     root, _ = small
     from workbench.apps.dashboard import map_figures
 
-    # Every view's legend is HTML in its own column: nothing is drawn over the lasso view's modebar, which has a
-    # top margin of its own.
-    at = run(root, "map", {"map_view": "lasso"})
+    # The legend is HTML in its own column: nothing is drawn over the map's modebar, which has a top margin of its
+    # own.
+    at = run(root, "map")
     layout = spec(at)["layout"]
     assert layout["showlegend"] is False and "images · task types" in at.main.html[0].proto.body
     assert layout["margin"]["t"] >= map_figures.MODEBAR_MARGIN >= 30
 
 
-def test_a_large_embedding_map_opens_as_a_picture_of_every_point(small, monkeypatch):
-    """Above PICTURE_ABOVE points the map opens as a server-drawn PNG with an HTML legend (no chart at all), and one
-    click on the view switch brings the interactive scatter; ?view= picks the view."""
-    root, s = small
-    from workbench.apps.dashboard import map_figures
-    from workbench.apps.dashboard.screens import map as page_map
-
-    monkeypatch.setattr(page_map, "PICTURE_ABOVE", 10)   # the small workspace counts as large
-    at = run(root, "map")
-    assert at.radio(key="map_view").value == "picture"
-    assert not at.main.get("plotly_chart") and not at.main.get("vega_lite_chart")
-    assert at.selectbox(key="map_points").disabled   # the picture draws every point
-    # Vega-Lite's code is asked for after the picture (a hidden empty chart), so the switch to Interactive only draws.
-    assert len(at.sidebar.get("vega_lite_chart")) == 1 and not at.sidebar.get("plotly_chart")
-    assert len(at.main.image) == 1
-    legend = at.main.html[0].proto.body
-    _, pts = vega(run(root, "map", {"map_view": "interactive"}))
-    assert all(g in legend for g in set(pts["group"]))             # the same groups as the interactive view's
-    n = s["images"] + s["task_types"]
-    assert any(f"{s['images']:,} images" in c.value for c in at.caption)
-    png, rows = map_figures.picture(str(root), *_map_args(root), None)
-    assert sum(r["images"] + r["task_types"] for r in rows) == n   # every point, none sampled
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-
-    at.radio(key="map_view").set_value("interactive").run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert len(vega(at)[1]) == n and not at.selectbox(key="map_points").disabled
-    assert not at.main.image
-    # The canvas's Vega-Lite was asked for before the page ran (the shell); no Plotly: see screens/map.py's VIEWS.
-    assert len(at.sidebar.get("vega_lite_chart")) == 1 and not at.sidebar.get("plotly_chart")
-    for view, element in (("interactive", "vega_lite_chart"), ("lasso", "plotly_chart")):
-        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-        at.query_params["page"] = "map"
-        at.query_params["view"] = view
-        at.run()
-        assert at.radio(key="map_view").value == view and at.main.get(element)
-
-
-def test_the_interactive_map_draws_a_sample_and_selects_every_point_in_the_box(small, monkeypatch):
-    """A map larger than 'Points drawn' is drawn from a fixed random sample (the same on every rerun); a box selects
-    every point inside it, drawn or not, and says so."""
-    root, s = small
-    from workbench.apps.dashboard import map_figures
-
-    monkeypatch.setitem(map_figures.POINT_CHOICES, map_figures.DEFAULT_POINTS, 20)
-    at = run(root, "map", {"map_view": "interactive"})
-    _, pts = vega(at)
-    assert len(pts) == 20
-    assert any("sample of 20 of" in c.value for c in at.caption)
-    pd.testing.assert_frame_equal(vega(run(root, "map", {"map_view": "interactive"}))[1], pts)
-    box = {"x": [-1e9, 1e9], "y": [-1e9, 1e9]}
-    at = run(root, "map", {"map_view": "interactive", "map_canvas": {"selection": {"box": box}}})
-    assert any(f"Selection: {s['images']} image(s), {s['task_types']} task type(s)" in h.value for h in at.subheader)
-    assert any("drawn or not" in c.value for c in at.caption)
-
-
-def test_picture_colour_by_referee_outcome_uses_the_traffic_lights(small, monkeypatch):
+def test_map_colour_by_referee_outcome_uses_the_traffic_lights(small):
     root, _ = small
     from workbench.apps.dashboard import map_figures
-    from workbench.apps.dashboard.screens import map as page_map
 
-    monkeypatch.setattr(page_map, "PICTURE_ABOVE", 10)
     legend = run(root, "map", {"map_colour": "referee outcome"}).main.html[0].proto.body
     assert "referee outcome" in legend and "passed" in legend
     for name, colour in map_figures.OUTCOME_COLOURS.items():
         if name in legend:
             assert colour in legend                                    # traffic lights, as in the scatter
-
-
-def _map_args(root):
-    from workbench.analysis import projection
-    from workbench.apps.dashboard import data
-    from workbench.apps.dashboard.queries import map as map_queries
-    from workbench.core.workspace import Workspace
-
-    ws = Workspace.open(root)
-    sets = projection.embedding_sets(ws.store)
-    chosen = [x["key"] for x in sets if x["model"] == sets[0]["model"]][:2]
-    proj = map_queries.stored(str(root), tuple(sorted(chosen)), "umap",
-                           data.version(str(root), "embedding_sets", "embedding_rows", "projections"))
-    return proj.key, data.version(str(root), "nodes", "matches", "images"), "category", ws.config.select.min_votes
 
 
 def test_table_versions_are_counted_again_only_after_a_commit(tmp_path, monkeypatch):

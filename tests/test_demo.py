@@ -62,7 +62,8 @@ def _every_page_in_chromium(root):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         chart = "[data-testid=stMain] [data-testid=stVegaLiteChart]"
         for name, selector in [("overview", f"{chart} svg.marks"), ("coverage", f"{chart} svg.marks"),
-                               ("images", "[data-testid=stApp]"), ("map", f"{chart} canvas"),
+                               ("images", "[data-testid=stApp]"),
+                               ("map", "[data-testid=stMain] [data-testid=stPlotlyChart] .imagelayer image"),
                                ("referees", "[data-testid=stApp]"),
                                ("prompts", "[data-testid=stMain] [data-testid=stDataFrame]")]:
             page.goto(f"{url}/?page={name}")

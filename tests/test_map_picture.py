@@ -47,3 +47,16 @@ def test_rings_are_hollow_and_fade_the_map_under_them():
     assert tuple(img[rows[0], cols[0]]) == (177, 177, 177)            # faded halfway to white
     assert tuple(img[rows[1], cols[1]]) == (177, 177, 177)            # the ring leaves its centre alone
     assert tuple(img[rows[1] - 4, cols[1]]) == (200, 0, 0)            # ...and draws its edge
+
+
+def test_extent_lays_the_picture_so_every_stamp_sits_on_its_point():
+    """Laid out over `extent` (its edges in data units), each point's pixel centre is the point itself, to within the
+    half pixel `to_pixels` rounds to."""
+    x, y = np.array([-3.0, 5.0, 1.0]), np.array([2.0, 10.0, 4.0])
+    w, h = 101, 51
+    left, right, bottom, top = mp.extent(x, y, w, h)
+    cols, rows = mp.to_pixels(x, y, w, h)
+    at_x = left + (cols + 0.5) * (right - left) / w       # a pixel's centre, back in data units
+    at_y = top - (rows + 0.5) * (top - bottom) / h
+    px, py = (right - left) / w, (top - bottom) / h   # one pixel in data units
+    assert np.abs(at_x - x).max() <= px / 2 + 1e-9 and np.abs(at_y - y).max() <= py / 2 + 1e-9

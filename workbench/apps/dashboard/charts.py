@@ -1,12 +1,11 @@
 """Dashboard charts as Vega-Lite specs (plain dicts for `st.vega_lite_chart`): bars, a labelled heatmap, the images
-histogram, the coverage tree as icicle, sunburst or treemap (laid out by `analysis.coverage`), and the embedding
-map's interactive scatter (a canvas with hover, zoom and box selection).
+histogram, and the coverage tree as icicle, sunburst or treemap (laid out by `analysis.coverage`).
 
 Streamlit draws Vega-Lite with code already in its page bundle, while a Plotly chart makes the browser load and run
 4.7 MB of JavaScript first (measured in a new tab on a 2-core machine: a page with a 3-bar chart and a small table
 renders in 1.35 s with Vega-Lite, 2.54 s with Plotly). The specs are written as dicts rather than through Altair:
 importing Altair costs 2 s on a cold server (its schema validation pulls in a grammar compiler). Plotly stays for
-the embedding map's lasso view (WebGL, free-hand selection) and the Gaps page's trees.
+the embedding map (WebGL, lasso selection; map_figures.py) and the Gaps page's trees.
 """
 
 from __future__ import annotations
@@ -168,52 +167,3 @@ def treemap(width: float, height: float, *, pick: str, colour_title: str) -> dic
                                 "cursor": "pointer"},
                        "encoding": {"x": {"field": "x0", **x}, "y": {"field": "y0", **y},
                                     "text": {"field": "shown"}, "color": ink, "tooltip": tooltip}}]}
-
-
-# A five-pointed star as an SVG path in the unit square (Vega's built-in shapes have no star).
-STAR = "M0,-1L.225,-.309L.951,-.309L.363,.118L.588,.809L0,.382L-.588,.809L-.363,.118L-.951,-.309L-.225,-.309Z"
-_KINDS = ["image", "task"]
-
-
-def _by_kind(values: list) -> dict:
-    return {"field": "kind", "type": "nominal", "legend": None, "scale": {"domain": _KINDS, "range": values}}
-
-
-def scatter_map(colours: dict[str, str], *, box: str, zoom: str, clusters: bool = False, height: int = 640) -> dict:
-    """The embedding map's interactive view on a canvas (data: x, y, kind, group, label). Images are dots and task
-    types dark-rimmed diamonds, coloured by `group` in `colours` (name -> hex, also the legend's order). With
-    `clusters`, the points are faded and rows of kind "ring" (a discovered cluster's images) and "star" (its
-    exemplars) are drawn over them. The wheel zooms and shift-drag pans (the scale-bound interval `zoom`); a drag
-    selects a box (the interval `box`, reported as its x and y ranges); a double-click resets both."""
-    colour = {"field": "group", "type": "nominal", "legend": None,
-              "scale": {"domain": list(colours), "range": list(colours.values())}}
-    drag = "[pointerdown[{}event.shiftKey], window:pointerup] > window:pointermove!"
-    points = {"transform": [{"filter": "datum.kind === 'image' || datum.kind === 'task'"}],
-              "params": [{"name": box, "select": {"type": "interval", "encodings": ["x", "y"], "zoom": False,
-                                                  "on": drag.format("!")}},
-                         {"name": zoom, "bind": "scales",
-                          "select": {"type": "interval", "encodings": ["x", "y"], "zoom": "wheel!",
-                                     "translate": drag.format("")}}],
-              "mark": {"type": "point", "filled": True, "stroke": "#222222", "clip": True},
-              "encoding": {"color": colour, "shape": _by_kind(["circle", "diamond"]), "size": _by_kind([14, 45]),
-                           "strokeWidth": _by_kind([0, 0.6]),
-                           "opacity": _by_kind([0.15, 0.3] if clusters else [0.6, 0.9])}}
-    hover = ("datum.kind === 'task' ? datum.label : (datum.kind === 'image' ? 'image · ' : "
-             "datum.kind === 'star' ? 'exemplar of ' : 'in ') + datum.group")
-    spec = {"height": height, "usermeta": {"embedOptions": {"renderer": "canvas"}},
-            "transform": [{"calculate": hover, "as": "hover"}],
-            "encoding": {"x": {"field": "x", "type": "quantitative", "axis": None, "scale": {"zero": False}},
-                         "y": {"field": "y", "type": "quantitative", "axis": None, "scale": {"zero": False}},
-                         "tooltip": {"field": "hover", "type": "nominal"}}}
-    if not clusters:   # one view, no filter: 0.1 s less in the browser at 10k points than a layer of one
-        del points["transform"]
-        spec["encoding"].update(points.pop("encoding"))
-        return {**spec, **points}
-    rings = {"transform": [{"filter": "datum.kind === 'ring'"}],
-             "mark": {"type": "point", "filled": False, "size": 70, "strokeWidth": 1.5, "clip": True},
-             "encoding": {"color": colour}}
-    stars = {"transform": [{"filter": "datum.kind === 'star'"}],
-             "mark": {"type": "point", "shape": STAR, "filled": True, "size": 170, "stroke": "#222222",
-                      "strokeWidth": 0.5, "clip": True},
-             "encoding": {"color": colour}}
-    return {**spec, "layer": [points, rings, stars]}

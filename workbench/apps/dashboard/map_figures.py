@@ -1,10 +1,11 @@
-"""The embedding map's figures, built from its points (queries/map.py) and cached per data version and view:
-each point's colour group and the groups' colours (shared by every view, so they read alike), the picture of every
-point (map_picture), the interactive canvas's rows, the lasso view's Plotly traces, the discovered clusters drawn over
-the map, and the legend."""
+"""The embedding map's figure, built from its points (queries/map.py) and cached per data version: each point's colour
+group and the groups' colours, the picture of every point drawn on the server (map_picture) laid under a Plotly
+WebGL scatter of a fixed sample (hover names, zoom, lasso and box selection), the discovered clusters drawn over the
+map, the legend, and the rows a lasso or box holds (`in_region`: every point, drawn in the sample or not)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from html import escape
 
@@ -28,16 +29,28 @@ OTHER_COLOUR = "#b0b0b0"
 OUTCOME_COLOURS = {"all passed": "#2ca02c", "some passed": "#ff9f1c", "none passed": "#d62728",
                    "not refereed": OTHER_COLOUR}
 MODEBAR_MARGIN = 36   # px above the plot area: the modebar's own strip, clear of the legend
-# Points drawn by default: the browser's time grows with the point count (Vega-Lite: ~0.36 s per 10k on a 2-core
-# machine; WebGL ~2 s for 100k in software), so a large map is drawn from a fixed random sample unless the user
-# asks for more. The picture view shows every point, and a box selects every point in it, drawn or not.
-POINT_CHOICES = {"5,000": 5_000, "10,000": 10_000, "20,000": 20_000, "50,000": 50_000, "all": 0}
-DEFAULT_POINTS = "5,000"
+# Points drawn as markers over the picture (for hover names). The picture holds every point; markers cost the browser
+# at every lasso: Plotly re-styles each drawn point as the lasso moves, which is seconds on a machine without a GPU
+# (measured in headless Chromium, one lasso of 30 moves: 5,000 points in 96 traces 21 s, in 2 traces 10 s, 1,000
+# points 6.6 s, no points 0.7 s). So a map above HOVER_ALL_UP_TO points draws none until the user asks; a smaller one
+# draws all. A lasso or box selects every point in it either way (computed on the server, `in_region`).
+NONE = -1
+POINT_CHOICES = {"none": NONE, "5,000": 5_000, "20,000": 20_000, "50,000": 50_000, "all": 0}
+DEFAULT_POINTS = "none"
+HOVER_ALL_UP_TO = 2_000
+
+
+def default_points(n: int) -> str:
+    """The 'Points drawn' choice a map of n points opens with."""
+    return "all" if n <= HOVER_ALL_UP_TO else DEFAULT_POINTS
 
 
 def sample_mask(n: int, max_points: int, seed: int = 0) -> np.ndarray:
-    """Which of n points to draw: all, or a fixed random sample of max_points (the same on every rerun)."""
+    """Which of n points to draw: all (0), none (NONE), or a fixed random sample of max_points (the same on every
+    rerun)."""
     keep = np.ones(n, bool)
+    if max_points == NONE:
+        return ~keep
     if max_points and n > max_points:
         keep[:] = False
         keep[np.random.default_rng(seed).choice(n, max_points, replace=False)] = True
@@ -98,8 +111,9 @@ def traces(root: str, key: str, v: tuple, colour: str, min_votes: int,
 @st.cache_resource(show_spinner=False, max_entries=4)
 def scatter(root: str, key: str, v: tuple, colour: str, min_votes: int, max_points: int, layer_v: tuple | None
             ) -> tuple[go.Figure, list[np.ndarray], list[dict]]:
-    """The interactive view's figure (built once: validating 80 traces of 20k points is ~0.2 s a rerun), each trace's
-    point rows, and the discovered clusters drawn (`layer_v` set). Callers only read the figure."""
+    """The map's figure (built once: validating 80 traces of 20k points is ~0.2 s a rerun): the picture of every point
+    under a scatter of `max_points` of them; each trace's point rows, and the discovered clusters drawn (`layer_v`
+    set). Callers only read the figure."""
     specs, rows = traces(root, key, v, colour, min_votes, max_points)
     clusters = []
     if layer_v is not None:
@@ -107,11 +121,45 @@ def scatter(root: str, key: str, v: tuple, colour: str, min_votes: int, max_poin
         specs, rows = specs + extra, rows + extra_rows
     fig = go.Figure()
     fig.add_traces([go.Scattergl(t) for t in specs])
+    # Every point, drawn on the server, under the sample: the browser paints one image instead of 119k markers.
+    df = mq.points(root, key, data.version(root, *mq.POINT_TABLES))
+    left, right, bottom, top = mp.extent(df["x"].to_numpy(np.float32), df["y"].to_numpy(np.float32))
+    png, _ = picture(root, key, v, colour, min_votes, layer_v)
+    fig.add_layout_image(source="data:image/png;base64," + base64.b64encode(png).decode(), xref="x", yref="y",
+                         x=left, y=top, sizex=right - left, sizey=top - bottom, sizing="stretch", layer="below")
     # No Plotly legend: it stopped at the plot's height (~23 of 35 categories); the page draws the HTML legend of
-    # every group beside it, as for the other views. The top margin holds the modebar.
+    # every group beside it. The top margin holds the modebar. Fixed ranges: the picture's edges (a double-click
+    # returns to them).
+    axis = {"showticklabels": False, "showgrid": False, "zeroline": False}
     fig.update_layout(height=640, margin={"l": 0, "r": 0, "t": MODEBAR_MARGIN, "b": 0}, dragmode="lasso",
-                      showlegend=False, xaxis={"showticklabels": False}, yaxis={"showticklabels": False})
+                      showlegend=False, plot_bgcolor="white", xaxis={**axis, "range": [left, right]},
+                      yaxis={**axis, "range": [bottom, top]})
     return fig, rows, clusters
+
+
+def in_region(x: np.ndarray, y: np.ndarray, selection: dict) -> np.ndarray | None:
+    """Which points lie in the selection's boxes or lassos (Plotly's selection as Streamlit reports it: `box`
+    [{x: [x0, x1], y: [y0, y1]}], `lasso` [{x: [...], y: [...]}], data units); None when it holds no region (a click
+    on a point). Every point counts, not only the drawn sample."""
+    boxes, lassos = selection.get("box") or [], selection.get("lasso") or []
+    if not boxes and not lassos:
+        return None
+    inside = np.zeros(len(x), bool)
+    for b in boxes:
+        (x0, x1), (y0, y1) = sorted(b["x"][:2]), sorted(b["y"][:2])
+        inside |= (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    for poly in lassos:
+        px, py = np.asarray(poly["x"], float), np.asarray(poly["y"], float)
+        near = np.flatnonzero((x >= px.min()) & (x <= px.max()) & (y >= py.min()) & (y <= py.max()))
+        qx, qy, odd = x[near], y[near], np.zeros(len(near), bool)
+        # Even-odd rule: a point is inside when a ray to its right crosses the polygon's edges an odd number of times.
+        for xa, ya, xb, yb in zip(px, py, np.roll(px, 1), np.roll(py, 1)):
+            if ya == yb:
+                continue
+            crosses = (ya > qy) != (yb > qy)
+            odd ^= crosses & (qx < xa + (qy - ya) * (xb - xa) / (yb - ya))
+        inside[near[odd]] = True
+    return inside
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)
@@ -156,38 +204,6 @@ def legend_rows(root: str, key: str, v: tuple, colour: str, min_votes: int, laye
     is_task = (df["kind"] == "task").to_numpy()
     return [{"name": n, "colour": colour_of[n], "images": int(((grp == n) & ~is_task).sum()),
              "task_types": int(((grp == n) & is_task).sum())} for n in names]
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def canvas_points(root: str, key: str, v: tuple, colour: str, min_votes: int, max_points: int,
-                  layer_v: tuple | None) -> tuple[pd.DataFrame, dict, list[dict]]:
-    """The interactive view's rows (x, y, kind: image | task | ring | star, group, label; images in a random order so
-    no group hides another by coming last, then task types, then the clusters layer), the colour of each group in
-    legend order, and the clusters drawn. Callers only read them."""
-    df = mq.points(root, key, data.version(root, *mq.POINT_TABLES))
-    grp, names, colour_of = groups(root, key, v, colour, min_votes)
-    keep = sample_mask(len(df), max_points)
-    is_task = (df["kind"] == "task").to_numpy()
-    images = np.flatnonzero(~is_task & keep)
-    rows = [images[np.random.default_rng(0).permutation(len(images))], np.flatnonzero(is_task & keep)]
-    kinds, group = ["image", "task"], [grp[rows[0]], grp[rows[1]]]
-    colours = {n: colour_of[n] for n in names}
-    clusters = []
-    if layer_v is not None:
-        specs, layer_rows, clusters = cluster_layer(root, key, layer_v)
-        for t, idx in zip(specs, layer_rows):
-            rows.append(idx)
-            kinds.append("star" if t["marker"]["symbol"] == "star" else "ring")
-            group.append(np.full(len(idx), t["name"], dtype=object))
-            colours.setdefault(t["name"], t["marker"]["color"])
-    at = np.concatenate(rows).astype(np.int64)
-    frame = pd.DataFrame({
-        "x": df["x"].to_numpy(np.float32)[at], "y": df["y"].to_numpy(np.float32)[at],
-        "kind": pd.Categorical(np.repeat(kinds, [len(r) for r in rows]), categories=["image", "task", "ring", "star"]),
-        "group": pd.Categorical(np.concatenate(group).astype(str), categories=list(colours)),
-        # Names only for task types (short leaf names): 10k image paths would triple the payload.
-        "label": np.where(df["kind"].to_numpy()[at] == "task", df["label"].to_numpy()[at], "")})
-    return frame, colours, clusters
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

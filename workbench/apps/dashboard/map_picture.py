@@ -49,6 +49,21 @@ def to_pixels(x: np.ndarray, y: np.ndarray, width: int = WIDTH, height: int = HE
     return scale(np.asarray(x, float), width, False), scale(np.asarray(y, float), height, True)
 
 
+def extent(x: np.ndarray, y: np.ndarray, width: int = WIDTH, height: int = HEIGHT) -> tuple[float, float, float, float]:
+    """(left, right, bottom, top) of the picture's edges in data units: where to lay it under a scatter of the same
+    points so every stamp sits on its point (the inverse of `to_pixels`, at the outer edges of the edge pixels)."""
+    def edges(v, n):
+        lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        unit = (hi - lo) / (n - 1 - 2 * PAD)   # data units per pixel
+        return lo - (PAD + 0.5) * unit, hi + (PAD + 0.5) * unit
+    if not len(x):
+        return 0.0, 1.0, 0.0, 1.0
+    (left, right), (bottom, top) = edges(np.asarray(x, float), width), edges(np.asarray(y, float), height)
+    return left, right, bottom, top
+
+
 def _stamp(img: np.ndarray, cols: np.ndarray, rows: np.ndarray, rgb: np.ndarray, size: int) -> None:
     """A size×size square centred on each point (numpy fancy indexing: no Python loop over points)."""
     lo = -(size // 2)

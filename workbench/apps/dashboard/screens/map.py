@@ -1,18 +1,37 @@
-"""Embedding map: CLIP image and task-type embeddings projected together (UMAP) in one scatter.
+"""Embedding map: CLIP image and task-type embeddings projected together (UMAP) in one chart.
 
-The projection is computed once and stored (`workbench.analysis.projection`); this page only
-reloads it. Three views of it: a picture of every point drawn on the server (`map_picture`), an interactive
-Vega-Lite canvas (hover, zoom, box selection) and a Plotly WebGL scatter for lasso selection. Colour by
-first-level category, referee outcome or source; the discovered clusters (`workbench discover`) can be drawn
-over it as a layer; selecting points shows the images with their task types and Q&A, and turns the selection
-into an action (`_act`): its ids exported, a task type proposed for its images, their samples flagged. The figures
-are built (and cached) in map_figures.py, the points read in queries/map.py.
+The projection is computed once and stored (`workbench.analysis.projection`); this page only reloads it. One view:
+Plotly's chart (lasso, box, zoom) over a picture of every point drawn on the server (`map_picture`), laid under it
+in data units. Colour by first-level category, referee outcome or source; the discovered clusters (`workbench
+discover`) can be drawn over it as a layer (`?layer=clusters`). A lasso or box selects every point inside it, on the
+server (`map_figures.in_region`): the selected images with their task types and Q&A, and the selection as an action
+(`_act`): its ids exported, a task type proposed for its images (the parent preselected, its note naming the map
+selection; it then waits on Review), their samples flagged. The legend lists every colour group with its counts.
 
-A map of more than 5,000 points opens as the picture, a smaller one in the interactive view (`?view=interactive`,
-`?view=lasso`; `?layer=clusters` draws the clusters). The interactive view draws a fixed random sample of 5,000
-unless the user picks more or "all" (Vega-Lite costs ~0.36 s of browser time per 10k points on 2 cores); its box
-selection selects every point inside it on the server, drawn or not (`_boxed_rows`). Every view uses the same
-colour groups and the same HTML legend, counted over every point (every group: Plotly's own legend stopped at ~23).
+Chosen by measurement (paper scale: 100,000 images + 19,227 task types = 119,227 points; headless Chromium with
+software rendering on the 2-core machine; both versions served side by side and measured in alternation, medians of
+3, new tab until drawn, selection until the selected points are listed; `benchmarks/bench_dashboard.py --map-only`
+times the chosen view). The floor page (a 3-bar Plotly chart) took 3.59 s in the same sitting:
+
+| candidate | first render | selection | |
+|---|---|---|---|
+| picture alone (server PNG) | 3.19 s | none | no hover, no selection |
+| Vega-Lite canvas, 5,000-point sample | 3.13 s | box 0.84 s | no lasso in Vega-Lite |
+| Plotly WebGL, 5,000-point sample | 6.08 s | lasso 12.20 s | every drawn point is restyled at each lasso move |
+| embedding-atlas 0.26 (`embedding_atlas.streamlit`) | does not draw | none | needs WebGPU with shader-f16 (1) |
+| pydeck (`st.pydeck_chart`) | not timed | none | selects clicked objects only, no region |
+| **Plotly over the picture, no markers** | 3.80 s | lasso 0.95 s | the chosen view: lasso and box |
+
+(1) "WebGPU is unavailable. This view requires a browser with WebGPU support." With --enable-unsafe-webgpu,
+SwiftShader's adapter lacks shader-f16. Its Streamlit bundle also fetches DuckDB-WASM from cdn.jsdelivr.net: no map
+offline (measured with a copy pointed at the package's own DuckDB files).
+
+The goals were 3 s and 1 s: the lasso meets its goal; the first render is Plotly's own (its 4.7 MB of JavaScript:
+the floor page takes 3.59 s), 0.2 s above it.
+
+The same lasso in plotly.js alone (one sitting, 30 mouse moves): 5,000 points in 96 traces 21 s, in 2 traces 10 s,
+1,000 points 6.6 s, no points 0.7 s. So a large map draws no markers over the picture until 'Points drawn' asks
+(names on hover); a map of up to 2,000 points draws them all.
 """
 
 from __future__ import annotations
@@ -24,9 +43,8 @@ import pandas as pd
 import streamlit as st
 
 from workbench.analysis import projection
-from workbench.apps.dashboard import charts, data
+from workbench.apps.dashboard import data
 from workbench.apps.dashboard import map_figures as mf
-from workbench.apps.dashboard.perf import primer
 from workbench.apps.dashboard.queries import gaps as gq
 from workbench.apps.dashboard.queries import map as mq
 from workbench.apps.dashboard.screens import gaps
@@ -36,26 +54,12 @@ from workbench.core.workspace import Workspace
 COLOUR_BY = {"first-level category": "category", "referee outcome": "outcome", "source": "source"}
 COLOUR_BY_TITLE = {"category": "first-level category", "outcome": "referee outcome", "source": "source"}
 GRID = 24
-# A map the interactive view would sample opens as a server-drawn picture of every point (map_picture): drawing
-# a large map in the browser costs seconds without a GPU. The user switches views with one click.
-# "Interactive" is a Vega-Lite canvas (code Streamlit ships: the switch from the picture takes 0.8-1.0 s at paper
-# scale); "Lasso" is Plotly's WebGL scatter, for free-hand selection (its first chart in a tab takes ~0.85 s to build
-# before any data, ~2.3 s with loading Plotly). Plotly is not loaded ahead for it (measured at paper scale, 3 passes:
-# a hidden Plotly chart under the picture took the switch to Lasso from 3.97 s to 1.62 s but the page's first render
-# from 2.81 s to 3.65 s; under the canvas, picture -> interactive from 1.21 s to 2.79 s). Loading Plotly dominates
-# the switch: one trace per kind with per-point colours instead of one per colour group and kind (~96) left it at
-# ~4 s.
-VIEWS = {"picture": "Picture", "interactive": "Interactive", "lasso": "Lasso"}
-PICTURE_ABOVE = mf.POINT_CHOICES[mf.DEFAULT_POINTS]
-BOX, ZOOM = "box", "zoom"   # the interactive view's selection parameters
 
 
 def first_screen() -> tuple[str, ...]:
-    """Lazily loaded element kinds this run draws, for the shell to send first (perf/primer.py): Vega-Lite in the
-    interactive view, Plotly in the lasso view (a first visit of a small map opens the interactive view too, without
-    the head start)."""
-    view = st.session_state.get("map_view") or st.query_params.get("view")
-    return {"interactive": ("vega",), "lasso": ("plotly",)}.get(view, ())
+    """Lazily loaded element kinds this page draws, for the shell to send first (perf/primer.py): Plotly's code
+    loads while the server reads the points."""
+    return ("plotly",)
 
 
 @dataclass(frozen=True)
@@ -94,13 +98,13 @@ def render(root: str, ws: Workspace) -> None:
     label = {s["key"]: f"{s['kind']} · {s['model']} · {s['n']:,} rows" for s in sets}
     model = sets[0]["model"]
     default = [s["key"] for s in sets if s["model"] == model][:2]
-    c1, c2, c3, c4, c5, c6 = st.columns([1.7, 0.9, 1.1, 1.5, 0.9, 1.5])
+    c1, c2, c3, c4, c5 = st.columns([1.7, 0.9, 1.1, 0.9, 1.5])
     chosen = c1.multiselect("Embedding sets (of one model)", list(label), default=default, format_func=label.get,
                             key="map_sets")
     method = c2.selectbox("Method", projection.METHODS, key="map_method",
                           help="UMAP (the map to read); PCA is instant but crowds clusters.")
     colour = COLOUR_BY[c3.selectbox("Colour by", list(COLOUR_BY), key="map_colour")]
-    layer = _clusters_toggle(root, c6)
+    layer = _clusters_toggle(root, c5)
     if not chosen:
         st.info("Choose at least one embedding set.")
         return
@@ -110,18 +114,15 @@ def render(root: str, ws: Workspace) -> None:
         return
     v = data.version(root, *mq.POINT_TABLES)
     df = mq.points(root, proj.key, v)
-    view = _view_switch(c4, len(df))
     m = _Map(root, proj, df, v + (data.version(root, *data.OUTCOME_TABLES) if colour == "outcome" else ()), colour,
              ws.config.select.min_votes, v + data.version(root, "discoveries") if layer else None)
-    # On every view (disabled on the picture): a widget that is already there makes the switch of views quicker.
-    shown = c5.selectbox("Points drawn", list(mf.POINT_CHOICES), key="map_points", disabled=view == "picture",
-                         index=list(mf.POINT_CHOICES).index(mf.DEFAULT_POINTS),
-                         help="The interactive and lasso views draw a large map from a fixed random sample: much "
-                              "faster to paint ('all' draws every point). The picture always draws every point.")
-    if view == "picture":
-        _picture(m)
-        return
-    sel = _lasso(m, mf.POINT_CHOICES[shown]) if view == "lasso" else _canvas(m, mf.POINT_CHOICES[shown])
+    shown = c4.selectbox("Points drawn", list(mf.POINT_CHOICES), key="map_points",
+                         index=list(mf.POINT_CHOICES).index(mf.default_points(len(df))),
+                         help="Every point is in the picture. Points drawn over it as markers show their names on "
+                              "hover (a fixed random sample of a large map), but make every lasso slower: the "
+                              "browser restyles each drawn point as the lasso moves. A lasso or box selects every "
+                              "point in it, drawn or not.")
+    sel = _map(m, mf.POINT_CHOICES[shown])
     if sel:
         _selection(root, df, sel)
 
@@ -147,71 +148,33 @@ def _offer_to_compute(ws: Workspace, chosen: list[str], method: str) -> None:
         st.rerun()
 
 
-def _view_switch(col, n_points: int) -> str:
-    if "map_view" not in st.session_state:   # ?view=interactive|picture; else by the map's size
-        asked = st.query_params.get("view")
-        st.session_state["map_view"] = asked if asked in VIEWS else (
-            "picture" if n_points > PICTURE_ABOVE else "interactive")
-    return col.radio("View", list(VIEWS), format_func=VIEWS.get, key="map_view", horizontal=True,
-                     help="Picture: every point, drawn on the server (fast at any size). Interactive: hover names, "
-                          "zoom with the wheel (shift-drag pans), drag a box to see its images. Lasso: free-hand "
-                          "selection (Plotly; slower to open). A large map is sampled in the last two.")
-
-
-def _picture(m: _Map) -> None:
-    png, legend = mf.picture(*m.args, m.layer_v)
-    n_img, n_task = m.counts
-    st.caption(f"Every point: {n_img:,} images (small squares) and {n_task:,} task types (larger, dark rim). "
-               f"{m.about} Switch the view to Interactive to hover, zoom and select.")
-    left, right = st.columns([5, 1])
-    left.image(png, width="stretch")
-    with right:
-        st.html(mf.legend_html(legend, m.legend_title))
-    # After the picture: the browser loads the interactive view's chart code while the picture is read, so the
-    # switch to Interactive only draws.
-    primer.send(("vega",))
-
-
 def _about_drawing(m: _Map, drawn: int, how: str, clusters: list[dict]) -> None:
     n_img, n_task = m.counts
-    sampled = (f" Drawing a fixed random sample of {drawn:,} of {len(m.df):,} points ('Points drawn' shows more)."
-               if drawn < len(m.df) else "")
-    st.caption(f"{n_img:,} images (circles) and {n_task:,} task types (diamonds); {m.about} {how}{sampled}")
+    sampled = ("" if drawn >= len(m.df) else f" No points are drawn as markers over the picture ({len(m.df):,} "
+               "points): 'Points drawn' shows names on hover." if not drawn else
+               f" Markers over the picture: a fixed random sample of {drawn:,} of {len(m.df):,} points.")
+    st.caption(f"{n_img:,} images (small marks) and {n_task:,} task types (larger, dark rim; diamonds when hovered); "
+               f"{m.about} {how}{sampled}")
     if clusters:
         st.caption("Discovered clusters: " + "; ".join(
             f"{c['name']} ({c['drawn']:,} of {c['size']:,} images on the map, {c['status']})" for c in clusters))
 
 
-def _lasso(m: _Map, max_points: int) -> list[int]:
-    """Plotly's WebGL scatter; the selected points (rows of `points`)."""
+def _map(m: _Map, max_points: int) -> list[int] | None:
+    """The map (Plotly's WebGL scatter of a sample over the picture of every point) with its legend; every point in
+    the lasso or box (None: no region selected)."""
     fig, rows, clusters = mf.scatter(*m.args, max_points, m.layer_v)
-    _about_drawing(m, sum(len(r) for r in rows), "Draw a lasso or box to select.", clusters)
+    drawn = sum(len(r) for r, t in zip(rows, fig.data) if t.legendgroup in ("images", "tasks"))
+    _about_drawing(m, drawn, "Every point is in the picture. Draw a lasso (or pick the box in the toolbar) to "
+                   "select; a double-click clears it.", clusters)
     left, right = st.columns([5, 1])
     with left:
         event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
-    with right:   # every group, as in the other views (Plotly's own legend stopped at the plot's height)
+    with right:   # every group (Plotly's own legend stopped at the plot's height)
         st.html(mf.legend_html(mf.legend_rows(*m.args, m.layer_v), m.legend_title))
-    return _selected_rows(event, rows)
-
-
-def _canvas(m: _Map, max_points: int) -> list[int] | None:
-    """The interactive Vega-Lite canvas with its legend; every point in the box (None: no box)."""
-    frame, colours, clusters = mf.canvas_points(*m.args, max_points, m.layer_v)
-    drawn = int((frame["kind"].isin(("image", "task"))).sum())
-    _about_drawing(m, drawn, "Hover for names; the wheel zooms, shift-drag pans, a drag selects a box, a "
-                   "double-click resets.", clusters)
-    left, right = st.columns([5, 1])
-    with left:
-        spec = charts.scatter_map(colours, box=BOX, zoom=ZOOM, clusters=m.layer_v is not None)
-        event = st.vega_lite_chart(frame, spec, key="map_canvas", width="stretch", on_select="rerun",
-                                   selection_mode=(BOX,))
-    with right:
-        st.html(mf.legend_html(mf.legend_rows(*m.args, m.layer_v), m.legend_title))
-    sel = _boxed_rows(event, m.df)
+    sel = _selected_rows(event, m.df, rows)
     if sel is not None and not sel:
-        st.caption("No points in the box. Drag a box over some points; a double-click clears it.")
-    elif sel and drawn < len(m.df):
-        st.caption("Every point in the box, drawn or not: the drawing is a sample, the selection is not.")
+        st.caption("No points in the selection. Draw around some points; a double-click clears it.")
     return sel
 
 
@@ -239,31 +202,26 @@ def _act(root: str, img_ids: list[str], task_ids: list[str]) -> None:
                        "text/tab-separated-values", key="map_export")
     d = gq.gap_drill(root, gq.drill_version(root), "map", tuple(img_ids))
     gaps.drill_actions(root, data.open_workspace(root), d, "map")
+    st.caption("A proposed task type waits for a decision on [Review](?page=review); flagged samples are listed on "
+               "[Adjudicate](?page=adjudicate).")
 
 
-def _selected_rows(event, rows: list[np.ndarray]) -> list[int]:
+def _selected_rows(event, df: pd.DataFrame, rows: list[np.ndarray]) -> list[int] | None:
+    """The selected points (rows of `points`): every point in the lasso or box, drawn or sampled out; else the
+    clicked points of the drawn sample. None when nothing is selected."""
     try:
-        pts = event["selection"]["points"]
+        selection = event["selection"]
     except (KeyError, TypeError):
-        return []
+        return None
+    inside = mf.in_region(df["x"].to_numpy(), df["y"].to_numpy(), selection)
+    if inside is not None:
+        return np.flatnonzero(inside).tolist()
     out = set()
-    for p in pts:
+    for p in selection.get("points") or []:
         c, i = p.get("curve_number"), p.get("point_index", p.get("point_number"))
         if c is not None and i is not None and 0 <= c < len(rows) and 0 <= i < len(rows[c]):
             out.add(int(rows[c][i]))
-    return sorted(out)
-
-
-def _boxed_rows(event, df: pd.DataFrame) -> list[int] | None:
-    """Every point (rows of `points`, drawn or sampled out) inside the interactive view's box selection, which the
-    browser reports as x and y ranges; None when there is no box."""
-    try:
-        box = event["selection"][BOX]
-        (x0, x1), (y0, y1) = sorted(box["x"]), sorted(box["y"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    x, y = df["x"].to_numpy(), df["y"].to_numpy()
-    return np.flatnonzero((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)).tolist()
+    return sorted(out) or None
 
 
 def _grid(root: str, image_ids: list[str], frame: pd.DataFrame) -> None:
@@ -287,27 +245,23 @@ def _grid(root: str, image_ids: list[str], frame: pd.DataFrame) -> None:
 
 
 def prewarm(root: str) -> None:
-    """The default view, coloured by category: the picture of a large map, the interactive view's points."""
+    """The default drawing, coloured by category: its picture, sample and legend."""
     found = mq.default_projection(root)
     if found is not None:
         ws, proj, v = found
-        if len(mq.points(root, proj.key, v)) > PICTURE_ABOVE:
-            mf.picture(root, proj.key, v, "category", ws.config.select.min_votes, None)
-        mf.canvas_points(root, proj.key, v, "category", ws.config.select.min_votes,
-                         mf.POINT_CHOICES[mf.DEFAULT_POINTS], None)
+        n = len(mq.points(root, proj.key, v))
+        mf.scatter(root, proj.key, v, "category", ws.config.select.min_votes,
+                   mf.POINT_CHOICES[mf.default_points(n)], None)
         mf.legend_rows(root, proj.key, v, "category", ws.config.select.min_votes, None)
 
 
 def prewarm_late(root: str) -> None:
-    """The lasso view's traces; the picture's other colourings of a large map, so switching 'Colour by' only swaps
-    an image."""
+    """The other colourings' drawings, so switching 'Colour by' only swaps a figure."""
     found = mq.default_projection(root)
     if found is None:
         return
     ws, proj, v = found
-    mf.scatter(root, proj.key, v, "category", ws.config.select.min_votes, mf.POINT_CHOICES[mf.DEFAULT_POINTS], None)
-    if len(mq.points(root, proj.key, v)) <= PICTURE_ABOVE:
-        return
+    points = mf.POINT_CHOICES[mf.default_points(len(mq.points(root, proj.key, v)))]
     for colour in ("outcome", "source"):
         vv = v + (data.version(root, *data.OUTCOME_TABLES) if colour == "outcome" else ())
-        mf.picture(root, proj.key, vv, colour, ws.config.select.min_votes, None)
+        mf.scatter(root, proj.key, vv, colour, ws.config.select.min_votes, points, None)
