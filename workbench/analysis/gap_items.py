@@ -28,6 +28,7 @@ import pandas as pd
 from workbench.analysis import audit as audit_mod
 from workbench.analysis.reference_coverage import reference_coverage
 from workbench.core.errors import WorkbenchError
+from workbench.core.resources import bundled_reference_names
 from workbench.core.workspace import Workspace
 from workbench.stages.match.stage import tasks_without_images
 from workbench.taxonomy.model import Node, Taxonomy
@@ -198,8 +199,8 @@ def selection_tsv(image_ids: list[str], task_ids: list[str]) -> str:
 
 def _reference_drill(ws, idx, name: str, reference, limit) -> Drill:
     if reference is None:
-        raise WorkbenchError("a reference gap needs its reference list: --reference FILE (bundled: "
-                             "workbench/data/reference/*.txt)")
+        raise WorkbenchError("a reference gap needs its reference list: --reference FILE or a bundled list's name ("
+                             + ", ".join(bundled_reference_names()) + ")")
     rep = reference_coverage(ws, reference)
     key = name.strip().lower()
     row = next((r for r in rep.rows if r.reference_path.lower() == key), None) or next(

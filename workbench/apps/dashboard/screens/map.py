@@ -43,6 +43,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench.analysis import projection
+from workbench.analysis.gap_items import selection_tsv
 from workbench.apps.dashboard import data
 from workbench.apps.dashboard import map_figures as mf
 from workbench.apps.dashboard.queries import gaps as gq
@@ -197,7 +198,7 @@ def _act(root: str, img_ids: list[str], task_ids: list[str]) -> None:
     """The selection as an action: its ids exported, a task type proposed for its images (its note names the
     selection; the default parent is the parent of the task type most of them match best), its samples flagged:
     the Gaps page's drill-down (analysis.gap_items) with the map selection as the gap."""
-    ids = "\n".join(["kind\tid"] + [f"image\t{i}" for i in img_ids] + [f"task\t{t}" for t in task_ids]) + "\n"
+    ids = selection_tsv(img_ids, task_ids)     # the notebooks' map exports and reads back the same form
     st.download_button(f"Export the {len(img_ids) + len(task_ids):,} ids (TSV)", ids, "map-selection.tsv",
                        "text/tab-separated-values", key="map_export")
     d = gq.gap_drill(root, gq.drill_version(root), "map", tuple(img_ids))
