@@ -62,3 +62,39 @@ def test_the_cache_lives_under_the_user_cache_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert umap_fit.cache_dir() == tmp_path / "taskgalaxy-workbench" / "numba"
+
+
+def test_two_threads_in_the_cache_block_leave_numba_as_it_was(tmp_path, monkeypatch):
+    """The preload thread and a fit (or two projections in one dashboard process) at once: if the first leaves the
+    block while the second is still inside, the second restores the first's wrapped decorator on its way out and
+    numba.njit stays wrapped for good -- unless one thread at a time is inside."""
+    import threading
+    import time
+
+    import numba
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    original = numba.njit
+    inside, release, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with umap_fit.cached_numba():
+            inside.set()
+            release.wait(10)
+
+    def second():
+        with umap_fit.cached_numba():
+            first_done.wait(10)      # still inside when the first thread has left
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    assert inside.wait(10)
+    t2 = threading.Thread(target=second)
+    t2.start()
+    time.sleep(0.2)                  # the second thread reaches the block while the first is inside it
+    release.set()
+    t1.join(10)
+    first_done.set()
+    t2.join(10)
+    assert not t1.is_alive() and not t2.is_alive()
+    assert numba.njit is original

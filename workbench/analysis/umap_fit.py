@@ -49,11 +49,23 @@ def cache_dir() -> Path:
     return Path(base) / "taskgalaxy-workbench" / "numba"
 
 
+# The block below swaps module globals (numba's decorators, the warning filters): two threads inside it at once (the
+# preload thread and a fit, two projections computed in one dashboard process) would restore each other's values and
+# could leave numba.njit wrapped for good. One thread at a time; re-entrant for nesting in one thread.
+_NUMBA_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def cached_numba():
     """numba.njit / numba.jit default to cache=True inside the block, caching into `cache_dir()`. umap looks the
     decorators up on the numba module (at import and when it builds its layout functions), so it picks them up;
-    functions numba cannot cache (closures) only warn and compile as before."""
+    functions numba cannot cache (closures) only warn and compile as before. One thread at a time (`_NUMBA_LOCK`)."""
+    with _NUMBA_LOCK, _cache_on():
+        yield
+
+
+@contextlib.contextmanager
+def _cache_on():
     import numba
 
     path = cache_dir()
