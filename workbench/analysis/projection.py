@@ -50,6 +50,13 @@ def embedding_sets(store) -> list[dict]:
     return [dict(r) for r in rows]
 
 
+def default_sets(available: list[dict]) -> list[str]:
+    """What a map shows unless told otherwise: the newest model's sets (its image and text sets), of
+    `embedding_sets` (newest first)."""
+    newest = available[0]["model"] if available else None
+    return [s["key"] for s in available if s["model"] == newest][:2]
+
+
 def _set_fingerprint(store, set_key: str) -> dict:
     row = store.one("SELECT key, kind, dim, array_file, updated_at FROM embedding_sets WHERE key=?", (set_key,))
     if row is None:

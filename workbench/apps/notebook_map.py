@@ -72,9 +72,7 @@ def map_points(ws: Workspace, *, method: str = "umap", sets: list[str] | None = 
     available = projection.embedding_sets(ws.store)
     if not available:
         raise WorkbenchError("no embeddings yet: run the embed cell above (or `workbench embed WORKSPACE`) first")
-    if not sets:
-        newest = available[0]["model"]
-        sets = [s["key"] for s in available if s["model"] == newest][:2]
+    sets = sets or projection.default_sets(available)
     proj = projection.get_or_compute(ws, sets, method, compute=compute)
     if proj is None:
         raise WorkbenchError(f"no stored {method} projection of {', '.join(sets)}: run `workbench map {ws.root}`")

@@ -119,9 +119,7 @@ def map_cmd(
     available = projection.embedding_sets(ws.store)
     if not available:
         raise WorkbenchError("no embeddings yet; run `workbench embed WORKSPACE` (or `workbench demo`) first")
-    if not sets:
-        newest = available[0]["model"]
-        sets = [s["key"] for s in available if s["model"] == newest][:2]
+    sets = sets or projection.default_sets(available)
     known = {s["key"] for s in available}
     unknown = [k for k in sets if k not in known]
     if unknown:

@@ -97,8 +97,7 @@ def render(root: str, ws: Workspace) -> None:
         data.empty_state("No CLIP embeddings", "embedding_sets")
         return
     label = {s["key"]: f"{s['kind']} · {s['model']} · {s['n']:,} rows" for s in sets}
-    model = sets[0]["model"]
-    default = [s["key"] for s in sets if s["model"] == model][:2]
+    default = projection.default_sets(sets)
     c1, c2, c3, c4, c5 = st.columns([1.7, 0.9, 1.1, 0.9, 1.5])
     chosen = c1.multiselect("Embedding sets (of one model)", list(label), default=default, format_func=label.get,
                             key="map_sets")
