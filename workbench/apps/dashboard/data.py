@@ -35,7 +35,7 @@ from workbench.llm.prompts import DEFAULT_PROMPTS_DIR
 from workbench.stages.images import register
 from workbench.stages.referee.people import HUMAN_SQL
 from workbench.stages.select import stage as select_stage
-from workbench.taxonomy.model import Taxonomy, task_type_counts
+from workbench.taxonomy.model import Taxonomy, TreeIndex, task_type_counts
 
 VERSION_TTL_S = 3
 
@@ -151,6 +151,17 @@ def nodes(root: str, v: tuple) -> pd.DataFrame:
 
 def node_table(root: str) -> pd.DataFrame:
     return nodes(root, version(root, "nodes", "matches", "samples", "selections"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _every_node(root: str, v: tuple) -> TreeIndex:
+    return Taxonomy.of(open_workspace(root)).index(None)
+
+
+def every_node_index(root: str) -> TreeIndex:
+    """The tree of every node (any status), kept per version of the nodes table (a rename or a decision changes
+    it): building it is ~0.5 s at paper scale, which each drill-down (a map selection) would pay again. Read only."""
+    return _every_node(root, version(root, "nodes"))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

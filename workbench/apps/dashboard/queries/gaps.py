@@ -105,7 +105,8 @@ def drill_version(root: str) -> tuple:
 @st.cache_data(show_spinner="Reading what is behind it…", max_entries=16)
 def gap_drill(root: str, v: tuple, kind: str, target, reference: str | None = None, audit: str | None = None,
               limit: int = 200) -> Drill:
-    return drill(data.open_workspace(root), kind, target, reference=reference, audit=audit, limit=limit)
+    return drill(data.open_workspace(root), kind, target, reference=reference, audit=audit, limit=limit,
+                 index=data.every_node_index(root))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

@@ -245,7 +245,9 @@ def _grid(root: str, image_ids: list[str], frame: pd.DataFrame) -> None:
 
 
 def prewarm(root: str) -> None:
-    """The default drawing, coloured by category: its picture, sample and legend."""
+    """The default drawing, coloured by category: its picture, sample and legend; the tree a selection's drill-down
+    reads."""
+    data.every_node_index(root)
     found = mq.default_projection(root)
     if found is not None:
         ws, proj, v = found
