@@ -106,6 +106,10 @@ def test_every_page_renders_in_chromium(tmp_path):
         page.wait_for_function(f"() => !!{chart} && {chart}.innerHTML !== window.__before", timeout=30_000)
         _idle(page)
         rects = page.locator(f"{PAGES['coverage']} g.mark-rect.role-mark path")
+        # Under load the icicle being replaced can stay in the page a moment after the run ends (once: 14 rectangles,
+        # both charts): wait for the one chart to remain; a wrong count still fails, after 30 s.
+        sel = f"{PAGES['coverage']} g.mark-rect.role-mark path"
+        page.wait_for_function(f"() => document.querySelectorAll({sel!r}).length === {n_focused}", timeout=30_000)
         assert rects.count() == n_focused
         outer, inner = rects.nth(0).bounding_box(), rects.nth(1).bounding_box()
         assert outer["x"] <= inner["x"] and inner["x"] + inner["width"] <= outer["x"] + outer["width"]
