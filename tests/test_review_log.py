@@ -115,9 +115,7 @@ def test_one_decision_leaves_a_node_decided_meanwhile_and_names_who(tree):
 def test_review_page_row_does_not_override_a_decision_made_elsewhere(tree):
     pytest.importorskip("streamlit")
     ws, r1, r2, ids = tree
-    at = _app(ws.root, {"reviewer": "ann"})
-    at.selectbox(key="rv_group").set_value("run").run()
-    at.selectbox(key="rv_group_value_run").set_value(f"run {r1}").run()
+    at = _app_at_run(ws.root, r1)
     # The page shows People as a proposal; meanwhile a notebook rejects it.
     apply_decisions(ws, [Decision(ids["People"], "reject")], reviewer="sam", source="notebook")
     at.button(key=f"rv_acc_{ids['People']}").click().run()
@@ -290,6 +288,14 @@ def test_expand_and_decisions_at_the_same_time_lose_nothing(seeded_ws, monkeypat
 
 
 # -- the dashboard page ------------------------------------------------------------------------------
+def _app_at_run(root, run):
+    """The Review page as ann, its proposals grouped by stage run and showing `run`'s."""
+    at = _app(root, {"reviewer": "ann"})
+    at.selectbox(key="rv_group").set_value("run").run()
+    at.selectbox(key="rv_group_value_run").set_value(f"run {run}").run()
+    return at
+
+
 def _app(root, state=None):
     from streamlit.testing.v1 import AppTest
 
@@ -329,9 +335,7 @@ def test_review_page_renders_and_bulk_accepts_a_subtree(tree):
 def test_review_page_one_at_a_time_reject_rename_move_merge(tree):
     pytest.importorskip("streamlit")
     ws, r1, r2, ids = tree
-    at = _app(ws.root, {"reviewer": "ann"})
-    at.selectbox(key="rv_group").set_value("run").run()
-    at.selectbox(key="rv_group_value_run").set_value(f"run {r1}").run()
+    at = _app_at_run(ws.root, r1)
     at.button(key=f"rv_rej_{ids['People']}").click().run()
     assert _status(ws, ids["People"]) == "rejected"
     assert at.success and "rejected" in at.success[0].value
